@@ -1,0 +1,26 @@
+# Two commands for a fresh machine: `make run` (install + start the app), `make test` (install + all tests).
+PY ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+PORT ?= 8501
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test browser
+
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT)
+
+# Debian's chromium for the real-browser test (playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is not installed and cannot be (not root): the browser test will skip"
+
+test: $(STAMP) browser
+	$(VENV)/bin/python -m pytest tests -q -rs

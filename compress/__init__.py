@@ -1,0 +1,23 @@
+"""compress: transformer compression trade-offs, measured. Never imports streamlit."""
+from .recipe import QUANT_MODES, RANK_MODES, CompressError, Recipe
+from .models import BUNDLED, ModelBundle, load_model
+from .spectrum import Spectrum, layer_report, select_ranks, spectra
+from .factorize import LowRankLinear, apply_factorize
+from .quantize import DEVICES as QUANT_DEVICES, apply_quantize
+from .measure import count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
+from .evaluate import eval_set, quality, search
+from .pipeline import benchmark, compress, load_compressed, numbers, report, save_compressed, workload
+
+__all__ = [
+    # recipe
+    "Recipe", "CompressError", "RANK_MODES", "QUANT_MODES",
+    # models
+    "BUNDLED", "ModelBundle", "load_model",
+    # techniques
+    "Spectrum", "spectra", "select_ranks", "layer_report", "LowRankLinear", "apply_factorize",
+    "apply_quantize", "QUANT_DEVICES",
+    # measurement and quality
+    "size_bytes", "size_breakdown", "count_params", "latency", "cpu_info", "gpu_info", "quality", "search", "eval_set",
+    # pipeline
+    "compress", "benchmark", "numbers", "report", "workload", "save_compressed", "load_compressed",
+]

@@ -1,0 +1,115 @@
+"""Measurements: serialized size, params, latency percentiles, hardware facts."""
+import io
+import platform
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+_BENCH_LOCK = threading.Lock()  # one benchmark at a time in the whole process, or the numbers lie
+
+
+@contextmanager
+def single_thread():
+    """Run a block on one torch thread, holding the benchmark lock so no timing overlaps it."""
+    with _BENCH_LOCK:
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+
+
+def _nbytes(obj) -> int:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getbuffer().nbytes
+
+
+def size_bytes(model) -> int:
+    """Exact length of the torch.save(state_dict) buffer, packed int8 weights included."""
+    return _nbytes(model.state_dict())
+
+
+def size_breakdown(model, adapter) -> dict:
+    """Each group serialized on its own (so the parts add up to about, not exactly, the total)."""
+    sd = model.state_dict()
+    groups = {"embeddings": {}, "blocks": {}, "rest": {}}
+    for k, v in sd.items():
+        g = "embeddings" if k.startswith(adapter.embeddings_prefix) else "blocks" if k.startswith(adapter.blocks + ".") else "rest"
+        groups[g][k] = v
+    return {g: _nbytes(d) if d else 0 for g, d in groups.items()}
+
+
+def _numel(v) -> int:
+    if isinstance(v, torch.Tensor):
+        return v.numel() if (v.is_floating_point() or v.is_quantized) and v.dim() > 0 else 0
+    if isinstance(v, (tuple, list)):  # packed dynamic-int8 params: (weight, bias)
+        return sum(_numel(x) for x in v)
+    return 0
+
+
+def count_params(model) -> int:
+    """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not)."""
+    return sum(_numel(v) for v in model.state_dict().values())
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
+    return {"cpu": model, "flags": [f for f in wanted if f in flags], "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def gpu_info() -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    return {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
+
+
+def _percentiles(ms) -> dict:
+    p10, p50, p90 = np.percentile(ms, [10, 50, 90])
+    return {"p10": round(float(p10), 3), "p50": round(float(p50), 3), "p90": round(float(p90), 3), "runs": len(ms)}
+
+
+@torch.no_grad()
+def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", progress=None) -> dict:
+    """Time each zero-argument callable, interleaved (A, B, A, B...) so machine noise hits all alike.
+
+    GPU: CUDA events after a synchronize. Returns {name: {p10, p50, p90, runs}} in milliseconds.
+    """
+    if runs < 7:
+        raise ValueError("latency needs at least 7 timed runs")
+    times = {k: [] for k in fns}
+    with _BENCH_LOCK:
+        for i in range(warmup + runs):
+            for k, fn in fns.items():
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    fn()
+                    end.record()
+                    torch.cuda.synchronize()
+                    ms = start.elapsed_time(end)
+                else:
+                    t0 = time.perf_counter()
+                    fn()
+                    ms = (time.perf_counter() - t0) * 1e3
+                if i >= warmup:
+                    times[k].append(ms)
+            if progress:
+                progress((i + 1) / (warmup + runs))
+    return {k: _percentiles(v) for k, v in times.items()}

@@ -1,0 +1,36 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import compress as C  # noqa: E402
+from compress.adapters import ADAPTERS  # noqa: E402
+from compress.models import ModelBundle  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: real-model tests (seconds to a minute each); CI runs them too")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    return C.load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(minilm):
+    """A random 2-layer BERT with MiniLM's tokenizer: every technique, in a fraction of a second."""
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=minilm.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=128)
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    info = {"architecture": "Bert", "model_type": "bert", "layers": 2, "heads": 4, "hidden": 64,
+            "vocab_size": cfg.vocab_size, "max_positions": 128, "source": "test"}
+    return ModelBundle(model, "tiny-bert", ADAPTERS["bert"], "embedding", minilm.tokenizer, "tiny-bert-hash", info)

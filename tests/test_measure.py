@@ -1,0 +1,66 @@
+import io
+import threading
+import time
+
+import pytest
+import torch
+
+import compress as C
+
+
+def test_size_bytes_is_the_torch_save_length(tiny_bert, tmp_path):
+    for model in (tiny_bert.model, C.compress(tiny_bert, C.Recipe(quant="int8")).model):
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        assert C.size_bytes(model) == len(buf.getvalue())
+        # on disk too (torch.save names the zip records after the file stem; BytesIO's is "archive")
+        torch.save(model.state_dict(), tmp_path / "archive.pt")
+        assert C.size_bytes(model) == (tmp_path / "archive.pt").stat().st_size
+
+
+def test_breakdown_covers_the_groups(tiny_bert):
+    parts = C.size_breakdown(tiny_bert.model, tiny_bert.adapter)
+    assert parts["embeddings"] > parts["blocks"] > 0  # the 30k-token table dominates a tiny model
+    assert sum(parts.values()) == pytest.approx(C.size_bytes(tiny_bert.model), rel=0.02)
+
+
+def test_params_count_weights_also_when_quantized(tiny_bert):
+    n = sum(p.numel() for p in tiny_bert.model.parameters())
+    assert C.count_params(tiny_bert.model) == n
+    assert C.count_params(C.compress(tiny_bert, C.Recipe(quant="int8")).model) == n
+
+
+def test_latency_percentiles_interleaved_and_ordered():
+    calls = []
+    lat = C.latency({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, runs=7, warmup=2)
+    assert calls == ["a", "b"] * 9  # interleaved A, B, A, B: noise hits both alike
+    for v in lat.values():
+        assert v["runs"] == 7 and v["p10"] <= v["p50"] <= v["p90"]
+    with pytest.raises(ValueError):
+        C.latency({"a": lambda: None}, runs=3)
+
+
+def test_two_benchmarks_never_overlap():
+    active, overlaps = [0], []
+
+    def work():
+        active[0] += 1
+        overlaps.append(active[0])
+        time.sleep(0.001)
+        active[0] -= 1
+    threads = [threading.Thread(target=C.latency, args=({"x": work},)) for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(overlaps) == 27 and max(overlaps) == 1
+
+
+def test_hardware_info():
+    info = C.cpu_info()
+    assert info["threads"] == torch.get_num_threads() and isinstance(info["flags"], list) and info["cpu"]
+    assert (C.gpu_info() is None) == (not torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_gpu_latency_uses_cuda_events(tiny_bert):
+    lat = C.benchmark(tiny_bert, C.compress(tiny_bert, C.Recipe(quant="fp16")), batch=2, seq=16, device="cuda")
+    assert lat["compressed"]["p50"] > 0
