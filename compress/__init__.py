@@ -1,11 +1,13 @@
 """compress: transformer compression trade-offs, measured. Never imports streamlit."""
 from .recipe import QUANT_MODES, RANK_MODES, CompressError, Recipe
 from .models import BUNDLED, ModelBundle, load_model
+from .uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_upload
+from .adapters import ADAPTERS, conv1d_to_linear
 from .spectrum import Spectrum, layer_report, select_ranks, spectra
 from .factorize import LowRankLinear, apply_factorize
 from .quantize import DEVICES as QUANT_DEVICES, apply_quantize
 from .measure import count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
-from .evaluate import eval_set, quality, search
+from .evaluate import complete, eval_set, next_token_agreement, quality, search
 from .pipeline import benchmark, compress, load_compressed, numbers, report, save_compressed, workload
 
 __all__ = [
@@ -13,11 +15,14 @@ __all__ = [
     "Recipe", "CompressError", "RANK_MODES", "QUANT_MODES",
     # models
     "BUNDLED", "ModelBundle", "load_model",
+    # uploads and architecture adapters
+    "load_upload", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear",
     # techniques
     "Spectrum", "spectra", "select_ranks", "layer_report", "LowRankLinear", "apply_factorize",
     "apply_quantize", "QUANT_DEVICES",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "cpu_info", "gpu_info", "quality", "search", "eval_set",
+    "next_token_agreement", "complete",
     # pipeline
     "compress", "benchmark", "numbers", "report", "workload", "save_compressed", "load_compressed",
 ]

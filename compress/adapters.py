@@ -1,7 +1,8 @@
 """Per-architecture facts: where the blocks, attention and FFN live, and what may be factorized.
 
 One Adapter per family; every technique asks the adapter instead of knowing model classes.
-Paths inside a block are relative to that block.
+Paths inside a block are relative to that block. Every technique sees only nn.Linear: GPT-2's
+Conv1D layers are swapped for equivalent nn.Linear once, at load (conv1d_to_linear).
 """
 from dataclasses import dataclass
 
@@ -22,7 +23,11 @@ class Adapter:
     word_embeddings: str   # path of the token embedding table
     causal: bool
     heads_attr: str        # config attribute holding the head count
-    embeddings_prefix: str = "embeddings."  # state-dict prefix counted as "embeddings" in sizes
+    embeddings_prefix: str | tuple = "embeddings."  # state-dict prefix(es) counted as "embeddings" in sizes
+    # GPT-2: q, k and v are ONE Linear (c_attn, out = 3C): rows [0, C) are q, [C, 2C) k, [2C, 3C) v, and
+    # head h owns rows h*hd:(h+1)*hd of each third. Pruning heads there means slicing those rows in all
+    # three thirds, the matching input columns of o, and updating attn.num_heads / attn.split_size.
+    fused_qkv: bool = False
 
     def block_list(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.blocks)
@@ -32,18 +37,51 @@ class Adapter:
         return [f"{self.blocks}.{name}" for name, m in self.block_list(model).named_modules()
                 if isinstance(m, nn.Linear)]
 
+    def qkv(self, block: nn.Module) -> list[tuple[nn.Linear, slice]]:
+        """[(layer, output rows)] of q, k and v in one block; for a fused c_attn, thirds of one layer."""
+        if not self.fused_qkv:
+            return [(block.get_submodule(p), slice(None)) for p in (self.q, self.k, self.v)]
+        layer = block.get_submodule(self.q)
+        c = layer.out_features // 3
+        return [(layer, slice(i * c, (i + 1) * c)) for i in range(3)]
+
+
+_BERT = dict(blocks="encoder.layer", q="attention.self.query", k="attention.self.key", v="attention.self.value",
+             o="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
+             word_embeddings="embeddings.word_embeddings", causal=False, heads_attr="num_attention_heads")
 
 ADAPTERS = {
-    "bert": Adapter("bert", "encoder.layer", "attention.self.query", "attention.self.key",
-                    "attention.self.value", "attention.output.dense", "intermediate.dense",
-                    "output.dense", "embeddings.word_embeddings", False, "num_attention_heads"),
+    "bert": Adapter("bert", **_BERT),        # BERT and MiniLM-style models
+    "roberta": Adapter("roberta", **_BERT),  # same module layout as BERT
+    "distilbert": Adapter("distilbert", "transformer.layer", "attention.q_lin", "attention.k_lin",
+                          "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2",
+                          "embeddings.word_embeddings", False, "n_heads"),
+    # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear
+    "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
+                    "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
+                    embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True),
 }
+
+
+def conv1d_to_linear(model: nn.Module) -> nn.Module:
+    """Swap every transformers Conv1D (weight stored (in, out)) for the same nn.Linear (weight (out, in)),
+    in place, so spectra, factorization and int8 see one layer type with one weight convention."""
+    from transformers.pytorch_utils import Conv1D
+    for name, m in list(model.named_modules()):
+        if isinstance(m, Conv1D):
+            lin = nn.Linear(m.nx, m.nf, device=m.weight.device, dtype=m.weight.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(m.weight.T)  # (in, out) -> (out, in)
+                lin.bias.copy_(m.bias)
+            set_module(model, name, lin)
+    return model
 
 
 def forward(model: nn.Module, adapter: Adapter, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """One call shape for every family: (B, T) ids -> last hidden states (encoders) or logits (decoders)."""
-    out = model(input_ids=ids, attention_mask=mask)
-    return out.logits if adapter.causal else out.last_hidden_state
+    if adapter.causal:  # no KV cache: every call is one full forward
+        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    return model(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
 def set_module(model: nn.Module, fqn: str, new: nn.Module) -> None:

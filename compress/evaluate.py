@@ -3,6 +3,11 @@
 embedding (MiniLM): fidelity = mean cosine between compressed and original sentence embeddings
 (mean pooling over the attention mask, L2-normalized) on assets/eval/sentences.tsv;
 retrieval_overlap = mean |top5_original & top5_compressed| / 5 over assets/eval/queries.txt.
+generation (decoders): next_token_kl = KL(original || compressed) of the next-token distribution in
+nats/token, mean over the real (unpadded) tokens of the sentences; top1_agreement = how often both
+models' most likely next token is the same.
+A model without a tokenizer is measured on seeded random token ids instead (only indicative).
+NaN/inf outputs raise CompressError: a NaN quality number is never returned.
 """
 import csv
 from functools import lru_cache
@@ -25,19 +30,40 @@ def eval_set() -> tuple[list[str], list[str], list[str]]:
     return [r["sentence"] for r in rows], [r["topic"] for r in rows], queries
 
 
+def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0) -> list[tuple]:
+    """n seeded random sequences as [(ids, mask)] (B, T): the same inputs for the original and every copy."""
+    g = torch.Generator().manual_seed(seed)
+    v = bundle.vocab_size
+    ids = torch.randint(min(1000, v // 2), v, (n, min(seq, bundle.info.get("max_positions", seq))), generator=g)
+    return [(ids[i:i + batch], torch.ones_like(ids[i:i + batch])) for i in range(0, n, batch)]
+
+
+def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
+    """[(ids, mask)] of the texts; without a tokenizer, as many seeded random sequences (seeded by count)."""
+    if bundle.tokenizer is None:
+        return random_batches(bundle, len(texts), batch=batch, seed=len(texts))
+    max_len = min(128, bundle.info.get("max_positions", 128))
+    encs = [bundle.tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            for i in range(0, len(texts), batch)]
+    return [(e["input_ids"], e["attention_mask"]) for e in encs]
+
+
+def _finite(x: torch.Tensor, bundle) -> torch.Tensor:
+    if not torch.isfinite(x).all():
+        what = "the compressed model" if bundle.recipe is not None else "the model"
+        raise CompressError(f"{what} outputs NaN or infinite values; its quality cannot be measured")
+    return x
+
+
 @torch.no_grad()
 def embed(bundle, texts: list[str], batch: int = 64) -> torch.Tensor:
     """(N, C) L2-normalized mean-pooled sentence embeddings, float32."""
     out = []
-    for i in range(0, len(texts), batch):
-        enc = bundle.tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        h = forward(bundle.model, bundle.adapter, enc["input_ids"], enc["attention_mask"]).float()  # (B, T, C)
-        m = enc["attention_mask"].unsqueeze(-1).float()                                           # (B, T, 1)
+    for ids, mask in batches(bundle, texts, batch):
+        h = _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle)  # (B, T, C)
+        m = mask.unsqueeze(-1).float()                                                  # (B, T, 1)
         out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
-    e = torch.cat(out)
-    if not torch.isfinite(e).all():
-        raise CompressError("the model produces NaN or infinite outputs; its quality cannot be measured")
-    return e
+    return _finite(torch.cat(out), bundle)
 
 
 def _eval_embeddings(bundle) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +75,9 @@ def _eval_embeddings(bundle) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quality(bundle, original) -> dict:
+    """Quality of bundle against the uncompressed original, per task (module docstring)."""
+    if bundle.task == "generation":
+        return next_token_agreement(bundle, original)
     if bundle.task != "embedding":
         raise CompressError(f"no quality metric for task {bundle.task!r}")
     ref_s, ref_q = _eval_embeddings(original)
@@ -60,8 +89,40 @@ def quality(bundle, original) -> dict:
             "retrieval_overlap": round(sum(overlap) / len(overlap), 4)}
 
 
+@torch.no_grad()
+def next_token_agreement(bundle, original) -> dict:
+    """Decoders: next-token KL(original || compressed) in nats/token and top-1 agreement over real tokens."""
+    kl, agree, n = 0.0, 0, 0
+    batch = max(1, min(64, (1 << 25) // (128 * original.vocab_size)))  # (B, T, V) log-probs stay near 128 MB
+    for ids, mask in batches(original, eval_set()[0], batch):
+        lp_ref = _finite(forward(original.model, original.adapter, ids, mask).float(), original).log_softmax(-1)
+        lp = _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle).log_softmax(-1)  # (B, T, V)
+        real = mask.bool()                                                                            # (B, T)
+        kl += float((lp_ref.exp() * (lp_ref - lp)).sum(-1)[real].sum())
+        agree += int((lp_ref.argmax(-1) == lp.argmax(-1))[real].sum())
+        n += int(real.sum())
+    return {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}
+
+
+@torch.no_grad()
+def complete(bundle, prompt: str, max_new_tokens: int = 20) -> str:
+    """Sample output for decoders: the greedy continuation of a prompt (full forward per token: any copy runs it)."""
+    if bundle.tokenizer is None:
+        raise CompressError("this model has no tokenizer, so it cannot continue a text")
+    ids = bundle.tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, T)
+    start = ids.shape[1]
+    if start == 0:
+        raise CompressError("give a prompt to continue")
+    for _ in range(max_new_tokens):
+        logits = forward(bundle.model, bundle.adapter, ids[:, -bundle.info["max_positions"]:])[:, -1]  # (1, V)
+        ids = torch.cat([ids, _finite(logits, bundle).argmax(-1, keepdim=True)], dim=1)
+    return bundle.tokenizer.decode(ids[0, start:], skip_special_tokens=True)
+
+
 def search(bundle, query: str, k: int = 5) -> list[dict]:
     """Sample output for embeddings: the top-k evaluation sentences for a query."""
+    if bundle.tokenizer is None:
+        raise CompressError("this model has no tokenizer, so it cannot search texts")
     sentences, topics, _ = eval_set()
     scores = _eval_embeddings(bundle)[0] @ embed(bundle, [query])[0]
     top = scores.topk(k)

@@ -64,8 +64,26 @@ BUNDLED = {"minilm": load_minilm}  # id -> loader; the UI and the tests iterate 
 
 
 @lru_cache(maxsize=4)
-def load_model(name: str) -> ModelBundle:
-    """A bundled model by id. Cached: callers must never mutate the returned model."""
-    if name not in BUNDLED:
-        raise CompressError(f"unknown model {name!r}; bundled models: {', '.join(BUNDLED)}")
+def _load_bundled(name: str) -> ModelBundle:
     return BUNDLED[name]()
+
+
+def load_model(name) -> ModelBundle:
+    """A bundled model by id, or an upload: a path to a zip or folder (config.json + *.safetensors).
+    Cached (uploads by content hash): callers must never mutate the returned model."""
+    if name in BUNDLED:
+        return _load_bundled(name)
+    if name and os.path.exists(name):
+        from .uploads import load_upload  # uploads imports this module
+        return load_upload(name)
+    raise CompressError(f"unknown model {name!r}; bundled models: {', '.join(BUNDLED)}, or give the path of a zip "
+                        "or folder holding config.json + *.safetensors")
+
+
+def _clear_caches():
+    from .uploads import clear_cache
+    _load_bundled.cache_clear()
+    clear_cache()
+
+
+load_model.cache_clear = _clear_caches  # tests swap BUNDLED entries, then clear

@@ -1,0 +1,367 @@
+"""Your own model: a Hugging Face model uploaded as a zip or folder (config.json + *.safetensors
+[+ tokenizer files]), of the BERT (MiniLM-style too), DistilBERT, RoBERTa or GPT-2 family.
+
+Uploads are untrusted: nothing is unpickled, no remote code runs, zip paths never become file paths,
+and sizes are checked from the zip's directory and the config BEFORE anything is extracted or
+allocated. Every refusal is a CompressError a person can act on, and leaves no temp files behind.
+"""
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import stat
+import struct
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from .adapters import ADAPTERS, conv1d_to_linear
+from .models import ModelBundle, _hf_info, file_sha256
+from .recipe import CompressError
+
+MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
+MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ZIP_ENTRIES = 10_000
+
+FAMILIES = {"bert": "embedding", "roberta": "embedding", "distilbert": "embedding", "gpt2": "generation"}
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "added_tokens.json"}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+METRICS = {
+    "embedding": "fidelity: mean cosine to the uncompressed upload's mean-pooled embeddings on 255 held-out "
+                 "sentences; retrieval_overlap: top-5 agreement on 50 queries",
+    "generation": "next_token_kl: KL(original || compressed) of the next-token distribution, nats/token, mean over "
+                  "the real tokens of 255 held-out sentences; top1_agreement: how often both predict the same token",
+}
+NO_TOKENIZER = " (no usable tokenizer: measured on seeded random token ids, so only indicative)"
+
+_CACHE: OrderedDict = OrderedDict()  # content key -> bundle; uploads are big, keep the last two
+_LOCK = threading.Lock()  # one upload loads at a time: two 500 MB loads at once could exhaust memory
+
+
+def load_upload(path) -> ModelBundle:
+    """Load a zip or folder upload. Cached by content: the same bytes under another path load once."""
+    p = Path(path)
+    if not p.exists():
+        raise CompressError(f"{p} does not exist")
+    _refuse_lone_file(p)
+    with _LOCK:
+        tmp = Path(tempfile.mkdtemp(prefix="compress-upload-"))
+        try:
+            cfg = _stage(p, tmp)  # only the files we use, flat in tmp; config validated before extraction
+            weights = sorted(tmp.glob("*.safetensors"))
+            content_hash = file_sha256(weights)
+            key = content_hash + file_sha256(sorted(set(tmp.iterdir()) - set(weights)))
+            if key not in _CACHE:
+                _CACHE[key] = _load_dir(tmp, cfg, str(p.resolve()), content_hash)
+                while len(_CACHE) > 2:
+                    _CACHE.popitem(last=False)
+            b = _CACHE[key]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # weights and tokenizer are in memory by now
+    name = str(p.resolve())  # base.json records it, so load_compressed finds the upload again
+    return b if b.name == name else dataclasses.replace(b, name=name, info={**b.info, "source": name})
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+# ---------------------------------------------------------------- checks before anything is extracted
+
+def _refuse_lone_file(p: Path) -> None:
+    if p.is_dir():
+        return
+    size = p.stat().st_size
+    if size == 0:
+        raise CompressError(f"{p.name} is empty")
+    if size > MAX_UPLOAD_BYTES:
+        raise CompressError(f"{p.name} is {size / 2**20:.0f} MB; uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB")
+    if p.suffix == ".safetensors":
+        raise CompressError(f"{p.name} alone is not enough: upload a zip or folder holding it with its config.json "
+                            "(and tokenizer files)")
+    if p.suffix in PICKLE_SUFFIXES:
+        raise CompressError(_pickle_msg(p.name))
+    if not zipfile.is_zipfile(p):
+        raise CompressError(f"{p.name} is not a zip file; upload a zip (or folder) with config.json + *.safetensors")
+
+
+def _one_line(e: Exception, n: int = 300) -> str:
+    """A library's error as one short line, for a message shown to a person."""
+    return " ".join(str(e).split())[:n] or type(e).__name__
+
+
+def _pickle_msg(name: str) -> str:
+    return (f"{name} is a pickle-based checkpoint, which can run arbitrary code when loaded, so it is never opened "
+            "here. Convert it to safetensors first (model.save_pretrained(dir, safe_serialization=True)) and upload "
+            "config.json + model.safetensors")
+
+
+def _safe_name(name: str) -> bool:
+    """No zip slip: relative, no '..', no backslashes or drive letters."""
+    pp = PurePosixPath(name)
+    return not (pp.is_absolute() or ".." in pp.parts or "\\" in name or ":" in name)
+
+
+def _listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
+    """Relative path -> declared size of every file in the upload."""
+    if zf is None:  # a folder: its top level and one sub-folder level, never a whole tree
+        top = [f for f in p.iterdir()]
+        files = [f for f in top if f.is_file()] + [g for f in top if f.is_dir() for g in f.iterdir() if g.is_file()]
+        return {f.relative_to(p).as_posix(): f.stat().st_size for f in files}
+    out = {}
+    for i in zf.infolist():
+        if not _safe_name(i.filename):
+            raise CompressError(f"the zip holds an unsafe path {i.filename!r} (it points outside the upload); refused")
+        if stat.S_ISLNK(i.external_attr >> 16):
+            raise CompressError(f"the zip holds a symbolic link {i.filename!r}; refused")
+        if not i.is_dir():
+            out[i.filename] = i.file_size
+    return out
+
+
+def _select(files: dict[str, int]) -> dict[str, str]:
+    """The files to use, {zip path: flat name}: those next to config.json, at the top or in one sub-folder."""
+    configs = sorted((n.count("/"), n) for n in files if PurePosixPath(n).name == "config.json")
+    if not configs or configs[0][0] > 1:
+        raise CompressError("no config.json found (it must be at the top of the upload or in one sub-folder); "
+                            "upload a Hugging Face model folder: config.json + *.safetensors (+ tokenizer files)")
+    if len(configs) > 1 and configs[1][0] == configs[0][0]:
+        raise CompressError(f"several models in one upload ({configs[0][1]}, {configs[1][1]}); upload one")
+    root = str(PurePosixPath(configs[0][1]).parent)
+    here = {n: PurePosixPath(n).name for n in files if str(PurePosixPath(n).parent) == root}
+    used = {n: b for n, b in here.items()
+            if b == "config.json" or b in TOKENIZER_FILES or b.endswith((".safetensors", ".safetensors.index.json"))}
+    if not any(b.endswith(".safetensors") for b in used.values()):
+        pickles = [b for b in here.values() if b.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise CompressError(_pickle_msg(pickles[0]))
+        raise CompressError("no *.safetensors weights next to config.json")
+    total = sum(files[n] for n in used)
+    if total > MAX_UPLOAD_BYTES:
+        raise CompressError(f"the upload's files declare {total / 2**20:.0f} MB uncompressed; the limit is "
+                            f"{MAX_UPLOAD_BYTES // 2**20} MB (nothing was extracted)")
+    return used
+
+
+def _stage(p: Path, tmp: Path):
+    """Validate the upload and its config, then put the used files flat into tmp; returns the config."""
+    with contextlib.ExitStack() as stack:
+        zf = None if p.is_dir() else stack.enter_context(_open_zip(p))
+        files = _listing(p, zf)
+        used = _select(files)
+        cfg_name = next(n for n, b in used.items() if b == "config.json")
+        if files[cfg_name] > MAX_CONFIG_BYTES:
+            raise CompressError(f"config.json is {files[cfg_name]:,} bytes; a real one is a few KB")
+        if zf is None:
+            raw = (p / cfg_name).read_bytes()
+        else:
+            _copy(zf, zf.getinfo(cfg_name), buf := io.BytesIO())
+            raw = buf.getvalue()
+        cfg = parse_config(raw)
+        for n, b in used.items():
+            if zf is None:
+                os.symlink((p / n).resolve(), tmp / b)  # a local folder: link, do not copy
+            else:
+                _extract(zf, zf.getinfo(n), tmp / b)
+    return cfg
+
+
+def _open_zip(p: Path) -> zipfile.ZipFile:
+    """Open a zip after checking the entry count its end record declares: zipfile would otherwise build an
+    object per entry first (millions of empty entries fit in the size limit)."""
+    with open(p, "rb") as f:
+        f.seek(max(0, p.stat().st_size - (1 << 16) - 22))
+        tail = f.read()
+    i = tail.rfind(b"PK\x05\x06")
+    if i >= 0 and len(tail) >= i + 12 and struct.unpack("<H", tail[i + 10:i + 12])[0] > MAX_ZIP_ENTRIES:
+        raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
+    try:
+        return zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CompressError(f"{p.name} is not a readable zip file: {e}") from None
+
+
+def _copy(zf, info, dst) -> None:
+    """Copy one entry into a file object, never more bytes than it declared (zipfile also checks the CRC)."""
+    n = 0
+    try:
+        with zf.open(info) as src:
+            while chunk := src.read(1 << 20):
+                n += len(chunk)
+                if n > info.file_size:
+                    raise CompressError(f"{info.filename} is larger than the zip declares; refused")
+                dst.write(chunk)
+    except CompressError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # bad CRC, cut data, encrypted
+        raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename}: {e})") from None
+
+
+def _extract(zf, info, dest: Path) -> None:
+    with open(dest, "wb") as f:
+        _copy(zf, info, f)
+
+
+def parse_config(raw: bytes):
+    """config.json -> a transformers config of a supported family, with its sizes checked."""
+    from transformers import CONFIG_MAPPING
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CompressError(f"config.json is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise CompressError("config.json must hold a JSON object")
+    mt = d.get("model_type")
+    if mt not in FAMILIES:
+        raise CompressError(f"model_type {mt!r} is not supported; supported families: {', '.join(FAMILIES)} "
+                            "(MiniLM-style models are 'bert')")
+    if "quantization_config" in d:
+        raise CompressError("this checkpoint is already quantized; upload the float weights")
+    try:
+        cfg = CONFIG_MAPPING[mt].from_dict(d)
+    except Exception as e:  # transformers' own validation of untrusted values: say what it found
+        raise CompressError(f"config.json is not a valid {mt} config: {_one_line(e)}") from None
+    h, heads, layers = cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers
+    vocab, pos = cfg.vocab_size, cfg.max_position_embeddings
+    ffn = next((getattr(cfg, a) for a in ("intermediate_size", "hidden_dim", "n_inner") if getattr(cfg, a, None)),
+               4 * h)  # BERT/RoBERTa, DistilBERT, GPT-2 (None there means 4 * hidden)
+    for k, v in (("hidden size", h), ("attention heads", heads), ("layers", layers), ("vocab_size", vocab),
+                 ("max positions", pos), ("FFN width", ffn)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CompressError(f"config.json: {k} must be a positive integer, got {v!r}")
+    if h % heads:
+        raise CompressError(f"config.json: hidden size {h} is not divisible by its {heads} attention heads")
+    params = vocab * h + pos * h + layers * (4 * h * h + 2 * h * ffn)  # embeddings + blocks, biases aside
+    if params > MAX_PARAMS:
+        raise CompressError(f"config.json declares about {params / 1e6:,.0f}M parameters; the limit is "
+                            f"{MAX_PARAMS / 1e6:.0f}M (nothing was allocated)")
+    return cfg
+
+
+# ---------------------------------------------------------------- loading the vetted files
+
+def _header(d: Path) -> dict[str, tuple]:
+    """{tensor name: shape} from the safetensors headers (nothing loaded); truncated files are refused."""
+    from safetensors import SafetensorError, safe_open
+    shapes, params = {}, 0
+    for f in sorted(d.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for k in st.keys():
+                    s = st.get_slice(k)
+                    shapes[k] = tuple(s.get_shape())
+                    params += torch.Size(shapes[k]).numel() if s.get_dtype() in ("F32", "F16", "BF16", "F64") else 0
+        except SafetensorError as e:
+            raise CompressError(f"{f.name} is truncated or not a safetensors file ({e})") from None
+    if params > MAX_PARAMS:
+        raise CompressError(f"the weights hold {params / 1e6:,.0f}M parameters; the limit is {MAX_PARAMS / 1e6:.0f}M")
+    return shapes
+
+
+def _model_class(task: str):
+    from transformers import AutoModel, AutoModelForCausalLM
+    return AutoModelForCausalLM if task == "generation" else AutoModel
+
+
+def _mismatch(what: str) -> CompressError:
+    return CompressError(f"config.json does not match the weights: {what}")
+
+
+def _check_shapes(cfg, task: str, shapes: dict) -> None:
+    """Compare the shapes the config implies (model built on the meta device: no memory) to the header."""
+    with torch.device("meta"):
+        meta = _model_class(task).from_config(cfg)
+    pre = meta.base_model_prefix + "."
+    for k, v in meta.state_dict().items():
+        base = k.removeprefix(pre)
+        for cand in (k, base, pre + base):
+            if cand in shapes and shapes[cand] != tuple(v.shape):
+                raise _mismatch(f"{cand} is {list(shapes[cand])} in the weights, the config implies {list(v.shape)}")
+
+
+def _check_loading(model, info: dict) -> None:
+    """Missing block/embedding weights, or weights of layers the config lacks, mean a wrong config."""
+    missing = sorted(k for k in info["missing_keys"] if not k.split(".")[0] == "pooler")  # pooler: unused here
+    if missing:
+        raise _mismatch(f"{len(missing)} tensors are missing from the weights (e.g. {missing[0]})")
+    if info["mismatched_keys"]:
+        raise _mismatch(f"shape mismatch in {sorted(info['mismatched_keys'])[0]}")
+    ours = {n for n, _ in model.named_children()} | {n for n, _ in model.base_model.named_children()}
+    pre = model.base_model_prefix + "."
+    extra = sorted(k for k in info["unexpected_keys"]  # weights of our modules; buffers like position_ids are fine
+                   if k.removeprefix(pre).split(".")[0] in ours and k.endswith((".weight", ".bias")))
+    if extra:  # task heads (cls., score., ...) are fine to drop; extra layers are not
+        raise _mismatch(f"{len(extra)} weights belong to no layer of the config (e.g. {extra[0]})")
+
+
+def _check_finite(model) -> None:
+    for n, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CompressError(f"the weights contain NaN or infinite values (first in {n}); "
+                                "no quality number would mean anything, so the model is refused")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers logs a load report and progress bars; our own checks say what matters."""
+    from transformers.utils import logging
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
+    task = FAMILIES[cfg.model_type]
+    _check_shapes(cfg, task, _header(d))
+    try:
+        with _quiet():
+            model, info = _model_class(task).from_pretrained(
+                d, config=cfg, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
+                output_loading_info=True)
+    except Exception as e:  # any failure reading untrusted weights is the upload's fault: say it plainly
+        raise CompressError(f"the weights could not be loaded: {_one_line(e)}") from e
+    _check_loading(model, info)
+    _check_finite(model)
+    conv1d_to_linear(model)  # GPT-2: from here on every technique sees nn.Linear
+    tok, why = _tokenizer(d, cfg.vocab_size)
+    info = _hf_info(cfg, name)
+    if cfg.model_type == "roberta":  # RoBERTa's position table starts after the padding index
+        info["max_positions"] -= (cfg.pad_token_id or 0) + 1
+    info.update(metric=METRICS[task] + ("" if tok else NO_TOKENIZER), tokenizer=tok is not None,
+                params=sum(p.numel() for p in model.parameters()))
+    if why:
+        info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
+    return ModelBundle(model.eval(), name, ADAPTERS[cfg.model_type], task, tok, content_hash, info)
+
+
+def _tokenizer(d: Path, vocab_size: int):
+    """(tokenizer, None) or (None, why not). A broken tokenizer does not block the model."""
+    if not any((d / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json")):
+        return None, "the upload has no tokenizer files"
+    from transformers import AutoTokenizer
+    try:
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(d, trust_remote_code=False)
+    except Exception as e:
+        return None, f"its tokenizer could not be loaded ({_one_line(e)})"
+    if len(tok) > vocab_size:
+        return None, f"its tokenizer has {len(tok)} tokens but the model only {vocab_size}"
+    if tok.pad_token is None:  # GPT-2 has no pad token; padded positions are masked out anyway
+        if tok.eos_token is None:
+            return None, "its tokenizer has no padding or end-of-text token"
+        tok.pad_token = tok.eos_token
+    return tok, None

@@ -1,0 +1,243 @@
+"""Uploads of each family (BERT, DistilBERT, RoBERTa, GPT-2): tiny random models built from transformers
+configs, saved as safetensors, zipped, then loaded and put through every technique via the public API."""
+import copy
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import compress as C
+from compress.adapters import ADAPTERS, conv1d_to_linear, forward
+
+TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=64)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _tokenizers(texts):
+    """(WordPiece, byte-level BPE) trained in about a second on our own text: nothing is downloaded."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=1000, show_progress=False, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(  # <pad> = 1: RoBERTa's padding_idx
+        vocab_size=1000, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>"]))
+    return wp, bpe
+
+
+def build_family(family: str, out: Path, tokenizers=None, seed=0):
+    """Save a random tiny model of a family (and its tokenizer) to out; returns the in-memory model."""
+    from transformers import (BertConfig, BertModel, BertTokenizerFast, DistilBertConfig, DistilBertModel,
+                              GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, RobertaConfig, RobertaModel,
+                              RobertaTokenizerFast)
+    torch.manual_seed(seed)
+    wp, bpe = tokenizers or (None, None)
+    if family == "bert":
+        model, tok = BertModel(BertConfig(**TINY)), wp and BertTokenizerFast(
+            tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+            mask_token="[MASK]")
+    elif family == "distilbert":
+        model, tok = DistilBertModel(DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                                      max_position_embeddings=64)), wp and BertTokenizerFast(
+            tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+            mask_token="[MASK]")
+    elif family == "roberta":
+        model, tok = RobertaModel(RobertaConfig(**{**TINY, "max_position_embeddings": 66}), add_pooling_layer=False), \
+            bpe and RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                         unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    elif family == "gpt2":
+        model, tok = GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                                bos_token_id=5, eos_token_id=5)), \
+            bpe and GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                      unk_token="<|endoftext|>")
+    with torch.no_grad():  # random init leaves biases zero and weights tiny: perturb so outputs really differ
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval().save_pretrained(out)  # safetensors by default
+    (out / "generation_config.json").unlink(missing_ok=True)
+    if tok is not None:
+        tok.save_pretrained(out)
+    return model
+
+
+def zip_dir(d: Path, dest: Path, folder: str = "") -> Path:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(d.iterdir()):
+            z.write(f, folder + f.name)
+    return dest
+
+
+FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory):
+    """{family: (zip path, in-memory original)}; DistilBERT and RoBERTa zipped inside a sub-folder."""
+    tmp = tmp_path_factory.mktemp("families")
+    toks = _tokenizers((C.evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600])
+    out = {}
+    for fam in FAMILIES:
+        model = build_family(fam, tmp / fam, toks)
+        out[fam] = (zip_dir(tmp / fam, tmp / f"{fam}.zip", f"my-{fam}/" if fam in ("distilbert", "roberta") else ""),
+                    model)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundles(uploads):
+    return {fam: C.load_model(str(z)) for fam, (z, _) in uploads.items()}
+
+
+def _ids(b, n=3, t=11):
+    return torch.randint(10, b.vocab_size, (n, t), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_load_matches_the_saved_model(fam, uploads, bundles):
+    b, original = bundles[fam], uploads[fam][1]
+    assert b.adapter is ADAPTERS[fam] and b.task == ("generation" if fam == "gpt2" else "embedding")
+    assert {"architecture", "model_type", "layers", "heads", "hidden", "vocab_size", "max_positions", "source",
+            "metric"} <= set(b.info) and b.info["tokenizer"] is True and "note" not in b.info
+    assert b.info["layers"] == 2 and b.info["heads"] == 4 and b.info["hidden"] == 32 and b.info["vocab_size"] == 1000
+    assert len(b.content_hash) == 64 and b.name == str(uploads[fam][0].resolve())
+    assert not any(type(m).__name__ == "Conv1D" for m in b.model.modules())  # GPT-2: converted at load
+    ids = _ids(b)
+    with torch.no_grad():  # same outputs as the model that was saved (the Conv1D -> Linear swap is exact)
+        ref = original(input_ids=ids)
+        ref = ref.logits if fam == "gpt2" else ref.last_hidden_state
+        torch.testing.assert_close(forward(b.model, b.adapter, ids), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_spectra_and_full_rank_factorization_reproduce_outputs(fam, bundles):
+    b = bundles[fam]
+    spec = C.spectra(b)
+    per_block = 4 if fam == "gpt2" else 6  # GPT-2's q, k, v are one fused c_attn
+    assert len(spec) == 2 * per_block and all(name.startswith(b.adapter.blocks + ".") for name in spec)
+    for name, s in spec.items():  # (out, in) like nn.Linear; GPT-2's c_attn is (3C, C) after the swap
+        w = b.model.get_submodule(name).weight
+        assert (s.m, s.n) == tuple(w.shape) and s.s[0] > 0
+    if fam == "gpt2":
+        assert (spec["transformer.h.0.attn.c_attn"].m, spec["transformer.h.0.attn.c_attn"].n) == (96, 32)
+    full = C.apply_factorize(copy.deepcopy(b.model), {k: min(s.m, s.n) for k, s in spec.items()}, spec)
+    assert sum(isinstance(m, C.LowRankLinear) for m in full.modules()) == 2 * per_block
+    ids = _ids(b)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(full, b.adapter, ids), forward(b.model, b.adapter, ids),
+                                   rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_compress_int8_and_quality_are_finite(fam, bundles):
+    b = bundles[fam]
+    c = C.compress(b, C.Recipe(rank_mode="ratio", rank=0.25, quant="int8"))
+    assert len(c.layers) == len(C.spectra(b))  # one report row per factorizable layer
+    assert any("quantized" in type(m).__module__ for m in c.model.modules())
+    nums = C.numbers(c)
+    assert nums["size_bytes"] < C.numbers(b)["size_bytes"] and nums["params"] > 0
+    q_ref, q = C.quality(b, b), C.quality(c, b)
+    if b.task == "embedding":
+        assert q_ref == {"fidelity": 1.0, "retrieval_overlap": 1.0}
+        assert 0 < q["fidelity"] <= 1 and 0 <= q["retrieval_overlap"] <= 1
+    else:
+        assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0}
+        assert 0 < q["next_token_kl"] < 20 and 0 <= q["top1_agreement"] <= 1
+    assert all(v == v for v in q.values())  # no NaN
+
+
+def test_gpt2_adapter_splits_the_fused_qkv(bundles):
+    b = bundles["gpt2"]
+    block = b.adapter.block_list(b.model)[0]
+    parts = b.adapter.qkv(block)
+    assert [p[0] for p in parts] == [block.attn.c_attn] * 3
+    w = block.attn.c_attn.weight
+    assert torch.equal(torch.cat([w[s] for _, s in parts]), w) and [w[s].shape[0] for _, s in parts] == [32] * 3
+    bert = bundles["bert"]
+    q, k, v = (m for m, _ in bert.adapter.qkv(bert.adapter.block_list(bert.model)[0]))
+    assert (q, k, v) == tuple(bert.model.get_submodule(f"encoder.layer.0.attention.self.{n}")
+                              for n in ("query", "key", "value"))
+
+
+def test_conv1d_to_linear_is_exact():
+    from transformers.pytorch_utils import Conv1D
+    torch.manual_seed(0)
+    conv = Conv1D(12, 5)
+    torch.nn.init.normal_(conv.bias)
+    lin = conv1d_to_linear(torch.nn.Sequential(copy.deepcopy(conv)))[0]
+    x = torch.randn(2, 3, 5)
+    assert isinstance(lin, torch.nn.Linear) and lin.weight.shape == (12, 5)
+    torch.testing.assert_close(lin(x), conv(x))
+
+
+def test_gpt2_generates_and_fp16_quality(bundles):
+    b = bundles["gpt2"]
+    text = C.complete(b, "The city council", max_new_tokens=5)
+    assert isinstance(text, str)
+    c = C.compress(b, C.Recipe(quant="bf16"))
+    assert C.complete(c, "The city council", max_new_tokens=5) is not None
+    q = C.quality(c, b)
+    assert 0 <= q["next_token_kl"] < 1 and q["top1_agreement"] > 0.5
+
+
+def test_upload_without_tokenizer_uses_random_ids(tmp_path):
+    for fam in ("bert", "gpt2"):
+        build_family(fam, tmp_path / fam)  # no tokenizer files
+        b = C.load_model(str(zip_dir(tmp_path / fam, tmp_path / f"{fam}.zip")))
+        assert b.tokenizer is None and b.info["tokenizer"] is False and "random token ids" in b.info["note"]
+        assert "indicative" in b.info["metric"]
+        q = C.quality(C.compress(b, C.Recipe(quant="int8")), b)
+        assert all(0 <= v < 20 for v in q.values())
+        with pytest.raises(C.CompressError, match="no tokenizer"):
+            (C.complete(b, "hi") if fam == "gpt2" else C.search(b, "hi"))
+
+
+def test_folder_upload_and_content_cache(tmp_path, uploads, bundles):
+    with zipfile.ZipFile(uploads["bert"][0]) as z:
+        z.extractall(tmp_path / "folder")
+    a = C.load_model(str(uploads["bert"][0]))
+    b = C.load_model(str(tmp_path / "folder"))
+    assert b.content_hash == a.content_hash and b.model is a.model  # cached by content, not by path
+    assert b.name == str((tmp_path / "folder").resolve()) and b.info["source"] == b.name
+
+
+def test_save_and_reload_an_upload(tmp_path, bundles):
+    b = bundles["gpt2"]
+    c = C.compress(b, C.Recipe(rank_mode="energy", rank=0.9, quant="int8"))
+    C.save_compressed(c, tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "base.json").read_text())["model"] == b.name  # the upload's path
+    back = C.load_compressed(tmp_path / "saved")
+    ids = _ids(b)
+    with torch.no_grad():
+        assert torch.equal(forward(back.model, b.adapter, ids), forward(c.model, b.adapter, ids))
+
+
+def test_cli_apply_with_an_upload(uploads, capsys):
+    from compress.__main__ import main
+    rc = main(["apply", "--model", str(uploads["gpt2"][0]), "--rank-mode", "ratio", "--rank", "0.25",
+               "--quant", "int8", "--batch", "1", "--seq", "16"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    r = json.loads(out.out)
+    assert r["compressed"]["quality"]["top1_agreement"] <= 1 and r["original"]["quality"]["next_token_kl"] == 0
+    assert main(["apply", "--model", "no/such/model.zip"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_sharded_fp16_checkpoint_loads_as_fp32(tmp_path):
+    model = build_family("gpt2", tmp_path / "src")
+    model.half().save_pretrained(tmp_path / "sharded", max_shard_size="50KB")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    b = C.load_model(str(tmp_path / "sharded"))
+    assert all(p.dtype == torch.float32 for p in b.model.parameters())
+    ids = _ids(b)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(b.model, b.adapter, ids), model.float()(input_ids=ids).logits)
