@@ -1,0 +1,25 @@
+"""Model card: what the active model is, how big, and how its quality will be measured."""
+import pandas as pd
+import streamlit as st
+
+import compress as C
+from pages import common
+
+b = common.page()
+st.title(f"Model: {b.name}")
+n = common.size_and_quality(common.model_key(b), C.Recipe().to_json(), b, b)
+cols = st.columns(5)
+cols[0].metric("Architecture", b.info["architecture"])
+cols[1].metric("Layers x heads", f"{b.info['layers']} x {b.info['heads']}")
+cols[2].metric("Hidden size", b.info["hidden"])
+cols[3].metric("Params", f"{n['params'] / 1e6:.2f} M")
+cols[4].metric("Size", common.mb(n["size_bytes"]))
+st.dataframe(pd.DataFrame({"part": list(n["size_breakdown"]),
+                           "size (MB)": [round(v / 1e6, 2) for v in n["size_breakdown"].values()]}),
+             hide_index=True)
+st.markdown(f"**Task:** {b.task}  \n**Quality metric:** {b.info.get('metric', 'n/a')}  \n"
+            f"**Source:** {b.info['source']}  \n**Content hash:** `{b.content_hash[:16]}`")
+for note in b.info.get("notes", []):
+    st.warning(note)
+st.caption(f"Measured on {C.cpu_info()['cpu']} ({C.cpu_info()['threads']} threads). Size = bytes of the "
+           "serialized state dict; each part serialized on its own.")

@@ -1,0 +1,60 @@
+"""Singular-value spectra per layer, with the current rank cut drawn; redraws instantly (spectra cached)."""
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+import compress as C
+from pages import common
+
+b = common.page()
+st.title("Spectra")
+st.caption("Each Linear layer inside the transformer blocks, W (out x in) = U S Vh. A steep spectrum means a "
+           "low rank keeps most of the layer; a flat one means cutting it loses information.")
+with st.spinner("Computing singular values (once per model)..."):
+    spec = C.spectra(b)
+common.rank_controls()
+mode, x = st.session_state[common.KEY + "rank_mode"], st.session_state[common.KEY + "rank"]
+try:
+    ranks = C.select_ranks(spec, mode, x)
+except C.CompressError as e:
+    st.error(str(e))
+    st.stop()
+rep = pd.DataFrame(C.layer_report(spec, ranks))
+rep["block"] = rep["layer"].str.extract(r"\.(\d+)\.").astype(int)
+rep["kind"] = rep["layer"].str.extract(r"\.\d+\.(.+)$")[0]
+
+kept = rep["params"].sum() / rep["params_dense"].sum()
+c = st.columns(3)
+c[0].metric("Factorizable params kept", f"{kept:.1%}")
+c[1].metric("Layers factorized", f"{(~rep['dense']).sum()} / {len(rep)}")
+c[2].metric("Mean energy kept", f"{rep['energy_kept'].mean():.3f}")
+
+left, right = st.columns(2)
+layer = left.selectbox("Layer", list(spec), index=0)
+s = spec[layer]
+r = ranks[layer]
+fig = go.Figure(go.Scatter(y=s.s / s.s[0], mode="lines", name="S / S[0]"))
+fig.add_trace(go.Scatter(y=s.energy, mode="lines", name="cumulative energy", yaxis="y2"))
+if r:
+    fig.add_vline(x=r - 1, line_dash="dash", annotation_text=f"rank {r}")
+fig.update_layout(title=f"{layer} ({s.m}x{s.n}){'' if r else ': kept dense'}", xaxis_title="index",
+                  yaxis=dict(type="log", title="normalized singular value"),
+                  yaxis2=dict(overlaying="y", side="right", range=[0, 1.02], title="energy"), height=380)
+left.plotly_chart(fig)
+
+all_fig = go.Figure()
+for name, sp in spec.items():
+    all_fig.add_trace(go.Scatter(x=np.linspace(0, 1, len(sp.s)), y=sp.s / sp.s[0], mode="lines",
+                                 line=dict(width=1), name=name.split(".", 2)[2], showlegend=False))
+all_fig.update_layout(title="All layers (x = rank / min(m, n))", yaxis_type="log", height=380,
+                      xaxis_title="rank fraction", yaxis_title="S / S[0]")
+right.plotly_chart(all_fig)
+
+heat = px.imshow(rep.pivot(index="block", columns="kind", values="energy_kept"), zmin=0, zmax=1,
+                 color_continuous_scale="Viridis", aspect="auto", title="Energy kept per layer (text: rank chosen)")
+labels = rep.assign(label=rep["rank"].astype(str).where(~rep["dense"], "dense"))
+heat.update_traces(text=labels.pivot(index="block", columns="kind", values="label").values, texttemplate="%{text}")
+st.plotly_chart(heat)
+st.dataframe(rep.drop(columns=["block", "kind"]), hide_index=True)

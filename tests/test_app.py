@@ -1,0 +1,125 @@
+"""AppTest for every page, on a tiny random BERT registered as a bundled model (fast), plus MiniLM once."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import compress as C
+from conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture
+def app(tiny_bert, monkeypatch):
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = "tiny-bert"
+    return at
+
+
+def _metric(at, label):
+    return next(m for m in at.metric if m.label == label)
+
+
+def test_model_page_shows_the_card(app):
+    app.run()
+    assert not app.exception
+    assert _metric(app, "Architecture").value == "Bert"
+    assert _metric(app, "Layers x heads").value == "2 x 4"
+    assert _metric(app, "Params").value.endswith(" M")
+    assert any("Quality metric" in m.value for m in app.markdown)
+    assert "tiny-bert" in app.sidebar.caption[0].value
+
+
+def test_spectra_page_slider_moves_the_cut(app):
+    app.run()
+    app.switch_page("pages/spectra.py").run()
+    assert not app.exception
+    assert _metric(app, "Layers factorized").value == "0 / 12"  # rank mode none
+    app.radio(key="r_rank_mode").set_value("ratio").run()
+    app.slider(key="r_rank").set_value(0.25).run()
+    assert _metric(app, "Layers factorized").value == "12 / 12"
+    kept_quarter = float(_metric(app, "Factorizable params kept").value.rstrip("%"))
+    app.slider(key="r_rank").set_value(0.1).run()
+    assert float(_metric(app, "Factorizable params kept").value.rstrip("%")) < kept_quarter
+    app.slider(key="r_rank").set_value(1.0).run()
+    assert _metric(app, "Layers factorized").value == "0 / 12"  # full rank would be bigger: all kept dense
+
+
+def test_compress_page_apply_shows_both_sides(app):
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    assert not app.exception
+    app.selectbox(key="r_quant").set_value("int8").run()
+    app.button[0].click().run()  # Apply
+    assert not app.exception and not app.error
+    sizes = [m for m in app.metric if m.label == "Size"]
+    assert len(sizes) == 2 and "x smaller" in sizes[1].delta
+    assert float(sizes[1].delta.split("x")[0]) > 3
+    fidelity = [float(m.value) for m in app.metric if m.label == "fidelity"]
+    assert fidelity[0] == 1.0 and 0.9 < fidelity[1] <= 1.0
+    assert len([m for m in app.metric if m.label == "retrieval overlap"]) == 2
+    assert any(c.value == "GPU latency: no GPU on this machine" for c in app.caption) or C.gpu_info()
+    assert [c.value for c in app.caption if c.value.endswith("of 5 results in both lists (✓).")]
+    assert app.query_params["quant"] == ["int8"] or app.query_params["quant"] == "int8"
+    history = app.dataframe[-1].value
+    assert len(history) == 1 and history["recipe"][0] == "int8"
+
+
+def test_recipe_is_restored_from_the_link(app):
+    app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16"})
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    assert app.radio(key="r_rank_mode").value == "energy"
+    assert app.slider(key="r_rank").value == pytest.approx(0.8)
+    assert app.selectbox(key="r_quant").value == "bf16"
+
+
+def test_a_bad_link_is_ignored_with_a_message(app):
+    app.query_params.update({"rank": "7"})
+    app.run()
+    assert any("recipe in the link was ignored" in w.value for w in app.warning)
+    app.switch_page("pages/compress.py").run()
+    assert app.slider(key="r_rank").value == 1.0
+
+
+@pytest.mark.slow
+def test_minilm_default_loads_and_applies():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    assert _metric(at, "Params").value == "22.71 M"
+    at.switch_page("pages/compress.py").run()
+    at.selectbox(key="r_quant").set_value("int8").run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert float([m for m in at.metric if m.label == "fidelity"][1].value) >= 0.9
+
+
+def _zip_of(folder) -> bytes:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in folder.iterdir():
+            z.write(f, f"my-model/{f.name}")
+    return buf.getvalue()
+
+
+def test_a_bad_upload_shows_the_message_and_keeps_the_model(app, tmp_path):
+    from test_families import build_family
+    app.run().run()  # (AppTest's first run goes through Streamlit's legacy pages/ discovery: see common.page)
+    app.radio(key="model_source").set_value("Upload a zip").run()
+    app.file_uploader(key="upload").upload("weights.zip", b"PK\x03\x04 this is not a zip").run()
+    assert not app.exception
+    assert any("Could not load that model" in e.value and "zip" in e.value for e in app.sidebar.error)
+    assert "tiny-bert" in app.sidebar.caption[0].value  # the model loaded before is still the active one
+    assert _metric(app, "Architecture").value == "Bert"
+    build_family("gpt2", tmp_path)  # now a good one: the card follows it
+    app.file_uploader(key="upload").set_value(("gpt2.zip", _zip_of(tmp_path), "application/zip")).run()
+    assert not app.exception and not app.sidebar.error
+    assert _metric(app, "Architecture").value.startswith("GPT2")
+
+
+def test_upload_limit_in_config_matches_the_library():
+    import tomllib
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["maxUploadSize"] * 2**20 == C.MAX_UPLOAD_BYTES
