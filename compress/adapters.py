@@ -60,6 +60,9 @@ ADAPTERS = {
     "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
                     "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
                     embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True),
+    # the project's own byte-level decoder (compress/tinygpt.py): forward(ids) -> logits, no mask
+    "tinygpt": Adapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
+                       "wte", True, "n_head", embeddings_prefix=("wte.", "wpe.")),
 }
 
 
@@ -79,6 +82,8 @@ def conv1d_to_linear(model: nn.Module) -> nn.Module:
 
 def forward(model: nn.Module, adapter: Adapter, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """One call shape for every family: (B, T) ids -> last hidden states (encoders) or logits (decoders)."""
+    if adapter.family == "tinygpt":  # causal and right-padded: real positions never see the padding
+        return model(ids)
     if adapter.causal:  # no KV cache: every call is one full forward
         return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     return model(input_ids=ids, attention_mask=mask).last_hidden_state

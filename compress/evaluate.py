@@ -77,7 +77,10 @@ def _eval_embeddings(bundle) -> tuple[torch.Tensor, torch.Tensor]:
 def quality(bundle, original) -> dict:
     """Quality of bundle against the uncompressed original, per task (module docstring)."""
     if bundle.task == "generation":
-        return next_token_agreement(bundle, original)
+        q = next_token_agreement(bundle, original)
+        if bundle.adapter.family == "tinygpt":
+            q = {"bits_per_char": heldout_bpc(bundle), **q}
+        return q
     if bundle.task != "embedding":
         raise CompressError(f"no quality metric for task {bundle.task!r}")
     ref_s, ref_q = _eval_embeddings(original)
@@ -104,18 +107,38 @@ def next_token_agreement(bundle, original) -> dict:
     return {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}
 
 
+def heldout_bpc(bundle) -> float:
+    """TinyGPT: bits per character on the held-out split of its training corpus (lower is better)."""
+    from . import tinygpt as tg
+    text = tg.split_corpus(tg.load_corpus())[1]
+    bpc = tg.bits_per_char(lambda x: forward(bundle.model, bundle.adapter, x), text, bundle.info["max_positions"])
+    if bpc != bpc or bpc == float("inf"):
+        raise CompressError("the compressed model outputs NaN or infinite values; its quality cannot be measured")
+    return round(bpc, 4)
+
+
 @torch.no_grad()
-def complete(bundle, prompt: str, max_new_tokens: int = 20) -> str:
-    """Sample output for decoders: the greedy continuation of a prompt (full forward per token: any copy runs it)."""
+def complete(bundle, prompt: str, max_new_tokens: int = 20, greedy: bool = True, seed: int = 0,
+             temperature: float = 0.8, top_k: int = 40) -> str:
+    """Sample output for decoders: a greedy or seeded sampled continuation of a prompt (a full forward per
+    token, so every compressed copy, traced ones included, runs it)."""
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot continue a text")
     ids = bundle.tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, T)
     start = ids.shape[1]
     if start == 0:
         raise CompressError("give a prompt to continue")
+    g = torch.Generator().manual_seed(seed)
     for _ in range(max_new_tokens):
-        logits = forward(bundle.model, bundle.adapter, ids[:, -bundle.info["max_positions"]:])[:, -1]  # (1, V)
-        ids = torch.cat([ids, _finite(logits, bundle).argmax(-1, keepdim=True)], dim=1)
+        logits = _finite(forward(bundle.model, bundle.adapter, ids[:, -bundle.info["max_positions"]:])[:, -1].float(),
+                         bundle)  # (1, V)
+        if greedy:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            logits[logits < logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]] = float("-inf")
+            nxt = torch.multinomial(logits.softmax(-1), 1, generator=g)  # (1, 1)
+        ids = torch.cat([ids, nxt], dim=1)
     return bundle.tokenizer.decode(ids[0, start:], skip_special_tokens=True)
 
 

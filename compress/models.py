@@ -60,7 +60,24 @@ def load_minilm() -> ModelBundle:
                        file_sha256(path.glob("*.safetensors")), info)
 
 
-BUNDLED = {"minilm": load_minilm}  # id -> loader; the UI and the tests iterate over this
+def load_tinygpt_bundle() -> ModelBundle:
+    from . import tinygpt as tg
+    path = Path(__file__).resolve().parent.parent / "assets" / "tinygpt"
+    model, card = tg.load_tinygpt(path)
+    cfg = card["config"]
+    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": cfg["n_layer"], "heads": cfg["n_head"],
+            "hidden": cfg["n_embd"], "vocab_size": cfg["vocab_size"], "max_positions": cfg["block_size"],
+            "source": "trained by this project: python -m compress.train_tinygpt (assets/tinygpt/card.json)",
+            "metric": "bits_per_char on the held-out last 10% of pydoc_data.topics (lower is better; the card says "
+                      f"{card['val_bpc']:.3f}); next-token KL and top-1 agreement vs the original on the eval sentences"}
+    if tg.corpus_sha256(tg.load_corpus()) != card["corpus_sha256"]:
+        info["note"] = ("this Python's pydoc_data.topics differs from the text the model was trained on (hash "
+                        "mismatch with the card): bits-per-char here are not comparable to the card's")
+    return ModelBundle(model, "tinygpt", ADAPTERS["tinygpt"], "generation", tg.ByteTokenizer(),
+                       file_sha256([path / "model.safetensors"]), info)
+
+
+BUNDLED = {"minilm": load_minilm, "tinygpt": load_tinygpt_bundle}  # id -> loader; the UI and the tests iterate over this
 
 
 @lru_cache(maxsize=4)

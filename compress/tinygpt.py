@@ -162,6 +162,22 @@ def decode(ids) -> str:
     return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
 
+class ByteTokenizer:
+    """The slice of the Hugging Face tokenizer API the library uses, for byte ids (pad = 0, a NUL byte)."""
+    pad_token_id = 0
+
+    def __call__(self, texts, padding=True, truncation=True, max_length=None, return_tensors="pt"):
+        rows = [encode(t)[:max_length] if truncation and max_length else encode(t)
+                for t in ([texts] if isinstance(texts, str) else texts)]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # (B, T)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return decode(ids.tolist() if torch.is_tensor(ids) else ids)
+
+
 # --------------------------------------------------------------------------- corpus
 
 
@@ -225,8 +241,9 @@ def bits_per_char(model: nn.Module, text: str, block_size: int, max_chars: int |
     n = ids.numel() - 1  # number of predicted bytes
     if n_chars == 0 or n <= 0:
         return float("nan")
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)  # model may be any callable ids -> logits
+    if was_training:
+        model.eval()
     total_nats = 0.0
     starts = list(range(0, n, block_size))
     try:
@@ -247,7 +264,8 @@ def bits_per_char(model: nn.Module, text: str, block_size: int, max_chars: int |
                     total_nats += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
                                                   reduction="sum").item()
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return total_nats / math.log(2) / n_chars
 
 

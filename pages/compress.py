@@ -107,6 +107,17 @@ with right:
                 f"{i}. {'✓ ' if h['sentence'] in both else ''}{h['sentence']} *({h['topic']}, {h['score']:.3f})*"
                 for i, h in enumerate(hits, 1)))
         st.caption(f"{len(both)} of 5 results in both lists (✓).")
+    elif b.tokenizer is not None:
+        prompt = st.text_input("Prompt to continue", "The for statement", key="prompt")
+        n = 200 if b.adapter.family == "tinygpt" else 30  # bytes vs tokens
+        cols = st.columns(2)
+        for col, name, m in ((cols[0], "Original", b), (cols[1], "Compressed", comp)):
+            col.markdown(f"**{name}**")
+            for how, kw in (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0})):
+                col.caption(how)
+                col.code(prompt + C.complete(m, prompt, n, **kw), language=None, wrap_lines=True)
+    else:
+        st.info("This model has no tokenizer: no sample outputs (its quality numbers use random token ids).")
 
     with st.expander("Per-layer report"):
         st.dataframe(pd.DataFrame(res["layers"]), hide_index=True)

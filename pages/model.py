@@ -19,7 +19,7 @@ st.dataframe(pd.DataFrame({"part": list(n["size_breakdown"]),
              hide_index=True)
 st.markdown(f"**Task:** {b.task}  \n**Quality metric:** {b.info.get('metric', 'n/a')}  \n"
             f"**Source:** {b.info['source']}  \n**Content hash:** `{b.content_hash[:16]}`")
-for note in b.info.get("notes", []):
-    st.warning(note)
+if b.info.get("note"):
+    st.warning(b.info["note"])
 st.caption(f"Measured on {C.cpu_info()['cpu']} ({C.cpu_info()['threads']} threads). Size = bytes of the "
            "serialized state dict; each part serialized on its own.")

@@ -123,3 +123,25 @@ def test_upload_limit_in_config_matches_the_library():
     import tomllib
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["maxUploadSize"] * 2**20 == C.MAX_UPLOAD_BYTES
+
+
+@pytest.mark.slow
+def test_every_page_works_with_tinygpt():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["model"] = "tinygpt"
+    at.run()
+    assert not at.exception
+    assert _metric(at, "Architecture").value == "TinyGPT"
+    assert any("bits_per_char" in m.value for m in at.markdown)
+    at.switch_page("pages/spectra.py").run()
+    at.radio(key="r_rank_mode").set_value("ratio").run()
+    at.slider(key="r_rank").set_value(0.5).run()
+    assert not at.exception and _metric(at, "Layers factorized").value.endswith("/ 24")
+    at.switch_page("pages/compress.py").run()
+    at.selectbox(key="r_quant").set_value("int8").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    bpc = [float(m.value) for m in at.metric if m.label == "bits per char"]
+    assert len(bpc) == 2 and 1.5 < bpc[0] < 2.0 and bpc[1] > 0
+    samples = [c.value for c in at.code]
+    assert len(samples) == 4 and all(s.startswith("The for statement") and len(s) > 100 for s in samples)

@@ -1,6 +1,7 @@
 """Tests for the bundled TinyGPT (compress/tinygpt.py) and its shipped weights."""
 
 import copy
+import json
 import platform
 from pathlib import Path
 
@@ -148,3 +149,19 @@ def test_projections_can_be_replaced_by_other_modules():
             first.weight.data = torch.eye(lin.in_features)
             setattr(parent, name, nn.Sequential(first, lin))
     torch.testing.assert_close(model(idx), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bundled_tinygpt_quality_and_samples():
+    import compress as C
+    b = C.load_model("tinygpt")
+    assert b.task == "generation" and "note" not in b.info  # this Python's corpus matches the card
+    q = C.quality(b, b)
+    card = json.loads((ASSET_DIR / "card.json").read_text())
+    assert q["bits_per_char"] == pytest.approx(card["val_bpc"], abs=0.01)
+    assert q["next_token_kl"] == 0 and q["top1_agreement"] == 1.0
+    comp = C.compress(b, C.Recipe(quant="int8"))
+    qc = C.quality(comp, b)
+    assert qc["bits_per_char"] > q["bits_per_char"] - 0.01 and 0 < qc["next_token_kl"] < 0.05
+    greedy = C.complete(b, "The for statement", 40)
+    assert greedy == C.complete(b, "The for statement", 40) and len(greedy) > 20
+    assert C.complete(b, "The for statement", 40, greedy=False, seed=1) != greedy
