@@ -1,5 +1,5 @@
 """compress: transformer compression trade-offs, measured. Never imports streamlit."""
-from .recipe import QUANT_MODES, RANK_MODES, CompressError, Recipe
+from .recipe import ALLOCATIONS, HEAD_SCORES, QUANT_MODES, RANK_MODES, RUNTIMES, CompressError, Recipe
 from .models import BUNDLED, ModelBundle, load_model
 from .uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_upload
 from .adapters import ADAPTERS, conv1d_to_linear
@@ -8,18 +8,21 @@ from .factorize import LowRankLinear, apply_factorize
 from .quantize import DEVICES as QUANT_DEVICES, apply_quantize
 from .measure import count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
 from .evaluate import complete, eval_set, next_token_agreement, quality, search
-from .pipeline import benchmark, compress, load_compressed, numbers, report, save_compressed, workload
+from .heal import HealResult, heal
+from .sensitivity import allocate
+from .pipeline import (benchmark, compress, layer_sensitivity, load_compressed, numbers, report, save_compressed,
+                       workload)
 
 __all__ = [
     # recipe
-    "Recipe", "CompressError", "RANK_MODES", "QUANT_MODES",
+    "Recipe", "CompressError", "RANK_MODES", "QUANT_MODES", "HEAD_SCORES", "ALLOCATIONS", "RUNTIMES",
     # models
     "BUNDLED", "ModelBundle", "load_model",
     # uploads and architecture adapters
     "load_upload", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear",
     # techniques
     "Spectrum", "spectra", "select_ranks", "layer_report", "LowRankLinear", "apply_factorize",
-    "apply_quantize", "QUANT_DEVICES",
+    "apply_quantize", "QUANT_DEVICES", "heal", "HealResult", "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "cpu_info", "gpu_info", "quality", "search", "eval_set",
     "next_token_agreement", "complete",

@@ -82,6 +82,8 @@ def conv1d_to_linear(model: nn.Module) -> nn.Module:
 
 def forward(model: nn.Module, adapter: Adapter, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """One call shape for every family: (B, T) ids -> last hidden states (encoders) or logits (decoders)."""
+    if getattr(model, "runtime", None) in ("freeze", "compile"):  # runtime.Runtime: a traced/compiled call
+        return model(ids, mask)
     if adapter.family == "tinygpt":  # causal and right-padded: real positions never see the padding
         return model(ids)
     if adapter.causal:  # no KV cache: every call is one full forward

@@ -1,12 +1,15 @@
 """compress(bundle, recipe) in the fixed order, the JSON report, and save / reload."""
 import copy
+import hashlib
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model as st_load, save_model as st_save
 
-from . import evaluate, measure
+from . import evaluate, fnet, heads, measure, runtime, sensitivity
+from .heal import heal, heal_texts
 from .factorize import apply_factorize
 from .models import ModelBundle, load_model
 from .quantize import apply_quantize
@@ -14,24 +17,78 @@ from .recipe import CompressError, Recipe
 from .spectrum import compute_spectra, layer_report, select_ranks, spectra
 
 
-def _structure(bundle: ModelBundle, recipe: Recipe):
-    """The steps that change shapes (factorization) on a deep copy: (model, per-layer report)."""
+def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
+    """The steps that change shapes, on a deep copy: heads/FFN -> FNet -> factorize. (model, per-layer report)."""
     model = copy.deepcopy(bundle.model)  # the original is shared by every session: never mutate it
+    if recipe.heads:
+        scores = None
+        if recipe.head_score == "gradient":
+            scores = heads.head_scores(model, bundle.adapter, "gradient", calibration_batches(bundle))
+        heads.prune_heads(model, bundle.adapter, recipe.heads, scores)
+    if recipe.ffn < 1:
+        heads.narrow_ffn(model, bundle.adapter, recipe.ffn)
+    if recipe.fnet:
+        fnet.apply_fnet(model, bundle.adapter)
     if recipe.rank_mode == "none":
         return model, []
-    spec = spectra(bundle) if bundle.recipe is None else compute_spectra(model, bundle.adapter)
-    ranks = select_ranks(spec, recipe.rank_mode, recipe.rank)
+    spec = spectra(bundle) if not recipe.structural else compute_spectra(model, bundle.adapter)
+    if recipe.rank_mode == "budget" and recipe.allocate == "sensitivity":
+        sens = layer_sensitivity(bundle if not recipe.structural else _replace_model(bundle, model), spec, progress)
+        ranks = sensitivity.allocate(spec, sens, recipe.rank)
+    else:
+        ranks = select_ranks(spec, recipe.rank_mode, recipe.rank)
     return apply_factorize(model, ranks, spec), layer_report(spec, ranks)
 
 
-def compress(bundle: ModelBundle, recipe: Recipe) -> ModelBundle:
-    """A NEW compressed bundle; order: factorize -> quantize. The input bundle is not touched."""
+def layer_sensitivity(bundle: ModelBundle, spec=None, progress=None) -> dict[str, float]:
+    """Quality drop per factorizable layer cut alone (sensitivity.py); kept with the bundle once measured."""
+    if "sensitivity" not in bundle.cache:
+        bundle.cache["sensitivity"] = sensitivity.layer_sensitivity(bundle, spec or spectra(bundle), progress=progress)
+    return bundle.cache["sensitivity"]
+
+
+def _replace_model(bundle: ModelBundle, model) -> ModelBundle:
+    return dataclasses.replace(bundle, model=model, cache={})
+
+
+def calibration_batches(bundle: ModelBundle, n: int = 64) -> list[tuple]:
+    """A few batches of the healing text (never the evaluation set) for data-driven scores."""
+    return evaluate.batches(bundle, heal_texts(bundle)[:n], batch=16)
+
+
+def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, progress=None, stop=None) -> ModelBundle:
+    """A NEW compressed bundle; order: heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime.
+    texts, minutes, progress, stop: healing text (None = the default corpus), time cap, callback, Event.
+    The input bundle is not touched."""
     if bundle.recipe is not None:
         raise CompressError("compress() takes an original model, not an already compressed one")
-    model, layers = _structure(bundle, recipe)
+    if bundle.adapter.causal and recipe.fnet:
+        raise CompressError(f"FNet mixes in future tokens, so it cannot apply to {bundle.name}, a causal (decoder) model")
+    applied = {}
+    model, layers = _structure(bundle, recipe, progress)
+    float_model = None
+    if recipe.heal_steps:
+        digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
+        if recipe.heal_corpus and recipe.heal_corpus != digest:
+            raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
+                                "give the same text or clear heal_corpus")
+        recipe = dataclasses.replace(recipe, heal_corpus=digest)
+        r = heal(model, bundle, texts, steps=recipe.heal_steps, lr=recipe.heal_lr, seed=recipe.heal_seed,
+                      minutes=minutes, progress=progress, stop=stop)
+        applied["heal"] = {k: v for k, v in dataclasses.asdict(r).items() if k != "model"}
+        float_model = copy.deepcopy(model) if recipe.quant == "int8" else model
     model = apply_quantize(model, bundle.adapter, recipe.quant, recipe.quant_embeddings).eval()
-    return ModelBundle(model, bundle.name, bundle.adapter, bundle.task, bundle.tokenizer, bundle.content_hash,
-                       dict(bundle.info), recipe=recipe, layers=layers)
+    return _finish(bundle, model, recipe, layers, float_model, applied)
+
+
+def _finish(base, model, recipe, layers, float_model=None, applied=None) -> ModelBundle:
+    """The last step, runtime (size is measured on the model before it), and the new bundle."""
+    applied, sized = dict(applied or {}), model
+    model, applied["runtime_applied"], why = runtime.apply_runtime(
+        model, base.adapter, recipe.runtime, workload(base, 2, min(16, base.info.get("max_positions", 16))))
+    applied.update({"runtime_reason": why} if why else {})
+    return ModelBundle(model, base.name, base.adapter, base.task, base.tokenizer, base.content_hash, dict(base.info),
+                       recipe=recipe, layers=layers, float_model=float_model, sized_model=sized, applied=applied)
 
 
 def workload(bundle: ModelBundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +115,10 @@ def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, 
 
 
 def numbers(bundle: ModelBundle) -> dict:
-    return {"size_bytes": measure.size_bytes(bundle.model), "params": measure.count_params(bundle.model),
-            "size_breakdown": measure.size_breakdown(bundle.model, bundle.adapter)}
+    """Size and params, measured before the runtime step (a traced or compiled module holds the same weights)."""
+    m = bundle.sized_model if bundle.sized_model is not None else bundle.model
+    return {"size_bytes": measure.size_bytes(m), "params": measure.count_params(m),
+            "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
 
 
 def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7) -> dict:
@@ -74,6 +133,7 @@ def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, run
         for name in ("original", "compressed"):
             out[name]["gpu_latency_ms"] = gpu.get(name)  # None: does not run on the GPU (int8)
     out["layers"] = compressed.layers
+    out.update(compressed.applied)  # runtime_applied (+ runtime_reason), heal
     return out
 
 
@@ -112,5 +172,4 @@ def load_compressed(path) -> ModelBundle:
     st_load(model, str(path / "weights.safetensors"))
     if recipe.quant == "int8":
         model = apply_quantize(model, base.adapter, "int8", recipe.quant_embeddings)
-    return ModelBundle(model.eval(), base.name, base.adapter, base.task, base.tokenizer, base.content_hash,
-                       dict(base.info), recipe=recipe, layers=layers)
+    return _finish(base, model.eval(), recipe, layers)

@@ -8,20 +8,62 @@ from dataclasses import asdict, dataclass, fields
 
 RANK_MODES = ("none", "ratio", "energy", "budget")
 QUANT_MODES = ("none", "int8", "fp16", "bf16")
+HEAD_SCORES = ("weight", "gradient")
+ALLOCATIONS = ("spectral", "sensitivity")
+RUNTIMES = ("eager", "freeze", "compile")
 
 
 class CompressError(ValueError):
     """Every bad input the library rejects: the message is meant for a person."""
 
 
+def _check(ok: bool, msg: str):
+    if not ok:
+        raise CompressError(msg)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 @dataclass(frozen=True)
 class Recipe:
+    # in the order they are applied: heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime
+    heads: int | tuple = 0        # attention heads kept per layer: 0 = all; k; or one k per layer
+    head_score: str = "weight"    # weight (data-free norms) | gradient (Michel et al. 2019, on calibration text)
+    ffn: float = 1.0              # fraction of FFN intermediate neurons kept per layer
+    fnet: bool = False            # attention replaced by Re(FFT2) token mixing (encoders only)
     rank_mode: str = "none"       # none | ratio | energy | budget (see spectrum.select_ranks)
     rank: float = 1.0             # ratio: of min(m, n); energy: of sum(S^2); budget: of dense params
+    allocate: str = "spectral"    # budget mode: spectral (energy per param) | sensitivity (measured drop)
+    heal_steps: int = 0           # distillation steps from the original after the structural steps; 0 = none
+    heal_lr: float = 1e-4
+    heal_seed: int = 0
+    heal_corpus: str = ""         # sha256 of the healing text; "" = the default corpus
     quant: str = "none"           # none | int8 (dynamic, CPU) | fp16 | bf16
     quant_embeddings: bool = True  # with int8: word embeddings weight-only int8 (per-row scales)
+    runtime: str = "eager"        # eager | freeze (TorchScript trace + freeze) | compile (torch.compile)
 
     def __post_init__(self):
+        heads = tuple(self.heads) if isinstance(self.heads, (list, tuple)) else self.heads
+        _check(all(_is_num(h) and h == int(h) and h >= 0 for h in (heads if isinstance(heads, tuple) else [heads]))
+               and heads != (), f"heads is a count of heads kept per layer (0 = all) or a list of them, got {self.heads!r}")
+        object.__setattr__(self, "heads", tuple(int(h) for h in heads) if isinstance(heads, tuple) else int(heads))
+        _check(self.head_score in HEAD_SCORES, f"head_score must be one of {', '.join(HEAD_SCORES)}, got {self.head_score!r}")
+        _check(_is_num(self.ffn) and 0.0 < self.ffn <= 1.0, f"ffn is the fraction of FFN neurons kept, in (0, 1], got {self.ffn!r}")
+        object.__setattr__(self, "ffn", float(self.ffn))
+        _check(isinstance(self.fnet, bool), f"fnet must be true or false, got {self.fnet!r}")
+        _check(not (self.fnet and self.heads), "FNet replaces attention, so pruning its heads makes no sense: "
+                                              "choose FNet or head pruning")
+        _check(self.allocate in ALLOCATIONS, f"allocate must be one of {', '.join(ALLOCATIONS)}, got {self.allocate!r}")
+        _check(_is_num(self.heal_steps) and self.heal_steps == int(self.heal_steps) and 0 <= self.heal_steps <= 100_000,
+               f"heal_steps is a number of steps in [0, 100000], got {self.heal_steps!r}")
+        _check(_is_num(self.heal_lr) and 0 < self.heal_lr < 1, f"heal_lr is a learning rate in (0, 1), got {self.heal_lr!r}")
+        _check(_is_num(self.heal_seed) and self.heal_seed == int(self.heal_seed), f"heal_seed is an integer, got {self.heal_seed!r}")
+        _check(isinstance(self.heal_corpus, str), f"heal_corpus is a sha256 string, got {self.heal_corpus!r}")
+        for k, t in (("heal_steps", int), ("heal_lr", float), ("heal_seed", int)):
+            object.__setattr__(self, k, t(getattr(self, k)))
+        _check(self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.rank_mode not in RANK_MODES:
             raise CompressError(f"rank_mode must be one of {', '.join(RANK_MODES)}, got {self.rank_mode!r}")
         if isinstance(self.rank, bool) or not isinstance(self.rank, (int, float)):
@@ -35,7 +77,14 @@ class Recipe:
             raise CompressError(f"quant_embeddings must be true or false, got {self.quant_embeddings!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["heads"] = list(self.heads) if isinstance(self.heads, tuple) else self.heads  # JSON has no tuples
+        return d
+
+    @property
+    def structural(self) -> bool:
+        """Does it change shapes or weights before quantization (so the spectra of the original no longer apply)?"""
+        return bool(self.heads) or self.ffn < 1 or self.fnet
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -58,8 +107,20 @@ class Recipe:
 
     def describe(self) -> str:
         parts = []
+        if self.heads:
+            parts.append(f"{self.heads if isinstance(self.heads, int) else list(self.heads)} heads"
+                         + (" (gradient)" if self.head_score == "gradient" else ""))
+        if self.ffn < 1:
+            parts.append(f"FFN {self.ffn:g}")
+        if self.fnet:
+            parts.append("FNet")
         if self.rank_mode != "none":
-            parts.append(f"rank {self.rank_mode} {self.rank:g}")
+            parts.append(f"rank {self.rank_mode} {self.rank:g}"
+                         + (" (sensitivity)" if self.rank_mode == "budget" and self.allocate == "sensitivity" else ""))
+        if self.heal_steps:
+            parts.append(f"healed {self.heal_steps} steps")
         if self.quant != "none":
             parts.append(self.quant + ("" if self.quant != "int8" or self.quant_embeddings else " (no emb)"))
+        if self.runtime != "eager":
+            parts.append(self.runtime)
         return ", ".join(parts) or "original"

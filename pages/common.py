@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import tempfile
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -59,6 +60,73 @@ def compressed(key: str, recipe_json: str, _base) -> C.ModelBundle:
     return C.compress(_base, C.Recipe.from_json(recipe_json))
 
 
+def get_compressed(b, recipe: C.Recipe) -> C.ModelBundle | None:
+    """The compressed model for this recipe: shared cache, or this session's healed ones (None: not healed yet)."""
+    if recipe.heal_steps:
+        return st.session_state.healed.get((model_key(b), recipe.to_json()))
+    return compressed(model_key(b), recipe.to_json(), b)
+
+
+def heal_text_changed():
+    """The user's own healing text: its sha256 goes into the recipe (heal_corpus), its lines to the healer."""
+    f = st.session_state.heal_file
+    st.session_state.heal_texts, st.session_state[KEY + "heal_corpus"] = None, ""
+    if f is None:
+        return
+    try:
+        texts = [t.strip() for t in f.getvalue().decode("utf-8").splitlines() if t.strip()]
+    except UnicodeDecodeError:
+        st.session_state.heal_error = f"{f.name} is not UTF-8 text"
+        return
+    if len(texts) < 20:
+        st.session_state.heal_error = f"{f.name} has {len(texts)} non-empty lines; healing needs at least 20"
+        return
+    st.session_state.heal_texts = texts
+    st.session_state[KEY + "heal_corpus"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
+def start_healing(b, recipe: C.Recipe, minutes: float):
+    """Heal in a background thread (widget clicks rerun the page, not the thread); heal_progress polls it."""
+    job = {"key": (model_key(b), recipe.to_json()), "stop": threading.Event(), "progress": {}, "bundle": None,
+           "error": None}
+
+    texts = st.session_state.get("heal_texts")
+
+    def run():  # no streamlit calls in here: it runs outside the script thread
+        try:
+            job["bundle"] = C.compress(b, recipe, texts=texts, minutes=minutes, stop=job["stop"],
+                                       progress=lambda p: job["progress"].update(p))
+        except Exception as e:  # noqa: BLE001 - shown to the user; the app keeps running
+            job["error"] = str(e) if isinstance(e, C.CompressError) else f"{type(e).__name__}: {e}"
+    job["thread"] = threading.Thread(target=run, daemon=True)
+    job["thread"].start()
+    st.session_state.heal_job = job
+
+
+@st.fragment(run_every=1.0)
+def heal_progress():
+    job = st.session_state.get("heal_job")
+    if job is None:
+        return
+    if job["thread"].is_alive():
+        p = job["progress"]
+        done = p.get("step", 0) / max(1, p.get("steps", 1))
+        dev = f", dev {p['dev']:.4f}" if isinstance(p.get("dev"), float) else ""
+        loss = f", loss {p['loss']:.4f}" if isinstance(p.get("loss"), float) else ""
+        st.progress(min(1.0, done), text=f"Healing: step {p.get('step', 0)}/{p.get('steps', '?')}{loss}{dev}, "
+                                          f"about {p.get('seconds_left', 0):.0f} s left")
+        if st.button("Stop (keeps the best state so far)", key="heal_stop"):
+            job["stop"].set()
+        return
+    st.session_state.heal_job = None
+    if job["error"]:
+        st.session_state.heal_error = job["error"]
+    else:
+        st.session_state.healed[job["key"]] = job["bundle"]
+        st.session_state.auto_apply = True  # measure and show it on the full rerun
+    st.rerun()
+
+
 @st.cache_data(max_entries=64, show_spinner="Measuring size and quality...")
 def size_and_quality(key: str, recipe_json: str, _bundle, _base) -> dict:
     return {**C.numbers(_bundle), "quality": C.quality(_bundle, _base)}
@@ -70,7 +138,13 @@ def recipe_from_params(params) -> C.Recipe | None:
     for k, f in FIELDS.items():
         if k in params:
             v = params[k]
-            d[k] = v.lower() in ("1", "true", "yes") if isinstance(f.default, bool) else type(f.default)(v)
+            if isinstance(f.default, bool):
+                d[k] = v.lower() in ("1", "true", "yes")
+            elif k == "heads":  # K or a per-layer list K1,K2,...
+                hs = [int(x) for x in v.strip("[]() ").split(",")]
+                d[k] = hs[0] if len(hs) == 1 else hs
+            else:
+                d[k] = type(f.default)(v)
     return C.Recipe.from_dict(d) if d else None
 
 
@@ -81,13 +155,14 @@ def init_state():
     st.session_state.init = True
     st.session_state.history = []
     st.session_state.loaded = {}
+    st.session_state.healed = {}  # (model key, recipe JSON) -> healed bundle of this session
     try:
         recipe = recipe_from_params(st.query_params) or C.Recipe()
     except (ValueError, C.CompressError) as e:
         st.session_state.url_error = f"The recipe in the link was ignored: {e}"
         recipe = C.Recipe()
     for k, v in recipe.to_dict().items():
-        st.session_state[KEY + k] = v
+        st.session_state[KEY + k] = tuple(v) if isinstance(v, list) else v
     if st.query_params.get("model") in C.BUNDLED:
         st.session_state.model_choice = st.query_params["model"]
 
@@ -98,7 +173,7 @@ def current_recipe() -> C.Recipe:
 
 
 def put_in_url(bundle, recipe: C.Recipe):
-    params = {k: str(v) for k, v in recipe.to_dict().items()}
+    params = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in recipe.to_dict().items()}
     if bundle.name in C.BUNDLED:
         params["model"] = bundle.name
     st.query_params.from_dict(params)

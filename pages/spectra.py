@@ -16,8 +16,13 @@ with st.spinner("Computing singular values (once per model)..."):
     spec = C.spectra(b)
 common.rank_controls()
 mode, x = st.session_state[common.KEY + "rank_mode"], st.session_state[common.KEY + "rank"]
+sens = b.cache.get("sensitivity")
+by_sens = mode == "budget" and st.session_state.get(common.KEY + "allocate") == "sensitivity"
+if by_sens and sens is None:
+    st.info("Budget allocation is set to sensitivity (Compress page): measure it below to see its ranks; "
+            "showing the spectral allocation meanwhile.")
 try:
-    ranks = C.select_ranks(spec, mode, x)
+    ranks = C.allocate(spec, sens, x) if by_sens and sens else C.select_ranks(spec, mode, x)
 except C.CompressError as e:
     st.error(str(e))
     st.stop()
@@ -58,3 +63,16 @@ labels = rep.assign(label=rep["rank"].astype(str).where(~rep["dense"], "dense"))
 heat.update_traces(text=labels.pivot(index="block", columns="kind", values="label").values, texttemplate="%{text}")
 st.plotly_chart(heat)
 st.dataframe(rep.drop(columns=["block", "kind"]), hide_index=True)
+
+st.subheader("Per-layer sensitivity")
+st.caption("The quality drop when ONLY this layer is factorized hard (rank 0.1 x min(m, n)), measured on 64 "
+           "sentences of the healing text (never the evaluation set). Layers that hurt most when cut deserve more "
+           "rank: the budget mode's sensitivity allocation spends parameters there.")
+if sens is None and st.button("Measure sensitivity (each layer cut and measured once)"):
+    bar = st.progress(0.0, text="Cutting one layer at a time...")
+    sens = C.layer_sensitivity(b, spec, progress=lambda p: bar.progress(p["done"] / p["total"], text=p["layer"]))
+    bar.empty()
+if sens is not None:
+    sdf = pd.DataFrame({"layer": list(sens), "drop": list(sens.values())})
+    st.plotly_chart(px.bar(sdf, x="layer", y="drop", log_y=True, height=380,
+                           title=f"Quality drop per layer cut alone ({'1 - fidelity' if b.task == 'embedding' else 'next-token KL'})"))

@@ -145,3 +145,47 @@ def test_every_page_works_with_tinygpt():
     assert len(bpc) == 2 and 1.5 < bpc[0] < 2.0 and bpc[1] > 0
     samples = [c.value for c in at.code]
     assert len(samples) == 4 and all(s.startswith("The for statement") and len(s) > 100 for s in samples)
+
+
+def test_technique_controls_apply_and_disable_with_reasons(app):
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    assert app.checkbox(key="r_fnet").disabled is False
+    app.select_slider(key="r_heads").set_value(2).run()
+    assert app.checkbox(key="r_fnet").disabled  # FNet or head pruning, not both
+    assert any("choose FNet or head pruning" in c.value for c in app.caption)
+    app.slider(key="r_ffn").set_value(0.5).run()
+    app.selectbox(key="r_runtime").set_value("freeze").run()
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    params = [float(m.value.split()[0]) for m in app.metric if m.label == "Params"]
+    assert params[1] < params[0]
+    assert app.query_params["heads"] in ("2", ["2"]) and app.query_params["runtime"] in ("freeze", ["freeze"])
+    assert "2 heads, FFN 0.5, freeze" in app.dataframe[-1].value["recipe"][0]
+
+
+@pytest.mark.slow
+def test_fnet_is_disabled_for_a_decoder_with_the_reason():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["model"] = "tinygpt"
+    at.run()
+    at.switch_page("pages/compress.py").run()
+    assert at.checkbox(key="r_fnet").disabled
+    assert any("future tokens" in c.value for c in at.caption)
+
+
+def test_healing_runs_in_the_background_and_shows_before_and_after(app):
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    app.radio(key="r_rank_mode").set_value("ratio").run()
+    app.slider(key="r_rank").set_value(0.25).run()
+    app.number_input(key="r_heal_steps").set_value(20).run()
+    app.button[0].click().run()  # Apply: starts healing and returns at once
+    assert not app.exception
+    job = app.session_state["heal_job"]
+    assert job is not None
+    job["thread"].join(timeout=120)
+    app.run()  # the poller sees the thread done and reruns the page, which measures the healed model
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
+    assert "healed 20 steps" in app.dataframe[-1].value["recipe"][0]

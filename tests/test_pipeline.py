@@ -6,12 +6,13 @@ import pytest
 import torch
 
 import compress as C
+from compress.adapters import forward
 from conftest import ROOT
 
 
 def _out(bundle, ids):
     with torch.no_grad():
-        return bundle.model(input_ids=ids).last_hidden_state
+        return forward(bundle.model, bundle.adapter, ids, torch.ones_like(ids))
 
 
 def test_compress_never_mutates_the_original(tiny_bert):
@@ -26,7 +27,10 @@ def test_compress_never_mutates_the_original(tiny_bert):
 
 @pytest.mark.parametrize("recipe", [C.Recipe(rank_mode="energy", rank=0.8, quant="int8"),
                                     C.Recipe(rank_mode="budget", rank=0.5, quant="bf16"),
-                                    C.Recipe(rank_mode="ratio", rank=0.3)])
+                                    C.Recipe(rank_mode="ratio", rank=0.3),
+                                    C.Recipe(heads=[1, 3], ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8",
+                                             runtime="freeze"),
+                                    C.Recipe(fnet=True, head_score="gradient", ffn=0.25)])
 def test_save_and_reload_round_trip(tiny_bert, monkeypatch, tmp_path, recipe):
     monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
     C.load_model.cache_clear()

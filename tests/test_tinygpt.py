@@ -165,3 +165,18 @@ def test_bundled_tinygpt_quality_and_samples():
     greedy = C.complete(b, "The for statement", 40)
     assert greedy == C.complete(b, "The for statement", 40) and len(greedy) > 20
     assert C.complete(b, "The for statement", 40, greedy=False, seed=1) != greedy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [dict(heads=2), dict(ffn=0.5), dict(rank_mode="ratio", rank=0.5),
+                                    dict(runtime="freeze"),
+                                    dict(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze")])
+def test_every_causal_technique_applies_to_tinygpt(recipe):
+    import compress as C
+    b = C.load_model("tinygpt")
+    comp = C.compress(b, C.Recipe(**recipe))
+    q = C.quality(comp, b)
+    assert 1.6 < q["bits_per_char"] < 8 and q["next_token_kl"] >= 0 and 0 < q["top1_agreement"] <= 1
+    assert comp.applied["runtime_applied"] == comp.recipe.runtime
+    assert C.numbers(comp)["params"] <= C.numbers(b)["params"]
+    assert len(C.complete(comp, "The for statement", 30, greedy=False)) > 0

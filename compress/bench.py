@@ -1,0 +1,52 @@
+"""The benchmark table: each technique alone and stacked, measured here, as markdown (BENCHMARKS.md).
+
+Speed goals are checked here, never in tests: timings on a shared machine only mean something as
+ratios of original vs compressed runs interleaved in one process.
+"""
+import time
+
+from . import measure, pipeline
+from .models import load_model
+from .recipe import Recipe
+
+SETS = {
+    "techniques": [  # the article's techniques one by one, then stacked (issue: all the article's techniques)
+        Recipe(heads=2), Recipe(ffn=0.5), Recipe(fnet=True), Recipe(rank_mode="ratio", rank=0.5),
+        Recipe(quant="int8"), Recipe(runtime="freeze"),
+        Recipe(heads=2, quant="int8"), Recipe(ffn=0.5, quant="int8"), Recipe(fnet=True, quant="int8"),
+        Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
+        Recipe(fnet=True, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
+    ],
+    "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
+}
+
+
+def run(model: str, recipes, batch=8, seq=128, runs=7, log=print) -> list[dict]:
+    base = load_model(model)
+    rows = []
+    for r in recipes:
+        t = time.perf_counter()
+        comp = pipeline.compress(base, r)
+        rep = pipeline.report(base, comp, batch, seq, runs)
+        o, c = rep["original"], rep["compressed"]
+        row = {"recipe": r.describe(), "size MB": round(c["size_bytes"] / 1e6, 2),
+               "x smaller": round(o["size_bytes"] / c["size_bytes"], 2), "params M": round(c["params"] / 1e6, 2),
+               "p50 ms orig": o["latency_ms"]["p50"], "p50 ms": c["latency_ms"]["p50"],
+               "x faster": round(o["latency_ms"]["p50"] / c["latency_ms"]["p50"], 2),
+               **c["quality"], "runtime": rep.get("runtime_applied", "eager")}
+        rows.append(row)
+        log(f"{row} ({time.perf_counter() - t:.0f} s)")
+    return rows
+
+
+def markdown(model: str, rows: list[dict], batch: int, seq: int) -> str:
+    cpu = measure.cpu_info()
+    head = (f"### {model}: batch {batch} x seq {seq}, CPU {cpu['cpu']}, {cpu['threads']} threads, flags "
+            f"{', '.join(cpu['flags'])}\n\nOriginal: measured in the same run, interleaved with each compressed "
+            f"model (p50 of >= 7 runs). Quality: {load_model(model).info.get('metric', '')}. Unhealed.\n\n")
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+

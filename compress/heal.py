@@ -1,0 +1,230 @@
+"""Healing: a short distillation from the original (teacher) into a compressed float student, in place.
+
+encoders: loss = 1 - cos(mean-pooled student, teacher embedding)  (+ hidden_weight * per-layer hidden MSE,
+          relative to the teacher's hidden-state power)
+decoders: loss = KL(teacher || student) of the next-token distributions (temperature 1)
+          + ce_weight * LM cross-entropy on the text
+Only the transformer blocks train: embeddings, final norm, pooler and LM head stay frozen (see DEFAULTS).
+A fixed dev split of the healing text (never the evaluation set) is measured every eval_every steps; the
+best state by that dev metric is loaded into the student at the end, so healing never makes it worse.
+Runs before quantization: the student must be a float model (nn.Linear / LowRankLinear).
+"""
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .adapters import forward
+from .evaluate import ASSETS, batches
+from .recipe import CompressError
+
+HEAL_SENTENCES = ASSETS / "heal" / "sentences.txt"
+WINDOW = 128  # TinyGPT healing text: its training split cut into windows of this many characters
+
+
+@dataclass
+class HealResult:
+    model: nn.Module       # the student, with the best state (by dev metric) loaded
+    steps_run: int
+    best_step: int         # 0: no step beat the unhealed student, which is kept
+    dev_before: float
+    dev_after: float       # dev metric of the returned state
+    seconds: float
+    stopped: bool          # the stop event ended it
+    history: list = field(default_factory=list)  # one dict per dev evaluation: step, loss, dev, seconds
+    corpus_sha256: str = ""  # of the texts used (train + dev), newline-joined
+    metric: str = ""       # "fidelity" (higher is better) or "next_token_kl" (lower is better)
+
+
+def heal_texts(teacher) -> list[str]:
+    """Default healing text: TinyGPT's own training split in windows; every other model the heal sentences."""
+    if teacher.adapter.family == "tinygpt":
+        from . import tinygpt as tg
+        train = tg.split_corpus(tg.load_corpus())[0]  # never its held-out tail
+        return [train[i:i + WINDOW] for i in range(0, len(train) - WINDOW + 1, WINDOW)]
+    return [s.strip() for s in HEAL_SENTENCES.read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def split_dev(texts: list[str]) -> tuple[list[str], list[str]]:
+    """Fixed (train, dev): every 10th text is dev (spread over the whole corpus, not one topic at its end),
+    at least 64 dev texts when there are enough, and never more than half."""
+    n_dev = min(max(64, len(texts) // 10), len(texts) // 2)
+    if n_dev < 1:
+        raise CompressError("healing needs at least 2 texts (one to train on, one to pick the best state)")
+    step = len(texts) / n_dev
+    dev_idx = {int(i * step + step - 1) for i in range(n_dev)}
+    return [t for i, t in enumerate(texts) if i not in dev_idx], [texts[i] for i in sorted(dev_idx)]
+
+
+def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
+    """The parameters healing may change: everything inside the transformer blocks."""
+    return [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()]
+
+
+def _pool(h, mask):  # (B, T, C), (B, T) -> (B, C) mask-aware mean
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _hidden(model, ids, mask):  # encoders: the per-layer hidden states, embeddings output excluded
+    return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:]
+
+
+def _kl(lp_t, lp_s, real):  # (B, T, V) log-probs -> KL(teacher || student) per real token
+    return (lp_t.exp() * (lp_t - lp_s)).sum(-1)[real].mean()
+
+
+def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
+    ad = teacher.adapter
+    if teacher.task == "embedding":
+        if hidden_weight:
+            with torch.no_grad():
+                hs_t = _hidden(teacher.model, ids, mask)
+            hs_s = _hidden(student, ids, mask)
+            h_t, h_s = hs_t[-1], hs_s[-1]
+        else:
+            with torch.no_grad():
+                h_t = forward(teacher.model, ad, ids, mask)
+            h_s = forward(student, ad, ids, mask)
+        loss = 1 - F.cosine_similarity(_pool(h_s, mask), _pool(h_t, mask), dim=-1).mean()
+        if hidden_weight:
+            real = mask.bool()  # (B, T): padding positions carry no meaning, leave them out
+            rel = [((s - t)[real].pow(2).mean() / t[real].pow(2).mean()) for s, t in zip(hs_s, hs_t)]
+            loss = loss + hidden_weight * torch.stack(rel).mean()
+        return loss
+    with torch.no_grad():
+        lp_t = forward(teacher.model, ad, ids, mask).float().log_softmax(-1)  # (B, T, V)
+    logits = forward(student, ad, ids, mask).float()
+    real = mask.bool()
+    loss = _kl(lp_t, logits.log_softmax(-1), real)
+    if ce_weight:  # position t predicts token t+1; only where both are real
+        tgt = ids[:, 1:].masked_fill(~real[:, 1:], -100)
+        loss = loss + ce_weight * F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+    return loss
+
+
+@torch.no_grad()
+def dev_metric(student: nn.Module, teacher, dev: list, ref=None) -> float:
+    """Encoders: mean cosine to the teacher's embeddings (fidelity); decoders: next-token KL in nats/token.
+    dev: [(ids, mask)] batches; ref: the teacher's pooled embeddings per batch (encoders), to compute once."""
+    ad = teacher.adapter
+    if teacher.task == "embedding":
+        ref = ref or [_pool(forward(teacher.model, ad, i, m), m) for i, m in dev]
+        cos = [F.cosine_similarity(_pool(forward(student, ad, i, m), m), r, dim=-1) for (i, m), r in zip(dev, ref)]
+        return float(torch.cat(cos).mean())
+    kl, n = 0.0, 0
+    for ids, mask in dev:
+        lp_t = forward(teacher.model, ad, ids, mask).float().log_softmax(-1)
+        lp_s = forward(student, ad, ids, mask).float().log_softmax(-1)
+        real = mask.bool()
+        kl += float((lp_t.exp() * (lp_t - lp_s)).sum(-1)[real].sum())
+        n += int(real.sum())
+    return max(0.0, kl / max(1, n))
+
+
+def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int = 300, lr: float = 1e-4,
+         seed: int = 0, minutes: float | None = None, batch: int = 32, progress=None, stop=None,
+         hidden_weight: float = 0.0, ce_weight: float = 0.0, eval_every: int | None = None,
+         warmup: float = 0.05) -> HealResult:
+    """Distill teacher (the original ModelBundle) into student (its compressed float model), in place.
+
+    Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a
+    threading.Event) is set; always returns with the best dev state loaded. progress(dict(step, steps,
+    loss, dev, seconds_left)) is called after every step."""
+    t0 = time.perf_counter()
+    if teacher.tokenizer is None:
+        raise CompressError("this model has no tokenizer, so there is no text to heal it on")
+    if steps < 0 or batch < 1 or lr <= 0:
+        raise CompressError("healing needs steps >= 0, batch >= 1 and a positive learning rate")
+    cap = math.inf if minutes is None else 60.0 * minutes
+    texts = list(texts) if texts is not None else heal_texts(teacher)
+    sha = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    train, dev_texts = split_dev(texts)
+    dev_b = batches(teacher, dev_texts, 64)
+    ref = None
+    if teacher.task == "embedding":
+        with torch.no_grad():
+            ref = [_pool(forward(teacher.model, teacher.adapter, i, m), m) for i, m in dev_b]
+    better = (lambda a, b: a > b) if teacher.task == "embedding" else (lambda a, b: a < b)
+    eval_every = eval_every or max(10, steps // 10)
+
+    params = [p for _, p in trainable(student, teacher.adapter)]
+    was_grad = {p: p.requires_grad for p in student.parameters()}
+    for p in student.parameters():
+        p.requires_grad_(False)  # everything outside the blocks stays as the original had it
+    for p in params:
+        p.requires_grad_(True)
+    was_training = student.training
+    student.eval()  # dropout off: the student learns exactly the function it will run
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # decay would pull the factors off the SVD init
+
+    def evaluate_dev():
+        return dev_metric(student, teacher, dev_b, ref)
+
+    dev = dev_before = evaluate_dev()
+    best, best_dev, best_step = [p.detach().clone() for p in params], dev_before, 0
+    eval_secs = time.perf_counter() - t0  # the final dev check must fit in the cap too
+    history = [{"step": 0, "loss": None, "dev": dev_before, "seconds": round(eval_secs, 2)}]
+    order, pos, step, stopped, losses = [], 0, 0, False, []
+    try:
+        while step < steps:
+            elapsed = time.perf_counter() - t0
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            if elapsed + 2 * eval_secs >= cap:
+                break
+            # lr: linear warmup, then cosine down to 10%, over whichever ends first: the steps or the time cap
+            frac = max(step / steps, elapsed / cap)
+            scale = frac / warmup if frac < warmup else \
+                0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
+            for grp in opt.param_groups:
+                grp["lr"] = lr * max(scale, 0.01)
+            if pos + batch > len(order):  # a fresh seeded shuffle each epoch
+                order, pos = torch.randperm(len(train), generator=g).tolist(), 0
+            ids, mask = batches(teacher, [train[i] for i in order[pos:pos + batch]], batch)[0]
+            pos += batch
+            loss = _loss(student, teacher, ids, mask, hidden_weight, ce_weight)
+            if not torch.isfinite(loss):
+                break  # diverged: the best state so far is restored below
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            last = loss.item()
+            losses.append(last)
+            if step % eval_every == 0 or step == steps:
+                t = time.perf_counter()
+                dev = evaluate_dev()
+                eval_secs = time.perf_counter() - t
+                history.append({"step": step, "loss": sum(losses) / len(losses), "dev": dev,
+                                "seconds": round(time.perf_counter() - t0, 2)})
+                losses = []
+                if better(dev, best_dev):
+                    best, best_dev, best_step = [p.detach().clone() for p in params], dev, step
+            if progress is not None:
+                per_step = (time.perf_counter() - t0) / step
+                left = min((steps - step) * per_step, cap - (time.perf_counter() - t0))
+                progress({"step": step, "steps": steps, "loss": last, "dev": dev, "seconds_left": max(0.0, left)})
+        if losses and not stopped:  # ended by the time cap (or divergence) between two dev checks
+            dev = evaluate_dev()
+            history.append({"step": step, "loss": sum(losses) / len(losses), "dev": dev,
+                            "seconds": round(time.perf_counter() - t0, 2)})
+            if better(dev, best_dev):
+                best, best_dev, best_step = [p.detach().clone() for p in params], dev, step
+    finally:
+        with torch.no_grad():
+            for p, b in zip(params, best):
+                p.copy_(b)
+        for p, req in was_grad.items():
+            p.requires_grad_(req)
+        student.train(was_training)
+    return HealResult(student, step, best_step, dev_before, best_dev, time.perf_counter() - t0, stopped,
+                      history, sha, "fidelity" if teacher.task == "embedding" else "next_token_kl")

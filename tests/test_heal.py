@@ -1,0 +1,121 @@
+"""Healing (compress/heal.py) on tiny random models, and the healing corpus rules."""
+import copy
+import threading
+
+import pytest
+import torch
+
+import compress as C
+from compress.adapters import ADAPTERS
+from compress.evaluate import ASSETS, batches, eval_set
+from compress.heal import _loss, dev_metric, heal, heal_texts, split_dev
+from compress.models import ModelBundle
+from compress.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return heal_texts(_dummy_encoder())[:200]
+
+
+def _dummy_encoder():  # heal_texts only asks the adapter's family
+    return ModelBundle(None, "x", ADAPTERS["bert"], "embedding", None, "", {})
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt():
+    """A random 2-layer TinyGPT with weights large enough that its next-token distributions are not flat."""
+    torch.manual_seed(0)
+    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
+            "vocab_size": 256, "max_positions": 64, "source": "test"}
+    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], "generation", ByteTokenizer(), "tiny-gpt-hash", info)
+
+
+def _student(bundle, ratio=0.25):
+    spec = C.spectra(bundle)
+    return C.apply_factorize(copy.deepcopy(bundle.model), C.select_ranks(spec, "ratio", ratio), spec)
+
+
+def _batch_loss(student, teacher, texts):
+    ids, mask = batches(teacher, texts[:32], 32)[0]
+    with torch.no_grad():
+        return float(_loss(student, teacher, ids, mask, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("which", ["tiny_bert", "tiny_gpt"])
+def test_a_few_steps_reduce_the_distillation_loss(which, texts, request):
+    teacher = request.getfixturevalue(which)
+    student = _student(teacher)
+    before = _batch_loss(student, teacher, texts)
+    r = heal(student, teacher, texts, steps=20, lr=3e-3, batch=16, eval_every=5)
+    assert r.model is student and r.steps_run == 20
+    assert _batch_loss(student, teacher, texts) < 0.8 * before
+    assert r.metric == ("fidelity" if which == "tiny_bert" else "next_token_kl")
+    assert (r.dev_after > r.dev_before) if which == "tiny_bert" else (r.dev_after < r.dev_before)
+    assert r.corpus_sha256 and len(r.history) == 1 + 20 // 5
+    assert all(p.requires_grad for p in student.parameters())  # as before healing: frozen ones are unfrozen again
+
+
+def test_hidden_state_matching_runs(tiny_bert, texts):
+    student = _student(tiny_bert)
+    r = heal(student, tiny_bert, texts, steps=6, lr=3e-3, batch=16, hidden_weight=1.0)
+    assert r.steps_run == 6 and r.dev_after >= r.dev_before
+
+
+def test_stop_returns_the_best_state(tiny_bert, texts):
+    student = _student(tiny_bert)
+    stop = threading.Event()
+
+    def progress(d):
+        assert set(d) == {"step", "steps", "loss", "dev", "seconds_left"}
+        if d["step"] == 12:
+            stop.set()
+
+    r = heal(student, tiny_bert, texts, steps=100, lr=3e-2, batch=16, eval_every=4, progress=progress, stop=stop)
+    assert r.stopped and r.steps_run == 12
+    best = max(h["dev"] for h in r.history)
+    assert r.dev_after == best and r.best_step == max(r.history, key=lambda h: h["dev"])["step"]
+    dev = batches(tiny_bert, split_dev(texts)[1], 64)
+    assert dev_metric(student, tiny_bert, dev) == pytest.approx(best, abs=1e-5)
+
+
+def test_steps_and_minutes_cap(tiny_bert, texts):
+    student = _student(tiny_bert)
+    assert heal(student, tiny_bert, texts, steps=3, batch=8).steps_run == 3
+    r = heal(student, tiny_bert, texts, steps=10**6, minutes=0.02, batch=8)
+    assert 0 < r.steps_run < 10**6 and not r.stopped
+    r = heal(student, tiny_bert, texts, steps=10, minutes=0)
+    assert r.steps_run == 0 and r.dev_after == r.dev_before and r.best_step == 0
+
+
+def test_split_dev_is_fixed_and_disjoint(texts):
+    train, dev = split_dev(texts)
+    assert len(dev) == 64 and len(train) + len(dev) == len(texts) and not set(train) & set(dev)
+    assert split_dev(texts) == (train, dev)
+
+
+def _norm(s):
+    return s.strip().lower()
+
+
+def test_heal_corpus_is_large_and_disjoint_from_the_eval_set():
+    lines = [s for s in (ASSETS / "heal" / "sentences.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
+    heal_set = {_norm(s) for s in lines}
+    assert len(heal_set) >= 2000
+    sentences, _, queries = eval_set()
+    assert not heal_set & {_norm(s) for s in sentences + queries}
+
+
+def test_tinygpt_heals_on_its_training_split_only(tiny_gpt):
+    from compress import tinygpt as tg
+    train, held_out = tg.split_corpus(tg.load_corpus())
+    windows = heal_texts(tiny_gpt)
+    assert len(windows) > 1000 and all(w in train for w in windows[-3:])
+    assert sum(map(len, windows)) <= len(train) and held_out[:200] not in "".join(windows)
