@@ -8,7 +8,7 @@ from .factorize import LowRankLinear, apply_factorize
 from .quantize import DEVICES as QUANT_DEVICES, apply_quantize
 from .measure import count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
 from .evaluate import complete, eval_set, next_token_agreement, quality, search
-from .heal import HealResult, heal
+from .heal import HealResult, heal_texts
 from .sensitivity import allocate
 from .pipeline import (benchmark, compress, layer_sensitivity, load_compressed, numbers, report, save_compressed,
                        workload)
@@ -22,7 +22,7 @@ __all__ = [
     "load_upload", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear",
     # techniques
     "Spectrum", "spectra", "select_ranks", "layer_report", "LowRankLinear", "apply_factorize",
-    "apply_quantize", "QUANT_DEVICES", "heal", "HealResult", "layer_sensitivity", "allocate",
+    "apply_quantize", "QUANT_DEVICES", "HealResult", "heal_texts", "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "cpu_info", "gpu_info", "quality", "search", "eval_set",
     "next_token_agreement", "complete",

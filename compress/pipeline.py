@@ -75,7 +75,7 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
         recipe = dataclasses.replace(recipe, heal_corpus=digest)
         r = heal(model, bundle, texts, steps=recipe.heal_steps, lr=recipe.heal_lr, seed=recipe.heal_seed,
                       minutes=minutes, progress=progress, stop=stop)
-        applied["heal"] = {k: v for k, v in dataclasses.asdict(r).items() if k != "model"}
+        applied["heal"] = r.to_dict()
         float_model = copy.deepcopy(model) if recipe.quant == "int8" else model
     model = apply_quantize(model, bundle.adapter, recipe.quant, recipe.quant_embeddings).eval()
     return _finish(bundle, model, recipe, layers, float_model, applied)

@@ -37,7 +37,7 @@ class Recipe:
     rank: float = 1.0             # ratio: of min(m, n); energy: of sum(S^2); budget: of dense params
     allocate: str = "spectral"    # budget mode: spectral (energy per param) | sensitivity (measured drop)
     heal_steps: int = 0           # distillation steps from the original after the structural steps; 0 = none
-    heal_lr: float = 1e-4
+    heal_lr: float = 3e-4          # 3e-4 + hidden-state matching: best of a sweep on MiniLM (heal.py)
     heal_seed: int = 0
     heal_corpus: str = ""         # sha256 of the healing text; "" = the default corpus
     quant: str = "none"           # none | int8 (dynamic, CPU) | fp16 | bf16

@@ -7,9 +7,15 @@ allocate: ranks in spectrum.select_ranks' format. A small weight error changes t
 so cosine loss and KL grow with its square, i.e. with the discarded spectral energy. So each layer's drop
 at rank r is estimated as sens * (1 - energy(r)) / (1 - energy(r_cut)) and a greedy (as select_ranks'
 budget mode, but weighted) spends the parameters where they cut the estimated total drop the most.
+Checked on MiniLM (one layer cut at 0.05..0.5 of min(m, n)): the estimate is within ~2x of the measured drop.
+
+Measured (unhealed, held-out set), spectral select_ranks(spec, "budget", x) vs allocate at the same x:
+MiniLM fidelity      x=0.3: 0.324 -> 0.516   x=0.5: 0.460 -> 0.625   x=0.7: 0.649 -> 0.760
+TinyGPT next-tok KL  x=0.3: 0.417 -> 0.347   x=0.5: 0.068 -> 0.042   x=0.7: 0.011 -> 0.007
+(cut 0.25 instead of 0.1 was +0.03 / -0.01 on MiniLM but worse on TinyGPT, so 0.1 stays.) The pass is 36
+(MiniLM) or 24 (TinyGPT) forwards of 64 texts: ~5 s on 2 idle cores.
 """
 import copy
-import heapq
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +24,7 @@ from .adapters import forward, set_module
 from .evaluate import batches
 from .factorize import LowRankLinear
 from .recipe import CompressError
+from .spectrum import budget_ranks
 
 
 def cut_rank(s, cut: float) -> int:
@@ -31,29 +38,28 @@ def calibration_texts(bundle, n: int = 64) -> list[str]:
     return [train[i * len(train) // n] for i in range(min(n, len(train)))]
 
 
+def _output(model, bundle, ids, mask):
+    """Normalized pooled embeddings (B, C) for encoders, next-token log-probs (B, T, V) for decoders."""
+    h = forward(model, bundle.adapter, ids, mask).float()  # (B, T, C) or (B, T, V)
+    if bundle.task != "embedding":
+        return h.log_softmax(-1)
+    m = mask.unsqueeze(-1).float()
+    return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+
+
 @torch.no_grad()
-def _outputs(model, bundle, data):
-    """Per batch: normalized pooled embeddings (encoders) or next-token log-probs (decoders)."""
-    out = []
-    for ids, mask in data:
-        h = forward(model, bundle.adapter, ids, mask).float()  # (B, T, C) or (B, T, V)
+def _drop(model, bundle, data, ref) -> float:
+    """1 - mean cosine (encoders) or KL(original || model) per real token (decoders); the model's outputs
+    are made batch by batch and dropped, so only the reference is held (a GPT-2 vocab makes them big)."""
+    total, n = 0.0, 0
+    for (ids, mask), r in zip(data, ref):
+        out = _output(model, bundle, ids, mask)
         if bundle.task == "embedding":
-            m = mask.unsqueeze(-1).float()
-            out.append(F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))  # (B, C)
+            total, n = total + float((1 - (out * r).sum(-1)).sum()), n + len(ids)
         else:
-            out.append(h.log_softmax(-1))
-    return out
-
-
-def _drop(bundle, data, ref, new) -> float:
-    if bundle.task == "embedding":
-        return 1.0 - float(torch.cat([(a * b).sum(-1) for a, b in zip(ref, new)]).mean())
-    kl, n = 0.0, 0
-    for (_, mask), lp_t, lp in zip(data, ref, new):
-        real = mask.bool()
-        kl += float((lp_t.exp() * (lp_t - lp)).sum(-1)[real].sum())
-        n += int(real.sum())
-    return kl / max(1, n)
+            real = mask.bool()
+            total, n = total + float((r.exp() * (r - out)).sum(-1)[real].sum()), n + int(real.sum())
+    return max(0.0, total / max(1, n))  # float noise can make an unchanged output read as -1e-8
 
 
 def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = None,
@@ -64,12 +70,13 @@ def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = 
         texts = [""] * 64  # no tokenizer: evaluate.batches falls back to seeded random ids
     data = batches(bundle, texts if texts is not None else calibration_texts(bundle), 32)
     model = copy.deepcopy(bundle.model).eval()  # the original is shared: swap layers in a copy only
-    ref = _outputs(model, bundle, data)
+    with torch.no_grad():
+        ref = [_output(model, bundle, ids, mask) for ids, mask in data]
     sens = {}
     for i, (name, s) in enumerate(spec.items()):
         dense = model.get_submodule(name)
         set_module(model, name, LowRankLinear.from_linear(dense, cut_rank(s, cut), (s.u, s.s, s.vh)))
-        sens[name] = _drop(bundle, data, ref, _outputs(model, bundle, data))
+        sens[name] = _drop(model, bundle, data, ref)
         set_module(model, name, dense)  # restore: the next layer is measured alone
         if progress is not None:
             progress({"layer": name, "done": i + 1, "total": len(spec)})
@@ -82,37 +89,9 @@ def allocate(spec, sens: dict[str, float], budget: float, cut: float = 0.1) -> d
     missing = set(spec) - set(sens)
     if missing:
         raise CompressError(f"no sensitivity for {len(missing)} layer(s), e.g. {sorted(missing)[0]}")
-    total = sum(s.m * s.n for s in spec.values())
-    limit = budget * total
-    dense = {k for k, s in spec.items() if s.max_useful_rank < 1}  # too thin to factorize at all
-    ranks = {k: 1 for k in spec}
-    spent = sum(s.m * s.n if k in dense else s.m + s.n for k, s in spec.items())
-    if spent > limit:
-        raise CompressError(f"budget {budget:g} is too small: rank 1 everywhere already needs "
-                            f"{spent / total:.4f} of the dense params")
     # weight = drop per unit of discarded energy; a floor keeps a layer measured as harmless (noise, or a
     # drop below float precision) from being cut to rank 1 on one number
     top = max(max(sens.values()), 1e-12)
     weight = {k: max(float(sens[k]), 1e-3 * top) / max(1.0 - s.energy[cut_rank(s, cut) - 1], 1e-12)
               for k, s in spec.items()}
-
-    def item(k):  # (-estimated drop removed per param, layer, cost) of layer k's next step
-        s, r = spec[k], ranks[k]
-        if r < s.max_useful_rank:
-            return (-weight[k] * (s.energy[r] - s.energy[r - 1]) / (s.m + s.n), k, s.m + s.n)
-        cost = s.m * s.n - r * (s.m + s.n)  # last step: back to the whole dense layer
-        return (-weight[k] * (1.0 - s.energy[r - 1]) / max(1, cost), k, cost)
-
-    heap = [item(k) for k in spec if k not in dense]
-    heapq.heapify(heap)
-    while heap:
-        _, k, cost = heapq.heappop(heap)
-        if spent + cost > limit:
-            continue  # this layer's next step does not fit; cheaper steps of others may
-        spent += cost
-        if ranks[k] >= spec[k].max_useful_rank:
-            dense.add(k)
-        else:
-            ranks[k] += 1
-            heapq.heappush(heap, item(k))
-    return {k: (None if k in dense else r) for k, r in ranks.items()}
+    return budget_ranks(spec, budget, weight)

@@ -68,13 +68,15 @@ def select_ranks(spec: dict[str, Spectrum], mode: str, x: float) -> dict[str, in
     elif mode == "energy":
         ranks = {k: int(np.searchsorted(s.energy, x - 1e-12) + 1) for k, s in spec.items()}
     elif mode == "budget":
-        return _budget_ranks(spec, x)
+        return budget_ranks(spec, x)
     else:
         raise CompressError(f"unknown rank mode {mode!r}")
     return {k: (r if r <= spec[k].max_useful_rank else None) for k, r in ranks.items()}
 
 
-def _budget_ranks(spec, x):
+def budget_ranks(spec, x, weight: dict[str, float] | None = None) -> dict[str, int | None]:
+    """Greedy: spend x * dense params on the steps (one more singular value of one layer) with the largest
+    weighted energy gain per parameter. weight: per-layer cost of lost energy (sensitivity.allocate); 1 = spectral."""
     budget = x * sum(s.m * s.n for s in spec.values())
     dense = {k for k, s in spec.items() if s.max_useful_rank < 1}  # too thin to factorize at all
     ranks = {k: 1 for k in spec}
@@ -82,13 +84,14 @@ def _budget_ranks(spec, x):
     if spent > budget:
         raise CompressError(f"budget {x:g} is too small: rank 1 everywhere already needs "
                             f"{spent / (budget / x):.4f} of the dense params")
+    w = weight or dict.fromkeys(spec, 1.0)
 
-    def item(k):  # (-energy gain per param, layer, cost) of layer k's next step
+    def item(k):  # (-weighted energy gain per param, layer, cost) of layer k's next step
         s, r = spec[k], ranks[k]
         if r < s.max_useful_rank:
-            return (-(s.energy[r] - s.energy[r - 1]) / (s.m + s.n), k, s.m + s.n)
+            return (-w[k] * (s.energy[r] - s.energy[r - 1]) / (s.m + s.n), k, s.m + s.n)
         cost = s.m * s.n - r * (s.m + s.n)  # last step: back to the whole dense layer
-        return (-(1.0 - s.energy[r - 1]) / max(1, cost), k, cost)
+        return (-w[k] * (1.0 - s.energy[r - 1]) / max(1, cost), k, cost)
 
     heap = [item(k) for k in spec if k not in dense]
     heapq.heapify(heap)

@@ -110,6 +110,9 @@ def heal_progress():
         return
     if job["thread"].is_alive():
         p = job["progress"]
+        if "layer" in p and "step" not in p:  # budget + sensitivity: each layer is measured before healing
+            st.progress(p["done"] / p["total"], text=f"Measuring sensitivity: layer {p['done']}/{p['total']}")
+            return
         done = p.get("step", 0) / max(1, p.get("steps", 1))
         dev = f", dev {p['dev']:.4f}" if isinstance(p.get("dev"), float) else ""
         loss = f", loss {p['loss']:.4f}" if isinstance(p.get("loss"), float) else ""
@@ -127,9 +130,14 @@ def heal_progress():
     st.rerun()
 
 
-@st.cache_data(max_entries=64, show_spinner="Measuring size and quality...")
+@st.cache_data(max_entries=64, show_spinner="Measuring size...")
+def sizes(key: str, recipe_json: str, _bundle) -> dict:
+    return C.numbers(_bundle)
+
+
+@st.cache_data(max_entries=64, show_spinner="Measuring quality on the held-out set...")
 def size_and_quality(key: str, recipe_json: str, _bundle, _base) -> dict:
-    return {**C.numbers(_bundle), "quality": C.quality(_bundle, _base)}
+    return {**sizes(key, recipe_json, _bundle), "quality": C.quality(_bundle, _base)}
 
 
 def recipe_from_params(params) -> C.Recipe | None:

@@ -7,7 +7,7 @@ from pages import common
 
 b = common.page()
 st.title(f"Model: {b.name}")
-n = common.size_and_quality(common.model_key(b), C.Recipe().to_json(), b, b)
+n = common.sizes(common.model_key(b), C.Recipe().to_json(), b)
 cols = st.columns(5)
 cols[0].metric("Architecture", b.info["architecture"])
 cols[1].metric("Layers x heads", f"{b.info['layers']} x {b.info['heads']}")

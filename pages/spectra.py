@@ -74,5 +74,5 @@ if sens is None and st.button("Measure sensitivity (each layer cut and measured 
     bar.empty()
 if sens is not None:
     sdf = pd.DataFrame({"layer": list(sens), "drop": list(sens.values())})
-    st.plotly_chart(px.bar(sdf, x="layer", y="drop", log_y=True, height=380,
+    st.plotly_chart(px.bar(sdf, x="layer", y="drop", height=380,
                            title=f"Quality drop per layer cut alone ({'1 - fidelity' if b.task == 'embedding' else 'next-token KL'})"))

@@ -101,3 +101,24 @@ def test_cli_inspect_lists_every_layer():
     p = _cli("inspect", "--model", "minilm")
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("encoder.layer.") == 36 and "embeddings" in p.stdout
+
+
+def test_cli_heal_reports_unhealed_and_healed_and_saves(tiny_bert, monkeypatch, tmp_path, capsys):
+    from compress.__main__ import main
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    C.load_model.cache_clear()
+    text = tmp_path / "mine.txt"
+    text.write_text("\n".join(f"Sentence number {i} is about {w}." for i, w in enumerate(["tea", "rain", "maps"] * 30)))
+    rc = main(["heal", "--model", "tiny-bert", "--rank-mode", "ratio", "--rank", "0.25", "--quant", "int8",
+               "--steps", "20", "--text", str(text), "--batch", "2", "--seq", "16", "--out", str(tmp_path / "m")])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    h = r["heal"]
+    assert h["steps_run"] == 20 and h["dev_after"] >= h["dev_before"] and h["metric"] == "fidelity"
+    assert r["recipe"]["heal_steps"] == 20 and len(r["recipe"]["heal_corpus"]) == 64  # sha256 of --text
+    assert set(r["unhealed"]) >= {"size_bytes", "params", "quality"}
+    assert r["unhealed"]["params"] == r["compressed"]["params"]  # healing changes weights, not shapes
+    back = C.load_compressed(tmp_path / "m")
+    ids = torch.randint(1000, 2000, (2, 7))
+    healed = C.compress(tiny_bert, C.Recipe.from_dict(r["recipe"]), texts=text.read_text().splitlines())
+    assert torch.equal(_out(back, ids), _out(healed, ids))  # seeded: the same healing gives the same weights
