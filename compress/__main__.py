@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     sp.add_argument("--seed", type=int, default=0)
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "quick"])
+    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "quick"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)

@@ -189,3 +189,26 @@ def test_healing_runs_in_the_background_and_shows_before_and_after(app):
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
     assert "healed 20 steps" in app.dataframe[-1].value["recipe"][0]
+
+
+def test_two_sessions_never_see_each_others_recipe_or_model(tiny_bert, monkeypatch):
+    import torch
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    before = {k: v.clone() for k, v in tiny_bert.model.state_dict().items()}
+    sessions = []
+    for quant in ("int8", "bf16"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params["model"] = "tiny-bert"
+        at.run()
+        at.switch_page("pages/compress.py").run()
+        at.selectbox(key="r_quant").set_value(quant).run()
+        at.button[0].click().run()
+        sessions.append(at)
+    for at, quant in zip(sessions, ("int8", "bf16")):
+        at.run()
+        assert list(at.dataframe[-1].value["recipe"]) == [quant]
+        assert at.selectbox(key="r_quant").value == quant
+    sizes = [[m.value for m in at.metric if m.label == "Size"][1] for at in sessions]
+    assert sizes[0] != sizes[1]
+    after = tiny_bert.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the shared original is never mutated

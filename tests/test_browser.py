@@ -63,7 +63,7 @@ def test_apply_int8_on_minilm_in_a_real_browser(server):
         page.goto(server, timeout=60_000)
         page.wait_for_selector('[data-testid="stMetricValue"]', timeout=90_000)
         page.get_by_role("link", name="Compress").click()
-        page.get_by_text("Quantization").wait_for(timeout=60_000)
+        page.get_by_text("Quantization", exact=True).wait_for(timeout=60_000)
         page.get_by_role("combobox", name="Quantization").click()
         page.get_by_role("option", name="int8").click()
         page.get_by_role("button", name="Apply").click()
@@ -74,6 +74,9 @@ def test_apply_int8_on_minilm_in_a_real_browser(server):
         for m in page.locator('[data-testid="stMetric"]').all():
             label = m.locator('[data-testid="stMetricLabel"]').inner_text().strip()
             metrics.setdefault(label, []).append(m.locator('[data-testid="stMetricValue"]').inner_text().strip())
+        page.evaluate("""() => { for (const e of document.querySelectorAll('[data-testid="stMain"], section, div'))
+                                     if (e.scrollTop > 0) e.scrollTop = 0; window.scrollTo(0, 0); }""")
+        page.get_by_text("Original vs compressed").scroll_into_view_if_needed()
         page.screenshot(path=str(SHOT), full_page=True)
         browser.close()
     orig_mb, comp_mb = (float(v.split()[0]) for v in metrics["Size"])
