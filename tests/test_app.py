@@ -212,3 +212,19 @@ def test_two_sessions_never_see_each_others_recipe_or_model(tiny_bert, monkeypat
     assert sizes[0] != sizes[1]
     after = tiny_bert.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the shared original is never mutated
+
+
+def test_spectra_page_measures_sensitivity_and_allocates_by_it(app):
+    app.run()
+    app.switch_page("pages/spectra.py").run()
+    app.radio(key="r_rank_mode").set_value("budget").run()
+    app.slider(key="r_rank").set_value(0.5).run()
+    spectral = _metric(app, "Mean energy kept").value
+    app.button[0].click().run()  # Measure sensitivity
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == 4  # one spectrum, all spectra, heatmap, sensitivity bars
+    app.switch_page("pages/compress.py").run()
+    app.radio(key="r_allocate").set_value("sensitivity").run()
+    app.switch_page("pages/spectra.py").run()
+    assert not app.exception and not app.info
+    assert _metric(app, "Mean energy kept").value != spectral  # the ranks now follow the measured drops
