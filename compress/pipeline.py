@@ -1,7 +1,7 @@
 """compress(bundle, recipe) in the fixed order, the JSON report, and save / reload."""
 import copy
-import hashlib
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_model as st_load, save_model as st_save
 
 from . import evaluate, fnet, heads, measure, runtime, sensitivity
-from .heal import heal, heal_texts
 from .factorize import apply_factorize
+from .heal import heal, heal_texts
 from .models import ModelBundle, load_model
 from .quantize import apply_quantize
 from .recipe import CompressError, Recipe
@@ -74,7 +74,7 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
                                 "give the same text or clear heal_corpus")
         recipe = dataclasses.replace(recipe, heal_corpus=digest)
         r = heal(model, bundle, texts, steps=recipe.heal_steps, lr=recipe.heal_lr, seed=recipe.heal_seed,
-                      minutes=minutes, progress=progress, stop=stop)
+                 minutes=minutes, progress=progress, stop=stop)
         applied["heal"] = r.to_dict()
         float_model = copy.deepcopy(model) if recipe.quant == "int8" else model
     model = apply_quantize(model, bundle.adapter, recipe.quant, recipe.quant_embeddings).eval()

@@ -13,6 +13,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(C.Recipe)}
 KEY = "r_"  # widget keys of recipe fields: r_rank_mode, r_rank, ... (kept alive across pages by app.py)
 LIVE = {"batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
 PRECISE = {"batch": 8, "seq": 128}  # the library's default workload
+MAX_HEALED = 3  # healed models kept per session (the shared cache never holds them: they depend on the text)
 
 
 @st.cache_resource(show_spinner="Loading the bundled model...")
@@ -89,7 +90,6 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
     """Heal in a background thread (widget clicks rerun the page, not the thread); heal_progress polls it."""
     job = {"key": (model_key(b), recipe.to_json()), "stop": threading.Event(), "progress": {}, "bundle": None,
            "error": None}
-
     texts = st.session_state.get("heal_texts")
 
     def run():  # no streamlit calls in here: it runs outside the script thread
@@ -125,7 +125,10 @@ def heal_progress():
     if job["error"]:
         st.session_state.heal_error = job["error"]
     else:
-        st.session_state.healed[job["key"]] = job["bundle"]
+        healed = st.session_state.healed
+        healed[job["key"]] = job["bundle"]
+        while len(healed) > MAX_HEALED:  # a healed model is a whole model: keep this session's memory bounded
+            healed.pop(next(iter(healed)))
         st.session_state.auto_apply = True  # measure and show it on the full rerun
     st.rerun()
 
