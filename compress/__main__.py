@@ -27,6 +27,7 @@ def _recipe_args(p):
     p.add_argument("--head-score", choices=HEAD_SCORES, help="how heads are ranked (default weight)")
     p.add_argument("--ffn", type=float, help="fraction of FFN neurons kept per layer, in (0, 1]")
     p.add_argument("--fnet", action="store_true", default=None, help="replace attention by Fourier mixing (encoders)")
+    p.add_argument("--emb-rank", type=float, help="word-embedding table at rank X * hidden, X in (0, 1]")
     p.add_argument("--rank-mode", choices=RANK_MODES)
     p.add_argument("--rank", type=float, help="ratio: of min(m, n); energy: of sum(S^2); budget: of dense params")
     p.add_argument("--quant", choices=QUANT_MODES)
@@ -42,7 +43,7 @@ def _recipe(a) -> Recipe:
             base = Recipe.from_json(open(a.recipe).read())
         except OSError as e:
             raise CompressError(f"cannot read recipe {a.recipe}: {e.strerror}") from None
-    over = {"heads": a.heads, "head_score": a.head_score, "ffn": a.ffn, "fnet": a.fnet, "rank_mode": a.rank_mode,
+    over = {"heads": a.heads, "head_score": a.head_score, "ffn": a.ffn, "fnet": a.fnet, "emb_rank": a.emb_rank, "rank_mode": a.rank_mode,
             "rank": a.rank, "allocate": a.allocate, "quant": a.quant, "runtime": a.runtime,
             "quant_embeddings": False if a.no_quant_embeddings else None}
     if getattr(a, "cmd", None) == "heal":

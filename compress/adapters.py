@@ -91,6 +91,13 @@ def forward(model: nn.Module, adapter: Adapter, ids: torch.Tensor, mask: torch.T
     return model(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
+def tied_embeddings(model: nn.Module, adapter: Adapter) -> bool:
+    """Does another layer (GPT-2's LM head) share the word-embedding table's weight?"""
+    w = model.get_submodule(adapter.word_embeddings).weight
+    return any(p is w for n, p in model.named_parameters(remove_duplicate=False)
+               if not n.startswith(adapter.word_embeddings + "."))
+
+
 def set_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
     parent, _, name = fqn.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, name, new)

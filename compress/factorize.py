@@ -6,7 +6,8 @@ factors on every call, the factors are two plain nn.Linear, so dynamic int8 quan
 import torch
 import torch.nn as nn
 
-from .adapters import set_module
+from .adapters import set_module, tied_embeddings
+from .recipe import CompressError
 
 
 class LowRankLinear(nn.Module):
@@ -46,4 +47,45 @@ def apply_factorize(model: nn.Module, ranks: dict[str, int | None], spec: dict |
             sp = spec[name] if spec else None
             svd = (sp.u, sp.s, sp.vh) if sp is not None else None
             set_module(model, name, LowRankLinear.from_linear(model.get_submodule(name), r, svd))
+    return model
+
+
+class LowRankEmbedding(nn.Module):
+    """A (vocab, hidden) token table as (vocab, r) rows times an (r -> hidden) Linear. Small models keep
+    much of their size in this table (MiniLM: half), which block techniques never touch."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, rank: int, padding_idx=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.rank = num_embeddings, embedding_dim, rank
+        self.emb = nn.Embedding(num_embeddings, rank, padding_idx=padding_idx)  # (V, r): int8 per-row later
+        self.up = nn.Linear(rank, embedding_dim, bias=False)                     # (C, r)
+
+    @classmethod
+    def from_embedding(cls, table: nn.Embedding, rank: int) -> "LowRankEmbedding":
+        """E (V, C) ~= (U_r S_r) @ Vh_r: rows keep the singular values, so the int8 row scales see them."""
+        w = table.weight.detach()
+        u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+        new = cls(table.num_embeddings, table.embedding_dim, rank, table.padding_idx)
+        with torch.no_grad():
+            new.emb.weight.copy_((u[:, :rank] * s[:rank]).to(w.dtype))
+            new.up.weight.copy_(vh[:rank].T.to(w.dtype))
+        return new
+
+    def forward(self, ids):  # (B, T) -> (B, T, r) -> (B, T, C)
+        return self.up(self.emb(ids))
+
+    def extra_repr(self):
+        return f"vocab={self.num_embeddings}, dim={self.embedding_dim}, rank={self.rank}"
+
+
+def factorize_embeddings(model: nn.Module, adapter, ratio: float) -> nn.Module:
+    """Word embeddings at rank round(ratio * hidden), in place; kept dense when that would not shrink them."""
+    table = model.get_submodule(adapter.word_embeddings)
+    if tied_embeddings(model, adapter):
+        raise CompressError("this model's output layer shares the word-embedding table (tied weights), so "
+                            "factorizing the table would not make the model smaller")
+    v, c = table.weight.shape
+    r = max(1, round(ratio * min(v, c)))
+    if r * (v + c) < v * c:
+        set_module(model, adapter.word_embeddings, LowRankEmbedding.from_embedding(table, r))
     return model

@@ -73,8 +73,13 @@ def split_dev(texts: list[str]) -> tuple[list[str], list[str]]:
 
 
 def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
-    """The parameters healing may change: everything inside the transformer blocks."""
-    return [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()]
+    """The parameters healing may change: everything inside the transformer blocks, and a factorized
+    word-embedding table (its SVD truncation is an approximation healing can repair)."""
+    from .factorize import LowRankEmbedding
+    emb = model.get_submodule(adapter.word_embeddings)
+    extra = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()] \
+        if isinstance(emb, LowRankEmbedding) else []
+    return [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()] + extra
 
 
 def _pool(h, mask):  # (B, T, C), (B, T) -> (B, C) mask-aware mean

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_model as st_load, save_model as st_save
 
 from . import evaluate, fnet, heads, measure, runtime, sensitivity
-from .factorize import apply_factorize
+from .factorize import apply_factorize, factorize_embeddings
 from .heal import heal, heal_texts
 from .models import ModelBundle, load_model
 from .quantize import apply_quantize
@@ -18,7 +18,8 @@ from .spectrum import compute_spectra, layer_report, select_ranks, spectra
 
 
 def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
-    """The steps that change shapes, on a deep copy: heads/FFN -> FNet -> factorize. (model, per-layer report)."""
+    """The steps that change shapes, on a deep copy: heads/FFN -> FNet -> factorize (embeddings, then the
+    blocks' Linear layers). (model, per-layer report)."""
     model = copy.deepcopy(bundle.model)  # the original is shared by every session: never mutate it
     if recipe.heads:
         scores = None
@@ -29,6 +30,8 @@ def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
         heads.narrow_ffn(model, bundle.adapter, recipe.ffn)
     if recipe.fnet:
         fnet.apply_fnet(model, bundle.adapter)
+    if recipe.emb_rank < 1:
+        factorize_embeddings(model, bundle.adapter, recipe.emb_rank)
     if recipe.rank_mode == "none":
         return model, []
     spec = spectra(bundle) if not recipe.structural else compute_spectra(model, bundle.adapter)

@@ -33,6 +33,7 @@ class Recipe:
     head_score: str = "weight"    # weight (data-free norms) | gradient (Michel et al. 2019, on calibration text)
     ffn: float = 1.0              # fraction of FFN intermediate neurons kept per layer
     fnet: bool = False            # attention replaced by Re(FFT2) token mixing (encoders only)
+    emb_rank: float = 1.0         # word-embedding table at rank emb_rank * hidden (1 = dense)
     rank_mode: str = "none"       # none | ratio | energy | budget (see spectrum.select_ranks)
     rank: float = 1.0             # ratio: of min(m, n); energy: of sum(S^2); budget: of dense params
     allocate: str = "spectral"    # budget mode: spectral (energy per param) | sensitivity (measured drop)
@@ -53,6 +54,9 @@ class Recipe:
         _check(_is_num(self.ffn) and 0.0 < self.ffn <= 1.0, f"ffn is the fraction of FFN neurons kept, in (0, 1], got {self.ffn!r}")
         object.__setattr__(self, "ffn", float(self.ffn))
         _check(isinstance(self.fnet, bool), f"fnet must be true or false, got {self.fnet!r}")
+        _check(_is_num(self.emb_rank) and 0.0 < self.emb_rank <= 1.0,
+               f"emb_rank is the fraction of the hidden size kept by the embedding table, in (0, 1], got {self.emb_rank!r}")
+        object.__setattr__(self, "emb_rank", float(self.emb_rank))
         _check(not (self.fnet and self.heads), "FNet replaces attention, so pruning its heads makes no sense: "
                                               "choose FNet or head pruning")
         _check(self.allocate in ALLOCATIONS, f"allocate must be one of {', '.join(ALLOCATIONS)}, got {self.allocate!r}")
@@ -84,7 +88,7 @@ class Recipe:
     @property
     def structural(self) -> bool:
         """Does it change shapes or weights before quantization (so the spectra of the original no longer apply)?"""
-        return bool(self.heads) or self.ffn < 1 or self.fnet
+        return bool(self.heads) or self.ffn < 1 or self.fnet  # (embeddings are not in the spectra)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -114,6 +118,8 @@ class Recipe:
             parts.append(f"FFN {self.ffn:g}")
         if self.fnet:
             parts.append("FNet")
+        if self.emb_rank < 1:
+            parts.append(f"embeddings rank {self.emb_rank:g}")
         if self.rank_mode != "none":
             parts.append(f"rank {self.rank_mode} {self.rank:g}"
                          + (" (sensitivity)" if self.rank_mode == "budget" and self.allocate == "sensitivity" else ""))

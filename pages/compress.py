@@ -18,6 +18,9 @@ TEACH = {
     "fnet": "FNet (Lee-Thorp et al. 2021): attention is replaced by the real part of a 2D Fourier transform over "
             "(tokens, hidden); no weights at all. Large size and speed gains, but it needs healing: the rest of the "
             "model was trained with attention.",
+    "emb_rank": "Embedding factorization: the token table (vocab x hidden; half of MiniLM's weights, and most of "
+                "what is left after the other techniques) becomes vocab x r rows times an r x hidden matrix, from "
+                "its SVD. Block techniques never touch it; needed for a 10x smaller MiniLM. Heal afterwards.",
     "runtime": "freeze: TorchScript trace + freeze + optimize_for_inference (the article's 15-25%); compile: "
                "torch.compile (slow first run). Size is measured before this step; if a runtime cannot apply, "
                "eager runs and the reason is shown.",
@@ -83,6 +86,11 @@ with left:
                else "choose FNet or head pruning, not both" if st.session_state[K + "heads"] else None)
     st.checkbox("FNet: Fourier mixing instead of attention", key=K + "fnet", disabled=bool(why_not), help=why_not)
     st.caption(TEACH["fnet"] + (f" Disabled: {why_not}." if why_not else ""))
+    tied = ("its output layer shares the word-embedding table (tied weights), so factorizing the table would not "
+            "shrink it") if C.tied_embeddings(b.model, b.adapter) else None
+    st.slider("Word-embedding rank (fraction of hidden size)", 0.05, 1.0, step=0.05, key=K + "emb_rank",
+              disabled=bool(tied), help=tied)
+    st.caption(TEACH["emb_rank"] + (f" Disabled: {tied}." if tied else ""))
     common.rank_controls()
     st.caption(TEACH["rank"])
     st.radio("Budget allocation", C.ALLOCATIONS, key=K + "allocate", horizontal=True,

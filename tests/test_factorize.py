@@ -91,3 +91,31 @@ def test_minilm_ratio_half_fewer_params_and_finite(minilm):
     assert C.count_params(c.model) < C.count_params(minilm.model)
     q = C.quality(c, minilm)
     assert 0 < q["fidelity"] < 1
+
+
+def test_embedding_factorization_full_rank_exact_then_smaller_and_quantizable(tiny_bert):
+    import copy
+    from compress.factorize import LowRankEmbedding, factorize_embeddings
+    from compress.heal import trainable
+    table = tiny_bert.model.embeddings.word_embeddings
+    ids = torch.randint(0, table.num_embeddings, (3, 7))
+    full = LowRankEmbedding.from_embedding(table, 64)  # rank = hidden: the SVD reproduces the table
+    torch.testing.assert_close(full(ids), table(ids), atol=1e-5, rtol=1e-5)
+    m = factorize_embeddings(copy.deepcopy(tiny_bert.model), tiny_bert.adapter, 0.25)
+    low = m.embeddings.word_embeddings
+    assert isinstance(low, LowRankEmbedding) and low.rank == 16
+    assert sum(p.numel() for p in low.parameters()) == 16 * (table.num_embeddings + 64)
+    assert any(n.startswith("embeddings.word_embeddings.") for n, _ in trainable(m, tiny_bert.adapter))
+    q = C.apply_quantize(m, tiny_bert.adapter, "int8")
+    assert type(q.embeddings.word_embeddings.emb).__module__.startswith("torch.ao.nn.quantized")
+    assert type(q.embeddings.word_embeddings.up).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def test_tied_embeddings_are_refused_with_a_reason():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from compress.adapters import ADAPTERS, conv1d_to_linear
+    from compress.factorize import factorize_embeddings
+    m = conv1d_to_linear(GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2)))
+    assert C.tied_embeddings(m, ADAPTERS["gpt2"])
+    with pytest.raises(C.CompressError, match="tied"):
+        factorize_embeddings(m, ADAPTERS["gpt2"], 0.25)

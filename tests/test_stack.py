@@ -10,12 +10,12 @@ from compress.adapters import forward
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 C_, H, HD, L, FF = 64, 4, 16, 2, 128  # tiny_bert: hidden, heads, head dim, layers, FFN width
-STEPS = {"heads": dict(heads=2), "ffn": dict(ffn=0.5), "fnet": dict(fnet=True),
+STEPS = {"heads": dict(heads=2), "ffn": dict(ffn=0.5), "fnet": dict(fnet=True), "emb": dict(emb_rank=0.25),
          "rank": dict(rank_mode="ratio", rank=0.25), "int8": dict(quant="int8"), "freeze": dict(runtime="freeze")}
 PAIRS = [p for p in itertools.combinations(STEPS, 2) if set(p) != {"heads", "fnet"}]
 
 
-def expected_params(base: int, r: C.Recipe) -> int:
+def expected_params(base: int, r: C.Recipe, vocab: int) -> int:
     """Params from the shapes alone: pruning, FNet and low rank each remove a known number."""
     heads = r.heads or H
     ff = round(r.ffn * FF)
@@ -27,7 +27,8 @@ def expected_params(base: int, r: C.Recipe) -> int:
         for m, n in linears:
             k = max(1, round(r.rank * min(m, n)))
             removed += m * n - k * (m + n) if k * (m + n) < m * n else 0
-    return base - L * removed
+    emb_r = round(r.emb_rank * C_)
+    return base - L * removed - (vocab * C_ - emb_r * (vocab + C_) if r.emb_rank < 1 else 0)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids="+".join)
@@ -37,7 +38,7 @@ def test_every_allowed_pair(pair, tiny_bert):
     ids = torch.randint(5, 1000, (3, 9), generator=torch.Generator().manual_seed(0))
     out = forward(comp.model, comp.adapter, ids, torch.ones_like(ids))
     assert out.shape == (3, 9, C_) and torch.isfinite(out).all()
-    assert C.numbers(comp)["params"] == expected_params(C.count_params(tiny_bert.model), r)
+    assert C.numbers(comp)["params"] == expected_params(C.count_params(tiny_bert.model), r, tiny_bert.vocab_size)
     assert comp.applied["runtime_applied"] == r.runtime
 
 
