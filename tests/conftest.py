@@ -43,3 +43,18 @@ def tiny_bert(minilm):
     info = {"architecture": "Bert", "model_type": "bert", "layers": 2, "heads": 4, "hidden": 64,
             "vocab_size": cfg.vocab_size, "max_positions": 128, "source": "test"}
     return ModelBundle(model, "tiny-bert", ADAPTERS["bert"], "embedding", minilm.tokenizer, "tiny-bert-hash", info)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt():
+    """A random 2-layer TinyGPT with weights large enough that its next-token distributions are not flat."""
+    from compress.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
+    torch.manual_seed(0)
+    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
+            "vocab_size": 256, "max_positions": 64, "source": "test"}
+    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], "generation", ByteTokenizer(), "tiny-gpt-hash", info)

@@ -11,7 +11,6 @@ from compress.adapters import ADAPTERS
 from compress.evaluate import ASSETS, batches, eval_set
 from compress.heal import _loss, dev_metric, heal, heal_texts, split_dev
 from compress.models import ModelBundle
-from compress.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,18 +24,6 @@ def _dummy_encoder():  # heal_texts only asks the adapter's family
     return ModelBundle(None, "x", ADAPTERS["bert"], "embedding", None, "", {})
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt():
-    """A random 2-layer TinyGPT with weights large enough that its next-token distributions are not flat."""
-    torch.manual_seed(0)
-    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3)
-    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
-            "vocab_size": 256, "max_positions": 64, "source": "test"}
-    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], "generation", ByteTokenizer(), "tiny-gpt-hash", info)
 
 
 def _student(bundle, ratio=0.25):

@@ -9,22 +9,10 @@ from compress.adapters import ADAPTERS
 from compress.heal import heal_texts
 from compress.models import ModelBundle
 from compress.sensitivity import allocate, calibration_texts, layer_sensitivity
-from compress.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt():
-    torch.manual_seed(0)
-    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3)  # random but not flat next-token distributions
-    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
-            "vocab_size": 256, "max_positions": 64, "source": "test"}
-    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], "generation", ByteTokenizer(), "tiny-gpt-hash", info)
 
 
 def _params(spec, ranks):
