@@ -28,6 +28,7 @@ class Adapter:
     # head h owns rows h*hd:(h+1)*hd of each third. Pruning heads there means slicing those rows in all
     # three thirds, the matching input columns of o, and updating attn.num_heads / attn.split_size.
     fused_qkv: bool = False
+    position_embeddings: str = ""  # path of a learned position table (int8 with the word table), "" = none
 
     def block_list(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.blocks)
@@ -48,21 +49,24 @@ class Adapter:
 
 _BERT = dict(blocks="encoder.layer", q="attention.self.query", k="attention.self.key", v="attention.self.value",
              o="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
-             word_embeddings="embeddings.word_embeddings", causal=False, heads_attr="num_attention_heads")
+             word_embeddings="embeddings.word_embeddings", causal=False, heads_attr="num_attention_heads",
+             position_embeddings="embeddings.position_embeddings")
 
 ADAPTERS = {
     "bert": Adapter("bert", **_BERT),        # BERT and MiniLM-style models
     "roberta": Adapter("roberta", **_BERT),  # same module layout as BERT
     "distilbert": Adapter("distilbert", "transformer.layer", "attention.q_lin", "attention.k_lin",
                           "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2",
-                          "embeddings.word_embeddings", False, "n_heads"),
+                          "embeddings.word_embeddings", False, "n_heads",
+                          position_embeddings="embeddings.position_embeddings"),
     # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear
     "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
                     "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
-                    embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True),
+                    embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
+                    position_embeddings="transformer.wpe"),
     # the project's own byte-level decoder (compress/tinygpt.py): forward(ids) -> logits, no mask
     "tinygpt": Adapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
-                       "wte", True, "n_head", embeddings_prefix=("wte.", "wpe.")),
+                       "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe"),
 }
 
 

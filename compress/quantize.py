@@ -24,8 +24,10 @@ def apply_quantize(model: nn.Module, adapter, mode: str, embeddings: bool = True
     if mode != "int8":
         return model
     spec = {nn.Linear: INT8_LINEAR}
-    if embeddings:  # weight-only, per-row scales; only the word table (BERT's token_type ids are non-contiguous)
-        spec[adapter.word_embeddings] = tq.float_qparams_weight_only_qconfig
+    if embeddings:  # weight-only, per-row scales: word and position tables (not BERT's token types: their
+        # default ids are an expanded, non-contiguous buffer the quantized kernel refuses)
+        for path in filter(None, (adapter.word_embeddings, adapter.position_embeddings)):
+            spec[path] = tq.float_qparams_weight_only_qconfig
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao, but still the fastest eager path here
         warnings.simplefilter("ignore")
         return tq.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
