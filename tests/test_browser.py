@@ -64,8 +64,11 @@ def test_apply_int8_on_minilm_in_a_real_browser(server):
         page.wait_for_selector('[data-testid="stMetricValue"]', timeout=90_000)
         page.get_by_role("link", name="Compress").click()
         page.get_by_text("Quantization", exact=True).wait_for(timeout=60_000)
-        page.get_by_role("combobox", name="Quantization").click()
-        page.get_by_role("option", name="int8").click()
+        box = page.get_by_role("combobox", name="Quantization")  # by keyboard: an open dropdown list can be
+        box.click()                                               # covered by the widgets below it
+        box.press_sequentially("int8")
+        page.keyboard.press("Enter")
+        page.get_by_text("Quantize word embeddings too (int8 only)").wait_for()
         page.get_by_role("button", name="Apply").click()
         page.get_by_text("Original vs compressed").wait_for(timeout=180_000)
         page.locator('[data-testid="stMetricDelta"]').filter(has_text="x smaller").wait_for(timeout=30_000)
