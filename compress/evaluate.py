@@ -48,6 +48,17 @@ def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
     return [(e["input_ids"], e["attention_mask"]) for e in encs]
 
 
+def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, C), (B, T) -> (B, C): the mean over real (unmasked) tokens."""
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def token_kl(lp_ref: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) log-probs -> (B, T) KL(ref || other) per position, in nats."""
+    return (lp_ref.exp() * (lp_ref - lp)).sum(-1)
+
+
 def _finite(x: torch.Tensor, bundle) -> torch.Tensor:
     if not torch.isfinite(x).all():
         what = "the compressed model" if bundle.recipe is not None else "the model"
@@ -61,8 +72,7 @@ def embed(bundle, texts: list[str], batch: int = 64) -> torch.Tensor:
     out = []
     for ids, mask in batches(bundle, texts, batch):
         h = _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle)  # (B, T, C)
-        m = mask.unsqueeze(-1).float()                                                  # (B, T, 1)
-        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
+        out.append(torch.nn.functional.normalize(mean_pool(h, mask), dim=-1))
     return _finite(torch.cat(out), bundle)
 
 
@@ -101,7 +111,7 @@ def next_token_agreement(bundle, original) -> dict:
         lp_ref = _finite(forward(original.model, original.adapter, ids, mask).float(), original).log_softmax(-1)
         lp = _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle).log_softmax(-1)  # (B, T, V)
         real = mask.bool()                                                                            # (B, T)
-        kl += float((lp_ref.exp() * (lp_ref - lp)).sum(-1)[real].sum())
+        kl += float(token_kl(lp_ref, lp)[real].sum())
         agree += int((lp_ref.argmax(-1) == lp.argmax(-1))[real].sum())
         n += int(real.sum())
     return {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}

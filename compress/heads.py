@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import Adapter, forward, set_module
+from .evaluate import mean_pool
 from .recipe import CompressError
 
 
@@ -80,8 +81,7 @@ def _contrastive_loss(hidden, mask):
     # unmasked model has zero gradient at xi = 1. So: in-batch InfoNCE on mean-pooled embeddings, each sentence's
     # (detached) own embedding the positive and the other sentences the negatives, scale 20 as in sentence-transformers'
     # MultipleNegativesRankingLoss. Its gradient asks which heads keep sentences apart: the retrieval task itself.
-    m = mask.unsqueeze(-1).to(hidden.dtype)                   # (B, T, 1)
-    e = F.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)  # (B, C)
+    e = F.normalize(mean_pool(hidden, mask), dim=-1)          # (B, C)
     logits = 20.0 * e @ e.detach().T                          # (B, B)
     return F.cross_entropy(logits.float(), torch.arange(len(e), device=e.device), reduction="sum")
 

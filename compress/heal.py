@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import forward
-from .evaluate import ASSETS, batches
+from .evaluate import ASSETS, batches, mean_pool, token_kl
 from .recipe import CompressError
 
 HEAL_SENTENCES = ASSETS / "heal" / "sentences.txt"
@@ -82,17 +82,8 @@ def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
     return [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()] + extra
 
 
-def _pool(h, mask):  # (B, T, C), (B, T) -> (B, C) mask-aware mean
-    m = mask.unsqueeze(-1).to(h.dtype)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 def _hidden(model, ids, mask):  # encoders: the per-layer hidden states, embeddings output excluded
     return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:]
-
-
-def _kl(lp_t, lp_s, real):  # (B, T, V) log-probs -> KL(teacher || student) per real token
-    return (lp_t.exp() * (lp_t - lp_s)).sum(-1)[real].mean()
 
 
 def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
@@ -107,7 +98,7 @@ def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
             with torch.no_grad():
                 h_t = forward(teacher.model, ad, ids, mask)
             h_s = forward(student, ad, ids, mask)
-        loss = 1 - F.cosine_similarity(_pool(h_s, mask), _pool(h_t, mask), dim=-1).mean()
+        loss = 1 - F.cosine_similarity(mean_pool(h_s, mask), mean_pool(h_t, mask), dim=-1).mean()
         if hidden_weight:
             real = mask.bool()  # (B, T): padding positions carry no meaning, leave them out
             rel = [((s - t)[real].pow(2).mean() / t[real].pow(2).mean()) for s, t in zip(hs_s, hs_t)]
@@ -117,7 +108,7 @@ def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
         lp_t = forward(teacher.model, ad, ids, mask).float().log_softmax(-1)  # (B, T, V)
     logits = forward(student, ad, ids, mask).float()
     real = mask.bool()
-    loss = _kl(lp_t, logits.log_softmax(-1), real)
+    loss = token_kl(lp_t, logits.log_softmax(-1))[real].mean()  # KL(teacher || student) per real token
     if ce_weight:  # position t predicts token t+1; only where both are real
         tgt = ids[:, 1:].masked_fill(~real[:, 1:], -100)
         loss = loss + ce_weight * F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tgt.reshape(-1))
@@ -130,8 +121,8 @@ def dev_metric(student: nn.Module, teacher, dev: list, ref=None) -> float:
     dev: [(ids, mask)] batches; ref: the teacher's pooled embeddings per batch (encoders), to compute once."""
     ad = teacher.adapter
     if teacher.task == "embedding":
-        ref = ref or [_pool(forward(teacher.model, ad, i, m), m) for i, m in dev]
-        cos = [F.cosine_similarity(_pool(forward(student, ad, i, m), m), r, dim=-1) for (i, m), r in zip(dev, ref)]
+        ref = ref or [mean_pool(forward(teacher.model, ad, i, m), m) for i, m in dev]
+        cos = [F.cosine_similarity(mean_pool(forward(student, ad, i, m), m), r, dim=-1) for (i, m), r in zip(dev, ref)]
         return float(torch.cat(cos).mean())
     kl, n = 0.0, 0
     for ids, mask in dev:
@@ -166,7 +157,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     ref = None
     if teacher.task == "embedding":
         with torch.no_grad():
-            ref = [_pool(forward(teacher.model, teacher.adapter, i, m), m) for i, m in dev_b]
+            ref = [mean_pool(forward(teacher.model, teacher.adapter, i, m), m) for i, m in dev_b]
     better = (lambda a, b: a > b) if teacher.task == "embedding" else (lambda a, b: a < b)
     eval_every = eval_every or max(10, steps // 10)
 

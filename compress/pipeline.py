@@ -98,9 +98,7 @@ def workload(bundle: ModelBundle, batch: int, seq: int) -> tuple[torch.Tensor, t
     """Seeded random token ids (B, T) and an all-ones mask: same input for every model."""
     if batch < 1 or seq < 1 or seq > bundle.info.get("max_positions", 1 << 30):
         raise CompressError(f"batch and seq must be >= 1 and seq <= the model's {bundle.info.get('max_positions')} positions")
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(min(1000, bundle.vocab_size // 2), bundle.vocab_size, (batch, seq), generator=g)
-    return ids, torch.ones_like(ids)
+    return evaluate.random_batches(bundle, batch, seq, batch, seed=0)[0]
 
 
 def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, device="cpu", progress=None):

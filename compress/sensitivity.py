@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import forward, set_module
-from .evaluate import batches
+from .evaluate import batches, mean_pool, token_kl
 from .factorize import LowRankLinear
 from .recipe import CompressError
 from .spectrum import budget_ranks
@@ -43,8 +43,7 @@ def _output(model, bundle, ids, mask):
     h = forward(model, bundle.adapter, ids, mask).float()  # (B, T, C) or (B, T, V)
     if bundle.task != "embedding":
         return h.log_softmax(-1)
-    m = mask.unsqueeze(-1).float()
-    return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+    return F.normalize(mean_pool(h, mask), dim=-1)
 
 
 @torch.no_grad()
@@ -58,7 +57,7 @@ def _drop(model, bundle, data, ref) -> float:
             total, n = total + float((1 - (out * r).sum(-1)).sum()), n + len(ids)
         else:
             real = mask.bool()
-            total, n = total + float((r.exp() * (r - out)).sum(-1)[real].sum()), n + int(real.sum())
+            total, n = total + float(token_kl(r, out)[real].sum()), n + int(real.sum())
     return max(0.0, total / max(1, n))  # float noise can make an unchanged output read as -1e-8
 
 
