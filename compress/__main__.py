@@ -4,7 +4,7 @@ import dataclasses
 import json
 import sys
 
-from .recipe import ALLOCATIONS, HEAD_SCORES, QUANT_MODES, RANK_MODES, RUNTIMES, CompressError, Recipe
+from .recipe import ALLOCATIONS, EMB_BITS, HEAD_SCORES, QUANT_MODES, RANK_MODES, RUNTIMES, CompressError, Recipe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,11 +23,13 @@ def _heads(text: str):
 
 def _recipe_args(p):
     p.add_argument("--recipe", help="recipe.json; the flags below override its fields")
+    p.add_argument("--layers", type=int, help="transformer blocks kept, by measured influence (0 = all)")
     p.add_argument("--heads", type=_heads, help="attention heads kept per layer: K, or K1,K2,... per layer (0 = all)")
     p.add_argument("--head-score", choices=HEAD_SCORES, help="how heads are ranked (default weight)")
     p.add_argument("--ffn", type=float, help="fraction of FFN neurons kept per layer, in (0, 1]")
     p.add_argument("--fnet", action="store_true", default=None, help="replace attention by Fourier mixing (encoders)")
     p.add_argument("--emb-rank", type=float, help="word-embedding table at rank X * hidden, X in (0, 1]")
+    p.add_argument("--emb-bits", type=int, choices=EMB_BITS, help="word-embedding table at 4 or 2 bits per weight")
     p.add_argument("--rank-mode", choices=RANK_MODES)
     p.add_argument("--rank", type=float, help="ratio: of min(m, n); energy: of sum(S^2); budget: of dense params")
     p.add_argument("--quant", choices=QUANT_MODES)
@@ -43,7 +45,8 @@ def _recipe(a) -> Recipe:
             base = Recipe.from_json(open(a.recipe).read())
         except OSError as e:
             raise CompressError(f"cannot read recipe {a.recipe}: {e.strerror}") from None
-    over = {"heads": a.heads, "head_score": a.head_score, "ffn": a.ffn, "fnet": a.fnet, "emb_rank": a.emb_rank, "rank_mode": a.rank_mode,
+    over = {"layers": a.layers, "heads": a.heads, "head_score": a.head_score, "ffn": a.ffn, "fnet": a.fnet, "emb_rank": a.emb_rank,
+            "emb_bits": a.emb_bits, "rank_mode": a.rank_mode,
             "rank": a.rank, "allocate": a.allocate, "quant": a.quant, "runtime": a.runtime,
             "quant_embeddings": False if a.no_quant_embeddings else None}
     if getattr(a, "cmd", None) == "heal":
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
     sp.add_argument("--steps", type=int, default=300, help="healing steps (at most; see --minutes)")
     sp.add_argument("--minutes", type=float, help="a cap on healing time; the steps actually run are reported")
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
-    sp.add_argument("--lr", type=float, default=1e-4)
+    sp.add_argument("--lr", type=float, help="healing learning rate (default: the Recipe's, 3e-4)")
     sp.add_argument("--seed", type=int, default=0)
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")

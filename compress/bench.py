@@ -12,8 +12,8 @@ from .recipe import CompressError, Recipe
 
 SETS = {
     "techniques": [  # the article's techniques one by one, then stacked (issue: all the article's techniques)
-        Recipe(heads=2), Recipe(ffn=0.5), Recipe(fnet=True), Recipe(rank_mode="ratio", rank=0.5),
-        Recipe(quant="int8"), Recipe(runtime="freeze"),
+        Recipe(layers=3), Recipe(heads=2), Recipe(ffn=0.5), Recipe(fnet=True), Recipe(rank_mode="ratio", rank=0.5),
+        Recipe(quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(runtime="freeze"),
         Recipe(heads=2, quant="int8"), Recipe(ffn=0.5, quant="int8"), Recipe(fnet=True, quant="int8"),
         Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
         Recipe(fnet=True, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
@@ -22,6 +22,7 @@ SETS = {
         Recipe(rank_mode="ratio", rank=0.5, heal_steps=300), Recipe(rank_mode="ratio", rank=0.25, heal_steps=300),
         Recipe(heads=2, ffn=0.5, heal_steps=300, quant="int8"), Recipe(fnet=True, heal_steps=300, quant="int8"),
         Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, heal_steps=300, quant="int8", runtime="freeze"),
+        Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int8"),
     ],
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
 }

@@ -1,4 +1,5 @@
 """compress(bundle, recipe) in the fixed order, the JSON report, and save / reload."""
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -11,16 +12,20 @@ from safetensors.torch import load_model as st_load, save_model as st_save
 from . import evaluate, fnet, heads, measure, runtime, sensitivity
 from .factorize import apply_factorize, factorize_embeddings
 from .heal import heal, heal_texts
+from .layers import block_influence, choose_layers, drop_layers
 from .models import ModelBundle, load_model
-from .quantize import apply_quantize
+from .quantize import apply_quantize, fake_int8, low_bit_embeddings
 from .recipe import CompressError, Recipe
 from .spectrum import compute_spectra, layer_report, select_ranks, spectra
 
 
 def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
-    """The steps that change shapes, on a deep copy: heads/FFN -> FNet -> factorize (embeddings, then the
-    blocks' Linear layers). (model, per-layer report)."""
+    """The steps that change shapes, on a deep copy: layers -> heads/FFN -> FNet -> word table (rank or bits) ->
+    factorize the blocks' Linear layers. (model, per-layer report)."""
     model = copy.deepcopy(bundle.model)  # the original is shared by every session: never mutate it
+    if recipe.layers:
+        scores = block_influence(model, bundle.adapter, calibration_batches(bundle))
+        drop_layers(model, bundle.adapter, choose_layers(scores, recipe.layers))
     if recipe.heads:
         scores = None
         if recipe.head_score == "gradient":
@@ -32,6 +37,8 @@ def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
         fnet.apply_fnet(model, bundle.adapter)
     if recipe.emb_rank < 1:
         factorize_embeddings(model, bundle.adapter, recipe.emb_rank)
+    if recipe.emb_bits:  # before healing, so the blocks learn to work with the table they will run with
+        low_bit_embeddings(model, bundle.adapter, recipe.emb_bits)
     if recipe.rank_mode == "none":
         return model, []
     spec = spectra(bundle) if not recipe.structural else compute_spectra(model, bundle.adapter)
@@ -60,7 +67,7 @@ def calibration_batches(bundle: ModelBundle, n: int = 64) -> list[tuple]:
 
 
 def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, progress=None, stop=None) -> ModelBundle:
-    """A NEW compressed bundle; order: heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime.
+    """A NEW compressed bundle; order: layers -> heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime.
     texts, minutes, progress, stop: healing text (None = the default corpus), time cap, callback, Event.
     The input bundle is not touched."""
     if bundle.recipe is not None:
@@ -69,6 +76,8 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
         raise CompressError(f"FNet mixes in future tokens, so it cannot apply to {bundle.name}, a causal (decoder) model")
     applied = {}
     model, layers = _structure(bundle, recipe, progress)
+    if recipe.layers:
+        applied["kept_blocks"] = model.kept_blocks
     float_model = None
     if recipe.heal_steps:
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
@@ -76,8 +85,9 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
             raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
                                 "give the same text or clear heal_corpus")
         recipe = dataclasses.replace(recipe, heal_corpus=digest)
-        r = heal(model, bundle, texts, steps=recipe.heal_steps, lr=recipe.heal_lr, seed=recipe.heal_seed,
-                 minutes=minutes, progress=progress, stop=stop)
+        with fake_int8(model) if recipe.quant == "int8" else contextlib.nullcontext():  # heal what int8 will run
+            r = heal(model, bundle, texts, steps=recipe.heal_steps, lr=recipe.heal_lr, seed=recipe.heal_seed,
+                     minutes=minutes, progress=progress, stop=stop)
         applied["heal"] = r.to_dict()
         float_model = copy.deepcopy(model) if recipe.quant == "int8" else model
     model = apply_quantize(model, bundle.adapter, recipe.quant, recipe.quant_embeddings).eval()

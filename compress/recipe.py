@@ -11,6 +11,7 @@ QUANT_MODES = ("none", "int8", "fp16", "bf16")
 HEAD_SCORES = ("weight", "gradient")
 ALLOCATIONS = ("spectral", "sensitivity")
 RUNTIMES = ("eager", "freeze", "compile")
+EMB_BITS = (0, 4, 2)
 
 
 class CompressError(ValueError):
@@ -28,12 +29,14 @@ def _is_num(x) -> bool:
 
 @dataclass(frozen=True)
 class Recipe:
-    # in the order they are applied: heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime
+    # in the order they are applied: layers -> heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime
+    layers: int = 0               # transformer blocks kept, those that change their input most: 0 = all
     heads: int | tuple = 0        # attention heads kept per layer: 0 = all; k; or one k per layer
     head_score: str = "weight"    # weight (data-free norms) | gradient (Michel et al. 2019, on calibration text)
     ffn: float = 1.0              # fraction of FFN intermediate neurons kept per layer
     fnet: bool = False            # attention replaced by Re(FFT2) token mixing (encoders only)
     emb_rank: float = 1.0         # word-embedding table at rank emb_rank * hidden (1 = dense)
+    emb_bits: int = 0             # word-embedding table at 4 or 2 bits per weight (0 = as quant says)
     rank_mode: str = "none"       # none | ratio | energy | budget (see spectrum.select_ranks)
     rank: float = 1.0             # ratio: of min(m, n); energy: of sum(S^2); budget: of dense params
     allocate: str = "spectral"    # budget mode: spectral (energy per param) | sensitivity (measured drop)
@@ -46,6 +49,9 @@ class Recipe:
     runtime: str = "eager"        # eager | freeze (TorchScript trace + freeze) | compile (torch.compile)
 
     def __post_init__(self):
+        _check(_is_num(self.layers) and self.layers == int(self.layers) and self.layers >= 0,
+               f"layers is a count of transformer blocks kept (0 = all), got {self.layers!r}")
+        object.__setattr__(self, "layers", int(self.layers))
         heads = tuple(self.heads) if isinstance(self.heads, (list, tuple)) else self.heads
         _check(all(_is_num(h) and h == int(h) and h >= 0 for h in (heads if isinstance(heads, tuple) else [heads]))
                and heads != (), f"heads is a count of heads kept per layer (0 = all) or a list of them, got {self.heads!r}")
@@ -57,6 +63,11 @@ class Recipe:
         _check(_is_num(self.emb_rank) and 0.0 < self.emb_rank <= 1.0,
                f"emb_rank is the fraction of the hidden size kept by the embedding table, in (0, 1], got {self.emb_rank!r}")
         object.__setattr__(self, "emb_rank", float(self.emb_rank))
+        _check(self.emb_bits in EMB_BITS and not isinstance(self.emb_bits, bool),
+               f"emb_bits is 0 (the table as quant says), 4 or 2, got {self.emb_bits!r}")
+        object.__setattr__(self, "emb_bits", int(self.emb_bits))
+        _check(not (self.emb_bits and self.emb_rank < 1), "choose one way to shrink the word-embedding table: "
+               "a lower rank or fewer bits (on MiniLM 2 bits keep more: fidelity 0.95 vs 0.70 at rank 0.25, same size)")
         _check(not (self.fnet and self.heads), "FNet replaces attention, so pruning its heads makes no sense: "
                                               "choose FNet or head pruning")
         _check(self.allocate in ALLOCATIONS, f"allocate must be one of {', '.join(ALLOCATIONS)}, got {self.allocate!r}")
@@ -88,7 +99,7 @@ class Recipe:
     @property
     def structural(self) -> bool:
         """Does it change shapes or weights before quantization (so the spectra of the original no longer apply)?"""
-        return bool(self.heads) or self.ffn < 1 or self.fnet  # (embeddings are not in the spectra)
+        return bool(self.layers or self.heads) or self.ffn < 1 or self.fnet  # (embeddings are not in the spectra)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -110,7 +121,7 @@ class Recipe:
             raise CompressError(f"recipe is not valid JSON: {e}") from None
 
     def describe(self) -> str:
-        parts = []
+        parts = [f"{self.layers} layers"] if self.layers else []
         if self.heads:
             parts.append(f"{self.heads if isinstance(self.heads, int) else list(self.heads)} heads"
                          + (" (gradient)" if self.head_score == "gradient" else ""))
@@ -120,6 +131,8 @@ class Recipe:
             parts.append("FNet")
         if self.emb_rank < 1:
             parts.append(f"embeddings rank {self.emb_rank:g}")
+        if self.emb_bits:
+            parts.append(f"embeddings {self.emb_bits}-bit")
         if self.rank_mode != "none":
             parts.append(f"rank {self.rank_mode} {self.rank:g}"
                          + (" (sensitivity)" if self.rank_mode == "budget" and self.allocate == "sensitivity" else ""))

@@ -74,6 +74,16 @@ def test_recipe_is_restored_from_the_link(app):
     assert app.selectbox(key="r_quant").value == "bf16"
 
 
+def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):
+    app.query_params.update({"layers": "5", "heads": "9"})  # tiny-bert: 2 blocks of 4 heads
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    assert not app.exception
+    assert app.select_slider(key="r_layers").value == 0 and app.select_slider(key="r_heads").value == 0
+    said = " ".join(i.value for i in app.info)
+    assert "layers = 5 does not fit tiny-bert, which has 2 blocks" in said and "heads = 9" in said
+
+
 def test_a_bad_link_is_ignored_with_a_message(app):
     app.query_params.update({"rank": "7"})
     app.run()
@@ -151,6 +161,7 @@ def test_technique_controls_apply_and_disable_with_reasons(app):
     app.run()
     app.switch_page("pages/compress.py").run()
     assert app.checkbox(key="r_fnet").disabled is False
+    app.select_slider(key="r_layers").set_value(1).run()
     app.select_slider(key="r_heads").set_value(2).run()
     assert app.checkbox(key="r_fnet").disabled  # FNet or head pruning, not both
     assert any("choose FNet or head pruning" in c.value for c in app.caption)
@@ -161,7 +172,24 @@ def test_technique_controls_apply_and_disable_with_reasons(app):
     params = [float(m.value.split()[0]) for m in app.metric if m.label == "Params"]
     assert params[1] < params[0]
     assert app.query_params["heads"] in ("2", ["2"]) and app.query_params["runtime"] in ("freeze", ["freeze"])
-    assert "2 heads, FFN 0.5, freeze" in app.dataframe[-1].value["recipe"][0]
+    assert app.query_params["layers"] in ("1", ["1"])
+    assert any(c.value.startswith("Blocks kept (by influence): [") for c in app.caption)
+    assert "1 layers, 2 heads, FFN 0.5, freeze" in app.dataframe[-1].value["recipe"][0]
+
+
+def test_low_bit_table_and_embedding_rank_exclude_each_other(app):
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    app.radio(key="r_emb_bits").set_value(2).run()
+    assert app.slider(key="r_emb_rank").disabled and any("4- or 2-bit table" in c.value for c in app.caption)
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    sizes = [float(m.value.split()[0]) for m in app.metric if m.label == "Size"]
+    assert sizes[1] < sizes[0] / 3  # the table is most of this tiny model
+    assert app.query_params["emb_bits"] in ("2", ["2"]) and "embeddings 2-bit" in app.dataframe[-1].value["recipe"][0]
+    app.radio(key="r_emb_bits").set_value(0).run()
+    app.slider(key="r_emb_rank").set_value(0.5).run()
+    assert app.radio(key="r_emb_bits").disabled
 
 
 @pytest.mark.slow

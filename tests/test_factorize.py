@@ -119,3 +119,5 @@ def test_tied_embeddings_are_refused_with_a_reason():
     assert C.tied_embeddings(m, ADAPTERS["gpt2"])
     with pytest.raises(C.CompressError, match="tied"):
         factorize_embeddings(m, ADAPTERS["gpt2"], 0.25)
+    with pytest.raises(C.CompressError, match="tied"):  # a 2-bit table would change the LM head too
+        C.low_bit_embeddings(m, ADAPTERS["gpt2"], 2)

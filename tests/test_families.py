@@ -241,3 +241,27 @@ def test_sharded_fp16_checkpoint_loads_as_fp32(tmp_path):
     ids = _ids(b)
     with torch.no_grad():
         torch.testing.assert_close(forward(b.model, b.adapter, ids), model.float()(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_one_of_two_layers_is_the_same_model_built_with_one_layer(fam, uploads, bundles):
+    import copy
+    b, original = bundles[fam], uploads[fam][1]
+    small = C.compress(b, C.Recipe(layers=1))
+    assert len(b.adapter.block_list(small.model)) == 1 and len(b.adapter.block_list(b.model)) == 2
+    cfg = copy.deepcopy(original.config)
+    for name in ("num_hidden_layers", "n_layers", "n_layer"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, 1)
+            assert getattr(small.model.config, name) == 1
+    ref = type(original)(cfg).eval()  # built with one block; it gets the kept block's weights
+    (kept,) = small.applied["kept_blocks"]
+    pre = b.adapter.blocks + "."
+    sd = {k.replace(f"{pre}{kept}.", pre + "0."): v for k, v in original.state_dict().items()
+          if not k.startswith(f"{pre}{1 - kept}.")}
+    missing, unexpected = ref.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.startswith("pooler.") for k in missing)  # (built here with a pooler)
+    ids = _ids(b)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(small.model, b.adapter, ids), forward(ref, b.adapter, ids), rtol=1e-5, atol=1e-5)
+    assert all(getattr(m, "layer_idx", 0) in (0, None) for m in small.model.modules())  # cache slots renumbered

@@ -52,6 +52,28 @@ def test_a_few_steps_reduce_the_distillation_loss(which, texts, request):
     assert all(p.requires_grad for p in student.parameters())  # as before healing: frozen ones are unfrozen again
 
 
+def test_blocks_learn_around_a_2bit_table_that_stays_as_it_is(tiny_bert, texts):
+    student = C.low_bit_embeddings(copy.deepcopy(tiny_bert.model), tiny_bert.adapter, 2)
+    table = {k: v.clone() for k, v in student.embeddings.word_embeddings.state_dict().items()}
+    r = heal(student, tiny_bert, texts, steps=20, lr=3e-3, batch=16, eval_every=5)
+    assert r.dev_after > r.dev_before  # the blocks compensate for the table's rounding
+    assert all(torch.equal(v, student.embeddings.word_embeddings.state_dict()[k]) for k, v in table.items())
+
+
+def test_mix_joins_the_start_of_one_text_to_the_end_of_another(texts):
+    from compress.heal import _mix
+    pool = texts[:50]
+    mixed = _mix(pool[:20], pool, 1.0, torch.Generator().manual_seed(1))
+    assert mixed == _mix(pool[:20], pool, 1.0, torch.Generator().manual_seed(1))  # seeded
+    assert _mix(pool[:20], pool, 0.0, torch.Generator().manual_seed(1)) == pool[:20]
+    assert sum(m not in pool for m in mixed) >= 15  # mostly new sentences
+    for src, m in zip(pool[:20], mixed):
+        w = m.split()
+        head = next(i for i in range(len(w), 0, -1) if src.split()[:i] == w[:i])  # a start of its own text ...
+        assert head >= 1 and any(" ".join(w[head:]) == " ".join(o.split()[-(len(w) - head):]) or head == len(w)
+                                 for o in pool)  # ... and the end of one from the pool
+
+
 def test_hidden_state_matching_runs(tiny_bert, texts):
     student = _student(tiny_bert)
     r = heal(student, tiny_bert, texts, steps=6, lr=3e-3, batch=16, hidden_weight=1.0)

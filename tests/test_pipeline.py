@@ -30,7 +30,9 @@ def test_compress_never_mutates_the_original(tiny_bert):
                                     C.Recipe(rank_mode="ratio", rank=0.3),
                                     C.Recipe(heads=[1, 3], ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8",
                                              runtime="freeze"),
-                                    C.Recipe(fnet=True, head_score="gradient", ffn=0.25)])
+                                    C.Recipe(fnet=True, head_score="gradient", ffn=0.25),
+                                    C.Recipe(emb_bits=2, heads=2, quant="int8", runtime="freeze"),
+                                    C.Recipe(layers=1, ffn=0.5, emb_bits=4, quant="int8")])
 def test_save_and_reload_round_trip(tiny_bert, monkeypatch, tmp_path, recipe):
     monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
     C.load_model.cache_clear()
