@@ -7,13 +7,16 @@ decoders: loss = KL(teacher || student) of the next-token distributions (tempera
 Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen.
 A fixed dev split of the healing text (never the evaluation set) is measured every eval_every steps; the
 best state by that dev metric is loaded into the student at the end, so healing never makes it worse.
-Runs before quantization: the student must be a float model (nn.Linear / LowRankLinear).
+Runs before quantization: the student must be a float model (nn.Linear / LowRankLinear); when int8 follows,
+pipeline.compress runs it inside quantize.fake_int8, so it trains (and picks its best state) with int8 rounding.
+With fewer layers (layers.py) each student block's hidden state is matched to the teacher block it came from.
 
 Defaults, measured on MiniLM at Recipe(rank_mode="ratio", rank=0.5), 300 steps, batch 32, 2 CPU threads
 (held-out fidelity 0.706 unhealed; ~80 s on an idle 2-core box): lr 5e-5 / 1e-4 / 3e-4 gave 0.901 / 0.913 /
 0.926 without hidden-state matching and 0.907 / 0.921 / 0.936 with hidden_weight 1; at lr 3e-4 hidden_weight
 3 gave 0.940 (10: 0.944 but lower retrieval overlap), 1000 steps 0.954. Training only the factorized layers
-gave 0.930; also training the embeddings 0.942, 25% slower, lower retrieval overlap. TinyGPT at ratio 0.25:
+gave 0.930; also training the embeddings 0.942, 25% slower, lower retrieval overlap. (Joining texts, mix 0.5,
+came later: 0.9395 here; it helps long runs of heavier recipes, see mix below.) TinyGPT at ratio 0.25:
 next-token KL 0.162 -> 0.041 (lr 3e-4) / 0.033 (1e-3); LM cross-entropy (ce_weight 0.1) lowered bits/char
 a little (1.735 -> 1.725) but raised the KL, so it is off by default.
 """

@@ -53,8 +53,12 @@ def _numel(v) -> int:
 
 
 def count_params(model) -> int:
-    """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not)."""
-    return sum(_numel(v) for v in model.state_dict().values())
+    """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not); a
+    low-bit table counts its vocab x dim weights (packed in uint8), not its scales."""
+    from .quantize import LowBitEmbedding
+    low = {n: m for n, m in model.named_modules() if isinstance(m, LowBitEmbedding)}
+    return sum(_numel(v) for k, v in model.state_dict().items() if k.rpartition(".")[0] not in low) + \
+        sum(m.num_embeddings * m.embedding_dim for m in low.values())
 
 
 def cpu_info() -> dict:

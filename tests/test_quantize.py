@@ -99,6 +99,7 @@ def test_low_bit_tables_on_a_model(tiny_bert):
         fid[bits] = C.quality(c, tiny_bert)["fidelity"]
     int8 = C.compress(tiny_bert, C.Recipe(quant="int8"))
     assert fid[4] > 0.98 and 0.5 < fid[2] < fid[4] <= C.quality(int8, tiny_bert)["fidelity"] + 1e-3
+    assert C.count_params(C.compress(tiny_bert, C.Recipe(emb_bits=2)).model) == C.count_params(tiny_bert.model)
     sizes = {b: C.size_breakdown(C.compress(tiny_bert, C.Recipe(emb_bits=b)).model, tiny_bert.adapter)["embeddings"]
              for b in (0, 4, 2)}
     assert sizes[0] > 6 * sizes[4] and sizes[4] > 1.7 * sizes[2]  # (a 64-wide row: 4 bytes of scale+min each)
