@@ -23,9 +23,10 @@ def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
     """The steps that change shapes, on a deep copy: layers -> heads/FFN -> FNet -> word table (rank or bits) ->
     factorize the blocks' Linear layers. (model, per-layer report)."""
     model = copy.deepcopy(bundle.model)  # the original is shared by every session: never mutate it
-    if recipe.layers:
-        scores = block_influence(model, bundle.adapter, calibration_batches(bundle))
-        drop_layers(model, bundle.adapter, choose_layers(scores, recipe.layers))
+    if recipe.layers:  # measured once per model (on this copy: other sessions may be running the original)
+        if "block_influence" not in bundle.cache:
+            bundle.cache["block_influence"] = block_influence(model, bundle.adapter, calibration_batches(bundle))
+        drop_layers(model, bundle.adapter, choose_layers(bundle.cache["block_influence"], recipe.layers))
     if recipe.heads:
         scores = None
         if recipe.head_score == "gradient":

@@ -7,6 +7,9 @@ import torch
 import torch.nn as nn
 from torch.ao import quantization as tq
 
+from .adapters import set_module, tied_embeddings
+from .recipe import CompressError
+
 # Where each option runs: shown next to the control, and used to skip GPU timing where it cannot apply.
 DEVICES = {
     "none": "any device",
@@ -84,8 +87,6 @@ class LowBitEmbedding(nn.Module):
 
 def low_bit_embeddings(model: nn.Module, adapter, bits: int) -> nn.Module:
     """The word-embedding table at `bits` (2 or 4) per weight, in place; refused for a tied table."""
-    from .adapters import set_module, tied_embeddings
-    from .recipe import CompressError
     if tied_embeddings(model, adapter):
         raise CompressError("this model's output layer shares the word-embedding table (tied weights), so a "
                             f"{bits}-bit table would change its output layer too")

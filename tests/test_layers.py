@@ -55,6 +55,7 @@ def test_fewer_layers_is_smaller_and_checked_against_the_model(tiny_bert, tiny_g
     per_block = sum(p.numel() for p in tiny_bert.model.encoder.layer[0].parameters())
     assert C.count_params(tiny_bert.model) - C.count_params(c.model) > per_block  # a block, and heads of the other
     assert len(c.applied["kept_blocks"]) == 1
+    assert len(tiny_bert.cache["block_influence"]) == 2  # measured once per model, then reused
     assert len(C.compress(tiny_gpt, C.Recipe(layers=1)).model.blocks) == 1  # decoders too
     with pytest.raises(C.CompressError, match="2 blocks"):
         C.compress(tiny_bert, C.Recipe(layers=3))
