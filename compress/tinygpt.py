@@ -269,50 +269,6 @@ def bits_per_char(model: nn.Module, text: str, block_size: int, max_chars: int |
     return total_nats / math.log(2) / n_chars
 
 
-# --------------------------------------------------------------------------- sampling
-
-
-@torch.no_grad()
-def generate(model: nn.Module, prompt: str, max_new_tokens: int, greedy: bool = True,
-             temperature: float = 0.8, top_k: int | None = 40, seed: int = 0) -> str:
-    """Continue ``prompt`` by ``max_new_tokens`` bytes; returns only the continuation.
-
-    Sampling uses a local torch.Generator seeded with ``seed`` so results are
-    reproducible and the global RNG is left untouched.
-    """
-    was_training = model.training
-    model.eval()
-    block_size = _block_size(model)
-    gen = torch.Generator().manual_seed(seed)
-    ids = encode(prompt) or [ord("\n")]  # an empty prompt still needs one token
-    idx = torch.tensor([ids], dtype=torch.long)  # (1, t)
-    new: list[int] = []
-    try:
-        for _ in range(max_new_tokens):
-            logits = model(idx[:, -block_size:])[:, -1, :]  # (1, V): last position only
-            if greedy:
-                nxt = logits.argmax(dim=-1, keepdim=True)  # (1, 1)
-            else:
-                logits = logits / max(temperature, 1e-6)
-                if top_k is not None and top_k < logits.size(-1):
-                    kth = torch.topk(logits, top_k).values[:, -1:]  # (1, 1)
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=gen)  # (1, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-            new.append(int(nxt))
-    finally:
-        model.train(was_training)
-    return decode(new)
-
-
-def _block_size(model: nn.Module) -> int:
-    cfg = getattr(model, "config", None)
-    if cfg is not None:
-        return cfg.block_size
-    return model.wpe.num_embeddings
-
-
 # --------------------------------------------------------------------------- io
 
 
