@@ -77,8 +77,6 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
         raise CompressError(f"FNet mixes in future tokens, so it cannot apply to {bundle.name}, a causal (decoder) model")
     applied = {}
     model, layers = _structure(bundle, recipe, progress)
-    if recipe.layers:
-        applied["kept_blocks"] = model.kept_blocks
     float_model = None
     if recipe.heal_steps:
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
@@ -98,6 +96,8 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
 def _finish(base, model, recipe, layers, float_model=None, applied=None) -> ModelBundle:
     """The last step, runtime (size is measured on the model before it), and the new bundle."""
     applied, sized = dict(applied or {}), model
+    if getattr(model, "kept_blocks", None) is not None:  # fewer layers: which original blocks remain
+        applied["kept_blocks"] = model.kept_blocks
     model, applied["runtime_applied"], why = runtime.apply_runtime(
         model, base.adapter, recipe.runtime, workload(base, 2, min(16, base.info.get("max_positions", 16))))
     applied.update({"runtime_reason": why} if why else {})

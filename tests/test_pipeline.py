@@ -41,6 +41,7 @@ def test_save_and_reload_round_trip(tiny_bert, monkeypatch, tmp_path, recipe):
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"recipe.json", "base.json", "weights.safetensors"}
     back = C.load_compressed(tmp_path / "m")
     assert back.recipe == recipe and back.layers == c.layers
+    assert back.applied.get("kept_blocks") == c.applied.get("kept_blocks")
     ids = torch.randint(1000, 2000, (3, 9))
     assert torch.equal(_out(back, ids), _out(c, ids))
 
