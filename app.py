@@ -1,10 +1,10 @@
-"""Router: page config, the sidebar model picker shared by all pages (pages/common.py), navigation."""
+"""Router: page config, the sidebar model picker shared by all pages (pages/shell.py), navigation."""
 import streamlit as st
 
-from pages import common
+from pages import shell
 
 st.set_page_config(page_title="Transformer compression explorer", layout="wide")
-common.setup()
+shell.setup()
 nav = st.navigation([st.Page("pages/model.py", title="Model", icon=":material/description:", default=True),
                      st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
                      st.Page("pages/compress.py", title="Compress", icon=":material/compress:")])

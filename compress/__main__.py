@@ -4,7 +4,9 @@ import dataclasses
 import json
 import sys
 
-from .recipe import ALLOCATIONS, EMB_BITS, HEAD_SCORES, QUANT_MODES, RANK_MODES, RUNTIMES, CompressError, Recipe
+from .errors import CompressError
+from .recipe import Recipe
+from .steps import FIELDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -13,29 +15,26 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _heads(text: str):
-    try:
-        v = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--heads takes K or a per-layer list like 2,2,4,4, got {text!r}") from None
-    return v[0] if len(v) == 1 else v
+def _type(f):
+    def parse(text):
+        try:
+            return f.parse(text)
+        except CompressError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = f.name
+    return parse
 
 
 def _recipe_args(p):
+    """One flag per user-facing Recipe field of the technique table (steps.py), with its help."""
     p.add_argument("--recipe", help="recipe.json; the flags below override its fields")
-    p.add_argument("--layers", type=int, help="transformer blocks kept, by measured influence (0 = all)")
-    p.add_argument("--heads", type=_heads, help="attention heads kept per layer: K, or K1,K2,... per layer (0 = all)")
-    p.add_argument("--head-score", choices=HEAD_SCORES, help="how heads are ranked (default weight)")
-    p.add_argument("--ffn", type=float, help="fraction of FFN neurons kept per layer, in (0, 1]")
-    p.add_argument("--fnet", action="store_true", default=None, help="replace attention by Fourier mixing (encoders)")
-    p.add_argument("--emb-rank", type=float, help="word-embedding table at rank X * hidden, X in (0, 1]")
-    p.add_argument("--emb-bits", type=int, choices=EMB_BITS, help="word-embedding table at 4 or 2 bits per weight")
-    p.add_argument("--rank-mode", choices=RANK_MODES)
-    p.add_argument("--rank", type=float, help="ratio: of min(m, n); energy: of sum(S^2); budget: of dense params")
-    p.add_argument("--quant", choices=QUANT_MODES)
-    p.add_argument("--no-quant-embeddings", action="store_true", help="with int8: keep the word embeddings fp32")
-    p.add_argument("--allocate", choices=ALLOCATIONS, help="budget mode: how ranks are spread over layers")
-    p.add_argument("--runtime", choices=RUNTIMES, help="eager | freeze (TorchScript) | compile (torch.compile)")
+    for f in FIELDS.values():
+        if not f.label:  # not a user control (e.g. the healing corpus hash: set by healing)
+            continue
+        kw = {"action": argparse.BooleanOptionalAction} if f.kind == "bool" else {"type": _type(f)}
+        if f.kind == "choice":
+            kw["metavar"] = "|".join(map(str, f.choices))
+        p.add_argument(f.flag, *f.aliases, dest=f.name, default=None, help=f.help, **kw)
 
 
 def _recipe(a) -> Recipe:
@@ -45,13 +44,10 @@ def _recipe(a) -> Recipe:
             base = Recipe.from_json(open(a.recipe).read())
         except OSError as e:
             raise CompressError(f"cannot read recipe {a.recipe}: {e.strerror}") from None
-    over = {"layers": a.layers, "heads": a.heads, "head_score": a.head_score, "ffn": a.ffn, "fnet": a.fnet, "emb_rank": a.emb_rank,
-            "emb_bits": a.emb_bits, "rank_mode": a.rank_mode,
-            "rank": a.rank, "allocate": a.allocate, "quant": a.quant, "runtime": a.runtime,
-            "quant_embeddings": False if a.no_quant_embeddings else None}
-    if getattr(a, "cmd", None) == "heal":
-        over.update(heal_steps=a.steps, heal_lr=a.lr, heal_seed=a.seed)
-    return Recipe.from_dict({**base.to_dict(), **{k: v for k, v in over.items() if v is not None}})
+    over = {k: getattr(a, k) for k in FIELDS if getattr(a, k, None) is not None}
+    if a.cmd == "heal" and not (over.get("heal_steps") or base.heal_steps):
+        over["heal_steps"] = 300  # heal without a step count: the default healing
+    return Recipe.from_dict({**base.to_dict(), **over})
 
 
 def main(argv=None) -> int:
@@ -68,11 +64,8 @@ def main(argv=None) -> int:
         sp.add_argument("--seq", type=int, default=128)
         sp.add_argument("--runs", type=int, default=7, help="timed runs per model (>= 7)")
         sp.add_argument("--out", help="save the compressed model here (reload with compress.load_compressed)")
-    sp.add_argument("--steps", type=int, default=300, help="healing steps (at most; see --minutes)")
     sp.add_argument("--minutes", type=float, help="a cap on healing time; the steps actually run are reported")
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
-    sp.add_argument("--lr", type=float, help="healing learning rate (default: the Recipe's, 3e-4)")
-    sp.add_argument("--seed", type=int, default=0)
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
     bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "quick"])
@@ -80,6 +73,7 @@ def main(argv=None) -> int:
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
     bp.add_argument("--md", help="append the table to this markdown file")
+    sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/steps.py)")
     a = p.parse_args(argv)
     try:
         from . import pipeline
@@ -93,6 +87,9 @@ def main(argv=None) -> int:
                 with open(a.md, "a") as f:
                     f.write("\n" + md)
             print(md)
+            return 0
+        if a.cmd == "table":
+            print(technique_table())
             return 0
         if a.cmd != "inspect":
             recipe = _recipe(a)  # validate before the slow model load
@@ -115,6 +112,18 @@ def main(argv=None) -> int:
     except CompressError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def technique_table() -> str:
+    """README's technique table: a row per step of the table, in its order."""
+    from .steps import STEPS
+    rows = ["| technique | Recipe field / flag | what it does |", "|---|---|---|"]
+    for s in STEPS:
+        flags = ", ".join(f"`{f.name}` / `{f.flag}`" for f in s.fields if f.label)
+        if s.selects:
+            flags = ", ".join([f"`{FIELDS[s.selects[0]].flag} {v}`" for v in s.selects[1:]] + ([flags] if flags else []))
+        rows.append(f"| {s.title} | {flags} | {s.teach} |")
+    return "\n".join(rows)
 
 
 def _heal(bundle, recipe, a):

@@ -1,9 +1,12 @@
-"""Per-architecture facts: where the blocks, attention and FFN live, and what may be factorized.
+"""Per-architecture facts: where the blocks, attention and FFN live, what may be factorized, the task, how the
+model is called, its default healing text and extra quality numbers.
 
-One Adapter per family; every technique asks the adapter instead of knowing model classes.
+One Adapter per family; every technique asks the adapter instead of knowing model classes (no other module
+branches on a family or probes a model's attributes).
 Paths inside a block are relative to that block. Every technique sees only nn.Linear: GPT-2's
 Conv1D layers are swapped for equivalent nn.Linear once, at load (conv1d_to_linear).
 """
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +32,45 @@ class Adapter:
     # three thirds, the matching input columns of o, and updating attn.num_heads / attn.split_size.
     fused_qkv: bool = False
     position_embeddings: str = ""  # path of a learned position table (int8 with the word table), "" = none
+    # attributes of the attention module that hold its head count ("count") or q/k/v width ("width")
+    head_attrs: tuple = ()
+    uploadable: bool = True        # a model_type an upload may declare (transformers builds it)
+    sample_tokens: int = 30        # tokens a sample continuation runs for
+
+    @property
+    def task(self) -> str:
+        return "generation" if self.causal else "embedding"
+
+    def call(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) ids -> last hidden states (encoders) or logits (decoders), for a transformers model."""
+        if self.causal:  # no KV cache: every call is one full forward
+            return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def heal_texts(self) -> list[str] | None:
+        """The family's own default healing text, or None for the project's healing sentences."""
+        return None
+
+    def extra_quality(self, bundle) -> dict:
+        """Quality numbers only this family has (TinyGPT: held-out bits per char)."""
+        return {}
+
+    def position_offset(self, config) -> int:
+        """Positions of the table a sequence cannot use (RoBERTa's start after the padding index)."""
+        return 0
+
+    def set_head_count(self, block: nn.Module, count: int, head_dim: int) -> None:
+        attn = block.get_submodule(self.q.rpartition(".")[0])
+        for name, what in self.head_attrs:
+            setattr(attn, name, count if what == "count" else count * head_dim)
+
+    def set_depth(self, model: nn.Module, kept: list[int]) -> None:
+        """After blocks were dropped: the config's layer count and each block's cache index (layer_idx) follow."""
+        for j, block in enumerate(self.block_list(model)):
+            for m in block.modules():
+                if getattr(m, "layer_idx", None) is not None:
+                    m.layer_idx = j
+        model.config.num_hidden_layers = len(kept)
 
     def block_list(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.blocks)
@@ -47,26 +89,61 @@ class Adapter:
         return [(layer, slice(i * c, (i + 1) * c)) for i in range(3)]
 
 
+@dataclass(frozen=True)
+class RobertaAdapter(Adapter):
+    def position_offset(self, config) -> int:
+        return (config.pad_token_id or 0) + 1
+
+
+@dataclass(frozen=True)
+class TinyGPTAdapter(Adapter):
+    """The project's own byte-level decoder (compress/tinygpt.py): forward(ids) -> logits, no mask (causal and
+    right-padded: real positions never see the padding); a frozen dataclass config; trained on its own corpus."""
+    WINDOW = 128  # healing text: the training split cut into windows of this many characters
+
+    def call(self, model, ids, mask):
+        return model(ids)
+
+    def heal_texts(self):
+        from . import tinygpt as tg
+        train = tg.split_corpus(tg.load_corpus())[0]  # never its held-out tail
+        return [train[i:i + self.WINDOW] for i in range(0, len(train) - self.WINDOW + 1, self.WINDOW)]
+
+    def extra_quality(self, bundle):
+        from . import tinygpt as tg
+        from .errors import CompressError
+        text = tg.split_corpus(tg.load_corpus())[1]
+        bpc = tg.bits_per_char(lambda x: forward(bundle.model, self, x), text, bundle.info["max_positions"])
+        if bpc != bpc or bpc == float("inf"):
+            raise CompressError("the compressed model outputs NaN or infinite values; its quality cannot be measured")
+        return {"bits_per_char": round(bpc, 4)}
+
+    def set_depth(self, model, kept):
+        model.config = dataclasses.replace(model.config, n_layer=len(kept))
+
+
 _BERT = dict(blocks="encoder.layer", q="attention.self.query", k="attention.self.key", v="attention.self.value",
              o="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
              word_embeddings="embeddings.word_embeddings", causal=False, heads_attr="num_attention_heads",
-             position_embeddings="embeddings.position_embeddings")
+             position_embeddings="embeddings.position_embeddings",
+             head_attrs=(("num_attention_heads", "count"), ("all_head_size", "width")))
 
 ADAPTERS = {
-    "bert": Adapter("bert", **_BERT),        # BERT and MiniLM-style models
-    "roberta": Adapter("roberta", **_BERT),  # same module layout as BERT
+    "bert": Adapter("bert", **_BERT),               # BERT and MiniLM-style models
+    "roberta": RobertaAdapter("roberta", **_BERT),  # same module layout as BERT
     "distilbert": Adapter("distilbert", "transformer.layer", "attention.q_lin", "attention.k_lin",
                           "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2",
                           "embeddings.word_embeddings", False, "n_heads",
-                          position_embeddings="embeddings.position_embeddings"),
-    # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear
+                          position_embeddings="embeddings.position_embeddings", head_attrs=(("n_heads", "count"),)),
+    # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear.
+    # split_size splits c_attn's output into q, k and v.
     "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
                     "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
                     embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
-                    position_embeddings="transformer.wpe"),
-    # the project's own byte-level decoder (compress/tinygpt.py): forward(ids) -> logits, no mask
-    "tinygpt": Adapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
-                       "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe"),
+                    position_embeddings="transformer.wpe", head_attrs=(("num_heads", "count"), ("split_size", "width"))),
+    "tinygpt": TinyGPTAdapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
+                              "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe",
+                              uploadable=False, sample_tokens=200),  # bytes, not tokens
 }
 
 
@@ -88,11 +165,7 @@ def forward(model: nn.Module, adapter: Adapter, ids: torch.Tensor, mask: torch.T
     """One call shape for every family: (B, T) ids -> last hidden states (encoders) or logits (decoders)."""
     if getattr(model, "runtime", None) in ("freeze", "compile"):  # runtime.Runtime: a traced/compiled call
         return model(ids, mask)
-    if adapter.family == "tinygpt":  # causal and right-padded: real positions never see the padding
-        return model(ids)
-    if adapter.causal:  # no KV cache: every call is one full forward
-        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    return model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return adapter.call(model, ids, mask)
 
 
 def tied_embeddings(model: nn.Module, adapter: Adapter) -> bool:

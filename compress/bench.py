@@ -8,12 +8,14 @@ import time
 
 from . import evaluate, measure, pipeline
 from .models import load_model
-from .recipe import CompressError, Recipe
+from .errors import CompressError
+from .recipe import Recipe
+from .steps import STEPS
 
+ALONE = [Recipe(**ex) for s in STEPS if not s.trains for ex in s.examples if ex not in s.slow]  # from the table
 SETS = {
-    "techniques": [  # the article's techniques one by one, then stacked (issue: all the article's techniques)
-        Recipe(layers=3), Recipe(heads=2), Recipe(ffn=0.5), Recipe(fnet=True), Recipe(rank_mode="ratio", rank=0.5),
-        Recipe(quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(runtime="freeze"),
+    "techniques": ALONE + [  # each step of the table alone (its examples), then stacked as the article does
+        Recipe(emb_bits=2, quant="int8"),
         Recipe(heads=2, quant="int8"), Recipe(ffn=0.5, quant="int8"), Recipe(fnet=True, quant="int8"),
         Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
         Recipe(fnet=True, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
@@ -40,12 +42,9 @@ def run(model: str, recipes, batch=8, seq=128, runs=7, log=print) -> list[dict]:
             log(f"{r.describe()}: skipped: {e}")
             continue
         rep = pipeline.report(base, comp, batch, seq, runs)
-        o, c = rep["original"], rep["compressed"]
-        row = {"recipe": r.describe(), "size MB": round(c["size_bytes"] / 1e6, 2),
-               "x smaller": round(o["size_bytes"] / c["size_bytes"], 2), "params M": round(c["params"] / 1e6, 2),
-               "p50 ms orig": o["latency_ms"]["p50"], "p50 ms": c["latency_ms"]["p50"],
-               "x faster": round(o["latency_ms"]["p50"] / c["latency_ms"]["p50"], 2),
-               **c["quality"], "runtime": rep.get("runtime_applied", "eager")}
+        lat = {k: rep[k]["latency_ms"] for k in ("original", "compressed")}
+        row = {"recipe": r.describe(), **pipeline.row(rep["original"], rep["compressed"], lat),
+               "runtime": rep["runtime_applied"]}
         if r.heal_steps:  # the same recipe without healing, on the same held-out set
             raw = pipeline.compress(base, dataclasses.replace(r, heal_steps=0, runtime="eager"))
             row.update({f"unhealed {k}": v for k, v in evaluate.quality(raw, base).items()},

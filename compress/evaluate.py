@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .adapters import forward
-from .recipe import CompressError
+from .errors import CompressError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -36,6 +36,13 @@ def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0
     v = bundle.vocab_size
     ids = torch.randint(min(1000, v // 2), v, (n, min(seq, bundle.info.get("max_positions", seq))), generator=g)
     return [(ids[i:i + batch], torch.ones_like(ids[i:i + batch])) for i in range(0, n, batch)]
+
+
+def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random token ids (B, T) and an all-ones mask: the same input for every model (latency)."""
+    if batch < 1 or seq < 1 or seq > bundle.info.get("max_positions", 1 << 30):
+        raise CompressError(f"batch and seq must be >= 1 and seq <= the model's {bundle.info.get('max_positions')} positions")
+    return random_batches(bundle, batch, seq, batch, seed=0)[0]
 
 
 def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
@@ -87,10 +94,7 @@ def _eval_embeddings(bundle) -> tuple[torch.Tensor, torch.Tensor]:
 def quality(bundle, original) -> dict:
     """Quality of bundle against the uncompressed original, per task (module docstring)."""
     if bundle.task == "generation":
-        q = next_token_agreement(bundle, original)
-        if bundle.adapter.family == "tinygpt":
-            q = {"bits_per_char": heldout_bpc(bundle), **q}
-        return q
+        return {**bundle.adapter.extra_quality(bundle), **next_token_agreement(bundle, original)}
     if bundle.task != "embedding":
         raise CompressError(f"no quality metric for task {bundle.task!r}")
     ref_s, ref_q = _eval_embeddings(original)
@@ -115,16 +119,6 @@ def next_token_agreement(bundle, original) -> dict:
         agree += int((lp_ref.argmax(-1) == lp.argmax(-1))[real].sum())
         n += int(real.sum())
     return {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}
-
-
-def heldout_bpc(bundle) -> float:
-    """TinyGPT: bits per character on the held-out split of its training corpus (lower is better)."""
-    from . import tinygpt as tg
-    text = tg.split_corpus(tg.load_corpus())[1]
-    bpc = tg.bits_per_char(lambda x: forward(bundle.model, bundle.adapter, x), text, bundle.info["max_positions"])
-    if bpc != bpc or bpc == float("inf"):
-        raise CompressError("the compressed model outputs NaN or infinite values; its quality cannot be measured")
-    return round(bpc, 4)
 
 
 @torch.no_grad()

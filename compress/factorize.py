@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import set_module, tied_embeddings
-from .recipe import CompressError
+from .errors import CompressError
 
 
 class LowRankLinear(nn.Module):

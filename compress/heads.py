@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .adapters import Adapter, forward, set_module
 from .evaluate import mean_pool
-from .recipe import CompressError
+from .errors import CompressError
 
 
 def head_dim(model: nn.Module, adapter: Adapter) -> int:
@@ -199,13 +199,7 @@ def prune_heads(model: nn.Module, adapter: Adapter, keep, scores: list[torch.Ten
         else:
             for path in (adapter.q, adapter.k, adapter.v):
                 set_module(block, path, _rows(_linear(block, path), rows))
-        # Head counts the families keep (BERT: num_attention_heads/all_head_size, DistilBERT: n_heads, GPT-2:
-        # num_heads and split_size, which splits c_attn's output into q, k, v). TinyGPT keeps none.
-        attn = block.get_submodule(adapter.q.rpartition(".")[0])
-        for name, value in (("num_attention_heads", k), ("num_heads", k), ("n_heads", k),
-                            ("all_head_size", k * hd), ("split_size", k * hd)):
-            if hasattr(attn, name):
-                setattr(attn, name, value)
+        adapter.set_head_count(block, k, hd)  # the head-count attributes the family keeps (TinyGPT: none)
     return model
 
 

@@ -31,10 +31,9 @@ import torch.nn.functional as F
 
 from .adapters import forward
 from .evaluate import ASSETS, batches, mean_pool, token_kl
-from .recipe import CompressError
+from .errors import CompressError
 
 HEAL_SENTENCES = ASSETS / "heal" / "sentences.txt"
-WINDOW = 128  # TinyGPT healing text: its training split cut into windows of this many characters
 
 
 @dataclass
@@ -56,12 +55,16 @@ class HealResult:
 
 
 def heal_texts(teacher) -> list[str]:
-    """Default healing text: TinyGPT's own training split in windows; every other model the heal sentences."""
-    if teacher.adapter.family == "tinygpt":
-        from . import tinygpt as tg
-        train = tg.split_corpus(tg.load_corpus())[0]  # never its held-out tail
-        return [train[i:i + WINDOW] for i in range(0, len(train) - WINDOW + 1, WINDOW)]
+    """Default healing text: the family's own (TinyGPT: its training split in windows), else the heal sentences."""
+    own = teacher.adapter.heal_texts()
+    if own is not None:
+        return own
     return [s.strip() for s in HEAL_SENTENCES.read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def calibration_batches(bundle, n: int = 64) -> list[tuple]:
+    """A few batches of the healing text (never the evaluation set) for data-driven scores (layers, heads)."""
+    return batches(bundle, heal_texts(bundle)[:n], batch=16)
 
 
 def split_dev(texts: list[str]) -> tuple[list[str], list[str]]:

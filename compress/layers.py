@@ -7,14 +7,12 @@ to the original block it came from. On MiniLM (a 2-bit table, 800 healing steps)
 fidelity 0.704 before healing and 0.898 after, where every other block [1, 3, 5] gave 0.516 and 0.885, and
 6 of 12 heads + FFN 0.45 in every block (the same size) 0.506 and 0.866.
 """
-import dataclasses
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import Adapter, forward, set_module
-from .recipe import CompressError
+from .errors import CompressError
 
 
 @torch.no_grad()
@@ -55,18 +53,7 @@ def drop_layers(model: nn.Module, adapter: Adapter, keep: list[int]) -> nn.Modul
     """Keep the blocks at indices `keep`, in place; the config's layer count, each block's cache index
     (layer_idx) follow, and model.kept_blocks records them (healing maps student to teacher blocks by it)."""
     blocks = adapter.block_list(model)
-    kept = nn.ModuleList(blocks[i] for i in keep)
-    for j, block in enumerate(kept):
-        for m in block.modules():
-            if getattr(m, "layer_idx", None) is not None:
-                m.layer_idx = j
-    set_module(model, adapter.blocks, kept)
+    set_module(model, adapter.blocks, nn.ModuleList(blocks[i] for i in keep))
     model.kept_blocks = [int(i) for i in keep]
-    cfg = getattr(model, "config", None)
-    for name in ("num_hidden_layers", "n_layers", "n_layer"):
-        if hasattr(cfg, name):
-            try:
-                setattr(cfg, name, len(keep))
-            except dataclasses.FrozenInstanceError:  # TinyGPT's config
-                model.config = cfg = dataclasses.replace(cfg, **{name: len(keep)})
+    adapter.set_depth(model, model.kept_blocks)
     return model

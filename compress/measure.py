@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .quantize import LowBitEmbedding
+from .lowbit import Packed
 
 _BENCH_LOCK = threading.Lock()  # one benchmark at a time in the whole process, or the numbers lie
 
@@ -56,10 +56,10 @@ def _numel(v) -> int:
 
 def count_params(model) -> int:
     """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not); a
-    low-bit table counts its vocab x dim weights (packed in uint8), not its scales."""
-    low = {n: m for n, m in model.named_modules() if isinstance(m, LowBitEmbedding)}
+    packed module (2/4-bit table, int4 Linear) counts its rows x width weights (packed in uint8), not its scales."""
+    low = {n: m for n, m in model.named_modules() if isinstance(m, Packed)}
     return sum(_numel(v) for k, v in model.state_dict().items() if k.rpartition(".")[0] not in low) + \
-        sum(m.num_embeddings * m.embedding_dim for m in low.values())
+        sum(m.logical_params for m in low.values())
 
 
 def cpu_info() -> dict:

@@ -1,121 +1,59 @@
-"""compress(bundle, recipe) in the fixed order, the JSON report, and save / reload."""
-import contextlib
+"""compress(bundle, recipe): the technique table (steps.py) walked in its order; the JSON report; save / reload,
+which replays the same walk."""
 import copy
-import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_model as st_load, save_model as st_save
+from safetensors.torch import save_model as st_save
 
-from . import evaluate, fnet, heads, measure, runtime, sensitivity
-from .factorize import apply_factorize, factorize_embeddings
-from .heal import heal, heal_texts
-from .layers import block_influence, choose_layers, drop_layers
-from .models import ModelBundle, load_model
-from .quantize import apply_quantize, fake_int8, low_bit_embeddings
-from .recipe import CompressError, Recipe
-from .spectrum import compute_spectra, layer_report, select_ranks, spectra
-
-
-def _structure(bundle: ModelBundle, recipe: Recipe, progress=None):
-    """The steps that change shapes, on a deep copy: layers -> heads/FFN -> FNet -> word table (rank or bits) ->
-    factorize the blocks' Linear layers. (model, per-layer report)."""
-    model = copy.deepcopy(bundle.model)  # the original is shared by every session: never mutate it
-    if recipe.layers:  # measured once per model (on this copy: other sessions may be running the original)
-        if "block_influence" not in bundle.cache:
-            bundle.cache["block_influence"] = block_influence(model, bundle.adapter, calibration_batches(bundle))
-        drop_layers(model, bundle.adapter, choose_layers(bundle.cache["block_influence"], recipe.layers))
-    if recipe.heads:
-        scores = None
-        if recipe.head_score == "gradient":
-            scores = heads.head_scores(model, bundle.adapter, "gradient", calibration_batches(bundle))
-        heads.prune_heads(model, bundle.adapter, recipe.heads, scores)
-    if recipe.ffn < 1:
-        heads.narrow_ffn(model, bundle.adapter, recipe.ffn)
-    if recipe.fnet:
-        fnet.apply_fnet(model, bundle.adapter)
-    if recipe.emb_rank < 1:
-        factorize_embeddings(model, bundle.adapter, recipe.emb_rank)
-    if recipe.emb_bits:  # before healing, so the blocks learn to work with the table they will run with
-        low_bit_embeddings(model, bundle.adapter, recipe.emb_bits)
-    if recipe.rank_mode == "none":
-        return model, []
-    spec = spectra(bundle) if not recipe.structural else compute_spectra(model, bundle.adapter)
-    if recipe.rank_mode == "budget" and recipe.allocate == "sensitivity":
-        sens = layer_sensitivity(bundle if not recipe.structural else _replace_model(bundle, model), spec, progress)
-        ranks = sensitivity.allocate(spec, sens, recipe.rank)
-    else:
-        ranks = select_ranks(spec, recipe.rank_mode, recipe.rank)
-    return apply_factorize(model, ranks, spec), layer_report(spec, ranks)
+from . import evaluate, measure
+from .adapters import forward
+from .bundle import ModelBundle
+from .errors import CompressError
+from .models import load_model
+from .recipe import Recipe
+from .step import Ctx
+from .steps import STEPS, load_weights, refusal
 
 
-def layer_sensitivity(bundle: ModelBundle, spec=None, progress=None) -> dict[str, float]:
-    """Quality drop per factorizable layer cut alone (sensitivity.py); kept with the bundle once measured."""
-    if "sensitivity" not in bundle.cache:
-        bundle.cache["sensitivity"] = sensitivity.layer_sensitivity(bundle, spec or spectra(bundle), progress=progress)
-    return bundle.cache["sensitivity"]
-
-
-def _replace_model(bundle: ModelBundle, model) -> ModelBundle:
-    return dataclasses.replace(bundle, model=model, cache={})
-
-
-def calibration_batches(bundle: ModelBundle, n: int = 64) -> list[tuple]:
-    """A few batches of the healing text (never the evaluation set) for data-driven scores."""
-    return evaluate.batches(bundle, heal_texts(bundle)[:n], batch=16)
+def _walk(base: ModelBundle, recipe: Recipe, weights=None, before_heal=False, **heal_args) -> Ctx:
+    """Every active step in table order on a deep copy of the base. weights: a saved model's file, loaded where
+    healing would have run (replay: healing itself is skipped). before_heal: stop there."""
+    why = refusal(base, recipe)
+    if why:
+        raise CompressError(why)
+    ctx = Ctx(base, recipe, copy.deepcopy(base.model), **heal_args)  # the original is shared: never mutate it
+    loaded = weights is None
+    for step in STEPS:
+        if step.after_heal and before_heal:
+            break
+        if not loaded and step.after_heal:
+            load_weights(ctx, weights)
+            loaded = True
+        if step.is_active(recipe) and not (step.trains and weights is not None):
+            step.apply(ctx, ctx.recipe)
+    return ctx
 
 
 def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, progress=None, stop=None) -> ModelBundle:
-    """A NEW compressed bundle; order: layers -> heads/FFN -> FNet -> factorize -> heal -> quantize -> runtime.
-    texts, minutes, progress, stop: healing text (None = the default corpus), time cap, callback, Event.
-    The input bundle is not touched."""
+    """A NEW compressed bundle, the steps applied in the table's order (steps.STEPS). texts, minutes, progress,
+    stop: healing text (None = the default corpus), time cap, callback, Event. The input bundle is not touched."""
     if bundle.recipe is not None:
         raise CompressError("compress() takes an original model, not an already compressed one")
-    if bundle.adapter.causal and recipe.fnet:
-        raise CompressError(f"FNet mixes in future tokens, so it cannot apply to {bundle.name}, a causal (decoder) model")
-    applied = {}
-    model, layers = _structure(bundle, recipe, progress)
-    float_model = None
-    if recipe.heal_steps:
-        digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
-        if recipe.heal_corpus and recipe.heal_corpus != digest:
-            raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
-                                "give the same text or clear heal_corpus")
-        recipe = dataclasses.replace(recipe, heal_corpus=digest)
-        with fake_int8(model) if recipe.quant == "int8" else contextlib.nullcontext():  # heal what int8 will run
-            r = heal(model, bundle, texts, steps=recipe.heal_steps, lr=recipe.heal_lr, seed=recipe.heal_seed,
-                     minutes=minutes, progress=progress, stop=stop)
-        applied["heal"] = r.to_dict()
-        float_model = copy.deepcopy(model) if recipe.quant == "int8" else model
-    model = apply_quantize(model, bundle.adapter, recipe.quant, recipe.quant_embeddings).eval()
-    return _finish(bundle, model, recipe, layers, float_model, applied)
+    return _finish(_walk(bundle, recipe, texts=texts, minutes=minutes, progress=progress, stop=stop))
 
 
-def _finish(base, model, recipe, layers, float_model=None, applied=None) -> ModelBundle:
-    """The last step, runtime (size is measured on the model before it), and the new bundle."""
-    applied, sized = dict(applied or {}), model
-    if getattr(model, "kept_blocks", None) is not None:  # fewer layers: which original blocks remain
-        applied["kept_blocks"] = model.kept_blocks
-    model, applied["runtime_applied"], why = runtime.apply_runtime(
-        model, base.adapter, recipe.runtime, workload(base, 2, min(16, base.info.get("max_positions", 16))))
-    applied.update({"runtime_reason": why} if why else {})
-    return ModelBundle(model, base.name, base.adapter, base.task, base.tokenizer, base.content_hash, dict(base.info),
-                       recipe=recipe, layers=layers, float_model=float_model, sized_model=sized, applied=applied)
-
-
-def workload(bundle: ModelBundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded random token ids (B, T) and an all-ones mask: same input for every model."""
-    if batch < 1 or seq < 1 or seq > bundle.info.get("max_positions", 1 << 30):
-        raise CompressError(f"batch and seq must be >= 1 and seq <= the model's {bundle.info.get('max_positions')} positions")
-    return evaluate.random_batches(bundle, batch, seq, batch, seed=0)[0]
+def _finish(ctx: Ctx) -> ModelBundle:
+    b, model = ctx.base, ctx.model.eval()
+    applied = {"runtime_applied": "eager", **ctx.applied}
+    return ModelBundle(model, b.name, b.adapter, b.tokenizer, b.content_hash, dict(b.info), recipe=ctx.recipe,
+                       layers=ctx.layers, float_model=ctx.float_model, sized_model=ctx.sized_model or model,
+                       applied=applied)
 
 
 def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, device="cpu", progress=None):
     """Latency of both, interleaved, on one workload. GPU runs on copies (int8 cannot run there)."""
-    from .adapters import forward
-    ids, mask = workload(original, batch, seq)
+    ids, mask = evaluate.workload(original, batch, seq)
     models = {"original": original.model, "compressed": compressed.model}
     if device == "cuda":
         if compressed.recipe and compressed.recipe.quant == "int8":
@@ -133,6 +71,16 @@ def numbers(bundle: ModelBundle) -> dict:
             "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
 
 
+def row(original: dict, compressed: dict, lat: dict) -> dict:
+    """The one original-vs-compressed summary row (bench table, app history): numbers() + quality of each, and
+    latency() of both."""
+    o, c = original, compressed
+    return {"size MB": round(c["size_bytes"] / 1e6, 2), "x smaller": round(o["size_bytes"] / c["size_bytes"], 2),
+            "params M": round(c["params"] / 1e6, 2), "p50 ms orig": lat["original"]["p50"],
+            "p50 ms": lat["compressed"]["p50"],
+            "x faster": round(lat["original"]["p50"] / lat["compressed"]["p50"], 2), **c["quality"]}
+
+
 def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7) -> dict:
     """The one JSON object of `python -m compress apply`."""
     lat = benchmark(original, compressed, batch, seq, runs)
@@ -145,30 +93,29 @@ def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, run
         for name in ("original", "compressed"):
             out[name]["gpu_latency_ms"] = gpu.get(name)  # None: does not run on the GPU (int8)
     out["layers"] = compressed.layers
-    out.update(compressed.applied)  # runtime_applied (+ runtime_reason), heal
+    out.update(compressed.applied)  # runtime_applied (+ runtime_reason), heal, kept_blocks
     return out
 
 
 def save_compressed(bundle: ModelBundle, out_dir) -> Path:
-    """recipe.json + base.json (model id, content hash) + weights.safetensors (the weights before
-    quantization; int8 is deterministic, so reloading replays it and gives identical outputs)."""
+    """recipe.json + base.json (model id, content hash) + weights.safetensors: the weights after healing, before
+    the after-heal steps (quantization, runtime), which are deterministic, so reloading replays them exactly."""
     if bundle.recipe is None:
         raise CompressError("only a compressed bundle can be saved")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    float_model = bundle.float_model
-    if float_model is None:  # not healed: the pre-quantization weights are a replay of the structure
-        float_model = _structure(load_model(bundle.name), bundle.recipe)[0]
-        if bundle.recipe.quant in ("fp16", "bf16"):
-            float_model = apply_quantize(float_model, bundle.adapter, bundle.recipe.quant)
-    st_save(float_model, str(out / "weights.safetensors"))
+    weights = bundle.float_model
+    if weights is None:  # not healed: the weights are a replay of the steps before healing
+        weights = _walk(load_model(bundle.name), bundle.recipe, before_heal=True).model
+    st_save(weights, str(out / "weights.safetensors"))
     (out / "recipe.json").write_text(bundle.recipe.to_json() + "\n")
     (out / "base.json").write_text(json.dumps({"model": bundle.name, "content_hash": bundle.content_hash}) + "\n")
     return out
 
 
 def load_compressed(path) -> ModelBundle:
-    """Rebuild a saved model: replay the recipe's structure on the base model, load the weights, quantize."""
+    """Rebuild a saved model: the recipe's steps replayed on the base model, the saved weights loaded where
+    healing ran, then the after-heal steps (quantization, runtime)."""
     path = Path(path)
     try:
         base_meta = json.loads((path / "base.json").read_text())
@@ -178,10 +125,4 @@ def load_compressed(path) -> ModelBundle:
     base = load_model(base_meta["model"])
     if base.content_hash != base_meta["content_hash"]:
         raise CompressError(f"the base model {base.name} differs from the one this was saved from (content hash)")
-    model, layers = _structure(base, recipe)
-    if recipe.quant in ("fp16", "bf16"):
-        model = apply_quantize(model, base.adapter, recipe.quant)
-    st_load(model, str(path / "weights.safetensors"))
-    if recipe.quant == "int8":
-        model = apply_quantize(model, base.adapter, "int8", recipe.quant_embeddings)
-    return _finish(base, model.eval(), recipe, layers)
+    return _finish(_walk(base, recipe, weights=path / "weights.safetensors"))

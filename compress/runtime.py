@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import forward
-from .recipe import CompressError
+from .errors import CompressError
 
 RUNTIMES = ("eager", "freeze", "compile")
 MAX_GRAPHS = 8  # traced graphs kept per model, one per (batch, seq, padded or not); the oldest goes first

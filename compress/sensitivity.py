@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from .adapters import forward, set_module
 from .evaluate import batches, mean_pool, token_kl
 from .factorize import LowRankLinear
-from .recipe import CompressError
-from .spectrum import budget_ranks
+from .errors import CompressError
+from .spectrum import budget_ranks, spectra
 
 
 def cut_rank(s, cut: float) -> int:
@@ -80,6 +80,13 @@ def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = 
         if progress is not None:
             progress({"layer": name, "done": i + 1, "total": len(spec)})
     return sens
+
+
+def cached(bundle, spec=None, progress=None) -> dict[str, float]:
+    """layer_sensitivity at the default cut, measured once per bundle (kept in bundle.cache)."""
+    if "sensitivity" not in bundle.cache:
+        bundle.cache["sensitivity"] = layer_sensitivity(bundle, spec or spectra(bundle), progress=progress)
+    return bundle.cache["sensitivity"]
 
 
 def allocate(spec, sens: dict[str, float], budget: float, cut: float = 0.1) -> dict[str, int | None]:

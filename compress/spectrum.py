@@ -5,8 +5,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .cache import LRU
 from .measure import single_thread
-from .recipe import CompressError
+from .errors import CompressError
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,15 +43,13 @@ def compute_spectra(model, adapter) -> dict[str, Spectrum]:
     return out
 
 
-_CACHE: dict = {}
+_CACHE = LRU("spectra", 4, "U, S, Vh of every block Linear of the last models whose spectra were asked for "
+                           "(MiniLM: ~25 MB each)")
 
 
 def spectra(bundle) -> dict[str, Spectrum]:
-    """Spectra of a base model, computed once per model content and kept for the process."""
-    key = (bundle.content_hash, bundle.recipe)
-    if key not in _CACHE:
-        _CACHE[key] = compute_spectra(bundle.model, bundle.adapter)
-    return _CACHE[key]
+    """Spectra of a model, computed once per model content (and recipe) while it stays in the cache."""
+    return _CACHE.get_or_make((bundle.content_hash, bundle.recipe), lambda: compute_spectra(bundle.model, bundle.adapter))
 
 
 def select_ranks(spec: dict[str, Spectrum], mode: str, x: float) -> dict[str, int | None]:

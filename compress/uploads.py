@@ -16,21 +16,21 @@ import struct
 import tempfile
 import threading
 import zipfile
-from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
 import torch
 
 from .adapters import ADAPTERS, conv1d_to_linear
-from .models import ModelBundle, _hf_info, file_sha256
-from .recipe import CompressError
+from .bundle import ModelBundle, file_sha256, hf_info
+from .cache import LRU
+from .errors import CompressError
 
 MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
 MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ZIP_ENTRIES = 10_000
 
-FAMILIES = {"bert": "embedding", "roberta": "embedding", "distilbert": "embedding", "gpt2": "generation"}
+FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type values an upload may declare
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -42,7 +42,7 @@ METRICS = {
 }
 NO_TOKENIZER = " (no usable tokenizer: measured on seeded random token ids, so only indicative)"
 
-_CACHE: OrderedDict = OrderedDict()  # content key -> bundle; uploads are big, keep the last two
+_CACHE = LRU("uploads", 2, "uploaded originals by content (weights + tokenizer files); uploads are big")
 _LOCK = threading.Lock()  # one upload loads at a time: two 500 MB loads at once could exhaust memory
 
 
@@ -59,11 +59,7 @@ def load_upload(path) -> ModelBundle:
             weights = sorted(tmp.glob("*.safetensors"))
             content_hash = file_sha256(weights)
             key = content_hash + file_sha256(sorted(set(tmp.iterdir()) - set(weights)))
-            if key not in _CACHE:
-                _CACHE[key] = _load_dir(tmp, cfg, str(p.resolve()), content_hash)
-                while len(_CACHE) > 2:
-                    _CACHE.popitem(last=False)
-            b = _CACHE[key]
+            b = _CACHE.get_or_make(key, lambda: _load_dir(tmp, cfg, str(p.resolve()), content_hash))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # weights and tokenizer are in memory by now
     name = str(p.resolve())  # base.json records it, so load_compressed finds the upload again
@@ -325,7 +321,8 @@ def _quiet():
 
 
 def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
-    task = FAMILIES[cfg.model_type]
+    adapter = ADAPTERS[cfg.model_type]
+    task = adapter.task
     _check_shapes(cfg, task, _header(d))
     try:
         with _quiet():
@@ -338,14 +335,13 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
     _check_finite(model)
     conv1d_to_linear(model)  # GPT-2: from here on every technique sees nn.Linear
     tok, why = _tokenizer(d, cfg.vocab_size)
-    info = _hf_info(cfg, name)
-    if cfg.model_type == "roberta":  # RoBERTa's position table starts after the padding index
-        info["max_positions"] -= (cfg.pad_token_id or 0) + 1
+    info = hf_info(cfg, name)
+    info["max_positions"] -= adapter.position_offset(cfg)
     info.update(metric=METRICS[task] + ("" if tok else NO_TOKENIZER), tokenizer=tok is not None,
                 params=sum(p.numel() for p in model.parameters()))
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
-    return ModelBundle(model.eval(), name, ADAPTERS[cfg.model_type], task, tok, content_hash, info)
+    return ModelBundle(model.eval(), name, adapter, tok, content_hash, info)
 
 
 def _tokenizer(d: Path, vocab_size: int):

@@ -3,17 +3,17 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from pages import common
+from pages import cached, shell
 
-b = common.page()
+b = shell.page()
 st.title(f"Model: {b.name}")
-n = common.sizes(common.model_key(b), C.Recipe().to_json(), b)
+n = cached.sizes(cached.model_key(b), C.Recipe().to_json(), b)
 cols = st.columns(5)
 cols[0].metric("Architecture", b.info["architecture"])
 cols[1].metric("Layers x heads", f"{b.info['layers']} x {b.info['heads']}")
 cols[2].metric("Hidden size", b.info["hidden"])
 cols[3].metric("Params", f"{n['params'] / 1e6:.2f} M")
-cols[4].metric("Size", common.mb(n["size_bytes"]))
+cols[4].metric("Size", cached.mb(n["size_bytes"]))
 st.dataframe(pd.DataFrame({"part": list(n["size_breakdown"]),
                            "size (MB)": [round(v / 1e6, 2) for v in n["size_breakdown"].values()]}),
              hide_index=True)

@@ -6,18 +6,21 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from pages import common
+from pages import shell
+from pages.controls import control
+from pages.state import KEY
 
-b = common.page()
+b = shell.page()
 st.title("Spectra")
 st.caption("Each Linear layer inside the transformer blocks, W (out x in) = U S Vh. A steep spectrum means a "
            "low rank keeps most of the layer; a flat one means cutting it loses information.")
 with st.spinner("Computing singular values (once per model)..."):
     spec = C.spectra(b)
-common.rank_controls()
-mode, x = st.session_state[common.KEY + "rank_mode"], st.session_state[common.KEY + "rank"]
+control("rank_mode", b)
+control("rank", b)
+mode, x = st.session_state[KEY + "rank_mode"], st.session_state[KEY + "rank"]
 sens = b.cache.get("sensitivity")
-by_sens = mode == "budget" and st.session_state.get(common.KEY + "allocate") == "sensitivity"
+by_sens = mode == "budget" and st.session_state.get(KEY + "allocate") == "sensitivity"
 if by_sens and sens is None:
     st.info("Budget allocation is set to sensitivity (Compress page): measure it below to see its ranks; "
             "showing the spectral allocation meanwhile.")

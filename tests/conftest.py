@@ -42,7 +42,7 @@ def tiny_bert(minilm):
     model = BertModel(cfg, add_pooling_layer=False).eval()
     info = {"architecture": "Bert", "model_type": "bert", "layers": 2, "heads": 4, "hidden": 64,
             "vocab_size": cfg.vocab_size, "max_positions": 128, "source": "test"}
-    return ModelBundle(model, "tiny-bert", ADAPTERS["bert"], "embedding", minilm.tokenizer, "tiny-bert-hash", info)
+    return ModelBundle(model, "tiny-bert", ADAPTERS["bert"], minilm.tokenizer, "tiny-bert-hash", info)
 
 
 @pytest.fixture(scope="session")
@@ -57,4 +57,4 @@ def tiny_gpt():
                 p.normal_(0, 0.3)
     info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
             "vocab_size": 256, "max_positions": 64, "source": "test"}
-    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], "generation", ByteTokenizer(), "tiny-gpt-hash", info)
+    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], ByteTokenizer(), "tiny-gpt-hash", info)

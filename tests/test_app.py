@@ -116,7 +116,7 @@ def _zip_of(folder) -> bytes:
 
 def test_a_bad_upload_shows_the_message_and_keeps_the_model(app, tmp_path):
     from test_families import build_family
-    app.run().run()  # (AppTest's first run goes through Streamlit's legacy pages/ discovery: see common.page)
+    app.run().run()  # (AppTest's first run goes through Streamlit's legacy pages/ discovery: see shell.page)
     app.radio(key="model_source").set_value("Upload a zip").run()
     app.file_uploader(key="upload").upload("weights.zip", b"PK\x03\x04 this is not a zip").run()
     assert not app.exception
@@ -177,11 +177,13 @@ def test_technique_controls_apply_and_disable_with_reasons(app):
     assert "1 layers, 2 heads, FFN 0.5, freeze" in app.dataframe[-1].value["recipe"][0]
 
 
-def test_low_bit_table_and_embedding_rank_exclude_each_other(app):
+def test_low_bit_table_and_embedding_rank_exclude_each_other(app, tiny_bert):
     app.run()
     app.switch_page("pages/compress.py").run()
     app.radio(key="r_emb_bits").set_value(2).run()
-    assert app.slider(key="r_emb_rank").disabled and any("4- or 2-bit table" in c.value for c in app.caption)
+    why = C.field_reason("emb_rank", tiny_bert, {**C.Recipe().to_dict(), "emb_bits": 2})
+    assert why and "one way to shrink" in why  # the library's reason, shown by the page as it is
+    assert app.slider(key="r_emb_rank").disabled and any(why in c.value for c in app.caption)
     app.button[0].click().run()
     assert not app.exception and not app.error
     sizes = [float(m.value.split()[0]) for m in app.metric if m.label == "Size"]

@@ -21,7 +21,7 @@ def texts():
 
 
 def _dummy_encoder():  # heal_texts only asks the adapter's family
-    return ModelBundle(None, "x", ADAPTERS["bert"], "embedding", None, "", {})
+    return ModelBundle(None, "x", ADAPTERS["bert"], None, "", {})
 
 
 

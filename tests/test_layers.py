@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import compress as C
-from compress.heal import _loss, heal, heal_texts
-from compress.pipeline import calibration_batches
+from compress.heal import _loss, calibration_batches, heal, heal_texts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

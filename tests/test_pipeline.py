@@ -76,7 +76,7 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("args, message", [(["apply", "--rank", "3"], "(0, 1]"),
-                                           (["apply", "--quant", "int3"], "invalid choice"),
+                                           (["apply", "--quant", "int3"], "quant must be one of none, int8"),
                                            (["apply", "--model", "nope"], "unknown model"),
                                            (["apply", "--runs", "2"], "at least 7"),
                                            (["frobnicate"], "invalid choice")])

@@ -23,7 +23,7 @@ def _params(spec, ranks):
 def test_one_finite_number_per_factorizable_layer(which, request):
     bundle = request.getfixturevalue(which)
     spec = C.spectra(bundle)
-    texts = heal_texts(ModelBundle(None, "x", ADAPTERS["bert"], "embedding", None, "", {}))[:32]
+    texts = heal_texts(ModelBundle(None, "x", ADAPTERS["bert"], None, "", {}))[:32]
     seen = []
     sens = layer_sensitivity(bundle, spec, cut=0.1, texts=texts, progress=seen.append)
     assert list(sens) == bundle.adapter.factorizable(bundle.model) == list(spec)

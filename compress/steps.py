@@ -1,0 +1,300 @@
+"""THE technique table: the ordered steps of a compression. The order of the list is the order of the pipeline.
+
+Each step declares the Recipe fields it owns (fields.Field: kind, range, default, CLI flag, help, control),
+when it is active, how it applies to the model being built (ctx), the one place a combination or a model is
+refused (refuse(bundle, recipe) -> reason; bundle None: the combination alone), what healing must simulate
+for it (quantization-aware rounding), its teaching text and the example values the tests and the bench use.
+A step that `selects` a value of another step's field (half: quant=fp16 or bf16) adds those values to its choices.
+Recipe, the CLI, the URL, the Compress page's controls, the pair tests, the bench and README's technique table
+are generated from this list: a new technique is one module plus one entry here.
+"""
+import contextlib
+import copy
+import dataclasses
+import hashlib
+
+from safetensors.torch import load_model as st_load
+
+from . import fnet, heads, layers, lowbit, quantize, runtime, sensitivity
+from .adapters import tied_embeddings
+from .errors import CompressError
+from .evaluate import workload
+from .factorize import apply_factorize, factorize_embeddings
+from .fields import Field
+from .heal import calibration_batches, heal
+from .spectrum import compute_spectra, layer_report, select_ranks, spectra
+from .step import Ctx, Step
+
+
+def _count(name):
+    def refuse(b, r):
+        f, v = FIELDS[name], getattr(r, name)
+        n = b.info[f.most] if b is not None else None
+        if n is not None and isinstance(v, int) and v > n:
+            return f"{b.name} has {n} {f.unit}: keep a whole number from 1 to {n} (0 = all), got {v}"
+        return None
+    return refuse
+
+
+def _heads_refuse(b, r):
+    if b is None or not isinstance(r.heads, tuple):
+        return _count("heads")(b, r)
+    n, h = r.layers or b.info["layers"], b.info["heads"]
+    if len(r.heads) != n:
+        return f"the per-layer head list has {len(r.heads)} entries but the model keeps {n} blocks"
+    if max(r.heads) > h:
+        return f"{b.name} has {h} heads per block: keep a whole number from 1 to {h} in each, got {max(r.heads)}"
+    return None
+
+
+def _tied(b):
+    return b is not None and tied_embeddings(b.model, b.adapter)
+
+
+def _layers(ctx, r):
+    b = ctx.base  # Block Influence is measured once per model (on the copy: other sessions may run the original)
+    if "block_influence" not in b.cache:
+        b.cache["block_influence"] = layers.block_influence(ctx.model, b.adapter, calibration_batches(b))
+    layers.drop_layers(ctx.model, b.adapter, layers.choose_layers(b.cache["block_influence"], r.layers))
+    ctx.applied["kept_blocks"] = ctx.model.kept_blocks
+
+
+def _heads(ctx, r):
+    b = ctx.base
+    scores = heads.head_scores(ctx.model, b.adapter, "gradient", calibration_batches(b)) \
+        if r.head_score == "gradient" else None
+    heads.prune_heads(ctx.model, b.adapter, r.heads, scores)
+
+
+def _factorize(ctx, r):
+    b = ctx.base
+    if not structural(r):
+        spec, measured = spectra(b), b
+    else:  # shapes or weights changed: the spectra (and sensitivity) of what was built so far
+        spec = compute_spectra(ctx.model, b.adapter)
+        measured = dataclasses.replace(b, model=ctx.model, cache={})
+    if r.rank_mode == "budget" and r.allocate == "sensitivity":
+        ranks = sensitivity.allocate(spec, sensitivity.cached(measured, spec, ctx.progress), r.rank)
+    else:
+        ranks = select_ranks(spec, r.rank_mode, r.rank)
+    apply_factorize(ctx.model, ranks, spec)
+    ctx.layers = layer_report(spec, ranks)
+
+
+def _heal(ctx, r):
+    texts = ctx.texts
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
+    if r.heal_corpus and r.heal_corpus != digest:
+        raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
+                            "give the same text or clear heal_corpus")
+    ctx.recipe = dataclasses.replace(r, heal_corpus=digest)
+    with contextlib.ExitStack() as stack:  # heal the model that quantization will run
+        for s in rounding_steps(r):
+            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter))
+        res = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
+                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop)
+    ctx.applied["heal"] = res.to_dict()
+    keep_float(ctx)
+
+
+def rounding_steps(r) -> list:
+    """The active after-heal steps that round weights (healing simulates them; save keeps the float weights)."""
+    return [s for s in STEPS if s.after_heal and s.simulate and s.is_active(r)]
+
+
+def keep_float(ctx) -> None:
+    """The healed float weights, kept for save: a copy when a later step rounds them."""
+    ctx.float_model = copy.deepcopy(ctx.model) if rounding_steps(ctx.recipe) else ctx.model
+
+
+def _set(fn):
+    def apply(ctx, r):
+        ctx.model = fn(ctx.model, ctx.base.adapter, r)
+    return apply
+
+
+def _runtime(ctx, r):
+    b = ctx.base
+    ctx.sized_model = ctx.model
+    example = workload(b, 2, min(16, b.info.get("max_positions", 16)))
+    ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime, example)
+    ctx.applied.update({"runtime_reason": why} if why else {})
+
+
+def load_weights(ctx, path) -> None:
+    """Replay: the saved weights replace what the steps before healing built (shapes must match)."""
+    st_load(ctx.model, str(path))
+    if ctx.recipe.heal_steps:  # a healed model saved again keeps its healed weights
+        keep_float(ctx)
+
+
+def _quantize(model, adapter, r):
+    return quantize.apply_quantize(model, adapter, r.quant, r.quant_embeddings)
+
+
+_gone = "only with "
+STEPS = [
+    Step("layers", "fewer layers", (
+        Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
+              "Transformer blocks (layers) kept", most="layers", unit="blocks"),),
+        apply=_layers, refuse=_count("layers"), describe=lambda r: f"{r.layers} layers",
+        examples=({"layers": 3},), changes_blocks=True,
+        teach="Fewer layers: keep the k whole blocks that change their input most (Block Influence, 1 - cos(input, "
+              "output) on calibration text; ShortGPT, Men et al. 2024); about L/k times faster. Heal afterwards: each "
+              "kept block learns to match the original block it came from. On MiniLM this heals better than thinning "
+              "every block to the same size."),
+    Step("heads", "head pruning", (
+        Field("heads", "counts", 0, "attention heads kept per block: K, or K1,K2,... one per block (0 = all)",
+              "Attention heads kept per layer", most="heads", unit="heads per block"),
+        Field("head_score", "choice", "weight", "how heads are ranked: weight (data-free norms) or gradient "
+              "(Michel et al. 2019, on calibration text)", "Head importance", choices=("weight", "gradient"),
+              off=lambda r: None if r.heads else "only with fewer heads")),
+        apply=_heads, active=lambda r: r.heads != 0, refuse=_heads_refuse, changes_blocks=True,
+        describe=lambda r: f"{r.heads if isinstance(r.heads, int) else list(r.heads)} heads"
+                           + (" (gradient)" if r.head_score == "gradient" else ""),
+        examples=({"heads": 2},),
+        teach="Head pruning: keep the k most important attention heads per layer and physically delete the rest "
+              "(their q/k/v rows and output columns). The article: fewer heads and a narrower FFN give ~2x size and "
+              "2-3x speed; quality drops unless healed. weight = data-free norms; gradient = Michel et al. 2019, how "
+              "much the loss on calibration text moves when a head is masked."),
+    Step("ffn", "FFN narrowing", (
+        Field("ffn", "fraction", 1.0, "fraction of FFN neurons kept per block", "FFN neurons kept", lo=0.05),),
+        apply=lambda ctx, r: heads.narrow_ffn(ctx.model, ctx.base.adapter, r.ffn), changes_blocks=True,
+        describe=lambda r: f"FFN {r.ffn:g}", examples=({"ffn": 0.5},),
+        teach="FFN narrowing: keep this fraction of the feed-forward neurons in every layer (the least important, by "
+              "weight norms, are deleted). The FFN holds about 2/3 of a block's weights."),
+    Step("fnet", "FNet", (
+        Field("fnet", "bool", False, "attention replaced by Fourier mixing (encoders only)",
+              "FNet: Fourier mixing instead of attention"),),
+        apply=lambda ctx, r: fnet.apply_fnet(ctx.model, ctx.base.adapter), changes_blocks=True,
+        refuse=lambda b, r: None if not r.fnet else
+        "FNet replaces attention, so pruning its heads makes no sense: choose FNet or head pruning" if r.heads else
+        f"FNet mixes in future tokens, so it cannot apply to {b.name}, a causal (decoder) model"
+        if b is not None and b.adapter.causal else None,
+        describe=lambda r: "FNet", examples=({"fnet": True},),
+        teach="FNet (Lee-Thorp et al. 2021): attention is replaced by the real part of a 2D Fourier transform over "
+              "(tokens, hidden); no weights at all. Large size and speed gains, but it needs healing: the rest of the "
+              "model was trained with attention."),
+    Step("emb_rank", "embedding rank", (
+        Field("emb_rank", "fraction", 1.0, "word-embedding table at rank X * hidden",
+              "Word-embedding rank (fraction of hidden size)", lo=0.05),),
+        apply=lambda ctx, r: factorize_embeddings(ctx.model, ctx.base.adapter, r.emb_rank),
+        refuse=lambda b, r: None if r.emb_rank == 1 else
+        "choose one way to shrink the word-embedding table: a lower rank or fewer bits (on MiniLM 2 bits keep more: "
+        "fidelity 0.95 vs 0.70 at rank 0.25, same size)" if r.emb_bits else
+        "its output layer shares the word-embedding table (tied weights), so factorizing the table would not make "
+        "the model smaller" if _tied(b) else None,
+        describe=lambda r: f"embeddings rank {r.emb_rank:g}", examples=({"emb_rank": 0.25},),
+        teach="Embedding factorization: the token table (vocab x hidden; half of MiniLM's weights, and most of what is "
+              "left after the other techniques) becomes vocab x r rows times an r x hidden matrix, from its SVD. Block "
+              "techniques never touch it. Heal afterwards. At the same size a 2-bit table keeps more."),
+    Step("emb_bits", "low-bit embeddings", (
+        Field("emb_bits", "choice", 0, "word-embedding table at 4 or 2 bits per weight (0 = as quant says)",
+              "Word-embedding table bits", choices=(0, 4, 2), fmt=lambda v: "as Quantization" if v == 0 else f"{v}-bit"),),
+        apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
+        refuse=lambda b, r: "its output layer shares the word-embedding table (tied weights), so a low-bit table "
+        "would change its output layer too" if r.emb_bits and _tied(b) else None,
+        describe=lambda r: f"embeddings {r.emb_bits}-bit", examples=({"emb_bits": 2},),
+        teach="Low-bit table: every row of the token table stored in 4 or 2 bits, with a scale and minimum per 128 "
+              "weights; only the rows a text uses are unpacked. On MiniLM 4-bit is nearly lossless (fidelity 0.998) "
+              "and 2-bit keeps 0.95 at the size where rank factorization keeps 0.70. Applied before healing, so the "
+              "blocks learn to work with it."),
+    Step("factorize", "low rank", (
+        Field("rank_mode", "choice", "none", "ratio: r = X * min(m, n) per layer (the article's dim_ratio); energy: "
+              "the smallest r keeping X of sum(S^2); budget: X of the dense params, where they keep most",
+              "Rank mode", choices=("none", "ratio", "energy", "budget")),
+        Field("rank", "fraction", 1.0, "ratio: of min(m, n); energy: of sum(S^2); budget: of dense params", "Rank X",
+              lo=0.02, step=0.01, off=lambda r: None if r.rank_mode != "none" else "only with a rank mode"),
+        Field("allocate", "choice", "spectral", "budget mode: spectral (energy per param) or sensitivity (measured "
+              "quality drop per layer)", "Budget allocation", choices=("spectral", "sensitivity"),
+              off=lambda r: None if r.rank_mode == "budget" else "only with rank mode budget")),
+        apply=_factorize, active=lambda r: r.rank_mode != "none",
+        describe=lambda r: f"rank {r.rank_mode} {r.rank:g}"
+                           + (" (sensitivity)" if r.rank_mode == "budget" and r.allocate == "sensitivity" else ""),
+        examples=({"rank_mode": "ratio", "rank": 0.5},),
+        teach="Low-rank factorization: each Linear W (m x n) becomes two thinner ones, rank r, initialised from the "
+              "SVD (spectral init). Saves params when r (m + n) < m n. Expect quality to drop fast below ~0.5 without "
+              "healing: the article says it 'definitely needs fine-tuning'. budget mode: spectral spends the budget "
+              "where singular values carry most energy per parameter; sensitivity where cutting a layer measurably "
+              "hurts quality most (each layer is cut and measured once)."),
+    Step("heal", "healing", (
+        Field("heal_steps", "int", 0, "distillation steps from the original after the steps above (0 = none)",
+              "Healing steps (0 = none)", lo=0, hi=100_000, step=50, aliases=("--steps",)),
+        Field("heal_lr", "float", 3e-4, "healing learning rate", "learning rate", lo=0, hi=1,
+              choices=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), fmt=lambda v: f"{v:g}", aliases=("--lr",),
+              off=lambda r: None if r.heal_steps else "only with healing steps"),
+        Field("heal_seed", "int", 0, "healing batch order seed", "seed", lo=0, hi=2**31 - 1, step=1,
+              aliases=("--seed",), off=lambda r: None if r.heal_steps else "only with healing steps"),
+        Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing")),
+        apply=_heal, active=lambda r: r.heal_steps > 0, trains=True,
+        refuse=lambda b, r: "this model has no tokenizer, so there is no text to heal it on"
+        if r.heal_steps and b is not None and b.tokenizer is None else None,
+        describe=lambda r: f"healed {r.heal_steps} steps", examples=({"heal_steps": 3},),
+        teach="Healing: a short distillation from the original (teacher) into the compressed model before "
+              "quantization: it learns to give the original's outputs again on the healing text (default: 2,000+ "
+              "everyday sentences written for this project; tinygpt: its training split). The best state on a dev "
+              "split is kept. With int8 chosen it trains with int8 rounding simulated, so it learns the model int8 will "
+              "run. Runs in the background; Stop keeps the best state so far."),
+    Step("int8", "dynamic int8", (
+        Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
+              widget="select"),
+        Field("quant_embeddings", "bool", True, "with int8: the word and position tables in int8 too (per-row)",
+              "Quantize word embeddings too (int8 only)", off=lambda r: None if r.quant == "int8" else "only with int8")),
+        apply=_set(_quantize), selects=("quant", "int8"), after_heal=True,
+        simulate=lambda model, adapter: quantize.fake_int8(model),
+        describe=lambda r: "int8" + ("" if r.quant_embeddings else " (no emb)"), examples=({"quant": "int8"},),
+        teach="int8: weights stored in 8 bits with one scale per output channel, activations quantized on the fly "
+              "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
+              "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
+              "qnnpack kernels)."),
+    Step("half", "half precision", apply=_set(_quantize), selects=("quant", "fp16", "bf16"),
+         after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
+         teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
+               "than fp32, bf16 is fast only with AVX512-BF16 or AMX."),
+    Step("runtime", "runtime", (
+        Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze) or compile (torch.compile)",
+              "Runtime", choices=runtime.RUNTIMES, widget="select"),),
+        apply=_runtime, active=lambda r: r.runtime != "eager", after_heal=True, describe=lambda r: r.runtime,
+        examples=({"runtime": "freeze"}, {"runtime": "compile"}), slow=({"runtime": "compile"},),
+        teach="freeze: TorchScript trace + freeze + optimize_for_inference (the article's 15-25%); compile: "
+              "torch.compile (slow first run). Size is measured before this step; if a runtime cannot apply, eager "
+              "runs and the reason is shown."),
+]
+
+
+def _fields() -> dict[str, Field]:
+    """Every Recipe field in table order; a field's choices gain the values that later steps select."""
+    out = {f.name: f for s in STEPS for f in s.fields}
+    for s in STEPS:
+        if s.selects:
+            f = out[s.selects[0]]
+            out[f.name] = dataclasses.replace(f, choices=f.choices + tuple(v for v in s.selects[1:] if v not in f.choices))
+    return out
+
+
+FIELDS = _fields()
+OWNER = {f.name: s for s in STEPS for f in s.fields}  # field name -> the step that declares it
+
+
+def structural(r) -> bool:
+    """Does the recipe change the blocks before factorization (so the original's spectra no longer apply)?"""
+    return any(s.changes_blocks and s.is_active(r) for s in STEPS)
+
+
+def refusal(bundle, r) -> str | None:
+    """The first reason a step refuses this recipe (bundle None: the combination alone), or None."""
+    return next((why for s in STEPS if (why := s.refuse(bundle, r))), None)
+
+
+def field_reason(name: str, bundle, values: dict) -> str | None:
+    """Why the control of field `name` is greyed out for this model and these values, or None. A field already
+    off its default stays usable, so a value that came from a link can always be undone."""
+    f = FIELDS[name]
+    ns = type("R", (), dict(values))  # the values as attributes (they may not form a valid Recipe)
+    if f.off is not None and (why := f.off(ns)):
+        return why
+    if values.get(name, f.default) != f.default:
+        return None
+    probe = type("R", (), {**values, name: f.probe()})
+    return refusal(bundle, probe) if refusal(bundle, type("R", (), {**values, name: f.default})) is None else None
+

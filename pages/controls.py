@@ -1,0 +1,51 @@
+"""The Compress page's controls, generated from the technique table (compress.STEPS): a widget per field by its
+kind, its label, range and help from the table, greyed out with the reason the library gives (field_reason)."""
+import streamlit as st
+
+import compress as C
+from pages.state import KEY, values
+
+
+def control(name: str, b, where=st) -> str | None:
+    """One widget for Recipe field `name` (session key r_<name>), for model b; returns why it is greyed out."""
+    f, key = C.FIELDS[name], KEY + name
+    why = C.field_reason(name, b, values())
+    kw = {"key": key, "disabled": bool(why), "help": f"{f.help}. Disabled: {why}." if why else f.help}
+    if f.kind in ("count", "counts"):
+        n = b.info[f.most]
+        v = st.session_state.get(key, 0)
+        if isinstance(v, tuple):  # a per-block list (from a link or the CLI): shown, not edited by a slider
+            where.info(f"{f.label} (from the link): {list(v)}")
+            return why
+        if v > n:  # from a link or another model: a count this model cannot take
+            st.session_state[key] = 0
+            where.info(f"{name} = {v} does not fit {b.name}, which has {n} {f.unit}: set back to all.")
+        where.select_slider(f.label, list(range(1, n)) + [0], format_func=lambda v: f"all {n}" if v == 0 else str(v),
+                            **{**kw, "disabled": kw["disabled"] or n < 2})
+    elif f.kind == "fraction":
+        where.slider(f.label, f.lo, 1.0, step=f.step, **kw)
+    elif f.kind == "bool":
+        where.checkbox(f.label, **kw)
+    elif f.kind == "choice":
+        fmt = {"format_func": f.fmt} if f.fmt else {}
+        if f.widget == "select":
+            where.selectbox(f.label, f.choices, **fmt, **kw)
+        else:
+            where.radio(f.label, f.choices, horizontal=True, **fmt, **kw)
+    elif f.kind == "float" and f.choices:
+        options = sorted({*f.choices, st.session_state.get(key, f.default)})
+        where.select_slider(f.label, options, format_func=f.fmt or str, **kw)
+    elif f.kind == "int":
+        where.number_input(f.label, int(f.lo), int(f.hi), step=int(f.step), **kw)
+    return why
+
+
+def caption(step, reasons) -> None:
+    """A step's teaching text, and why its controls are greyed out by the model or the other fields."""
+    why = [r for r in dict.fromkeys(reasons) if r and not r.startswith("only with")]
+    st.caption(step.teach + "".join(f" Disabled: {r}." for r in why))
+
+
+def step_controls(step, b) -> None:
+    """A step's controls, then its caption."""
+    caption(step, [control(f.name, b) for f in step.fields if f.label])

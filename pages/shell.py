@@ -1,0 +1,88 @@
+"""The app's shell: what every page runs first (session state, the sidebar model picker), and page()."""
+import hashlib
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+import compress as C
+from pages.state import KEY, active, init_state
+
+
+def page() -> C.ModelBundle:
+    """Top of every page: make sure app.py's setup (session state, sidebar) ran, and return the active model.
+    Streamlit runs a process's first session through its legacy pages/ discovery when a pages/ folder exists (until
+    st.navigation is called once), which runs the page without app.py; tests/test_app.py checks this still holds."""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:  # streamlit 1.67 private flag: from the next run on, app.py routes
+        PagesManager.uses_pages_directory = False
+        setup()
+    return active()
+
+
+def setup():
+    """What app.py does before routing: session state, keep-alive of widget values, the sidebar."""
+    init_state()
+    for k in list(st.session_state):  # keep widget values alive while their page is not shown
+        if k.startswith(KEY) or k == "model_choice":
+            st.session_state[k] = st.session_state[k]
+    sidebar()
+    if st.session_state.get("url_error"):
+        st.warning(st.session_state.url_error)
+
+
+MAX_LOADED = 2  # uploaded / local models kept per session (each is a whole model); the oldest goes first
+
+
+def _try_load(kind: str, key: str, load):
+    """Load into this session; on any bad input show the library's message and keep the current model."""
+    try:
+        with st.spinner("Loading and checking the model..."):
+            loaded = st.session_state.loaded
+            loaded[key] = load()
+            while len(loaded) > MAX_LOADED:
+                loaded.pop(next(iter(loaded)))
+        st.session_state.active = (kind, key)
+        st.session_state.load_error = None
+    except C.CompressError as e:
+        st.session_state.load_error = str(e)
+
+
+def _upload_changed():
+    f = st.session_state.upload
+    if f is None:
+        return
+    data = f.getvalue()
+    key = "upload:" + hashlib.sha256(data).hexdigest()[:16]
+    if key in st.session_state.loaded:
+        st.session_state.active = ("upload", key)
+        return
+
+    def load():
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / Path(f.name).name
+            path.write_bytes(data)
+            return C.load_upload(path)
+    _try_load("upload", key, load)
+
+
+def sidebar():
+    with st.sidebar:
+        st.header("Model")
+        source = st.radio("Source", ["Bundled", "Upload a zip", "Local folder"], horizontal=True, key="model_source")
+        if source == "Bundled":
+            choice = st.selectbox("Bundled model", list(C.BUNDLED), key="model_choice")
+            st.session_state.active = ("bundled", choice)
+        elif source == "Upload a zip":
+            st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors, at most "
+                             f"{C.MAX_UPLOAD_BYTES // 2**20} MB)", type=["zip"], key="upload", on_change=_upload_changed)
+        elif st.get_option("server.address") in ("localhost", "127.0.0.1"):
+            path = st.text_input("Folder on this machine", key="local_path")
+            if st.button("Load folder") and path:
+                _try_load("local", "local:" + path, lambda: C.load_upload(path))
+        else:
+            st.info("Local folders are offered only when the server listens on localhost.")
+        if st.session_state.get("load_error"):
+            st.error(f"Could not load that model: {st.session_state.load_error}")
+        bundle = active()
+        st.caption(f"Active: **{bundle.name}** ({bundle.info['architecture']}, {bundle.task})")
