@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test browser
+.PHONY: run test test-fast browser
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -23,4 +23,8 @@ browser:
 	  echo "chromium is not installed and cannot be (not root): the browser test will skip"
 
 test: $(STAMP) browser
-	$(VENV)/bin/python -m pytest tests -q -rs
+	$(VENV)/bin/python -m pytest tests -q -rs --durations=15
+
+# the inner loop: everything but the tests marked slow (real models, the browser)
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"

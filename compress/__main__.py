@@ -50,7 +50,12 @@ def _recipe(a) -> Recipe:
     return Recipe.from_dict({**base.to_dict(), **over})
 
 
-def main(argv=None) -> int:
+def parse_recipe(argv) -> Recipe:
+    """The Recipe an apply / heal command line describes (what main() would compress), without running it."""
+    return _recipe(_parser().parse_args(argv))
+
+
+def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m compress", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     ins = sub.add_parser("inspect", help="layers, spectra summary and size breakdown of a model")
@@ -74,7 +79,11 @@ def main(argv=None) -> int:
     bp.add_argument("--runs", type=int, default=7)
     bp.add_argument("--md", help="append the table to this markdown file")
     sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/steps.py)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
     try:
         from . import pipeline
         from .models import load_model

@@ -12,8 +12,8 @@ from .bundle import ModelBundle
 from .errors import CompressError
 from .models import load_model
 from .recipe import Recipe
-from .step import Ctx
-from .steps import STEPS, load_weights, refusal
+from .step import Ctx, load_weights
+from .steps import STEPS, refusal, rounding_steps
 
 
 def _walk(base: ModelBundle, recipe: Recipe, weights=None, before_heal=False, **heal_args) -> Ctx:
@@ -28,7 +28,7 @@ def _walk(base: ModelBundle, recipe: Recipe, weights=None, before_heal=False, **
         if step.after_heal and before_heal:
             break
         if not loaded and step.after_heal:
-            load_weights(ctx, weights)
+            load_weights(ctx, weights, rounding_steps(recipe))
             loaded = True
         if step.is_active(recipe) and not (step.trains and weights is not None):
             step.apply(ctx, ctx.recipe)

@@ -1,6 +1,20 @@
-"""Step (one entry of the technique table, steps.py) and Ctx (what the steps build, step by step)."""
+"""Step (one entry of the technique table, steps.py), Ctx (what the steps build, step by step), and the apply
+functions of the steps that take more than one call."""
+import contextlib
+import copy
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
+
+from safetensors.torch import load_model as st_load
+
+from . import heads, layers, quantize, runtime, sensitivity
+from .errors import CompressError
+from .evaluate import workload
+from .factorize import apply_factorize
+from .heal import calibration_batches, heal
+from .spectrum import compute_spectra, layer_report, select_ranks, spectra
 
 
 @dataclass(frozen=True)
@@ -43,3 +57,79 @@ class Ctx:
     applied: dict = field(default_factory=dict)  # what was done: kept_blocks, heal, runtime_applied (+ reason)
     float_model: object = None      # healed: the weights before the after-heal steps (what save writes)
     sized_model: object = None      # the model before the runtime step (what size is measured on)
+
+
+def layers_step(ctx, r):
+    b = ctx.base  # Block Influence is measured once per model (on the copy: other sessions may run the original)
+    if "block_influence" not in b.cache:
+        b.cache["block_influence"] = layers.block_influence(ctx.model, b.adapter, calibration_batches(b))
+    layers.drop_layers(ctx.model, b.adapter, layers.choose_layers(b.cache["block_influence"], r.layers))
+    ctx.applied["kept_blocks"] = ctx.model.kept_blocks
+
+
+def heads_step(ctx, r):
+    b = ctx.base
+    scores = heads.head_scores(ctx.model, b.adapter, "gradient", calibration_batches(b)) \
+        if r.head_score == "gradient" else None
+    heads.prune_heads(ctx.model, b.adapter, r.heads, scores)
+
+
+def factorize_step(ctx, r, structural: bool):
+    b = ctx.base
+    if not structural:
+        spec, measured = spectra(b), b
+    else:  # shapes or weights changed: the spectra (and sensitivity) of what was built so far
+        spec = compute_spectra(ctx.model, b.adapter)
+        measured = dataclasses.replace(b, model=ctx.model, cache={})
+    if r.rank_mode == "budget" and r.allocate == "sensitivity":
+        ranks = sensitivity.allocate(spec, sensitivity.cached(measured, spec, ctx.progress), r.rank)
+    else:
+        ranks = select_ranks(spec, r.rank_mode, r.rank)
+    apply_factorize(ctx.model, ranks, spec)
+    ctx.layers = layer_report(spec, ranks)
+
+
+def heal_step(ctx, r, rounding: list):
+    texts = ctx.texts
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
+    if r.heal_corpus and r.heal_corpus != digest:
+        raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
+                            "give the same text or clear heal_corpus")
+    ctx.recipe = dataclasses.replace(r, heal_corpus=digest)
+    with contextlib.ExitStack() as stack:  # heal the model that quantization will run
+        for s in rounding:
+            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter))
+        res = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
+                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop)
+    ctx.applied["heal"] = res.to_dict()
+    keep_float(ctx, rounding)
+
+
+def keep_float(ctx, rounding: list) -> None:
+    """The healed float weights, kept for save: a copy when a later step rounds them."""
+    ctx.float_model = copy.deepcopy(ctx.model) if rounding else ctx.model
+
+
+def replace_model(fn):
+    def apply(ctx, r):
+        ctx.model = fn(ctx.model, ctx.base.adapter, r)
+    return apply
+
+
+def quantize_model(model, adapter, r):
+    return quantize.apply_quantize(model, adapter, r.quant, r.quant_embeddings)
+
+
+def runtime_step(ctx, r):
+    b = ctx.base
+    ctx.sized_model = ctx.model
+    example = workload(b, 2, min(16, b.info.get("max_positions", 16)))
+    ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime, example)
+    ctx.applied.update({"runtime_reason": why} if why else {})
+
+
+def load_weights(ctx, path, rounding: list) -> None:
+    """Replay: the saved weights replace what the steps before healing built (shapes must match)."""
+    st_load(ctx.model, str(path))
+    if ctx.recipe.heal_steps:  # a healed model saved again keeps its healed weights
+        keep_float(ctx, rounding)

@@ -8,22 +8,14 @@ A step that `selects` a value of another step's field (half: quant=fp16 or bf16)
 Recipe, the CLI, the URL, the Compress page's controls, the pair tests, the bench and README's technique table
 are generated from this list: a new technique is one module plus one entry here.
 """
-import contextlib
-import copy
 import dataclasses
-import hashlib
 
-from safetensors.torch import load_model as st_load
-
-from . import fnet, heads, layers, lowbit, quantize, runtime, sensitivity
+from . import fnet, heads, lowbit, quantize, runtime
 from .adapters import tied_embeddings
-from .errors import CompressError
-from .evaluate import workload
-from .factorize import apply_factorize, factorize_embeddings
+from .factorize import factorize_embeddings
 from .fields import Field
-from .heal import calibration_batches, heal
-from .spectrum import compute_spectra, layer_report, select_ranks, spectra
-from .step import Ctx, Step
+from .step import (Step, factorize_step, heads_step, heal_step, layers_step, quantize_model, replace_model,
+                   runtime_step)
 
 
 def _count(name):
@@ -51,93 +43,11 @@ def _tied(b):
     return b is not None and tied_embeddings(b.model, b.adapter)
 
 
-def _layers(ctx, r):
-    b = ctx.base  # Block Influence is measured once per model (on the copy: other sessions may run the original)
-    if "block_influence" not in b.cache:
-        b.cache["block_influence"] = layers.block_influence(ctx.model, b.adapter, calibration_batches(b))
-    layers.drop_layers(ctx.model, b.adapter, layers.choose_layers(b.cache["block_influence"], r.layers))
-    ctx.applied["kept_blocks"] = ctx.model.kept_blocks
-
-
-def _heads(ctx, r):
-    b = ctx.base
-    scores = heads.head_scores(ctx.model, b.adapter, "gradient", calibration_batches(b)) \
-        if r.head_score == "gradient" else None
-    heads.prune_heads(ctx.model, b.adapter, r.heads, scores)
-
-
-def _factorize(ctx, r):
-    b = ctx.base
-    if not structural(r):
-        spec, measured = spectra(b), b
-    else:  # shapes or weights changed: the spectra (and sensitivity) of what was built so far
-        spec = compute_spectra(ctx.model, b.adapter)
-        measured = dataclasses.replace(b, model=ctx.model, cache={})
-    if r.rank_mode == "budget" and r.allocate == "sensitivity":
-        ranks = sensitivity.allocate(spec, sensitivity.cached(measured, spec, ctx.progress), r.rank)
-    else:
-        ranks = select_ranks(spec, r.rank_mode, r.rank)
-    apply_factorize(ctx.model, ranks, spec)
-    ctx.layers = layer_report(spec, ranks)
-
-
-def _heal(ctx, r):
-    texts = ctx.texts
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
-    if r.heal_corpus and r.heal_corpus != digest:
-        raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
-                            "give the same text or clear heal_corpus")
-    ctx.recipe = dataclasses.replace(r, heal_corpus=digest)
-    with contextlib.ExitStack() as stack:  # heal the model that quantization will run
-        for s in rounding_steps(r):
-            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter))
-        res = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
-                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop)
-    ctx.applied["heal"] = res.to_dict()
-    keep_float(ctx)
-
-
-def rounding_steps(r) -> list:
-    """The active after-heal steps that round weights (healing simulates them; save keeps the float weights)."""
-    return [s for s in STEPS if s.after_heal and s.simulate and s.is_active(r)]
-
-
-def keep_float(ctx) -> None:
-    """The healed float weights, kept for save: a copy when a later step rounds them."""
-    ctx.float_model = copy.deepcopy(ctx.model) if rounding_steps(ctx.recipe) else ctx.model
-
-
-def _set(fn):
-    def apply(ctx, r):
-        ctx.model = fn(ctx.model, ctx.base.adapter, r)
-    return apply
-
-
-def _runtime(ctx, r):
-    b = ctx.base
-    ctx.sized_model = ctx.model
-    example = workload(b, 2, min(16, b.info.get("max_positions", 16)))
-    ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime, example)
-    ctx.applied.update({"runtime_reason": why} if why else {})
-
-
-def load_weights(ctx, path) -> None:
-    """Replay: the saved weights replace what the steps before healing built (shapes must match)."""
-    st_load(ctx.model, str(path))
-    if ctx.recipe.heal_steps:  # a healed model saved again keeps its healed weights
-        keep_float(ctx)
-
-
-def _quantize(model, adapter, r):
-    return quantize.apply_quantize(model, adapter, r.quant, r.quant_embeddings)
-
-
-_gone = "only with "
 STEPS = [
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),
-        apply=_layers, refuse=_count("layers"), describe=lambda r: f"{r.layers} layers",
+        apply=layers_step, refuse=_count("layers"), describe=lambda r: f"{r.layers} layers",
         examples=({"layers": 3},), changes_blocks=True,
         teach="Fewer layers: keep the k whole blocks that change their input most (Block Influence, 1 - cos(input, "
               "output) on calibration text; ShortGPT, Men et al. 2024); about L/k times faster. Heal afterwards: each "
@@ -149,7 +59,7 @@ STEPS = [
         Field("head_score", "choice", "weight", "how heads are ranked: weight (data-free norms) or gradient "
               "(Michel et al. 2019, on calibration text)", "Head importance", choices=("weight", "gradient"),
               off=lambda r: None if r.heads else "only with fewer heads")),
-        apply=_heads, active=lambda r: r.heads != 0, refuse=_heads_refuse, changes_blocks=True,
+        apply=heads_step, active=lambda r: r.heads != 0, refuse=_heads_refuse, changes_blocks=True,
         describe=lambda r: f"{r.heads if isinstance(r.heads, int) else list(r.heads)} heads"
                            + (" (gradient)" if r.head_score == "gradient" else ""),
         examples=({"heads": 2},),
@@ -208,7 +118,7 @@ STEPS = [
         Field("allocate", "choice", "spectral", "budget mode: spectral (energy per param) or sensitivity (measured "
               "quality drop per layer)", "Budget allocation", choices=("spectral", "sensitivity"),
               off=lambda r: None if r.rank_mode == "budget" else "only with rank mode budget")),
-        apply=_factorize, active=lambda r: r.rank_mode != "none",
+        apply=lambda ctx, r: factorize_step(ctx, r, structural(r)), active=lambda r: r.rank_mode != "none",
         describe=lambda r: f"rank {r.rank_mode} {r.rank:g}"
                            + (" (sensitivity)" if r.rank_mode == "budget" and r.allocate == "sensitivity" else ""),
         examples=({"rank_mode": "ratio", "rank": 0.5},),
@@ -226,7 +136,7 @@ STEPS = [
         Field("heal_seed", "int", 0, "healing batch order seed", "seed", lo=0, hi=2**31 - 1, step=1,
               aliases=("--seed",), off=lambda r: None if r.heal_steps else "only with healing steps"),
         Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing")),
-        apply=_heal, active=lambda r: r.heal_steps > 0, trains=True,
+        apply=lambda ctx, r: heal_step(ctx, r, rounding_steps(r)), active=lambda r: r.heal_steps > 0, trains=True,
         refuse=lambda b, r: "this model has no tokenizer, so there is no text to heal it on"
         if r.heal_steps and b is not None and b.tokenizer is None else None,
         describe=lambda r: f"healed {r.heal_steps} steps", examples=({"heal_steps": 3},),
@@ -240,21 +150,21 @@ STEPS = [
               widget="select"),
         Field("quant_embeddings", "bool", True, "with int8: the word and position tables in int8 too (per-row)",
               "Quantize word embeddings too (int8 only)", off=lambda r: None if r.quant == "int8" else "only with int8")),
-        apply=_set(_quantize), selects=("quant", "int8"), after_heal=True,
+        apply=replace_model(quantize_model), selects=("quant", "int8"), after_heal=True,
         simulate=lambda model, adapter: quantize.fake_int8(model),
         describe=lambda r: "int8" + ("" if r.quant_embeddings else " (no emb)"), examples=({"quant": "int8"},),
         teach="int8: weights stored in 8 bits with one scale per output channel, activations quantized on the fly "
               "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
-    Step("half", "half precision", apply=_set(_quantize), selects=("quant", "fp16", "bf16"),
+    Step("half", "half precision", apply=replace_model(quantize_model), selects=("quant", "fp16", "bf16"),
          after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
                "than fp32, bf16 is fast only with AVX512-BF16 or AMX."),
     Step("runtime", "runtime", (
         Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze) or compile (torch.compile)",
               "Runtime", choices=runtime.RUNTIMES, widget="select"),),
-        apply=_runtime, active=lambda r: r.runtime != "eager", after_heal=True, describe=lambda r: r.runtime,
+        apply=runtime_step, active=lambda r: r.runtime != "eager", after_heal=True, describe=lambda r: r.runtime,
         examples=({"runtime": "freeze"}, {"runtime": "compile"}), slow=({"runtime": "compile"},),
         teach="freeze: TorchScript trace + freeze + optimize_for_inference (the article's 15-25%); compile: "
               "torch.compile (slow first run). Size is measured before this step; if a runtime cannot apply, eager "
@@ -274,6 +184,11 @@ def _fields() -> dict[str, Field]:
 
 FIELDS = _fields()
 OWNER = {f.name: s for s in STEPS for f in s.fields}  # field name -> the step that declares it
+
+
+def rounding_steps(r) -> list:
+    """The active after-heal steps that round weights (healing simulates them; save keeps the float weights)."""
+    return [s for s in STEPS if s.after_heal and s.simulate and s.is_active(r)]
 
 
 def structural(r) -> bool:

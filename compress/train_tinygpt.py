@@ -44,7 +44,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> None:  # over 60 lines: the training script, one pass top to bottom (args, data, loop, card)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=18.0, help="wall-clock training cap")
     ap.add_argument("--out", default="assets/tinygpt")

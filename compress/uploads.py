@@ -11,12 +11,9 @@ import io
 import json
 import os
 import shutil
-import stat
-import struct
 import tempfile
 import threading
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 
@@ -24,16 +21,12 @@ from .adapters import ADAPTERS, conv1d_to_linear
 from .bundle import ModelBundle, file_sha256, hf_info
 from .cache import LRU
 from .errors import CompressError
+from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, extract, listing, one_line, open_zip,  # noqa: F401
+                      refuse_lone_file, select)
 
-MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
 MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
-MAX_CONFIG_BYTES = 1 << 20
-MAX_ZIP_ENTRIES = 10_000
 
 FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type values an upload may declare
-TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "added_tokens.json"}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 METRICS = {
     "embedding": "fidelity: mean cosine to the uncompressed upload's mean-pooled embeddings on 255 held-out "
                  "sentences; retrieval_overlap: top-5 agreement on 50 queries",
@@ -51,7 +44,7 @@ def load_upload(path) -> ModelBundle:
     p = Path(path)
     if not p.exists():
         raise CompressError(f"{p} does not exist")
-    _refuse_lone_file(p)
+    refuse_lone_file(p)
     with _LOCK:
         tmp = Path(tempfile.mkdtemp(prefix="compress-upload-"))
         try:
@@ -72,138 +65,27 @@ def clear_cache() -> None:
 
 # ---------------------------------------------------------------- checks before anything is extracted
 
-def _refuse_lone_file(p: Path) -> None:
-    if p.is_dir():
-        return
-    size = p.stat().st_size
-    if size == 0:
-        raise CompressError(f"{p.name} is empty")
-    if size > MAX_UPLOAD_BYTES:
-        raise CompressError(f"{p.name} is {size / 2**20:.0f} MB; uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB")
-    if p.suffix == ".safetensors":
-        raise CompressError(f"{p.name} alone is not enough: upload a zip or folder holding it with its config.json "
-                            "(and tokenizer files)")
-    if p.suffix in PICKLE_SUFFIXES:
-        raise CompressError(_pickle_msg(p.name))
-    if not zipfile.is_zipfile(p):
-        raise CompressError(f"{p.name} is not a zip file; upload a zip (or folder) with config.json + *.safetensors")
-
-
-def _one_line(e: Exception, n: int = 300) -> str:
-    """A library's error as one short line, for a message shown to a person."""
-    return " ".join(str(e).split())[:n] or type(e).__name__
-
-
-def _pickle_msg(name: str) -> str:
-    return (f"{name} is a pickle-based checkpoint, which can run arbitrary code when loaded, so it is never opened "
-            "here. Convert it to safetensors first (model.save_pretrained(dir, safe_serialization=True)) and upload "
-            "config.json + model.safetensors")
-
-
-def _safe_name(name: str) -> bool:
-    """No zip slip: relative, no '..', no backslashes or drive letters."""
-    pp = PurePosixPath(name)
-    return not (pp.is_absolute() or ".." in pp.parts or "\\" in name or ":" in name)
-
-
-def _listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
-    """Relative path -> declared size of every file in the upload."""
-    if zf is None:  # a folder: its top level and one sub-folder level, never a whole tree
-        top = [f for f in p.iterdir()]
-        files = [f for f in top if f.is_file()] + [g for f in top if f.is_dir() for g in f.iterdir() if g.is_file()]
-        return {f.relative_to(p).as_posix(): f.stat().st_size for f in files}
-    out = {}
-    for i in zf.infolist():
-        if not _safe_name(i.filename):
-            raise CompressError(f"the zip holds an unsafe path {i.filename!r} (it points outside the upload); refused")
-        if stat.S_ISLNK(i.external_attr >> 16):
-            raise CompressError(f"the zip holds a symbolic link {i.filename!r}; refused")
-        if not i.is_dir():
-            out[i.filename] = i.file_size
-    return out
-
-
-def _select(files: dict[str, int]) -> dict[str, str]:
-    """The files to use, {zip path: flat name}: those next to config.json, at the top or in one sub-folder."""
-    configs = sorted((n.count("/"), n) for n in files if PurePosixPath(n).name == "config.json")
-    if not configs or configs[0][0] > 1:
-        raise CompressError("no config.json found (it must be at the top of the upload or in one sub-folder); "
-                            "upload a Hugging Face model folder: config.json + *.safetensors (+ tokenizer files)")
-    if len(configs) > 1 and configs[1][0] == configs[0][0]:
-        raise CompressError(f"several models in one upload ({configs[0][1]}, {configs[1][1]}); upload one")
-    root = str(PurePosixPath(configs[0][1]).parent)
-    here = {n: PurePosixPath(n).name for n in files if str(PurePosixPath(n).parent) == root}
-    used = {n: b for n, b in here.items()
-            if b == "config.json" or b in TOKENIZER_FILES or b.endswith((".safetensors", ".safetensors.index.json"))}
-    if not any(b.endswith(".safetensors") for b in used.values()):
-        pickles = [b for b in here.values() if b.endswith(PICKLE_SUFFIXES)]
-        if pickles:
-            raise CompressError(_pickle_msg(pickles[0]))
-        raise CompressError("no *.safetensors weights next to config.json")
-    total = sum(files[n] for n in used)
-    if total > MAX_UPLOAD_BYTES:
-        raise CompressError(f"the upload's files declare {total / 2**20:.0f} MB uncompressed; the limit is "
-                            f"{MAX_UPLOAD_BYTES // 2**20} MB (nothing was extracted)")
-    return used
-
-
 def _stage(p: Path, tmp: Path):
     """Validate the upload and its config, then put the used files flat into tmp; returns the config."""
     with contextlib.ExitStack() as stack:
-        zf = None if p.is_dir() else stack.enter_context(_open_zip(p))
-        files = _listing(p, zf)
-        used = _select(files)
+        zf = None if p.is_dir() else stack.enter_context(open_zip(p))
+        files = listing(p, zf)
+        used = select(files)
         cfg_name = next(n for n, b in used.items() if b == "config.json")
         if files[cfg_name] > MAX_CONFIG_BYTES:
             raise CompressError(f"config.json is {files[cfg_name]:,} bytes; a real one is a few KB")
         if zf is None:
             raw = (p / cfg_name).read_bytes()
         else:
-            _copy(zf, zf.getinfo(cfg_name), buf := io.BytesIO())
+            copy_entry(zf, zf.getinfo(cfg_name), buf := io.BytesIO())
             raw = buf.getvalue()
         cfg = parse_config(raw)
         for n, b in used.items():
             if zf is None:
                 os.symlink((p / n).resolve(), tmp / b)  # a local folder: link, do not copy
             else:
-                _extract(zf, zf.getinfo(n), tmp / b)
+                extract(zf, zf.getinfo(n), tmp / b)
     return cfg
-
-
-def _open_zip(p: Path) -> zipfile.ZipFile:
-    """Open a zip after checking the entry count its end record declares: zipfile would otherwise build an
-    object per entry first (millions of empty entries fit in the size limit)."""
-    with open(p, "rb") as f:
-        f.seek(max(0, p.stat().st_size - (1 << 16) - 22))
-        tail = f.read()
-    i = tail.rfind(b"PK\x05\x06")
-    if i >= 0 and len(tail) >= i + 12 and struct.unpack("<H", tail[i + 10:i + 12])[0] > MAX_ZIP_ENTRIES:
-        raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
-    try:
-        return zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CompressError(f"{p.name} is not a readable zip file: {e}") from None
-
-
-def _copy(zf, info, dst) -> None:
-    """Copy one entry into a file object, never more bytes than it declared (zipfile also checks the CRC)."""
-    n = 0
-    try:
-        with zf.open(info) as src:
-            while chunk := src.read(1 << 20):
-                n += len(chunk)
-                if n > info.file_size:
-                    raise CompressError(f"{info.filename} is larger than the zip declares; refused")
-                dst.write(chunk)
-    except CompressError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # bad CRC, cut data, encrypted
-        raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename}: {e})") from None
-
-
-def _extract(zf, info, dest: Path) -> None:
-    with open(dest, "wb") as f:
-        _copy(zf, info, f)
 
 
 def parse_config(raw: bytes):
@@ -224,7 +106,7 @@ def parse_config(raw: bytes):
     try:
         cfg = CONFIG_MAPPING[mt].from_dict(d)
     except Exception as e:  # transformers' own validation of untrusted values: say what it found
-        raise CompressError(f"config.json is not a valid {mt} config: {_one_line(e)}") from None
+        raise CompressError(f"config.json is not a valid {mt} config: {one_line(e)}") from None
     h, heads, layers = cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers
     vocab, pos = cfg.vocab_size, cfg.max_position_embeddings
     ffn = next((getattr(cfg, a) for a in ("intermediate_size", "hidden_dim", "n_inner") if getattr(cfg, a, None)),
@@ -330,7 +212,7 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
                 d, config=cfg, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
                 output_loading_info=True)
     except Exception as e:  # any failure reading untrusted weights is the upload's fault: say it plainly
-        raise CompressError(f"the weights could not be loaded: {_one_line(e)}") from e
+        raise CompressError(f"the weights could not be loaded: {one_line(e)}") from e
     _check_loading(model, info)
     _check_finite(model)
     conv1d_to_linear(model)  # GPT-2: from here on every technique sees nn.Linear
@@ -353,7 +235,7 @@ def _tokenizer(d: Path, vocab_size: int):
         with _quiet():
             tok = AutoTokenizer.from_pretrained(d, trust_remote_code=False)
     except Exception as e:
-        return None, f"its tokenizer could not be loaded ({_one_line(e)})"
+        return None, f"its tokenizer could not be loaded ({one_line(e)})"
     if len(tok) > vocab_size:
         return None, f"its tokenizer has {len(tok)} tokens but the model only {vocab_size}"
     if tok.pad_token is None:  # GPT-2 has no pad token; padded positions are masked out anyway

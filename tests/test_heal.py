@@ -74,10 +74,14 @@ def test_mix_joins_the_start_of_one_text_to_the_end_of_another(texts):
                                  for o in pool)  # ... and the end of one from the pool
 
 
-def test_hidden_state_matching_runs(tiny_bert, texts):
+def test_hidden_state_matching_adds_a_term_and_heals(tiny_bert, texts):
     student = _student(tiny_bert)
-    r = heal(student, tiny_bert, texts, steps=6, lr=3e-3, batch=16, hidden_weight=1.0)
-    assert r.steps_run == 6 and r.dev_after >= r.dev_before
+    ids, mask = batches(tiny_bert, texts[:16], 16)[0]
+    with torch.no_grad():
+        cos_only, both = (_loss(student, tiny_bert, ids, mask, w, 0.0) for w in (0.0, 1.0))
+    assert both > cos_only  # the student's hidden states differ from the teacher's: the term is positive
+    r = heal(student, tiny_bert, texts, steps=6, lr=3e-3, batch=16, hidden_weight=1.0, eval_every=3)
+    assert r.steps_run == 6 and r.best_step > 0 and r.dev_after > r.dev_before
 
 
 def test_stop_returns_the_best_state(tiny_bert, texts):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import compress as C
-from compress import uploads
+from compress import staging, uploads
 from test_families import build_family
 
 
@@ -121,7 +121,7 @@ def no_extraction(monkeypatch):
     """Fails the test if anything is extracted or any model is built."""
     def boom(*a, **k):
         raise AssertionError("extracted or allocated before refusing")
-    monkeypatch.setattr(uploads, "_extract", boom)
+    monkeypatch.setattr(uploads, "extract", boom)
     monkeypatch.setattr(uploads, "_load_dir", boom)
 
 
@@ -173,7 +173,7 @@ def test_zip_bomb_is_refused_from_declared_sizes_without_extracting(good, tmp_pa
 
 
 def test_real_deflate_bomb_under_a_small_limit(good, tmp_path, tmpdirs, no_extraction, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 400_000)
+    monkeypatch.setattr(staging, "MAX_UPLOAD_BYTES", 400_000)
     z = make_zip(tmp_path / "bomb.zip", {**good, "vocab.txt": b"\0" * 5_000_000})  # 5 MB of zeros, ~5 KB zipped
     assert z.stat().st_size < 400_000  # the zip itself is within the limit; what it unpacks to is not
     refused(z, "limit", tmpdirs)
@@ -287,7 +287,7 @@ def test_remote_code_is_never_run(good, tmp_path, tmpdirs):
 
 
 def test_too_many_entries_is_refused_before_reading_the_directory(good, tmp_path, tmpdirs, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_ZIP_ENTRIES", 20)
+    monkeypatch.setattr(staging, "MAX_ZIP_ENTRIES", 20)
     z = make_zip(tmp_path / "m.zip", {**good, **{f"junk/{i}": b"" for i in range(30)}})
     monkeypatch.setattr(zipfile, "ZipFile", None)  # proof: the directory is never parsed
     refused(z, "more than 20 files", tmpdirs)

@@ -1,0 +1,126 @@
+"""An upload's files, checked before anything is extracted: the lone-file refusals, zip paths that never become
+file paths, declared sizes and entry counts, and the files next to config.json that are used."""
+import stat
+import struct
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .errors import CompressError
+
+MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ZIP_ENTRIES = 10_000
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "added_tokens.json"}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def refuse_lone_file(p: Path) -> None:
+    if p.is_dir():
+        return
+    size = p.stat().st_size
+    if size == 0:
+        raise CompressError(f"{p.name} is empty")
+    if size > MAX_UPLOAD_BYTES:
+        raise CompressError(f"{p.name} is {size / 2**20:.0f} MB; uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB")
+    if p.suffix == ".safetensors":
+        raise CompressError(f"{p.name} alone is not enough: upload a zip or folder holding it with its config.json "
+                            "(and tokenizer files)")
+    if p.suffix in PICKLE_SUFFIXES:
+        raise CompressError(pickle_msg(p.name))
+    if not zipfile.is_zipfile(p):
+        raise CompressError(f"{p.name} is not a zip file; upload a zip (or folder) with config.json + *.safetensors")
+
+
+def one_line(e: Exception, n: int = 300) -> str:
+    """A library's error as one short line, for a message shown to a person."""
+    return " ".join(str(e).split())[:n] or type(e).__name__
+
+
+def pickle_msg(name: str) -> str:
+    return (f"{name} is a pickle-based checkpoint, which can run arbitrary code when loaded, so it is never opened "
+            "here. Convert it to safetensors first (model.save_pretrained(dir, safe_serialization=True)) and upload "
+            "config.json + model.safetensors")
+
+
+def safe_name(name: str) -> bool:
+    """No zip slip: relative, no '..', no backslashes or drive letters."""
+    pp = PurePosixPath(name)
+    return not (pp.is_absolute() or ".." in pp.parts or "\\" in name or ":" in name)
+
+
+def listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
+    """Relative path -> declared size of every file in the upload."""
+    if zf is None:  # a folder: its top level and one sub-folder level, never a whole tree
+        top = [f for f in p.iterdir()]
+        files = [f for f in top if f.is_file()] + [g for f in top if f.is_dir() for g in f.iterdir() if g.is_file()]
+        return {f.relative_to(p).as_posix(): f.stat().st_size for f in files}
+    out = {}
+    for i in zf.infolist():
+        if not safe_name(i.filename):
+            raise CompressError(f"the zip holds an unsafe path {i.filename!r} (it points outside the upload); refused")
+        if stat.S_ISLNK(i.external_attr >> 16):
+            raise CompressError(f"the zip holds a symbolic link {i.filename!r}; refused")
+        if not i.is_dir():
+            out[i.filename] = i.file_size
+    return out
+
+
+def select(files: dict[str, int]) -> dict[str, str]:
+    """The files to use, {zip path: flat name}: those next to config.json, at the top or in one sub-folder."""
+    configs = sorted((n.count("/"), n) for n in files if PurePosixPath(n).name == "config.json")
+    if not configs or configs[0][0] > 1:
+        raise CompressError("no config.json found (it must be at the top of the upload or in one sub-folder); "
+                            "upload a Hugging Face model folder: config.json + *.safetensors (+ tokenizer files)")
+    if len(configs) > 1 and configs[1][0] == configs[0][0]:
+        raise CompressError(f"several models in one upload ({configs[0][1]}, {configs[1][1]}); upload one")
+    root = str(PurePosixPath(configs[0][1]).parent)
+    here = {n: PurePosixPath(n).name for n in files if str(PurePosixPath(n).parent) == root}
+    used = {n: b for n, b in here.items()
+            if b == "config.json" or b in TOKENIZER_FILES or b.endswith((".safetensors", ".safetensors.index.json"))}
+    if not any(b.endswith(".safetensors") for b in used.values()):
+        pickles = [b for b in here.values() if b.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise CompressError(pickle_msg(pickles[0]))
+        raise CompressError("no *.safetensors weights next to config.json")
+    total = sum(files[n] for n in used)
+    if total > MAX_UPLOAD_BYTES:
+        raise CompressError(f"the upload's files declare {total / 2**20:.0f} MB uncompressed; the limit is "
+                            f"{MAX_UPLOAD_BYTES // 2**20} MB (nothing was extracted)")
+    return used
+
+
+def open_zip(p: Path) -> zipfile.ZipFile:
+    """Open a zip after checking the entry count its end record declares: zipfile would otherwise build an
+    object per entry first (millions of empty entries fit in the size limit)."""
+    with open(p, "rb") as f:
+        f.seek(max(0, p.stat().st_size - (1 << 16) - 22))
+        tail = f.read()
+    i = tail.rfind(b"PK\x05\x06")
+    if i >= 0 and len(tail) >= i + 12 and struct.unpack("<H", tail[i + 10:i + 12])[0] > MAX_ZIP_ENTRIES:
+        raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
+    try:
+        return zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CompressError(f"{p.name} is not a readable zip file: {e}") from None
+
+
+def copy_entry(zf, info, dst) -> None:
+    """Copy one entry into a file object, never more bytes than it declared (zipfile also checks the CRC)."""
+    n = 0
+    try:
+        with zf.open(info) as src:
+            while chunk := src.read(1 << 20):
+                n += len(chunk)
+                if n > info.file_size:
+                    raise CompressError(f"{info.filename} is larger than the zip declares; refused")
+                dst.write(chunk)
+    except CompressError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # bad CRC, cut data, encrypted
+        raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename}: {e})") from None
+
+
+def extract(zf, info, dest: Path) -> None:
+    with open(dest, "wb") as f:
+        copy_entry(zf, info, f)

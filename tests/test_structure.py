@@ -1,0 +1,81 @@
+"""House rules that keep the structure carrying new techniques: checked on the source, so they cannot rot."""
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import compress as C
+from compress.__main__ import technique_table
+from conftest import ROOT
+
+LIB = sorted((ROOT / "compress").glob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of compress/ this file imports, at the top or inside functions."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            out |= {node.module} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("compress"):
+            out.add(node.module.partition(".")[2] or "__init__")
+    return {m.split(".")[0] for m in out} - {path.stem}
+
+
+def test_no_import_cycle_inside_compress():
+    graph = {p.stem: _imports(p) & {q.stem for q in LIB} for p in LIB}
+    graph.pop("__init__")  # the package's front door imports everything; nothing imports it back (checked below)
+    assert all("__init__" not in deps for deps in graph.values())
+    done, path = set(), []
+
+    def visit(m):
+        assert m not in path, f"import cycle: {' -> '.join(path[path.index(m):] + [m])}"
+        if m in done:
+            return
+        path.append(m)
+        for d in graph[m]:
+            visit(d)
+        path.pop()
+        done.add(m)
+    for m in graph:
+        visit(m)
+
+
+def test_family_knowledge_stays_in_the_adapter():
+    files = [p for p in LIB if p.name != "adapters.py"] + sorted((ROOT / "pages").glob("*.py"))
+    hits = [f"{p.name}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"family ?==|hasattr\(", line)]
+    assert not hits
+
+
+def test_readme_technique_table_is_the_step_table():
+    readme = (ROOT / "README.md").read_text()
+    assert technique_table() in readme, "README's technique table differs: paste `python -m compress table`"
+
+
+def test_no_module_over_300_lines():
+    long = [f"{p.relative_to(ROOT)}: {n}" for p in [*LIB, *(ROOT / "pages").glob("*.py"), ROOT / "app.py"]
+            if (n := len(p.read_text().splitlines())) > 300]
+    assert not long
+
+
+def test_every_library_cache_is_named_and_bounded():
+    caches = C.cache_policy()
+    assert {"spectra", "uploads", "bundled models"} <= {c["cache"] for c in caches}
+    assert all(0 < c["max entries"] <= 8 for c in caches)
+    readme = (ROOT / "README.md").read_text()
+    assert all(c["cache"] in readme for c in caches)
+
+
+def test_streamlits_legacy_pages_flag_still_exists():
+    """pages/shell.page() clears this private flag so a process's first session is routed by app.py; if Streamlit
+    renames or drops it, the workaround silently stops working: this fails first."""
+    from streamlit.runtime.pages_manager import PagesManager
+    assert isinstance(PagesManager.uses_pages_directory, (bool, type(None)))
+    assert "uses_pages_directory" in (ROOT / "pages" / "shell.py").read_text()
+
+
+def test_library_never_imports_streamlit():
+    code = "import sys, compress; sys.exit('streamlit' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

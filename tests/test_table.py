@@ -1,0 +1,140 @@
+"""Tests generated from the technique table (compress.STEPS): every step alone and every allowed pair of steps
+(one example value each) on tinygpt and a BERT (an upload family), with exact parameter counts; every field through
+CLI -> Recipe -> JSON -> URL -> Recipe; every refusal raised by the library with the message the page shows."""
+import itertools
+import re
+import types
+
+import pytest
+import torch
+
+import compress as C
+from compress.__main__ import parse_recipe
+from compress.adapters import forward
+from compress.step import Step
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CASES = [(s, ex) for s in C.STEPS for ex in s.examples]
+FAST = [(s, ex) for s, ex in CASES if ex not in s.slow]
+
+
+def _id(case):
+    s, ex = case
+    return s.name + ":" + ",".join(f"{k}={v}" for k, v in ex.items())
+
+
+ALONE = [pytest.param([c], id=_id(c), marks=[pytest.mark.slow] if c[1] in c[0].slow else []) for c in CASES]
+PAIRS = [pytest.param([a, b], id=_id(a) + "+" + _id(b)) for a, b in itertools.combinations(FAST, 2)
+         if a[0] is not b[0] and not set(a[1]) & set(b[1])]  # two values of one field (int8 + int4) cannot stack
+
+
+def _fit(ex: dict, bundle) -> dict:
+    """A count example (3 layers, 2 heads) made to fit a tiny model: at most one less than it has."""
+    return {k: min(v, bundle.info[C.FIELDS[k].most] - 1) if C.FIELDS[k].kind in ("count", "counts") else v
+            for k, v in ex.items()}
+
+
+def expected_params(b, r) -> int:
+    """Params from the shapes alone: fewer blocks, pruned heads, narrower FFN, FNet, low rank and a factorized table
+    each remove a known number; packed and quantized weights count as the weights they stand for."""
+    blocks = b.adapter.block_list(b.model)
+    L, H, c = len(blocks), b.info["heads"], b.info["hidden"]
+    hd, ff = c // H, blocks[0].get_submodule(b.adapter.ffn_in).out_features
+    heads, ff_kept = r.heads or H, max(1, round(r.ffn * ff))
+    linears = ([] if r.fnet else [(heads * hd, c)] * 3 + [(c, heads * hd)]) + [(ff_kept, c), (c, ff_kept)]
+    removed = (H - heads) * (3 * (hd * c + hd) + hd * c) + (ff - ff_kept) * (2 * c + 1) + (4 * (c * c + c) if r.fnet else 0)
+    if r.rank_mode == "ratio":
+        for m, n in linears:
+            k = max(1, round(r.rank * min(m, n)))
+            removed += m * n - k * (m + n) if k * (m + n) < m * n else 0
+    kept = r.layers or L
+    total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed
+    if r.emb_rank < 1:
+        v = b.vocab_size
+        k = round(r.emb_rank * min(v, c))
+        total -= v * c - k * (v + c) if k * (v + c) < v * c else 0
+    return total
+
+
+def _values(bundle, *examples) -> dict:
+    return {**C.Recipe().to_dict(), **{k: v for ex in examples for k, v in _fit(ex, bundle).items()}}
+
+
+def _check(bundle, cases):
+    values = _values(bundle, *(ex for _, ex in cases))
+    why = C.refusal(bundle, types.SimpleNamespace(**{**values, "heads": values["heads"]}))
+    if why:  # refused: by the Recipe (a combination) or by compress (this model), with the same words
+        with pytest.raises(C.CompressError, match=re.escape(why)):
+            C.compress(bundle, C.Recipe.from_dict(values))
+        return
+    r = C.Recipe.from_dict(values)
+    comp = C.compress(bundle, r)
+    ids = torch.randint(5, min(1000, bundle.vocab_size), (3, 9), generator=torch.Generator().manual_seed(0))
+    out = forward(comp.model, comp.adapter, ids, torch.ones_like(ids))
+    width = bundle.vocab_size if bundle.adapter.causal else bundle.info["hidden"]
+    assert out.shape == (3, 9, width) and torch.isfinite(out.float()).all()
+    assert C.numbers(comp)["params"] == expected_params(bundle, r)
+    assert comp.applied["runtime_applied"] == r.runtime, comp.applied.get("runtime_reason")
+    for s in C.STEPS:  # each step the recipe turned on says so in the description
+        assert (s.describe(r) in r.describe()) or not s.is_active(r)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
+@pytest.mark.parametrize("cases", ALONE)
+def test_every_step_alone(cases, fixture, request):
+    _check(request.getfixturevalue(fixture), cases)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
+@pytest.mark.parametrize("cases", PAIRS)
+def test_every_allowed_pair(cases, fixture, request):
+    _check(request.getfixturevalue(fixture), cases)
+
+
+def _cli_args(f, v) -> list[str]:
+    if f.kind == "bool":
+        return [f.flag if v else "--no-" + f.flag[2:]]
+    return [f.flag, f.text(v)]
+
+
+ROUND_TRIPS = [(f.name, f.probe()) for f in C.FIELDS.values() if f.label] + [("heads", (2, 1)), ("heal_lr", 1e-3)]
+
+
+@pytest.mark.parametrize("name, value", ROUND_TRIPS, ids=[f"{n}={v}" for n, v in ROUND_TRIPS])
+def test_cli_recipe_json_url_round_trip(name, value):
+    f = C.FIELDS[name]
+    r = parse_recipe(["apply", *_cli_args(f, value)])
+    assert getattr(r, name) == f.check(value) and r != C.Recipe()
+    again = C.Recipe.from_params(C.Recipe.from_json(r.to_json()).to_params())
+    assert again == r and hash(again) == hash(r)
+
+
+def test_every_refusal_the_page_shows_is_the_librarys_error(tiny_bert, tiny_gpt, tmp_path):
+    """field_reason (the greyed-out control's reason) for every field, alone and next to every other field turned
+    on, on an encoder, a decoder and a GPT-2 (tied table): the same recipe is refused by the library in those words."""
+    from test_families import build_family
+    gpt2 = C.load_upload(build_family("gpt2", tmp_path / "g") and tmp_path / "g")
+    no_tok = C.ModelBundle(tiny_bert.model, "no-tokenizer", tiny_bert.adapter, None, "h", tiny_bert.info)
+    seen = set()
+    for b in (tiny_bert, tiny_gpt, gpt2, no_tok):
+        for other in [None, *C.FIELDS]:
+            values = C.Recipe().to_dict() if other is None else _values(b, {other: C.FIELDS[other].probe()})
+            for name, f in C.FIELDS.items():
+                why = C.field_reason(name, b, values) if f.label else None
+                if not why or why.startswith("only with"):
+                    continue
+                probe = types.SimpleNamespace(**{**values, name: f.probe()})
+                seen.add(next(s.name for s in C.STEPS if s.refuse(b, probe) == why))
+                with pytest.raises(C.CompressError, match=re.escape(why)):
+                    C.compress(b, C.Recipe.from_dict({**values, name: f.probe()}))
+    never = Step.__dataclass_fields__["refuse"].default  # the steps that refuse nothing
+    refusing = {s.name for s in C.STEPS if s.refuse is not never}
+    assert seen >= refusing - {"layers", "heads"}  # counts above the model: the page resets them (test_app)
+
+
+def test_counts_above_the_model_are_refused_by_the_step_that_owns_them(tiny_bert):
+    for name in ("layers", "heads"):
+        n = tiny_bert.info[C.FIELDS[name].most]
+        r = C.Recipe(**{name: n + 1})
+        with pytest.raises(C.CompressError, match=f"has {n} {C.FIELDS[name].unit}"):
+            C.compress(tiny_bert, r)
