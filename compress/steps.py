@@ -10,7 +10,7 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from . import fnet, heads, lowbit, quantize, runtime
+from . import fnet, heads, int4, lowbit, quantize, runtime
 from .adapters import tied_embeddings
 from .factorize import factorize_embeddings
 from .fields import Field
@@ -143,8 +143,8 @@ STEPS = [
         teach="Healing: a short distillation from the original (teacher) into the compressed model before "
               "quantization: it learns to give the original's outputs again on the healing text (default: 2,000+ "
               "everyday sentences written for this project; tinygpt: its training split). The best state on a dev "
-              "split is kept. With int8 chosen it trains with int8 rounding simulated, so it learns the model int8 will "
-              "run. Runs in the background; Stop keeps the best state so far."),
+              "split is kept. With int8 or int4 chosen it trains with their rounding simulated, so it learns the model "
+              "they will run. Runs in the background; Stop keeps the best state so far."),
     Step("int8", "dynamic int8", (
         Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
               widget="select"),
@@ -157,6 +157,13 @@ STEPS = [
               "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
+    Step("int4", "weight-only int4", apply=replace_model(lambda m, a, r: int4.apply_int4(m, a)),
+         selects=("quant", "int4"), after_heal=True, simulate=int4.fake_int4, describe=lambda r: "int4",
+         examples=({"quant": "int4"},),
+         teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
+               "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
+               "stay float. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with int4 rounding). "
+               "Runs on: any device; on a CPU the unpacking costs time."),
     Step("half", "half precision", apply=replace_model(quantize_model), selects=("quant", "fp16", "bf16"),
          after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "

@@ -1,0 +1,67 @@
+"""Weight-only int4 for the Linear layers inside the blocks: group-wise asymmetric 4-bit weights (lowbit.pack),
+two to a byte, dequantized to float on every call; activations stay float, so it runs on any device. The word
+and position tables are left as they are (a 2/4-bit table is emb_bits). Healing simulates the rounding
+(fake_int4), so a healed model learns the weights int4 will store."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .adapters import set_module
+from .lowbit import Packed, fake_round, group_size, pack, unpack
+from .quantize import fake_quant
+
+BITS = 4
+
+
+class Int4Linear(Packed):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, group: int | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.rows, self.width = out_features, in_features
+        self.group = group or group_size(in_features)
+        n = in_features // self.group
+        self.register_buffer("packed", torch.zeros(out_features, in_features * BITS // 8, dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones(out_features, n, dtype=torch.float16))
+        self.register_buffer("low", torch.zeros(out_features, n, dtype=torch.float16))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @property
+    def logical_params(self) -> int:
+        return self.rows * self.width + (self.out_features if self.bias is not None else 0)
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear) -> "Int4Linear":
+        w = layer.weight.detach()
+        new = cls(layer.in_features, layer.out_features, layer.bias is not None).to(w.device)
+        with torch.no_grad():
+            for buf, value in zip((new.packed, new.scale, new.low), pack(w, BITS, new.group)):
+                buf.copy_(value)
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias)
+        return new
+
+    def weight(self, dtype) -> torch.Tensor:  # (out, in), unpacked on every call: only the packed form is kept
+        return unpack(self.packed, self.scale, self.low, BITS, self.group, dtype)
+
+    def forward(self, x):  # (..., in) -> (..., out)
+        return F.linear(x, self.weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self):
+        return f"in={self.in_features}, out={self.out_features}, group={self.group}"
+
+
+def _block_linears(model: nn.Module, adapter) -> list[str]:
+    return [f"{adapter.blocks}.{n}" for n, m in adapter.block_list(model).named_modules() if type(m) is nn.Linear]
+
+
+def apply_int4(model: nn.Module, adapter) -> nn.Module:
+    """Every nn.Linear inside the blocks (factorized ones' two halves too) as an Int4Linear, in place."""
+    for name in _block_linears(model, adapter):
+        set_module(model, name, Int4Linear.from_linear(model.get_submodule(name)))
+    return model
+
+
+def fake_int4(model: nn.Module, adapter):
+    """While inside, the blocks' Linear layers round their weights as Int4Linear stores them (straight-through)."""
+    layers = [model.get_submodule(n) for n in _block_linears(model, adapter)]
+    return fake_quant(layers, lambda w: fake_round(w, BITS, group_size(w.shape[1])))

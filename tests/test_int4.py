@@ -1,0 +1,60 @@
+"""Weight-only int4 (compress/int4.py): packing within half a step, output error, size, the healing simulation
+matching what int4 stores, and a save / reload round trip."""
+import math
+
+import pytest
+import torch
+
+import compress as C
+from compress.adapters import forward
+from compress.int4 import Int4Linear, apply_int4, fake_int4
+from compress.lowbit import group_size
+
+
+def test_group_size_divides_the_row():
+    assert [group_size(n) for n in (384, 1536, 192, 96, 50)] == [128, 128, 64, 32, 50]
+
+
+def test_weights_are_stored_within_half_a_step_in_half_a_byte_each():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 96)
+    q = Int4Linear.from_linear(lin)
+    w, back = lin.weight.detach(), q.weight(torch.float32)
+    step = q.scale.float().repeat_interleave(q.group, dim=1)  # (out, in): each weight's group scale
+    assert ((w - back).abs() <= step / 2 + 1e-3 * step + 1e-6).all()
+    assert q.packed.numel() == 96 * 256 // 2 and q.scale.numel() == q.low.numel() == 96 * 2
+    assert C.count_params(q) == 96 * 256 + 96  # the weights it stands for, and its bias
+    x = torch.randn(64, 256)
+    with torch.no_grad():
+        ref, out = lin(x), q(x)
+    sqnr = 10 * math.log10(float(ref.pow(2).sum() / (ref - out).pow(2).sum()))
+    assert sqnr > 17  # ~6 dB per bit minus the asymmetric grid's edges; int8 gives > 30 here
+
+
+def test_healing_simulation_rounds_like_int4_and_passes_gradients(tiny_gpt):
+    model = C.compress(tiny_gpt, C.Recipe()).model
+    ids = torch.randint(0, 256, (2, 12))
+    real = apply_int4(C.compress(tiny_gpt, C.Recipe()).model, tiny_gpt.adapter)
+    with fake_int4(model, tiny_gpt.adapter):
+        fake = forward(model, tiny_gpt.adapter, ids)
+        fake.sum().backward()
+    torch.testing.assert_close(fake, forward(real, tiny_gpt.adapter, ids), atol=1e-4, rtol=1e-4)
+    grad = model.blocks[0].attn.q.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # straight through to the float weight
+    torch.testing.assert_close(forward(model, tiny_gpt.adapter, ids), forward(tiny_gpt.model, tiny_gpt.adapter, ids))
+
+
+@pytest.mark.parametrize("recipe", [dict(quant="int4"), dict(quant="int4", heal_steps=3, rank_mode="ratio", rank=0.5)])
+def test_int4_model_is_smaller_and_reloads_identically(tiny_gpt, recipe, tmp_path, monkeypatch):
+    monkeypatch.setitem(C.BUNDLED, "tiny-gpt", lambda: tiny_gpt)
+    C.load_model.cache_clear()
+    comp = C.compress(tiny_gpt, C.Recipe(**recipe))
+    float_model = C.compress(tiny_gpt, C.Recipe(**{**recipe, "quant": "none", "heal_steps": 0})).model
+    linears = [m for m in float_model.blocks.modules() if type(m) is torch.nn.Linear]
+    assert len([m for m in comp.model.modules() if isinstance(m, Int4Linear)]) == len(linears)  # factors too
+    assert C.numbers(comp)["size_bytes"] < 0.6 * C.numbers(tiny_gpt)["size_bytes"]
+    again = C.load_compressed(C.save_compressed(comp, tmp_path / "m"))
+    ids = torch.randint(0, 256, (2, 12))
+    assert torch.equal(forward(again.model, again.adapter, ids), forward(comp.model, comp.adapter, ids))
+    assert C.numbers(again)["size_bytes"] == C.numbers(comp)["size_bytes"]
+    C.load_model.cache_clear()
