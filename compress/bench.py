@@ -15,7 +15,7 @@ from .steps import STEPS
 ALONE = [Recipe(**ex) for s in STEPS if not s.trains for ex in s.examples if ex not in s.slow]  # from the table
 SETS = {
     "techniques": ALONE + [  # each step of the table alone (its examples), then stacked as the article does
-        Recipe(emb_bits=2, quant="int8"),
+        Recipe(emb_bits=2, quant="int8"), Recipe(emb_bits=2, quant="int4"), Recipe(layers=3, emb_bits=2, quant="int4"),
         Recipe(heads=2, quant="int8"), Recipe(ffn=0.5, quant="int8"), Recipe(fnet=True, quant="int8"),
         Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
         Recipe(fnet=True, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze"),
@@ -45,6 +45,10 @@ def run(model: str, recipes, batch=8, seq=128, runs=7, log=print) -> list[dict]:
         lat = {k: rep[k]["latency_ms"] for k in ("original", "compressed")}
         row = {"recipe": r.describe(), **pipeline.row(rep["original"], rep["compressed"], lat),
                "runtime": rep["runtime_applied"]}
+        if rep["workload"]["gpu"]:  # GPU latency too (CUDA events), where a GPU is present; int8 is CPU-only
+            g = {k: rep[k]["gpu_latency_ms"] for k in ("original", "compressed")}
+            row.update({"GPU p50 ms orig": g["original"]["p50"], "GPU p50 ms": (g["compressed"] or {}).get("p50", "n/a"),
+                        "GPU x faster": round(g["original"]["p50"] / g["compressed"]["p50"], 2) if g["compressed"] else "n/a"})
         if r.heal_steps:  # the same recipe without healing, on the same held-out set
             raw = pipeline.compress(base, dataclasses.replace(r, heal_steps=0, runtime="eager"))
             row.update({f"unhealed {k}": v for k, v in evaluate.quality(raw, base).items()},
@@ -55,10 +59,11 @@ def run(model: str, recipes, batch=8, seq=128, runs=7, log=print) -> list[dict]:
 
 
 def markdown(model: str, rows: list[dict], batch: int, seq: int) -> str:
-    cpu = measure.cpu_info()
-    head = (f"### {model}: batch {batch} x seq {seq}, CPU {cpu['cpu']}, {cpu['threads']} threads, flags "
-            f"{', '.join(cpu['flags'])}\n\nOriginal: measured in the same run, interleaved with each compressed "
-            f"model (p50 of >= 7 runs). Quality: {load_model(model).info.get('metric', '')}.\n\n")
+    cpu, gpu = measure.cpu_info(), measure.gpu_info()
+    machine = (f"CPU {cpu['cpu']}, {cpu['threads']} threads, flags {', '.join(cpu['flags'])}"
+               + (f"; GPU {gpu['gpu']}, CUDA {gpu['cuda']}" if gpu else ""))
+    head = (f"### {model}: batch {batch} x seq {seq}, {machine}\n\nOriginal: measured in the same run, interleaved "
+            f"with each compressed model (p50 of >= 7 runs). Quality: {load_model(model).info.get('metric', '')}.\n\n")
     done = [r for r in rows if "skipped" not in r]
     cols = list(done[0]) if done else ["recipe"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import compress as C  # noqa: E402
 from compress.adapters import ADAPTERS  # noqa: E402
-from compress.models import ModelBundle  # noqa: E402
+from compress.bundle import ModelBundle  # noqa: E402
 
 
 def pytest_configure(config):

@@ -10,7 +10,7 @@ import compress as C
 from compress.adapters import ADAPTERS
 from compress.evaluate import ASSETS, batches, eval_set
 from compress.heal import _loss, dev_metric, heal, heal_texts, split_dev
-from compress.models import ModelBundle
+from compress.bundle import ModelBundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import torch
 import compress as C
 from compress.adapters import ADAPTERS
 from compress.heal import heal_texts
-from compress.models import ModelBundle
+from compress.bundle import ModelBundle
 from compress.sensitivity import allocate, calibration_texts, layer_sensitivity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
