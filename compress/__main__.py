@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
     bp.add_argument("--md", help="append the table to this markdown file")
+    _recipe_args(bp)  # a recipe given by flags (or --recipe) is benched alone, instead of --set
     sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/steps.py)")
     return p
 
@@ -89,7 +90,8 @@ def main(argv=None) -> int:
         from .models import load_model
         if a.cmd == "bench":
             from . import bench
-            rows = bench.run(a.model, bench.SETS[a.set], a.batch, a.seq, a.runs,
+            one = _recipe(a)
+            rows = bench.run(a.model, [one] if one != Recipe() else bench.SETS[a.set], a.batch, a.seq, a.runs,
                              log=lambda m: print(m, file=sys.stderr))
             md = bench.markdown(a.model, rows, a.batch, a.seq)
             if a.md:
