@@ -11,11 +11,12 @@ from .factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factori
 from .lowbit import LowBitEmbedding, low_bit_embeddings
 from .quantize import apply_quantize
 from .measure import count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
-from .evaluate import complete, eval_set, next_token_agreement, quality, search, workload
+from .evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
+from .texts import EVAL_SETS, heal_corpus, near_duplicates
 from .heal import HealResult, heal_texts
 from .sensitivity import allocate, cached as layer_sensitivity
 from .layers import block_influence, choose_layers, drop_layers
-from .pipeline import benchmark, compress, load_compressed, numbers, report, row, save_compressed
+from .pipeline import WORKLOADS, benchmark, compress, load_compressed, numbers, report, row, save_compressed
 from .cache import policy as cache_policy
 
 __all__ = [
@@ -32,7 +33,8 @@ __all__ = [
     "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "cpu_info", "gpu_info", "quality", "search", "eval_set",
-    "next_token_agreement", "complete", "workload",
+    "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
+    "near_duplicates",
     # pipeline
     "compress", "benchmark", "numbers", "row", "report", "save_compressed", "load_compressed", "cache_policy",
 ]

@@ -37,6 +37,22 @@ def _recipe_args(p):
         p.add_argument(f.flag, *f.aliases, dest=f.name, default=None, help=f.help, **kw)
 
 
+def _workload_arg(p):
+    from .pipeline import WORKLOADS
+    p.add_argument("--workload", default="ids", choices=list(WORKLOADS),
+                   help="; ".join(f"{k}: {v}" for k, v in WORKLOADS.items()) + " (sentences_per_s / tokens_per_s)")
+
+
+def _texts(a) -> list[str] | None:
+    """The lines of --text, or None (the default healing corpus)."""
+    if not getattr(a, "text", None):
+        return None
+    try:
+        return [t.strip() for t in open(a.text, encoding="utf-8").read().splitlines() if t.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise CompressError(f"cannot read --text {a.text}: {e}") from None
+
+
 def _recipe(a) -> Recipe:
     base = Recipe()
     if a.recipe:
@@ -68,15 +84,18 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--batch", type=int, default=8)
         sp.add_argument("--seq", type=int, default=128)
         sp.add_argument("--runs", type=int, default=7, help="timed runs per model (>= 7)")
+        _workload_arg(sp)
         sp.add_argument("--out", help="save the compressed model here (reload with compress.load_compressed)")
     sp.add_argument("--minutes", type=float, help="a cap on healing time; the steps actually run are reported")
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "quick"])
+    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "quick"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
+    _workload_arg(bp)
+    bp.add_argument("--text", help="heal the healed recipes on this UTF-8 .txt instead of the default corpus")
     bp.add_argument("--md", help="append the table to this markdown file")
     _recipe_args(bp)  # a recipe given by flags (or --recipe) is benched alone, instead of --set
     sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/steps.py)")
@@ -92,8 +111,8 @@ def main(argv=None) -> int:
             from . import bench
             one = _recipe(a)
             rows = bench.run(a.model, [one] if one != Recipe() else bench.SETS[a.set], a.batch, a.seq, a.runs,
-                             log=lambda m: print(m, file=sys.stderr))
-            md = bench.markdown(a.model, rows, a.batch, a.seq)
+                             log=lambda m: print(m, file=sys.stderr), workload=a.workload, text=_texts(a))
+            md = bench.markdown(a.model, rows, a.batch, a.seq, a.workload)
             if a.md:
                 with open(a.md, "a") as f:
                     f.write("\n" + md)
@@ -113,7 +132,7 @@ def main(argv=None) -> int:
         print(f"compressing {a.model}: {recipe.describe()}", file=sys.stderr)
         if a.cmd == "apply":
             comp = pipeline.compress(bundle, recipe)
-            out = pipeline.report(bundle, comp, a.batch, a.seq, a.runs)
+            out = pipeline.report(bundle, comp, a.batch, a.seq, a.runs, a.workload)
         else:
             out, comp = _heal(bundle, recipe, a)
         if a.out:
@@ -140,19 +159,14 @@ def technique_table() -> str:
 def _heal(bundle, recipe, a):
     """(report of the healed model + "unhealed" numbers, healed bundle)."""
     from . import evaluate, pipeline
-    texts = None
-    if a.text:
-        try:
-            texts = [t.strip() for t in open(a.text, encoding="utf-8").read().splitlines() if t.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise CompressError(f"cannot read --text {a.text}: {e}") from None
+    texts = _texts(a)
     unhealed = pipeline.compress(bundle, dataclasses.replace(recipe, heal_steps=0, runtime="eager"))
 
     def progress(p):
         print(f"heal step {p['step']}/{p['steps']} loss {p['loss']:.4f} dev {p.get('dev')} "
               f"({p.get('seconds_left', 0):.0f} s left)", file=sys.stderr)
     healed = pipeline.compress(bundle, recipe, texts=texts, minutes=a.minutes, progress=progress)
-    out = pipeline.report(bundle, healed, a.batch, a.seq, a.runs)
+    out = pipeline.report(bundle, healed, a.batch, a.seq, a.runs, a.workload)
     out["unhealed"] = {**pipeline.numbers(unhealed), "quality": evaluate.quality(unhealed, bundle)}
     return out, healed
 

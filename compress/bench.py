@@ -26,22 +26,25 @@ SETS = {
         Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, heal_steps=300, quant="int8", runtime="freeze"),
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int8"),
     ],
+    "tenx": [  # BENCHMARKS.md's 10x recipe: 3,725 steps in 16 min on the 2-core Xeon; by steps, no time cap
+        Recipe(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3, heal_steps=4000)],
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
 }
 
 
-def run(model: str, recipes, batch=8, seq=128, runs=7, log=print) -> list[dict]:
+def run(model: str, recipes, batch=8, seq=128, runs=7, log=print, workload="ids", text=None) -> list[dict]:
+    """A row per recipe (pipeline.row), measured here; text: the healing text of healed recipes (None: default)."""
     base = load_model(model)
     rows = []
     for r in recipes:
         t = time.perf_counter()
         try:
-            comp = pipeline.compress(base, r)
+            comp = pipeline.compress(base, r, texts=text)
         except CompressError as e:  # e.g. FNet on a decoder: said under the table
             rows.append({"recipe": r.describe(), "skipped": str(e)})
             log(f"{r.describe()}: skipped: {e}")
             continue
-        rep = pipeline.report(base, comp, batch, seq, runs)
+        rep = pipeline.report(base, comp, batch, seq, runs, workload)
         lat = {k: rep[k]["latency_ms"] for k in ("original", "compressed")}
         row = {"recipe": r.describe(), **pipeline.row(rep["original"], rep["compressed"], lat),
                "runtime": rep["runtime_applied"]}
@@ -52,17 +55,18 @@ def run(model: str, recipes, batch=8, seq=128, runs=7, log=print) -> list[dict]:
         if r.heal_steps:  # the same recipe without healing, on the same held-out set
             raw = pipeline.compress(base, dataclasses.replace(r, heal_steps=0, runtime="eager"))
             row.update({f"unhealed {k}": v for k, v in evaluate.quality(raw, base).items()},
-                       **{"heal steps": rep["heal"]["steps_run"], "heal s": rep["heal"]["seconds"]})
+                       **{"heal steps": rep["heal"]["steps_run"], "heal s": round(rep["heal"]["seconds"])})
         rows.append(row)
         log(f"{row} ({time.perf_counter() - t:.0f} s)")
     return rows
 
 
-def markdown(model: str, rows: list[dict], batch: int, seq: int) -> str:
+def markdown(model: str, rows: list[dict], batch: int, seq: int, workload: str = "ids") -> str:
     cpu, gpu = measure.cpu_info(), measure.gpu_info()
     machine = (f"CPU {cpu['cpu']}, {cpu['threads']} threads, flags {', '.join(cpu['flags'])}"
                + (f"; GPU {gpu['gpu']}, CUDA {gpu['cuda']}" if gpu else ""))
-    head = (f"### {model}: batch {batch} x seq {seq}, {machine}\n\nOriginal: measured in the same run, interleaved "
+    shape = f"batch {batch} x seq {seq}" if workload == "ids" else f"workload {pipeline.WORKLOADS[workload]}"
+    head = (f"### {model}: {shape}, {machine}\n\nOriginal: measured in the same run, interleaved "
             f"with each compressed model (p50 of >= 7 runs). Quality: {load_model(model).info.get('metric', '')}.\n\n")
     done = [r for r in rows if "skipped" not in r]
     cols = list(done[0]) if done else ["recipe"]

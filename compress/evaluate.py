@@ -9,25 +9,12 @@ models' most likely next token is the same.
 A model without a tokenizer is measured on seeded random token ids instead (only indicative).
 NaN/inf outputs raise CompressError: a NaN quality number is never returned.
 """
-import csv
-from functools import lru_cache
-from pathlib import Path
-
 import torch
 
 from .adapters import forward
 from .errors import CompressError
+from .texts import ASSETS, EVAL_SETS, eval_set  # noqa: F401  (ASSETS, eval_set: re-exported)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-@lru_cache(maxsize=1)
-def eval_set() -> tuple[list[str], list[str], list[str]]:
-    """(sentences, topics, queries) of the held-out evaluation set."""
-    with open(ASSETS / "eval" / "sentences.tsv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    queries = [q.strip() for q in (ASSETS / "eval" / "queries.txt").read_text(encoding="utf-8").splitlines() if q.strip()]
-    return [r["sentence"] for r in rows], [r["topic"] for r in rows], queries
 
 
 def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0) -> list[tuple]:
@@ -43,6 +30,16 @@ def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
     if batch < 1 or seq < 1 or seq > bundle.info.get("max_positions", 1 << 30):
         raise CompressError(f"batch and seq must be >= 1 and seq <= the model's {bundle.info.get('max_positions')} positions")
     return random_batches(bundle, batch, seq, batch, seed=0)[0]
+
+
+def sentence_groups(batch: int = 32) -> list[list[str]]:
+    """The sentences of every evaluation set, in batches: the real-text latency workload."""
+    texts = [s for name in EVAL_SETS for s in eval_set(name)[0]]
+    return [texts[i:i + batch] for i in range(0, len(texts), batch)]
+
+
+def sentence_count() -> int:
+    return sum(map(len, sentence_groups()))
 
 
 def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
@@ -83,27 +80,66 @@ def embed(bundle, texts: list[str], batch: int = 64) -> torch.Tensor:
     return _finite(torch.cat(out), bundle)
 
 
-def _eval_embeddings(bundle) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings of the evaluation sentences and queries, computed once per bundle."""
-    if "eval_emb" not in bundle.cache:
-        sentences, _, queries = eval_set()
-        bundle.cache["eval_emb"] = (embed(bundle, sentences), embed(bundle, queries))
-    return bundle.cache["eval_emb"]
+def _eval_embeddings(bundle, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of an evaluation set's sentences and queries, computed once per bundle."""
+    key = f"eval_emb_{name}"
+    if key not in bundle.cache:
+        sentences, _, queries = eval_set(name)
+        bundle.cache[key] = (embed(bundle, sentences), embed(bundle, queries))
+    return bundle.cache[key]
+
+
+def _top5_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean |top5 of a row in a & in b| / 5 over the rows of two (N, M) score matrices."""
+    top_a, top_b = a.topk(5).indices, b.topk(5).indices
+    return sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(top_a, top_b)) / (5 * len(top_a))
+
+
+def neighbours(emb: torch.Tensor, ref: torch.Tensor) -> dict:
+    """Agreement of two embeddings of the same sentences that may differ in width (a cosine between them is then
+    not defined): top-5 neighbour agreement (each sentence's 5 nearest others) and the Spearman correlation of all
+    pairwise similarities."""
+    from scipy.stats import spearmanr
+    sim, sim_ref = emb @ emb.T, ref @ ref.T  # (N, N)
+    eye = torch.eye(len(emb), dtype=torch.bool)
+    upper = torch.triu(torch.ones_like(eye), 1)
+    rho = spearmanr(sim[upper].numpy(), sim_ref[upper].numpy()).statistic
+    return {"neighbour_agreement": round(_top5_overlap(sim.masked_fill(eye, -2), sim_ref.masked_fill(eye, -2)), 4),
+            "similarity_spearman": round(float(rho), 4)}
+
+
+def _set_quality(bundle, original, name: str) -> dict:
+    ref_s, ref_q = _eval_embeddings(original, name)
+    emb_s, emb_q = _eval_embeddings(bundle, name)
+    if emb_s.shape[1] != ref_s.shape[1]:  # another width (a static model): no cosine to the original
+        return neighbours(emb_s, ref_s)
+    return {"fidelity": round(float((emb_s * ref_s).sum(-1).mean()), 4),
+            "retrieval_overlap": round(_top5_overlap(emb_q @ emb_s.T, ref_q @ ref_s.T), 4)}
 
 
 def quality(bundle, original) -> dict:
-    """Quality of bundle against the uncompressed original, per task (module docstring)."""
+    """Quality of bundle against the uncompressed original, per task (module docstring). Encoders: on the project's
+    set (fidelity, retrieval_overlap) and on every other set, its name appended (fidelity_docs, ...)."""
     if bundle.task == "generation":
         return {**bundle.adapter.extra_quality(bundle), **next_token_agreement(bundle, original)}
     if bundle.task != "embedding":
         raise CompressError(f"no quality metric for task {bundle.task!r}")
-    ref_s, ref_q = _eval_embeddings(original)
-    emb_s, emb_q = _eval_embeddings(bundle)
-    top_ref = (ref_q @ ref_s.T).topk(5).indices
-    top_new = (emb_q @ emb_s.T).topk(5).indices
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(top_ref, top_new)]
-    return {"fidelity": round(float((emb_s * ref_s).sum(-1).mean()), 4),
-            "retrieval_overlap": round(sum(overlap) / len(overlap), 4)}
+    out = {}
+    for name in EVAL_SETS:
+        suffix = "" if name == "project" else f"_{name}"
+        out.update({k + suffix: v for k, v in _set_quality(bundle, original, name).items()})
+    return out
+
+
+def metric_label(key: str) -> str:
+    """A quality key in words, with the evaluation set it was measured on (encoders): "fidelity · Python docs"."""
+    for name, (*_, short) in EVAL_SETS.items():
+        if key.endswith("_" + name):
+            return f"{key.removesuffix('_' + name).replace('_', ' ')} · {short}"
+    return key.replace("_", " ") + (f" · {EVAL_SETS['project'][-1]}" if key in _ENCODER_KEYS else "")
+
+
+_ENCODER_KEYS = {"fidelity", "retrieval_overlap", "neighbour_agreement", "similarity_spearman"}
 
 
 @torch.no_grad()
@@ -146,12 +182,12 @@ def complete(bundle, prompt: str, max_new_tokens: int = 20, greedy: bool = True,
     return bundle.tokenizer.decode(ids[0, start:], skip_special_tokens=True)
 
 
-def search(bundle, query: str, k: int = 5) -> list[dict]:
-    """Sample output for embeddings: the top-k evaluation sentences for a query."""
+def search(bundle, query: str, name: str = "project", k: int = 5) -> list[dict]:
+    """Sample output for embeddings: the top-k sentences of an evaluation set for a query."""
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot search texts")
-    sentences, topics, _ = eval_set()
-    scores = _eval_embeddings(bundle)[0] @ embed(bundle, [query])[0]
+    sentences, topics, _ = eval_set(name)
+    scores = _eval_embeddings(bundle, name)[0] @ embed(bundle, [query])[0]
     top = scores.topk(k)
     return [{"sentence": sentences[i], "topic": topics[i], "score": round(float(s), 4)}
             for s, i in zip(top.values.tolist(), top.indices.tolist())]

@@ -30,10 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import forward
-from .evaluate import ASSETS, batches, mean_pool, token_kl
+from .evaluate import batches, mean_pool, token_kl
 from .errors import CompressError
+from .texts import heal_corpus
 
-HEAL_SENTENCES = ASSETS / "heal" / "sentences.txt"
 
 
 @dataclass
@@ -55,11 +55,11 @@ class HealResult:
 
 
 def heal_texts(teacher) -> list[str]:
-    """Default healing text: the family's own (TinyGPT: its training split in windows), else the heal sentences."""
+    """Default healing text: the family's own (TinyGPT: its training split in windows), else the healing corpus
+    (texts.heal_corpus: the project's sentences, then Python's language reference and numpy / scipy / pandas
+    docstrings). Never an evaluation set."""
     own = teacher.adapter.heal_texts()
-    if own is not None:
-        return own
-    return [s.strip() for s in HEAL_SENTENCES.read_text(encoding="utf-8").splitlines() if s.strip()]
+    return own if own is not None else list(heal_corpus())
 
 
 def calibration_batches(bundle, n: int = 64) -> list[tuple]:

@@ -86,7 +86,8 @@ def gpu_info() -> dict | None:
 
 def _percentiles(ms) -> dict:
     p10, p50, p90 = np.percentile(ms, [10, 50, 90])
-    return {"p10": round(float(p10), 3), "p50": round(float(p50), 3), "p90": round(float(p90), 3), "runs": len(ms)}
+    return {"p10": round(float(p10), 3), "p50": round(float(p50), 3), "p90": round(float(p90), 3), "runs": len(ms),
+            "total_ms": round(float(sum(ms)), 3)}
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
 """compress(bundle, recipe): the technique table (steps.py) walked in its order; the JSON report; save / reload,
 which replays the same walk."""
 import copy
+import functools
+import itertools
 import json
 from pathlib import Path
 
@@ -51,17 +53,41 @@ def _finish(ctx: Ctx) -> ModelBundle:
                        applied=applied)
 
 
-def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, device="cpu", progress=None):
-    """Latency of both, interleaved, on one workload. GPU runs on copies (int8 cannot run there)."""
-    ids, mask = evaluate.workload(original, batch, seq)
+WORKLOADS = {"ids": "seeded random token ids, batch x seq",
+             "sentences": "both evaluation sets' sentences in batches of 32, dynamic padding, tokenization timed too"}
+
+
+def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, device="cpu", progress=None,
+              workload="ids"):
+    """Latency of both, interleaved (A, B, A, B...), on one workload (WORKLOADS). GPU runs on copies (int8 cannot
+    run there). "sentences": one batch per run, every batch once (runs >= the batch count), and the rate:
+    sentences_per_s for encoders, tokens_per_s for decoders, over the timed batches."""
+    if workload not in WORKLOADS:
+        raise CompressError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     models = {"original": original.model, "compressed": compressed.model}
     if device == "cuda":
         if compressed.recipe and compressed.recipe.quant == "int8":
             models.pop("compressed")  # dynamic int8 kernels are CPU-only
         models = {k: copy.deepcopy(m).to("cuda") for k, m in models.items()}
-        ids, mask = ids.cuda(), mask.cuda()
-    fns = {k: (lambda m=m: forward(m, original.adapter, ids, mask)) for k, m in models.items()}
-    return measure.latency(fns, runs=runs, device=device, progress=progress)
+    if workload == "ids":
+        ids, mask = (t.to(device) for t in evaluate.workload(original, batch, seq))
+        fns = {k: (lambda m=m: forward(m, original.adapter, ids, mask)) for k, m in models.items()}
+        return measure.latency(fns, runs=runs, device=device, progress=progress)
+    groups = evaluate.sentence_groups(32)
+    warmup, runs = 2, max(runs, len(groups))
+    order = [groups[i % len(groups)] for i in range(warmup + runs)]  # the same batch for both models in a round
+
+    calls = {k: itertools.count() for k in models}
+
+    def run(k):  # tokenize the model's next batch and run it
+        ids, mask = evaluate.batches(original, order[next(calls[k])], 32)[0]
+        return forward(models[k], original.adapter, ids.to(device), mask.to(device))
+    fns = {k: functools.partial(run, k) for k in models}
+    lat = measure.latency(fns, runs=runs, warmup=warmup, device=device, progress=progress)
+    timed = order[warmup:]
+    unit, n = ("tokens_per_s", sum(int(evaluate.batches(original, g, 32)[0][1].sum()) for g in timed)) \
+        if original.adapter.causal else ("sentences_per_s", sum(map(len, timed)))
+    return {k: {**v, unit: round(n / (v["total_ms"] / 1e3), 1)} for k, v in lat.items()}
 
 
 def numbers(bundle: ModelBundle) -> dict:
@@ -73,23 +99,26 @@ def numbers(bundle: ModelBundle) -> dict:
 
 def row(original: dict, compressed: dict, lat: dict) -> dict:
     """The one original-vs-compressed summary row (bench table, app history): numbers() + quality of each, and
-    latency() of both."""
-    o, c = original, compressed
+    benchmark() of both (with the sentences workload, its rate too)."""
+    o, c, lo, lc = original, compressed, lat["original"], lat["compressed"]
+    rate = next((k for k in ("sentences_per_s", "tokens_per_s") if k in lc), None)
+    speed = {f"{rate} orig": lo[rate], rate: lc[rate], f"x {rate}": round(lc[rate] / lo[rate], 2)} if rate else {}
     return {"size MB": round(c["size_bytes"] / 1e6, 2), "x smaller": round(o["size_bytes"] / c["size_bytes"], 2),
-            "params M": round(c["params"] / 1e6, 2), "p50 ms orig": lat["original"]["p50"],
-            "p50 ms": lat["compressed"]["p50"],
-            "x faster": round(lat["original"]["p50"] / lat["compressed"]["p50"], 2), **c["quality"]}
+            "params M": round(c["params"] / 1e6, 2), "p50 ms orig": lo["p50"], "p50 ms": lc["p50"],
+            "x faster": round(lo["p50"] / lc["p50"], 2), **speed, **c["quality"]}
 
 
-def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7) -> dict:
+def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, workload="ids") -> dict:
     """The one JSON object of `python -m compress apply`."""
-    lat = benchmark(original, compressed, batch, seq, runs)
+    lat = benchmark(original, compressed, batch, seq, runs, workload=workload)
+    shape = {"batch": batch, "seq": seq} if workload == "ids" else {"batch": 32, "texts": evaluate.sentence_count()}
     out = {"recipe": compressed.recipe.to_dict(),
-           "workload": {"batch": batch, "seq": seq, "runs": runs, **measure.cpu_info(), "gpu": measure.gpu_info()}}
+           "workload": {"kind": workload, **shape, "runs": lat["original"]["runs"], **measure.cpu_info(),
+                        "gpu": measure.gpu_info()}}
     for name, b in (("original", original), ("compressed", compressed)):
         out[name] = {**numbers(b), "latency_ms": lat[name], "quality": evaluate.quality(b, original)}
     if measure.gpu_info():
-        gpu = benchmark(original, compressed, batch, seq, runs, device="cuda")
+        gpu = benchmark(original, compressed, batch, seq, runs, device="cuda", workload=workload)
         for name in ("original", "compressed"):
             out[name]["gpu_latency_ms"] = gpu.get(name)  # None: does not run on the GPU (int8)
     out["layers"] = compressed.layers

@@ -8,8 +8,13 @@ import compress as C
 from pages import cached, jobs, shell, state
 from pages.controls import caption, control, step_controls
 
-LIVE = {"batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
-PRECISE = {"batch": 8, "seq": 128}  # the library's default workload
+LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
+PRECISE = {"kind": "ids", "batch": 8, "seq": 128}  # the library's default workload
+SENTENCES = {"kind": "sentences"}                  # real sentences, batches of 32 (pipeline.WORKLOADS)
+
+
+def shape(w) -> str:
+    return f"{w['batch']}x{w['seq']}" if w["kind"] == "ids" else "sentences"
 
 
 def measure(comp, recipe, w):
@@ -20,15 +25,16 @@ def measure(comp, recipe, w):
     if recipe.heal_steps:  # quality before healing, on the same held-out set
         unhealed = dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")
         nums["unhealed"] = cached.size_and_quality(key, unhealed.to_json(), cached.get_compressed(b, unhealed), b)
-    bar = st.progress(0.0, text=f"Timing both models, interleaved: batch {w['batch']} x seq {w['seq']}")
-    lat = C.benchmark(b, comp, w["batch"], w["seq"], progress=lambda f: bar.progress(f))
+    args = {"batch": w.get("batch", 8), "seq": w.get("seq", 128), "workload": w["kind"]}
+    bar = st.progress(0.0, text=f"Timing both models, interleaved: {C.WORKLOADS[w['kind']]} ({shape(w)})")
+    lat = C.benchmark(b, comp, progress=lambda f: bar.progress(f), **args)
     bar.empty()
-    gpu = C.benchmark(b, comp, w["batch"], w["seq"], device="cuda") if C.gpu_info() else None
+    gpu = C.benchmark(b, comp, device="cuda", **args) if C.gpu_info() else None
     st.session_state.result = {"model": key, "recipe": recipe, "nums": nums, "lat": lat, "gpu": gpu,
                                "workload": w, "layers": comp.layers, "applied": comp.applied}
     st.session_state.history.append({"model": b.name, "recipe": recipe.describe(),
                                      **C.row(nums["original"], nums["compressed"], lat),
-                                     "workload": f"{w['batch']}x{w['seq']}"})
+                                     "workload": shape(w)})
 
 
 b = shell.page()
@@ -49,9 +55,13 @@ with left:
                          key="heal_file", on_change=jobs.heal_text_changed)
         caption(step, [why])
     st.subheader("Latency workload")
+    kind = st.radio("Workload", list(C.WORKLOADS), horizontal=True, key="live_workload",
+                    format_func=lambda k: {"ids": "random ids (batch x seq)", "sentences": "real sentences"}[k],
+                    help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
     c1, c2 = st.columns(2)
-    batch = c1.number_input("batch", 1, 64, LIVE["batch"], key="live_batch")
-    seq = c2.number_input("sequence length", 4, b.info.get("max_positions", 512), LIVE["seq"], key="live_seq")
+    batch = c1.number_input("batch", 1, 64, LIVE["batch"], key="live_batch", disabled=kind != "ids")
+    seq = c2.number_input("sequence length", 4, b.info.get("max_positions", 512), LIVE["seq"], key="live_seq",
+                          disabled=kind != "ids")
     apply = st.button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
     precise = st.button(f"Precise benchmark (batch {PRECISE['batch']} x seq {PRECISE['seq']})")
 
@@ -70,7 +80,8 @@ with right:
                 if st.session_state.get("heal_job") is None:
                     jobs.start_healing(b, recipe, minutes)
             else:
-                measure(comp, recipe, PRECISE if precise else {"batch": int(batch), "seq": int(seq)})
+                live = {"kind": "ids", "batch": int(batch), "seq": int(seq)} if kind == "ids" else SENTENCES
+                measure(comp, recipe, PRECISE if precise else live)
         except C.CompressError as e:
             st.error(str(e))
     jobs.heal_progress()
@@ -98,14 +109,19 @@ with right:
         col.metric("Params", f"{n['params'] / 1e6:.2f} M")
         col.metric("CPU latency p50", f"{lat['p50']:.1f} ms",
                    None if n is o else f"{res['lat']['original']['p50'] / lat['p50']:.2f}x faster", delta_color="off")
-        col.caption(f"p10-p90: {lat['p10']:.1f}-{lat['p90']:.1f} ms over {lat['runs']} runs")
+        col.caption(f"p10-p90: {lat['p10']:.1f}-{lat['p90']:.1f} ms over {lat['runs']} runs"
+                    + (" (a batch of up to 32 sentences each, tokenization included)"
+                       if res["workload"]["kind"] == "sentences" else ""))
+        for rate in (k for k in ("sentences_per_s", "tokens_per_s") if k in lat):
+            col.metric(rate.replace("_per_s", "/s"), f"{lat[rate]:,.0f}", None if n is o else
+                       f"{lat[rate] / res['lat']['original'][rate]:.2f}x", delta_color="off")
         gpu = res["gpu"]
         if gpu is None:
             col.caption("GPU latency: no GPU on this machine")
         else:
             col.metric("GPU latency p50", f"{gpu[name.lower()]['p50']:.1f} ms" if name.lower() in gpu else "n/a: int8 is CPU-only")
-        for metric, v in n["quality"].items():
-            col.metric(metric.replace("_", " "), f"{v:.4f}")
+        for metric, v in n["quality"].items():  # encoders: each set named, the project's and the Python docs
+            col.metric(C.metric_label(metric), f"{v:.4f}")
         if n is c and "unhealed" in res["nums"]:
             h = res["applied"]["heal"]
             col.caption("before healing: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
@@ -114,15 +130,17 @@ with right:
                           f"dev {h['metric']} {h['dev_before']:.4f} -> {h['dev_after']:.4f}"
                         + (", stopped early)" if h["stopped"] else ")"))
         col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
-    st.caption(f"Workload batch {res['workload']['batch']} x seq {res['workload']['seq']}; "
+    st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.cpu_info()['cpu']}, {C.cpu_info()['threads']} threads, flags {', '.join(C.cpu_info()['flags'])}. "
                f"Quality: {b.info.get('metric', '')}")
 
     st.subheader("Sample outputs")
     comp = cached.get_compressed(b, res["recipe"])
     if b.task == "embedding":
-        query = st.text_input("Search the evaluation sentences", C.eval_set()[2][0], key="query")
-        a, z = C.search(b, query), C.search(comp, query)
+        where = st.radio("Search in", list(C.EVAL_SETS), horizontal=True, key="search_set",
+                         format_func=lambda n: C.EVAL_SETS[n][-1])
+        query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}")
+        a, z = C.search(b, query, where), C.search(comp, query, where)
         both = {r["sentence"] for r in a} & {r["sentence"] for r in z}
         cols = st.columns(2)
         for col, name, hits in ((cols[0], "Original top 5", a), (cols[1], "Compressed top 5", z)):

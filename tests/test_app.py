@@ -55,9 +55,10 @@ def test_compress_page_apply_shows_both_sides(app):
     sizes = [m for m in app.metric if m.label == "Size"]
     assert len(sizes) == 2 and "x smaller" in sizes[1].delta
     assert float(sizes[1].delta.split("x")[0]) > 3
-    fidelity = [float(m.value) for m in app.metric if m.label == "fidelity"]
-    assert fidelity[0] == 1.0 and 0.9 < fidelity[1] <= 1.0
-    assert len([m for m in app.metric if m.label == "retrieval overlap"]) == 2
+    for label in ("fidelity · our sentences", "fidelity · Python docs"):  # both sets, each named
+        fidelity = [float(m.value) for m in app.metric if m.label == label]
+        assert fidelity[0] == 1.0 and 0.9 < fidelity[1] <= 1.0
+    assert len([m for m in app.metric if m.label.startswith("retrieval overlap · ")]) == 4
     assert any(c.value == "GPU latency: no GPU on this machine" for c in app.caption) or C.gpu_info()
     assert [c.value for c in app.caption if c.value.endswith("of 5 results in both lists (✓).")]
     assert app.query_params["quant"] == ["int8"] or app.query_params["quant"] == "int8"
@@ -101,7 +102,8 @@ def test_minilm_default_loads_and_applies():
     at.selectbox(key="r_quant").set_value("int8").run()
     at.button[0].click().run()
     assert not at.exception
-    assert float([m for m in at.metric if m.label == "fidelity"][1].value) >= 0.9
+    assert float([m for m in at.metric if m.label == "fidelity · our sentences"][1].value) >= 0.9
+    assert float([m for m in at.metric if m.label == "fidelity · Python docs"][1].value) >= 0.9
 
 
 def _zip_of(folder) -> bytes:
@@ -258,3 +260,16 @@ def test_spectra_page_measures_sensitivity_and_allocates_by_it(app):
     app.switch_page("pages/spectra.py").run()
     assert not app.exception and not app.info
     assert _metric(app, "Mean energy kept").value != spectral  # the ranks now follow the measured drops
+
+
+def test_real_sentence_workload_shows_sentences_per_second(app):
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    app.radio(key="live_workload").set_value("sentences").run()
+    assert app.number_input(key="live_batch").disabled
+    app.selectbox(key="r_quant").set_value("int8").run()
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    rates = [m for m in app.metric if m.label == "sentences/s"]
+    assert len(rates) == 2 and float(rates[0].value.replace(",", "")) > 0 and "x" in rates[1].delta
+    assert app.dataframe[-1].value["workload"][0] == "sentences" and "x sentences_per_s" in app.dataframe[-1].value

@@ -146,8 +146,8 @@ def test_compress_int8_and_quality_are_finite(fam, bundles):
     assert nums["size_bytes"] < C.numbers(b)["size_bytes"] and nums["params"] > 0
     q_ref, q = C.quality(b, b), C.quality(c, b)
     if b.task == "embedding":
-        assert q_ref == {"fidelity": 1.0, "retrieval_overlap": 1.0}
-        assert 0 < q["fidelity"] <= 1 and 0 <= q["retrieval_overlap"] <= 1
+        assert q_ref == {"fidelity": 1.0, "retrieval_overlap": 1.0, "fidelity_docs": 1.0, "retrieval_overlap_docs": 1.0}
+        assert 0 < q["fidelity"] <= 1 and 0 <= q["retrieval_overlap"] <= 1 and 0 < q["fidelity_docs"] <= 1
     else:
         assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0}
         assert 0 < q["next_token_kl"] < 20 and 0 <= q["top1_agreement"] <= 1

@@ -1,0 +1,56 @@
+"""Quality on both evaluation sets, the measures for outputs of another width, and the real-sentence workload."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import compress as C
+from compress.evaluate import neighbours
+from conftest import ROOT
+
+
+def test_encoder_quality_names_both_sets_and_labels_them(tiny_bert):
+    q = C.quality(C.compress(tiny_bert, C.Recipe(quant="int8")), tiny_bert)
+    assert list(q) == ["fidelity", "retrieval_overlap", "fidelity_docs", "retrieval_overlap_docs"]
+    assert all(0 < v <= 1 for v in q.values())
+    assert C.metric_label("fidelity") == "fidelity · our sentences"
+    assert C.metric_label("retrieval_overlap_docs") == "retrieval overlap · Python docs"
+    assert C.metric_label("bits_per_char") == "bits per char"
+
+
+def test_neighbour_agreement_and_similarity_correlation_need_no_common_width():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.nn.functional.normalize(torch.randn(60, 16, generator=g), dim=-1)
+    rot = torch.linalg.qr(torch.randn(32, 32, generator=g))[0][:, :16]  # (32, 16) orthonormal columns
+    wider = ref @ rot.T                                                  # (60, 32): the same geometry, wider
+    assert neighbours(wider, ref) == {"neighbour_agreement": 1.0, "similarity_spearman": 1.0}
+    noisy = torch.nn.functional.normalize(wider + 0.05 * torch.randn(60, 32, generator=g), dim=-1)
+    other = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=-1)
+    n, o = neighbours(noisy, ref), neighbours(other, ref)
+    assert 1 > n["neighbour_agreement"] > o["neighbour_agreement"] and 1 > n["similarity_spearman"] > 0.5
+    assert abs(o["similarity_spearman"]) < 0.2  # unrelated embeddings: no correlation
+
+
+@pytest.mark.parametrize("fixture, rate", [("tiny_bert", "sentences_per_s"), ("tiny_gpt", "tokens_per_s")])
+def test_sentence_workload_times_every_batch_once_and_gives_the_rate(fixture, rate, request):
+    b = request.getfixturevalue(fixture)
+    groups = C.evaluate.sentence_groups(32)
+    lat = C.benchmark(b, C.compress(b, C.Recipe(quant="int8")), workload="sentences")
+    n = sum(map(len, groups)) if rate == "sentences_per_s" else \
+        sum(int(C.evaluate.batches(b, g, 32)[0][1].sum()) for g in groups)
+    for v in lat.values():
+        assert v["runs"] == len(groups) and v[rate] == pytest.approx(n / (v["total_ms"] / 1e3), rel=1e-3)
+    row = C.row({**C.numbers(b), "quality": {}}, {**C.numbers(b), "quality": {}}, lat)
+    assert row[f"x {rate}"] == round(lat["compressed"][rate] / lat["original"][rate], 2)
+    with pytest.raises(C.CompressError, match="workload must be one of"):
+        C.benchmark(b, b, workload="words")
+
+
+def test_cli_reports_the_sentence_workload():
+    p = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--quant", "int8",
+                        "--workload", "sentences"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = json.loads(p.stdout)
+    assert out["workload"]["kind"] == "sentences" and out["workload"]["texts"] == C.evaluate.sentence_count()
+    assert out["compressed"]["latency_ms"]["tokens_per_s"] > 0 and out["workload"]["runs"] >= 7
