@@ -4,7 +4,7 @@ from .steps import FIELDS, STEPS, field_reason, refusal
 from .recipe import Recipe
 from .bundle import ModelBundle
 from .models import BUNDLED, load_model
-from .uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_upload
+from .uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_local, load_upload, local_root
 from .adapters import ADAPTERS, conv1d_to_linear, tied_embeddings
 from .spectrum import Spectrum, layer_report, select_ranks, spectra
 from .factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
@@ -13,7 +13,7 @@ from .quantize import apply_quantize
 from .measure import count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
 from .evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
 from .texts import EVAL_SETS, heal_corpus, near_duplicates
-from .heal import HealResult, heal_texts
+from .heal import MAX_HEAL_BYTES, HealResult, heal_texts
 from .sensitivity import allocate, cached as layer_sensitivity
 from .layers import block_influence, choose_layers, drop_layers
 from .pipeline import WORKLOADS, benchmark, compress, load_compressed, numbers, report, row, save_compressed
@@ -25,11 +25,11 @@ __all__ = [
     # models
     "BUNDLED", "ModelBundle", "load_model",
     # uploads and architecture adapters
-    "load_upload", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear", "tied_embeddings",
+    "load_upload", "load_local", "local_root", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear", "tied_embeddings",
     # techniques
     "block_influence", "choose_layers", "drop_layers", "Spectrum", "spectra", "select_ranks", "layer_report",
     "LowRankLinear", "apply_factorize", "LowRankEmbedding", "factorize_embeddings", "apply_quantize",
-    "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts",
+    "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts", "MAX_HEAL_BYTES",
     "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "cpu_info", "gpu_info", "quality", "search", "eval_set",

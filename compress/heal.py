@@ -54,6 +54,10 @@ class HealResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
+MAX_HEAL_TEXTS, MAX_HEAL_BYTES = 100_000, 8 << 20  # a user's healing text, checked before it is tokenized
+MAX_DEV = 1_000  # dev texts: measured every tenth of the run, so they bound each check's time
+
+
 def heal_texts(teacher) -> list[str]:
     """Default healing text: the family's own (TinyGPT: its training split in windows), else the healing corpus
     (texts.heal_corpus: the project's sentences, then Python's language reference and numpy / scipy / pandas
@@ -70,7 +74,7 @@ def calibration_batches(bundle, n: int = 64) -> list[tuple]:
 def split_dev(texts: list[str]) -> tuple[list[str], list[str]]:
     """Fixed (train, dev): every 10th text is dev (spread over the whole corpus, not one topic at its end),
     at least 64 dev texts when there are enough, and never more than half."""
-    n_dev = min(max(64, len(texts) // 10), len(texts) // 2)
+    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, MAX_DEV)
     if n_dev < 1:
         raise CompressError("healing needs at least 2 texts (one to train on, one to pick the best state)")
     step = len(texts) / n_dev
@@ -191,6 +195,8 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
         raise CompressError("healing needs steps >= 0, batch >= 1 and a positive learning rate")
     cap = math.inf if minutes is None else 60.0 * minutes
     texts = list(texts) if texts is not None else heal_texts(teacher)
+    if len(texts) > MAX_HEAL_TEXTS or sum(map(len, texts)) > MAX_HEAL_BYTES:  # checked before any tokenizing
+        raise CompressError(f"healing text is limited to {MAX_HEAL_TEXTS:,} lines and {MAX_HEAL_BYTES // 2**20} MB")
     sha = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
     train, dev_texts = split_dev(texts)
     dev_b, ref = _dev(teacher, dev_texts)

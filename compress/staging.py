@@ -1,5 +1,6 @@
 """An upload's files, checked before anything is extracted: the lone-file refusals, zip paths that never become
 file paths, declared sizes and entry counts, and the files next to config.json that are used."""
+import json
 import stat
 import struct
 import zipfile
@@ -10,6 +11,7 @@ from .errors import CompressError
 MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ZIP_ENTRIES = 10_000
+MAX_CENTRAL_DIRECTORY = 2 << 20  # bytes of the zip's directory: 10,000 entries with names of ~150 characters
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -91,18 +93,45 @@ def select(files: dict[str, int]) -> dict[str, str]:
 
 
 def open_zip(p: Path) -> zipfile.ZipFile:
-    """Open a zip after checking the entry count its end record declares: zipfile would otherwise build an
-    object per entry first (millions of empty entries fit in the size limit)."""
+    """Open a zip after checking its end record: the entry count and the directory's size it declares (zipfile
+    would otherwise parse an object per entry first: millions of empty entries fit in the size limit), and no
+    ZIP64 records (a model under the size limit never needs them, and they would carry counts of their own). The
+    count is checked again on the parsed directory, so a patched end record gains nothing."""
     with open(p, "rb") as f:
         f.seek(max(0, p.stat().st_size - (1 << 16) - 22))
         tail = f.read()
     i = tail.rfind(b"PK\x05\x06")
-    if i >= 0 and len(tail) >= i + 12 and struct.unpack("<H", tail[i + 10:i + 12])[0] > MAX_ZIP_ENTRIES:
-        raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
+    if i >= 0 and len(tail) >= i + 22:
+        count, cd_size = struct.unpack("<HI", tail[i + 10:i + 16])
+        if b"PK\x06\x07" in tail[:i] or count == 0xFFFF or cd_size == 0xFFFFFFFF:
+            raise CompressError(f"{p.name} uses ZIP64 records, which a model zip under "
+                                f"{MAX_UPLOAD_BYTES // 2**20} MB never needs; refused")
+        if count > MAX_ZIP_ENTRIES or cd_size > MAX_CENTRAL_DIRECTORY:
+            raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
     try:
-        return zipfile.ZipFile(p)
+        zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise CompressError(f"{p.name} is not a readable zip file: {e}") from None
+    if len(zf.infolist()) > MAX_ZIP_ENTRIES:
+        zf.close()
+        raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
+    return zf
+
+
+def check_index(raw: bytes, weights: set[str]) -> None:
+    """A sharded model's model.safetensors.index.json: its weight_map may only name shards of this upload, by a
+    bare file name (transformers joins these names to the folder: a path would load any file of the server)."""
+    try:
+        index = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CompressError(f"the safetensors index is not valid JSON: {one_line(e)}") from None
+    shards = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(shards, dict) or not all(isinstance(v, str) for v in shards.values()):
+        raise CompressError("the safetensors index has no weight_map of tensor names to shard files")
+    bad = sorted({v for v in shards.values() if v not in weights or PurePosixPath(v).name != v})
+    if bad:
+        raise CompressError(f"the safetensors index names {len(bad)} shard(s) that are not files of this upload "
+                            f"(e.g. {bad[0][:80]!r}); refused")
 
 
 def copy_entry(zf, info, dst) -> None:

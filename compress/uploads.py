@@ -21,10 +21,11 @@ from .adapters import ADAPTERS, conv1d_to_linear
 from .bundle import ModelBundle, file_sha256, hf_info
 from .cache import LRU
 from .errors import CompressError
-from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, extract, listing, one_line, open_zip,  # noqa: F401
-                      refuse_lone_file, select)
+from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
+                      one_line, open_zip, refuse_lone_file, select)
 
 MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
+MAX_LAYERS, MAX_HEADS = 96, 128  # checked on the raw config, before transformers builds anything
 
 FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type values an upload may declare
 METRICS = {
@@ -60,6 +61,24 @@ def load_upload(path) -> ModelBundle:
     return b if b.name == name else dataclasses.replace(b, name=name, info={**b.info, "source": name})
 
 
+def local_root() -> Path | None:
+    """The folder under which the app may load models from this machine's disk: COMPRESS_LOCAL_ROOT, set by the
+    server's operator; None (the default) offers no local folders at all."""
+    root = os.environ.get("COMPRESS_LOCAL_ROOT", "").strip()
+    return Path(root).resolve() if root else None
+
+
+def load_local(path) -> ModelBundle:
+    """A model folder under local_root(), never outside it (links and '..' are resolved first)."""
+    root = local_root()
+    if root is None:
+        raise CompressError("loading folders from this machine is off (set COMPRESS_LOCAL_ROOT to allow a folder)")
+    p = (root / str(path)).resolve()
+    if not p.is_relative_to(root) or not p.is_dir():
+        raise CompressError(f"{str(path)[:100]!r} is not a folder inside {root}")
+    return load_upload(p)
+
+
 def clear_cache() -> None:
     _CACHE.clear()
 
@@ -75,18 +94,26 @@ def _stage(p: Path, tmp: Path):
         cfg_name = next(n for n, b in used.items() if b == "config.json")
         if files[cfg_name] > MAX_CONFIG_BYTES:
             raise CompressError(f"config.json is {files[cfg_name]:,} bytes; a real one is a few KB")
-        if zf is None:
-            raw = (p / cfg_name).read_bytes()
-        else:
-            copy_entry(zf, zf.getinfo(cfg_name), buf := io.BytesIO())
-            raw = buf.getvalue()
-        cfg = parse_config(raw)
+        cfg = parse_config(_read(p, zf, cfg_name))
+        for n, b in used.items():  # a shard index may only name this upload's shards, by bare name
+            if b.endswith(".safetensors.index.json"):
+                if files[n] > MAX_CONFIG_BYTES:
+                    raise CompressError(f"{b} is {files[n]:,} bytes; a real one is a few hundred KB at most")
+                check_index(_read(p, zf, n), {x for x in used.values() if x.endswith(".safetensors")})
         for n, b in used.items():
             if zf is None:
                 os.symlink((p / n).resolve(), tmp / b)  # a local folder: link, do not copy
             else:
                 extract(zf, zf.getinfo(n), tmp / b)
     return cfg
+
+
+def _read(p: Path, zf, name: str) -> bytes:
+    """One small file of the upload (its size was checked from the listing)."""
+    if zf is None:
+        return (p / name).read_bytes()
+    copy_entry(zf, zf.getinfo(name), buf := io.BytesIO())
+    return buf.getvalue()
 
 
 def parse_config(raw: bytes):
@@ -96,6 +123,8 @@ def parse_config(raw: bytes):
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CompressError(f"config.json is not valid JSON: {e}") from None
+    except RecursionError:
+        raise CompressError("config.json is nested too deeply to be a model config") from None
     if not isinstance(d, dict):
         raise CompressError("config.json must hold a JSON object")
     mt = d.get("model_type")
@@ -104,6 +133,14 @@ def parse_config(raw: bytes):
                             "(MiniLM-style models are 'bert')")
     if "quantization_config" in d:
         raise CompressError("this checkpoint is already quantized; upload the float weights")
+    for k in ("attn_implementation", "_attn_implementation", "_attn_implementation_internal"):
+        if d.get(k) not in (None, "eager", "sdpa"):  # a hub kernel would be fetched and run: never
+            raise CompressError(f"config.json asks for attention implementation {str(d[k])[:60]!r}; only the built-in "
+                                "'eager' and 'sdpa' run here")
+    for k, most in (("num_hidden_layers", MAX_LAYERS), ("n_layer", MAX_LAYERS), ("n_layers", MAX_LAYERS),
+                    ("num_attention_heads", MAX_HEADS), ("n_head", MAX_HEADS), ("n_heads", MAX_HEADS)):
+        if isinstance(d.get(k), int) and d[k] > most:  # before transformers builds anything from them
+            raise CompressError(f"config.json: {k} = {d[k]:,} is more than {most} (nothing was allocated)")
     try:
         cfg = CONFIG_MAPPING[mt].from_dict(d)
     except Exception as e:  # transformers' own validation of untrusted values: say what it found
@@ -118,7 +155,10 @@ def parse_config(raw: bytes):
             raise CompressError(f"config.json: {k} must be a positive integer, got {v!r}")
     if h % heads:
         raise CompressError(f"config.json: hidden size {h} is not divisible by its {heads} attention heads")
-    params = vocab * h + pos * h + layers * (4 * h * h + 2 * h * ffn)  # embeddings + blocks, biases aside
+    tables = vocab + pos + (getattr(cfg, "type_vocab_size", 0) or 0)  # every embedding table (BERT: token types)
+    if not isinstance(tables, int):
+        raise CompressError("config.json: the embedding table sizes must be integers")
+    params = tables * h + layers * (4 * h * h + 2 * h * ffn)  # embeddings + blocks, biases aside
     if params > MAX_PARAMS:
         raise CompressError(f"config.json declares about {params / 1e6:,.0f}M parameters; the limit is "
                             f"{MAX_PARAMS / 1e6:.0f}M (nothing was allocated)")
@@ -156,8 +196,15 @@ def _mismatch(what: str) -> CompressError:
 
 def _check_shapes(cfg, task: str, shapes: dict) -> None:
     """Compare the shapes the config implies (model built on the meta device: no memory) to the header."""
-    with torch.device("meta"):
-        meta = _model_class(task).from_config(cfg)
+    try:  # an unknown activation, a padding id outside the table...: the config, in one line
+        with torch.device("meta"):
+            meta = _model_class(task).from_config(cfg)
+    except Exception as e:  # noqa: BLE001 - transformers' errors on untrusted configs vary
+        raise CompressError(f"config.json does not describe a model that can be built: {one_line(e)}") from None
+    params = sum(t.numel() for t in meta.state_dict().values())  # every table, counted on the meta model
+    if params > MAX_PARAMS:
+        raise CompressError(f"config.json describes {params / 1e6:,.0f}M parameters; the limit is "
+                            f"{MAX_PARAMS / 1e6:.0f}M (nothing was allocated)")
     pre = meta.base_model_prefix + "."
     for k, v in meta.state_dict().items():
         base = k.removeprefix(pre)

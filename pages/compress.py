@@ -60,7 +60,8 @@ with left:
                     help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
     c1, c2 = st.columns(2)
     batch = c1.number_input("batch", 1, 64, LIVE["batch"], key="live_batch", disabled=kind != "ids")
-    seq = c2.number_input("sequence length", 4, b.info.get("max_positions", 512), LIVE["seq"], key="live_seq",
+    most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
+    seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
                           disabled=kind != "ids")
     apply = st.button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
     precise = st.button(f"Precise benchmark (batch {PRECISE['batch']} x seq {PRECISE['seq']})")
@@ -156,7 +157,10 @@ with right:
             col.markdown(f"**{name}**")
             for how, kw in (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0})):
                 col.caption(how)
-                col.code(prompt + C.complete(m, prompt, n, **kw), language=None, wrap_lines=True)
+                try:
+                    col.code(prompt + C.complete(m, prompt, n, **kw), language=None, wrap_lines=True)
+                except C.CompressError as e:  # e.g. an empty prompt
+                    col.info(str(e))
     else:
         st.info("This model has no tokenizer: no sample outputs (its quality numbers use random token ids).")
 

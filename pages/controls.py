@@ -22,8 +22,8 @@ def control(name: str, b, where=st) -> str | None:
             where.info(f"{name} = {v} does not fit {b.name}, which has {n} {f.unit}: set back to all.")
         where.select_slider(f.label, list(range(1, n)) + [0], format_func=lambda v: f"all {n}" if v == 0 else str(v),
                             **{**kw, "disabled": kw["disabled"] or n < 2})
-    elif f.kind == "fraction":
-        where.slider(f.label, f.lo, 1.0, step=f.step, **kw)
+    elif f.kind == "fraction":  # a value from a link may lie below the slider's usual range: the range grows to it
+        where.slider(f.label, min(f.lo, st.session_state.get(key, f.default)), 1.0, step=f.step, **kw)
     elif f.kind == "bool":
         where.checkbox(f.label, **kw)
     elif f.kind == "choice":

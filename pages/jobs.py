@@ -15,6 +15,10 @@ def heal_text_changed():
     st.session_state.heal_texts, st.session_state[KEY + "heal_corpus"] = None, ""
     if f is None:
         return
+    if f.size > C.MAX_HEAL_BYTES:
+        st.session_state.heal_error = f"{f.name} is {f.size / 2**20:.0f} MB; healing text is limited to " \
+                                      f"{C.MAX_HEAL_BYTES // 2**20} MB"
+        return
     try:
         texts = [t.strip() for t in f.getvalue().decode("utf-8").splitlines() if t.strip()]
     except UnicodeDecodeError:
@@ -37,8 +41,8 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
         try:
             job["bundle"] = C.compress(b, recipe, texts=texts, minutes=minutes, stop=job["stop"],
                                        progress=lambda p: job["progress"].update(p))
-        except Exception as e:  # noqa: BLE001 - shown to the user; the app keeps running
-            job["error"] = str(e) if isinstance(e, C.CompressError) else f"{type(e).__name__}: {e}"
+        except BaseException as e:  # noqa: BLE001 - a tokenizer's panic is a BaseException: shown, never silent
+            job["error"] = str(e) if isinstance(e, C.CompressError) else f"{type(e).__name__}: {str(e)[:300]}"
     job["thread"] = threading.Thread(target=run, daemon=True)
     job["thread"].start()
     st.session_state.heal_job = job

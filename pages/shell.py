@@ -69,19 +69,19 @@ def _upload_changed():
 def sidebar():
     with st.sidebar:
         st.header("Model")
-        source = st.radio("Source", ["Bundled", "Upload a zip", "Local folder"], horizontal=True, key="model_source")
+        root = C.local_root()  # folders on this machine: only when the server's operator opted in (README)
+        source = st.radio("Source", ["Bundled", "Upload a zip"] + (["Local folder"] if root else []), horizontal=True,
+                          key="model_source")
         if source == "Bundled":
             choice = st.selectbox("Bundled model", list(C.BUNDLED), key="model_choice")
             st.session_state.active = ("bundled", choice)
         elif source == "Upload a zip":
             st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors, at most "
                              f"{C.MAX_UPLOAD_BYTES // 2**20} MB)", type=["zip"], key="upload", on_change=_upload_changed)
-        elif st.get_option("server.address") in ("localhost", "127.0.0.1"):
-            path = st.text_input("Folder on this machine", key="local_path")
-            if st.button("Load folder") and path:
-                _try_load("local", "local:" + path, lambda: C.load_upload(path))
         else:
-            st.info("Local folders are offered only when the server listens on localhost.")
+            path = st.text_input(f"Folder inside {root}", key="local_path")
+            if st.button("Load folder") and path:
+                _try_load("local", "local:" + path, lambda: C.load_local(path))
         if st.session_state.get("load_error"):
             st.error(f"Could not load that model: {st.session_state.load_error}")
         bundle = active()

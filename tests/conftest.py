@@ -58,3 +58,21 @@ def tiny_gpt():
     info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
             "vocab_size": 256, "max_positions": 64, "source": "test"}
     return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], ByteTokenizer(), "tiny-gpt-hash", info)
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """The files of a valid tiny BERT upload: {name: bytes}."""
+    from test_families import build_family
+    d = tmp_path_factory.mktemp("good")
+    build_family("bert", d)
+    return {f.name: f.read_bytes() for f in d.iterdir()}
+
+
+@pytest.fixture
+def tmpdirs(tmp_path, monkeypatch):
+    """Every mkdtemp of the loader lands here, so a test can see that nothing was left behind."""
+    d = tmp_path / "mkdtemp"
+    d.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(d))
+    return d

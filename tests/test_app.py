@@ -273,3 +273,39 @@ def test_real_sentence_workload_shows_sentences_per_second(app):
     rates = [m for m in app.metric if m.label == "sentences/s"]
     assert len(rates) == 2 and float(rates[0].value.replace(",", "")) > 0 and "x" in rates[1].delta
     assert app.dataframe[-1].value["workload"][0] == "sentences" and "x sentences_per_s" in app.dataframe[-1].value
+
+
+def test_link_values_below_a_sliders_range_and_short_uploads_show_no_exception(app):
+    app.query_params.update({"rank_mode": "ratio", "rank": "0.01"})  # the library takes it, the slider starts at 0.02
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    assert not app.exception and app.slider(key="r_rank").value == 0.01
+    app.switch_page("pages/spectra.py").run()
+    assert not app.exception
+
+
+@pytest.mark.slow
+def test_empty_prompt_for_a_decoder_is_one_line():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["model"] = "tinygpt"
+    at.run()
+    at.switch_page("pages/compress.py").run()
+    at.button[0].click().run()
+    at.text_input(key="prompt").set_value("").run()
+    assert not at.exception and any("give a prompt" in i.value for i in at.info)
+
+
+def test_a_model_with_few_positions_gets_a_sequence_length_it_can_take(app, tiny_bert, monkeypatch):
+    import dataclasses
+    short = dataclasses.replace(tiny_bert, info={**tiny_bert.info, "max_positions": 16}, cache={})
+    monkeypatch.setitem(C.BUNDLED, "short", lambda: short)
+    app.query_params["model"] = "short"
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    assert not app.exception and app.number_input(key="live_seq").value == 16
+
+
+def test_no_traceback_is_ever_shown_and_the_server_listens_on_localhost():
+    config = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert 'showErrorDetails = "none"' in config
+    assert "--server.address 127.0.0.1" in (ROOT / "Makefile").read_text()

@@ -1,0 +1,112 @@
+"""Hostile uploads found by a review (issue 17): each refused by load_upload with one CompressError line, in
+seconds and without allocating the model, leaving nothing behind and reading nothing outside the upload."""
+import json
+import resource
+import struct
+import time
+
+import pytest
+
+import compress as C
+from compress import staging
+from test_uploads import make_zip, refused, with_config
+
+pytestmark = pytest.mark.usefixtures("one_thread", "tmpdirs")
+
+
+def _one_line(msg: str) -> str:
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def _index(good, target: str) -> dict:
+    files = {k: v for k, v in good.items() if k != "model.safetensors"}
+    files["model-00001-of-00001.safetensors"] = good["model.safetensors"]
+    files["model.safetensors.index.json"] = json.dumps({"metadata": {}, "weight_map": {
+        "embeddings.word_embeddings.weight": target}}).encode()
+    return files
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../../etc/passwd", "sub/model.safetensors",
+                                    "missing.safetensors", "..\\\\x.safetensors"])
+def test_a_shard_index_may_only_name_shards_of_the_upload(good, tmp_path, tmpdirs, target):
+    msg = refused(make_zip(tmp_path / "m.zip", _index(good, target)), "not files of this upload", tmpdirs)
+    assert "exist" not in _one_line(msg)  # says nothing about the server's files
+
+
+def test_a_shard_index_naming_its_own_shard_loads(good, tmp_path, tmpdirs):
+    b = C.load_model(str(make_zip(tmp_path / "ok.zip", _index(good, "model-00001-of-00001.safetensors"))))
+    assert b.info["model_type"] == "bert"
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(type_vocab_size=2_000_000_000), "parameters"),                         # a huge table, counted
+    (dict(num_hidden_layers=20_000, hidden_size=8, num_attention_heads=1, intermediate_size=8), "more than 96"),
+    (dict(num_attention_heads=4096), "more than 128"),
+    (dict(hidden_act="definitely_not_an_activation"), "can be built"),
+    (dict(pad_token_id=10**6), "can be built"),
+    (dict(attn_implementation="kernels-community/flash-attn"), "only the built-in"),
+    (dict(_attn_implementation="some-org/some-kernel"), "only the built-in"),
+])
+def test_configs_that_would_allocate_fetch_or_crash_are_refused_first(good, tmp_path, tmpdirs, changes, match):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    _one_line(refused(make_zip(tmp_path / "m.zip", with_config(good, **changes)), match, tmpdirs))
+    assert time.perf_counter() - t0 < 30  # generous: the point is "not a minute of building 20,000 layers"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KB: no table was allocated
+
+
+def test_a_deeply_nested_config_is_one_line(good, tmp_path, tmpdirs):
+    deep = b'{"model_type": "bert", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    _one_line(refused(make_zip(tmp_path / "m.zip", {**good, "config.json": deep}), "nested too deeply", tmpdirs))
+
+
+def test_a_patched_entry_count_gains_nothing(good, tmp_path, tmpdirs, monkeypatch):
+    monkeypatch.setattr(staging, "MAX_ZIP_ENTRIES", 20)
+    z = make_zip(tmp_path / "m.zip", {**good, **{f"junk/{i}": b"" for i in range(30)}})
+    data = bytearray(z.read_bytes())
+    i = data.rfind(b"PK\x05\x06")
+    data[i + 8:i + 12] = struct.pack("<HH", 1, 1)  # the end record now claims one entry
+    z.write_bytes(bytes(data))
+    refused(z, "more than 20 files", tmpdirs)
+
+
+def test_a_huge_central_directory_is_refused_from_the_end_record(good, tmp_path, tmpdirs, monkeypatch):
+    monkeypatch.setattr(staging, "MAX_CENTRAL_DIRECTORY", 2_000)
+    z = make_zip(tmp_path / "m.zip", {**good, **{f"long-name-{'x' * 80}-{i}": b"" for i in range(30)}})
+    refused(z, "more than", tmpdirs)
+
+
+def test_zip64_records_are_refused(good, tmp_path, tmpdirs):
+    z = make_zip(tmp_path / "m.zip", good)
+    data = z.read_bytes()
+    i = data.rfind(b"PK\x05\x06")
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, 0, 1)  # a ZIP64 end locator before the end record
+    z.write_bytes(data[:i] + locator + data[i:])
+    refused(z, "ZIP64", tmpdirs)
+
+
+def test_local_folders_are_off_unless_the_operator_names_a_root(good, tmp_path, monkeypatch):
+    monkeypatch.delenv("COMPRESS_LOCAL_ROOT", raising=False)
+    model = tmp_path / "root" / "m"
+    model.mkdir(parents=True)
+    for name, data in good.items():
+        (model / name).write_bytes(data)
+    with pytest.raises(C.CompressError, match="off"):
+        C.load_local(str(model))
+    monkeypatch.setenv("COMPRESS_LOCAL_ROOT", str(tmp_path / "root"))
+    assert C.load_local("m").info["model_type"] == "bert"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "root" / "link").symlink_to(outside)
+    for bad in ("../elsewhere", str(outside), "link", "/etc"):
+        with pytest.raises(C.CompressError, match="not a folder inside"):
+            C.load_local(bad)
+
+
+def test_healing_text_is_bounded_before_it_is_tokenized(tiny_bert, monkeypatch):
+    from compress import heal
+    monkeypatch.setattr(heal, "MAX_HEAL_TEXTS", 100)
+    with pytest.raises(C.CompressError, match="limited to 100 lines"):
+        C.compress(tiny_bert, C.Recipe(heal_steps=1), texts=["a sentence of a user's own text"] * 101)
+    assert len(heal.split_dev([f"text {i}" for i in range(50_000)])[1]) == heal.MAX_DEV
