@@ -25,10 +25,16 @@ def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0
     return [(ids[i:i + batch], torch.ones_like(ids[i:i + batch])) for i in range(0, n, batch)]
 
 
+MAX_WORKLOAD_TOKENS = 64 * 256
+
+
 def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded random token ids (B, T) and an all-ones mask: the same input for every model (latency)."""
     if batch < 1 or seq < 1 or seq > bundle.info.get("max_positions", 1 << 30):
         raise CompressError(f"batch and seq must be >= 1 and seq <= the model's {bundle.info.get('max_positions')} positions")
+    if batch * seq > MAX_WORKLOAD_TOKENS:  # one user's batch 64 x seq 2048 would hold the benchmark lock for minutes
+        raise CompressError(f"batch x seq = {batch * seq:,} tokens; a latency workload is limited to "
+                            f"{MAX_WORKLOAD_TOKENS:,} (e.g. 64 x 256)")
     return random_batches(bundle, batch, seq, batch, seed=0)[0]
 
 

@@ -32,7 +32,7 @@ class Field:
 
     def check(self, v):
         """The value, normalized (int, float, tuple), or a CompressError naming the field and what it takes."""
-        bad = CompressError(f"{self.name} must be {self.takes()}: {self.help}; got {v!r}")
+        bad = CompressError(f"{self.name} must be {self.takes()}: {self.help}; got {_show(v)}")
         if self.kind in ("count", "int", "counts") and not isinstance(v, (list, tuple)):
             if not _num(v) or v != int(v) or not (v >= 0 if self.kind != "int" else self.lo <= v <= self.hi):
                 raise bad
@@ -51,11 +51,11 @@ class Field:
             return float(v)
         if self.kind == "choice":
             if not any(v == c and type(v) is type(c) for c in self.choices):  # 2 is a choice, True and 2.0 are not
-                raise CompressError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {v!r}")
+                raise CompressError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {_show(v)}")
             return v
         if self.kind == "bool":
             if not isinstance(v, bool):
-                raise CompressError(f"{self.name} must be true or false, got {v!r}")
+                raise CompressError(f"{self.name} must be true or false, got {_show(v)}")
             return v
         if not isinstance(v, str):  # text
             raise bad
@@ -78,7 +78,7 @@ class Field:
             if self.kind in ("fraction", "float"):
                 return self.check(float(text))
         except (ValueError, OverflowError):
-            raise CompressError(f"{self.name} must be {self.takes()}, got {text[:40]!r}") from None
+            raise CompressError(f"{self.name} must be {self.takes()}, got {_show(text)}") from None
         if self.kind == "choice":
             for c in self.choices:
                 if str(c) == text:
@@ -111,3 +111,9 @@ class Field:
 
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _show(v) -> str:
+    """A value in an error message: its repr, cut short (a crafted URL can hold megabytes)."""
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."

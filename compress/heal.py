@@ -7,8 +7,9 @@ decoders: loss = KL(teacher || student) of the next-token distributions (tempera
 Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen.
 A fixed dev split of the healing text (never the evaluation set) is measured every eval_every steps; the
 best state by that dev metric is loaded into the student at the end, so healing never makes it worse.
-Runs before quantization: the student must be a float model (nn.Linear / LowRankLinear); when int8 follows,
-pipeline.compress runs it inside quantize.fake_int8, so it trains (and picks its best state) with int8 rounding.
+Runs before quantization: the student must be a float model (nn.Linear / LowRankLinear); when a step that rounds
+weights follows (int8, int4: the table's `simulate`), the heal step runs it inside that rounding, so it trains (and
+picks its best state) on the model quantization will run.
 With fewer layers (layers.py) each student block's hidden state is matched to the teacher block it came from.
 
 Defaults, measured on MiniLM at Recipe(rank_mode="ratio", rank=0.5), 300 steps, batch 32, 2 CPU threads

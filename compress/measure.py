@@ -8,15 +8,27 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .errors import CompressError
 from .lowbit import Packed
 
 _BENCH_LOCK = threading.Lock()  # one benchmark at a time in the whole process, or the numbers lie
+LOCK_WAIT_S = 120.0  # a benchmark waits this long for another one, then says so instead of blocking forever
+
+
+@contextmanager
+def _bench_lock():
+    if not _BENCH_LOCK.acquire(timeout=LOCK_WAIT_S):
+        raise CompressError(f"another benchmark has held the machine for over {LOCK_WAIT_S:.0f} s; try again shortly")
+    try:
+        yield
+    finally:
+        _BENCH_LOCK.release()
 
 
 @contextmanager
 def single_thread():
     """Run a block on one torch thread, holding the benchmark lock so no timing overlaps it."""
-    with _BENCH_LOCK:
+    with _bench_lock():
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -99,7 +111,7 @@ def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", prog
     if runs < 7:
         raise ValueError("latency needs at least 7 timed runs")
     times = {k: [] for k in fns}
-    with _BENCH_LOCK:
+    with _bench_lock():
         for i in range(warmup + runs):
             for k, fn in fns.items():
                 if device == "cuda":

@@ -190,7 +190,6 @@ def _fields() -> dict[str, Field]:
 
 
 FIELDS = _fields()
-OWNER = {f.name: s for s in STEPS for f in s.fields}  # field name -> the step that declares it
 
 
 def rounding_steps(r) -> list:

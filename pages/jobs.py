@@ -31,8 +31,16 @@ def heal_text_changed():
     st.session_state[KEY + "heal_corpus"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
 
 
+MAX_HEAL_JOBS = 2  # healing threads across every session of this server (they outlive their tab)
+_SLOTS = threading.BoundedSemaphore(MAX_HEAL_JOBS)
+
+
 def start_healing(b, recipe: C.Recipe, minutes: float):
-    """Heal in a background thread; heal_progress polls it."""
+    """Heal in a background thread; heal_progress polls it. At most MAX_HEAL_JOBS run in the whole server."""
+    if not _SLOTS.acquire(blocking=False):
+        st.session_state.heal_error = (f"{MAX_HEAL_JOBS} healing runs are already going on this server; "
+                                       "press Apply again when one has finished")
+        return
     job = {"key": (cached.model_key(b), recipe.to_json()), "stop": threading.Event(), "progress": {},
            "bundle": None, "error": None}
     texts = st.session_state.get("heal_texts")
@@ -43,6 +51,8 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
                                        progress=lambda p: job["progress"].update(p))
         except BaseException as e:  # noqa: BLE001 - a tokenizer's panic is a BaseException: shown, never silent
             job["error"] = str(e) if isinstance(e, C.CompressError) else f"{type(e).__name__}: {str(e)[:300]}"
+        finally:
+            _SLOTS.release()
     job["thread"] = threading.Thread(target=run, daemon=True)
     job["thread"].start()
     st.session_state.heal_job = job

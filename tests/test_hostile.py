@@ -110,3 +110,13 @@ def test_healing_text_is_bounded_before_it_is_tokenized(tiny_bert, monkeypatch):
     with pytest.raises(C.CompressError, match="limited to 100 lines"):
         C.compress(tiny_bert, C.Recipe(heal_steps=1), texts=["a sentence of a user's own text"] * 101)
     assert len(heal.split_dev([f"text {i}" for i in range(50_000)])[1]) == heal.MAX_DEV
+
+
+def test_work_is_bounded_with_a_message_naming_the_limit(tiny_gpt, monkeypatch):
+    from compress import measure
+    with pytest.raises(C.CompressError, match="limited to 16,384"):
+        C.benchmark(tiny_gpt, tiny_gpt, batch=512, seq=64)
+    monkeypatch.setattr(measure, "LOCK_WAIT_S", 0.05)
+    with measure._bench_lock():  # another session's benchmark holds the machine
+        with pytest.raises(C.CompressError, match="another benchmark"):
+            C.benchmark(tiny_gpt, tiny_gpt, batch=1, seq=4)
