@@ -11,6 +11,7 @@ from safetensors.torch import save_model as st_save
 from . import evaluate, measure
 from .adapters import forward
 from .bundle import ModelBundle
+from .cache import LRU
 from .errors import CompressError
 from .models import load_model
 from .recipe import Recipe
@@ -43,6 +44,18 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
     if bundle.recipe is not None:
         raise CompressError("compress() takes an original model, not an already compressed one")
     return _finish(_walk(bundle, recipe, texts=texts, minutes=minutes, progress=progress, stop=stop))
+
+
+_COMPRESSED = LRU("compressed models", 6, "compressed models by (model, recipe), shared by every session that asks "
+                  "for the same one (healed models are not: they depend on the session's text)")
+
+
+def compressed_model(bundle: ModelBundle, recipe: Recipe) -> ModelBundle:
+    """compress(), kept in the shared cache for recipes without healing."""
+    if recipe.heal_steps:
+        raise CompressError("a healed model is built by healing (compress with its text), not taken from the cache")
+    return _COMPRESSED.get_or_make((bundle.name, bundle.content_hash, recipe.to_json()),
+                                   lambda: compress(bundle, recipe))
 
 
 def _finish(ctx: Ctx) -> ModelBundle:
@@ -108,9 +121,10 @@ def row(original: dict, compressed: dict, lat: dict) -> dict:
             "x faster": round(lo["p50"] / lc["p50"], 2), **speed, **c["quality"]}
 
 
-def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, workload="ids") -> dict:
-    """The one JSON object of `python -m compress apply`."""
-    lat = benchmark(original, compressed, batch, seq, runs, workload=workload)
+def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, workload="ids",
+           progress=None) -> dict:
+    """The one JSON object of `python -m compress apply` (and of the app's Apply). progress(fraction) while timing."""
+    lat = benchmark(original, compressed, batch, seq, runs, workload=workload, progress=progress)
     shape = {"batch": batch, "seq": seq} if workload == "ids" else {"batch": 32, "texts": evaluate.sentence_count()}
     out = {"recipe": compressed.recipe.to_dict(),
            "workload": {"kind": workload, **shape, "runs": lat["original"]["runs"], **measure.cpu_info(),

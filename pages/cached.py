@@ -1,5 +1,5 @@
-"""Library calls the app caches, with their bounds (README: caches): shared originals and compressed models
-(cache_resource), measured numbers (cache_data), and this session's healed models."""
+"""Library calls the app caches, with their bounds (README: caches): shared originals (cache_resource), the model
+card's sizes (cache_data), this session's healed models; compressed models live in the library's shared cache."""
 import streamlit as st
 
 import compress as C
@@ -16,17 +16,12 @@ def model_key(bundle) -> str:
     return f"{bundle.name}:{bundle.content_hash}"
 
 
-@st.cache_resource(max_entries=6, show_spinner="Compressing...")
-def compressed(key: str, recipe_json: str, _base) -> C.ModelBundle:
-    """Keyed by (model, recipe): sessions share a compressed model only when they asked for the same one."""
-    return C.compress(_base, C.Recipe.from_json(recipe_json))
-
-
 def get_compressed(b, recipe: C.Recipe) -> C.ModelBundle | None:
-    """The compressed model for this recipe: shared cache, or this session's healed ones (None: not healed yet)."""
+    """The compressed model for this recipe: the library's shared cache (compressed on a miss), or this session's
+    healed ones (None: not healed yet)."""
     if recipe.heal_steps:
         return st.session_state.healed.get((model_key(b), recipe.to_json()))
-    return compressed(model_key(b), recipe.to_json(), b)
+    return C.compressed_model(b, recipe)
 
 
 def keep_healed(key, bundle) -> None:
@@ -39,11 +34,6 @@ def keep_healed(key, bundle) -> None:
 @st.cache_data(max_entries=64, show_spinner="Measuring size...")
 def sizes(key: str, recipe_json: str, _bundle) -> dict:
     return C.numbers(_bundle)
-
-
-@st.cache_data(max_entries=64, show_spinner="Measuring quality on the held-out set...")
-def size_and_quality(key: str, recipe_json: str, _bundle, _base) -> dict:
-    return {**sizes(key, recipe_json, _bundle), "quality": C.quality(_bundle, _base)}
 
 
 def mb(n: int) -> str:

@@ -17,24 +17,31 @@ def shape(w) -> str:
     return f"{w['batch']}x{w['seq']}" if w["kind"] == "ids" else "sentences"
 
 
-def measure(comp, recipe, w):
-    """Size, quality and interleaved latency of original vs compressed; kept as the result and in the history."""
-    key, rj = cached.model_key(b), recipe.to_json()
-    nums = {"original": cached.size_and_quality(key, C.Recipe().to_json(), b, b),
-            "compressed": cached.size_and_quality(key, rj + str(comp.applied.get("heal")), comp, b)}
-    if recipe.heal_steps:  # quality before healing, on the same held-out set
-        unhealed = dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")
-        nums["unhealed"] = cached.size_and_quality(key, unhealed.to_json(), cached.get_compressed(b, unhealed), b)
-    args = {"batch": w.get("batch", 8), "seq": w.get("seq", 128), "workload": w["kind"]}
-    bar = st.progress(0.0, text=f"Timing both models, interleaved: {C.WORKLOADS[w['kind']]} ({shape(w)})")
-    lat = C.benchmark(b, comp, progress=lambda f: bar.progress(f), **args)
-    bar.empty()
-    gpu = C.benchmark(b, comp, device="cuda", **args) if C.gpu_info() else None
-    st.session_state.result = {"model": key, "recipe": recipe, "nums": nums, "lat": lat, "gpu": gpu,
-                               "workload": w, "layers": comp.layers, "applied": comp.applied}
-    st.session_state.history.append({"model": b.name, "recipe": recipe.describe(),
-                                     **C.row(nums["original"], nums["compressed"], lat),
-                                     "workload": shape(w)})
+def measure_job(b, recipe, w, healed=None):
+    """Apply, as a job for the queue (no streamlit calls): compress (or take the healed model), then size, quality
+    and interleaved latency of original vs compressed, the library's report, and quality before healing."""
+    def fn(job):
+        comp = healed or C.compressed_model(b, recipe)
+        rep = C.report(b, comp, w.get("batch", 8), w.get("seq", 128), 7, w["kind"],
+                       progress=lambda f: job.progress.update(done=f))
+        sides = ("original", "compressed")
+        nums = {k: {x: rep[k][x] for x in ("size_bytes", "params", "size_breakdown", "quality")} for k in sides}
+        if recipe.heal_steps:  # quality before healing, on the same held-out sets
+            unhealed = dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")
+            nums["unhealed"] = {"quality": C.quality(C.compressed_model(b, unhealed), b)}
+        gpu = {k: rep[k]["gpu_latency_ms"] for k in sides if rep[k]["gpu_latency_ms"]} if rep["workload"]["gpu"] \
+            else None
+        return {"model": cached.model_key(b), "recipe": recipe, "nums": nums, "gpu": gpu, "workload": w,
+                "lat": {k: rep[k]["latency_ms"] for k in sides}, "layers": rep["layers"], "applied": comp.applied}
+    return fn
+
+
+def record(res):
+    """A finished Apply: the result shown, and a row of this session's history."""
+    st.session_state.result = res
+    st.session_state.history.append({"model": b.name, "recipe": res["recipe"].describe(),
+                                     **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"]),
+                                     "workload": shape(res["workload"])})
 
 
 b = shell.page()
@@ -74,15 +81,18 @@ except C.CompressError as e:
 state.put_in_url(b, recipe)
 
 with right:
-    if apply or precise:
-        try:
-            comp = cached.get_compressed(b, recipe)
-            if comp is None:  # healing takes minutes: a background thread; when it ends, Apply runs again
-                if st.session_state.get("heal_job") is None:
-                    jobs.start_healing(b, recipe, minutes)
+    if apply or precise or jobs.waiting("apply"):
+        try:  # every measurement runs on the server's job queue: never timed while other work runs
+            healed = st.session_state.healed.get((cached.model_key(b), recipe.to_json()))
+            if recipe.heal_steps and healed is None and not jobs.waiting("apply"):
+                if st.session_state.get("heal_job") is None:  # healing takes minutes: in the background;
+                    jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again
             else:
                 live = {"kind": "ids", "batch": int(batch), "seq": int(seq)} if kind == "ids" else SENTENCES
-                measure(comp, recipe, PRECISE if precise else live)
+                w = PRECISE if precise else live
+                res = jobs.run("apply", measure_job(b, recipe, w, healed), f"{b.name}: {recipe.describe()} ({shape(w)})")
+                if res is not None:
+                    record(res)
         except C.CompressError as e:
             st.error(str(e))
     jobs.heal_progress()
@@ -167,6 +177,7 @@ with right:
     with st.expander("Per-layer report"):
         st.dataframe(pd.DataFrame(res["layers"]), hide_index=True)
 
+jobs.history()
 st.subheader("History (this session)")
 if st.session_state.history:
     st.dataframe(pd.DataFrame(st.session_state.history), hide_index=True)

@@ -1,12 +1,64 @@
-"""Background jobs of a session: healing runs in a thread (widget clicks rerun the page, not the thread)."""
+"""This session's work on the server's one job queue (compress.job_queue): CPU-heavy work is submitted there and
+waited for here with its place in the queue shown and a Cancel button; healing runs there in the background and
+yields to waiting jobs between its steps. Every run of the page is a heartbeat: a closed tab's healing is cancelled."""
 import hashlib
-import threading
+import uuid
 
 import streamlit as st
 
 import compress as C
 from pages import cached
 from pages.state import KEY
+
+
+def owner() -> str:
+    """This browser session's id on the queue."""
+    return st.session_state.setdefault("sid", uuid.uuid4().hex)
+
+
+def run(kind: str, fn, label: str):
+    """Run fn(job) on the queue and wait for it here; its result, or None when it failed or was cancelled (said in
+    one line). A job this session is still waiting for (the page was rerun by a click) is waited for again."""
+    q, pending = C.job_queue(), st.session_state.setdefault("pending", {})  # kind -> the job this session awaits
+    q.heartbeat(owner())
+    job = pending.get(kind)
+    if job is None or job.ended.is_set():
+        job = pending[kind] = q.submit(kind, fn, owner(), label)
+    slot, box = st.empty(), st.empty()
+    if slot.button("Cancel", key=f"cancel_{job.id}"):  # shown while it waits or runs
+        q.cancel(job)
+    while not job.ended.wait(0.25):
+        q.heartbeat(owner())
+        ahead = q.position(job) - 1
+        done = job.progress.get("done")
+        box.info(f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else
+                 f"Running: {job.label}" + (f" ({done:.0%})" if isinstance(done, float) else ""))
+    slot.empty()
+    box.empty()
+    pending.pop(kind, None)
+    if job.state == "failed":
+        st.error(job.error)
+    elif job.state != "done":
+        st.info(f"{job.label}: {job.state}")
+    return job.result if job.state == "done" else None
+
+
+def waiting(kind: str) -> bool:
+    """Does this session await a job of this kind (submitted on an earlier run of the page)?"""
+    return kind in st.session_state.get("pending", {})
+
+
+def history():
+    """This session's jobs as the results store recorded them, and what a restart of the server interrupted."""
+    store = C.default_store()
+    mine = store.recent(20, owner())
+    lost = [r for r in store.recent(200) if r["state"] == "interrupted"]
+    if mine:
+        with st.expander(f"This session's jobs ({len(mine)})"):
+            st.dataframe([{k: r[k] for k in ("kind", "label", "state", "error")} for r in mine], hide_index=True)
+    if lost:
+        st.caption(f"{len(lost)} job(s) were interrupted by a restart of the server (the latest: {lost[0]['label']}); "
+                   "press Apply or Heal again to redo them.")
 
 
 def heal_text_changed():
@@ -31,31 +83,17 @@ def heal_text_changed():
     st.session_state[KEY + "heal_corpus"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
 
 
-MAX_HEAL_JOBS = 2  # healing threads across every session of this server (they outlive their tab)
-_SLOTS = threading.BoundedSemaphore(MAX_HEAL_JOBS)
-
-
 def start_healing(b, recipe: C.Recipe, minutes: float):
-    """Heal in a background thread; heal_progress polls it. At most MAX_HEAL_JOBS run in the whole server."""
-    if not _SLOTS.acquire(blocking=False):
-        st.session_state.heal_error = (f"{MAX_HEAL_JOBS} healing runs are already going on this server; "
-                                       "press Apply again when one has finished")
-        return
-    job = {"key": (cached.model_key(b), recipe.to_json()), "stop": threading.Event(), "progress": {},
-           "bundle": None, "error": None}
-    texts = st.session_state.get("heal_texts")
+    """Heal on the queue (in the background: it outlives this run of the page); heal_progress polls it."""
+    q, texts = C.job_queue(), st.session_state.get("heal_texts")
 
-    def run():  # no streamlit calls in here: it runs outside the script thread
-        try:
-            job["bundle"] = C.compress(b, recipe, texts=texts, minutes=minutes, stop=job["stop"],
-                                       progress=lambda p: job["progress"].update(p))
-        except BaseException as e:  # noqa: BLE001 - a tokenizer's panic is a BaseException: shown, never silent
-            job["error"] = str(e) if isinstance(e, C.CompressError) else f"{type(e).__name__}: {str(e)[:300]}"
-        finally:
-            _SLOTS.release()
-    job["thread"] = threading.Thread(target=run, daemon=True)
-    job["thread"].start()
-    st.session_state.heal_job = job
+    def fn(job):  # no streamlit calls in here: it runs on the queue's worker
+        def progress(p):
+            job.progress.update(p)
+            q.yield_(job)  # waiting Apply jobs of other sessions run now, between two steps
+        return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.cancel, progress=progress)
+    st.session_state.heal_job = q.submit("heal", fn, owner(), f"healing {b.name}: {recipe.describe()}")
+    st.session_state.heal_key = (cached.model_key(b), recipe.to_json())
 
 
 @st.fragment(run_every=1.0)
@@ -63,23 +101,27 @@ def heal_progress():
     job = st.session_state.get("heal_job")
     if job is None:
         return
-    if job["thread"].is_alive():
-        p = job["progress"]
-        if "layer" in p and "step" not in p:  # budget + sensitivity: each layer is measured before healing
+    q = C.job_queue()
+    q.heartbeat(owner())  # the page is open: keep healing
+    if not job.ended.is_set():
+        p, ahead = job.progress, q.position(job) - 1
+        if ahead >= 0:
+            st.progress(0.0, text=f"Healing waits: {ahead} job(s) ahead")
+        elif "layer" in p and "step" not in p:  # budget + sensitivity: each layer is measured before healing
             st.progress(p["done"] / p["total"], text=f"Measuring sensitivity: layer {p['done']}/{p['total']}")
-            return
-        done = p.get("step", 0) / max(1, p.get("steps", 1))
-        dev = f", dev {p['dev']:.4f}" if isinstance(p.get("dev"), float) else ""
-        loss = f", loss {p['loss']:.4f}" if isinstance(p.get("loss"), float) else ""
-        st.progress(min(1.0, done), text=f"Healing: step {p.get('step', 0)}/{p.get('steps', '?')}{loss}{dev}, "
-                                          f"about {p.get('seconds_left', 0):.0f} s left")
+        else:
+            dev = f", dev {p['dev']:.4f}" if isinstance(p.get("dev"), float) else ""
+            loss = f", loss {p['loss']:.4f}" if isinstance(p.get("loss"), float) else ""
+            st.progress(min(1.0, p.get("step", 0) / max(1, p.get("steps", 1))),
+                        text=f"Healing: step {p.get('step', 0)}/{p.get('steps', '?')}{loss}{dev}, "
+                             f"about {p.get('seconds_left', 0):.0f} s left")
         if st.button("Stop (keeps the best state so far)", key="heal_stop"):
-            job["stop"].set()
+            job.cancel.set()
         return
     st.session_state.heal_job = None
-    if job["error"]:
-        st.session_state.heal_error = job["error"]
-    else:
-        cached.keep_healed(job["key"], job["bundle"])
+    if job.state == "failed":
+        st.session_state.heal_error = job.error
+    elif job.result is not None:
+        cached.keep_healed(st.session_state.heal_key, job.result)
         st.session_state.auto_apply = True  # measure and show it on the full rerun
     st.rerun()

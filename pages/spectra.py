@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from pages import shell
+from pages import jobs, shell
 from pages.controls import control
 from pages.state import KEY
 
@@ -14,8 +14,9 @@ b = shell.page()
 st.title("Spectra")
 st.caption("Each Linear layer inside the transformer blocks, W (out x in) = U S Vh. A steep spectrum means a "
            "low rank keeps most of the layer; a flat one means cutting it loses information.")
-with st.spinner("Computing singular values (once per model)..."):
-    spec = C.spectra(b)
+spec = jobs.run("spectra", lambda job: C.spectra(b), f"singular values of {b.name} (once per model)")
+if spec is None:
+    st.stop()
 control("rank_mode", b)
 control("rank", b)
 mode, x = st.session_state[KEY + "rank_mode"], st.session_state[KEY + "rank"]
@@ -72,9 +73,8 @@ st.caption("The quality drop when ONLY this layer is factorized hard (rank 0.1 x
            "sentences of the healing text (never the evaluation set). Layers that hurt most when cut deserve more "
            "rank: the budget mode's sensitivity allocation spends parameters there.")
 if sens is None and st.button("Measure sensitivity (each layer cut and measured once)"):
-    bar = st.progress(0.0, text="Cutting one layer at a time...")
-    sens = C.layer_sensitivity(b, spec, progress=lambda p: bar.progress(p["done"] / p["total"], text=p["layer"]))
-    bar.empty()
+    sens = jobs.run("sensitivity", lambda job: C.layer_sensitivity(
+        b, spec, progress=lambda p: job.progress.update(done=p["done"] / p["total"])), f"sensitivity of {b.name}")
 if sens is not None:
     sdf = pd.DataFrame({"layer": list(sens), "drop": list(sens.values())})
     st.plotly_chart(px.bar(sdf, x="layer", y="drop", height=380,

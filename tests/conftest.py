@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("COMPRESS_DATA", tempfile.mkdtemp(prefix="compress-data-"))  # the results store, not the repo's
 
 import compress as C  # noqa: E402
 from compress.adapters import ADAPTERS  # noqa: E402

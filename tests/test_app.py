@@ -215,8 +215,8 @@ def test_healing_runs_in_the_background_and_shows_before_and_after(app):
     app.button[0].click().run()  # Apply: starts healing and returns at once
     assert not app.exception
     job = app.session_state["heal_job"]
-    assert job is not None
-    job["thread"].join(timeout=120)
+    assert job is not None and job.kind == "heal"
+    assert job.ended.wait(120) and job.state == "done"
     app.run()  # the poller sees the thread done and reruns the page, which measures the healed model
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
@@ -309,3 +309,27 @@ def test_no_traceback_is_ever_shown_and_the_server_listens_on_localhost():
     config = (ROOT / ".streamlit" / "config.toml").read_text()
     assert 'showErrorDetails = "none"' in config
     assert "--server.address 127.0.0.1" in (ROOT / "Makefile").read_text()
+
+
+def test_an_apply_waits_for_one_healing_step_not_the_whole_healing(tiny_bert, monkeypatch):
+    """Two sessions on one server: A heals in the background on the job queue, B's Apply runs between two of A's
+    steps (B sees its numbers while A still heals), and A's Stop ends it keeping its best state."""
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    a, b = (AppTest.from_file(APP, default_timeout=120) for _ in range(2))
+    for at in (a, b):
+        at.query_params["model"] = "tiny-bert"
+        at.run()
+        at.switch_page("pages/compress.py").run()
+    a.number_input(key="r_heal_steps").set_value(5000).run()
+    a.button[0].click().run()  # A: healing starts on the queue
+    heal = a.session_state["heal_job"]
+    for _ in range(100):
+        if heal.progress.get("step"):
+            break
+        heal.ended.wait(0.1)
+    b.selectbox(key="r_quant").set_value("int8").run()
+    b.button[0].click().run()  # B: Apply, queued behind A's healing
+    assert not b.exception and not b.error and len([m for m in b.metric if m.label == "Size"]) == 2
+    assert not heal.ended.is_set()  # B did not wait for A's 5,000 steps
+    heal.cancel.set()  # A's Stop
+    assert heal.ended.wait(60) and heal.result is not None and heal.result.applied["heal"]["stopped"]

@@ -1,0 +1,120 @@
+"""The job queue (one per server process) and the results store's job log."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import compress as C
+from compress import jobs
+from compress.store import Store
+from conftest import ROOT
+
+
+def _blocker(gate: threading.Event, out: list, name: str):
+    def fn(job):
+        gate.wait(30)
+        out.append(name)
+        return name
+    return fn
+
+
+def test_one_job_runs_at_a_time_in_order_and_a_waiting_one_can_be_cancelled(tmp_path):
+    q, gate, out = jobs.Queue(1, Store(tmp_path / "s.sqlite")), threading.Event(), []
+    a, b, c = (q.submit("apply", _blocker(gate, out, n), owner="s1", label=n) for n in "abc")
+    time.sleep(0.2)
+    assert (q.position(a), q.position(b), q.position(c)) == (0, 1, 2) and a.state == "running"
+    q.cancel(c)
+    assert c.state == "cancelled" and q.position(b) == 1
+    gate.set()
+    assert q.wait(b, 10) and out == ["a", "b"] and b.result == "b" and not q.busy()
+    states = {r["label"]: r["state"] for r in q.log.recent()}
+    assert states == {"a": "done", "b": "done", "c": "cancelled"}
+
+
+def test_a_long_job_lets_waiting_short_jobs_run_between_its_steps(tmp_path):
+    q, order = jobs.Queue(1), []
+    started = threading.Event()
+
+    def heal(job):
+        started.set()
+        for step in range(40):
+            time.sleep(0.02)
+            order.append(f"step {step}")
+            q.yield_(job)
+        return "healed"
+    long_job = q.submit("heal", heal, owner="s1")
+    started.wait(5)
+    short = q.submit("apply", lambda job: order.append("apply") or "measured", owner="s2")
+    assert q.wait(short, 10) and short.result == "measured"
+    assert not long_job.ended.is_set()  # it waited one step, not the whole run
+    assert q.wait(long_job, 10) and long_job.result == "healed" and order.index("apply") < 39
+
+
+def test_failures_are_failures_with_their_message_and_the_worker_survives(tmp_path):
+    class Panic(BaseException):  # what a Rust tokenizer's panic looks like from Python
+        pass
+
+    def panics(job):
+        raise Panic("called `Result::unwrap()` on an `Err` value\nat src/lib.rs")
+    q = jobs.Queue(1)
+    bad = q.submit("heal", lambda job: (_ for _ in ()).throw(C.CompressError("no text to heal on")))
+    worse = q.submit("apply", panics)
+    good = q.submit("apply", lambda job: 42)
+    assert q.wait(good, 10) and good.result == 42
+    assert (bad.state, bad.error) == ("failed", "no text to heal on")
+    assert worse.state == "failed" and worse.error.startswith("Panic: called") and "\n" not in worse.error
+
+
+def test_a_closed_tabs_long_job_is_cancelled_after_the_grace_period(monkeypatch):
+    monkeypatch.setattr(jobs, "GRACE_S", 0.3)
+    q = jobs.Queue(1)
+
+    def heal(job):
+        for _ in range(500):
+            if job.cancel.is_set():
+                return None  # healing keeps its best state and stops
+            time.sleep(0.02)
+            q.yield_(job)
+        return "ran to the end"
+    kept, gone = q.submit("heal", heal, owner="open"), None
+    for _ in range(10):
+        q.heartbeat("open")
+        time.sleep(0.05)
+    q.cancel(kept)
+    gone = q.submit("heal", heal, owner="closed")  # its owner never beats again
+    assert q.wait(gone, 10) and gone.state == "cancelled" and gone.result is None
+
+
+def test_a_killed_server_leaves_its_jobs_marked_interrupted_and_the_rest_kept(tmp_path):
+    db = tmp_path / "s.sqlite"
+    code = ("import sys, time, threading; sys.path.insert(0, %r)\n"
+            "from compress import jobs\nfrom compress.store import Store\n"
+            "q = jobs.Queue(1, Store(%r))\n"
+            "q.wait(q.submit('apply', lambda j: 'ok', label='finished'))\n"
+            "q.submit('heal', lambda j: threading.Event().wait(), label='healing')\n"
+            "print('ready', flush=True); time.sleep(60)") % (str(ROOT), str(db))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    store = Store(db)  # the restarted server
+    assert store.interrupt_stale() == 1
+    assert {r["label"]: r["state"] for r in store.recent()} == {"finished": "done", "healing": "interrupted"}
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100, None])
+def test_a_store_that_cannot_be_opened_is_one_line(tmp_path, content):
+    path = tmp_path / "s.sqlite"
+    if content is None:
+        path = tmp_path / "a-file" / "s.sqlite"
+        (tmp_path / "a-file").write_text("a file where the data folder should be")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(C.CompressError, match="cannot be opened") as e:
+        Store(path)
+    assert "\n" not in str(e.value)
