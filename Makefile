@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast browser
+.PHONY: run test test-fast loadtest browser
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -28,3 +28,7 @@ test: $(STAMP) browser
 # the inner loop: everything but the tests marked slow (real models, the browser)
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"
+
+# not part of `make test`: five browser sessions against one server for LOAD_MINUTES (default 10), one JSON summary
+loadtest: $(STAMP) browser
+	$(VENV)/bin/python tests/loadtest.py

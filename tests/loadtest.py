@@ -1,0 +1,157 @@
+"""Load test (make loadtest; not part of make test): five browser sessions at once against one server for
+LOAD_MINUTES (default 10), on loopback only. Four apply recipes drawn from a fixed list on MiniLM and tinygpt,
+one of them first uploads a zip; one heals. Checks that no page shows an error or another session's recipe, that
+every Apply ends (the job queue serves them all), and compares each speed-up shown under load with the same recipe
+measured alone afterwards. Samples the server's RSS every 5 s; prints one JSON summary (peak and trend)."""
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+RECIPES = [("minilm", {"quant": "int8"}), ("minilm", {"heads": "6", "ffn": "0.5"}), ("tinygpt", {"quant": "int8"}),
+           ("minilm", {"layers": "3", "emb_bits": "2", "quant": "int8"}), ("tinygpt", {"layers": "2"}),
+           ("minilm", {"rank_mode": "ratio", "rank": "0.5"})]
+
+
+def _server(port: int, data: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "COMPRESS_DATA": data})
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _click_when_idle(page, button: str) -> None:
+    """A click made while a script run is still going can be dropped: wait for the run to end first."""
+    await page.get_by_role("button", name=button).wait_for(timeout=180_000)
+    await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
+    await page.get_by_role("button", name=button).click(timeout=60_000)
+
+
+async def _apply(page, url: str, model: str, params: dict, log: list, name: str) -> None:
+    """One Apply of a recipe given by the link; checks the page shows that recipe, no error, and logs the speed-up."""
+    import compress as C
+    query = "&".join(f"{k}={v}" for k, v in {"model": model, **params}.items())
+    await page.goto(f"{url}/compress?{query}", timeout=120_000)
+    await _click_when_idle(page, "Apply")
+    want = C.Recipe.from_params(params).describe()
+    await page.get_by_text(f"Original vs compressed: {want}", exact=True).wait_for(timeout=600_000)
+    errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').all_inner_texts()
+    faster = await page.locator('[data-testid="stMetricDelta"]').filter(has_text="x faster").first.inner_text()
+    log.append({"session": name, "model": model, "params": params, "recipe": want, "errors": errors,
+                "x faster": float(re.search(r"([\d.]+)x", faster).group(1)), "t": time.time()})
+
+
+async def _session(browser, url: str, name: str, until: float, log: list, role: str) -> None:
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = await ctx.new_page()
+    rng = random.Random(name)
+    try:
+        if role == "upload":
+            from test_families import build_family
+            d = Path(tempfile.mkdtemp())
+            build_family("bert", d / "m")
+            zpath = Path(shutil.make_archive(str(d / "m"), "zip", d / "m"))
+            await page.goto(url, timeout=120_000)
+            await page.get_by_text("Upload a zip").click()
+            await page.locator('input[type="file"]').set_input_files(str(zpath))
+            await page.get_by_text(zpath.name).first.wait_for(timeout=120_000)  # the sidebar's "Active:" line
+            await page.get_by_role("link", name="Compress").click()
+            await _click_when_idle(page, "Apply")
+            await page.get_by_text("Original vs compressed: original", exact=True).wait_for(timeout=600_000)
+            log.append({"session": name, "uploaded": zpath.name, "t": time.time()})
+        while time.time() < until:
+            if role == "heal":
+                await _apply(page, url, "tinygpt", {"heal_steps": "40", "quant": "int8"}, log, name)
+            else:
+                model, params = rng.choice(RECIPES)
+                await _apply(page, url, model, params, log, name)
+    except Exception as e:  # noqa: BLE001 - a session that breaks is a finding, logged and counted
+        log.append({"session": name, "failure": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+    finally:
+        await ctx.close()
+
+
+async def _main(minutes: float) -> dict:
+    from playwright.async_api import async_playwright
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _server(port, tempfile.mkdtemp(prefix="compress-load-"))
+    url, log, rss = f"http://127.0.0.1:{port}", [], []
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                await asyncio.sleep(0.5)
+        until = time.time() + 60 * minutes
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            roles = ["apply", "apply", "apply", "upload", "heal"]
+            tasks = [asyncio.create_task(_session(browser, url, f"s{i}", until, log, r)) for i, r in enumerate(roles)]
+            while not all(t.done() for t in tasks):
+                rss.append((round(time.time() - until + 60 * minutes), round(_rss_mb(server.pid), 1)))
+                await asyncio.wait(tasks, timeout=5)
+            await browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"log": log, "rss": rss}
+
+
+def _alone(applies: list) -> dict:
+    """The speed-up of each recipe seen, measured alone in this process (the page's live workload, 8 x 32)."""
+    import compress as C
+    out = {}
+    for key in {(a["model"], json.dumps(a["params"], sort_keys=True)) for a in applies}:
+        base = C.load_model(key[0])
+        r = dataclasses.replace(C.Recipe.from_params(json.loads(key[1])), heal_steps=0)
+        lat = C.benchmark(base, C.compress(base, r), 8, 32)
+        out[key] = lat["original"]["p50"] / lat["compressed"]["p50"]
+    return out
+
+
+if __name__ == "__main__":
+    result = asyncio.run(_main(float(os.environ.get("LOAD_MINUTES", "10"))))
+    applies = [e for e in result["log"] if "recipe" in e]
+    alone = _alone(applies)
+    ratios = [a["x faster"] / alone[(a["model"], json.dumps(a["params"], sort_keys=True))] for a in applies]
+    mbs = [m for _, m in result["rss"]]
+    half = len(mbs) // 2
+    print(json.dumps({
+        "applies": len(applies), "per session": {s: sum(a["session"] == s for a in applies) for s in sorted(
+            {a["session"] for a in applies})},
+        "pages with an error": sum(bool(a["errors"]) for a in applies),
+        "failures": [e for e in result["log"] if "failure" in e],
+        "uploaded": [e["uploaded"] for e in result["log"] if "uploaded" in e],
+        "speed-up under load / alone": {"median": round(statistics.median(ratios), 3) if ratios else None,
+                                        "min": round(min(ratios), 3) if ratios else None,
+                                        "max": round(max(ratios), 3) if ratios else None},
+        "server RSS MB": {"peak": max(mbs, default=0), "first half mean": round(statistics.mean(mbs[:half]), 1)
+                          if half else None, "second half mean": round(statistics.mean(mbs[half:]), 1) if half else None},
+    }, indent=1))
