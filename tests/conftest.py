@@ -78,3 +78,26 @@ def tmpdirs(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(d))
     return d
+
+
+@pytest.fixture
+def app(tiny_bert, monkeypatch):
+    """A new app session (AppTest) on a tiny random BERT registered as a bundled model."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["model"] = "tiny-bert"
+    return at
+
+
+def wait_healthy(url: str, seconds: float = 60) -> bool:
+    """Poll a streamlit server's health endpoint until it answers ok (True) or `seconds` pass (False)."""
+    import time
+    import urllib.request
+    for _ in range(int(seconds * 2)):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False

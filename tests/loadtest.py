@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +41,9 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+from conftest import wait_healthy  # noqa: E402
 
 
 async def _click_when_idle(page, button: str) -> None:
@@ -103,12 +105,7 @@ async def _main(minutes: float) -> dict:
     server = _server(port, tempfile.mkdtemp(prefix="compress-load-"))
     url, log, rss = f"http://127.0.0.1:{port}", [], []
     try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                await asyncio.sleep(0.5)
+        wait_healthy(url, 120)
         until = time.time() + 60 * minutes
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

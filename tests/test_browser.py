@@ -8,12 +8,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
 SHOT = ROOT / "assets" / "screenshot.png"
@@ -38,13 +36,7 @@ def server():
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
+        if not wait_healthy(url, 60):
             pytest.fail("streamlit did not become healthy within 60 s")
         yield url
     finally:
