@@ -27,12 +27,15 @@ def run(kind: str, fn, label: str):
     slot, box = st.empty(), st.empty()
     if slot.button("Cancel", key=f"cancel_{job.id}"):  # shown while it waits or runs
         q.cancel(job)
+    said = None
     while not job.ended.wait(0.25):
         q.heartbeat(owner())
         ahead = q.position(job) - 1
-        done = job.progress.get("done")
-        box.info(f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else
-                 f"Running: {job.label}" + (f" ({done:.0%})" if isinstance(done, float) else ""))
+        msg = f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else \
+            f"Running: {job.label}"
+        if msg != said:  # only on a change: a browser redrawing every 0.25 s would load the CPU being timed
+            box.info(msg)
+            said = msg
     slot.empty()
     box.empty()
     pending.pop(kind, None)
