@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast loadtest browser
+.PHONY: run test test-fast loadtest browser postgres
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,13 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium is not installed and cannot be (not root): the browser test will skip"
 
-test: $(STAMP) browser
+# Debian's PostgreSQL for the many-workers sweep test (it starts its own throwaway server; nothing runs as a service).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } || \
+	  echo "postgresql is not installed and cannot be (not root): the many-workers test will skip (fails under CI=true)"
+
+test: $(STAMP) browser postgres
 	$(VENV)/bin/python -m pytest tests -q -rs --durations=15
 
 # the inner loop: everything but the tests marked slow (real models, the browser)
@@ -30,5 +36,11 @@ test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"
 
 # not part of `make test`: five browser sessions against one server for LOAD_MINUTES (default 10), one JSON summary
-loadtest: $(STAMP) browser
+load# Debian's PostgreSQL for the many-workers sweep test (it starts its own throwaway server; nothing runs as a service).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } || \
+	  echo "postgresql is not installed and cannot be (not root): the many-workers test will skip (fails under CI=true)"
+
+test: $(STAMP) browser postgres
 	$(VENV)/bin/python tests/loadtest.py

@@ -36,6 +36,7 @@ class Adapter:
     head_attrs: tuple = ()
     uploadable: bool = True        # a model_type an upload may declare (transformers builds it)
     sample_tokens: int = 30        # tokens a sample continuation runs for
+    extra_metrics = ()             # the keys extra_quality() returns (a class attribute, not a field)
 
     @property
     def task(self) -> str:
@@ -100,6 +101,7 @@ class TinyGPTAdapter(Adapter):
     """The project's own byte-level decoder (compress/tinygpt.py): forward(ids) -> logits, no mask (causal and
     right-padded: real positions never see the padding); a frozen dataclass config; trained on its own corpus."""
     WINDOW = 128  # healing text: the training split cut into windows of this many characters
+    extra_metrics = ("bits_per_char",)
 
     def call(self, model, ids, mask):
         return model(ids)

@@ -1,0 +1,202 @@
+"""A sweep's search space, from the technique table: which fields vary over which values (`--vary rank=0.1:1:0.1`,
+`--vary heads=2,4`), which are fixed (`--fixed "rank_mode=ratio,heads=4,4,2"`), the objectives and constraints, in
+one vocabulary of metric names with a direction each (METRICS). Every value is checked by the table's own Field, and
+every mistake is one CompressError line naming it. No optuna here: sweep.py runs the study."""
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from .errors import CompressError
+from .recipe import Recipe
+from .steps import FIELDS, refusal
+
+# name: (direction, what it is). Quality keys are evaluate.quality's; the rest are measured on every trial.
+METRICS = {
+    "fidelity": ("maximize", "mean cosine of compressed vs original sentence embeddings, the project's sentences"),
+    "fidelity_docs": ("maximize", "the same on the Python docs sentences (text we did not write)"),
+    "retrieval_overlap": ("maximize", "top-5 search results in common with the original, the project's sentences"),
+    "retrieval_overlap_docs": ("maximize", "the same on the Python docs sentences"),
+    "bits_per_char": ("minimize", "held-out bits per character (TinyGPT)"),
+    "next_token_kl": ("minimize", "KL(original || compressed) of the next token, nats/token"),
+    "top1_agreement": ("maximize", "share of next tokens the original and the compressed model both rank first"),
+    "size_mb": ("minimize", "serialized size, MB"),
+    "size_bytes": ("minimize", "serialized size, bytes"),
+    "params": ("minimize", "parameters"),
+    "x_smaller": ("maximize", "original size / compressed size"),
+    "latency_ms": ("minimize", "median latency on the workload, ms"),
+    "speedup": ("maximize", "original p50 / compressed p50, timed in the same trial"),
+    "sentences_per_s": ("maximize", "sentences per second on the real-sentences workload (encoders)"),
+    "tokens_per_s": ("maximize", "tokens per second on the real-sentences workload (decoders)"),
+}
+TIMED = {"latency_ms", "speedup", "sentences_per_s", "tokens_per_s"}
+_OPS = {"<=": lambda v, b: v - b, ">=": lambda v, b: b - v}  # <= 0: feasible (Optuna's constraints convention)
+
+
+def metrics_for(bundle, workload: str = "ids") -> list[str]:
+    """The metric names this model has on this workload, in METRICS order (a rate only on real sentences)."""
+    if bundle.task == "embedding":
+        have = ["fidelity", "fidelity_docs", "retrieval_overlap", "retrieval_overlap_docs", "sentences_per_s"]
+    else:
+        have = [*bundle.adapter.extra_metrics, "next_token_kl", "top1_agreement", "tokens_per_s"]
+    have += ["size_mb", "size_bytes", "params", "x_smaller", "latency_ms", "speedup"]
+    if workload != "sentences":
+        have = [m for m in have if m not in ("sentences_per_s", "tokens_per_s")]
+    return [m for m in METRICS if m in have]
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def values(name: str, spec: str) -> tuple:
+    """The values `--vary name=spec` lists: a:b:s inclusive (rounded to the decimals written), or a,b,c."""
+    f = _field(name)
+    if f.kind in ("text",) or not f.label:
+        raise CompressError(f"{name} cannot be varied (it is set by the app, not a control)")
+    spec = spec.strip()
+    if ":" in spec:
+        if f.kind not in ("count", "counts", "int", "fraction", "float"):
+            raise CompressError(f"{name} takes a list of values (a,b,c), not a range: it is a {f.kind}")
+        try:
+            a, b, s = (float(x) for x in spec.split(":"))
+        except ValueError:
+            raise CompressError(f"--vary {name}={spec}: a range is a:b:s, three numbers") from None
+        if not s > 0 or b < a or not all(map(math.isfinite, (a, b, s))):
+            raise CompressError(f"--vary {name}={spec}: needs a <= b and a step s > 0")
+        n = int(math.floor((b - a) / s + 1e-9)) + 1
+        if n > 1000:
+            raise CompressError(f"--vary {name}={spec} lists {n} values; at most 1000")
+        dec = max(map(_decimals, spec.split(":")))
+        vals = [round(a + i * s, dec) for i in range(n)]
+        texts = [f"{v:.{dec}f}" if dec else str(int(round(v))) for v in vals]
+    else:
+        texts = [t for t in spec.split(",") if t.strip()]
+    out = []
+    for t in texts:
+        try:
+            v = f.parse(t)
+        except CompressError as e:
+            raise CompressError(f"--vary {name}: {e} (outside the technique table's range)") from None
+        if isinstance(v, tuple):
+            raise CompressError(f"--vary {name}: per-layer head lists only through --fixed")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise CompressError(f"--vary {name}= lists no values")
+    return tuple(out)
+
+
+def fixed(text: str) -> dict:
+    """`--fixed "k=v,k=v"` (a per-layer list: heads=4,4,2) as checked field values."""
+    out, key = {}, None
+    parts = []
+    for tok in [t.strip() for t in (text or "").split(",") if t.strip()]:
+        if "=" in tok:
+            key, v = (x.strip() for x in tok.split("=", 1))
+            parts.append([key, v])
+        elif parts:
+            parts[-1][1] += "," + tok
+        else:
+            raise CompressError(f"--fixed: {tok!r} is not field=value")
+    for key, v in parts:
+        out[key] = _field(key).parse(v)
+    return out
+
+
+def _field(name):
+    if name not in FIELDS:
+        raise CompressError(f"unknown field {name!r}; the fields are: {', '.join(k for k, f in FIELDS.items() if f.label)}")
+    return FIELDS[name]
+
+
+def constraint(text: str) -> tuple:
+    """`size_mb<=9` as (metric, op, bound)."""
+    m = re.fullmatch(r"\s*([a-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text or "")
+    if not m:
+        raise CompressError(f"a constraint is metric<=number or metric>=number, e.g. size_mb<=9; got {text[:60]!r}")
+    if m[1] not in METRICS:
+        raise CompressError(f"unknown metric {m[1]!r} in constraint; metrics: {', '.join(METRICS)}")
+    try:
+        return m[1], m[2], float(m[3])
+    except ValueError:
+        raise CompressError(f"constraint {text!r}: {m[3]!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Space:
+    model: str
+    vary: dict                  # field -> tuple of values
+    objectives: tuple           # metric names, in the order of the trial's values
+    fixed: dict = field(default_factory=dict)
+    constraints: tuple = ()     # (metric, op, bound)
+    heal_steps: int = 0
+    workload: str = "ids"
+    batch: int = 8
+    seq: int = 128
+
+    @property
+    def directions(self) -> list[str]:
+        return [METRICS[m][0] for m in self.objectives]
+
+    @property
+    def timed(self) -> bool:
+        return bool(TIMED & ({*self.objectives} | {c[0] for c in self.constraints}))
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.vary.values())
+
+    def recipe(self, params: dict) -> Recipe:
+        over = {**self.fixed, **params}
+        if self.heal_steps:
+            over["heal_steps"] = self.heal_steps
+        return Recipe.from_dict({**Recipe().to_dict(), **over})
+
+    def feasibility(self, metrics: dict) -> list[float]:
+        return [_OPS[op](metrics[m], b) for m, op, b in self.constraints]
+
+    def to_json(self) -> str:
+        """What a study was created for: a worker with another space (or model) is refused."""
+        return json.dumps({"model": self.model, "vary": {k: list(v) for k, v in self.vary.items()},
+                           "objectives": list(self.objectives), "fixed": {k: FIELDS[k].text(v) for k, v in self.fixed.items()},
+                           "constraints": [list(c) for c in self.constraints], "heal_steps": self.heal_steps,
+                           "workload": [self.workload, self.batch, self.seq]}, sort_keys=True)
+
+
+def check(space: Space, bundle) -> Space:
+    """Every objective and constraint a metric this model has; every varied field does something; the fixed recipe
+    possible. Raises one CompressError line."""
+    have = metrics_for(bundle, space.workload)
+    if not space.objectives:
+        raise CompressError("give at least one objective, e.g. --objectives fidelity,size_mb")
+    for m in [*space.objectives, *(c[0] for c in space.constraints)]:
+        if m not in METRICS:
+            raise CompressError(f"unknown metric {m!r}; metrics: {', '.join(METRICS)}")
+        if m not in have:
+            raise CompressError(f"{bundle.name} has no {m} here ({METRICS[m][1]}); it has: {', '.join(have)}")
+    if len(set(space.objectives)) != len(space.objectives):
+        raise CompressError("an objective is listed twice")
+    if not space.vary:
+        raise CompressError("vary at least one field, e.g. --vary rank=0.1:1.0:0.1")
+    base = space.recipe({})
+    if why := refusal(bundle, base):
+        raise CompressError(f"the fixed recipe is impossible: {why}")
+    for name in space.vary:
+        f = FIELDS[name]
+        if name in space.fixed:
+            raise CompressError(f"{name} is both varied and fixed")
+        if f.off is None or not (why := f.off(base)):
+            continue
+        turns_on = any(not f.off(space.recipe({o: v})) for o, vs in space.vary.items() if o != name for v in vs)
+        if not turns_on:
+            raise CompressError(f"varying {name} does nothing here ({why}): fix or vary the field that turns it on, "
+                                f"e.g. --fixed rank_mode=ratio")
+    for name, vs in space.vary.items():  # each value possible with some values of the other varied fields
+        others = {k: v for k, v in space.vary.items() if k != name}
+        for v in vs:
+            if why := refusal(bundle, space.recipe({name: v})):
+                combos = itertools.islice(itertools.product(*others.values()), 2000)
+                if not any(refusal(bundle, space.recipe({**dict(zip(others, c)), name: v})) is None for c in combos):
+                    raise CompressError(f"--vary {name}={FIELDS[name].text(v)}: {why}")
+    return space

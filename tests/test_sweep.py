@@ -1,0 +1,213 @@
+"""Sweeps (compress/space.py, sweep.py, frontier.py): the space from the technique table, one-line errors, trials
+equal to single applies, the frontier, the store's failures, and many workers on one study in a real PostgreSQL."""
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+import compress as C
+from compress import space as S
+from compress import store, sweep
+from compress.frontier import frontier, rows
+
+sys.path.insert(0, os.path.dirname(__file__))
+import pg  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    return C.load_model("tinygpt")
+
+
+def test_ranges_inclusive_and_rounded():
+    assert S.values("rank", "0.1:1.0:0.1") == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert S.values("layers", "1:4:1") == (1, 2, 3, 4)
+    assert S.values("heads", "2,4,6") == (2, 4, 6)
+    assert S.values("quant", "none,int8") == ("none", "int8")
+    assert S.values("emb_bits", "2,4") == (2, 4)
+    assert S.fixed("rank_mode=ratio,heads=4,4,2,quant=int8") == {"rank_mode": "ratio", "heads": (4, 4, 2),
+                                                                  "quant": "int8"}
+    assert S.constraint("size_mb<=9") == ("size_mb", "<=", 9.0)
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: S.values("ranks", "0.1:1:0.1"), "unknown field 'ranks'"),
+    (lambda: S.values("rank", "0:1:0.1"), "outside the technique table's range"),
+    (lambda: S.values("ffn", "0.5:1.5:0.5"), "outside the technique table's range"),
+    (lambda: S.values("quant", "int8:int4:1"), "takes a list of values"),
+    (lambda: S.values("heads", "2;4"), "heads must be"),
+    (lambda: S.values("rank", "1:0.1:0.1"), "needs a <= b"),
+    (lambda: S.fixed("rank_mode"), "is not field=value"),
+    (lambda: S.constraint("size_mb<9"), "a constraint is metric<=number"),
+    (lambda: S.constraint("speed>=3"), "unknown metric 'speed'"),
+])
+def test_bad_space_is_one_line(call, says):
+    with pytest.raises(C.CompressError, match=says) as e:
+        call()
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("vary, fixed, objectives, says", [
+    ({"rank": (0.5, 1.0)}, {}, ("bits_per_char",), "varying rank does nothing here"),
+    ({"layers": (1, 2)}, {}, ("fidelity", "size_mb"), "tinygpt has no fidelity"),
+    ({"layers": (1, 9)}, {}, ("size_mb",), "layers=9: tinygpt has 4 blocks"),
+    ({"layers": (1, 2)}, {}, (), "at least one objective"),
+    ({"layers": (1, 2)}, {}, ("latency_ms", "latency_ms"), "listed twice"),
+    ({"layers": (1, 2)}, {"layers": 2}, ("size_mb",), "both varied and fixed"),
+])
+def test_bad_sweep_is_one_line(gpt, vary, fixed, objectives, says):
+    with pytest.raises(C.CompressError, match=says):
+        S.check(S.Space("tinygpt", vary, objectives, fixed), gpt)
+
+
+def test_varying_rank_with_rank_mode_varied_is_fine(gpt):
+    S.check(S.Space("tinygpt", {"rank": (0.5,), "rank_mode": ("none", "ratio")}, ("size_mb",)), gpt)
+
+
+def _url(tmp_path, name="s.sqlite"):
+    return f"sqlite:///{tmp_path / name}"
+
+
+def test_grid_sweep_points_equal_single_applies(gpt, tmp_path, one_thread):
+    """A 1-D rank sweep: every combination once, each point's size exactly and quality within 0.001 of compressing
+    that recipe alone; the frontier is the non-dominated points; a rerun of the same sweep adds nothing."""
+    space = S.Space("tinygpt", {"rank": S.values("rank", "0.2:1.0:0.4")}, ("bits_per_char", "size_mb"),
+                    {"rank_mode": "ratio"})
+    lines = []
+    out = sweep.run(gpt, space, "rank", _url(tmp_path), log=lines.append)
+    assert out["trials"] == {"complete": 3} and len(lines) == 3
+    study = sweep.open_study(None, "rank", _url(tmp_path))
+    for t in study.trials:
+        recipe = C.Recipe.from_json(t.user_attrs["recipe"])
+        comp = C.compress(gpt, recipe)
+        assert t.user_attrs["size_bytes"] == C.size_bytes(comp.model)
+        assert abs(t.user_attrs["bits_per_char"] - C.quality(comp, gpt)["bits_per_char"]) <= 0.001
+        assert t.values == [t.user_attrs["bits_per_char"], t.user_attrs["size_mb"]]
+        for k in ("recipe", "machine", "versions", "workload", "wall_s", "params", "x_smaller", "next_token_kl"):
+            assert k in t.user_attrs
+    rs = rows(study)
+    best = {r["trial"] for r in rs if r["on_frontier"]}
+    for r in rs:  # on the frontier iff no other point is at least as good in both and better in one
+        beaten = any(o["bits_per_char"] <= r["bits_per_char"] and o["size_mb"] <= r["size_mb"] and
+                     (o["bits_per_char"], o["size_mb"]) != (r["bits_per_char"], r["size_mb"]) for o in rs)
+        assert (r["trial"] in best) == (not beaten)
+    again = sweep.run(gpt, space, "rank", _url(tmp_path))
+    assert again["ran_here"] == 0 and again["trials"] == {"complete": 3}
+
+
+def test_frontier_respects_directions_and_constraints():
+    rs = [{"trial": i, "state": "complete", "feasible": f, "fidelity": q, "size_mb": s}
+          for i, (q, s, f) in enumerate([(0.9, 10, True), (0.8, 5, True), (0.7, 6, True), (0.95, 3, False)])]
+    assert frontier(rs, ["fidelity", "size_mb"]) == [0, 1]
+    assert frontier(rs, ["size_mb"]) == [1]
+
+
+def test_constrained_sweep_finds_a_feasible_recipe(gpt, tmp_path, one_thread):
+    space = S.Space("tinygpt", {"layers": (1, 2, 3, 4), "ffn": (0.5, 1.0)}, ("bits_per_char",), {},
+                    (("size_mb", "<=", 5.0),))
+    out = sweep.run(gpt, space, "find", _url(tmp_path), trials=5, grid=False, seed=0)
+    assert out["trials"]["complete"] == 5
+    best = out["frontier"]
+    assert best and all(b["size_mb"] <= 5.0 for b in best)
+    feasible = [r for r in rows(sweep.open_study(None, "find", _url(tmp_path))) if r["feasible"]]
+    assert min(r["bits_per_char"] for r in feasible) == best[0]["bits_per_char"]
+
+
+def test_store_failures_are_one_line_and_lose_nothing(gpt, tmp_path):
+    space = S.Space("tinygpt", {"layers": (1, 2)}, ("size_mb",))
+    bad = tmp_path / "corrupt.sqlite"
+    bad.write_bytes(b"not a database at all" * 100)
+    before = bad.read_bytes()
+    for url, says in ((f"sqlite:///{bad}", "cannot be opened"),
+                      ("postgresql://nobody@127.0.0.1:1/nothing", "cannot be opened"),
+                      ("nosuchdb://x", "cannot be opened")):
+        with pytest.raises(C.CompressError, match=says) as e:
+            sweep.open_study(space, "s", url)
+        assert "\n" not in str(e.value)
+    assert bad.read_bytes() == before
+    sweep.run(gpt, space, "mine", _url(tmp_path, "ok.sqlite"))
+    other = S.Space("minilm", {"layers": (1, 2)}, ("size_mb",))
+    with pytest.raises(C.CompressError, match="is a study of tinygpt, not minilm"):
+        sweep.open_study(other, "mine", _url(tmp_path, "ok.sqlite"))
+    with pytest.raises(C.CompressError, match="made for another sweep"):
+        sweep.open_study(S.Space("tinygpt", {"layers": (1, 3)}, ("size_mb",)), "mine", _url(tmp_path, "ok.sqlite"))
+    assert len(sweep.open_study(None, "mine", _url(tmp_path, "ok.sqlite")).trials) == 2
+
+
+def test_locked_store_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "locked.sqlite"
+    sqlite3.connect(path).execute("CREATE TABLE x (a)").connection.commit()
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.2)
+    space = S.Space("tinygpt", {"layers": (1, 2)}, ("size_mb",))
+    try:
+        with pytest.raises(C.CompressError, match="cannot be opened.*locked"):
+            store.record_apply("s", "tinygpt", "{}", {}, url=f"sqlite:///{path}")
+        with pytest.raises(C.CompressError, match="cannot be opened.*locked"):
+            sweep.open_study(space, "s", f"sqlite:///{path}")
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_applies_are_kept_per_session(tmp_path):
+    url = _url(tmp_path, "applies.sqlite")
+    store.record_apply("session-a", "tinygpt", C.Recipe(layers=2).to_json(), {"size MB": 3.1}, url=url)
+    store.record_apply("session-b", "minilm", C.Recipe().to_json(), {"size MB": 90.9}, url=url)
+    mine = store.applies("session-a", url=url)
+    assert [r["model"] for r in mine] == ["tinygpt"] and mine[0]["size MB"] == 3.1
+    assert C.Recipe.from_json(mine[0]["recipe_json"]) == C.Recipe(layers=2)
+    assert [r["model"] for r in store.applies(url=url)] == ["minilm", "tinygpt"]
+
+
+def _worker(url, log, study="shared"):
+    env = {**os.environ, "COMPRESS_HEARTBEAT_S": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    cmd = [sys.executable, "-m", "compress", "sweep", "--model", "tinygpt", "--vary", "layers=1,2,3,4",
+           "--vary", "heads=1,2,3,4", "--vary", "ffn=0.25:1:0.25", "--objectives", "bits_per_char,size_mb",
+           "--trials", "20", "--study", study, "--storage", url]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_many_workers_share_one_study_in_postgresql(tmp_path):
+    """Two workers and a third killed with SIGKILL mid-trial, on a real PostgreSQL: 20 complete trials, no recipe
+    evaluated twice, the killed trial failed after the heartbeat grace and nothing else lost."""
+    if pg.binaries() is None and os.environ.get("CI") != "true":
+        pytest.skip("PostgreSQL is not installed (make test installs it as root)")
+    with pg.server() as url:
+        procs = [_worker(url, tmp_path / f"w{i}.log") for i in range(3)]
+        victim = f"{socket.gethostname()}:{procs[2].pid}"
+        os.environ["COMPRESS_HEARTBEAT_S"] = "1"
+        deadline, killed = time.time() + 180, None
+        while killed is None and time.time() < deadline:
+            time.sleep(0.1)
+            try:
+                study = sweep.open_study(None, "shared", url)
+            except C.CompressError:
+                continue  # not created yet
+            running = [t for t in study.get_trials(deepcopy=False)
+                       if t.state.name == "RUNNING" and t.user_attrs.get("worker") == victim]
+            if running:
+                procs[2].send_signal(signal.SIGKILL)
+                killed = running[0].number
+        assert killed is not None, "the third worker never started a trial"
+        for p in procs[:2]:
+            assert p.wait(timeout=300) == 0, (tmp_path / "w0.log").read_text()[-2000:]
+        study = sweep.open_study(None, "shared", url)
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        recipes = [t.user_attrs["recipe"] for t in done]
+        assert len(done) == 20 and len(set(recipes)) == 20
+        assert study.trials[killed].state.name == "FAIL"
+        workers = {t.user_attrs["worker"] for t in done}
+        assert len(workers - {victim}) == 2  # both survivors worked on it
+        last = json.loads((tmp_path / "w0.log").read_text().strip().splitlines()[-1])["summary"]
+        assert last["trials"]["complete"] == 20 and last["frontier"]
