@@ -36,11 +36,5 @@ test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"
 
 # not part of `make test`: five browser sessions against one server for LOAD_MINUTES (default 10), one JSON summary
-load# Debian's PostgreSQL for the many-workers sweep test (it starts its own throwaway server; nothing runs as a service).
-postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } || \
-	  echo "postgresql is not installed and cannot be (not root): the many-workers test will skip (fails under CI=true)"
-
-test: $(STAMP) browser postgres
+loadtest: $(STAMP) browser
 	$(VENV)/bin/python tests/loadtest.py
