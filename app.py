@@ -7,5 +7,6 @@ st.set_page_config(page_title="Transformer compression explorer", layout="wide")
 shell.setup()
 nav = st.navigation([st.Page("pages/model.py", title="Model", icon=":material/description:", default=True),
                      st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
-                     st.Page("pages/compress.py", title="Compress", icon=":material/compress:")])
+                     st.Page("pages/compress.py", title="Compress", icon=":material/compress:"),
+                     st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:")])
 nav.run()

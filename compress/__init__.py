@@ -19,7 +19,7 @@ from .layers import block_influence, choose_layers, drop_layers
 from .pipeline import (WORKLOADS, benchmark, compress, compressed_model, load_compressed, numbers, report, row,
                        save_compressed)
 from .jobs import queue as job_queue
-from .store import default_store
+from .store import applies, default_store, record_apply, storage_url
 from .cache import policy as cache_policy
 
 __all__ = [
@@ -39,5 +39,5 @@ __all__ = [
     "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
     "near_duplicates",
     # pipeline
-    "compress", "compressed_model", "job_queue", "default_store", "benchmark", "numbers", "row", "report", "save_compressed", "load_compressed", "cache_policy",
+    "compress", "compressed_model", "job_queue", "default_store", "record_apply", "applies", "storage_url", "benchmark", "numbers", "row", "report", "save_compressed", "load_compressed", "cache_policy",
 ]

@@ -58,14 +58,13 @@ def frontier(rows: list[dict], objectives) -> list[int]:
 def remeasure_frontier(study, bundle, space: Space, most: int = 50) -> int:
     """Time each frontier point once more (its own re-measurement replaces the trial's latency), until every point of
     the frontier has been re-measured. Returns how many were re-measured now."""
-    from .sweep import space_of
     if not space.timed:
         return 0
     done = 0
     while done < most:
         rs = rows(study)
         todo = [r for r in rs if r["on_frontier"] and f"remeasured:{r['trial']}" not in study.user_attrs]
-        if not todo or space_of(study)["model"] != space.model:
+        if not todo or json.loads(study.user_attrs["space"])["model"] != space.model:
             return done
         r = todo[0]
         comp = pipeline.compress(bundle, Recipe.from_json(r["recipe"]))

@@ -88,6 +88,26 @@ def values(name: str, spec: str) -> tuple:
     return tuple(out)
 
 
+def variable() -> list[str]:
+    """The fields a sweep may vary: every control of the table but healing's own (healing is --heal-steps)."""
+    return [k for k, f in FIELDS.items() if f.label and f.kind != "text" and not k.startswith("heal_")]
+
+
+def default_spec(name: str, bundle) -> str:
+    """A field's whole range as `--vary` text, for this model: counts 1..its maximum, fractions in tenths,
+    choices all of them."""
+    f = FIELDS[name]
+    if f.kind in ("count", "counts"):
+        return f"1:{bundle.info[f.most]}:1"
+    if f.kind == "fraction":
+        return f"{max(0.1, round(f.lo, 1)):.1f}:1.0:0.1"
+    if f.kind == "bool":
+        return "false,true"
+    if f.choices:
+        return ",".join(map(str, f.choices))
+    return f.text(f.default)
+
+
 def fixed(text: str) -> dict:
     """`--fixed "k=v,k=v"` (a per-layer list: heads=4,4,2) as checked field values."""
     out, key = {}, None

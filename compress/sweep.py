@@ -17,6 +17,7 @@ from . import evaluate, measure, pipeline, store
 from .errors import CompressError
 from .frontier import latency, summary
 from .space import Space, check
+from .studies import note_worker
 from .steps import refusal
 
 BUSY = ("COMPLETE", "RUNNING")
@@ -184,9 +185,13 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
 
     if _done(study, total, grid, space):
         return summary(study, bundle, space)
-    study.optimize(objective, callbacks=[callback], timeout=minutes * 60 if minutes else None,
-                   catch=(Exception,), gc_after_trial=True)
-    out = summary(study, bundle, space, remeasure=True, ran_here=ctx["ran"])
+    note_worker(study)
+    try:
+        study.optimize(objective, callbacks=[callback], timeout=minutes * 60 if minutes else None,
+                       catch=(Exception,), gc_after_trial=True)
+        out = summary(study, bundle, space, remeasure=True, ran_here=ctx["ran"])  # the frontier re-measured
+    finally:
+        note_worker(study, ended=True)
     out["store_s_per_trial"] = round(ctx["store_s"] / max(1, ctx["ran"]), 4)
     return out
 

@@ -37,72 +37,34 @@ def measure_job(b, recipe, w, healed=None):
 
 
 def record(res):
-    """A finished Apply: the result shown, and a row of this session's history."""
+    """A finished Apply: the result shown, and a row of the history in the results store (tagged with this browser
+    session; a store that fails says so in one line and the result is still shown)."""
     st.session_state.result = res
-    st.session_state.history.append({"model": b.name, "recipe": res["recipe"].describe(),
-                                     **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"]),
-                                     "workload": shape(res["workload"])})
+    row = {"recipe": res["recipe"].describe(), **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"]),
+           "workload": shape(res["workload"])}
+    try:
+        C.record_apply(jobs.owner(), b.name, res["recipe"].to_json(), row)
+    except C.CompressError as e:
+        st.warning(f"This Apply was not kept in the history: {e}")
 
 
-b = shell.page()
-st.title("Compress")
-left, right = st.columns([1, 2])
-with left:
-    st.subheader("Recipe")
-    for step in C.STEPS:  # the technique table, in pipeline order: its controls and what each step does
-        if not step.trains:
-            step_controls(step, b)
-            continue
-        why = control("heal_steps", b)
-        h1, h2, h3 = st.columns(3)
-        control("heal_lr", b, h1)
-        control("heal_seed", b, h2)
-        minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
-        st.file_uploader("Heal on your own text (.txt, one sentence or paragraph per line)", type=["txt"],
-                         key="heal_file", on_change=jobs.heal_text_changed)
-        caption(step, [why])
-    st.subheader("Latency workload")
-    kind = st.radio("Workload", list(C.WORKLOADS), horizontal=True, key="live_workload",
-                    format_func=lambda k: {"ids": "random ids (batch x seq)", "sentences": "real sentences"}[k],
-                    help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
-    c1, c2 = st.columns(2)
-    batch = c1.number_input("batch", 1, 64, LIVE["batch"], key="live_batch", disabled=kind != "ids")
-    most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
-    seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
-                          disabled=kind != "ids")
-    apply = st.button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
-    precise = st.button(f"Precise benchmark (batch {PRECISE['batch']} x seq {PRECISE['seq']})")
+def history():
+    """Every Apply kept in the results store: this session's, or every session's (it survives a restart)."""
+    every = st.toggle("Every session's", key="history_all")
+    st.subheader("History" + (" (every session)" if every else " (this session)"))
+    try:
+        rows = C.applies(None if every else jobs.owner())
+    except C.CompressError as e:
+        st.error(str(e))
+        return
+    if rows:
+        st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json"]), hide_index=True)
+    else:
+        st.caption("Nothing applied yet" + ("." if every else " in this session."))
 
-try:
-    recipe = state.current_recipe()
-except C.CompressError as e:
-    right.error(f"Impossible recipe: {e}")
-    st.stop()
-state.put_in_url(b, recipe)
 
-with right:
-    if apply or precise or jobs.waiting("apply"):
-        try:  # every measurement runs on the server's job queue: never timed while other work runs
-            healed = st.session_state.healed.get((cached.model_key(b), recipe.to_json()))
-            if recipe.heal_steps and healed is None and not jobs.waiting("apply"):
-                if st.session_state.get("heal_job") is None:  # healing takes minutes: in the background;
-                    jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again
-            else:
-                live = {"kind": "ids", "batch": int(batch), "seq": int(seq)} if kind == "ids" else SENTENCES
-                w = PRECISE if precise else live
-                res = jobs.run("apply", measure_job(b, recipe, w, healed), f"{b.name}: {recipe.describe()} ({shape(w)})")
-                if res is not None:
-                    record(res)
-        except C.CompressError as e:
-            st.error(str(e))
-    jobs.heal_progress()
-    if st.session_state.get("heal_error"):
-        st.error(f"Healing failed: {st.session_state.pop('heal_error')}")
-
-    res = st.session_state.get("result")
-    if res is None or res["model"] != cached.model_key(b):
-        st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")
-        st.stop()
+def show(res):
+    """The last Apply: original vs compressed side by side, sample outputs, the per-layer report."""
     if res["recipe"] != recipe:
         st.warning(f"Showing the last applied recipe ({res['recipe'].describe()}); press Apply for the current one.")
     if res["applied"].get("kept_blocks"):
@@ -177,7 +139,67 @@ with right:
     with st.expander("Per-layer report"):
         st.dataframe(pd.DataFrame(res["layers"]), hide_index=True)
 
+
+
+b = shell.page()
+st.title("Compress")
+left, right = st.columns([1, 2])
+with left:
+    st.subheader("Recipe")
+    for step in C.STEPS:  # the technique table, in pipeline order: its controls and what each step does
+        if not step.trains:
+            step_controls(step, b)
+            continue
+        why = control("heal_steps", b)
+        h1, h2, h3 = st.columns(3)
+        control("heal_lr", b, h1)
+        control("heal_seed", b, h2)
+        minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
+        st.file_uploader("Heal on your own text (.txt, one sentence or paragraph per line)", type=["txt"],
+                         key="heal_file", on_change=jobs.heal_text_changed)
+        caption(step, [why])
+    st.subheader("Latency workload")
+    kind = st.radio("Workload", list(C.WORKLOADS), horizontal=True, key="live_workload",
+                    format_func=lambda k: {"ids": "random ids (batch x seq)", "sentences": "real sentences"}[k],
+                    help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
+    c1, c2 = st.columns(2)
+    batch = c1.number_input("batch", 1, 64, LIVE["batch"], key="live_batch", disabled=kind != "ids")
+    most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
+    seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
+                          disabled=kind != "ids")
+    apply = st.button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
+    precise = st.button(f"Precise benchmark (batch {PRECISE['batch']} x seq {PRECISE['seq']})")
+
+try:
+    recipe = state.current_recipe()
+except C.CompressError as e:
+    right.error(f"Impossible recipe: {e}")
+    st.stop()
+state.put_in_url(b, recipe)
+
+with right:
+    if apply or precise or jobs.waiting("apply"):
+        try:  # every measurement runs on the server's job queue: never timed while other work runs
+            healed = st.session_state.healed.get((cached.model_key(b), recipe.to_json()))
+            if recipe.heal_steps and healed is None and not jobs.waiting("apply"):
+                if st.session_state.get("heal_job") is None:  # healing takes minutes: in the background;
+                    jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again
+            else:
+                live = {"kind": "ids", "batch": int(batch), "seq": int(seq)} if kind == "ids" else SENTENCES
+                w = PRECISE if precise else live
+                res = jobs.run("apply", measure_job(b, recipe, w, healed), f"{b.name}: {recipe.describe()} ({shape(w)})")
+                if res is not None:
+                    record(res)
+        except C.CompressError as e:
+            st.error(str(e))
+    jobs.heal_progress()
+    if st.session_state.get("heal_error"):
+        st.error(f"Healing failed: {st.session_state.pop('heal_error')}")
+
+    res = st.session_state.get("result")
+    if res is None or res["model"] != cached.model_key(b):
+        st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")
+    else:
+        show(res)
 jobs.history()
-st.subheader("History (this session)")
-if st.session_state.history:
-    st.dataframe(pd.DataFrame(st.session_state.history), hide_index=True)
+history()

@@ -18,7 +18,6 @@ def init_state():
     if "init" in st.session_state:
         return
     st.session_state.init = True
-    st.session_state.history = []
     st.session_state.loaded = {}
     st.session_state.healed = {}  # (model key, recipe JSON) -> healed bundle of this session
     try:

@@ -1,0 +1,71 @@
+"""The Trade-offs page's figures (plotly): every trial as a point with the frontier joined, and a 1-D sweep's curve."""
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+import compress as C
+from compress.frontier import frontier
+from compress.space import METRICS
+
+LABELS = {"size_mb": "size (MB)", "latency_ms": "latency p50 (ms)", "speedup": "x faster than the original"}
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric) or C.metric_label(metric)
+
+
+def hover(r: dict, keys) -> str:
+    recipe = C.Recipe.from_json(r["recipe"]).describe() if r.get("recipe") else ""
+    nums = "<br>".join(f"{label(k)}: {r[k]:.4g}" for k in keys if isinstance(r.get(k), (int, float)))
+    return f"trial {r['trial']}: {recipe}<br>{nums}"
+
+
+def tradeoff(rows: list[dict], x: str, y: str, log_x: bool = False, log_y: bool = False) -> go.Figure:
+    """Every complete trial as a point (x: size or latency, y: a quality metric); the points no other beats in both
+    joined as the frontier; infeasible ones (constraints) hollow; latency with its p10-p90 as an error bar."""
+    pts = [r for r in rows if r["state"] == "complete" and r.get(x) is not None and r.get(y) is not None]
+    best = set(frontier(pts, [y, x]))
+    fig = go.Figure()
+    groups = (("trials", [r for r in pts if r["trial"] not in best and r["feasible"]], "markers", "circle"),
+              ("outside the constraint", [r for r in pts if not r["feasible"]], "markers", "circle-open"),
+              ("frontier", sorted((r for r in pts if r["trial"] in best), key=lambda r: r[x]), "lines+markers",
+               "diamond"))
+    for name, rs, mode, symbol in groups:
+        if not rs:
+            continue
+        err = None
+        if x == "latency_ms" and all("latency_p10" in r for r in rs):
+            err = {"type": "data", "symmetric": False, "array": [r["latency_p90"] - r[x] for r in rs],
+                   "arrayminus": [r[x] - r["latency_p10"] for r in rs], "thickness": 1}
+        fig.add_trace(go.Scatter(x=[r[x] for r in rs], y=[r[y] for r in rs], mode=mode, name=name, error_x=err,
+                                 marker={"symbol": symbol, "size": 10 if name == "frontier" else 8},
+                                 customdata=[[r["trial"]] for r in rs], hovertext=[hover(r, (x, y)) for r in rs],
+                                 hoverinfo="text"))
+    better = "higher is better" if METRICS.get(y, ("maximize",))[0] == "maximize" else "lower is better"
+    fig.update_layout(xaxis_title=label(x), yaxis_title=f"{label(y)} ({better})", height=460, clickmode="event+select",
+                      legend={"orientation": "h", "y": 1.08}, margin={"t": 30})
+    fig.update_xaxes(type="log" if log_x else "linear")
+    fig.update_yaxes(type="log" if log_y else "linear")
+    return fig
+
+
+def curve(rows: list[dict], field: str, y: str) -> go.Figure:
+    """A 1-D sweep as the seed's question: quality vs the varied field (before and after healing when healing ran),
+    with size on a second axis."""
+    rs = sorted((r for r in rows if r["state"] == "complete" and isinstance(r.get(field), (int, float))),
+                key=lambda r: r[field])
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    xs = [r[field] for r in rs]
+    if any(f"unhealed_{y}" in r for r in rs):
+        fig.add_trace(go.Scatter(x=xs, y=[r.get(f"unhealed_{y}") for r in rs], name=f"{label(y)}, unhealed",
+                                 mode="lines+markers", line={"dash": "dot"}))
+        fig.add_trace(go.Scatter(x=xs, y=[r[y] for r in rs], name=f"{label(y)}, healed", mode="lines+markers"))
+    else:
+        fig.add_trace(go.Scatter(x=xs, y=[r[y] for r in rs], name=label(y), mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=xs, y=[r["size_mb"] for r in rs], name="size (MB)", mode="lines+markers",
+                             line={"color": "gray"}), secondary_y=True)
+    fig.update_layout(xaxis_title=C.FIELDS[field].label or field, height=380, margin={"t": 30},
+                      legend={"orientation": "h", "y": 1.1})
+    fig.update_yaxes(title_text=label(y), secondary_y=False)
+    fig.update_yaxes(title_text="size (MB)", secondary_y=True)
+    return fig

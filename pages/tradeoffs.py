@@ -1,0 +1,189 @@
+"""Trade-offs: sweeps over the technique table's fields as Optuna studies in the results store, run in the background
+(their own process: they outlive the tab), every trial on a plot with the frontier, a click opening a recipe on the
+Compress page, the table as CSV; and "find me a recipe" (a constrained study)."""
+import time
+
+import pandas as pd
+import streamlit as st
+
+import compress as C
+from compress import frontier, space as S, store, studies, sweep
+from pages import plots, shell
+from pages.state import KEY, current_recipe
+
+TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
+
+
+def open_recipe(recipe_json: str):
+    """A trial's recipe into the Compress page's controls, and go there."""
+    for k, v in C.Recipe.from_json(recipe_json).to_dict().items():
+        st.session_state[KEY + k] = tuple(v) if isinstance(v, list) else v
+    st.switch_page("pages/compress.py")
+
+
+def start(argv: list[str], what: str):
+    name = f"{b.name} {what} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    studies.spawn(argv, name)
+    st.session_state.tr_study = name
+    st.session_state.tr_live = True
+    st.session_state.pop("tr_pick", None)  # show the new study
+    st.query_params["study"] = name
+
+
+def default_fixed(vary) -> str:
+    """The current recipe's fields away from their defaults (not the varied ones); a rank mode when rank varies."""
+    try:
+        r = current_recipe().to_dict()
+    except C.CompressError:
+        r = C.Recipe().to_dict()
+    out = {k: v for k, v in r.items() if v != C.FIELDS[k].default and k not in vary and not k.startswith("heal_")}
+    if "rank" in vary and "rank_mode" not in vary and out.get("rank_mode", "none") == "none":
+        out["rank_mode"] = "ratio"
+    return ",".join(f"{k}={C.FIELDS[k].text(v)}" for k, v in out.items())
+
+
+def heal_estimate(trials, steps) -> str:
+    """What healing adds: steps x trials at ~230 steps/min per 22.7 M params (MiniLM on the project's 2-core Xeon)."""
+    per_step = 60 / 230 * C.count_params(b.model) / 22.7e6
+    return f"about {trials * steps * per_step / 60:.0f} min of healing ({steps} steps x {trials} trials)"
+
+
+b = shell.page()
+st.title("Trade-offs")
+url = store.storage_url()
+st.caption(f"Sweeps are Optuna studies in the results store ({store.shown(url)}); they run in their own process, "
+           "keep running when this tab closes, and any session can open them. optuna-dashboard opens the same store.")
+metrics = S.metrics_for(b)
+quality = [m for m in metrics if m not in S.TIMED and m not in ("size_mb", "size_bytes", "params", "x_smaller")]
+runnable = b.name in C.BUNDLED
+if not runnable:
+    st.info("Sweeps run on the bundled models (the sweep process loads the model by name); pick one in the sidebar.")
+
+sweep_tab, find_tab = st.tabs(["Sweep", "Find me a recipe"])
+with sweep_tab:
+    fields = st.multiselect("Fields to vary", S.variable(), default=["rank"], key="tr_vary",
+                            format_func=lambda k: f"{C.FIELDS[k].label} ({k})")
+    specs = {k: st.text_input(f"{k} values", S.default_spec(k, b), key=f"tr_spec_{k}",
+                              help="a:b:s (inclusive) or v1,v2,...; the technique table's range") for k in fields}
+    fixed = st.text_input("Fixed fields", default_fixed(fields), key=f"tr_fixed_{'-'.join(fields)}",
+                          help='k=v,k=v (a per-block head list: heads=4,4,2); the rest take their defaults')
+    objectives = st.multiselect("Objectives", metrics, default=[quality[0], "size_mb"], key="tr_objectives",
+                                format_func=plots.label)
+    c1, c2, c3 = st.columns(3)
+    budget = c1.radio("Budget", ["trials", "minutes"], horizontal=True, key="tr_budget",
+                      help="<= 2 fields with no trial count: every combination (grid)")
+    amount = c2.number_input(budget, 1, 1000, 10 if budget == "trials" else 5, key=f"tr_amount_{budget}")
+    heal = c3.number_input("Healing steps per trial", 0, 5000, 0, step=50, key="tr_heal")
+    n_trials = int(amount) if budget == "trials" else None
+    grid = budget == "trials" and len(fields) <= 2
+    size = 0
+    try:
+        size = S.Space(b.name, {k: S.values(k, v) for k, v in specs.items()}, ()).grid_size()
+    except C.CompressError:
+        pass
+    st.caption((f"{size} combination(s); " if size else "") + ("every combination (grid) up to the trial count" if grid
+               else "NSGA-II (TPE for one objective)") + (f"; {heal_estimate(n_trials or 10, heal)}" if heal else ""))
+    if st.button("Start sweep", type="primary", disabled=not runnable):
+        try:
+            start(studies.plan(b, specs, fixed, objectives, n_trials, None if n_trials else float(amount), heal,
+                               grid=grid), "+".join(fields))
+        except C.CompressError as e:
+            st.error(str(e))
+
+with find_tab:
+    c1, c2, c3 = st.columns(3)
+    target = c1.selectbox("Target", ["size_mb", "speedup", "x_smaller", "latency_ms"], key="tr_target",
+                          format_func=plots.label)
+    op = "<=" if S.METRICS[target][0] == "minimize" else ">="
+    bound = c2.number_input(f"{op}", 0.0, 1e6, {"size_mb": 9.0, "latency_ms": 50.0}.get(target, 3.0), key="tr_bound")
+    best_of = c3.selectbox("Maximize", quality, key="tr_best", format_func=plots.label)
+    find_fields = st.multiselect("Fields to search", S.variable(), key="tr_find_fields",
+                                 default=[k for k in ("layers", "heads", "ffn", "emb_bits", "quant") if
+                                          C.field_reason(k, b, C.Recipe().to_dict()) is None])
+    find_trials = st.number_input("Trials", 4, 500, 30, key="tr_find_trials")
+    if st.button("Find", type="primary", disabled=not runnable):
+        try:
+            specs = {k: S.default_spec(k, b) for k in find_fields}
+            start(studies.plan(b, specs, "", [best_of], int(find_trials), constraints=[f"{target}{op}{bound:g}"]),
+                  f"find {target}{op}{bound:g}")
+        except C.CompressError as e:
+            st.error(str(e))
+
+def live(now: bool):
+    """Keep the studies section refreshing while a sweep runs; a full rerun when that changes."""
+    if st.session_state.get("tr_live", False) != now:
+        st.session_state.tr_live = now
+        st.rerun()
+
+
+def studies_section():
+    """The store's studies of this model; refreshed every few seconds while one runs (a fragment)."""
+    st.subheader("Studies")
+    try:
+        names = studies.names(b.name)
+    except C.CompressError as e:
+        st.error(str(e))
+        return live(False)
+    wanted = st.session_state.get("tr_study") or st.query_params.get("study")
+    if wanted and wanted not in names:
+        if err := studies.started_error(wanted):
+            st.error(f"The sweep stopped: {err}")
+        elif wanted == st.session_state.get("tr_study"):
+            st.info(f"Starting {wanted}: loading the model...")
+            return live(True)
+        else:
+            st.warning(f"No study {wanted[:100]!r} of {b.name} in the store.")
+    if not names:
+        st.info(f"No sweeps of {b.name} yet: start one above, or run `python -m compress sweep --model {b.name} ...`.")
+        return live(False)
+    name = st.selectbox("Study", names, index=names.index(wanted) if wanted in names else 0, key="tr_pick")
+    try:
+        study = sweep.open_study(None, name)
+        rows = frontier.rows(study)
+        stat = studies.status(study)
+    except C.CompressError as e:
+        st.error(str(e))
+        return live(False)
+    sp = sweep.space_of(study)
+    done, target_n = stat["complete"], stat["target"]
+    st.progress(min(1.0, done / max(1, target_n)), text=f"{done} of {target_n} trials complete"
+                + (f", {stat['running']} running on {stat['workers']} worker(s)" if stat["active"] else ", no worker running")
+                + (f", about {stat['eta_s'] // 60} min {stat['eta_s'] % 60} s left" if stat["eta_s"] else "")
+                + (f"; {stat['failed']} failed" if stat["failed"] else "") + (f"; {stat['skipped']} skipped" if stat["skipped"] else ""))
+    if stat["active"] and not stat["stopping"] and st.button("Stop", key="tr_stop"):
+        sweep.request_stop(name)
+        st.rerun()
+    if stat["stopping"] and stat["active"]:
+        st.info("Stopping after the running trial(s).")
+
+    if rows and any(r["state"] == "complete" for r in rows):
+        ys = [m for m in quality if any(m in r for r in rows)]
+        c1, c2, c3 = st.columns(3)
+        xs = [x for x in TIMED_X if any(x in r for r in rows)]
+        x = c1.radio("x", xs, horizontal=True, key="tr_x", format_func=TIMED_X.get)
+        y = c2.selectbox("y", ys, index=ys.index(sp["objectives"][0]) if sp["objectives"][0] in ys else 0, key="tr_y",
+                         format_func=plots.label)
+        log = c3.checkbox("log x axis", key="tr_log")
+        event = st.plotly_chart(plots.tradeoff(rows, x, y, log), on_select="rerun", selection_mode="points",
+                                key=f"tr_plot_{name}")
+        picked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+        if picked:
+            open_recipe(next(r["recipe"] for r in rows if r["trial"] == picked[0]))
+        st.caption("Click a point to open its recipe on the Compress page. Frontier points' latency is re-measured "
+                   "once before a sweep ends (the error bars: p10-p90).")
+        if len(sp["vary"]) == 1 and C.FIELDS[next(iter(sp["vary"]))].kind in ("fraction", "count", "float", "int"):
+            st.plotly_chart(plots.curve(rows, next(iter(sp["vary"])), y), key=f"tr_curve_{name}")
+        done_rows = [r for r in rows if r["state"] == "complete"]
+        c1, c2 = st.columns([3, 1])
+        pick = c1.selectbox("Open a trial's recipe", [r["trial"] for r in done_rows], key="tr_open_pick",
+                            format_func=lambda n: plots.hover(next(r for r in done_rows if r["trial"] == n), ()))
+        if c2.button("Open on Compress", key="tr_open"):
+            open_recipe(next(r["recipe"] for r in done_rows if r["trial"] == pick))
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True)
+    st.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
+                       mime="text/csv", key="tr_csv")
+    live(stat["active"])
+
+
+st.fragment(studies_section, run_every=3 if st.session_state.get("tr_live") else None)()

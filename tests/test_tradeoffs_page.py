@@ -1,0 +1,115 @@
+"""AppTest of the Trade-offs page on the bundled tinygpt: a sweep started from the page runs in its own process, its
+trials appear with the frontier, a trial's recipe opens on the Compress page, bad choices are one line, and a new
+server session (a restart) still shows the study, its plot and the Apply history."""
+import os
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import compress as C
+from compress import frontier, studies, sweep
+from conftest import ROOT
+
+APP = str(ROOT / "app.py")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def store_dir(tmp_path, monkeypatch):
+    """A results store of this test's own (the page and its sweep process both read COMPRESS_DATA)."""
+    monkeypatch.setenv("COMPRESS_DATA", str(tmp_path))
+    monkeypatch.delenv("COMPRESS_STORAGE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tmp_path
+
+
+def page(model="tinygpt") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = model
+    at.run()
+    at.switch_page("pages/tradeoffs.py").run()
+    assert not at.exception
+    return at
+
+
+def _wait_done(name, seconds=180):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if not studies.status(sweep.open_study(None, name))["active"] and \
+                    studies.status(sweep.open_study(None, name))["complete"]:
+                return
+        except C.CompressError:
+            pass
+        assert studies.started_error(name) is None, studies.started_error(name)
+        time.sleep(1)
+    raise AssertionError(f"{name} did not finish in {seconds} s")
+
+
+def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
+    at = page()
+    at.multiselect(key="tr_vary").set_value(["rank"]).run()
+    at.text_input(key="tr_spec_rank").set_value("0.2:1.0:0.4").run()
+    assert at.text_input(key="tr_fixed_rank").value == "rank_mode=ratio"  # rank needs a mode: offered
+    at.multiselect(key="tr_objectives").set_value(["bits_per_char", "size_mb"]).run()
+    at.button[0].click().run()  # Start sweep
+    assert not at.exception and not at.error
+    name = at.session_state["tr_study"]
+    _wait_done(name)
+    at.run()
+    assert not at.exception
+    assert "3 of 3 trials complete" in at.get("progress")[0].proto.text
+    rows = frontier.rows(sweep.open_study(None, name))
+    assert [r["rank"] for r in sorted(rows, key=lambda r: r["rank"])] == [0.2, 0.6, 1.0]
+    table = at.dataframe[-1].value
+    assert len(table) == 3 and set(table["state"]) == {"complete"} and "on_frontier" in table
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the trade-off plot, and the 1-D curve (quality and size vs rank)
+    # open a trial on the Compress page
+    smallest = min(rows, key=lambda r: r["size_mb"])
+    at.selectbox(key="tr_open_pick").set_value(smallest["trial"]).run()
+    at.button(key="tr_open").click().run()
+    assert not at.exception
+    at.switch_page("pages/compress.py").run()  # AppTest does not follow st.switch_page (the browser test does)
+    assert at.radio(key="r_rank_mode").value == "ratio" and at.slider(key="r_rank").value == pytest.approx(0.2)
+    at.button[0].click().run()  # Apply it: kept in the store's history
+    assert not at.exception and not at.error
+    assert len([m for m in at.metric if m.label == "Size"]) == 2
+    # a restart: a new session of a new server, the same store
+    again = page()
+    assert again.selectbox(key="tr_pick").value == name
+    assert len(again.get("plotly_chart")) == 2 and len(again.dataframe[-1].value) == 3
+    again.switch_page("pages/compress.py").run()
+    assert again.caption and any("Nothing applied yet in this session" in c.value for c in again.caption)
+    again.toggle(key="history_all").set_value(True).run()
+    assert not again.exception, again.exception
+    hist = again.dataframe[-1].value
+    assert len(hist) == 1 and hist["model"][0] == "tinygpt" and "rank ratio 0.2" in hist["recipe"][0]
+
+
+@pytest.mark.parametrize("vary, spec, objectives, says", [
+    (["rank"], "0:1:0.1", ["bits_per_char"], "outside the technique table's range"),
+    (["layers"], "1:9:1", ["size_mb"], "tinygpt has 4 blocks"),
+    (["layers", "heads", "ffn"], None, [], "at least one objective"),
+])
+def test_bad_choices_are_one_line_and_start_nothing(store_dir, vary, spec, objectives, says):
+    at = page()
+    at.multiselect(key="tr_vary").set_value(vary).run()
+    if spec:
+        at.text_input(key=f"tr_spec_{vary[0]}").set_value(spec).run()
+    at.multiselect(key="tr_objectives").set_value(objectives).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert [e.value for e in at.error if says in e.value], [e.value for e in at.error]
+    assert "tr_study" not in at.session_state and studies.names() == []
+
+
+def test_a_crafted_study_link_is_one_line(store_dir):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"model": "tinygpt", "study": "x" * 5000})
+    at.run()
+    at.switch_page("pages/tradeoffs.py").run()
+    assert not at.exception
+    assert any("No sweeps of tinygpt yet" in i.value for i in at.info)
+    assert not os.listdir(store_dir) or all(f.endswith(".sqlite") for f in os.listdir(store_dir))
