@@ -1,0 +1,67 @@
+"""The trade-off flow in a real browser (Debian chromium, Playwright) against `streamlit run app.py` with a results
+store of its own: start a small rank sweep on tinygpt from the Trade-offs page, see its points appear on the plot,
+click a frontier point and land on the Compress page with that recipe. Saves the screenshot README.md shows."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, wait_healthy
+from test_browser import CHROMIUM, _idle, _need
+
+SHOT = ROOT / "assets" / "tradeoffs.png"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _need(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs it with apt-get when run as root")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path_factory.mktemp("store")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COMPRESS_DATA": str(data), "OMP_NUM_THREADS": "1"}
+    env.pop("COMPRESS_STORAGE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_healthy(url, 60):
+            pytest.fail("streamlit did not become healthy within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_sweep_then_click_a_frontier_point(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1700})
+        page.goto(server + "/tradeoffs?model=tinygpt", timeout=60_000)
+        values = page.get_by_role("textbox", name="rank values")
+        values.wait_for(timeout=90_000)
+        _idle(page)
+        values.fill("0.2:1.0:0.4")
+        values.press("Enter")
+        _idle(page)
+        page.get_by_role("button", name="Start sweep").click()
+        page.get_by_text("3 of 3 trials complete").wait_for(timeout=240_000)
+        frontier = page.locator(".js-plotly-plot").first.locator("g.trace.scatter").last.locator("path.point")
+        frontier.first.wait_for(timeout=60_000)
+        assert frontier.count() >= 2  # the smallest and the best points at least
+        _idle(page)
+        page.screenshot(path=str(SHOT), full_page=True)
+        frontier.first.click(force=True)  # the smallest recipe on the frontier: rank ratio 0.2
+        page.get_by_role("button", name="Apply").wait_for(timeout=90_000)
+        _idle(page)
+        url = page.url
+        browser.close()
+    assert "/compress" in url and "rank_mode=ratio" in url and "rank=0.2" in url
+    assert SHOT.stat().st_size > 10_000
