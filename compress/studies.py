@@ -14,6 +14,7 @@ from .errors import CompressError
 from .store import _alive
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_SWEEPS = int(os.environ.get("COMPRESS_SWEEPS", "1"))  # background sweeps this server runs at once
 _SPAWNED: dict = {}  # study name -> (Popen, log path): sweeps this server process started
 
 
@@ -60,6 +61,10 @@ def plan(bundle, vary: dict, fixed_text: str, objectives, trials: int | None = N
 
 def spawn(argv: list[str], name: str, url: str | None = None) -> Path:
     """Start `python -m compress sweep ARGV --study NAME --storage URL` as its own process; returns its log file."""
+    running = [n for n, (p, _) in _SPAWNED.items() if p.poll() is None]
+    if len(running) >= MAX_SWEEPS:  # each sweep is a process computing next to the app: on 2 cores, one at a time
+        raise CompressError(f"a sweep started on this server is still running ({running[0][:80]}): stop it or wait; "
+                            f"at most {MAX_SWEEPS} at a time (COMPRESS_SWEEPS)")
     url = store.storage_url(url)
     logs = store.data_dir() / "sweeps"
     logs.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,8 @@ with find_tab:
                           format_func=plots.label)
     op = "<=" if S.METRICS[target][0] == "minimize" else ">="
     bound = c2.number_input(f"{op}", 0.0, 1e6, {"size_mb": 9.0, "latency_ms": 50.0}.get(target, 3.0), key="tr_bound")
-    best_of = c3.selectbox("Maximize", quality, key="tr_best", format_func=plots.label)
+    best_of = c3.selectbox("Best in", quality, key="tr_best",
+                           format_func=lambda m: f"{plots.label(m)} ({S.METRICS[m][0][:3]})")
     find_fields = st.multiselect("Fields to search", S.variable(), key="tr_find_fields",
                                  default=[k for k in ("layers", "heads", "ffn", "emb_bits", "quant") if
                                           C.field_reason(k, b, C.Recipe().to_dict()) is None])
@@ -156,6 +157,17 @@ def studies_section():
     if stat["stopping"] and stat["active"]:
         st.info("Stopping after the running trial(s).")
 
+    if sp["constraints"] and len(sp["objectives"]) == 1:  # a "find me a recipe" study
+        target = " and ".join(f"{m} {op} {v:g}" for m, op, v in sp["constraints"])
+        best = [r for r in rows if r["on_frontier"]]
+        if best:
+            r = best[0]
+            st.success(f"Best recipe with {target}: trial {r['trial']}, {plots.hover(r, sp['objectives'] + ['size_mb'])}"
+                       .replace("<br>", "; "))
+            if st.button("Open the best recipe on Compress", key="tr_open_best"):
+                open_recipe(r["recipe"])
+        elif done:
+            st.info(f"No trial meets {target} yet.")
     if rows and any(r["state"] == "complete" for r in rows):
         ys = [m for m in quality if any(m in r for r in rows)]
         c1, c2, c3 = st.columns(3)

@@ -58,3 +58,27 @@ def test_hardware_info():
     info = C.cpu_info()
     assert info["threads"] == torch.get_num_threads() and isinstance(info["flags"], list) and info["cpu"]
     assert (C.gpu_info() is None) == (not torch.cuda.is_available())
+
+
+def test_timings_of_two_processes_never_overlap(monkeypatch):
+    """A sweep runs in its own process next to the app: a timing waits for the other process's, then says so."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from compress import measure
+    path = f"{tempfile.gettempdir()}/compress-bench.lock"
+    holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, time; f = open({path!r}, 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(measure, "LOCK_WAIT_S", 0.5)
+        t0 = time.monotonic()
+        with pytest.raises(C.CompressError, match="another benchmark"):
+            measure.latency({"a": lambda: None}, runs=7)
+        assert time.monotonic() - t0 >= 0.5  # it waited for the other process
+    finally:
+        holder.kill()
+        holder.wait()
+    assert measure.latency({"a": lambda: None}, runs=7)["a"]["runs"] == 7  # free again

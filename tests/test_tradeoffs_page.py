@@ -88,6 +88,29 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     assert len(hist) == 1 and hist["model"][0] == "tinygpt" and "rank ratio 0.2" in hist["recipe"][0]
 
 
+def test_find_me_a_recipe_opens_the_best_feasible_one(store_dir):
+    at = page()
+    at.selectbox(key="tr_target").set_value("size_mb").run()
+    at.number_input(key="tr_bound").set_value(4.0).run()
+    at.selectbox(key="tr_best").set_value("bits_per_char").run()
+    at.multiselect(key="tr_find_fields").set_value(["layers", "ffn"]).run()
+    at.number_input(key="tr_find_trials").set_value(6).run()
+    next(b for b in at.button if b.label == "Find").click().run()
+    assert not at.exception and not at.error
+    name = at.session_state["tr_study"]
+    _wait_done(name)
+    at.run()
+    rows = [r for r in frontier.rows(sweep.open_study(None, name)) if r["state"] == "complete"]
+    assert len(rows) == 6
+    feasible = [r for r in rows if r["size_mb"] <= 4.0]
+    best = min(feasible, key=lambda r: r["bits_per_char"])
+    assert [s.value for s in at.success if f"trial {best['trial']}" in s.value]
+    at.button(key="tr_open_best").click().run()
+    at.switch_page("pages/compress.py").run()
+    recipe = C.Recipe.from_json(best["recipe"])
+    assert at.session_state["r_layers"] == recipe.layers and at.session_state["r_ffn"] == recipe.ffn
+
+
 @pytest.mark.parametrize("vary, spec, objectives, says", [
     (["rank"], "0:1:0.1", ["bits_per_char"], "outside the technique table's range"),
     (["layers"], "1:9:1", ["size_mb"], "tinygpt has 4 blocks"),
