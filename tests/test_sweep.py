@@ -211,3 +211,21 @@ def test_many_workers_share_one_study_in_postgresql(tmp_path):
         assert len(workers - {victim}) == 2  # both survivors worked on it
         last = json.loads((tmp_path / "w0.log").read_text().strip().splitlines()[-1])["summary"]
         assert last["trials"]["complete"] == 20 and last["frontier"]
+
+
+def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(gpt, tmp_path, one_thread):
+    """Latency objectives: p10 <= p50 <= p90 and the speedup against the original timed in the same trial; each
+    frontier point re-measured once (kept as the study's "remeasured:N"); healing keeps the quality before it too."""
+    space = S.Space("tinygpt", {"layers": (3, 4)}, ("bits_per_char", "speedup"), heal_steps=2)
+    out = sweep.run(gpt, space, "timed", _url(tmp_path))
+    study = sweep.open_study(None, "timed", _url(tmp_path))
+    assert out["trials"] == {"complete": 2} and out["remeasured"] == len(out["frontier"]) >= 1
+    for t in study.trials:
+        a = t.user_attrs
+        assert a["latency_p10"] <= a["latency_ms"] <= a["latency_p90"]
+        assert a["speedup"] == pytest.approx(a["latency_ms_original"] / a["latency_ms"], rel=0.01)
+        assert "unhealed_bits_per_char" in a and C.Recipe.from_json(a["recipe"]).heal_steps == 2
+    for f in out["frontier"]:
+        again = study.user_attrs[f"remeasured:{f['trial']}"]
+        assert f["latency_ms"] == again["latency_ms"]  # the summary calls best what was re-measured
+    assert sweep.run(gpt, space, "timed", _url(tmp_path))["remeasured"] == 0  # once per point
