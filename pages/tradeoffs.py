@@ -11,6 +11,7 @@ from compress import frontier, space as S, store, studies, sweep
 from pages import plots, shell
 from pages.state import KEY, current_recipe
 
+REFRESH_S = 5  # a running sweep's view refreshes this often
 TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
 
 
@@ -191,11 +192,14 @@ def studies_section():
                             format_func=lambda n: plots.hover(next(r for r in done_rows if r["trial"] == n), ()))
         if c2.button("Open on Compress", key="tr_open"):
             open_recipe(next(r["recipe"] for r in done_rows if r["trial"] == pick))
-    table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True)
-    st.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
-                       mime="text/csv", key="tr_csv")
+    if stat["active"]:  # a live table costs the machine the sweep is timing on: shown when the sweep ends
+        st.caption("The trials' table and CSV appear when the sweep ends.")
+    else:
+        table = pd.DataFrame(rows)
+        st.dataframe(table, hide_index=True)
+        st.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
+                           mime="text/csv", key="tr_csv")
     live(stat["active"])
 
 
-st.fragment(studies_section, run_every=3 if st.session_state.get("tr_live") else None)()
+st.fragment(studies_section, run_every=REFRESH_S if st.session_state.get("tr_live") else None)()
