@@ -17,8 +17,9 @@ from typing import Callable
 
 from .errors import CompressError
 
-LONG = {"heal"}  # kinds that yield between their steps instead of holding the queue
-GRACE_S = 120.0  # an owner silent this long has its long jobs cancelled (a closed tab sends no heartbeat)
+LONG = {"heal", "sweep"}  # kinds that yield between their steps (trials) instead of holding the queue
+TAB_BOUND = {"heal"}  # long kinds cancelled when their tab is gone (a sweep belongs to its study and goes on)
+GRACE_S = 120.0  # an owner silent this long has its tab-bound jobs cancelled (a closed tab sends no heartbeat)
 
 
 @dataclass(eq=False)
@@ -132,10 +133,10 @@ class Queue:
         self._record(job)
 
     def _reap(self) -> None:
-        """Cancel the long jobs of owners that stopped sending heartbeats (their tab is gone)."""
+        """Cancel the tab-bound jobs of owners that stopped sending heartbeats (their tab is gone)."""
         now = time.time()
         for j in self.jobs():
-            if j.kind in LONG and not j.ended.is_set() and now - self._beats.get(j.owner, now) > GRACE_S:
+            if j.kind in TAB_BOUND and not j.ended.is_set() and now - self._beats.get(j.owner, now) > GRACE_S:
                 j.cancel.set()
 
     def _record(self, job: Job) -> None:

@@ -20,8 +20,8 @@ LOCK_WAIT_S = 120.0  # a benchmark waits this long for another one, then says so
 
 @contextmanager
 def _bench_lock():
-    """One timing at a time on this machine: a lock in this process, and a file lock shared with the others (a sweep
-    runs in its own process next to the app's server)."""
+    """One timing at a time on this machine: a lock in this process, and a file lock shared with the others (a CLI
+    sweep worker next to the app's server)."""
     busy = CompressError(f"another benchmark has held the machine for over {LOCK_WAIT_S:.0f} s; try again shortly")
     if not _BENCH_LOCK.acquire(timeout=LOCK_WAIT_S):
         raise busy

@@ -184,6 +184,15 @@ class Space:
                            "workload": [self.workload, self.batch, self.seq]}, sort_keys=True)
 
 
+def from_json(text: str) -> Space:
+    """The Space a study was made for (Space.to_json), to resume it."""
+    d = json.loads(text)
+    workload, batch, seq = d["workload"]
+    return Space(d["model"], {k: tuple(v) for k, v in d["vary"].items()}, tuple(d["objectives"]),
+                 {k: FIELDS[k].parse(v) for k, v in d["fixed"].items()}, tuple(tuple(c) for c in d["constraints"]),
+                 d["heal_steps"], workload, batch, seq)
+
+
 def check(space: Space, bundle) -> Space:
     """Every objective and constraint a metric this model has; every varied field does something; the fixed recipe
     possible. Raises one CompressError line."""

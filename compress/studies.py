@@ -1,21 +1,15 @@
-"""The studies in the results store, as the Trade-offs page sees them: which there are (per model), a sweep started in
-the background (its own process, so it outlives the browser tab and a server restart, and any session can open it),
-its progress, ETA and live workers, and a stop request. No streamlit here."""
+"""The studies in the results store, as the Trade-offs page sees them: which there are (per model), a sweep planned
+from the page's choices and run on the server's job queue (it outlives the browser tab; any session can open it; after
+a restart it can be resumed), its progress, ETA and live workers. No streamlit here."""
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 from . import store
 from .errors import CompressError
 from .store import _alive
+from .sweep import run
 
-ROOT = Path(__file__).resolve().parent.parent
-MAX_SWEEPS = int(os.environ.get("COMPRESS_SWEEPS", "1"))  # background sweeps this server runs at once
-_SPAWNED: dict = {}  # study name -> (Popen, log path): sweeps this server process started
+_JOBS: dict = {}  # study name -> the queue job of this server process that runs it
 
 
 def names(model: str | None = None, url: str | None = None) -> list[str]:
@@ -36,59 +30,62 @@ def names(model: str | None = None, url: str | None = None) -> list[str]:
 
 
 def plan(bundle, vary: dict, fixed_text: str, objectives, trials: int | None = None, minutes: float | None = None,
-         heal_steps: int = 0, constraints=(), grid: bool = False) -> list[str]:
-    """The `sweep` command line (without --study / --storage) for these choices, checked against the table and the
-    model first: any mistake is one CompressError line, and nothing is started."""
+         heal_steps: int = 0, constraints=(), grid: bool = False) -> dict:
+    """A sweep for these choices, checked against the table and the model first (any mistake is one CompressError
+    line, and nothing starts): {"space", "trials", "grid", "minutes", "cli": the command line that runs the same}."""
     from .space import Space, check, constraint, fixed, values
     space = Space(bundle.name, {k: values(k, v) for k, v in vary.items()}, tuple(objectives), fixed(fixed_text),
                   tuple(constraint(c) for c in constraints), int(heal_steps))
     check(space, bundle)
     if not grid and trials is None and len(space.vary) > 2:
-        trials = 1000 if minutes else None
-        if trials is None:
+        if not minutes:
             raise CompressError("more than 2 varied fields: give a number of trials or a time budget")
-    argv = ["--model", bundle.name, "--objectives", ",".join(space.objectives), "--heal-steps", str(space.heal_steps)]
-    for k, v in vary.items():
-        argv += ["--vary", f"{k}={v}"]
-    if fixed_text.strip():
-        argv += ["--fixed", fixed_text]
-    for c in constraints:
-        argv += ["--constraint", c]
-    argv += (["--trials", str(int(trials))] if trials else []) + (["--minutes", str(minutes)] if minutes else []) + \
-        (["--grid"] if grid else [])
-    return argv
+        trials = 1000
+    cli = ["python", "-m", "compress", "sweep", "--model", bundle.name, "--objectives", ",".join(space.objectives)]
+    cli += [x for k, v in vary.items() for x in ("--vary", f"{k}={v}")]
+    cli += (["--fixed", fixed_text] if fixed_text.strip() else []) + [x for c in constraints for x in ("--constraint", c)]
+    cli += (["--trials", str(int(trials))] if trials else []) + (["--minutes", f"{minutes:g}"] if minutes else [])
+    cli += (["--grid"] if grid else []) + (["--heal-steps", str(space.heal_steps)] if space.heal_steps else [])
+    return {"space": space, "trials": trials, "grid": grid, "minutes": minutes, "cli": cli}
 
 
-def spawn(argv: list[str], name: str, url: str | None = None) -> Path:
-    """Start `python -m compress sweep ARGV --study NAME --storage URL` as its own process; returns its log file."""
-    running = [n for n, (p, _) in _SPAWNED.items() if p.poll() is None]
-    if len(running) >= MAX_SWEEPS:  # each sweep is a process computing next to the app: on 2 cores, one at a time
-        raise CompressError(f"a sweep started on this server is still running ({running[0][:80]}): stop it or wait; "
-                            f"at most {MAX_SWEEPS} at a time (COMPRESS_SWEEPS)")
-    url = store.storage_url(url)
-    logs = store.data_dir() / "sweeps"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:80]}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(log, "a") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "compress", "sweep", *argv, "--study", name, "--storage", url],
-                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    _SPAWNED[name] = (proc, log)
-    return log
+def start(bundle, the_plan: dict, name: str, owner: str = ""):
+    """Run a planned sweep on the server's job queue (a long job: Apply and the other short jobs of every session
+    run between its trials; one sweep at a time, the others wait their turn). It belongs to its study in the store:
+    a closed tab does not cancel it. Returns the queue's job."""
+    from .jobs import queue
+    q = queue()
+
+    def fn(job):
+        return run_plan(bundle, the_plan, name, between=lambda: q.yield_(job), stop=job.cancel)
+    job = q.submit("sweep", fn, owner, f"sweep {name}")
+    _JOBS[name] = job
+    return job
 
 
-def started_error(name: str) -> str | None:
-    """The last line of a sweep this process started that has already exited with an error, or None."""
-    proc, log = _SPAWNED.get(name, (None, None))
-    if proc is None or proc.poll() in (None, 0):
-        return None
-    lines = [x for x in Path(log).read_text(errors="replace").splitlines() if x.strip()]
-    return (lines[-1] if lines else f"the sweep process exited with status {proc.returncode}")[:300]
+def run_plan(bundle, the_plan: dict, name: str, url: str | None = None, **kw) -> dict:
+    from .sweep import run
+    return run(bundle, the_plan["space"], name, url, the_plan["trials"], the_plan["grid"] or None, the_plan["minutes"],
+               **kw)
+
+
+def resume_plan(study) -> dict:
+    """The plan of a study, to run it on toward its target (after a restart or a Stop)."""
+    from .space import from_json
+    space = from_json(study.user_attrs["space"])
+    target = int(study.user_attrs.get("trials") or 0) or None
+    return {"space": space, "trials": target, "grid": None, "minutes": None, "cli": []}
+
+
+def job_of(name: str):
+    """The queue job of this server running (or waiting to run) the sweep `name`, or None."""
+    return _JOBS.get(name)
 
 
 def status(study) -> dict:
     """Progress of a study: complete / target trials, live workers, running trials, ETA in seconds (None: unknown)."""
+    import optuna
+    optuna.storages.fail_stale_trials(study)  # a killed worker's (or a restarted server's) running trial: failed
     ts = study.get_trials(deepcopy=False)
     done = [t for t in ts if t.state.name == "COMPLETE"]
     running = sum(t.state.name == "RUNNING" for t in ts)
@@ -106,10 +103,3 @@ def status(study) -> dict:
     return {"complete": len(done), "target": target, "running": running, "workers": workers,
             "failed": sum(t.state.name == "FAIL" for t in ts), "skipped": sum(t.state.name == "PRUNED" for t in ts),
             "eta_s": eta, "stopping": bool(study.user_attrs.get("stop")), "active": workers > 0}
-
-
-def note_worker(study, ended: bool = False) -> None:
-    """A worker of this study, by host and pid: started now, or ended now (status() counts the live ones)."""
-    key = f"worker:{socket.gethostname()}:{os.getpid()}"
-    study.set_user_attr(key, {"started": study.user_attrs.get(key, {}).get("started", time.time()),
-                              "ended": time.time() if ended else None})

@@ -17,10 +17,9 @@ from . import evaluate, measure, pipeline, store
 from .errors import CompressError
 from .frontier import latency, summary
 from .space import Space, check
-from .studies import note_worker
 from .steps import refusal
 
-BUSY = ("COMPLETE", "RUNNING")
+MAX_TRIALS = 5000  # trials one sweep may ask for
 
 
 def _optuna():
@@ -108,18 +107,26 @@ def _sampler(space, grid, trials, seed):
 
 
 def run(bundle, space: Space, study_name: str, url: str | None = None, trials: int | None = None,
-        grid: bool | None = None, minutes: float | None = None, seed: int | None = None, log=None) -> dict:
-    """Work on the study until it has its trials (or the grid is covered), the time is up, or a stop is requested.
-    log(dict) is called with one JSON-able line per trial this worker ran. Returns the summary (summary())."""
+        grid: bool | None = None, minutes: float | None = None, seed: int | None = None, log=None,
+        between=None, stop=None) -> dict:
+    """Work on the study until it has its trials (or the grid is covered), the time is up, or a stop is requested
+    (in the store: request_stop; or the `stop` threading.Event). log(dict) is called with one JSON-able line per trial
+    this worker ran; between() after each trial (the app's queue runs waiting jobs there). Returns the summary."""
     optuna = _optuna()
     check(space, bundle)
     grid = trials is None and len(space.vary) <= 2 if grid is None else grid
     if not grid and trials is None:
         raise CompressError("more than 2 varied fields: give --trials N (or --grid for every combination)")
-    if trials is not None and trials < 1:
-        raise CompressError("--trials must be at least 1")
+    if trials is not None and not 1 <= trials <= MAX_TRIALS:
+        raise CompressError(f"--trials must be from 1 to {MAX_TRIALS}, got {trials}")
     total = min(trials or space.grid_size(), space.grid_size()) if grid else trials
     study = open_study(space, study_name, url)
+    made_on = study.user_attrs.get("content_hash")
+    if made_on and bundle.content_hash and made_on != bundle.content_hash:
+        raise CompressError(f"study {study_name!r} was made on another model named {bundle.name} (other weights): "
+                            "give another --study name")
+    if not made_on and bundle.content_hash:
+        study.set_user_attr("content_hash", bundle.content_hash)
     study.sampler = _sampler(space, grid, total, seed)
     study.set_user_attr("trials", total)
     study.set_user_attr("stop", 0)
@@ -133,6 +140,9 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         raise optuna.TrialPruned(why)
 
     def objective(trial):
+        if stop is not None and stop.is_set():
+            study.stop()
+            skip(trial, "stopped")
         params = {k: trial.suggest_categorical(k, list(v)) for k, v in space.vary.items()}
         try:
             recipe = space.recipe(params)
@@ -169,8 +179,11 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         return [m[o] for o in space.objectives]
 
     def callback(study, trial):
+        if between is not None:
+            between()
         while True:
-            if study.user_attrs.get("stop") or (deadline and time.time() > deadline):
+            if study.user_attrs.get("stop") or (stop is not None and stop.is_set()) or \
+                    (deadline and time.time() > deadline):
                 return study.stop()
             ts = study.get_trials(deepcopy=False)
             n = {s: sum(t.state == getattr(State, s) for t in ts) for s in ("COMPLETE", "RUNNING", "WAITING")}
@@ -208,3 +221,9 @@ def _done(study, total, grid, space) -> bool:
         return True
     return grid and not _unvisited(space, ts) and not any(t.state.name in ("RUNNING", "WAITING") for t in ts)
 
+
+def note_worker(study, ended: bool = False) -> None:
+    """A worker of this study, by host and pid: started now, or ended now (status() counts the live ones)."""
+    key = f"worker:{socket.gethostname()}:{os.getpid()}"
+    study.set_user_attr(key, {"started": study.user_attrs.get(key, {}).get("started", time.time()),
+                              "ended": time.time() if ended else None})

@@ -1,6 +1,7 @@
-"""Trade-offs: sweeps over the technique table's fields as Optuna studies in the results store, run in the background
-(their own process: they outlive the tab), every trial on a plot with the frontier, a click opening a recipe on the
+"""Trade-offs: sweeps over the technique table's fields as Optuna studies in the results store, run on the server's job
+queue (a long job: they outlive the tab; Apply runs between trials), every trial on a plot with the frontier, a click opening a recipe on the
 Compress page, the table as CSV; and "find me a recipe" (a constrained study)."""
+import shlex
 import time
 
 import pandas as pd
@@ -8,7 +9,7 @@ import streamlit as st
 
 import compress as C
 from compress import frontier, space as S, store, studies, sweep
-from pages import plots, shell
+from pages import jobs, plots, shell
 from pages.state import KEY, current_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
@@ -22,9 +23,10 @@ def open_recipe(recipe_json: str):
     st.switch_page("pages/compress.py")
 
 
-def start(argv: list[str], what: str):
+def start(the_plan: dict, what: str):
     name = f"{b.name} {what} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    studies.spawn(argv, name)
+    studies.start(b, the_plan, name, jobs.owner())
+    st.session_state.tr_cli = " ".join(shlex.quote(x) for x in the_plan["cli"])
     st.session_state.tr_study = name
     st.session_state.tr_live = True
     st.session_state.pop("tr_pick", None)  # show the new study
@@ -52,13 +54,11 @@ def heal_estimate(trials, steps) -> str:
 b = shell.page()
 st.title("Trade-offs")
 url = store.storage_url()
-st.caption(f"Sweeps are Optuna studies in the results store ({store.shown(url)}); they run in their own process, "
-           "keep running when this tab closes, and any session can open them. optuna-dashboard opens the same store.")
+st.caption(f"Sweeps are Optuna studies in the results store ({store.shown(url)}). They run on the server's job queue "
+           "(Apply waits for one trial at most), keep running when this tab closes, and any session can open them; "
+           "optuna-dashboard opens the same store.")
 metrics = S.metrics_for(b)
 quality = [m for m in metrics if m not in S.TIMED and m not in ("size_mb", "size_bytes", "params", "x_smaller")]
-runnable = b.name in C.BUNDLED
-if not runnable:
-    st.info("Sweeps run on the bundled models (the sweep process loads the model by name); pick one in the sidebar.")
 
 sweep_tab, find_tab = st.tabs(["Sweep", "Find me a recipe"])
 with sweep_tab:
@@ -84,7 +84,7 @@ with sweep_tab:
         pass
     st.caption((f"{size} combination(s); " if size else "") + ("every combination (grid) up to the trial count" if grid
                else "NSGA-II (TPE for one objective)") + (f"; {heal_estimate(n_trials or 10, heal)}" if heal else ""))
-    if st.button("Start sweep", type="primary", disabled=not runnable):
+    if st.button("Start sweep", type="primary"):
         try:
             start(studies.plan(b, specs, fixed, objectives, n_trials, None if n_trials else float(amount), heal,
                                grid=grid), "+".join(fields))
@@ -103,7 +103,7 @@ with find_tab:
                                  default=[k for k in ("layers", "heads", "ffn", "emb_bits", "quant") if
                                           C.field_reason(k, b, C.Recipe().to_dict()) is None])
     find_trials = st.number_input("Trials", 4, 500, 30, key="tr_find_trials")
-    if st.button("Find", type="primary", disabled=not runnable):
+    if st.button("Find", type="primary"):
         try:
             specs = {k: S.default_spec(k, b) for k in find_fields}
             start(studies.plan(b, specs, "", [best_of], int(find_trials), constraints=[f"{target}{op}{bound:g}"]),
@@ -127,11 +127,13 @@ def studies_section():
         st.error(str(e))
         return live(False)
     wanted = st.session_state.get("tr_study") or st.query_params.get("study")
+    job = studies.job_of(wanted) if wanted else None
     if wanted and wanted not in names:
-        if err := studies.started_error(wanted):
-            st.error(f"The sweep stopped: {err}")
-        elif wanted == st.session_state.get("tr_study"):
-            st.info(f"Starting {wanted}: loading the model...")
+        if job is not None and job.state == "failed":
+            st.error(f"The sweep stopped: {job.error}")
+        elif job is not None and not job.ended.is_set():
+            ahead = C.job_queue().position(job) - 1
+            st.info(f"{wanted}: waiting, {ahead} job(s) ahead in the queue" if ahead >= 0 else f"Starting {wanted}...")
             return live(True)
         else:
             st.warning(f"No study {wanted[:100]!r} of {b.name} in the store.")
@@ -152,8 +154,19 @@ def studies_section():
                 + (f", {stat['running']} running on {stat['workers']} worker(s)" if stat["active"] else ", no worker running")
                 + (f", about {stat['eta_s'] // 60} min {stat['eta_s'] % 60} s left" if stat["eta_s"] else "")
                 + (f"; {stat['failed']} failed" if stat["failed"] else "") + (f"; {stat['skipped']} skipped" if stat["skipped"] else ""))
+    if st.session_state.get("tr_cli") and name == st.session_state.get("tr_study"):
+        st.caption("The same sweep from the CLI (add `--study NAME --storage URL` to join this one):")
+        st.code(st.session_state.tr_cli, language="bash", wrap_lines=True)
     if stat["active"] and not stat["stopping"] and st.button("Stop", key="tr_stop"):
         sweep.request_stop(name)
+        if (j := studies.job_of(name)) is not None:
+            j.cancel.set()
+        st.rerun()
+    mine = studies.job_of(name)
+    if not stat["active"] and done < target_n and (mine is None or mine.ended.is_set()) and \
+            st.button(f"Resume ({target_n - done} trial(s) to go)", key="tr_resume"):
+        studies.start(b, studies.resume_plan(study), name, jobs.owner())
+        st.session_state.tr_live = True
         st.rerun()
     if stat["stopping"] and stat["active"]:
         st.info("Stopping after the running trial(s).")

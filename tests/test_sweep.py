@@ -229,3 +229,56 @@ def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(gpt, tmp_p
         again = study.user_attrs[f"remeasured:{f['trial']}"]
         assert f["latency_ms"] == again["latency_ms"]  # the summary calls best what was re-measured
     assert sweep.run(gpt, space, "timed", _url(tmp_path))["remeasured"] == 0  # once per point
+
+
+def test_a_sweep_on_the_queue_lets_applies_run_between_its_trials_and_outlives_its_tab(gpt, tmp_path, monkeypatch):
+    from compress import jobs, studies
+    monkeypatch.setattr(jobs, "GRACE_S", 0.1)  # the owner's tab is gone at once: a sweep still goes on
+    monkeypatch.setenv("COMPRESS_STORAGE", _url(tmp_path))
+    q = jobs.Queue(1)
+    monkeypatch.setattr(jobs, "_QUEUE", q)
+    plan = studies.plan(gpt, {"layers": "1:4:1"}, "", ["size_mb"])
+    assert plan["cli"][:6] == ["python", "-m", "compress", "sweep", "--model", "tinygpt"] and plan["grid"] is False
+    job = studies.start(gpt, plan, "queued", owner="tab-1")
+    while not job.progress and "queued" not in studies.names(url=_url(tmp_path)):
+        time.sleep(0.05)
+    apply = q.submit("apply", lambda j: time.time(), owner="tab-2")  # a short job while the sweep runs
+    assert q.wait(apply, 60) and apply.state == "done"
+    assert not job.ended.is_set()  # it ran between two trials, not after the sweep
+    assert q.wait(job, 120) and job.state == "done", job.error
+    assert job.result["trials"] == {"complete": 4}
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_nothing_and_the_study_resumes(gpt, tmp_path, monkeypatch):
+    """kill -9 of a SQLite sweep worker mid-trial: the store opens, the finished trials are kept, the running one is
+    failed after the heartbeat grace, and resuming the study completes it."""
+    from compress import studies
+    monkeypatch.setattr(store, "HEARTBEAT_S", 1.0)
+    monkeypatch.setattr(store, "_STORAGES", {})
+    url = _url(tmp_path)
+    env = {**os.environ, "COMPRESS_HEARTBEAT_S": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    cmd = [sys.executable, "-m", "compress", "sweep", "--model", "tinygpt", "--vary", "layers=1:4:1",
+           "--vary", "ffn=0.5,1.0", "--objectives", "bits_per_char,size_mb", "--study", "k", "--storage", url]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            ts = sweep.open_study(None, "k", url).get_trials(deepcopy=False)
+        except C.CompressError:
+            ts = []
+        if sum(t.state.name == "COMPLETE" for t in ts) >= 2 and any(t.state.name == "RUNNING" for t in ts):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(4)  # past the grace (3 missed beats of 1 s)
+    study = sweep.open_study(None, "k", url)
+    stat = studies.status(study)
+    assert stat["complete"] >= 2 and stat["failed"] == 1 and not stat["active"] and stat["target"] == 8
+    kept = {t.number: t.values for t in study.trials if t.state.name == "COMPLETE"}
+    out = studies.run_plan(gpt, studies.resume_plan(study), "k", url)
+    assert out["trials"]["complete"] == 8 and out["trials"]["fail"] == 1
+    after = sweep.open_study(None, "k", url)
+    assert all(after.trials[n].values == v for n, v in kept.items())
+    assert len({t.user_attrs["recipe"] for t in after.trials if t.state.name == "COMPLETE"}) == 8

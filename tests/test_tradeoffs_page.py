@@ -1,5 +1,5 @@
-"""AppTest of the Trade-offs page on the bundled tinygpt: a sweep started from the page runs in its own process, its
-trials appear with the frontier, a trial's recipe opens on the Compress page, bad choices are one line, and a new
+"""AppTest of the Trade-offs page on the bundled tinygpt: a sweep started from the page runs on the server's job
+queue, its trials appear with the frontier, a trial's recipe opens on the Compress page, bad choices are one line, and a new
 server session (a restart) still shows the study, its plot and the Apply history."""
 import os
 import time
@@ -42,7 +42,8 @@ def _wait_done(name, seconds=180):
                 return
         except C.CompressError:
             pass
-        assert studies.started_error(name) is None, studies.started_error(name)
+        job = studies.job_of(name)
+        assert job is None or job.state != "failed", job.error
         time.sleep(1)
     raise AssertionError(f"{name} did not finish in {seconds} s")
 
