@@ -29,6 +29,7 @@ SETS = {
     "tenx": [  # BENCHMARKS.md's 10x recipe: 3,725 steps in 16 min on the 2-core Xeon; by steps, no time cap
         Recipe(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3, heal_steps=4000)],
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
+    "onnx": [Recipe(runtime="onnxruntime"), Recipe(quant="int8"), Recipe(quant="int8", runtime="onnxruntime")],
 }
 
 

@@ -106,7 +106,8 @@ def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, 
 def numbers(bundle: ModelBundle) -> dict:
     """Size and params, measured before the runtime step (a traced or compiled module holds the same weights)."""
     m = bundle.sized_model if bundle.sized_model is not None else bundle.model
-    return {"size_bytes": measure.size_bytes(m), "params": measure.count_params(m),
+    size = getattr(bundle.model, "file_bytes", None) or measure.size_bytes(m)  # onnxruntime: the .onnx file's bytes
+    return {"size_bytes": size, "params": measure.count_params(m),
             "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 from safetensors.torch import load_model as st_load
 
-from . import heads, layers, quantize, runtime, sensitivity
+from . import heads, layers, ortrun, quantize, runtime, sensitivity
 from .errors import CompressError
 from .evaluate import workload
 from .factorize import apply_factorize
@@ -57,6 +57,7 @@ class Ctx:
     applied: dict = field(default_factory=dict)  # what was done: kept_blocks, heal, runtime_applied (+ reason)
     float_model: object = None      # healed: the weights before the after-heal steps (what save writes)
     sized_model: object = None      # the model before the runtime step (what size is measured on)
+    unquantized: object = None      # the model before a quantization step (onnxruntime quantizes it its own way)
 
 
 def layers_step(ctx, r):
@@ -111,7 +112,11 @@ def keep_float(ctx, rounding: list) -> None:
 
 
 def replace_model(fn):
+    """A quantization step: a new model from the current one (which may be changed in place: a copy is kept as
+    ctx.unquantized when onnxruntime will quantize it its own way)."""
     def apply(ctx, r):
+        if r.runtime == "onnxruntime" and ctx.unquantized is None:
+            ctx.unquantized = copy.deepcopy(ctx.model)
         ctx.model = fn(ctx.model, ctx.base.adapter, r)
     return apply
 
@@ -124,8 +129,15 @@ def runtime_step(ctx, r):
     b = ctx.base
     ctx.sized_model = ctx.model
     example = workload(b, 2, min(16, b.info.get("max_positions", 16)))
-    ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime, example)
-    ctx.applied.update({"runtime_reason": why} if why else {})
+    if r.runtime == "onnxruntime":  # exported from the float model; int8 by onnxruntime's own quantization
+        ort, why = ortrun.apply(ctx.unquantized or ctx.model, b.adapter, r.quant, example)
+        ctx.model, ctx.applied["runtime_applied"] = (ort, "onnxruntime") if ort is not None else (ctx.model, "eager")
+        ctx.applied.update({"runtime_reason": why} if why else {"runtime_setting": ort.setting})
+    else:
+        ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime,
+                                                                               example)
+        ctx.applied.update({"runtime_reason": why} if why else {})
+    ctx.unquantized = None  # not kept: a whole model
 
 
 def load_weights(ctx, path, rounding: list) -> None:

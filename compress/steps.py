@@ -169,13 +169,17 @@ STEPS = [
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
                "than fp32, bf16 is fast only with AVX512-BF16 or AMX."),
     Step("runtime", "runtime", (
-        Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze) or compile (torch.compile)",
-              "Runtime", choices=runtime.RUNTIMES, widget="select"),),
+        Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze), compile (torch.compile) or "
+              "onnxruntime (exported to ONNX, run by ONNX Runtime)", "Runtime", choices=runtime.RUNTIMES + ("onnxruntime",),
+              widget="select"),),
         apply=runtime_step, active=lambda r: r.runtime != "eager", after_heal=True, describe=lambda r: r.runtime,
-        examples=({"runtime": "freeze"}, {"runtime": "compile"}), slow=({"runtime": "compile"},),
+        examples=({"runtime": "freeze"}, {"runtime": "compile"}, {"runtime": "onnxruntime"}),
+        slow=({"runtime": "compile"},),
         teach="freeze: TorchScript trace + freeze + optimize_for_inference (the article's 15-25%); compile: "
-              "torch.compile (slow first run). Size is measured before this step; if a runtime cannot apply, eager "
-              "runs and the reason is shown."),
+              "torch.compile (slow first run); onnxruntime: the model exported to ONNX and run by ONNX Runtime, fp32, "
+              "or with int8 chosen ONNX Runtime's own dynamic int8 (per channel); its size is the .onnx file's. Size is "
+              "measured before this step (onnxruntime: the file); if a runtime cannot apply (onnxruntime: int4, half, "
+              "FNet, 2/4-bit tables), eager runs and the reason is shown."),
 ]
 
 

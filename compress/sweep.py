@@ -164,7 +164,12 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
             skip(trial, "the study has its trials")
         ctx["ran"] += 1
         t0 = time.perf_counter()
-        m = measure_trial(bundle, recipe, space, base_bytes)
+        try:
+            m = measure_trial(bundle, recipe, space, base_bytes)
+        except Exception as e:  # the trial fails (Optuna records why) and the study goes on; said on its line too
+            if log:
+                log({"trial": trial.number, "params": params, "failed": " ".join(str(e).split())[:300]})
+            raise
         t1 = time.perf_counter()
         for k, v in {**m, **where, "params_json": json.dumps(params)}.items():
             trial.set_user_attr(k, v)

@@ -69,6 +69,8 @@ def show(res):
         st.warning(f"Showing the last applied recipe ({res['recipe'].describe()}); press Apply for the current one.")
     if res["applied"].get("kept_blocks"):
         st.caption(f"Blocks kept (by influence): {res['applied']['kept_blocks']}")
+    if res["applied"].get("runtime_setting"):
+        st.caption(f"Runtime: ONNX Runtime, {res['applied']['runtime_setting']}; size = the .onnx file's bytes")
     if res["applied"].get("runtime_reason"):
         st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: {res['applied']['runtime_reason']}")
     o, c = res["nums"]["original"], res["nums"]["compressed"]

@@ -1,6 +1,6 @@
-"""Trade-offs: sweeps over the technique table's fields as Optuna studies in the results store, run on the server's job
-queue (a long job: they outlive the tab; Apply runs between trials), every trial on a plot with the frontier, a click opening a recipe on the
-Compress page, the table as CSV; and "find me a recipe" (a constrained study)."""
+"""Trade-offs: sweeps over the technique table's fields as Optuna studies in the results store, run on the server's
+job queue (a long job: they outlive the tab; Apply runs between trials), every trial on a plot with the frontier, a
+click opening a recipe on the Compress page, the table as CSV; and "find me a recipe" (a constrained study)."""
 import shlex
 import time
 

@@ -1,6 +1,6 @@
 """Load test (make loadtest; not part of make test): five browser sessions at once against one server for
 LOAD_MINUTES (default 10), on loopback only. Four apply recipes drawn from a fixed list on MiniLM and tinygpt,
-one of them first uploads a zip; one heals. Checks that no page shows an error or another session's recipe, that
+one of them first uploads a zip, one first runs a small sweep on the Trade-offs page; one heals. Checks that no page shows an error or another session's recipe, that
 every Apply ends (the job queue serves them all), and compares each speed-up shown under load with the same recipe
 measured alone afterwards. Samples the server's RSS every 5 s; prints one JSON summary (peak and trend)."""
 import asyncio
@@ -85,6 +85,17 @@ async def _session(browser, url: str, name: str, until: float, log: list, role: 
             await _click_when_idle(page, "Apply")
             await page.get_by_text("Original vs compressed: original", exact=True).wait_for(timeout=600_000)
             log.append({"session": name, "uploaded": zpath.name, "t": time.time()})
+        if role == "sweep":  # a small rank sweep on the Trade-offs page, then Applies like the others
+            await page.goto(f"{url}/tradeoffs?model=tinygpt", timeout=120_000)
+            box = page.get_by_role("textbox", name="rank values")
+            await box.wait_for(timeout=180_000)
+            await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
+            await box.fill("0.2:1.0:0.2")
+            await box.press("Enter")
+            await _click_when_idle(page, "Start sweep")
+            await page.get_by_text("5 of 5 trials complete").wait_for(timeout=900_000)
+            errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').all_inner_texts()
+            log.append({"session": name, "swept": "tinygpt rank 0.2:1.0:0.2", "errors": errors, "t": time.time()})
         while time.time() < until:
             if role == "heal":
                 await _apply(page, url, "tinygpt", {"heal_steps": "40", "quant": "int8"}, log, name)
@@ -109,7 +120,7 @@ async def _main(minutes: float) -> dict:
         until = time.time() + 60 * minutes
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            roles = ["apply", "apply", "apply", "upload", "heal"]
+            roles = ["apply", "apply", "sweep", "upload", "heal"]
             tasks = [asyncio.create_task(_session(browser, url, f"s{i}", until, log, r)) for i, r in enumerate(roles)]
             while not all(t.done() for t in tasks):
                 rss.append((round(time.time() - until + 60 * minutes), round(_rss_mb(server.pid), 1)))
@@ -146,6 +157,7 @@ if __name__ == "__main__":
         "pages with an error": sum(bool(a["errors"]) for a in applies),
         "failures": [e for e in result["log"] if "failure" in e],
         "uploaded": [e["uploaded"] for e in result["log"] if "uploaded" in e],
+        "sweeps": [e for e in result["log"] if "swept" in e],
         "speed-up under load / alone": {"median": round(statistics.median(ratios), 3) if ratios else None,
                                         "min": round(min(ratios), 3) if ratios else None,
                                         "max": round(max(ratios), 3) if ratios else None},

@@ -1,0 +1,125 @@
+"""ONNX Runtime as a runtime: the compressed model exported to ONNX (torch.onnx's TorchScript exporter, opset 17,
+batch and sequence dynamic) and run by an onnxruntime InferenceSession, fp32; with int8 chosen, the float model is
+exported and quantized by onnxruntime's own dynamic quantization (int8 weights per channel, activations on the fly;
+reduce_range on CPUs without VNNI, as its documentation advises). The module's size is the .onnx file's bytes, and
+its latency and quality come from ONNX Runtime's outputs: it is called like any model (adapters.forward).
+int4 and half precision are not exported: eager runs and the reason says so, as freeze falls back; what the
+exporter cannot express (FNet's FFT, the 2/4-bit tables' bit unpacking) falls back the same way, with its message.
+"""
+import contextlib
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import measure
+from .adapters import forward
+
+QUANTS = ("none", "int8")  # what this runtime runs; other quantizations fall back to eager
+
+
+def reduce_range() -> bool:
+    """onnxruntime's advice: 7-bit weights on x86 CPUs without VNNI (saturation in the int8 dot products)."""
+    return not any(f.endswith("vnni") for f in measure.cpu_info()["flags"])
+
+
+class OrtModel(nn.Module):
+    """A model as an ONNX Runtime session: forward(ids, mask) -> what adapters.forward returns, on the CPU."""
+    runtime = "onnxruntime"
+
+    def __init__(self, onnx: bytes, setting: str):
+        super().__init__()
+        self.onnx, self.setting, self._session = onnx, setting, None
+
+    @property
+    def file_bytes(self) -> int:
+        return len(self.onnx)
+
+    def __getstate__(self):  # a copy opens its own session
+        return {**super().__getstate__(), "_session": None}
+
+    def session(self):
+        if self._session is None:
+            import onnxruntime as ort
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            self._session = ort.InferenceSession(self.onnx, opts, providers=["CPUExecutionProvider"])
+        return self._session
+
+    def forward(self, ids, mask=None):
+        s = self.session()
+        names = {i.name for i in s.get_inputs()}
+        ids = ids.detach().to("cpu", torch.int64)
+        feeds = {"input_ids": ids.numpy()}
+        if "attention_mask" in names:
+            feeds["attention_mask"] = (torch.ones_like(ids) if mask is None else mask.detach().to("cpu", torch.int64)).numpy()
+        return torch.from_numpy(np.asarray(s.run(None, feeds)[0]))
+
+
+class _Call(nn.Module):
+    def __init__(self, model, adapter):
+        super().__init__()
+        self.model, self.adapter = model, adapter
+
+    def forward(self, ids, mask):
+        return forward(self.model, self.adapter, ids, mask)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """On a failure the exporter's C++ side prints its whole graph to file descriptor 1 (the CLI's one JSON object
+    goes there): fd 1 points at /dev/null meanwhile (other threads' prints are lost for those seconds)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def export(model: nn.Module, adapter, example, path: Path) -> None:
+    """model -> ONNX at path: inputs input_ids and attention_mask (B, T), output (B, T, H) or (B, T, V)."""
+    import warnings
+    ids, mask = example
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
+        warnings.simplefilter("ignore")  # TracerWarnings from transformers; the legacy exporter's own deprecation
+        torch.onnx.export(_Call(adapter.export_ready(model).eval(), adapter), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["output"],
+                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "output")})
+
+
+def apply(model: nn.Module, adapter, quant: str, example) -> tuple[nn.Module | None, str | None]:
+    """(OrtModel, None), or (None, why eager runs instead). model: the float model (before any quantization)."""
+    if quant not in QUANTS:
+        return None, f"onnxruntime runs fp32 or int8 here; {quant} is not exported"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            src = Path(d) / "model.onnx"
+            export(model, adapter, example, src)
+            setting = "fp32"
+            if quant == "int8":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+                dst, rr = Path(d) / "model.int8.onnx", reduce_range()
+                quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=rr, weight_type=QuantType.QInt8)
+                src, setting = dst, f"int8 dynamic, per-channel{', reduce_range' if rr else ''}"
+            ort = OrtModel(src.read_bytes(), setting)
+        got, want = ort(*example).float(), forward(model, adapter, *example).float()
+    except Exception as e:  # noqa: BLE001 - a speed option never breaks a compression: eager runs, with the reason
+        lines = str(e).strip().splitlines()
+        return None, f"onnxruntime failed: {type(e).__name__}: {lines[0][:300] if lines else ''}"
+    err = ((got - want).norm() / want.norm().clamp(min=1e-12)).item()
+    if got.shape != want.shape or not err <= (1e-3 if quant == "none" else 0.5):  # int8: only a broken graph
+        return None, f"onnxruntime output differs from eager (relative error {err:.3g})"
+    return ort, None
