@@ -110,31 +110,48 @@ def show(res):
                f"Quality: {b.info.get('metric', '')}")
 
     st.subheader("Sample outputs")
-    comp = cached.get_compressed(b, res["recipe"])
+    shown = res["recipe"]
+    healed = cached.get_compressed(b, shown) if shown.heal_steps else None
+
+    def comp():  # in the queue's job: a miss of the shared cache compresses there, not in this page's thread
+        return healed or C.compressed_model(b, shown)
     if b.task == "embedding":
         where = st.radio("Search in", list(C.EVAL_SETS), horizontal=True, key="search_set",
                          format_func=lambda n: C.EVAL_SETS[n][-1])
         query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}")
-        a, z = C.search(b, query, where), C.search(comp, query, where)
-        both = {r["sentence"] for r in a} & {r["sentence"] for r in z}
-        cols = st.columns(2)
-        for col, name, hits in ((cols[0], "Original top 5", a), (cols[1], "Compressed top 5", z)):
-            col.markdown(f"**{name}**\n\n" + "\n".join(
-                f"{i}. {'✓ ' if h['sentence'] in both else ''}{h['sentence']} *({h['topic']}, {h['score']:.3f})*"
-                for i, h in enumerate(hits, 1)))
-        st.caption(f"{len(both)} of 5 results in both lists (✓).")
+        got = jobs.run("sample", lambda job: (C.search(b, query, where), C.search(comp(), query, where)),
+                       f"{b.name}: search {query[:40]!r}")
+        if got is not None:
+            a, z = got
+            both = {r["sentence"] for r in a} & {r["sentence"] for r in z}
+            cols = st.columns(2)
+            for col, name, hits in ((cols[0], "Original top 5", a), (cols[1], "Compressed top 5", z)):
+                col.markdown(f"**{name}**\n\n" + "\n".join(
+                    f"{i}. {'✓ ' if h['sentence'] in both else ''}{h['sentence']} *({h['topic']}, {h['score']:.3f})*"
+                    for i, h in enumerate(hits, 1)))
+            st.caption(f"{len(both)} of 5 results in both lists (✓).")
     elif b.tokenizer is not None:
         prompt = st.text_input("Prompt to continue", "The for statement", key="prompt")
-        n = b.adapter.sample_tokens
-        cols = st.columns(2)
-        for col, name, m in ((cols[0], "Original", b), (cols[1], "Compressed", comp)):
-            col.markdown(f"**{name}**")
-            for how, kw in (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0})):
-                col.caption(how)
-                try:
-                    col.code(prompt + C.complete(m, prompt, n, **kw), language=None, wrap_lines=True)
-                except C.CompressError as e:  # e.g. an empty prompt
-                    col.info(str(e))
+        ways = (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0}))
+
+        def continue_all(job):  # every continuation on the queue: never while another session's latency is timed
+            out = {}
+            for name, m in (("Original", b), ("Compressed", comp())):
+                for how, kw in ways:
+                    try:
+                        out[name, how] = prompt + C.complete(m, prompt, b.adapter.sample_tokens, **kw)
+                    except C.CompressError as e:  # e.g. an empty prompt
+                        out[name, how] = e
+            return out
+        got = jobs.run("sample", continue_all, f"{b.name}: continue {prompt[:40]!r}")
+        if got is not None:
+            cols = st.columns(2)
+            for col, name in zip(cols, ("Original", "Compressed")):
+                col.markdown(f"**{name}**")
+                for how, _ in ways:
+                    col.caption(how)
+                    v = got[name, how]
+                    col.info(str(v)) if isinstance(v, C.CompressError) else col.code(v, language=None, wrap_lines=True)
     else:
         st.info("This model has no tokenizer: no sample outputs (its quality numbers use random token ids).")
 

@@ -60,7 +60,7 @@ async def _apply(page, url: str, model: str, params: dict, log: list, name: str)
     await page.goto(f"{url}/compress?{query}", timeout=120_000)
     await _click_when_idle(page, "Apply")
     want = C.Recipe.from_params(params).describe()
-    await page.get_by_text(f"Original vs compressed: {want}", exact=True).wait_for(timeout=600_000)
+    await page.get_by_text(f"Original vs compressed: {want}", exact=True).wait_for(timeout=300_000)
     errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').all_inner_texts()
     faster = await page.locator('[data-testid="stMetricDelta"]').filter(has_text="x faster").first.inner_text()
     log.append({"session": name, "model": model, "params": params, "recipe": want, "errors": errors,
@@ -102,8 +102,15 @@ async def _session(browser, url: str, name: str, until: float, log: list, role: 
             else:
                 model, params = rng.choice(RECIPES)
                 await _apply(page, url, model, params, log, name)
-    except Exception as e:  # noqa: BLE001 - a session that breaks is a finding, logged and counted
-        log.append({"session": name, "failure": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+    except Exception as e:  # noqa: BLE001 - a session that breaks is a finding, logged and counted, with what it showed
+        shot = Path(tempfile.gettempdir()) / f"loadtest-{name}.png"
+        try:
+            alerts = await page.locator('[data-testid="stAlert"], [data-testid="stException"]').all_inner_texts()
+            await page.screenshot(path=str(shot), full_page=True)
+        except Exception:  # noqa: BLE001 - the page itself may be gone
+            alerts = []
+        log.append({"session": name, "failure": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                    "url": page.url, "alerts": [a[:200] for a in alerts], "screenshot": str(shot)})
     finally:
         await ctx.close()
 
