@@ -1,6 +1,7 @@
 """The app's shell: what every page runs first (session state, the sidebar model picker), and page()."""
 import hashlib
 import tempfile
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -10,18 +11,25 @@ from pages.state import KEY, active, init_state
 
 
 def page() -> C.ModelBundle:
-    """Top of every page: make sure app.py's setup (session state, sidebar) ran, and return the active model.
-    Streamlit runs a process's first session through its legacy pages/ discovery when a pages/ folder exists (until
-    st.navigation is called once), which runs the page without app.py; tests/test_app.py checks this still holds."""
+    """Top of every page: make sure app.py's setup (session state, sidebar) ran in this run, and return the active
+    model. Streamlit runs a process's first sessions through its legacy pages/ discovery when a pages/ folder exists
+    (until st.navigation is called once), which runs the page without app.py; tests/test_app.py checks this still
+    holds. Several sessions can open at once on a cold server: each run decides for itself (a process-wide flag let
+    the second session skip setup, so its widgets fell to their minimums: the load test's hung sessions)."""
     from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:  # streamlit 1.67 private flag: from the next run on, app.py routes
-        PagesManager.uses_pages_directory = False
+    PagesManager.uses_pages_directory = False  # streamlit 1.67 private flag: from the next run on, app.py routes
+    if not getattr(_RUN, "setup", False):
         setup()
+    _RUN.setup = False
     return active()
+
+
+_RUN = threading.local()  # per script thread (one per session): did setup() run in the current run?
 
 
 def setup():
     """What app.py does before routing: session state, keep-alive of widget values, the sidebar."""
+    _RUN.setup = True
     init_state()
     for k in list(st.session_state):  # keep widget values alive while their page is not shown
         if k.startswith(KEY) or k == "model_choice":

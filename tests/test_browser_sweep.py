@@ -2,6 +2,7 @@
 store of its own: start a small rank sweep on tinygpt from the Trade-offs page, see its points appear on the plot,
 click a frontier point and land on the Compress page with that recipe. Saves the screenshot README.md shows."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,28 @@ def server(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_three_sessions_opening_a_cold_server_at_once_keep_their_recipes(server):
+    """The first test on this fresh server: three tabs load links at the same moment; each page holds its link's
+    recipe (a race at cold start once left the second session's widgets at their minimums, layers=1, ffn=0.05)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    links = {"a": "quant=int8", "b": "layers=2", "c": "ffn=0.5"}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        pages = {k: browser.new_page() for k in links}
+        for k, q in links.items():  # all three requests out before any page has loaded
+            pages[k].goto(f"{server}/compress?model=tinygpt&{q}", wait_until="commit", timeout=60_000)
+        for k, q in links.items():
+            pages[k].get_by_role("button", name="Apply").wait_for(timeout=120_000)
+            _idle(pages[k])
+            sync_api.expect(pages[k]).to_have_url(re.compile(f"[?&]{q}(&|$)"), timeout=30_000)
+            url = pages[k].url
+            for field, default in (("layers", "0"), ("ffn", "1.0"), ("quant", "none")):
+                if not q.startswith(field + "="):
+                    assert f"{field}={default}&" in url + "&", (k, url)
+        browser.close()
 
 
 @pytest.mark.slow
