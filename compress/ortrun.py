@@ -3,8 +3,9 @@ batch and sequence dynamic) and run by an onnxruntime InferenceSession, fp32; wi
 exported and quantized by onnxruntime's own dynamic quantization (int8 weights per channel, activations on the fly;
 reduce_range on CPUs without VNNI, as its documentation advises). The module's size is the .onnx file's bytes, and
 its latency and quality come from ONNX Runtime's outputs: it is called like any model (adapters.forward).
-int4 and half precision are not exported: eager runs and the reason says so, as freeze falls back; what the
-exporter cannot express (FNet's FFT, the 2/4-bit tables' bit unpacking) falls back the same way, with its message.
+int4, half precision, FNet's FFT and the 2/4-bit tables' bit unpacking are not exported (unsupported(): known
+before exporting): eager runs and the reason says so, as freeze falls back; any other export failure falls back the
+same way, with the exporter's message.
 """
 import contextlib
 import io
@@ -100,10 +101,22 @@ def export(model: nn.Module, adapter, example, path: Path) -> None:
                           dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "output")})
 
 
-def apply(model: nn.Module, adapter, quant: str, example) -> tuple[nn.Module | None, str | None]:
+def unsupported(recipe) -> str | None:
+    """Why this recipe cannot run in ONNX Runtime here (eager runs instead), known before exporting; or None."""
+    if recipe.quant not in QUANTS:
+        return f"onnxruntime runs fp32 or int8 here; {recipe.quant} is not exported"
+    if recipe.fnet:
+        return "onnxruntime: FNet's FFT (aten::fft_fft) has no ONNX export at opset 17"
+    if recipe.emb_bits:
+        return f"onnxruntime: the {recipe.emb_bits}-bit table's unpacking (bitwise AND on bytes) has no ONNX export"
+    return None
+
+
+def apply(model: nn.Module, adapter, recipe, example) -> tuple[nn.Module | None, str | None]:
     """(OrtModel, None), or (None, why eager runs instead). model: the float model (before any quantization)."""
-    if quant not in QUANTS:
-        return None, f"onnxruntime runs fp32 or int8 here; {quant} is not exported"
+    if why := unsupported(recipe):
+        return None, why
+    quant = recipe.quant
     try:
         with tempfile.TemporaryDirectory() as d:
             src = Path(d) / "model.onnx"

@@ -130,7 +130,7 @@ def runtime_step(ctx, r):
     ctx.sized_model = ctx.model
     example = workload(b, 2, min(16, b.info.get("max_positions", 16)))
     if r.runtime == "onnxruntime":  # exported from the float model; int8 by onnxruntime's own quantization
-        ort, why = ortrun.apply(ctx.unquantized or ctx.model, b.adapter, r.quant, example)
+        ort, why = ortrun.apply(ctx.unquantized or ctx.model, b.adapter, r, example)
         ctx.model, ctx.applied["runtime_applied"] = (ort, "onnxruntime") if ort is not None else (ctx.model, "eager")
         ctx.applied.update({"runtime_reason": why} if why else {"runtime_setting": ort.setting})
     else:

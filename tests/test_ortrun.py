@@ -85,9 +85,9 @@ def test_cli_says_onnxruntime_ran():
     assert rep["runtime_applied"] == "onnxruntime" and rep["compressed"]["quality"]["top1_agreement"] >= 0.999
 
 
-def test_cli_json_stays_clean_when_the_export_fails():
-    """The exporter prints its graph on a failure: never into the CLI's one JSON object."""
+def test_cli_json_stays_clean_when_onnxruntime_falls_back():
+    """A fallback is one reason in the CLI's one JSON object (the exporter's graph dump on a failure never gets in)."""
     out = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--emb-bits", "2",
                           "--runtime", "onnxruntime"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     rep = json.loads(out.stdout)
-    assert rep["runtime_applied"] == "eager" and rep["runtime_reason"].startswith("onnxruntime failed: ")
+    assert rep["runtime_applied"] == "eager" and rep["runtime_reason"].startswith("onnxruntime: the 2-bit table")
