@@ -115,7 +115,9 @@ def show(res):
 
     def comp():  # in the queue's job: a miss of the shared cache compresses there, not in this page's thread
         return healed or C.compressed_model(b, shown)
-    if b.task == "embedding":
+    if b.tokenizer is None:
+        st.info("This model has no tokenizer: no sample outputs (its quality numbers use random token ids).")
+    elif b.task == "embedding":
         where = st.radio("Search in", list(C.EVAL_SETS), horizontal=True, key="search_set",
                          format_func=lambda n: C.EVAL_SETS[n][-1])
         query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}")
@@ -130,7 +132,7 @@ def show(res):
                     f"{i}. {'✓ ' if h['sentence'] in both else ''}{h['sentence']} *({h['topic']}, {h['score']:.3f})*"
                     for i, h in enumerate(hits, 1)))
             st.caption(f"{len(both)} of 5 results in both lists (✓).")
-    elif b.tokenizer is not None:
+    else:
         prompt = st.text_input("Prompt to continue", "The for statement", key="prompt")
         ways = (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0}))
 
@@ -152,8 +154,6 @@ def show(res):
                     col.caption(how)
                     v = got[name, how]
                     col.info(str(v)) if isinstance(v, C.CompressError) else col.code(v, language=None, wrap_lines=True)
-    else:
-        st.info("This model has no tokenizer: no sample outputs (its quality numbers use random token ids).")
 
     with st.expander("Per-layer report"):
         st.dataframe(pd.DataFrame(res["layers"]), hide_index=True)

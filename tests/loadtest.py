@@ -120,7 +120,8 @@ async def _main(minutes: float) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = _server(port, tempfile.mkdtemp(prefix="compress-load-"))
+    data = tempfile.mkdtemp(prefix="compress-load-")
+    server = _server(port, data)
     url, log, rss = f"http://127.0.0.1:{port}", [], []
     try:
         wait_healthy(url, 120)
@@ -136,7 +137,21 @@ async def _main(minutes: float) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"log": log, "rss": rss}
+    return {"log": log, "rss": rss, "jobs": _jobs(Path(data) / "results.sqlite")}
+
+
+def _jobs(path: Path) -> dict:
+    """How every job of the server ended, from its job log in the results store: {kind: {state: n}}, and errors."""
+    import sqlite3
+    if not path.exists():
+        return {}
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT kind, state, error FROM jobs").fetchall()
+    out: dict = {}
+    for kind, state, _ in rows:
+        out.setdefault(kind, {}).setdefault(state, 0)
+        out[kind][state] += 1
+    return {"by kind": out, "errors": sorted({e[:200] for *_, e in rows if e})}
 
 
 def _alone(applies: list) -> dict:
@@ -165,6 +180,11 @@ if __name__ == "__main__":
         "failures": [e for e in result["log"] if "failure" in e],
         "uploaded": [e["uploaded"] for e in result["log"] if "uploaded" in e],
         "sweeps": [e for e in result["log"] if "swept" in e],
+        "jobs": result["jobs"],
+        "speed-up under load / alone, per recipe": {
+            f"{m} {p}": [round(a["x faster"] / alone[(m, p)], 2) for a in applies
+                         if (a["model"], json.dumps(a["params"], sort_keys=True)) == (m, p)]
+            for m, p in sorted(alone)},
         "speed-up under load / alone": {"median": round(statistics.median(ratios), 3) if ratios else None,
                                         "min": round(min(ratios), 3) if ratios else None,
                                         "max": round(max(ratios), 3) if ratios else None},

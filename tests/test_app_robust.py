@@ -86,3 +86,20 @@ def test_an_apply_waits_for_one_healing_step_not_the_whole_healing(tiny_bert, mo
     assert not heal.ended.is_set()  # B did not wait for A's 5,000 steps
     heal.cancel.set()  # A's Stop
     assert heal.ended.wait(60) and heal.result is not None and heal.result.applied["heal"]["stopped"]
+
+
+def test_an_encoder_without_a_tokenizer_says_so_instead_of_sample_outputs(tiny_bert, monkeypatch):
+    """An upload with no tokenizer: Apply works, and the sample outputs are one line, not a failed search."""
+    from streamlit.testing.v1 import AppTest
+    from compress.bundle import ModelBundle
+    from conftest import ROOT
+    bare = ModelBundle(tiny_bert.model, "tiny-bert-bare", tiny_bert.adapter, None, "tiny-bert-bare-hash",
+                       tiny_bert.info)
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert-bare", lambda: bare)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["model"] = "tiny-bert-bare"
+    at.run()
+    at.switch_page("pages/compress.py").run()
+    at.button[0].click().run()  # Apply
+    assert not at.exception and not at.error
+    assert any("no tokenizer: no sample outputs" in i.value for i in at.info)
