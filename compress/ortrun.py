@@ -12,6 +12,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn as nn
 
 from . import measure
 from .adapters import forward
+from .runtime import _Call, _why, mismatch
 
 QUANTS = ("none", "int8")  # what this runtime runs; other quantizations fall back to eager
 
@@ -65,15 +67,6 @@ class OrtModel(nn.Module):
         return torch.from_numpy(np.asarray(s.run(None, feeds)[0]))
 
 
-class _Call(nn.Module):
-    def __init__(self, model, adapter):
-        super().__init__()
-        self.model, self.adapter = model, adapter
-
-    def forward(self, ids, mask):
-        return forward(self.model, self.adapter, ids, mask)
-
-
 @contextlib.contextmanager
 def _quiet_stdout():
     """On a failure the exporter's C++ side prints its whole graph to file descriptor 1 (the CLI's one JSON object
@@ -92,7 +85,6 @@ def _quiet_stdout():
 
 def export(model: nn.Module, adapter, example, path: Path) -> None:
     """model -> ONNX at path: inputs input_ids and attention_mask (B, T), output (B, T, H) or (B, T, V)."""
-    import warnings
     ids, mask = example
     with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
         warnings.simplefilter("ignore")  # TracerWarnings from transformers; the legacy exporter's own deprecation
@@ -128,11 +120,8 @@ def apply(model: nn.Module, adapter, recipe, example) -> tuple[nn.Module | None,
                 quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=rr, weight_type=QuantType.QInt8)
                 src, setting = dst, f"int8 dynamic, per-channel{', reduce_range' if rr else ''}"
             ort = OrtModel(src.read_bytes(), setting)
-        got, want = ort(*example).float(), forward(model, adapter, *example).float()
+        got, want = ort(*example), forward(model, adapter, *example)
     except Exception as e:  # noqa: BLE001 - a speed option never breaks a compression: eager runs, with the reason
-        lines = str(e).strip().splitlines()
-        return None, f"onnxruntime failed: {type(e).__name__}: {lines[0][:300] if lines else ''}"
-    err = ((got - want).norm() / want.norm().clamp(min=1e-12)).item()
-    if got.shape != want.shape or not err <= (1e-3 if quant == "none" else 0.5):  # int8: only a broken graph
-        return None, f"onnxruntime output differs from eager (relative error {err:.3g})"
-    return ort, None
+        return None, f"onnxruntime failed: {_why(e)}"
+    why = mismatch("onnxruntime", got, want, 1e-3 if quant == "none" else 0.5)  # int8: only a broken graph
+    return (None, why) if why else (ort, None)

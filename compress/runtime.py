@@ -122,9 +122,8 @@ def apply_runtime(model: nn.Module, adapter, mode: str, example) -> tuple[nn.Mod
             for _ in range(TRACE_AFTER):  # trace / compile now, so the cost and any failure land here
                 got = wrapped(ids, mask)
             want = forward(model, adapter, ids, mask)
-        err = ((got.float() - want.float()).norm() / want.float().norm().clamp(min=1e-12)).item()
-        if got.shape != want.shape or not err <= _tolerance(model, want):  # `not <=`: NaN fails too
-            return model, "eager", f"{mode} output differs from eager (relative error {err:.3g})"
+        if why := mismatch(mode, got, want, _tolerance(model, want)):
+            return model, "eager", why
         if wrapped.error:
             return model, "eager", f"{mode} failed: {wrapped.error}"
     except Exception as e:  # noqa: BLE001 - any failure of an optional speed-up falls back
@@ -139,6 +138,14 @@ def _tolerance(model: nn.Module, out: torch.Tensor) -> float:
     fp32 as eager int8 is), so there the check only catches a broken graph."""
     quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
     return 1e-3 if out.dtype == torch.float32 and not quantized else 0.5
+
+
+def mismatch(mode: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> str | None:
+    """Why a runtime's output is not eager's (another shape, or relative L2 error above tol; NaN too), or None."""
+    err = ((got.float() - want.float()).norm() / want.float().norm().clamp(min=1e-12)).item()
+    if got.shape != want.shape or not err <= tol:  # `not <=`: NaN fails too
+        return f"{mode} output differs from eager (relative error {err:.3g})"
+    return None
 
 
 def _why(e: Exception) -> str:

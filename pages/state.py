@@ -25,10 +25,15 @@ def init_state():
     except C.CompressError as e:
         st.session_state.url_error = f"The recipe in the link was ignored: {e}"
         recipe = C.Recipe()
-    for k, v in recipe.to_dict().items():
-        st.session_state[KEY + k] = tuple(v) if isinstance(v, list) else v
+    set_recipe(recipe)
     if st.query_params.get("model") in C.BUNDLED:
         st.session_state.model_choice = st.query_params["model"]
+
+
+def set_recipe(recipe: C.Recipe):
+    """The recipe into the widgets' session keys (a link's, or a trial's from the Trade-offs page)."""
+    for k, v in recipe.to_dict().items():
+        st.session_state[KEY + k] = tuple(v) if isinstance(v, list) else v
 
 
 def values() -> dict:

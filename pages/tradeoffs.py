@@ -10,7 +10,7 @@ import streamlit as st
 import compress as C
 from compress import frontier, space as S, store, studies, sweep
 from pages import jobs, plots, shell
-from pages.state import KEY, current_recipe
+from pages.state import current_recipe, set_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
 TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
@@ -18,8 +18,7 @@ TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
 
 def open_recipe(recipe_json: str):
     """A trial's recipe into the Compress page's controls, and go there."""
-    for k, v in C.Recipe.from_json(recipe_json).to_dict().items():
-        st.session_state[KEY + k] = tuple(v) if isinstance(v, list) else v
+    set_recipe(C.Recipe.from_json(recipe_json))
     st.switch_page("pages/compress.py")
 
 

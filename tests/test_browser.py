@@ -4,6 +4,7 @@ Opens the app on MiniLM, applies int8 on the Compress page, reads the compressed
 and saves the screenshot README.md shows. Skips with a reason where chromium is missing, except under
 CI=true, where a missing browser is a failure.
 """
+import contextlib
 import os
 import socket
 import subprocess
@@ -24,8 +25,10 @@ def _need(ok: bool, why: str):
         pytest.skip(why)
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def serve(**env):
+    """`streamlit run app.py` on a free loopback port with these environment variables (None: unset); yields its URL
+    once healthy."""
     _need(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs it with apt-get when run as root")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,7 +36,7 @@ def server():
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.address", "127.0.0.1", "--server.port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={k: v for k, v in {**os.environ, "HF_HUB_OFFLINE": "1", **env}.items() if v is not None})
     url = f"http://127.0.0.1:{port}"
     try:
         if not wait_healthy(url, 60):
@@ -42,6 +45,12 @@ def server():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve() as url:
+        yield url
 
 
 def _idle(page):

@@ -1,40 +1,21 @@
 """The trade-off flow in a real browser (Debian chromium, Playwright) against `streamlit run app.py` with a results
 store of its own: start a small rank sweep on tinygpt from the Trade-offs page, see its points appear on the plot,
 click a frontier point and land on the Compress page with that recipe. Saves the screenshot README.md shows."""
-import os
 import re
-import socket
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, wait_healthy
-from test_browser import CHROMIUM, _idle, _need
+from conftest import ROOT
+from test_browser import CHROMIUM, _idle, serve
 
 SHOT = ROOT / "assets" / "tradeoffs.png"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _need(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs it with apt-get when run as root")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = tmp_path_factory.mktemp("store")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COMPRESS_DATA": str(data), "OMP_NUM_THREADS": "1"}
-    env.pop("COMPRESS_STORAGE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_healthy(url, 60):
-            pytest.fail("streamlit did not become healthy within 60 s")
+    """A server with a results store of its own (the data folder's file, whatever COMPRESS_STORAGE says here)."""
+    with serve(COMPRESS_DATA=str(tmp_path_factory.mktemp("store")), OMP_NUM_THREADS="1", COMPRESS_STORAGE=None) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.mark.slow
