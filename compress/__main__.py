@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--seq", type=int, default=128)
         sp.add_argument("--runs", type=int, default=7, help="timed runs per model (>= 7)")
         _workload_arg(sp)
-        sp.add_argument("--out", help="save the compressed model here (reload with compress.load_compressed)")
+        sp.add_argument("--out", help="save the compressed model: X.zip (one file to download), or a folder of the same files; reload with compress.load_compressed")
     sp.add_argument("--minutes", type=float, help="a cap on healing time; the steps actually run are reported")
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
@@ -98,6 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--text", help="heal the healed recipes on this UTF-8 .txt instead of the default corpus")
     bp.add_argument("--md", help="append the table to this markdown file")
     _recipe_args(bp)  # a recipe given by flags (or --recipe) is benched alone, instead of --set
+    rp = sub.add_parser("report", help="one self-contained HTML file: a recipe vs its original and the peer (measured "
+                                       "here, as apply does), or a stored Trade-offs study (--study)")
+    rp.add_argument("--model", default="minilm")
+    rp.add_argument("--out", required=True, help="the .html file to write")
+    rp.add_argument("--study", help="a stored study's name: its frontier report (nothing is measured)")
+    rp.add_argument("--storage", help="the study's SQLAlchemy URL (default: COMPRESS_STORAGE, else data/results.sqlite)")
+    _recipe_args(rp)
+    rp.add_argument("--batch", type=int, default=8)
+    rp.add_argument("--seq", type=int, default=128)
+    rp.add_argument("--runs", type=int, default=7)
+    _workload_arg(rp)
     _sweep_args(sub.add_parser("sweep", help="an Optuna study over the table's fields: one JSON line per trial, "
                                              "then the frontier"))
     sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/steps.py)")
@@ -122,6 +133,8 @@ def main(argv=None) -> int:
             return 0
         if a.cmd == "sweep":
             return _sweep(a)
+        if a.cmd == "report":
+            return _report(a)
         if a.cmd == "table":
             print(technique_table())
             return 0
@@ -140,7 +153,8 @@ def main(argv=None) -> int:
         else:
             out, comp = _heal(bundle, recipe, a)
         if a.out:
-            out["saved_to"] = str(pipeline.save_compressed(comp, a.out))
+            from .export import save_compressed
+            out["saved_to"] = str(save_compressed(comp, a.out, out))
         print(json.dumps(out, indent=1))
         return 0
     except CompressError as e:
@@ -193,6 +207,38 @@ def _sweep(a) -> int:
     out = sweep.run(bundle, space, name, a.storage, a.trials, a.grid or None, a.minutes, a.seed,
                     log=lambda line: print(json.dumps(line), flush=True))
     print(json.dumps({"summary": out}), flush=True)
+    return 0
+
+
+def _report(a) -> int:
+    """report: measure the recipe, its original and the peer as apply does, then write the HTML file."""
+    from . import htmlreport as report, measure, pipeline
+    from .evaluate import complete, eval_set, search
+    from .models import load_model
+    if a.study:
+        page = report.study_of(a.study, a.storage)
+    else:
+        recipe, b = _recipe(a), load_model(a.model)
+        comp = pipeline.compress(b, recipe)
+        res = report.result(pipeline.report(b, comp, a.batch, a.seq, a.runs, a.workload), recipe)
+        peer = report.result(pipeline.report(b, pipeline.compressed_model(b, report.PEER), a.batch, a.seq, a.runs,
+                                             a.workload), report.PEER)
+        if b.tokenizer is None:
+            samples = None
+        elif b.task == "embedding":
+            q = eval_set()[2][0]
+            samples = {k: [h["sentence"] for h in search(m, q)] for k, m in (("Original", b), ("Compressed", comp))}
+            samples["_note"] = f"Top 5 of the evaluation sentences for the query {q!r}."
+        else:
+            samples = {k: ["The for statement" + complete(m, "The for statement", b.adapter.sample_tokens)]
+                       for k, m in (("Original", b), ("Compressed", comp))}
+        flags = " ".join(recipe.to_cli())
+        cmd = f"python -m compress report --model {a.model} {flags} --out report.html".replace("  ", " ")
+        page = report.comparison({"name": b.name, "info": b.info, "content_hash": b.content_hash}, res, peer, samples,
+                                 cmd, report.machine(measure.cpu_info()))
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(json.dumps({"report": a.out, "bytes": len(page.encode())}))
     return 0
 
 

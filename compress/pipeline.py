@@ -1,39 +1,30 @@
-"""compress(bundle, recipe): the technique table (steps.py) walked in its order; the JSON report; save / reload,
-which replays the same walk."""
+"""compress(bundle, recipe): the technique table (steps.py) walked in its order; the JSON report. A saved model
+reloads by the same walk (export.py)."""
 import copy
 import functools
 import itertools
-import json
-from pathlib import Path
-
-from safetensors.torch import save_model as st_save
 
 from . import evaluate, measure
 from .adapters import forward
 from .bundle import ModelBundle
 from .cache import LRU
 from .errors import CompressError
-from .models import load_model
 from .recipe import Recipe
-from .step import Ctx, load_weights
-from .steps import STEPS, refusal, rounding_steps
+from .step import Ctx
+from .steps import STEPS, refusal
 
 
-def _walk(base: ModelBundle, recipe: Recipe, weights=None, before_heal=False, **heal_args) -> Ctx:
-    """Every active step in table order on a deep copy of the base. weights: a saved model's file, loaded where
-    healing would have run (replay: healing itself is skipped). before_heal: stop there."""
+def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
+    """Every active step in table order on a deep copy of the base. load: a replay (export.load_compressed): healing
+    is skipped and load(ctx) puts the saved weights, as the model runs them, in place before the runtime step."""
     why = refusal(base, recipe)
     if why:
         raise CompressError(why)
     ctx = Ctx(base, recipe, copy.deepcopy(base.model), **heal_args)  # the original is shared: never mutate it
-    loaded = weights is None
     for step in STEPS:
-        if step.after_heal and before_heal:
-            break
-        if not loaded and step.after_heal:
-            load_weights(ctx, weights, rounding_steps(recipe))
-            loaded = True
-        if step.is_active(recipe) and not (step.trains and weights is not None):
+        if load is not None and step.name == "runtime":
+            load(ctx)
+        if step.is_active(recipe) and not (step.trains and load is not None):
             step.apply(ctx, ctx.recipe)
     return ctx
 
@@ -43,7 +34,7 @@ def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, prog
     stop: healing text (None = the default corpus), time cap, callback, Event. The input bundle is not touched."""
     if bundle.recipe is not None:
         raise CompressError("compress() takes an original model, not an already compressed one")
-    return _finish(_walk(bundle, recipe, texts=texts, minutes=minutes, progress=progress, stop=stop))
+    return finish(walk(bundle, recipe, texts=texts, minutes=minutes, progress=progress, stop=stop))
 
 
 _COMPRESSED = LRU("compressed models", 6, "compressed models by (model, recipe), shared by every session that asks "
@@ -58,11 +49,11 @@ def compressed_model(bundle: ModelBundle, recipe: Recipe) -> ModelBundle:
                                    lambda: compress(bundle, recipe))
 
 
-def _finish(ctx: Ctx) -> ModelBundle:
+def finish(ctx: Ctx) -> ModelBundle:
     b, model = ctx.base, ctx.model.eval()
     applied = {"runtime_applied": "eager", **ctx.applied}
     return ModelBundle(model, b.name, b.adapter, b.tokenizer, b.content_hash, dict(b.info), recipe=ctx.recipe,
-                       layers=ctx.layers, float_model=ctx.float_model, sized_model=ctx.sized_model or model,
+                       layers=ctx.layers, sized_model=ctx.sized_model or model,
                        applied=applied)
 
 
@@ -139,34 +130,3 @@ def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, run
     out["layers"] = compressed.layers
     out.update(compressed.applied)  # runtime_applied (+ runtime_reason), heal, kept_blocks
     return out
-
-
-def save_compressed(bundle: ModelBundle, out_dir) -> Path:
-    """recipe.json + base.json (model id, content hash) + weights.safetensors: the weights after healing, before
-    the after-heal steps (quantization, runtime), which are deterministic, so reloading replays them exactly."""
-    if bundle.recipe is None:
-        raise CompressError("only a compressed bundle can be saved")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = bundle.float_model
-    if weights is None:  # not healed: the weights are a replay of the steps before healing
-        weights = _walk(load_model(bundle.name), bundle.recipe, before_heal=True).model
-    st_save(weights, str(out / "weights.safetensors"))
-    (out / "recipe.json").write_text(bundle.recipe.to_json() + "\n")
-    (out / "base.json").write_text(json.dumps({"model": bundle.name, "content_hash": bundle.content_hash}) + "\n")
-    return out
-
-
-def load_compressed(path) -> ModelBundle:
-    """Rebuild a saved model: the recipe's steps replayed on the base model, the saved weights loaded where
-    healing ran, then the after-heal steps (quantization, runtime)."""
-    path = Path(path)
-    try:
-        base_meta = json.loads((path / "base.json").read_text())
-        recipe = Recipe.from_json((path / "recipe.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CompressError(f"{path} is not a saved compressed model: {e}") from None
-    base = load_model(base_meta["model"])
-    if base.content_hash != base_meta["content_hash"]:
-        raise CompressError(f"the base model {base.name} differs from the one this was saved from (content hash)")
-    return _finish(_walk(base, recipe, weights=path / "weights.safetensors"))

@@ -58,6 +58,15 @@ class _Recipe:
         d = {k: FIELDS[k].parse(params[k]) for k in FIELDS if k in params}
         return cls.from_dict(d) if d else None
 
+    def to_cli(self) -> list[str]:
+        """The apply / heal / report flags that give this recipe (its fields off their defaults)."""
+        out = []
+        for k, f in FIELDS.items():
+            v = getattr(self, k)
+            if v != f.default and f.label:
+                out += [f.flag] if v is True else ["--no-" + f.flag[2:]] if v is False else [f.flag, f.text(v)]
+        return out
+
     def describe(self) -> str:
         return ", ".join(s.describe(self) for s in STEPS if s.is_active(self)) or "original"
 

@@ -7,8 +7,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from safetensors.torch import load_model as st_load
-
 from . import heads, layers, ortrun, quantize, runtime, sensitivity
 from .errors import CompressError
 from .evaluate import workload
@@ -55,7 +53,6 @@ class Ctx:
     stop: object = None
     layers: list = field(default_factory=list)   # the per-layer factorization report
     applied: dict = field(default_factory=dict)  # what was done: kept_blocks, heal, runtime_applied (+ reason)
-    float_model: object = None      # healed: the weights before the after-heal steps (what save writes)
     sized_model: object = None      # the model before the runtime step (what size is measured on)
     unquantized: object = None      # the model before a quantization step (onnxruntime quantizes it its own way)
 
@@ -103,12 +100,6 @@ def heal_step(ctx, r, rounding: list):
         res = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
                    minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop)
     ctx.applied["heal"] = res.to_dict()
-    keep_float(ctx, rounding)
-
-
-def keep_float(ctx, rounding: list) -> None:
-    """The healed float weights, kept for save: a copy when a later step rounds them."""
-    ctx.float_model = copy.deepcopy(ctx.model) if rounding else ctx.model
 
 
 def replace_model(fn):
@@ -139,9 +130,3 @@ def runtime_step(ctx, r):
         ctx.applied.update({"runtime_reason": why} if why else {})
     ctx.unquantized = None  # not kept: a whole model
 
-
-def load_weights(ctx, path, rounding: list) -> None:
-    """Replay: the saved weights replace what the steps before healing built (shapes must match)."""
-    st_load(ctx.model, str(path))
-    if ctx.recipe.heal_steps:  # a healed model saved again keeps its healed weights
-        keep_float(ctx, rounding)

@@ -197,7 +197,7 @@ FIELDS = _fields()
 
 
 def rounding_steps(r) -> list:
-    """The active after-heal steps that round weights (healing simulates them; save keeps the float weights)."""
+    """The active after-heal steps that round weights (healing simulates them)."""
     return [s for s in STEPS if s.after_heal and s.simulate and s.is_active(r)]
 
 

@@ -64,7 +64,6 @@ def start(bundle, the_plan: dict, name: str, owner: str = ""):
 
 
 def run_plan(bundle, the_plan: dict, name: str, url: str | None = None, **kw) -> dict:
-    from .sweep import run
     return run(bundle, the_plan["space"], name, url, the_plan["trials"], the_plan["grid"] or None, the_plan["minutes"],
                **kw)
 

@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from pages import cached, jobs, shell, state
+from compress import htmlreport
+from pages import cached, jobs, shell, state, takeaway
 from pages.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
@@ -17,22 +18,23 @@ def shape(w) -> str:
     return f"{w['batch']}x{w['seq']}" if w["kind"] == "ids" else "sentences"
 
 
-def measure_job(b, recipe, w, healed=None):
-    """Apply, as a job for the queue (no streamlit calls): compress (or take the healed model), then size, quality
-    and interleaved latency of original vs compressed, the library's report, and quality before healing."""
+def measure_job(b, recipe, w, healed=None, peer=False):
+    """Apply, as a job for the queue (no streamlit calls): compress (or take the healed / uploaded model), then size,
+    quality and interleaved latency of original vs compressed (the library's report), quality before healing, and
+    with peer the same for what a user would pick instead (ONNX Runtime int8 of the original)."""
     def fn(job):
         comp = healed or C.compressed_model(b, recipe)
         rep = C.report(b, comp, w.get("batch", 8), w.get("seq", 128), 7, w["kind"],
-                       progress=lambda f: job.progress.update(done=f))
-        sides = ("original", "compressed")
-        nums = {k: {x: rep[k][x] for x in ("size_bytes", "params", "size_breakdown", "quality")} for k in sides}
+                       progress=lambda f: job.progress.update(done=f / (2 if peer else 1)))
+        res = {**htmlreport.result(rep, recipe), "model": cached.model_key(b), "workload": w}
         if recipe.heal_steps:  # quality before healing, on the same held-out sets
             unhealed = dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")
-            nums["unhealed"] = {"quality": C.quality(C.compressed_model(b, unhealed), b)}
-        gpu = {k: rep[k]["gpu_latency_ms"] for k in sides if rep[k]["gpu_latency_ms"]} if rep["workload"]["gpu"] \
-            else None
-        return {"model": cached.model_key(b), "recipe": recipe, "nums": nums, "gpu": gpu, "workload": w,
-                "lat": {k: rep[k]["latency_ms"] for k in sides}, "layers": rep["layers"], "applied": comp.applied}
+            res["nums"]["unhealed"] = {"quality": C.quality(C.compressed_model(b, unhealed), b)}
+        if peer:
+            p = C.report(b, C.compressed_model(b, htmlreport.PEER), w.get("batch", 8), w.get("seq", 128), 7,
+                         w["kind"], progress=lambda f: job.progress.update(done=0.5 + f / 2))
+            res["peer"] = htmlreport.result(p, htmlreport.PEER)
+        return res
     return fn
 
 
@@ -108,10 +110,12 @@ def show(res):
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.cpu_info()['cpu']}, {C.cpu_info()['threads']} threads, flags {', '.join(C.cpu_info()['flags'])}. "
                f"Quality: {b.info.get('metric', '')}")
+    if res.get("peer"):
+        peer_line(res["peer"], o)
 
     st.subheader("Sample outputs")
     shown = res["recipe"]
-    healed = cached.get_compressed(b, shown) if shown.heal_steps else None
+    healed = st.session_state.healed.get((cached.model_key(b), shown.to_json()))  # healed, or uploaded back
 
     def comp():  # in the queue's job: a miss of the shared cache compresses there, not in this page's thread
         return healed or C.compressed_model(b, shown)
@@ -132,6 +136,8 @@ def show(res):
                     f"{i}. {'✓ ' if h['sentence'] in both else ''}{h['sentence']} *({h['topic']}, {h['score']:.3f})*"
                     for i, h in enumerate(hits, 1)))
             st.caption(f"{len(both)} of 5 results in both lists (✓).")
+            keep_samples(shown, {"Original": [h["sentence"] for h in a], "Compressed": [h["sentence"] for h in z],
+                                 "_note": f"Top 5 of the evaluation sentences for the query {query!r}."})
     else:
         prompt = st.text_input("Prompt to continue", "The for statement", key="prompt")
         ways = (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0}))
@@ -147,6 +153,7 @@ def show(res):
             return out
         got = jobs.run("sample", continue_all, f"{b.name}: continue {prompt[:40]!r}")
         if got is not None:
+            keep_samples(shown, {n: [str(got[n, how]) for how, _ in ways] for n in ("Original", "Compressed")})
             cols = st.columns(2)
             for col, name in zip(cols, ("Original", "Compressed")):
                 col.markdown(f"**{name}**")
@@ -157,6 +164,39 @@ def show(res):
 
     with st.expander("Per-layer report"):
         st.dataframe(pd.DataFrame(res["layers"]), hide_index=True)
+    takeaway.section(b, res)
+
+
+def uploaded(recipe):
+    """A compressed model uploaded back (sidebar): what its card says, next to what is measured here."""
+    up = st.session_state.get("uploaded")
+    if not up or up["key"] != (cached.model_key(b), recipe.to_json()):
+        return
+    c = up["card"]
+    size, q = c.get("size_bytes"), c.get("quality") or {}
+    said = ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in q.items() if isinstance(v, (int, float)))
+    which = b.name if b.name in C.BUNDLED else "the upload it was made from"
+    st.info(f"Comparing the uploaded compressed model with its original, {which}. Its card says "
+            + (f"{size / 1e6:.2f} MB" if isinstance(size, int) else "no size") + (f", {said}" if said else "")
+            + "; below, what this machine measures.")
+    with st.expander("Its card.json"):
+        st.json(c)
+
+
+def keep_samples(recipe, samples: dict):
+    """The sample outputs shown, for the report (it reuses what the page showed)."""
+    st.session_state.samples = {"_key": (cached.model_key(b), recipe.to_json()), **samples}
+
+
+def peer_line(p, o):
+    """What a user would pick instead, measured in the same job: ONNX Runtime's int8 of the original."""
+    pc, pl = p["nums"]["compressed"], p["lat"]
+    how = p["applied"].get("runtime_setting") or f"fell back to eager: {p['applied'].get('runtime_reason', '')}"
+    st.caption(f"**Peer**, what a user would pick instead: ONNX Runtime int8 of the original ({how}): "
+               f"{cached.mb(pc['size_bytes'])} ({o['size_bytes'] / pc['size_bytes']:.2f}x smaller), p50 "
+               f"{pl['compressed']['p50']:.1f} ms ({pl['original']['p50'] / pl['compressed']['p50']:.2f}x faster than "
+               f"the original in its own interleaved run), "
+               + ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in pc["quality"].items()) + ".")
 
 
 
@@ -186,6 +226,8 @@ with left:
     most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
     seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
                           disabled=kind != "ids")
+    peer = st.toggle("Also measure the peer (ONNX Runtime int8 of the original)", True, key="peer",
+                     help="What a user would pick instead, measured in the same job, on the same workload")
     apply = st.button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
     precise = st.button(f"Precise benchmark (batch {PRECISE['batch']} x seq {PRECISE['seq']})")
 
@@ -206,7 +248,7 @@ with right:
             else:
                 live = {"kind": "ids", "batch": int(batch), "seq": int(seq)} if kind == "ids" else SENTENCES
                 w = PRECISE if precise else live
-                res = jobs.run("apply", measure_job(b, recipe, w, healed), f"{b.name}: {recipe.describe()} ({shape(w)})")
+                res = jobs.run("apply", measure_job(b, recipe, w, healed, peer), f"{b.name}: {recipe.describe()} ({shape(w)})")
                 if res is not None:
                     record(res)
         except C.CompressError as e:
@@ -215,6 +257,7 @@ with right:
     if st.session_state.get("heal_error"):
         st.error(f"Healing failed: {st.session_state.pop('heal_error')}")
 
+    uploaded(recipe)
     res = st.session_state.get("result")
     if res is None or res["model"] != cached.model_key(b):
         st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")

@@ -7,7 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 import compress as C
-from pages.state import KEY, active, init_state
+from pages import cached
+from pages.state import KEY, active, init_state, set_recipe
 
 
 def page() -> C.ModelBundle:
@@ -65,13 +66,33 @@ def _upload_changed():
     if key in st.session_state.loaded:
         st.session_state.active = ("upload", key)
         return
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / Path(f.name).name
+        path.write_bytes(data)
+        if C.is_compressed(path):
+            return _open_compressed(path, f.name)
+        _try_load("upload", key, lambda: C.load_upload(path))
 
-    def load():
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / Path(f.name).name
-            path.write_bytes(data)
-            return C.load_upload(path)
-    _try_load("upload", key, load)
+
+def _open_compressed(path: Path, name: str):
+    """A compressed model of this app uploaded back: its original becomes the active model, its recipe the controls',
+    and the Compress page compares the uploaded model itself (not a rebuild) with the original."""
+    loaded = st.session_state.loaded
+    try:
+        with st.spinner("Rebuilding the compressed model on its original..."):
+            comp = C.load_compressed(path, [m for m in loaded.values()])
+    except C.CompressError as e:
+        st.session_state.load_error = str(e)
+        return
+    mine = next((k for k, m in loaded.items() if m.content_hash == comp.content_hash), None)
+    st.session_state.active = ("upload", mine) if mine else ("bundled", comp.name)
+    if mine is None:
+        st.session_state.model_choice = comp.name
+    set_recipe(comp.recipe)
+    key = (cached.model_key(comp), comp.recipe.to_json())  # the original's key: the comparison uses this model
+    cached.keep_healed(key, comp)
+    st.session_state.uploaded = {"key": key, "file": name[:100], "card": comp.info["card"]}
+    st.session_state.auto_apply, st.session_state.load_error = True, None
 
 
 def sidebar():
@@ -84,13 +105,16 @@ def sidebar():
             choice = st.selectbox("Bundled model", list(C.BUNDLED), key="model_choice")
             st.session_state.active = ("bundled", choice)
         elif source == "Upload a zip":
-            st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors, at most "
-                             f"{C.MAX_UPLOAD_BYTES // 2**20} MB)", type=["zip"], key="upload", on_change=_upload_changed)
+            st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors), or a compressed "
+                             f"model downloaded from this app; at most {C.MAX_UPLOAD_BYTES // 2**20} MB", type=["zip"], key="upload", on_change=_upload_changed)
         else:
             path = st.text_input(f"Folder inside {root}", key="local_path")
             if st.button("Load folder") and path:
                 _try_load("local", "local:" + path, lambda: C.load_local(path))
         if st.session_state.get("load_error"):
             st.error(f"Could not load that model: {st.session_state.load_error}")
+        elif st.session_state.get("uploaded") and source == "Upload a zip":
+            st.success("A compressed model was uploaded: its original is active and the Compress page compares "
+                       "the two.")
         bundle = active()
         st.caption(f"Active: **{bundle.name}** ({bundle.info['architecture']}, {bundle.task})")

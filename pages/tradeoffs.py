@@ -1,6 +1,7 @@
 """Trade-offs: sweeps over the technique table's fields as Optuna studies in the results store, run on the server's
 job queue (a long job: they outlive the tab; Apply runs between trials), every trial on a plot with the frontier, a
 click opening a recipe on the Compress page, the table as CSV; and "find me a recipe" (a constrained study)."""
+import functools
 import shlex
 import time
 
@@ -8,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from compress import frontier, space as S, store, studies, sweep
-from pages import jobs, plots, shell
+from compress import frontier, htmlreport, plots, space as S, store, studies, sweep
+from pages import jobs, shell
 from pages.state import current_recipe, set_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
@@ -209,8 +210,13 @@ def studies_section():
     else:
         table = pd.DataFrame(rows)
         st.dataframe(table, hide_index=True)
-        st.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
+        c1, c2 = st.columns(2)
+        c1.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
                            mime="text/csv", key="tr_csv")
+        c2.download_button("Download the report (.html)", functools.partial(htmlreport.study_of, name),
+                           file_name=f"{name}-report.html".replace(" ", "_"), mime="text/html", key="tr_report",
+                           help="One self-contained file: the frontier plot, the frontier and every trial, the "
+                                "space and the machine (the store's numbers; nothing is measured again)")
     live(stat["active"])
 
 

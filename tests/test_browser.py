@@ -1,7 +1,7 @@
 """The main flow in a real browser: Debian's chromium driven by Playwright, against `streamlit run app.py`.
 
 Opens the app on MiniLM, applies int8 on the Compress page, reads the compressed size and fidelity,
-and saves the screenshot README.md shows. Skips with a reason where chromium is missing, except under
+saves the screenshot README.md shows, and opens the page's HTML report offline. Skips with a reason where chromium is missing, except under
 CI=true, where a missing browser is a failure.
 """
 import contextlib
@@ -59,7 +59,7 @@ def _idle(page):
 
 
 @pytest.mark.slow
-def test_apply_int8_on_minilm_in_a_real_browser(server):
+def test_apply_int8_on_minilm_in_a_real_browser(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -96,7 +96,25 @@ def test_apply_int8_on_minilm_in_a_real_browser(server):
                                      if (e.scrollTop > 0) e.scrollTop = 0; window.scrollTo(0, 0); }""")
         page.get_by_text("Original vs compressed").scroll_into_view_if_needed()
         page.screenshot(path=str(SHOT), full_page=True)
+        with page.expect_download(timeout=60_000) as got:  # the one-file report, then opened with no network at all
+            page.get_by_role("button", name="Download the report (.html)").click()
+        report = tmp_path / "report.html"
+        got.value.save_as(report)
+        offline = browser.new_context(offline=True)
+        fetched = []
+        offline.route("**/*", lambda route: (fetched.append(route.request.url), route.continue_()))
+        view = offline.new_page()
+        view.goto(report.as_uri())
+        view.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=30_000)
+        plots = view.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => d.querySelectorAll("
+                              "'.main-svg .trace, .main-svg .point').length)")
+        text = view.inner_text("body")
         browser.close()
+    assert len(plots) == 3 and all(n > 0 for n in plots)  # every plot rendered with its data
+    assert [u for u in fetched if not u.startswith("file://")] == []
+    shown = [v for k, vs in metrics.items() if k in ("Size", "CPU latency p50") or k.startswith(("fidelity", "retri"))
+             for v in vs]
+    assert shown and [v for v in shown if v not in text] == []  # every number the page showed
     orig_mb, comp_mb = (float(v.split()[0]) for v in metrics["Size"])
     assert orig_mb > 80 and orig_mb / comp_mb >= 3
     assert float(metrics["fidelity · our sentences"][1]) >= 0.9 and float(metrics["fidelity · Python docs"][1]) >= 0.9

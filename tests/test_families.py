@@ -212,9 +212,13 @@ def test_folder_upload_and_content_cache(tmp_path, uploads, bundles):
 def test_save_and_reload_an_upload(tmp_path, bundles):
     b = bundles["gpt2"]
     c = C.compress(b, C.Recipe(rank_mode="energy", rank=0.9, quant="int8"))
-    C.save_compressed(c, tmp_path / "saved")
-    assert json.loads((tmp_path / "saved" / "base.json").read_text())["model"] == b.name  # the upload's path
-    back = C.load_compressed(tmp_path / "saved")
+    C.save_compressed(c, tmp_path / "saved.zip")
+    card = json.loads(zipfile.ZipFile(tmp_path / "saved.zip").read("card.json"))
+    assert card["original"] == {"name": Path(b.name).name, "content_hash": b.content_hash,  # never a server path
+                                "architecture": b.info["architecture"], "source": "an upload"}
+    with pytest.raises(C.CompressError, match="load that original model first"):
+        C.load_compressed(tmp_path / "saved.zip")
+    back = C.load_compressed(tmp_path / "saved.zip", originals=[bundles["bert"], b])
     ids = _ids(b)
     with torch.no_grad():
         assert torch.equal(forward(back.model, b.adapter, ids), forward(c.model, b.adapter, ids))

@@ -38,9 +38,11 @@ def test_save_and_reload_round_trip(tiny_bert, monkeypatch, tmp_path, recipe):
     C.load_model.cache_clear()
     c = C.compress(tiny_bert, recipe)
     C.save_compressed(c, tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"recipe.json", "base.json", "weights.safetensors"}
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"recipe.json", "card.json", "weights.safetensors",
+                                                            "README.md", "tokenizer"}
     back = C.load_compressed(tmp_path / "m")
     assert back.recipe == recipe and back.layers == c.layers
+    assert C.numbers(back)["size_bytes"] == C.numbers(c)["size_bytes"]
     assert back.applied.get("kept_blocks") == c.applied.get("kept_blocks")
     ids = torch.randint(1000, 2000, (3, 9))
     assert torch.equal(_out(back, ids), _out(c, ids))
@@ -50,9 +52,10 @@ def test_reload_refuses_a_different_base(tiny_bert, monkeypatch, tmp_path):
     monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
     C.load_model.cache_clear()
     C.save_compressed(C.compress(tiny_bert, C.Recipe(quant="int8")), tmp_path / "m")
-    meta = json.loads((tmp_path / "m" / "base.json").read_text())
-    (tmp_path / "m" / "base.json").write_text(json.dumps({**meta, "content_hash": "0" * 64}))
-    with pytest.raises(C.CompressError, match="differs"):
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    card["original"]["content_hash"] = "0" * 64
+    (tmp_path / "m" / "card.json").write_text(json.dumps(card))
+    with pytest.raises(C.CompressError, match="other weights"):
         C.load_compressed(tmp_path / "m")
     with pytest.raises(C.CompressError, match="not a saved compressed model"):
         C.load_compressed(tmp_path / "nothing")
@@ -96,7 +99,7 @@ def test_cli_apply_int8_minilm_3x_smaller_and_faithful(tmp_path):
     assert r["compressed"]["quality"]["fidelity"] >= 0.9
     assert r["workload"]["batch"] == 2 and r["recipe"]["quant"] == "int8"
     back = C.load_compressed(tmp_path / "m")
-    assert back.recipe.quant == "int8"
+    assert back.recipe.quant == "int8" and back.info["card"]["quality"] == r["compressed"]["quality"]
 
 
 @pytest.mark.slow

@@ -101,6 +101,12 @@ def test_grid_sweep_points_equal_single_applies(gpt, tmp_path, one_thread):
         assert (r["trial"] in best) == (not beaten)
     again = sweep.run(gpt, space, "rank", _url(tmp_path))
     assert again["ran_here"] == 0 and again["trials"] == {"complete": 3}
+    from compress.__main__ import main  # the study's one-file report, from the store (nothing measured)
+    assert main(["report", "--study", "rank", "--storage", _url(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert html.count('class="plotly-graph-div"') == 1 and "Trade-offs of tinygpt: study rank" in html
+    assert f"{len(best)} of them are on the frontier" in html and "rank ratio 0.6" in html
+    assert json.loads(study.trials[0].user_attrs["machine"])["cpu"] in html
 
 
 def test_frontier_respects_directions_and_constraints():

@@ -1,21 +1,23 @@
-"""The Trade-offs page's figures (plotly): every trial as a point with the frontier joined, and a 1-D sweep's curve."""
+"""The figures of the Trade-offs page and of the HTML report (plotly): every trial as a point with the frontier joined, and a 1-D sweep's curve."""
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-import compress as C
-from compress.frontier import frontier
-from compress.space import METRICS
+from .evaluate import metric_label
+from .recipe import Recipe
+from .frontier import frontier
+from .space import METRICS
+from .steps import FIELDS
 
 LABELS = {"size_mb": "size (MB)", "latency_ms": "latency p50 (ms)", "speedup": "x faster than the original"}
 
 
 def label(metric: str) -> str:
-    return LABELS.get(metric) or C.metric_label(metric)
+    return LABELS.get(metric) or metric_label(metric)
 
 
 def hover(r: dict, keys) -> str:
-    recipe = C.Recipe.from_json(r["recipe"]).describe() if r.get("recipe") else ""
+    recipe = Recipe.from_json(r["recipe"]).describe() if r.get("recipe") else ""
     nums = "<br>".join(f"{label(k)}: {r[k]:.4g}" for k in keys if isinstance(r.get(k), (int, float)))
     return f"trial {r['trial']}: {recipe}<br>{nums}"
 
@@ -64,7 +66,7 @@ def curve(rows: list[dict], field: str, y: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=xs, y=[r[y] for r in rs], name=label(y), mode="lines+markers"))
     fig.add_trace(go.Scatter(x=xs, y=[r["size_mb"] for r in rs], name="size (MB)", mode="lines+markers",
                              line={"color": "gray"}), secondary_y=True)
-    fig.update_layout(xaxis_title=C.FIELDS[field].label or field, height=380, margin={"t": 30},
+    fig.update_layout(xaxis_title=FIELDS[field].label or field, height=380, margin={"t": 30},
                       legend={"orientation": "h", "y": 1.1})
     fig.update_yaxes(title_text=label(y), secondary_y=False)
     fig.update_yaxes(title_text="size (MB)", secondary_y=True)

@@ -1,0 +1,193 @@
+"""One self-contained HTML file for the people who asked "how small can it get": a comparison (original vs
+compressed, the peer beside them) or a Trade-offs study (its frontier). Plotly inline, system fonts, no external
+script, font or image: it opens offline. It reports numbers already measured; it never measures."""
+import html
+import json
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from . import frontier, plots
+from .evaluate import metric_label
+from .recipe import Recipe
+
+PEER = Recipe(quant="int8", runtime="onnxruntime")  # what a user would pick instead: ONNX Runtime int8 of the original
+COLOURS = {"original": "#0072B2", "compressed": "#E69F00", "peer": "#009E73"}  # Okabe-Ito: colour-blind safe
+STYLE = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+         "color:#222}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+         "text-align:left}th{background:#f2f2f2}.lead{font-size:1.15em;background:#f6f8fa;padding:.8em;"
+         "border-left:4px solid #0072B2}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap}"
+         ".cols{display:flex;gap:2em}.cols>div{flex:1}")
+
+
+def result(rep: dict, recipe: Recipe) -> dict:
+    """pipeline.report()'s dict in the shape the app keeps an Apply in (and comparison() reads)."""
+    sides = ("original", "compressed")
+    return {"recipe": recipe, "workload": {k: rep["workload"][k] for k in ("kind", "batch", "seq") if k in rep["workload"]},
+            "nums": {k: {x: rep[k][x] for x in ("size_bytes", "params", "size_breakdown", "quality")} for k in sides},
+            "lat": {k: rep[k]["latency_ms"] for k in sides}, "layers": rep["layers"],
+            "gpu": {k: rep[k]["gpu_latency_ms"] for k in sides if rep[k].get("gpu_latency_ms")} if rep["workload"]["gpu"] else None,
+            "applied": {k: rep[k] for k in ("runtime_applied", "runtime_setting", "runtime_reason", "kept_blocks", "heal")
+                        if k in rep}}
+
+
+def machine(cpu: dict) -> str:
+    """The machine line the app shows under every measurement."""
+    return f"{cpu['cpu']}, {cpu['threads']} threads, flags {', '.join(cpu['flags'])}"
+
+
+def workload_text(w: dict) -> str:
+    from .pipeline import WORKLOADS
+    return f"{WORKLOADS[w['kind']]} ({w['batch']}x{w['seq']})" if w["kind"] == "ids" else WORKLOADS[w["kind"]]
+
+
+def mb(n) -> str:  # the app's formats, so every number the page shows reads the same here
+    return f"{n / 1e6:.1f} MB"
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_e(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _Figs:
+    """plotly figures as divs; plotly.js inline once, in the first."""
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, fig: go.Figure) -> str:
+        self.n += 1
+        return pio.to_html(fig, full_html=False, include_plotlyjs=self.n == 1, config={"displaylogo": False},
+                           div_id=f"fig{self.n}")
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+def _sides(res: dict, peer: dict | None) -> dict:
+    sides = {"original": {**res["nums"]["original"], "lat": res["lat"]["original"]},
+             "compressed": {**res["nums"]["compressed"], "lat": res["lat"]["compressed"]}}
+    if peer:
+        sides["peer"] = {**peer["nums"]["compressed"], "lat": peer["lat"]["compressed"], "o_lat": peer["lat"]["original"]}
+    return sides
+
+
+def summary(name: str, res: dict, machine: str) -> str:
+    """The three plain sentences: how much smaller, how much faster, how much quality was kept, on what."""
+    o, c = res["nums"]["original"], res["nums"]["compressed"]
+    lo, lc = res["lat"]["original"]["p50"], res["lat"]["compressed"]["p50"]
+    speed = f"{lo / lc:.2f}x faster" if lc < lo else f"{lc / lo:.2f}x slower"
+    q = [f"{metric_label(k)} {v:.4f} (the original: {o['quality'].get(k, float('nan')):.4f})"
+         for k, v in c["quality"].items()]
+    return (f"The compressed {name} is {o['size_bytes'] / c['size_bytes']:.2f}x smaller than the original "
+            f"({mb(c['size_bytes'])} instead of {mb(o['size_bytes'])}). It runs {speed} on this machine's CPU "
+            f"({lc:.1f} ms instead of {lo:.1f} ms at the median, {machine}). On quality it scores {'; '.join(q)}.")
+
+
+def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | None = None,
+               command: str = "", machine: str = "") -> str:
+    """card: the original (name, info, content_hash); res: the app's Apply result (nums, lat, workload, layers,
+    recipe, applied); peer: the same for PEER, when measured; samples: {"Original": [lines], "Compressed": [...]}."""
+    name, info, recipe = card["name"], card["info"], res["recipe"]
+    figs, sides = _Figs(), _sides(res, peer)
+    label = {"original": "Original", "compressed": "Compressed", "peer": "Peer: ONNX Runtime int8 of the original"}
+    o = sides["original"]
+    rows = []
+    for k, s in sides.items():
+        lat = s["lat"]
+        base_p50 = s.get("o_lat", o["lat"])["p50"]  # the peer's own interleaved original
+        rows.append({"": label[k], "size": mb(s["size_bytes"]), "x smaller": f"{o['size_bytes'] / s['size_bytes']:.2f}x",
+                     "params": f"{s['params'] / 1e6:.2f} M", "CPU latency p50": f"{lat['p50']:.1f} ms",
+                     "p10-p90": f"{lat['p10']:.1f}-{lat['p90']:.1f} ms", "x faster": f"{base_p50 / lat['p50']:.2f}x",
+                     **{metric_label(m): f"{v:.4f}" for m, v in s["quality"].items()},
+                     **{r.replace("_per_s", "/s"): f"{lat[r]:,.0f}" for r in ("sentences_per_s", "tokens_per_s") if r in lat}})
+    bars = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["size_bytes"] / 1e6 for s in sides.values()],
+                             marker_color=[COLOURS[k] for k in sides], name="size")])
+    bars.update_layout(title="Size (MB)", height=320, margin={"t": 40})
+    lat = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["lat"]["p50"] for s in sides.values()],
+                            error_y={"type": "data", "symmetric": False,
+                                     "array": [s["lat"]["p90"] - s["lat"]["p50"] for s in sides.values()],
+                                     "arrayminus": [s["lat"]["p50"] - s["lat"]["p10"] for s in sides.values()]},
+                            marker_color=[COLOURS[k] for k in sides])])
+    lat.update_layout(title="CPU latency p50, ms (bars: p10-p90)", height=320, margin={"t": 40})
+    qual = go.Figure([go.Bar(name=label[k], x=[metric_label(m) for m in s["quality"]], y=list(s["quality"].values()),
+                             marker_color=COLOURS[k]) for k, s in sides.items()])
+    qual.update_layout(title="Quality", barmode="group", height=340, margin={"t": 40})
+    peer_line = ("<p>The peer row is what a user would pick instead: the original in ONNX Runtime with its own "
+                 "dynamic int8 (per-channel), measured on the same machine and workload, interleaved with its own "
+                 "run of the original.</p>") if peer else \
+        "<p>The peer (ONNX Runtime int8 of the original) was not measured for this report.</p>"
+    layers = res.get("layers") or []
+    side_by_side = ""
+    if samples:
+        side_by_side = "<h2>Sample outputs</h2><div class='cols'>" + "".join(
+            f"<div><h3>{_e(k)}</h3><ol>" + "".join(f"<li>{_e(x)}</li>" for x in v) + "</ol></div>"
+            for k, v in samples.items()) + "</div>" + _e(samples.get("_note", ""))
+    body = (f"<h1>{_e(name)}, compressed: {_e(recipe.describe())}</h1>"
+            f"<p class='lead'>{_e(summary(name, res, machine))}</p>"
+            f"<h2>Original vs compressed</h2>{_table(rows)}{peer_line}"
+            f"<div class='cols'><div>{figs(bars)}</div><div>{figs(lat)}</div></div>{figs(qual)}"
+            f"<h2>The recipe</h2><p>{_e(recipe.describe())}</p><pre>{_e(recipe.to_json())}</pre>"
+            + (f"<p>Runtime: {_e(res['applied'].get('runtime_applied'))} "
+               f"{_e(res['applied'].get('runtime_setting') or res['applied'].get('runtime_reason') or '')}</p>")
+            + f"<h2>The original model</h2>{_table([{k: v for k, v in info.items() if k != 'card'}])}"
+            f"<p>Content hash (sha256 of its weights): <code>{_e(card['content_hash'])}</code></p>"
+            + (f"<h2>Per-layer report</h2>{_table(layers)}" if layers else "") + side_by_side
+            + f"<h2>How it was measured</h2><p>{_e(machine)}</p><p>Workload: {_e(workload_text(res['workload']))}</p>"
+            f"<p>Quality: {_e(info.get('metric', ''))}</p>"
+            + (f"<p>Reproduce it:</p><pre>{_e(command)}</pre>" if command else ""))
+    return _page(f"{name}: {recipe.describe()}", body)
+
+
+def study(name: str, model: str, rows: list[dict], space: dict, status: dict, machine: str = "",
+          command: str = "") -> str:
+    """A Trade-offs study: the frontier plot and table, every trial, the space, and how it was measured."""
+    figs = _Figs()
+    done = [r for r in rows if r["state"] == "complete"]
+    y = space["objectives"][0]
+    x = "size_mb" if any("size_mb" in r for r in done) else "latency_ms"
+    best = [r for r in done if r.get("on_frontier")]
+    top = max(best, key=lambda r: r.get(y) or 0, default=None) if best else None
+    lead = (f"{len(done)} compressed versions of {model} were measured on this machine; {len(best)} of them are on the "
+            f"frontier (no other trial is both smaller and better). ")
+    if top is not None and top.get("size_mb"):
+        lead += (f"The best quality on the frontier is {plots.label(y)} {top[y]:.4f} at {top['size_mb']:.2f} MB; the "
+                 f"smallest frontier point is {min(r['size_mb'] for r in best):.2f} MB. ")
+    lead += f"Measured on {machine or 'this machine'}."
+    keep = ["trial", "state", "feasible", "on_frontier", *space["objectives"], "size_mb", "latency_ms", "speedup"]
+    table = [{k: (Recipe.from_json(r["recipe"]).describe() if k == "recipe" else r.get(k)) for k in keep + ["recipe"]
+              if k in r} for r in rows]
+    body = (f"<h1>Trade-offs of {_e(model)}: study {_e(name)}</h1><p class='lead'>{_e(lead)}</p>"
+            f"{figs(plots.tradeoff(rows, x, y))}"
+            f"<h2>Frontier</h2>{_table([t for t, r in zip(table, rows) if r.get('on_frontier')])}"
+            f"<h2>The space</h2><pre>{_e(json.dumps(space, indent=1))}</pre>"
+            f"<p>{status.get('complete', 0)} of {status.get('target', 0)} trials complete"
+            f"{', ' + str(status['failed']) + ' failed' if status.get('failed') else ''}.</p>"
+            f"<h2>Every trial</h2>{_table(table)}<h2>How it was measured</h2><p>{_e(machine)}</p>"
+            + (f"<p>Reproduce it:</p><pre>{_e(command)}</pre>" if command else ""))
+    return _page(f"{model}: {name}", body)
+
+
+def study_of(name: str, url: str | None = None) -> str:
+    """study() of a stored study, by name (the page's and the CLI's)."""
+    from . import studies, sweep
+    st = sweep.open_study(None, name, url)
+    rows, sp, stat = frontier.rows(st), sweep.space_of(st), studies.status(st)
+    a = next((t.user_attrs for t in st.trials if t.user_attrs.get("machine")), {})
+    cpu = json.loads(a.get("machine") or "{}")
+    machine = (f"{cpu.get('cpu', '?')}, {a.get('threads', '?')} threads, flags {', '.join(cpu.get('flags', []))}; "
+               f"workload {a.get('workload', '?')}; torch {cpu.get('torch', '?')}") if a else ""
+    vary = " ".join(f"--vary {k}={','.join(map(str, v))}" for k, v in sp["vary"].items())
+    return study(name, sp["model"], rows, sp, stat, machine,
+                 f"python -m compress sweep --model {sp['model']} {vary} --objectives {','.join(sp['objectives'])} "
+                 f"--study {name}\npython -m compress report --study {name} --out report.html")

@@ -1,0 +1,107 @@
+"""A compressed model's state as plain tensors and back: quantized tensors as their integers, scales and zero points,
+packed (weight, bias) tuples and dtypes flattened, tied tensors once (safetensors stores tensors, never objects), and
+the file's tensors checked name by name and shape by shape against the model a recipe builds before loading."""
+import contextlib
+import io
+import json
+
+import torch
+from safetensors.torch import load as st_load
+
+from .errors import CompressError
+from .staging import one_line
+
+WEIGHTS = "weights.safetensors"
+_NONE = "None"
+
+
+def flat(sd: dict) -> tuple[dict, dict]:
+    """A state dict (quantized tensors, packed (weight, bias) tuples, dtypes) -> plain tensors + string metadata.
+    A quantized tensor becomes its integers, scales and zero points; a tensor seen twice (tied) is stored once."""
+    out, meta, seen = {}, {}, {}
+    for k, v in sd.items():
+        items = {f"{k}.{i}": x for i, x in enumerate(v)} if isinstance(v, tuple) else {k: v}
+        for key, t in items.items():
+            if isinstance(t, torch.dtype):
+                meta[key] = str(t)
+            elif t is None:
+                meta[key] = _NONE
+            elif not t.is_quantized and t.data_ptr() in seen and seen[t.data_ptr()][1] == (t.shape, t.dtype):
+                meta[key] = "same:" + seen[t.data_ptr()][0]
+            elif t.is_quantized:
+                out[key + ".int"] = t.int_repr().contiguous()
+                if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                    out[key + ".scale"] = torch.tensor([t.q_scale()], dtype=torch.float64)
+                    out[key + ".zero_point"] = torch.tensor([t.q_zero_point()])
+                else:
+                    out[key + ".scales"] = t.q_per_channel_scales().contiguous()
+                    out[key + ".zero_points"] = t.q_per_channel_zero_points().contiguous()
+                    meta[key + ".axis"] = str(t.q_per_channel_axis())
+            else:
+                seen.setdefault(t.data_ptr(), (key, (t.shape, t.dtype)))
+                out[key] = t.detach().contiguous().clone()
+    return out, meta
+
+
+def _take(flat: dict, used: set, key: str):
+    if key not in flat:
+        raise CompressError(f"the weights file lacks {key!r}, which the recipe's model has: not this recipe's weights")
+    used.add(key)
+    return flat[key]
+
+
+def _rebuild(key: str, want, flat: dict, meta: dict, used: set):
+    """One state-dict value of the model the recipe built (want), from the file's tensors: same kind and shape."""
+    if isinstance(want, torch.dtype):
+        if key not in meta:
+            _take({}, used, key)  # says what is missing
+        if meta[key] != str(want):
+            raise CompressError(f"the weights file stores {key} as {meta.get(key)}, the recipe's model as {want}")
+        return want
+    if isinstance(want, tuple):
+        return tuple(_rebuild(f"{key}.{i}", w, flat, meta, used) for i, w in enumerate(want))
+    if want is None:
+        return None
+    if meta.get(key, "").startswith("same:"):
+        key = meta[key][5:]
+    if want.is_quantized:
+        ints = _take(flat, used, key + ".int")
+        if ints.dtype != want.int_repr().dtype or ints.shape != want.shape:
+            raise CompressError(f"weights of other shapes: {key} is {tuple(ints.shape)} {ints.dtype} in the file, "
+                                f"{tuple(want.shape)} in the model its recipe builds")
+        try:
+            if want.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                return torch._make_per_tensor_quantized_tensor(ints, float(_take(flat, used, key + ".scale")[0]),
+                                                               int(_take(flat, used, key + ".zero_point")[0]))
+            return torch._make_per_channel_quantized_tensor(ints, _take(flat, used, key + ".scales"),
+                                                            _take(flat, used, key + ".zero_points"),
+                                                            want.q_per_channel_axis())
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise CompressError(f"the weights file's {key} cannot be rebuilt: {one_line(e)}") from None
+    t = _take(flat, used, key)
+    if t.shape != want.shape or t.dtype != want.dtype:
+        raise CompressError(f"weights of other shapes: {key} is {tuple(t.shape)} {t.dtype} in the file, "
+                            f"{tuple(want.shape)} {want.dtype} in the model its recipe builds")
+    return torch.nn.Parameter(t, want.requires_grad) if isinstance(want, torch.nn.Parameter) else t  # (size: exact)
+
+
+def load_state(model: torch.nn.Module, raw: bytes) -> None:
+    """The file's weights into the model the recipe built; every tensor must be used and match."""
+    try:
+        flat = st_load(raw)
+        with contextlib.closing(io.BytesIO(raw)) as f:  # the metadata (dtypes, axes, tied names) from the header
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+    except Exception as e:  # noqa: BLE001 - an untrusted file: any failure to parse it is the file's fault
+        raise CompressError(f"{WEIGHTS} is not a readable safetensors file: {one_line(e)}") from None
+    used: set = set()
+    want = model.state_dict()
+    state = type(want)((k, _rebuild(k, v, flat, meta, used)) for k, v in want.items())
+    state._metadata = want._metadata  # the modules' versions: quantized Linears read their packed weights by it
+    if extra := sorted(set(flat) - used):
+        raise CompressError(f"the weights file holds {len(extra)} tensor(s) the recipe's model does not have "
+                            f"(e.g. {extra[0][:80]!r}): not this recipe's weights")
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as e:  # noqa: BLE001 - shapes were checked; whatever else fails is the file's
+        raise CompressError(f"the weights do not fit the recipe's model: {one_line(e)}") from None

@@ -1,0 +1,62 @@
+"""What a demo ends with: the compressed model as one zip (prepared on the job queue), and the one-file HTML report
+of what the page shows (built from the page's numbers: nothing is measured again)."""
+import functools
+import re
+
+import streamlit as st
+
+import compress as C
+from compress import htmlreport
+from pages import cached, jobs
+
+
+def _name(b, recipe) -> str:
+    base = b.name if b.name in C.BUNDLED else "model"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{base}-{recipe.describe()}")[:80].strip("-")
+
+
+def measured(res) -> dict:
+    """The page's numbers in the shape card.json reads (pipeline.report's)."""
+    return {"workload": res["workload"], **{k: {**res["nums"][k], "latency_ms": res["lat"][k]}
+                                             for k in ("original", "compressed")}}
+
+
+def report_html(b, res, samples) -> str:
+    """The report (no streamlit calls: the download button builds it when clicked, outside the script's run)."""
+    recipe = res["recipe"]
+    shown = samples.get("_key") == (cached.model_key(b), recipe.to_json())
+    cmd = " ".join(["python -m compress report --model", b.name if b.name in C.BUNDLED else "PATH_OF_THE_ORIGINAL",
+                    *recipe.to_cli(), "--out report.html"])
+    return htmlreport.comparison({"name": b.name if b.name in C.BUNDLED else b.info.get("architecture", "model"),
+                                  "info": b.info, "content_hash": b.content_hash}, res, res.get("peer"),
+                                 {k: v for k, v in samples.items() if k != "_key"} if shown else None, cmd,
+                                 htmlreport.machine(C.cpu_info()))
+
+
+def section(b, res):
+    st.subheader("Take it away")
+    recipe, key = res["recipe"], (cached.model_key(b), res["recipe"].to_json())
+    c1, c2 = st.columns(2)
+    z = st.session_state.get("zip")
+    if z is None or z["key"] != key:
+        if c1.button("Prepare the compressed model (.zip)", key="zip_prepare") or jobs.waiting("export"):
+            mine = st.session_state.healed.get(key)
+
+            def fn(job):  # on the queue: a cache miss compresses, then the weights are serialized
+                comp = mine or C.compressed_model(b, recipe)
+                return C.zip_bytes(comp, measured(res)), C.numbers(comp)["size_bytes"]
+            got = jobs.run("export", fn, f"{b.name}: zip of {recipe.describe()}")
+            if got is not None:
+                st.session_state.zip = z = {"key": key, "data": got[0], "model_bytes": got[1]}
+    if z is not None and z["key"] == key:
+        c1.download_button(f"Download {_name(b, recipe)}.zip", z["data"], file_name=f"{_name(b, recipe)}.zip",
+                           mime="application/zip", key="zip_download")
+        c1.caption(f"zip {len(z['data']) / 1e6:.2f} MB; the model's card size {z['model_bytes'] / 1e6:.2f} MB (the zip "
+                   "adds the tokenizer, card.json, recipe.json and a README). Upload it back in the sidebar to "
+                   "compare it with its original again; `compress.load_compressed('file.zip')` loads it in Python.")
+    samples = dict(st.session_state.get("samples") or {})
+    c2.download_button("Download the report (.html)", functools.partial(report_html, b, res, samples), file_name=f"{_name(b, recipe)}-report.html",
+                       mime="text/html", key="report_download")
+    c2.caption("One self-contained file (opens offline): the numbers above, the peer, the recipe, the per-layer "
+               "report and the sample outputs" + ("" if res.get("peer") else " (the peer was not measured: turn on "
+                                                   "'Also measure the peer' and Apply)") + ".")
