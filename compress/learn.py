@@ -69,6 +69,26 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
+def _rounded(w: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """w (rows, n) rounded three ways at `bits`; per-tensor uses the scale of the whole matrix given as w_max."""
+    half = 2 ** (bits - 1) - 0.5                                   # 127.5 at 8 bits, as int8_weight divides
+    g = group_size(w.shape[1])
+    q, scale, low = round_groups(w, bits, g)
+    return {"per-channel": _symmetric(w, w.abs().amax(1, keepdim=True).clamp(min=1e-8) / half, bits),
+            f"per-group of {g}": (q.unflatten(-1, (-1, g)) * scale[..., None] + low[..., None]).flatten(-2)}
+
+
+def _matrix_errors(bundle, layer: str, bits: int) -> dict[str, float]:
+    """Relative errors of the whole matrix, once per (layer, bits): a bits step is then a dictionary look-up."""
+    key = ("learn_matrix_errors", layer, bits)
+    if key not in bundle.cache:
+        w = _weight(bundle, layer)
+        s = w.abs().max().clamp(min=1e-8) / (2 ** (bits - 1) - 0.5)
+        bundle.cache[key] = {"per-tensor": _rel(_symmetric(w, s, bits), w),
+                             **{k: _rel(v, w) for k, v in _rounded(w, bits).items()}}
+    return bundle.cache[key]
+
+
 def quantize_row(bundle, layer: str, row: int, bits: int = 8) -> dict:
     """One weight row rounded to `bits`: symmetric with one scale for the whole matrix (per-tensor) or one per row
     (per-channel, as int8 stores it: quantize.int8_weight), and asymmetric per group of the row (as int4 and the
@@ -78,22 +98,17 @@ def quantize_row(bundle, layer: str, row: int, bits: int = 8) -> dict:
         raise CompressError(f"{short(layer)} has {w.shape[0]} rows: pick a row from 0 to {w.shape[0] - 1}")
     if not 2 <= bits <= 8:
         raise CompressError(f"bits must be from 2 to 8, got {bits}")
-    half = 2 ** (bits - 1) - 0.5                                   # 127.5 at 8 bits, as int8_weight divides
-    s_tensor = w.abs().max().clamp(min=1e-8) / half
-    s_chan = w.abs().amax(1, keepdim=True).clamp(min=1e-8) / half  # (m, 1)
-    g = group_size(w.shape[1])
-    q, scale, low = round_groups(w, bits, g)
-    grouped = (q.unflatten(-1, (-1, g)) * scale[..., None] + low[..., None]).flatten(-2)
-    per_t, per_c = _symmetric(w, s_tensor, bits), _symmetric(w, s_chan, bits)
-    x = w[row]
-    return {"layer": layer, "row": row, "bits": bits, "values": x.numpy(), "group": g,
-            "per_tensor": per_t[row].numpy(), "per_channel": per_c[row].numpy(), "grouped": grouped[row].numpy(),
-            "scale_tensor": float(s_tensor), "scale_channel": float(s_chan[row]),
-            "grid": (np.arange(-2 ** (bits - 1), 2 ** (bits - 1)) * float(s_chan[row])),
-            "row_error": {"per-tensor": _rel(per_t[row], x), "per-channel": _rel(per_c[row], x),
-                          f"per-group of {g}": _rel(grouped[row], x)},
-            "matrix_error": {"per-tensor": _rel(per_t, w), "per-channel": _rel(per_c, w),
-                             f"per-group of {g}": _rel(grouped, w)}}
+    x = w[row:row + 1]                                             # (1, n)
+    s_tensor = w.abs().max().clamp(min=1e-8) / (2 ** (bits - 1) - 0.5)
+    ways = {"per-tensor": _symmetric(x, s_tensor, bits), **_rounded(x, bits)}
+    per_c = ways["per-channel"]
+    s_chan = float(x.abs().max().clamp(min=1e-8)) / (2 ** (bits - 1) - 0.5)
+    return {"layer": layer, "row": row, "bits": bits, "values": x[0].numpy(), "group": group_size(w.shape[1]),
+            "per_tensor": ways["per-tensor"][0].numpy(), "per_channel": per_c[0].numpy(),
+            "grouped": list(ways.values())[2][0].numpy(), "scale_tensor": float(s_tensor), "scale_channel": s_chan,
+            "grid": np.arange(-2 ** (bits - 1), 2 ** (bits - 1)) * s_chan,
+            "row_error": {k: _rel(v, x) for k, v in ways.items()},
+            "matrix_error": _matrix_errors(bundle, layer, bits)}
 
 
 def table_rounding(bundle, token: int) -> list[dict]:
@@ -187,8 +202,10 @@ def layers_kept(bundle, k: int) -> dict:
 def prepare(bundle, progress=None) -> None:
     """Everything the page reads that takes a moment, once per model (for the job queue): spectra, head scores
     (weight and gradient), FFN scores, Block Influence."""
+    layer = linear_layers(bundle)[min(4, len(linear_layers(bundle)) - 1)]  # the layer the page shows first
     steps = [lambda: spectra(bundle), lambda: head_importance(bundle, "weight"),
-             lambda: head_importance(bundle, "gradient"), lambda: ffn_cut(bundle, 0, 1.0), lambda: influence(bundle)]
+             lambda: head_importance(bundle, "gradient"), lambda: ffn_cut(bundle, 0, 1.0), lambda: influence(bundle),
+             lambda: table_rounding(bundle, 0), *(lambda k=k: _matrix_errors(bundle, layer, k) for k in range(2, 9))]
     for i, fn in enumerate(steps):
         fn()
         if progress is not None:
@@ -196,5 +213,6 @@ def prepare(bundle, progress=None) -> None:
 
 
 def prepared(bundle) -> bool:
-    return has_spectra(bundle) and all(k in bundle.cache for k in (("learn_head_scores", "weight"), ("learn_head_scores", "gradient"),
-                                           "learn_ffn_scores", "block_influence"))
+    return has_spectra(bundle) and all(k in bundle.cache for k in (
+        ("learn_head_scores", "weight"), ("learn_head_scores", "gradient"), "learn_ffn_scores", "block_influence",
+        ("learn_table_errors", bundle.content_hash)))
