@@ -87,6 +87,8 @@ def table(bundle, measured: dict[str, dict]) -> list[dict]:
         quality = {k: v for k, v in m.items() if k in ("fidelity", "bits_per_char", "next_token_kl")}
         if "skipped" in m:
             words = f"does not apply to {bundle.name}: {m['skipped']}"
+        elif not m:
+            words = "not measured yet"
         else:
             words = "; ".join([_say("smaller", m.get("x smaller"), size), _say("faster", m.get("x faster"), speed)])
         rows.append({"technique": t, "claimed size": fmt(size), "claimed speed": fmt(speed), "article's caveat": caveat,
