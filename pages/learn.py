@@ -29,6 +29,9 @@ draw = {"article": learn_article.article, "low-rank": learn_weights.low_rank, "q
 for tab, slug in zip(tabs, SECTIONS):
     with tab:
         try:
-            draw[slug](b, text) if slug in ("heads", "fnet", "efficient") else draw[slug](b)
+            if slug in ("heads", "fnet", "efficient"):
+                draw[slug](b, text)
+            else:
+                draw[slug](b)
         except C.CompressError as e:
             st.error(str(e))

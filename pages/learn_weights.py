@@ -50,7 +50,7 @@ def low_rank(b):
                        annotation_text=f"break-even {d['break_even']:.0f}", annotation_position="bottom right")
     spec.update_layout(height=300, margin={"t": 30, "b": 10}, legend={"orientation": "h", "y": 1.15},
                        xaxis_title="rank", yaxis={"type": "log", "title": "S / S[0]"})
-    spec.update_yaxes(title_text="energy kept", range=[0, 1.02], secondary_y=True)
+    spec.update_yaxes(title_text="energy kept", range=[0, 1.02], type="linear", secondary_y=True)
     st.plotly_chart(meta(spec, figure="spectrum", rank=d["rank"], break_even=d["break_even"]), key="learn_lr_spec")
     cols = st.columns(4)
     cols[0].metric("Params dense (m n)", f"{d['params_dense']:,}")
