@@ -8,5 +8,6 @@ shell.setup()
 nav = st.navigation([st.Page("pages/model.py", title="Model", icon=":material/description:", default=True),
                      st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
                      st.Page("pages/compress.py", title="Compress", icon=":material/compress:"),
-                     st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:")])
+                     st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+                     st.Page("pages/learn.py", title="Learn", icon=":material/school:")])
 nav.run()

@@ -6,7 +6,7 @@ from .bundle import ModelBundle
 from .models import BUNDLED, load_model
 from .uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_local, load_upload, local_root
 from .adapters import ADAPTERS, conv1d_to_linear, tied_embeddings
-from .spectrum import Spectrum, layer_report, select_ranks, spectra
+from .spectrum import Spectrum, has_spectra, layer_report, select_ranks, spectra
 from .factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
 from .lowbit import LowBitEmbedding, low_bit_embeddings
 from .quantize import apply_quantize
@@ -30,7 +30,7 @@ __all__ = [
     # uploads and architecture adapters
     "load_upload", "load_local", "local_root", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear", "tied_embeddings",
     # techniques
-    "block_influence", "choose_layers", "drop_layers", "Spectrum", "spectra", "select_ranks", "layer_report",
+    "block_influence", "choose_layers", "drop_layers", "Spectrum", "spectra", "has_spectra", "select_ranks", "layer_report",
     "LowRankLinear", "apply_factorize", "LowRankEmbedding", "factorize_embeddings", "apply_quantize",
     "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts", "MAX_HEAL_BYTES",
     "layer_sensitivity", "allocate",

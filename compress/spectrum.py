@@ -115,3 +115,8 @@ def layer_report(spec: dict[str, Spectrum], ranks: dict[str, int | None]) -> lis
                      "energy_kept": float(s.energy[r - 1]) if r else 1.0,
                      "params_dense": s.m * s.n, "params": r * (s.m + s.n) if r else s.m * s.n})
     return rows
+
+
+def has_spectra(bundle) -> bool:
+    """Are this model's spectra in the cache (so spectra() returns at once)?"""
+    return (bundle.content_hash, bundle.recipe) in _CACHE

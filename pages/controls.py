@@ -3,6 +3,7 @@ kind, its label, range and help from the table, greyed out with the reason the l
 import streamlit as st
 
 import compress as C
+from pages.learn_common import SECTIONS, STEP_SECTION
 from pages.state import KEY, values
 
 
@@ -41,9 +42,14 @@ def control(name: str, b, where=st) -> str | None:
 
 
 def caption(step, reasons) -> None:
-    """A step's teaching text, and why its controls are greyed out by the model or the other fields."""
+    """A step's teaching text, why its controls are greyed out by the model or the other fields, and a link to the
+    Learn page's section that shows the technique working (learn_common.STEP_SECTION)."""
     why = [r for r in dict.fromkeys(reasons) if r and not r.startswith("only with")]
     st.caption(step.teach + "".join(f" Disabled: {r}." for r in why))
+    slug = STEP_SECTION.get(step.name)
+    if slug:
+        st.page_link("pages/learn.py", label=f"See it on the model: Learn, {SECTIONS[slug][0]}",
+                     icon=":material/school:", query_params={"section": slug})
 
 
 def step_controls(step, b) -> None:

@@ -1,4 +1,5 @@
-"""Singular-value spectra per layer, with the current rank cut drawn; redraws instantly (spectra cached)."""
+"""Singular-value spectra per layer, with the current rank cut drawn. A rank step reruns only the cut (a fragment): the
+spectra are cached per model and the all-layers figure, which no rank changes, is built once per model."""
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -6,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from pages import jobs, shell
+from pages import cached, jobs, shell
 from pages.controls import control
 from pages.state import KEY
 
@@ -14,59 +15,75 @@ b = shell.page()
 st.title("Spectra")
 st.caption("Each Linear layer inside the transformer blocks, W (out x in) = U S Vh. A steep spectrum means a "
            "low rank keeps most of the layer; a flat one means cutting it loses information.")
-spec = jobs.run("spectra", lambda job: C.spectra(b), f"singular values of {b.name} (once per model)")
+spec = C.spectra(b) if C.has_spectra(b) else \
+    jobs.run("spectra", lambda job: C.spectra(b), f"singular values of {b.name} (once per model)")
 if spec is None:
     st.stop()
-control("rank_mode", b)
-control("rank", b)
-mode, x = st.session_state[KEY + "rank_mode"], st.session_state[KEY + "rank"]
 sens = b.cache.get("sensitivity")
-by_sens = mode == "budget" and st.session_state.get(KEY + "allocate") == "sensitivity"
-if by_sens and sens is None:
-    st.info("Budget allocation is set to sensitivity (Compress page): measure it below to see its ranks; "
-            "showing the spectral allocation meanwhile.")
-try:
-    ranks = C.allocate(spec, sens, x) if by_sens and sens else C.select_ranks(spec, mode, x)
-except C.CompressError as e:
-    st.error(str(e))
-    st.stop()
-rep = pd.DataFrame(C.layer_report(spec, ranks))
-rep["block"] = rep["layer"].str.extract(r"\.(\d+)\.").astype(int)
-rep["kind"] = rep["layer"].str.extract(r"\.\d+\.(.+)$")[0]
 
-kept = rep["params"].sum() / rep["params_dense"].sum()
-c = st.columns(3)
-c[0].metric("Factorizable params kept", f"{kept:.1%}")
-c[1].metric("Layers factorized", f"{(~rep['dense']).sum()} / {len(rep)}")
-c[2].metric("Mean energy kept", f"{rep['energy_kept'].mean():.3f}")
 
-left, right = st.columns(2)
-layer = left.selectbox("Layer", list(spec), index=0)
-s = spec[layer]
-r = ranks[layer]
-fig = go.Figure(go.Scatter(y=s.s / s.s[0], mode="lines", name="S / S[0]"))
-fig.add_trace(go.Scatter(y=s.energy, mode="lines", name="cumulative energy", yaxis="y2"))
-if r:
-    fig.add_vline(x=r - 1, line_dash="dash", annotation_text=f"rank {r}")
-fig.update_layout(title=f"{layer} ({s.m}x{s.n}){'' if r else ': kept dense'}", xaxis_title="index",
-                  yaxis=dict(type="log", title="normalized singular value"),
-                  yaxis2=dict(overlaying="y", side="right", range=[0, 1.02], title="energy"), height=380)
-left.plotly_chart(fig)
-
-all_fig = go.Figure()
-for name, sp in spec.items():
-    all_fig.add_trace(go.Scatter(x=np.linspace(0, 1, len(sp.s)), y=sp.s / sp.s[0], mode="lines",
+@st.cache_resource(max_entries=4, show_spinner=False)
+def all_layers(key: str, _spec) -> go.Figure:
+    """Every layer's normalized spectrum: the same for every rank, so built once per model (never mutated)."""
+    fig = go.Figure()
+    for name, sp in _spec.items():
+        fig.add_trace(go.Scatter(x=np.linspace(0, 1, len(sp.s)), y=sp.s / sp.s[0], mode="lines",
                                  line=dict(width=1), name=name.split(".", 2)[2], showlegend=False))
-all_fig.update_layout(title="All layers (x = rank / min(m, n))", yaxis_type="log", height=380,
+    fig.update_layout(title="All layers (x = rank / min(m, n))", yaxis_type="log", height=380,
                       xaxis_title="rank fraction", yaxis_title="S / S[0]")
-right.plotly_chart(all_fig)
+    return fig
 
-heat = px.imshow(rep.pivot(index="block", columns="kind", values="energy_kept"), zmin=0, zmax=1,
-                 color_continuous_scale="Viridis", aspect="auto", title="Energy kept per layer (text: rank chosen)")
-labels = rep.assign(label=rep["rank"].astype(str).where(~rep["dense"], "dense"))
-heat.update_traces(text=labels.pivot(index="block", columns="kind", values="label").values, texttemplate="%{text}")
-st.plotly_chart(heat)
-st.dataframe(rep.drop(columns=["block", "kind"]), hide_index=True)
+
+@st.fragment
+def cut():
+    """The rank controls and what they change: a slider step reruns this fragment only (spectra are cached)."""
+    control("rank_mode", b)
+    control("rank", b)
+    mode, x = st.session_state[KEY + "rank_mode"], st.session_state[KEY + "rank"]
+    by_sens = mode == "budget" and st.session_state.get(KEY + "allocate") == "sensitivity"
+    if by_sens and sens is None:
+        st.info("Budget allocation is set to sensitivity (Compress page): measure it below to see its ranks; "
+                "showing the spectral allocation meanwhile.")
+    try:
+        ranks = C.allocate(spec, sens, x) if by_sens and sens else C.select_ranks(spec, mode, x)
+    except C.CompressError as e:
+        st.error(str(e))
+        return
+    rep = pd.DataFrame(C.layer_report(spec, ranks))
+    rep["block"] = rep["layer"].str.extract(r"\.(\d+)\.").astype(int)
+    rep["kind"] = rep["layer"].str.extract(r"\.\d+\.(.+)$")[0]
+
+    kept = rep["params"].sum() / rep["params_dense"].sum()
+    c = st.columns(3)
+    c[0].metric("Factorizable params kept", f"{kept:.1%}")
+    c[1].metric("Layers factorized", f"{(~rep['dense']).sum()} / {len(rep)}")
+    c[2].metric("Mean energy kept", f"{rep['energy_kept'].mean():.3f}")
+
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", list(spec), index=0)
+    s = spec[layer]
+    r = ranks[layer]
+    fig = go.Figure(go.Scatter(y=s.s / s.s[0], mode="lines", name="S / S[0]"))
+    fig.add_trace(go.Scatter(y=s.energy, mode="lines", name="cumulative energy", yaxis="y2"))
+    if r:
+        fig.add_vline(x=r - 1, line_dash="dash", annotation_text=f"rank {r}")
+    fig.update_layout(title=f"{layer} ({s.m}x{s.n}){'' if r else ': kept dense'}", xaxis_title="index",
+                      yaxis=dict(type="log", title="normalized singular value"),
+                      yaxis2=dict(overlaying="y", side="right", range=[0, 1.02], title="energy"), height=380)
+    left.plotly_chart(fig)
+    energy = rep.pivot(index="block", columns="kind", values="energy_kept")
+    labels = rep.assign(label=rep["rank"].astype(str).where(~rep["dense"], "dense"))
+    heat = go.Figure(go.Heatmap(z=energy.values, x=list(energy.columns), y=list(energy.index), zmin=0, zmax=1,
+                                colorscale="Viridis", text=labels.pivot(index="block", columns="kind", values="label").values,
+                                texttemplate="%{text}"))
+    heat.update_layout(title="Energy kept per layer (text: rank chosen)", height=380,
+                       yaxis=dict(autorange="reversed", title="block"), xaxis_title="kind")
+    right.plotly_chart(heat)
+    st.dataframe(rep.drop(columns=["block", "kind"]), hide_index=True)
+
+
+cut()
+st.plotly_chart(all_layers(cached.model_key(b), spec))
 
 st.subheader("Per-layer sensitivity")
 st.caption("The quality drop when ONLY this layer is factorized hard (rank 0.1 x min(m, n)), measured on 64 "

@@ -1,0 +1,147 @@
+"""The Learn page's attention side: every head's attention map for a sentence, the FNet mixing matrix that replaces
+it, and the efficient-attention patterns of the survey as masks over the same T x T grid.
+
+Attention maps are recomputed from each block's q and k projections (softmax(q k^T / sqrt(head_dim)), causal for
+decoders), read through the adapter, so every family works the same way; the hooks only record the calling thread's
+forward, because the model is the shared original other sessions may be running.
+"""
+import math
+import threading
+
+import numpy as np
+import torch
+
+from .adapters import forward
+from .errors import CompressError
+from .evaluate import batches
+from .heads import head_dim, heads_per_layer
+
+MAX_TEXTS = 4  # sentences whose maps a model keeps (bundle.cache); the oldest goes first
+
+
+def tokens_of(bundle, ids: list[int]) -> list[str]:
+    if bundle.tokenizer is None:
+        return [f"#{i}" for i in ids]
+    return [bundle.tokenizer.decode([i]).strip() or repr(bundle.tokenizer.decode([i])) for i in ids]
+
+
+@torch.no_grad()
+def _maps(bundle, text: str) -> dict:
+    if not text.strip():
+        raise CompressError("type a sentence to see its attention")
+    model, adapter = bundle.model, bundle.adapter
+    ids, mask = batches(bundle, [text], 1)[0]                  # (1, T) real tokens only: no padding for one text
+    me, seen = threading.get_ident(), {}
+
+    def grab(module, args, out):
+        if threading.get_ident() == me:
+            seen[id(module)] = out[0]                          # (T, width)
+
+    layers = {id(m): m for block in adapter.block_list(model) for m, _ in adapter.qkv(block)[:2]}
+    handles = [m.register_forward_hook(grab) for m in layers.values()]
+    try:
+        forward(model, adapter, ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    hd, counts, t = head_dim(model, adapter), heads_per_layer(model, adapter), ids.shape[1]
+    out = []
+    for block, n in zip(adapter.block_list(model), counts):
+        (ql, qr), (kl, kr) = adapter.qkv(block)[:2]
+        q = seen[id(ql)][:, qr].float().view(t, n, hd).transpose(0, 1)  # (H, T, hd)
+        k = seen[id(kl)][:, kr].float().view(t, n, hd).transpose(0, 1)
+        s = q @ k.transpose(1, 2) / math.sqrt(hd)                          # (H, T, T)
+        if adapter.causal:
+            s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+        out.append(s.softmax(-1).numpy())
+    return {"tokens": tokens_of(bundle, ids[0].tolist()), "maps": out, "T": t}
+
+
+def attention(bundle, text: str) -> dict:
+    """tokens (T labels) and maps: one (heads, T, T) array per block, rows = queries, summing to 1."""
+    cache = bundle.cache.setdefault("learn_attention", {})
+    if text not in cache:
+        cache[text] = _maps(bundle, text)
+        while len(cache) > MAX_TEXTS:
+            cache.pop(next(iter(cache)))
+    return cache[text]
+
+
+def entropy(maps: np.ndarray) -> np.ndarray:
+    """(H, T, T) -> (H,) mean entropy of the query rows in bits: low = a head that looks at one token."""
+    p = np.clip(maps, 1e-12, 1)
+    return -(p * np.log2(p)).sum(-1).mean(-1)
+
+
+# --------------------------------------------------------------------------- FNet
+
+
+def dft(t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cos, sin) T x T: the DFT over the sequence is cos - i sin of 2 pi j k / T. FNet keeps the real part of the 2D
+    transform: cos @ Re(X F_C) + sin @ Im(X F_C), with F_C the DFT along the hidden dimension."""
+    jk = np.outer(np.arange(t), np.arange(t)) % t               # integers first: exact angles
+    angle = 2 * np.pi * jk / t
+    return np.cos(angle), np.sin(angle)
+
+
+def sign_changes(row: np.ndarray) -> int:
+    """How often a row of the mixing matrix crosses zero: frequency k of a length-T row crosses 2k times (k <= T/2)."""
+    r = np.where(np.abs(row) < 1e-9, 0.0, row)
+    r = r[r != 0]
+    return int((np.sign(r[1:]) != np.sign(r[:-1])).sum())
+
+
+# --------------------------------------------------------------------------- efficient attention (Tay et al. 2020)
+
+PATTERNS = {  # name -> (what it is, an example model, implemented by this library?)
+    "fixed": ("each token attends inside its own block of w tokens", "blockwise / local attention", False),
+    "strided": ("a local window of w plus every w-th token (a dilated pattern)", "Sparse Transformer", False),
+    "learned": ("tokens grouped by similarity; each attends within its group (here: the w keys its head weighs most)",
+                "Reformer, Routing Transformer", False),
+    "low-rank": ("keys and values projected to w rows: the T x T map has rank <= w", "Linformer", False),
+    "kernel": ("softmax(q k^T) replaced by phi(q) phi(k)^T with w random features: every pair, linear cost",
+               "Performer", False),
+}
+
+
+def patterns(head_map: np.ndarray, w: int, seed: int = 0) -> dict:
+    """The five patterns over the T x T grid of one head's attention map (rows sum to 1), width / rank / features w:
+    masks of who attends to whom (fixed, strided, learned), and the approximations low-rank and kernel methods give
+    of this map. Each with its density (share of the grid computed) and its error against the map (rows renormalized)."""
+    t = head_map.shape[0]
+    if not 1 <= w <= t:
+        raise CompressError(f"w must be from 1 to {t} (the sentence's length), got {w}")
+    i, j = np.indices((t, t))
+    masks = {"fixed": (i // w == j // w), "strided": (np.abs(i - j) < w) | ((i - j) % w == 0)}
+    top = np.argsort(-head_map, axis=1)[:, :w]
+    learned = np.zeros((t, t), dtype=bool)
+    np.put_along_axis(learned, top, True, axis=1)
+    masks["learned"] = learned
+    out = {}
+    for name, m in masks.items():
+        kept = head_map * m
+        approx = kept / np.maximum(kept.sum(1, keepdims=True), 1e-12)
+        out[name] = {"grid": m.astype(float), "density": float(m.mean()), "error": _err(approx, head_map)}
+    u, s, vh = np.linalg.svd(head_map)
+    lr = (u[:, :w] * s[:w]) @ vh[:w]
+    out["low-rank"] = {"grid": lr, "density": 1.0, "error": _err(lr, head_map)}
+    out["kernel"] = {"grid": (k := _performer(head_map, w, seed)), "density": 1.0, "error": _err(k, head_map)}
+    return out
+
+
+def _err(a, b) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def _performer(head_map: np.ndarray, w: int, seed: int) -> np.ndarray:
+    """A positive-random-feature estimate of the map: with exp scores S = log(map) (up to a row constant), write the
+    rows as points whose kernel is exp(S); we take S's best rank-8 split q k^T and estimate exp(q k^T) with w features."""
+    s = np.log(np.clip(head_map, 1e-9, 1))
+    s = s - s.max(1, keepdims=True)
+    u, sv, vh = np.linalg.svd(s)
+    d = min(8, len(sv))
+    q, k = u[:, :d] * np.sqrt(sv[:d]), (vh[:d].T * np.sqrt(sv[:d]))
+    g = np.random.default_rng(seed).standard_normal((d, w))
+    phi = lambda x: np.exp(x @ g - (x ** 2).sum(1, keepdims=True) / 2) / math.sqrt(w)  # noqa: E731
+    est = phi(q) @ phi(k).T
+    return est / np.maximum(est.sum(1, keepdims=True), 1e-12)

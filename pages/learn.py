@@ -1,0 +1,37 @@
+"""Learn: each technique shown working on the model loaded in the sidebar, next to what the article promised. One tab
+per technique, every tab drawn when the page opens; each figure's sliders live in a fragment, so a slider step reruns
+that figure only. The numbers come from compress.learn / compress.learnattn / compress.article (no tensors here)."""
+import streamlit as st
+
+import compress as C
+from compress import learn as L
+from pages import jobs, shell
+from pages.learn_common import SECTIONS, section_from_url
+from pages import learn_article, learn_attention, learn_weights
+
+b = shell.page()
+st.title("Learn: why each technique works (or fails)")
+st.caption(f"Every figure below is drawn from **{b.name}**'s own weights and from a sentence you type. Move a slider: "
+           "only that figure redraws. Each section ends with a button that opens its recipe on the Compress page.")
+if not L.prepared(b):  # spectra, head and neuron scores, Block Influence: once per model, on the job queue
+    done = jobs.run("learn", lambda job: L.prepare(b, lambda f: job.progress.update(done=f)),
+                    f"Learn: decompositions and scores of {b.name} (once per model)")
+    if done is None and not L.prepared(b):
+        st.stop()
+sentences = C.eval_set("project")[0]
+text = st.text_input("A sentence for the attention figures (heads, FNet, efficient attention)", sentences[0],
+                     key="learn_text", max_chars=300)
+
+tabs = st.tabs([title for title, _ in SECTIONS.values()], default=section_from_url())
+draw = {"article": learn_article.article, "low-rank": learn_weights.low_rank, "quantization": learn_weights.quantization,
+        "heads": learn_attention.heads, "ffn": learn_weights.ffn, "fnet": learn_attention.fnet,
+        "layers": learn_weights.layers, "healing": learn_article.healing, "efficient": learn_attention.efficient}
+for tab, slug in zip(tabs, SECTIONS):
+    with tab:
+        try:
+            if slug in ("heads", "fnet", "efficient"):
+                draw[slug](b, text)
+            else:
+                draw[slug](b)
+        except C.CompressError as e:
+            st.error(str(e))

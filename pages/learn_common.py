@@ -1,0 +1,73 @@
+"""What every Learn section shares: the section list (slug -> tab title, used by the Compress page's links), the
+fragment wrapper (a slider step reruns one figure; a library error is one line), colour-blind-safe palettes, the CSV
+download, the predict-then-reveal question and the "open in Compress" button."""
+import functools
+
+import pandas as pd
+import streamlit as st
+
+import compress as C
+from pages.state import set_recipe
+
+SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
+    "article": ("Article vs this machine", "the article's claims next to this machine's numbers"),
+    "low-rank": ("Low rank", "what a rank cut does to a weight matrix"),
+    "quantization": ("Quantization", "what int8 / 4-bit / 2-bit rounding does to a row"),
+    "heads": ("Heads", "which heads matter"),
+    "ffn": ("FFN narrowing", "which FFN neurons matter"),
+    "fnet": ("FNet", "what FNet mixes instead of attention"),
+    "layers": ("Fewer layers", "which blocks matter"),
+    "healing": ("Healing", "how healing wins quality back"),
+    "efficient": ("Efficient attention", "the attention patterns of the survey"),
+}
+STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
+                "emb_bits": "quantization", "factorize": "low-rank", "heal": "healing", "int8": "quantization",
+                "int4": "quantization", "half": "quantization", "runtime": "article"}
+SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
+DIV = "PuOr"      # diverging (signed weights, errors)
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+
+
+def section_from_url() -> str | None:
+    """The tab a link asked for (?section=low-rank), else the first."""
+    slug = st.query_params.get("section")
+    return SECTIONS[slug][0] if slug in SECTIONS else None
+
+
+def section(fn):
+    """A section's figure as a fragment: its widgets rerun only it; a CompressError is shown as one line."""
+    @functools.wraps(fn)
+    def safe(*args):
+        try:
+            fn(*args)
+        except C.CompressError as e:
+            st.error(str(e))
+    return st.fragment(safe)
+
+
+def meta(fig, **numbers):
+    """The numbers a figure shows, kept in its layout (the tests read them back from the chart)."""
+    fig.update_layout(meta=numbers)
+    return fig
+
+
+def csv(df: pd.DataFrame, name: str, key: str) -> None:
+    st.download_button(f"Download the data (CSV, {len(df)} rows)", df.to_csv(index=False).encode(), f"{name}.csv",
+                       "text/csv", key=key, on_click="ignore")
+
+
+def predict(question: str, answer: str, key: str) -> None:
+    """A question for the class; the answer shows only when the expander is opened."""
+    with st.expander(f"Predict, then reveal: {question}", key=key):
+        st.markdown(answer)
+
+
+def open_in_compress(b, recipe: C.Recipe | None, key: str, why: str | None = None) -> None:
+    """The section's recipe on the Compress page (or why this model cannot take it)."""
+    why = why or (C.refusal(b, recipe) if recipe is not None else "no recipe")
+    if why:
+        st.caption(f"Open in Compress: not for {b.name}: {why}.")
+        return
+    if st.button(f"Open in Compress: {recipe.describe()}", key=key, icon=":material/compress:"):
+        set_recipe(recipe)
+        st.switch_page("pages/compress.py")

@@ -1,0 +1,166 @@
+"""Learn sections drawn on one weight of the model: low rank, quantization, FFN narrowing, fewer layers."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+import compress as C
+from compress import learn as L
+from pages.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
+
+
+def _heat(fig, z, col, scale=DIV, mid=0.0, name=""):
+    fig.add_trace(go.Heatmap(z=z, colorscale=scale, zmid=mid, showscale=col == 3, name=name,
+                             hovertemplate="row %{y}, col %{x}: %{z:.4f}<extra></extra>"), 1, col)
+
+
+@section
+def low_rank(b):
+    st.header("Low rank: what a rank cut does to a weight matrix", anchor="low-rank")
+    layers = L.linear_layers(b)
+    st.markdown("A Linear layer's W (m x n) is U S Vᵀ; keeping the r largest singular values gives the best rank-r "
+                "matrix (Eckart-Young), stored as two thin layers with r (m + n) weights instead of m n. It pays only "
+                "below the break-even rank m n / (m + n), and how much it keeps is the share of sum(S²) above the cut. "
+                "*Reference: Eckart & Young 1936; for transformers, Noach & Goldberg 2020, 'Compressing pre-trained "
+                "language models by matrix decomposition'.*")
+    c1, c2 = st.columns([2, 3])
+    layer = c1.selectbox("Layer", layers, index=min(4, len(layers) - 1), format_func=L.short, key="learn_lr_layer")
+    frac = c2.slider("Rank (fraction of min(m, n))", 0.02, 1.0, 0.25, 0.01, key="learn_lr_rank")
+    d = L.lowrank(b, layer, frac)
+    fig = make_subplots(1, 3, subplot_titles=(f"W (top-left {d['w'].shape[0]}²)", f"rank-{d['rank']} W_r", "W - W_r"),
+                        horizontal_spacing=0.04)
+    lim = float(np.abs(d["w"]).max())
+    for col, z in ((1, d["w"]), (2, d["w_r"]), (3, d["diff"])):
+        _heat(fig, z, col)
+        fig.data[-1].update(zmin=-lim, zmax=lim)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=330, margin={"t": 40, "b": 10},
+                      title=f"{L.short(layer)} ({d['m']}x{d['n']}): rank {d['rank']} of {d['max_rank']}, "
+                            f"relative error {d['error']:.3f}, energy kept {d['energy']:.3f}")
+    st.plotly_chart(meta(fig, figure="lowrank", rank=d["rank"], error=d["error"], energy=d["energy"]), key="learn_lr_fig")
+    k = np.arange(1, d["max_rank"] + 1)
+    spec = make_subplots(specs=[[{"secondary_y": True}]])
+    spec.add_trace(go.Scatter(x=k, y=d["s"] / d["s"][0], name="S / S[0]", line={"color": OKABE_ITO[0]}))
+    spec.add_trace(go.Scatter(x=k, y=d["energy_curve"], name="energy kept", line={"color": OKABE_ITO[1]}),
+                   secondary_y=True)
+    spec.add_vline(x=d["rank"], line_dash="dash", annotation_text=f"cut: rank {d['rank']}")
+    if d["break_even"] < d["max_rank"]:
+        spec.add_vline(x=d["break_even"], line_dash="dot", line_color=OKABE_ITO[5],
+                       annotation_text=f"break-even {d['break_even']:.0f}", annotation_position="bottom right")
+    spec.update_layout(height=300, margin={"t": 30, "b": 10}, legend={"orientation": "h", "y": 1.15},
+                       xaxis_title="rank", yaxis={"type": "log", "title": "S / S[0]"})
+    spec.update_yaxes(title_text="energy kept", range=[0, 1.02], type="linear", secondary_y=True)
+    st.plotly_chart(meta(spec, figure="spectrum", rank=d["rank"], break_even=d["break_even"]), key="learn_lr_spec")
+    cols = st.columns(4)
+    cols[0].metric("Params dense (m n)", f"{d['params_dense']:,}")
+    cols[1].metric("Params at rank r (r (m + n))", f"{d['params_rank']:,}",
+                   f"{d['params_rank'] / d['params_dense']:.2f} of dense", delta_color="off")
+    cols[2].metric("Break-even rank", f"{d['break_even']:.0f}")
+    cols[3].metric("Relative error ||W - W_r|| / ||W||", f"{d['error']:.3f}")
+    if not d["saves"]:
+        st.warning(f"Rank {d['rank']} is above the break-even rank {d['break_even']:.0f}: the two factors are "
+                   "bigger than W, so the Compress page keeps this layer dense.")
+    csv(pd.DataFrame({"rank": k, "singular_value": d["s"], "energy_kept": d["energy_curve"]}), "spectrum", "learn_lr_csv")
+    q = L.lowrank(b, layer, 0.25)
+    predict("at rank 0.25, what share of this layer's energy is kept, and what relative error is left?",
+            f"Rank {q['rank']}: energy kept **{q['energy']:.3f}**, relative error **{q['error']:.3f}**: the error is "
+            "sqrt(1 - energy), so even 90% of the energy leaves a 32% error.", "learn_lr_predict")
+    open_in_compress(b, C.Recipe(rank_mode="ratio", rank=frac), "learn_lr_open")
+
+
+@section
+def quantization(b):
+    st.header("Quantization: what rounding does to a row", anchor="quantization")
+    st.markdown("int8 stores each weight as one of 256 levels times a scale; with one scale per output row "
+                "(per-channel) an outlier row no longer coarsens every other row's grid, as one scale for the whole "
+                "matrix (per-tensor) does. At 4 and 2 bits a scale and a minimum per group of a row keep the error "
+                "bounded. *Reference: Jacob et al. 2018, 'Quantization and training of neural networks for efficient "
+                "integer-arithmetic-only inference'.*")
+    layers = L.linear_layers(b)
+    c1, c2, c3 = st.columns([3, 1, 2])
+    layer = c1.selectbox("Layer", layers, index=min(4, len(layers) - 1), format_func=L.short, key="learn_q_layer")
+    rows = b.model.get_submodule(layer).out_features
+    row = int(c2.number_input("Row", 0, rows - 1, 0, key="learn_q_row"))
+    bits = c3.slider("Bits", 2, 8, 8, key="learn_q_bits")
+    d = L.quantize_row(b, layer, row, bits)
+    fig = go.Figure(go.Histogram(x=d["values"], nbinsx=80, name="weights of the row", marker_color=OKABE_ITO[0]))
+    grid = d["grid"][(d["grid"] >= d["values"].min() - d["scale_channel"]) &
+                     (d["grid"] <= d["values"].max() + d["scale_channel"])]
+    step = max(1, len(grid) // 64)  # at 8 bits: every few levels, else the lines fill the plot
+    for g in grid[::step]:
+        fig.add_vline(x=float(g), line_width=1, line_color=OKABE_ITO[1], opacity=0.5)
+    fig.update_layout(height=300, margin={"t": 40, "b": 10}, bargap=0.05, xaxis_title="weight value",
+                      title=f"Row {row} of {L.short(layer)} and its {bits}-bit per-channel grid"
+                            + (f" (every {step}th level)" if step > 1 else ""))
+    err = d["matrix_error"]
+    st.plotly_chart(meta(fig, figure="quantization", bits=bits, **{k.split(" ")[0]: v for k, v in err.items()}),
+                    key="learn_q_fig")
+    tbl = pd.DataFrame({"scheme": list(err), "row error": list(d["row_error"].values()), "matrix error": list(err.values())})
+    st.dataframe(tbl.style.format({"row error": "{:.5f}", "matrix error": "{:.5f}"}), hide_index=True)
+    st.caption(f"Relative errors ||W - round(W)|| / ||W|| at {bits} bits. Scales: per-tensor {d['scale_tensor']:.2e}, "
+               f"this row's {d['scale_channel']:.2e} ({d['scale_tensor'] / d['scale_channel']:.1f}x finer).")
+    csv(pd.DataFrame({"weight": d["values"], "per_tensor": d["per_tensor"], "per_channel": d["per_channel"],
+                      "grouped": d["grouped"]}), f"row_{row}_{bits}bit", "learn_q_csv")
+    st.subheader("The word table at 8, 4 and 2 bits")
+    token = int(st.number_input("Token id (a row of the word table)", 0, b.vocab_size - 1, min(2000, b.vocab_size - 1),
+                                key="learn_q_token"))
+    tab = pd.DataFrame(L.table_rounding(b, token))
+    st.dataframe(tab, hide_index=True)
+    q8 = L.quantize_row(b, layer, row, 8)["matrix_error"]
+    predict("how much larger is the per-tensor int8 error of this layer than the per-channel one?",
+            f"Per-tensor **{q8['per-tensor']:.4f}** vs per-channel **{q8['per-channel']:.4f}**: "
+            f"{q8['per-tensor'] / max(q8['per-channel'], 1e-12):.1f}x.", "learn_q_predict")
+    recipe = C.Recipe(quant="int8") if bits >= 8 else C.Recipe(quant="int4")
+    open_in_compress(b, recipe, "learn_q_open")
+
+
+@section
+def ffn(b):
+    st.header("FFN narrowing: which neurons matter", anchor="ffn")
+    st.markdown("Each FFN neuron reads the token through one row of the first layer and writes back through one "
+                "column of the second; the product of their norms bounds what it can add, so the weakest go first. "
+                "The FFN holds about two thirds of a block's weights. *Reference: Michel et al. 2019 for the idea of "
+                "structured pruning; the score is the weight-magnitude criterion of Han et al. 2015.*")
+    c1, c2 = st.columns(2)
+    block = c1.select_slider("Block", list(range(b.info["layers"])), key="learn_ffn_block")
+    frac = c2.slider("FFN neurons kept", 0.05, 1.0, 0.5, 0.05, key="learn_ffn_frac")
+    d = L.ffn_cut(b, block, frac)
+    fig = go.Figure(go.Histogram(x=d["scores"], nbinsx=60, marker_color=OKABE_ITO[0], name="neurons"))
+    fig.add_vline(x=d["threshold"], line_dash="dash", line_color=OKABE_ITO[5],
+                  annotation_text=f"cut: keep {d['kept']} of {d['width']}")
+    fig.update_layout(height=300, margin={"t": 40, "b": 10}, xaxis_title="importance ||W_in[i]|| ||W_out[:, i]||",
+                      title=f"Block {block}: {d['kept']} neurons kept hold {d['mass_kept']:.1%} of the importance")
+    st.plotly_chart(meta(fig, figure="ffn", kept=d["kept"], mass_kept=d["mass_kept"]), key="learn_ffn_fig")
+    csv(pd.DataFrame({"neuron": np.arange(d["width"]), "importance": d["scores"],
+                      "kept": d["scores"] >= d["threshold"]}), f"ffn_block_{block}", "learn_ffn_csv")
+    half = L.ffn_cut(b, block, 0.5)
+    predict("keeping half the neurons of this block keeps what share of its importance?",
+            f"**{half['mass_kept']:.1%}**" + (": more than half, because the importance sits in the strongest neurons."
+                                               if half["mass_kept"] > 0.55 else ": about half: the scores are flat, so "
+                                               "every neuron cut costs about the same."), "learn_ffn_predict")
+    open_in_compress(b, C.Recipe(ffn=frac), "learn_ffn_open")
+
+
+@section
+def layers(b):
+    st.header("Fewer layers: which blocks matter", anchor="layers")
+    st.markdown("Block Influence is 1 - cos(a block's input, its output), averaged over real tokens of calibration "
+                "text: a block that barely turns its input is the first to go, and the kept blocks stay whole. "
+                "*Reference: Men et al. 2024, 'ShortGPT: layers in large language models are more redundant than you "
+                "expect'.*")
+    n = b.info["layers"]
+    k = st.slider("Blocks kept", 1, n, max(1, n // 2), key="learn_layers_k")
+    d = L.layers_kept(b, k)
+    bi = d["influence"]
+    fig = go.Figure(go.Bar(x=list(range(n)), y=bi, marker_color=[OKABE_ITO[0] if i in d["kept"] else "#BBBBBB"
+                                                                  for i in range(n)], name="Block Influence"))
+    fig.update_layout(height=300, margin={"t": 40, "b": 10}, xaxis_title="block", yaxis_title="1 - cos(in, out)",
+                      title=f"Keeping {k} of {n}: blocks {d['kept']} (blue); grey ones are dropped")
+    st.plotly_chart(meta(fig, figure="layers", kept=d["kept"], lowest_kept=d["lowest_kept"]), key="learn_layers_fig")
+    csv(pd.DataFrame({"block": range(n), "influence": bi, "kept": [i in d["kept"] for i in range(n)]}),
+        "block_influence", "learn_layers_csv")
+    predict("which block changes its input most, and is it the last one?",
+            f"Block **{int(np.argmax(bi))}** (influence {max(bi):.3f}); the least is block {int(np.argmin(bi))} "
+            f"({min(bi):.3f}).", "learn_layers_predict")
+    open_in_compress(b, C.Recipe(layers=0 if k == n else k), "learn_layers_open")

@@ -1,0 +1,177 @@
+"""The Learn page's figure data (compress.learn, learnattn, article, healcurve): each number checked against the
+technique it teaches, on tiny random models (fast)."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import compress as C
+from compress import article, healcurve, heads, layers
+from compress import learn as L
+from compress import learnattn as A
+from compress.fnet import fourier_mix
+from compress.quantize import int8_weight
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TEXT = "Let the dough rest in the fridge for at least an hour."
+
+
+def test_full_rank_reconstructs_the_layer_and_the_error_is_eckart_young(tiny_bert):
+    layer = L.linear_layers(tiny_bert)[0]
+    full = L.lowrank(tiny_bert, layer, 1.0)
+    assert full["rank"] == full["max_rank"] and full["error"] < 1e-3
+    np.testing.assert_allclose(full["w_r"], full["w"], atol=1e-5)
+    w = tiny_bert.model.get_submodule(layer).weight.detach().double()
+    errors = []
+    for frac in (0.1, 0.25, 0.5, 0.75):
+        d = L.lowrank(tiny_bert, layer, frac)
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        r = d["rank"]
+        w_r = (u[:, :r] * s[:r]) @ vh[:r]
+        assert d["error"] == pytest.approx(float((w - w_r).norm() / w.norm()), rel=1e-4)  # sqrt(1 - energy)
+        assert d["params_rank"] == r * (d["m"] + d["n"]) and d["saves"] == (r < d["break_even"])
+        errors.append(d["error"])
+    assert errors == sorted(errors, reverse=True) and errors[0] > errors[-1]
+
+
+def test_per_channel_int8_is_what_int8_stores_and_never_worse_than_per_tensor(tiny_bert, minilm):
+    layer = L.linear_layers(tiny_bert)[1]
+    d = L.quantize_row(tiny_bert, layer, 3, 8)
+    w = tiny_bert.model.get_submodule(layer).weight.detach().float()
+    np.testing.assert_allclose(d["per_channel"], int8_weight(w)[3].numpy(), atol=1e-7)
+    for b in (tiny_bert, minilm):
+        lay = L.linear_layers(b)[4 if b is minilm else 1]
+        for bits in range(2, 9):
+            err = L.quantize_row(b, lay, 0, bits)["matrix_error"]
+            assert err["per-channel"] <= err["per-tensor"]
+    per_bits = [L.quantize_row(tiny_bert, layer, 3, bits)["matrix_error"]["per-channel"] for bits in range(2, 9)]
+    assert per_bits == sorted(per_bits, reverse=True)
+    with pytest.raises(C.CompressError, match="rows"):
+        L.quantize_row(tiny_bert, layer, 10_000, 8)
+
+
+def test_word_table_rounding_rows(tiny_bert):
+    rows = {r["bits"]: r for r in L.table_rounding(tiny_bert, 100)}
+    assert rows[8]["table error"] < rows[4]["table error"] < rows[2]["table error"]
+    assert rows[2]["bytes per row"] < rows[4]["bytes per row"] < rows[8]["bytes per row"] < 4 * 64
+    assert rows[4]["group"] == 64 and rows[4]["groups per row"] == 1  # hidden 64: one group of the whole row
+
+
+def _eager_attentions(bundle, ids):
+    m = copy.deepcopy(bundle.model)
+    m.set_attn_implementation("eager")
+    return [a[0].detach().numpy() for a in m(input_ids=ids, output_attentions=True).attentions]
+
+
+def test_attention_maps_are_the_models_own(tiny_bert):
+    att = A.attention(tiny_bert, TEXT)
+    ids = tiny_bert.tokenizer([TEXT], return_tensors="pt")["input_ids"]
+    assert att["T"] == ids.shape[1] and att["tokens"][0] == "[CLS]"
+    for ours, theirs in zip(att["maps"], _eager_attentions(tiny_bert, ids)):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert A.attention(tiny_bert, TEXT) is att  # cached per sentence
+
+
+def test_decoder_attention_is_causal(tiny_gpt):
+    att = A.attention(tiny_gpt, "The for statement")
+    t = att["T"]
+    assert t == len("The for statement")
+    for m in att["maps"]:
+        np.testing.assert_allclose(m.sum(-1), 1, atol=1e-5)
+        assert np.abs(np.triu(m, 1)).max() == 0  # no token reads a later one
+    with pytest.raises(C.CompressError):
+        A.attention(tiny_gpt, "   ")
+
+
+def test_the_dft_matrices_are_what_fnet_mixes():
+    torch.manual_seed(0)
+    x = torch.randn(1, 9, 16, dtype=torch.float64)
+    cos, sin = A.dft(9)
+    y = torch.fft.fft(x, dim=-1)[0].numpy()  # the hidden-dimension DFT first
+    np.testing.assert_allclose(cos @ y.real + sin @ y.imag, fourier_mix(x)[0].numpy(), atol=1e-9)
+    crossings = [A.sign_changes(A.dft(32)[0][k]) for k in range(1, 9)]
+    assert crossings == sorted(crossings) and crossings[0] < crossings[-1]
+
+
+def test_efficient_attention_patterns(tiny_bert):
+    m = A.attention(tiny_bert, TEXT)["maps"][0][0]
+    t = m.shape[0]
+    by_w = [A.patterns(m, w) for w in (1, 2, 4, 8, t)]
+    fixed = [p["fixed"]["density"] for p in by_w]
+    low = [p["low-rank"]["error"] for p in by_w]
+    assert fixed == sorted(fixed) and fixed[-1] == 1.0
+    assert all(a >= b - 1e-9 for a, b in zip(low, low[1:])) and low[-1] < 1e-6
+    assert by_w[-1]["learned"]["error"] < 1e-6  # every key kept: the map itself
+    assert set(by_w[0]) == set(A.PATTERNS) and not any(v[2] for v in A.PATTERNS.values())
+    with pytest.raises(C.CompressError):
+        A.patterns(m, t + 1)
+
+
+def test_heads_removed_are_the_ones_prune_heads_deletes(tiny_bert):
+    s = L.head_importance(tiny_bert, "weight")
+    assert s.shape == (2, 4) and np.allclose(s.max(1), 1)
+    for keep in (1, 2, 3, 4):
+        gone = L.heads_removed(s, keep)
+        assert gone.sum() == 2 * (4 - keep)
+        assert all(s[i][~gone[i]].min() >= s[i][gone[i]].max() for i in range(2) if gone[i].any())
+    model = heads.prune_heads(copy.deepcopy(tiny_bert.model), tiny_bert.adapter, 2)
+    assert heads.heads_per_layer(model, tiny_bert.adapter) == [2, 2]
+    g = L.head_importance(tiny_bert, "gradient")  # on a copy: the shared original keeps no hook
+    assert g.shape == (2, 4) and not tiny_bert.model.encoder.layer[0].attention.output.dense._forward_pre_hooks
+
+
+def test_ffn_cut_and_layers_kept(tiny_bert):
+    mass = [L.ffn_cut(tiny_bert, 0, f)["mass_kept"] for f in (0.1, 0.3, 0.6, 1.0)]
+    assert mass == sorted(mass) and mass[-1] == pytest.approx(1.0)
+    assert L.ffn_cut(tiny_bert, 0, 0.5)["kept"] == 64
+    d = L.layers_kept(tiny_bert, 1)
+    assert d["kept"] == layers.choose_layers(L.influence(tiny_bert), 1)
+    assert L.layers_kept(tiny_bert, 2)["lowest_kept"] <= d["lowest_kept"]
+
+
+def test_prepare_fills_what_the_page_reads(tiny_gpt):
+    b = copy.copy(tiny_gpt)
+    b.cache = {}
+    assert not L.prepared(b)
+    L.prepare(b)
+    assert L.prepared(b)
+
+
+def test_article_table_says_the_difference_in_words(tiny_bert, tiny_gpt):
+    measured = {"dynamic int8": {"x smaller": 3.87, "x faster": 1.67, "fidelity": 0.9775},
+                "fewer heads + narrower FFN": {"x smaller": 1.2, "x faster": 2.5},
+                "FNet": {"skipped": "a reason"}}
+    rows = {r["technique"]: r for r in article.table(tiny_bert, measured)}
+    assert set(rows) == set(article.CLAIMS)
+    assert "as claimed (~4x)" in rows["dynamic int8"]["in plain words"]
+    assert "below the claimed ~2x" in rows["dynamic int8"]["in plain words"]  # 1.67x faster vs ~2x
+    assert "below the claimed ~2x" in rows["fewer heads + narrower FFN"]["in plain words"]
+    assert "as claimed (2-3x)" in rows["fewer heads + narrower FFN"]["in plain words"]
+    assert rows["FNet"]["in plain words"].startswith("does not apply")
+    assert rows["all stacked"]["in plain words"] == "not measured yet"
+    assert article.recipes(tiny_bert)["fewer heads + narrower FFN"] == C.Recipe(heads=2, ffn=0.5)
+    stored = [{"model": "tiny-bert", "recipe_json": C.Recipe(quant="int8").to_json(), "x smaller": 3.9},
+              {"model": "other", "recipe_json": C.Recipe(runtime="freeze").to_json(), "x faster": 1.2}]
+    assert list(article.stored(tiny_bert, stored)) == ["dynamic int8"]
+    got = article.measure(tiny_gpt)  # FNet refused for a decoder, the rest measured
+    assert "future tokens" in got["FNet"]["skipped"] and got["dynamic int8"]["x smaller"] > 2
+
+
+def test_shipped_healing_curves():
+    for model, recipe in healcurve.SHIPPED.items():
+        c = healcurve.shipped(model)
+        assert c is not None and C.Recipe.from_json(c["recipe"]).heal_steps == c["steps"] > 0
+        dev = [h["dev"] for h in c["history"]]
+        better = max if c["metric"] == "fidelity" else min
+        assert better(dev) != dev[0] and "machine" in c
+        assert C.Recipe.from_json(c["recipe"]).rank == recipe.rank
+    assert healcurve.shipped("an-upload") is None
+    res = {"metric": "fidelity", "history": [{"step": 0, "dev": 0.5}], "steps_run": 0}
+    assert healcurve.from_result("m", C.Recipe(), res)["source"].startswith("a healing run")
+
+
+def test_short_names():
+    assert L.short("encoder.layer.3.attention.self.query") == "3.attention.self.query"
+    assert math.isclose(L.CORNER, 48)

@@ -1,0 +1,111 @@
+"""AppTest of the Learn page: per model (a tiny BERT, a GPT-2 upload; MiniLM and tinygpt marked slow) the page opens
+with at least 6 plotly charts and no exception, and every section's slider moves a number of its figure's data the way
+the technique says (read back from the chart's layout.meta, which the page fills from the library)."""
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+def figures(at) -> dict:
+    """figure name -> the numbers the page kept in its layout.meta."""
+    out = {}
+    for chart in at.get("plotly_chart"):
+        meta = json.loads(chart.proto.spec)["layout"].get("meta") or {}
+        if "figure" in meta:
+            out[meta["figure"]] = meta
+    return out
+
+
+def move(at, kind, key, value) -> dict:
+    getattr(at, kind)(key=key).set_value(value).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return figures(at)
+
+
+def check_every_section(at, heads: int, blocks: int, healing: bool):
+    at.switch_page("pages/learn.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 6
+    # low rank: the reconstruction error falls as the rank grows
+    lo, hi = move(at, "slider", "learn_lr_rank", 0.1)["lowrank"], move(at, "slider", "learn_lr_rank", 0.6)["lowrank"]
+    assert hi["rank"] > lo["rank"] and hi["error"] < lo["error"] and hi["energy"] > lo["energy"]
+    # quantization: per-channel never worse than per-tensor; more bits, less error
+    q4, q8 = move(at, "slider", "learn_q_bits", 4)["quantization"], move(at, "slider", "learn_q_bits", 8)["quantization"]
+    assert q8["per-channel"] < q4["per-channel"] and q8["per-channel"] <= q8["per-tensor"]
+    # heads: more heads kept, fewer removed; the layer slider changes the maps shown
+    one = move(at, "slider", "learn_heads_keep", 1)["head_scores"]
+    every = move(at, "slider", "learn_heads_keep", heads)["head_scores"]
+    assert one["removed"] == blocks * (heads - 1) and every["removed"] == 0
+    assert move(at, "select_slider", "learn_heads_layer", blocks - 1)["head_maps"]["layer"] == blocks - 1
+    # FFN: keeping more neurons keeps more of the importance
+    f1, f2 = move(at, "slider", "learn_ffn_frac", 0.2)["ffn"], move(at, "slider", "learn_ffn_frac", 0.8)["ffn"]
+    assert f2["kept"] > f1["kept"] and f2["mass_kept"] > f1["mass_kept"]
+    # FNet: a higher frequency row crosses zero more often
+    k1, k3 = move(at, "slider", "learn_fnet_k", 1)["fnet"], move(at, "slider", "learn_fnet_k", 3)["fnet"]
+    assert k1["T"] >= 7 and k3["crossings"] > k1["crossings"]
+    # fewer layers: keeping more blocks keeps less influential ones too
+    l1, ln = move(at, "slider", "learn_layers_k", 1)["layers"], move(at, "slider", "learn_layers_k", blocks)["layers"]
+    assert len(l1["kept"]) == 1 and ln["kept"] == list(range(blocks)) and ln["lowest_kept"] <= l1["lowest_kept"]
+    # efficient attention: a wider window computes more of the grid, a higher rank errs less
+    e1, e4 = move(at, "slider", "learn_eff_w", 1)["efficient"], move(at, "slider", "learn_eff_w", 4)["efficient"]
+    assert e4["density_fixed"] > e1["density_fixed"] and e4["low_rank"] <= e1["low_rank"]
+    # healing: the best state kept only gets better as more steps are shown
+    if healing:
+        h = figures(at)["healing"]
+        early = move(at, "slider", "learn_heal_steps", 20)["healing"]
+        assert early["step"] < h["step"] and (h["best"] >= early["best"] if h["higher"] else h["best"] <= early["best"])
+    else:
+        assert "healing" not in figures(at)
+    return at
+
+
+def test_learn_page_on_a_tiny_bert(app):
+    app.run()
+    at = check_every_section(app, heads=4, blocks=2, healing=False)
+    assert any("heal a recipe" in i.value for i in at.info)
+    at.button(key="learn_lr_open").click().run()  # open in Compress: the recipe is set in the widgets
+    assert not at.exception
+    assert at.session_state["r_rank_mode"] == "ratio" and at.session_state["r_rank"] == pytest.approx(0.6)
+
+
+def test_learn_page_on_a_gpt2_upload(tmp_path, monkeypatch):
+    """A GPT-2 zip loaded by the upload loader (fused c_attn, tied table, a BPE tokenizer trained on our sentences),
+    registered as a model the sidebar can pick."""
+    import compress as C
+    from test_families import _tokenizers, build_family, zip_dir
+    from compress.texts import eval_set
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    build_family("gpt2", folder, _tokenizers(eval_set("project")[0]))
+    upload = C.load_upload(zip_dir(folder, tmp_path / "gpt2.zip"))
+    monkeypatch.setitem(C.BUNDLED, "gpt2-upload", lambda: upload)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["model"] = "gpt2-upload"
+    at.run()
+    at = check_every_section(at, heads=4, blocks=2, healing=False)
+    assert "gpt2.zip** (GPT2, generation)" in at.sidebar.caption[-1].value
+    assert any("FNet mixes in future tokens" in c.value for c in at.caption)  # its FNet button says why not
+
+
+def test_compress_captions_link_to_their_learn_section(app):
+    app.run()
+    app.switch_page("pages/compress.py").run()
+    links = [(p.proto.label, p.proto.page) for p in app.get("page_link")]
+    assert len(links) >= 10 and all("learn" in page for _, page in links)
+    assert any(label.endswith("Learn, Low rank") for label, _ in links)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,heads,blocks", [("minilm", 12, 6), ("tinygpt", 4, 4)])
+def test_learn_page_on_a_bundled_model(model, heads, blocks):
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params["model"] = model
+    at.run()
+    check_every_section(at, heads=heads, blocks=blocks, healing=True)
