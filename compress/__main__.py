@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "quick", "onnx", "gpu"])
+    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "quick", "onnx", "static", "gpu"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)

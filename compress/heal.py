@@ -87,9 +87,12 @@ def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
     """The parameters healing may change: everything inside the transformer blocks, and a factorized
     word-embedding table (its SVD truncation is an approximation healing can repair)."""
     from .factorize import LowRankEmbedding
+    from .static import StaticModel
     emb = model.get_submodule(adapter.word_embeddings)
     extra = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()] \
-        if isinstance(emb, LowRankEmbedding) else []
+        if isinstance(emb, LowRankEmbedding) or isinstance(model, StaticModel) else []
+    if isinstance(model, StaticModel):  # the static end: its table is all there is
+        return extra
     return [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()] + extra
 
 

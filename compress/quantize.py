@@ -22,7 +22,8 @@ def apply_quantize(model: nn.Module, adapter, mode: str, embeddings: bool = True
     spec = {nn.Linear: INT8_LINEAR}
     if embeddings:  # weight-only, per-row scales: word and position tables (not BERT's token types: their
         # default ids are an expanded, non-contiguous buffer the quantized kernel refuses)
-        for path in filter(None, (adapter.word_embeddings, adapter.position_embeddings)):
+        present = dict(model.named_modules())  # (the static table has no position table)
+        for path in (p for p in (adapter.word_embeddings, adapter.position_embeddings) if p in present):
             if not isinstance(model.get_submodule(path), LowBitEmbedding):  # (already smaller than int8)
                 spec[path] = tq.float_qparams_weight_only_qconfig
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao, but still the fastest eager path here

@@ -10,7 +10,7 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from . import fnet, heads, int4, lowbit, quantize, runtime
+from . import fnet, heads, int4, lowbit, quantize, runtime, static
 from .adapters import tied_embeddings
 from .factorize import factorize_embeddings
 from .fields import Field
@@ -39,11 +39,38 @@ def _heads_refuse(b, r):
     return None
 
 
+def _static_refuse(b, r):
+    if not r.static:
+        return None
+    other = [n for n, on in (("fewer layers", r.layers), ("head pruning", r.heads), ("FFN narrowing", r.ffn != 1.0),
+                             ("FNet", r.fnet), ("low rank", r.rank_mode != "none"), ("int4", r.quant == "int4"),
+                             ("a 2/4-bit table", r.emb_bits)) if on]
+    if other:  # the combination first (a Recipe alone is checked without a model)
+        return (f"the static table has no blocks, so {other[0]} has nothing to act on (its own size controls: "
+                "word-embedding rank, int8)")
+    if b is not None and b.adapter.causal:
+        return f"a static table gives sentence embeddings; {b.name} is a causal (decoder) model: encoders only"
+    if b is not None and b.tokenizer is None:
+        return f"the static table is distilled through the tokenizer's tokens; {b.name} has no tokenizer"
+    return None
+
+
 def _tied(b):
     return b is not None and tied_embeddings(b.model, b.adapter)
 
 
 STEPS = [
+    Step("static", "static token table", (
+        Field("static", "bool", False, "the whole transformer replaced by a token table distilled from it: a "
+              "sentence is the mean of its tokens' rows (encoders only)", "Static: a token table instead of the "
+              "transformer"),),
+        apply=lambda ctx, r: static.apply_static(ctx), changes_blocks=True, refuse=_static_refuse,
+        describe=lambda r: "static table", examples=({"static": True},),
+        teach="Static (Model2Vec's method, Tulkens & van Dongen 2024): every token of the vocabulary is run through "
+              "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
+              "tokens' rows: no attention, no layers, a lookup and an average, 100x+ faster. It loses word order and "
+              "context, so heal it (it learns the transformer's sentence embeddings) and shrink it with the table's "
+              "own controls (rank, int8)."),
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),

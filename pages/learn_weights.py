@@ -7,7 +7,7 @@ from plotly.subplots import make_subplots
 
 import compress as C
 from compress import learn as L
-from pages.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
+from pages.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
 def _heat(fig, z, col, scale=DIV, mid=0.0, name=""):
@@ -50,7 +50,8 @@ def low_rank(b):
                        annotation_text=f"break-even {d['break_even']:.0f}", annotation_position="bottom right")
     spec.update_layout(height=300, margin={"t": 30, "b": 10}, legend={"orientation": "h", "y": 1.15},
                        xaxis_title="rank", yaxis={"type": "log", "title": "S / S[0]"})
-    spec.update_yaxes(title_text="energy kept", range=[0, 1.02], type="linear", secondary_y=True)
+    spec.update_yaxes(title_text="energy kept", range=[0, 1.02], type="linear", tickmode="auto", showgrid=False,
+                      secondary_y=True)  # its own ticks, not synced to the log axis
     st.plotly_chart(meta(spec, figure="spectrum", rank=d["rank"], break_even=d["break_even"]), key="learn_lr_spec")
     cols = st.columns(4)
     cols[0].metric("Params dense (m n)", f"{d['params_dense']:,}")

@@ -40,6 +40,10 @@ def expected_params(b, r) -> int:
     each remove a known number; packed and quantized weights count as the weights they stand for."""
     blocks = b.adapter.block_list(b.model)
     L, H, c = len(blocks), b.info["heads"], b.info["hidden"]
+    if r.static:  # one token table, nothing else (a factorized one: vocab x k + k x hidden)
+        k = round(r.emb_rank * min(b.vocab_size, c))
+        return b.vocab_size * c if r.emb_rank == 1 or k * (b.vocab_size + c) >= b.vocab_size * c else \
+            k * (b.vocab_size + c)
     hd, ff = c // H, blocks[0].get_submodule(b.adapter.ffn_in).out_features
     heads, ff_kept = r.heads or H, max(1, round(r.ffn * ff))
     linears = ([] if r.fnet else [(heads * hd, c)] * 3 + [(c, heads * hd)]) + [(ff_kept, c), (c, ff_kept)]

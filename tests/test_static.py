@@ -1,0 +1,59 @@
+"""The static end (compress/static.py): a token table distilled from the encoder, a sentence the mean of its rows,
+healed toward the transformer's sentence embeddings; encoders only."""
+import pytest
+import torch
+
+import compress as C
+from compress import evaluate, static
+from compress.adapters import forward
+
+
+def test_each_row_is_the_weighted_embedding_of_its_one_token_text(tiny_bert):
+    table = static.distill_table(tiny_bert)
+    assert table.shape == (tiny_bert.vocab_size, tiny_bert.info["hidden"])
+    n = tiny_bert.vocab_size
+    for t in (0, 101, 2000, n - 1):
+        ids = torch.tensor([[101, t, 102]])  # [CLS] t [SEP]
+        with torch.no_grad():
+            emb = forward(tiny_bert.model, tiny_bert.adapter, ids, torch.ones_like(ids)).mean(1)[0]
+        p = (1 / (t + 1)) / sum(1 / r for r in range(1, n + 1))
+        torch.testing.assert_close(table[t], emb * static.SIF_A / (static.SIF_A + p), rtol=1e-4, atol=1e-6)
+
+
+def test_a_sentence_is_the_mean_of_its_tokens_rows_and_only_the_table_is_left(tiny_bert):
+    comp = C.compress(tiny_bert, C.Recipe(static=True))
+    assert C.numbers(comp)["params"] == tiny_bert.vocab_size * tiny_bert.info["hidden"]
+    text = "The dough rests overnight in the fridge."
+    ids = tiny_bert.tokenizer(text)["input_ids"]
+    want = comp.model.embeddings.word_embeddings.weight[ids].mean(0)
+    torch.testing.assert_close(evaluate.embed(comp, [text])[0], torch.nn.functional.normalize(want, dim=0))
+    q = C.quality(comp, tiny_bert)
+    assert 0 < q["fidelity"] < 1 and set(q) >= {"fidelity", "retrieval_overlap", "fidelity_docs"}
+
+
+def test_healing_trains_the_table_toward_the_transformer(tiny_bert):
+    comp = C.compress(tiny_bert, C.Recipe(static=True, heal_steps=30, heal_lr=1e-2))
+    h = comp.applied["heal"]
+    assert h["dev_after"] > h["dev_before"] + 0.01
+    raw = static.distill_table(tiny_bert)
+    assert not torch.equal(comp.model.embeddings.word_embeddings.weight, raw)  # trained, on a copy
+    assert torch.equal(static.distill_table(tiny_bert), raw)  # the model's cached table is untouched
+
+
+def test_int8_and_a_smaller_width_shrink_the_table(tiny_bert):
+    full = C.numbers(C.compress(tiny_bert, C.Recipe(static=True)))["size_bytes"]
+    int8 = C.numbers(C.compress(tiny_bert, C.Recipe(static=True, quant="int8")))["size_bytes"]
+    narrow = C.compress(tiny_bert, C.Recipe(static=True, emb_rank=0.25))
+    assert int8 < 0.3 * full and C.numbers(narrow)["size_bytes"] < 0.3 * full
+
+
+@pytest.mark.parametrize("recipe, says", [(dict(static=True, layers=1), "has no blocks, so fewer layers"),
+                                          (dict(static=True, quant="int4"), "has no blocks, so int4")])
+def test_combinations_without_blocks_are_refused(recipe, says):
+    with pytest.raises(C.CompressError, match=says):
+        C.Recipe(**recipe)
+
+
+def test_a_decoder_is_refused(tiny_gpt):
+    with pytest.raises(C.CompressError, match="encoders only"):
+        C.compress(tiny_gpt, C.Recipe(static=True))
