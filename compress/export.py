@@ -190,6 +190,35 @@ def _original(c: dict, originals) -> ModelBundle:
                         "first (upload it), then load this file again")
 
 
+def _onnx(raw: bytes, ctx, setting: str) -> OrtModel:
+    """An uploaded model.onnx, checked before it runs: no external data (a path ONNX Runtime would read from this
+    machine's disk), the two inputs the export writes, and outputs close to the model its recipe builds (int8's
+    rounding allowed: the unquantized replay is the reference)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+    from .adapters import forward
+    from .evaluate import workload
+    from .runtime import mismatch
+    try:
+        proto = onnx.load_model_from_string(raw)  # (from bytes: external data is never loaded)
+    except Exception as e:  # noqa: BLE001 - an untrusted file: any parse failure is the file's fault
+        raise CompressError(f"{ONNX} is not a readable ONNX model: {one_line(e)}") from None
+    if any(uses_external_data(t) for t in proto.graph.initializer):
+        raise CompressError(f"{ONNX} points to external data files, which are never read here; refused")
+    if {i.name for i in proto.graph.input} != {"input_ids", "attention_mask"}:
+        raise CompressError(f"{ONNX} does not take input_ids and attention_mask: not a model this app exported")
+    ort, ids = OrtModel(raw, setting), workload(ctx.base, 2, min(16, ctx.base.info.get("max_positions", 16)))
+    try:
+        got = ort(*ids)
+    except Exception as e:  # noqa: BLE001
+        raise CompressError(f"{ONNX} does not run in ONNX Runtime: {one_line(e)}") from None
+    with torch.no_grad():
+        want = forward(ctx.model, ctx.base.adapter, *ids)
+    if why := mismatch(ONNX, got, want, 0.5):
+        raise CompressError(f"{why}: it does not compute the model its recipe builds; refused")
+    return ort
+
+
 def load_compressed(path, originals=()) -> ModelBundle:
     """A compressed model from its zip or folder (save_compressed's), rebuilt on its original: bundled, or one of
     `originals` (ModelBundles, e.g. the uploads loaded in a session) with the content hash the card names. The
@@ -210,10 +239,11 @@ def load_compressed(path, originals=()) -> ModelBundle:
     if not onnx and WEIGHTS not in got:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
     walk = dataclasses.replace(recipe, runtime="eager") if onnx else recipe
-    ctx = pipeline.walk(base, walk, load=None if onnx else (lambda ctx: tensors.load_state(ctx.model, got[WEIGHTS])))
+    ctx = pipeline.walk(base, walk, load=(lambda ctx: None) if onnx else  # (a replay: healing never runs)
+                        (lambda ctx: tensors.load_state(ctx.model, got[WEIGHTS])))
     ctx.recipe = recipe
     if onnx:
-        ctx.sized_model, ctx.model = ctx.model, OrtModel(got[ONNX], str(c.get("runtime_setting", "fp32"))[:80])
+        ctx.sized_model, ctx.model = ctx.model, _onnx(got[ONNX], ctx, str(c.get("runtime_setting", "fp32"))[:80])
         ctx.applied["runtime_applied"] = "onnxruntime"
     for k in ("heal",):
         if isinstance(c.get(k), dict):

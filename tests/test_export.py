@@ -175,3 +175,43 @@ def test_extra_tensors_in_the_weights_are_refused(bundled, good, tmp_path):
     t = {**st_load(raw), "stowaway": torch.zeros(2)}
     with pytest.raises(C.CompressError, match="does not have"):
         C.load_compressed(_zip(tmp_path, {**good, "weights.safetensors": st_save(t, metadata=meta)}))
+
+
+@pytest.fixture
+def good_onnx(bundled):
+    comp = C.compress(bundled["tiny-bert"], C.Recipe(quant="int8", runtime="onnxruntime"))
+    with zipfile.ZipFile(io.BytesIO(C.zip_bytes(comp))) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _external(raw: bytes) -> bytes:
+    """The same graph with its largest initializer moved to an 'external data file' named by an absolute path."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+    m = onnx.load_model_from_string(raw)
+    t = max(m.graph.initializer, key=lambda t: len(t.raw_data))
+    set_external_data(t, location="/etc/passwd")
+    t.ClearField("raw_data")
+    t.data_location = onnx.TensorProto.EXTERNAL
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: b"not an onnx model at all", "not a readable ONNX model"),
+    (_external, "external data"),
+])
+def test_hostile_model_onnx_is_refused_before_it_runs(bundled, good_onnx, tmp_path, change, message):
+    files = {**good_onnx, "model.onnx": change(good_onnx["model.onnx"])}
+    with pytest.raises(C.CompressError, match=message) as e:
+        C.load_compressed(_zip(tmp_path, files))
+    assert "\n" not in str(e.value)
+
+
+def test_a_healed_onnx_zip_loads_without_healing_again(bundled, tmp_path, monkeypatch):
+    comp = C.compress(bundled["tiny-bert"], C.Recipe(quant="int8", runtime="onnxruntime", heal_steps=2))
+    path = C.save_compressed(comp, tmp_path / "m.zip")
+    from compress import step
+    monkeypatch.setattr(step, "heal", lambda *a, **k: pytest.fail("a replay never heals"))
+    back = C.load_compressed(path)
+    ids = torch.randint(5, 250, (2, 9))
+    assert _same(back, comp, bundled["tiny-bert"], ids) <= 1e-6
