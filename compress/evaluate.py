@@ -9,6 +9,9 @@ models' most likely next token is the same.
 A model without a tokenizer is measured on seeded random token ids instead (only indicative).
 NaN/inf outputs raise CompressError: a NaN quality number is never returned.
 """
+import copy
+
+import numpy as np
 import torch
 
 from .adapters import forward
@@ -53,9 +56,29 @@ def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
     if bundle.tokenizer is None:
         return random_batches(bundle, len(texts), batch=batch, seed=len(texts))
     max_len = min(128, bundle.info.get("max_positions", 128))
+    fast = _backend(bundle, max_len)
+    if fast is not None:  # the Rust tokenizer itself: the same ids as the call below, ~1.5x less time per batch
+        encs = [fast.encode_batch(texts[i:i + batch]) for i in range(0, len(texts), batch)]
+        return [tuple(torch.from_numpy(np.array([getattr(e, k) for e in enc], dtype=np.int64))
+                      for k in ("ids", "attention_mask")) for enc in encs]
     encs = [bundle.tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
             for i in range(0, len(texts), batch)]
     return [(e["input_ids"], e["attention_mask"]) for e in encs]
+
+
+def _backend(bundle, max_len: int):
+    """A fast tokenizer's Rust tokenizer, set to pad to the longest and cut at max_len (a copy, kept per bundle)."""
+    from transformers import PreTrainedTokenizerFast
+    tok = bundle.tokenizer
+    if not isinstance(tok, PreTrainedTokenizerFast) or tok.pad_token_id is None or tok.padding_side != "right":
+        return None
+    key = ("backend_tokenizer", max_len)
+    if key not in bundle.cache:
+        bt = copy.deepcopy(tok.backend_tokenizer)
+        bt.enable_padding(pad_id=tok.pad_token_id, pad_token=tok.pad_token, pad_type_id=tok.pad_token_type_id)
+        bt.enable_truncation(max_len)
+        bundle.cache[key] = bt
+    return bundle.cache[key]
 
 
 def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
