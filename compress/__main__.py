@@ -221,7 +221,7 @@ def _report(a) -> int:
         recipe, b = _recipe(a), load_model(a.model)
         comp = pipeline.compress(b, recipe)
         res = report.result(pipeline.report(b, comp, a.batch, a.seq, a.runs, a.workload), recipe)
-        peer = report.result(pipeline.report(b, pipeline.compressed_model(b, report.PEER), a.batch, a.seq, a.runs,
+        peer = report.result(pipeline.report(b, pipeline.peer_model(b), a.batch, a.seq, a.runs,
                                              a.workload), report.PEER)
         if b.tokenizer is None:
             samples = None

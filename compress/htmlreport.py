@@ -9,9 +9,9 @@ import plotly.io as pio
 
 from . import frontier, plots
 from .evaluate import metric_label
+from .pipeline import PEER  # noqa: F401 (re-exported: the peer a report names)
 from .recipe import Recipe
 
-PEER = Recipe(quant="int8", runtime="onnxruntime")  # what a user would pick instead: ONNX Runtime int8 of the original
 COLOURS = {"original": "#0072B2", "compressed": "#E69F00", "peer": "#009E73"}  # Okabe-Ito: colour-blind safe
 STYLE = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
          "color:#222}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
@@ -170,6 +170,9 @@ def study(name: str, model: str, rows: list[dict], space: dict, status: dict, ma
     body = (f"<h1>Trade-offs of {_e(model)}: study {_e(name)}</h1><p class='lead'>{_e(lead)}</p>"
             f"{figs(plots.tradeoff(rows, x, y))}"
             f"<h2>Frontier</h2>{_table([t for t, r in zip(table, rows) if r.get('on_frontier')])}"
+            "<p>The frontier's recipes as JSON (trial: recipe):</p><pre>"
+            + _e("\n".join(f"{r['trial']}: {r['recipe']}" for r in rows if r.get("on_frontier") and r.get("recipe")))
+            + "</pre>"
             f"<h2>The space</h2><pre>{_e(json.dumps(space, indent=1))}</pre>"
             f"<p>{status.get('complete', 0)} of {status.get('target', 0)} trials complete"
             f"{', ' + str(status['failed']) + ' failed' if status.get('failed') else ''}.</p>"

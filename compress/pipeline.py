@@ -41,6 +41,16 @@ _COMPRESSED = LRU("compressed models", 6, "compressed models by (model, recipe),
                   "for the same one (healed models are not: they depend on the session's text)")
 
 
+PEER = Recipe(quant="int8", runtime="onnxruntime")  # what a user would pick instead: ONNX Runtime int8 of the original
+_PEERS = LRU("peer models", 2, "the peer of each original (ONNX Runtime's int8 of it), apart from the compressed "
+             "models so that trying recipes never evicts it")
+
+
+def peer_model(bundle: ModelBundle) -> ModelBundle:
+    """The original in ONNX Runtime with its own dynamic int8 (per channel), built once per model."""
+    return _PEERS.get_or_make((bundle.name, bundle.content_hash), lambda: compress(bundle, PEER))
+
+
 def compressed_model(bundle: ModelBundle, recipe: Recipe) -> ModelBundle:
     """compress(), kept in the shared cache for recipes without healing."""
     if recipe.heal_steps:

@@ -31,7 +31,7 @@ def measure_job(b, recipe, w, healed=None, peer=False):
             unhealed = dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")
             res["nums"]["unhealed"] = {"quality": C.quality(C.compressed_model(b, unhealed), b)}
         if peer:
-            p = C.report(b, C.compressed_model(b, htmlreport.PEER), w.get("batch", 8), w.get("seq", 128), 7,
+            p = C.report(b, C.peer_model(b), w.get("batch", 8), w.get("seq", 128), 7,
                          w["kind"], progress=lambda f: job.progress.update(done=0.5 + f / 2))
             res["peer"] = htmlreport.result(p, htmlreport.PEER)
         return res
