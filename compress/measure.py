@@ -121,16 +121,40 @@ def _percentiles(ms) -> dict:
             "total_ms": round(float(sum(ms)), 3)}
 
 
+BUSY = 0.2  # other processes using more than this share of all CPUs while timing: the timing is unreliable
+
+
+def _cpu_snapshot() -> tuple[float, float, float]:
+    """(wall s, busy CPU-seconds of the whole machine, CPU-seconds of this process), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait (guests are in user)
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    return time.perf_counter(), busy, time.process_time()
+
+
+def others_busy(before, after) -> float | None:
+    """The share of all CPUs that other processes used between two snapshots (None where /proc is missing)."""
+    wall = after[0] - before[0]
+    if not wall > 0 or after[1] != after[1]:
+        return None
+    return round(max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / (wall * (os.cpu_count() or 1))), 3)
+
+
 @torch.no_grad()
 def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", progress=None) -> dict:
     """Time each zero-argument callable, interleaved (A, B, A, B...) so machine noise hits all alike.
 
-    GPU: CUDA events after a synchronize. Returns {name: {p10, p50, p90, runs}} in milliseconds.
+    GPU: CUDA events after a synchronize. Returns {name: {p10, p50, p90, runs, others_busy}} in milliseconds;
+    others_busy: the share of all CPUs other processes used meanwhile (over BUSY: the timing is unreliable).
     """
     if runs < 7:
         raise ValueError("latency needs at least 7 timed runs")
     times = {k: [] for k in fns}
     with _bench_lock():
+        before = _cpu_snapshot()
         for i in range(warmup + runs):
             for k, fn in fns.items():
                 if device == "cuda":
@@ -149,4 +173,5 @@ def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", prog
                     times[k].append(ms)
             if progress:
                 progress((i + 1) / (warmup + runs))
-    return {k: _percentiles(v) for k, v in times.items()}
+        busy = others_busy(before, _cpu_snapshot())
+    return {k: {**_percentiles(v), "others_busy": busy} for k, v in times.items()}

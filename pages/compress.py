@@ -77,6 +77,12 @@ def show(res):
         st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: {res['applied']['runtime_reason']}")
     o, c = res["nums"]["original"], res["nums"]["compressed"]
     st.subheader(f"Original vs compressed: {res['recipe'].describe()}")
+    busy = res["lat"]["compressed"].get("others_busy")
+    if busy is not None and busy > C.BUSY:
+        st.warning(f"Timing unreliable: other processes on this machine used {busy:.0%} of its CPUs while these "
+                   "latencies were measured (this server's other work waits on its job queue; these are other "
+                   "programs, e.g. browsers on the same machine). Sizes and quality are exact; press Apply again "
+                   "for the speed-up.")
     cols = st.columns(2)
     for col, name, n in ((cols[0], "Original", o), (cols[1], "Compressed", c)):
         lat = res["lat"][name.lower()]
@@ -173,7 +179,7 @@ def uploaded(recipe):
     if not up or up["key"] != (cached.model_key(b), recipe.to_json()):
         return
     c = up["card"]
-    size, q = c.get("size_bytes"), c.get("quality") or {}
+    size, q = c.get("size_bytes"), c.get("quality") if isinstance(c.get("quality"), dict) else {}  # (an upload's)
     said = ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in q.items() if isinstance(v, (int, float)))
     which = b.name if b.name in C.BUNDLED else "the upload it was made from"
     st.info(f"Comparing the uploaded compressed model with its original, {which}. Its card says "

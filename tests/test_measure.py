@@ -1,4 +1,5 @@
 import io
+import os
 import threading
 import time
 
@@ -79,3 +80,24 @@ def test_timings_of_two_processes_never_overlap(monkeypatch):
         holder.kill()
         holder.wait()
     assert measure.latency({"a": lambda: None}, runs=7)["a"]["runs"] == 7  # free again
+
+
+def test_others_busy_is_the_share_of_all_cpus_other_processes_used(monkeypatch):
+    from compress import measure
+    monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
+    assert measure.others_busy((0.0, 10.0, 1.0), (1.0, 12.0, 1.5)) == 0.75  # 2 busy CPU-s, 0.5 of them ours
+    assert measure.others_busy((0.0, 10.0, 1.0), (1.0, 10.5, 1.5)) == 0.0
+    assert measure.others_busy((0.0, float("nan"), 0.0), (1.0, float("nan"), 0.0)) is None
+
+
+def test_a_timing_that_other_processes_overlap_says_so():
+    import subprocess
+    import sys
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.5)
+        lat = C.latency({"a": lambda: time.sleep(0.02), "b": lambda: time.sleep(0.02)})
+    finally:
+        for h in hogs:
+            h.kill()
+    assert lat["a"]["others_busy"] > C.BUSY and lat["a"]["others_busy"] == lat["b"]["others_busy"]

@@ -68,6 +68,14 @@ def test_a_hostile_compressed_zip_is_one_line_and_the_model_stays(app):
     errors = [e.value for e in app.sidebar.error]
     assert len(errors) == 1 and "other weights" in errors[0] and "\n" not in errors[0]
     assert "tiny-bert" in app.sidebar.caption[-1].value and app.session_state["result"] is not None
+    card = {**json.loads(files["card.json"]), "quality": ["not", "a", "dict"], "size_bytes": "big"}  # loads; odd card
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as f:
+        for n, v in {**files, "card.json": json.dumps(card).encode()}.items():
+            f.writestr(n, v)
+    app.file_uploader(key="upload").upload("odd.zip", buf.getvalue()).run()
+    assert not app.exception and not app.sidebar.error
+    assert any("Its card says no size; below" in i.value for i in app.info)
 
 
 def test_the_report_holds_the_numbers_the_page_shows(app, tiny_bert):
