@@ -10,7 +10,7 @@ from .spectrum import Spectrum, has_spectra, layer_report, select_ranks, spectra
 from .factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
 from .lowbit import LowBitEmbedding, low_bit_embeddings
 from .quantize import apply_quantize
-from .measure import BUSY, count_params, cpu_info, gpu_info, latency, size_breakdown, size_bytes
+from .measure import BUSY, count_params, cpu_info, gpu_info, latency, machine_line, size_breakdown, size_bytes
 from .evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
 from .texts import EVAL_SETS, heal_corpus, near_duplicates
 from .heal import MAX_HEAL_BYTES, HealResult, heal_texts
@@ -35,7 +35,7 @@ __all__ = [
     "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts", "MAX_HEAL_BYTES",
     "layer_sensitivity", "allocate",
     # measurement and quality
-    "size_bytes", "size_breakdown", "count_params", "latency", "BUSY", "cpu_info", "gpu_info", "quality", "search", "eval_set",
+    "size_bytes", "size_breakdown", "count_params", "latency", "BUSY", "machine_line", "cpu_info", "gpu_info", "quality", "search", "eval_set",
     "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
     "near_duplicates",
     # pipeline

@@ -232,10 +232,9 @@ def _report(a) -> int:
         else:
             samples = {k: ["The for statement" + complete(m, "The for statement", b.adapter.sample_tokens)]
                        for k, m in (("Original", b), ("Compressed", comp))}
-        flags = " ".join(recipe.to_cli())
-        cmd = f"python -m compress report --model {a.model} {flags} --out report.html".replace("  ", " ")
+        cmd = " ".join(["python -m compress report --model", a.model, *recipe.to_cli(), "--out report.html"])
         page = report.comparison({"name": b.name, "info": b.info, "content_hash": b.content_hash}, res, peer, samples,
-                                 cmd, report.machine(measure.cpu_info()))
+                                 cmd, measure.machine_line())
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(page)
     print(json.dumps({"report": a.out, "bytes": len(page.encode())}))

@@ -70,7 +70,7 @@ def run(model: str, recipes, batch=8, seq=128, runs=7, log=print, workload="ids"
 
 def markdown(model: str, rows: list[dict], batch: int, seq: int, workload: str = "ids") -> str:
     cpu, gpu = measure.cpu_info(), measure.gpu_info()
-    machine = (f"CPU {cpu['cpu']}, {cpu['threads']} threads, flags {', '.join(cpu['flags'])}"
+    machine = (f"CPU {measure.machine_line(cpu)}"
                + (f"; GPU {gpu['gpu']}, CUDA {gpu['cuda']}" if gpu else ""))
     shape = f"batch {batch} x seq {seq}" if workload == "ids" else f"workload {pipeline.WORKLOADS[workload]}"
     head = (f"### {model}: {shape}, {machine}\n\nOriginal: measured in the same run, interleaved "

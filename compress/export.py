@@ -37,9 +37,9 @@ ONNX, CARD, RECIPE = "model.onnx", "card.json", "recipe.json"
 
 def card(bundle: ModelBundle, measured: dict | None = None) -> dict:
     """card.json: what the compressed model is, where it came from, and what was measured (a pipeline.report()'s
-    dict, or the app's numbers; None: sizes only)."""
-    info, nums = bundle.info, pipeline.numbers(bundle)
-    m = measured or {}
+    dict, or the app's numbers, of this model; None: sizes only, measured here)."""
+    info, m = bundle.info, measured or {}
+    nums = m["compressed"] if "size_bytes" in m.get("compressed", {}) else pipeline.numbers(bundle)
     original = {"name": bundle.name if bundle.name in BUNDLED else Path(bundle.name).name,
                 "content_hash": bundle.content_hash, "architecture": info.get("architecture"),
                 "source": info.get("source") if bundle.name in BUNDLED else "an upload",
@@ -197,8 +197,8 @@ def _onnx(raw: bytes, ctx, setting: str) -> OrtModel:
     import onnx
     from onnx.external_data_helper import uses_external_data
     from .adapters import forward
-    from .evaluate import workload
     from .runtime import mismatch
+    from .step import example
     try:
         proto = onnx.load_model_from_string(raw)  # (from bytes: external data is never loaded)
     except Exception as e:  # noqa: BLE001 - an untrusted file: any parse failure is the file's fault
@@ -207,7 +207,7 @@ def _onnx(raw: bytes, ctx, setting: str) -> OrtModel:
         raise CompressError(f"{ONNX} points to external data files, which are never read here; refused")
     if {i.name for i in proto.graph.input} != {"input_ids", "attention_mask"}:
         raise CompressError(f"{ONNX} does not take input_ids and attention_mask: not a model this app exported")
-    ort, ids = OrtModel(raw, setting), workload(ctx.base, 2, min(16, ctx.base.info.get("max_positions", 16)))
+    ort, ids = OrtModel(raw, setting), example(ctx.base)
     try:
         got = ort(*ids)
     except Exception as e:  # noqa: BLE001

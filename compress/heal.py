@@ -85,15 +85,15 @@ def split_dev(texts: list[str]) -> tuple[list[str], list[str]]:
 
 def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
     """The parameters healing may change: everything inside the transformer blocks, and a factorized
-    word-embedding table (its SVD truncation is an approximation healing can repair)."""
+    word-embedding table (its SVD truncation is an approximation healing can repair); the static end: its table."""
     from .factorize import LowRankEmbedding
     from .static import StaticModel
     emb = model.get_submodule(adapter.word_embeddings)
-    extra = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()] \
-        if isinstance(emb, LowRankEmbedding) or isinstance(model, StaticModel) else []
-    if isinstance(model, StaticModel):  # the static end: its table is all there is
-        return extra
-    return [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()] + extra
+    table = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()]
+    if isinstance(model, StaticModel):  # no blocks: the table is all there is
+        return table
+    blocks = [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()]
+    return blocks + (table if isinstance(emb, LowRankEmbedding) else [])
 
 
 def _mix(chosen: list[str], pool: list[str], p: float, g) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from . import frontier, plots
+from . import frontier, measure, plots
 from .evaluate import metric_label
 from .pipeline import PEER  # noqa: F401 (re-exported: the peer a report names)
 from .recipe import Recipe
@@ -29,11 +29,6 @@ def result(rep: dict, recipe: Recipe) -> dict:
             "gpu": {k: rep[k]["gpu_latency_ms"] for k in sides if rep[k].get("gpu_latency_ms")} if rep["workload"]["gpu"] else None,
             "applied": {k: rep[k] for k in ("runtime_applied", "runtime_setting", "runtime_reason", "kept_blocks", "heal")
                         if k in rep}}
-
-
-def machine(cpu: dict) -> str:
-    """The machine line the app shows under every measurement."""
-    return f"{cpu['cpu']}, {cpu['threads']} threads, flags {', '.join(cpu['flags'])}"
 
 
 def workload_text(w: dict) -> str:
@@ -188,8 +183,8 @@ def study_of(name: str, url: str | None = None) -> str:
     rows, sp, stat = frontier.rows(st), sweep.space_of(st), studies.status(st)
     a = next((t.user_attrs for t in st.trials if t.user_attrs.get("machine")), {})
     cpu = json.loads(a.get("machine") or "{}")
-    machine = (f"{cpu.get('cpu', '?')}, {a.get('threads', '?')} threads, flags {', '.join(cpu.get('flags', []))}; "
-               f"workload {a.get('workload', '?')}; torch {cpu.get('torch', '?')}") if a else ""
+    machine = (f"{measure.machine_line({**cpu, 'threads': a.get('threads', '?')})}; workload {a.get('workload', '?')}; "
+               f"torch {cpu.get('torch', '?')}") if a else ""
     vary = " ".join(f"--vary {k}={','.join(map(str, v))}" for k, v in sp["vary"].items())
     return study(name, sp["model"], rows, sp, stat, machine,
                  f"python -m compress sweep --model {sp['model']} {vary} --objectives {','.join(sp['objectives'])} "

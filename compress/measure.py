@@ -109,6 +109,12 @@ def cpu_info() -> dict:
             "torch": torch.__version__}
 
 
+def machine_line(cpu: dict | None = None) -> str:
+    """The machine line shown under every measurement (page, report, bench tables): CPU, threads, flags."""
+    c = cpu or cpu_info()
+    return f"{c.get('cpu', '?')}, {c.get('threads', '?')} threads, flags {', '.join(c.get('flags', []))}"
+
+
 def gpu_info() -> dict | None:
     if not torch.cuda.is_available():
         return None

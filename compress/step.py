@@ -116,17 +116,22 @@ def quantize_model(model, adapter, r):
     return quantize.apply_quantize(model, adapter, r.quant, r.quant_embeddings)
 
 
+def example(b):
+    """The small batch a runtime is traced / exported on and checked against eager with (2 x at most 16 ids)."""
+    return workload(b, 2, min(16, b.info.get("max_positions", 16)))
+
+
 def runtime_step(ctx, r):
     b = ctx.base
     ctx.sized_model = ctx.model
-    example = workload(b, 2, min(16, b.info.get("max_positions", 16)))
+    batch = example(b)
     if r.runtime == "onnxruntime":  # exported from the float model; int8 by onnxruntime's own quantization
-        ort, why = ortrun.apply(ctx.unquantized or ctx.model, b.adapter, r, example)
+        ort, why = ortrun.apply(ctx.unquantized or ctx.model, b.adapter, r, batch)
         ctx.model, ctx.applied["runtime_applied"] = (ort, "onnxruntime") if ort is not None else (ctx.model, "eager")
         ctx.applied.update({"runtime_reason": why} if why else {"runtime_setting": ort.setting})
     else:
         ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime,
-                                                                               example)
+                                                                               batch)
         ctx.applied.update({"runtime_reason": why} if why else {})
     ctx.unquantized = None  # not kept: a whole model
 

@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _machine() -> str:
-    c = measure.cpu_info()
-    return f"{c['cpu']}, {c['threads']} threads, flags {', '.join(c['flags'])}"
+    return measure.machine_line()
 
 
 def rank(model="minilm") -> str:

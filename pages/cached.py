@@ -3,6 +3,7 @@ card's sizes (cache_data), this session's healed models; compressed models live 
 import streamlit as st
 
 import compress as C
+from compress.htmlreport import mb  # noqa: F401  (one format: the page's numbers read the same in the report)
 
 MAX_HEALED = 3  # healed models kept per session (the shared cache never holds them: they depend on the text)
 
@@ -16,12 +17,9 @@ def model_key(bundle) -> str:
     return f"{bundle.name}:{bundle.content_hash}"
 
 
-def get_compressed(b, recipe: C.Recipe) -> C.ModelBundle | None:
-    """The compressed model for this recipe: the library's shared cache (compressed on a miss), or this session's
-    healed ones (None: not healed yet)."""
-    if recipe.heal_steps:
-        return st.session_state.healed.get((model_key(b), recipe.to_json()))
-    return C.compressed_model(b, recipe)
+def session_model(b, recipe: C.Recipe) -> C.ModelBundle | None:
+    """This session's own model for this recipe: healed here or uploaded back (None: the shared cache's is used)."""
+    return st.session_state.healed.get((model_key(b), recipe.to_json()))
 
 
 def keep_healed(key, bundle) -> None:
@@ -34,7 +32,3 @@ def keep_healed(key, bundle) -> None:
 @st.cache_data(max_entries=64, show_spinner="Measuring size...")
 def sizes(key: str, recipe_json: str, _bundle) -> dict:
     return C.numbers(_bundle)
-
-
-def mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"

@@ -114,14 +114,14 @@ def show(res):
                         + (", stopped early)" if h["stopped"] else ")"))
         col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
-               f"{C.cpu_info()['cpu']}, {C.cpu_info()['threads']} threads, flags {', '.join(C.cpu_info()['flags'])}. "
+               f"{C.machine_line()}. "
                f"Quality: {b.info.get('metric', '')}")
     if res.get("peer"):
         peer_line(res["peer"], o)
 
     st.subheader("Sample outputs")
     shown = res["recipe"]
-    healed = st.session_state.healed.get((cached.model_key(b), shown.to_json()))  # healed, or uploaded back
+    healed = cached.session_model(b, shown)
 
     def comp():  # in the queue's job: a miss of the shared cache compresses there, not in this page's thread
         return healed or C.compressed_model(b, shown)
@@ -247,7 +247,7 @@ state.put_in_url(b, recipe)
 with right:
     if apply or precise or jobs.waiting("apply"):
         try:  # every measurement runs on the server's job queue: never timed while other work runs
-            healed = st.session_state.healed.get((cached.model_key(b), recipe.to_json()))
+            healed = cached.session_model(b, recipe)
             if recipe.heal_steps and healed is None and not jobs.waiting("apply"):
                 if st.session_state.get("heal_job") is None:  # healing takes minutes: in the background;
                     jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again

@@ -30,7 +30,7 @@ def report_html(b, res, samples) -> str:
     return htmlreport.comparison({"name": b.name if b.name in C.BUNDLED else b.info.get("architecture", "model"),
                                   "info": b.info, "content_hash": b.content_hash}, res, res.get("peer"),
                                  {k: v for k, v in samples.items() if k != "_key"} if shown else None, cmd,
-                                 htmlreport.machine(C.cpu_info()))
+                                 C.machine_line())
 
 
 def section(b, res):
@@ -40,11 +40,11 @@ def section(b, res):
     z = st.session_state.get("zip")
     if z is None or z["key"] != key:
         if c1.button("Prepare the compressed model (.zip)", key="zip_prepare") or jobs.waiting("export"):
-            mine = st.session_state.healed.get(key)
+            mine = cached.session_model(b, recipe)
 
             def fn(job):  # on the queue: a cache miss compresses, then the weights are serialized
                 comp = mine or C.compressed_model(b, recipe)
-                return C.zip_bytes(comp, measured(res)), C.numbers(comp)["size_bytes"]
+                return C.zip_bytes(comp, measured(res)), res["nums"]["compressed"]["size_bytes"]
             got = jobs.run("export", fn, f"{b.name}: zip of {recipe.describe()}")
             if got is not None:
                 st.session_state.zip = z = {"key": key, "data": got[0], "model_bytes": got[1]}
