@@ -10,10 +10,11 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from . import fnet, heads, int4, lowbit, quantize, runtime, static
+from . import fnet, heads, int4, lowbit, quantize, runtime, static, vocab
 from .adapters import tied_embeddings
 from .factorize import factorize_embeddings
 from .fields import Field
+from .heal import heal_texts
 from .step import (Step, factorize_step, heads_step, heal_step, layers_step, quantize_model, replace_model,
                    runtime_step)
 
@@ -47,11 +48,22 @@ def _static_refuse(b, r):
                              ("a 2/4-bit table", r.emb_bits)) if on]
     if other:  # the combination first (a Recipe alone is checked without a model)
         return (f"the static table has no blocks, so {other[0]} has nothing to act on (its own size controls: "
-                "word-embedding rank, int8)")
+                "vocabulary, word-embedding rank, int8)")
     if b is not None and b.adapter.causal:
         return f"a static table gives sentence embeddings; {b.name} is a causal (decoder) model: encoders only"
     if b is not None and b.tokenizer is None:
         return f"the static table is distilled through the tokenizer's tokens; {b.name} has no tokenizer"
+    return None
+
+
+def _vocab_refuse(b, r):
+    if r.vocab == 1 or b is None:
+        return None
+    if b.adapter.causal or _tied(b):
+        return (f"{b.name} is a decoder: its output layer scores every token of the vocabulary, so pruning rows "
+                "would remove words it can write (encoders only)")
+    if b.tokenizer is None:
+        return f"vocabulary pruning keeps the healing text's tokens; {b.name} has no tokenizer"
     return None
 
 
@@ -112,6 +124,18 @@ STEPS = [
         teach="FNet (Lee-Thorp et al. 2021): attention is replaced by the real part of a 2D Fourier transform over "
               "(tokens, hidden); no weights at all. Large size and speed gains, but it needs healing: the rest of the "
               "model was trained with attention."),
+    Step("vocab", "vocabulary pruning", (
+        Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
+              "tokens first; every other token reads its nearest kept row", "Vocabulary kept (fraction of tokens)",
+              lo=0.05),),
+        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base.tokenizer,
+                                         ctx.texts or heal_texts(ctx.base), round(r.vocab * ctx.base.vocab_size)),
+        refuse=_vocab_refuse,
+        describe=lambda r: f"vocabulary {r.vocab:g}", examples=({"vocab": 0.25},),
+        teach="Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the "
+              "healing text first, most frequent first); every other token reads the kept row nearest its own. "
+              "MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table is half of the model. Heal "
+              "afterwards; check the second evaluation set (text the healing never saw)."),
     Step("emb_rank", "embedding rank", (
         Field("emb_rank", "fraction", 1.0, "word-embedding table at rank X * hidden",
               "Word-embedding rank (fraction of hidden size)", lo=0.05),),

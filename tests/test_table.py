@@ -40,10 +40,10 @@ def expected_params(b, r) -> int:
     each remove a known number; packed and quantized weights count as the weights they stand for."""
     blocks = b.adapter.block_list(b.model)
     L, H, c = len(blocks), b.info["heads"], b.info["hidden"]
-    if r.static:  # one token table, nothing else (a factorized one: vocab x k + k x hidden)
-        k = round(r.emb_rank * min(b.vocab_size, c))
-        return b.vocab_size * c if r.emb_rank == 1 or k * (b.vocab_size + c) >= b.vocab_size * c else \
-            k * (b.vocab_size + c)
+    v = round(r.vocab * b.vocab_size)  # the table's rows (vocabulary pruning keeps a fraction)
+    if r.static:  # one token table, nothing else (a factorized one: rows x k + k x hidden)
+        k = round(r.emb_rank * min(v, c))
+        return v * c if r.emb_rank == 1 or k * (v + c) >= v * c else k * (v + c)
     hd, ff = c // H, blocks[0].get_submodule(b.adapter.ffn_in).out_features
     heads, ff_kept = r.heads or H, max(1, round(r.ffn * ff))
     linears = ([] if r.fnet else [(heads * hd, c)] * 3 + [(c, heads * hd)]) + [(ff_kept, c), (c, ff_kept)]
@@ -53,9 +53,8 @@ def expected_params(b, r) -> int:
             k = max(1, round(r.rank * min(m, n)))
             removed += m * n - k * (m + n) if k * (m + n) < m * n else 0
     kept = r.layers or L
-    total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed
+    total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed - (b.vocab_size - v) * c
     if r.emb_rank < 1:
-        v = b.vocab_size
         k = round(r.emb_rank * min(v, c))
         total -= v * c - k * (v + c) if k * (v + c) < v * c else 0
     return total
