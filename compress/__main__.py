@@ -90,13 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "quick", "onnx", "static", "gpu"])
+    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "quick", "onnx", "static", "peers", "gpu"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
     _workload_arg(bp)
     bp.add_argument("--text", help="heal the healed recipes on this UTF-8 .txt instead of the default corpus")
     bp.add_argument("--md", help="append the table to this markdown file")
+    bp.add_argument("--peers", action="store_true", help="beside what a user would pick instead (ONNX Runtime fp32 "
+                    "and int8 per channel, Model2Vec's distill, made in a venv of its own), in one process: --set "
+                    "peers, or the recipe given by flags, against them")
     _recipe_args(bp)  # a recipe given by flags (or --recipe) is benched alone, instead of --set
     rp = sub.add_parser("report", help="one self-contained HTML file: a recipe vs its original and the peer (measured "
                                        "here, as apply does), or a stored Trade-offs study (--study)")
@@ -123,6 +126,17 @@ def main(argv=None) -> int:
         if a.cmd == "bench":
             from . import bench
             one = _recipe(a)
+            if a.peers:
+                from . import peers
+                base = load_model(a.model)
+                rows, skipped = peers.run(base, [one] if one != Recipe() else bench.SETS["peers"], a.batch, a.seq,
+                                          a.runs, _texts(a), log=lambda m: print(m, file=sys.stderr))
+                md = peers.markdown(base, rows, skipped, a.batch, a.seq)
+                if a.md:
+                    with open(a.md, "a") as f:
+                        f.write("\n" + md)
+                print(md)
+                return 0
             rows = bench.run(a.model, [one] if one != Recipe() else bench.SETS[a.set], a.batch, a.seq, a.runs,
                              log=lambda m: print(m, file=sys.stderr), workload=a.workload, text=_texts(a))
             md = bench.markdown(a.model, rows, a.batch, a.seq, a.workload)

@@ -33,6 +33,9 @@ SETS = {
     "static": [  # the static end: the transformer replaced by a token table (compress/static.py), then healed
         Recipe(static=True), Recipe(static=True, quant="int8"), Recipe(static=True, emb_rank=0.5, quant="int8"),
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
+    "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/peers.py)
+              Recipe(static=True, quant="int8", heal_steps=800, heal_lr=1e-2),
+              Recipe(static=True, vocab=0.5, quant="int8", heal_steps=800, heal_lr=1e-2)],
     "gpu": [Recipe(quant="fp16"), Recipe(quant="bf16"), Recipe(heads=2, ffn=0.5), Recipe(rank_mode="ratio", rank=0.5),
             Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5), Recipe(layers=3, emb_bits=2, quant="int4"),
             Recipe(fnet=True), Recipe(quant="int8")],  # what a GPU runs (int8 stays on the CPU: its GPU cells n/a)

