@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "quick", "onnx", "static", "peers", "gpu"])
+    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "twentyx", "vocab", "quick",
+                                                          "onnx", "static", "peers", "gpu"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
@@ -126,20 +127,15 @@ def main(argv=None) -> int:
         if a.cmd == "bench":
             from . import bench
             one = _recipe(a)
+            log = lambda m: print(m, file=sys.stderr)  # noqa: E731
             if a.peers:
                 from . import peers
-                base = load_model(a.model)
-                rows, skipped = peers.run(base, [one] if one != Recipe() else bench.SETS["peers"], a.batch, a.seq,
-                                          a.runs, _texts(a), log=lambda m: print(m, file=sys.stderr))
-                md = peers.markdown(base, rows, skipped, a.batch, a.seq)
-                if a.md:
-                    with open(a.md, "a") as f:
-                        f.write("\n" + md)
-                print(md)
-                return 0
-            rows = bench.run(a.model, [one] if one != Recipe() else bench.SETS[a.set], a.batch, a.seq, a.runs,
-                             log=lambda m: print(m, file=sys.stderr), workload=a.workload, text=_texts(a))
-            md = bench.markdown(a.model, rows, a.batch, a.seq, a.workload)
+                md = peers.table(load_model(a.model), [one] if one != Recipe() else bench.SETS["peers"], a.batch,
+                                 a.seq, a.runs, _texts(a), log)
+            else:
+                rows = bench.run(a.model, [one] if one != Recipe() else bench.SETS[a.set], a.batch, a.seq, a.runs,
+                                 log=log, workload=a.workload, text=_texts(a))
+                md = bench.markdown(a.model, rows, a.batch, a.seq, a.workload)
             if a.md:
                 with open(a.md, "a") as f:
                     f.write("\n" + md)

@@ -28,14 +28,20 @@ SETS = {
     ],
     "tenx": [  # BENCHMARKS.md's 10x recipe: 3,725 steps in 16 min on the 2-core Xeon; by steps, no time cap
         Recipe(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3, heal_steps=4000)],
+    "twentyx": [  # issue 16's 20x: the 10x recipe with FFN 0.5 and the word table cut to the healing text's tokens
+        Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8", heal_lr=1e-3,
+               heal_steps=4000)],
+    "vocab": [Recipe(vocab=v) for v in (0.5, 0.25, 0.1)] + [  # vocabulary pruning alone and stacked (unhealed)
+        Recipe(vocab=0.25, quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(vocab=0.25, emb_bits=2, quant="int8"),
+        Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8")],
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
     "onnx": [Recipe(runtime="onnxruntime"), Recipe(quant="int8"), Recipe(quant="int8", runtime="onnxruntime")],
     "static": [  # the static end: the transformer replaced by a token table (compress/static.py), then healed
         Recipe(static=True), Recipe(static=True, quant="int8"), Recipe(static=True, emb_rank=0.5, quant="int8"),
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
     "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/peers.py)
-              Recipe(static=True, quant="int8", heal_steps=800, heal_lr=1e-2),
-              Recipe(static=True, vocab=0.5, quant="int8", heal_steps=800, heal_lr=1e-2)],
+              Recipe(static=True, quant="int8", heal_steps=1600, heal_lr=1e-2),
+              Recipe(static=True, vocab=0.5, quant="int8", heal_steps=1600, heal_lr=1e-2)],
     "gpu": [Recipe(quant="fp16"), Recipe(quant="bf16"), Recipe(heads=2, ffn=0.5), Recipe(rank_mode="ratio", rank=0.5),
             Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5), Recipe(layers=3, emb_bits=2, quant="int4"),
             Recipe(fnet=True), Recipe(quant="int8")],  # what a GPU runs (int8 stays on the CPU: its GPU cells n/a)

@@ -147,6 +147,11 @@ def run(base, recipes, batch=8, seq=128, runs=7, text=None, log=print) -> tuple[
     return rows, skipped
 
 
+def table(base, recipes, batch=8, seq=128, runs=7, text=None, log=print) -> str:
+    """run() as BENCHMARKS.md's markdown."""
+    return markdown(base, *run(base, recipes, batch, seq, runs, text, log), batch, seq)
+
+
 def markdown(base, rows, skipped, batch, seq) -> str:
     head = (f"### {base.name} and its peers: {measure.machine_line()}\n\nOne process, every model in the same rounds: "
             f"p50 of {batch} x {seq} token ids; sentences/s over both evaluation sets' sentences in batches of 32 "
