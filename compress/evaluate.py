@@ -88,8 +88,8 @@ def _backend(bundle, max_len: int):
 
 def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, C), (B, T) -> (B, C): the mean over real (unmasked) tokens."""
-    m = mask.unsqueeze(-1).to(h.dtype)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+    m = mask.to(h.dtype)
+    return torch.bmm(m.unsqueeze(1), h).squeeze(1) / m.sum(1, keepdim=True).clamp(min=1)
 
 
 def token_kl(lp_ref: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
@@ -108,8 +108,8 @@ def _finite(x: torch.Tensor, bundle) -> torch.Tensor:
 def embed(bundle, texts: list[str], batch: int = 64) -> torch.Tensor:
     """(N, C) L2-normalized mean-pooled sentence embeddings, float32."""
     out = []
-    for ids, mask in batches(bundle, texts, batch):
-        h = _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle)  # (B, T, C)
+    for ids, mask in batches(bundle, texts, batch):  # a NaN or inf anywhere in (B, T, C) reaches the pooled mean
+        h = forward(bundle.model, bundle.adapter, ids, mask).float()
         out.append(torch.nn.functional.normalize(mean_pool(h, mask), dim=-1))
     return _finite(torch.cat(out), bundle)
 

@@ -149,35 +149,54 @@ def others_busy(before, after) -> float | None:
     return round(max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / (wall * (os.cpu_count() or 1))), 3)
 
 
+def _call_ms(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+MIN_ROUND_S = 0.05  # a round shorter than this is judged only with the whole run (/proc/stat counts 10 ms ticks)
+
+
 @torch.no_grad()
-def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", progress=None) -> dict:
+def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", progress=None, kept: list | None = None) -> dict:
     """Time each zero-argument callable, interleaved (A, B, A, B...) so machine noise hits all alike.
 
-    GPU: CUDA events after a synchronize. Returns {name: {p10, p50, p90, runs, others_busy}} in milliseconds;
-    others_busy: the share of all CPUs other processes used meanwhile (over BUSY: the timing is unreliable).
+    GPU: CUDA events after a synchronize. Returns {name: {p10, p50, p90, runs, others_busy, dropped}} in milliseconds;
+    others_busy: the share of all CPUs other processes used during the kept rounds (over BUSY: the timing is
+    unreliable). A round (one call of each) during which other processes used more than BUSY is dropped and timed
+    again, up to 2 x runs times (dropped). kept: if a list, the indices of the kept rounds (warm-up ones counted).
     """
     if runs < 7:
         raise ValueError("latency needs at least 7 timed runs")
-    times = {k: [] for k in fns}
+    times, busy_s, wall_s, dropped, i = {k: [] for k in fns}, 0.0, 0.0, 0, 0
     with _bench_lock():
-        before = _cpu_snapshot()
-        for i in range(warmup + runs):
-            for k, fn in fns.items():
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    fn()
-                    end.record()
-                    torch.cuda.synchronize()
-                    ms = start.elapsed_time(end)
-                else:
-                    t0 = time.perf_counter()
-                    fn()
-                    ms = (time.perf_counter() - t0) * 1e3
-                if i >= warmup:
-                    times[k].append(ms)
+        while len(times[next(iter(fns))]) < runs:
+            s0 = _cpu_snapshot()
+            ms = {k: _call_ms(fn, device) for k, fn in fns.items()}
+            s1 = _cpu_snapshot()
+            i += 1
+            if i <= warmup:
+                continue
+            busy, wall = others_busy(s0, s1), s1[0] - s0[0]
+            if busy is not None and busy > BUSY and wall >= MIN_ROUND_S and dropped < 2 * runs:
+                dropped += 1  # another process took the CPUs during this round: it is timed again
+                continue
+            for k in fns:
+                times[k].append(ms[k])
+            if kept is not None:
+                kept.append(i - 1)
+            if busy is not None:
+                busy_s, wall_s = busy_s + busy * wall, wall_s + wall
             if progress:
-                progress((i + 1) / (warmup + runs))
-        busy = others_busy(before, _cpu_snapshot())
-    return {k: {**_percentiles(v), "others_busy": busy} for k, v in times.items()}
+                progress(min(1.0, (warmup + len(times[k])) / (warmup + runs)))
+    busy = round(busy_s / wall_s, 3) if wall_s else None
+    return {k: {**_percentiles(v), "others_busy": busy, "dropped": dropped} for k, v in times.items()}

@@ -54,6 +54,8 @@ class OrtModel(nn.Module):
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # a spinning pool took the CPUs
+            #  from whatever ran next (the next model timed: 1.3x slower; another user of a shared server)
             self._session = ort.InferenceSession(self.onnx, opts, providers=["CPUExecutionProvider"])
         return self._session
 

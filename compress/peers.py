@@ -10,7 +10,6 @@ tokenizing, embedding, pooling and normalizing. Quality on both evaluation sets;
 cosine to the original's 384, so every row also gets the width-free numbers: top-5 neighbour agreement and the
 Spearman correlation of all pairwise similarities (evaluate.neighbours).
 """
-import itertools
 import os
 import subprocess
 import sys
@@ -87,17 +86,8 @@ class _Model2Vec:
 def _timed(models: dict, runs: int, log) -> dict:
     """Both workloads, every model in the same rounds: {name: (ids p50 ms, sentences/s)}."""
     ids = measure.latency({k: m.ids_call for k, m in models.items()}, runs=runs)
-    groups = evaluate.sentence_groups(32)
-    runs_s = max(runs, -(-len(groups) // pipeline.STRETCH))
-    order = [groups[i % len(groups)] for i in range((2 + runs_s) * pipeline.STRETCH)]
-    calls = {k: itertools.count() for k in models}
-
-    def stretch(k):
-        for _ in range(pipeline.STRETCH):
-            models[k].embed(order[next(calls[k])])
-    fns = {k: (lambda k=k: stretch(k)) for k in models}
-    sent = measure.latency(fns, runs=runs_s, warmup=2)
-    n = sum(map(len, order[2 * pipeline.STRETCH:]))
+    sent, timed = pipeline.time_sentences({k: m.embed for k, m in models.items()}, runs)
+    n = sum(map(len, timed))
     busy = max(v["others_busy"] or 0 for v in (*ids.values(), *sent.values()))
     log(f"peers: timed; other processes used {busy:.0%} of the CPUs")
     return {k: (ids[k]["p50"], round(n / (sent[k]["total_ms"] / 1e3), 1)) for k in models}

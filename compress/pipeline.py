@@ -89,23 +89,32 @@ def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, 
         ids, mask = (t.to(device) for t in evaluate.workload(original, batch, seq))
         fns = {k: (lambda m=m: forward(m, original.adapter, ids, mask)) for k, m in models.items()}
         return measure.latency(fns, runs=runs, device=device, progress=progress)
-    groups = evaluate.sentence_groups(32)
-    warmup, runs = 2, max(runs, -(-len(groups) // STRETCH))
-    order = [groups[i % len(groups)] for i in range((warmup + runs) * STRETCH)]  # the same batches for both in a round
 
-    calls = {k: itertools.count() for k in models}
-
-    def run(k):  # tokenize the model's next STRETCH batches and run them, one after the other
-        for _ in range(STRETCH):
-            ids, mask = evaluate.batches(original, order[next(calls[k])], 32)[0]
-            out = forward(models[k], original.adapter, ids.to(device), mask.to(device))
-        return out
-    fns = {k: functools.partial(run, k) for k in models}
-    lat = measure.latency(fns, runs=runs, warmup=warmup, device=device, progress=progress)
-    timed = order[warmup * STRETCH:]
+    def run(m, texts):  # tokenize and run one batch
+        ids, mask = evaluate.batches(original, texts, 32)[0]
+        return forward(m, original.adapter, ids.to(device), mask.to(device))
+    lat, timed = time_sentences({k: functools.partial(run, m) for k, m in models.items()}, runs, device, progress)
     unit, n = ("tokens_per_s", sum(int(evaluate.batches(original, g, 32)[0][1].sum()) for g in timed)) \
         if original.adapter.causal else ("sentences_per_s", sum(map(len, timed)))
     return {k: {**v, unit: round(n / (v["total_ms"] / 1e3), 1)} for k, v in lat.items()}
+
+
+def time_sentences(calls: dict, runs=7, device="cpu", progress=None) -> tuple[dict, list]:
+    """Each callable(texts) timed on the real sentences: STRETCH batches of 32 in a row per timed call, the same
+    batches for every model in a round, every batch at least once; (measure.latency's result, the kept rounds'
+    batches)."""
+    groups, counters, kept = evaluate.sentence_groups(32), {k: itertools.count() for k in calls}, []
+
+    def stretch(i):  # the batches of round i
+        return [groups[(i * STRETCH + j) % len(groups)] for j in range(STRETCH)]
+
+    def run(k):
+        for texts in stretch(next(counters[k])):
+            out = calls[k](texts)
+        return out
+    lat = measure.latency({k: functools.partial(run, k) for k in calls}, runs=max(runs, -(-len(groups) // STRETCH)),
+                          device=device, progress=progress, kept=kept)
+    return lat, [g for i in kept for g in stretch(i)]
 
 
 def numbers(bundle: ModelBundle) -> dict:

@@ -101,3 +101,34 @@ def test_a_timing_that_other_processes_overlap_says_so():
         for h in hogs:
             h.kill()
     assert lat["a"]["others_busy"] > C.BUSY and lat["a"]["others_busy"] == lat["b"]["others_busy"]
+
+
+def _fake_snapshots(monkeypatch, busy_rounds):
+    """/proc/stat as if other processes took both CPUs during the rounds in busy_rounds (counted from 1, warm-up
+    rounds included): every round 0.1 s long."""
+    from compress import measure
+    monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
+    state = {"n": 0, "busy": 0.0}
+
+    def snap():
+        state["n"] += 1
+        if state["n"] % 2 == 0 and state["n"] // 2 in busy_rounds:
+            state["busy"] += 0.2  # 2 CPUs x 0.1 s
+        return state["n"] * 0.1, state["busy"], 0.0
+    monkeypatch.setattr(measure, "_cpu_snapshot", snap)
+
+
+def test_a_round_other_processes_overlap_is_dropped_and_timed_again(monkeypatch):
+    from compress import measure
+    _fake_snapshots(monkeypatch, {3, 4})
+    kept, calls = [], []
+    lat = measure.latency({"a": lambda: calls.append(1), "b": lambda: None}, runs=7, kept=kept)
+    assert lat["a"]["runs"] == lat["b"]["runs"] == 7 and lat["a"]["dropped"] == 2 and lat["a"]["others_busy"] == 0.0
+    assert kept == [4, 5, 6, 7, 8, 9, 10] and len(calls) == 11  # 2 warm-up + 2 dropped + 7 kept
+
+
+def test_when_every_round_is_overlapped_it_stops_retrying_and_says_so(monkeypatch):
+    from compress import measure
+    _fake_snapshots(monkeypatch, set(range(100)))
+    lat = measure.latency({"a": lambda: None}, runs=7)
+    assert lat["a"]["dropped"] == 14 and lat["a"]["runs"] == 7 and lat["a"]["others_busy"] == 1.0 > C.BUSY
