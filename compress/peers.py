@@ -29,7 +29,8 @@ PEERS_DIR = Path(os.environ.get("COMPRESS_PEERS", Path.home() / ".cache" / "comp
 DISTILL = ("import sys; from model2vec.distill import distill; "
            "distill(model_name=sys.argv[1], pca_dims=256).save_pretrained(sys.argv[2])")
 ORT = [("ONNX Runtime fp32 (the original)", Recipe(runtime="onnxruntime")),
-       ("ONNX Runtime int8 per channel (quantize_dynamic)", Recipe(quant="int8", runtime="onnxruntime"))]
+       ("ONNX Runtime int8 per channel (quantize_dynamic; = the project's int8 + runtime onnxruntime)",
+        Recipe(quant="int8", runtime="onnxruntime"))]
 
 
 def model2vec_dir(bundle, log=print) -> Path | str:
