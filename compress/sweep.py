@@ -76,6 +76,11 @@ def open_study(space: Space | None, name: str, url: str | None = None):
         study.set_user_attr("created", time.time())
     except Exception as e:  # noqa: BLE001 - the store answered with an error: one line
         raise CompressError(f"study {name!r} in {where} cannot be read: {' '.join(str(e).split())[:200]}") from None
+    for _ in range(50):  # another worker may have created it a moment ago and not yet written its space
+        if "space" in study.user_attrs or study.trials:
+            break
+        time.sleep(0.1)
+        study = optuna.load_study(study_name=name, storage=storage)
     if "space" not in study.user_attrs:
         raise CompressError(f"study {name!r} in {where} is not a compress sweep")
     if space is not None and study.user_attrs["space"] != space.to_json():

@@ -289,3 +289,18 @@ def test_a_killed_worker_loses_nothing_and_the_study_resumes(gpt, tmp_path, monk
     after = sweep.open_study(None, "k", url)
     assert all(after.trials[n].values == v for n, v in kept.items())
     assert len({t.user_attrs["recipe"] for t in after.trials if t.state.name == "COMPLETE"}) == 8
+
+
+def test_a_study_another_worker_just_created_is_waited_for_and_a_foreign_one_refused(tmp_path):
+    """Workers starting together: one creates the study and writes its space a moment later; another opening it in
+    between waits for the space instead of calling it foreign. A study that never gets one is refused."""
+    import threading
+    import optuna
+    space = S.Space("tinygpt", {"layers": (1, 2)}, ("size_mb",))
+    url = _url(tmp_path)
+    made = optuna.create_study(study_name="race", storage=store.optuna_storage(url), directions=space.directions)
+    threading.Timer(0.5, lambda: made.set_user_attr("space", space.to_json())).start()
+    assert sweep.space_of(sweep.open_study(space, "race", url)) == json.loads(space.to_json())
+    optuna.create_study(study_name="plain", storage=store.optuna_storage(url))
+    with pytest.raises(C.CompressError, match="not a compress sweep"):
+        sweep.open_study(space, "plain", url)
