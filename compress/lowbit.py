@@ -1,5 +1,7 @@
 """Packed low-bit weights: rows stored at 2 or 4 bits, asymmetric, one fp16 scale and minimum per group of a row,
 8 // bits values to a byte. Used by the word table at 2/4 bits (LowBitEmbedding, here) and by int4 (int4.py)."""
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -89,6 +91,20 @@ class LowBitEmbedding(Packed):
 
     def extra_repr(self):
         return f"vocab={self.num_embeddings}, dim={self.embedding_dim}, bits={self.bits}, group={self.group}"
+
+
+@contextlib.contextmanager
+def fake_table(model: nn.Module, adapter, bits: int):
+    """While inside, the word table's rows read as LowBitEmbedding will store them, gradients straight through to the
+    float table (the static end heals its table this way, then packs it)."""
+    emb = model.get_submodule(adapter.word_embeddings)
+    group = GROUP if emb.embedding_dim % GROUP == 0 else emb.embedding_dim
+    emb.forward = lambda ids: nn.functional.embedding(
+        ids, emb.weight + (fake_round(emb.weight, bits, group) - emb.weight).detach(), emb.padding_idx)
+    try:
+        yield
+    finally:
+        del emb.forward
 
 
 def low_bit_embeddings(model: nn.Module, adapter, bits: int) -> nn.Module:

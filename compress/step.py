@@ -24,7 +24,7 @@ class Step:
     active: Callable = None         # recipe -> bool (default: a selected value, or any owned field off its default)
     refuse: Callable = lambda b, r: None  # (bundle or None, recipe) -> the reason a person reads, or None
     describe: Callable = lambda r: ""     # recipe -> a few words (Recipe.describe)
-    simulate: Callable | None = None      # (model, adapter) -> context manager healing runs inside
+    simulate: Callable | None = None      # (model, adapter, recipe) -> context manager healing runs inside
     selects: tuple = ()             # (field name, value, ...): active when that field holds one of these values
     examples: tuple = ()            # recipe fragments for the pair tests and the bench
     after_heal: bool = False        # runs after healing: replayed on load from the saved (healed) weights
@@ -96,7 +96,7 @@ def heal_step(ctx, r, rounding: list):
     ctx.recipe = dataclasses.replace(r, heal_corpus=digest)
     with contextlib.ExitStack() as stack:  # heal the model that quantization will run
         for s in rounding:
-            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter))
+            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
         res = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
                    minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop)
     ctx.applied["heal"] = res.to_dict()

@@ -44,11 +44,10 @@ def _static_refuse(b, r):
     if not r.static:
         return None
     other = [n for n, on in (("fewer layers", r.layers), ("head pruning", r.heads), ("FFN narrowing", r.ffn != 1.0),
-                             ("FNet", r.fnet), ("low rank", r.rank_mode != "none"), ("int4", r.quant == "int4"),
-                             ("a 2/4-bit table", r.emb_bits)) if on]
+                             ("FNet", r.fnet), ("low rank", r.rank_mode != "none"), ("int4", r.quant == "int4")) if on]
     if other:  # the combination first (a Recipe alone is checked without a model)
         return (f"the static table has no blocks, so {other[0]} has nothing to act on (its own size controls: "
-                "vocabulary, word-embedding rank, int8)")
+                "vocabulary, word-embedding rank or bits, int8)")
     if b is not None and b.adapter.causal:
         return f"a static table gives sentence embeddings; {b.name} is a causal (decoder) model: encoders only"
     if b is not None and b.tokenizer is None:
@@ -82,7 +81,7 @@ STEPS = [
               "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
               "tokens' rows: no attention, no layers, a lookup and an average (MiniLM's: ~110x the real sentences per "
               "second). It loses word order and context, so heal it (it learns the transformer's sentence embeddings) "
-              "and shrink it with the table's own controls (vocabulary, rank, int8)."),
+              "and shrink it with the table's own controls (vocabulary, rank or bits, int8)."),
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),
@@ -153,7 +152,7 @@ STEPS = [
         Field("emb_bits", "choice", 0, "word-embedding table at 4 or 2 bits per weight (0 = as quant says)",
               "Word-embedding table bits", choices=(0, 4, 2), fmt=lambda v: "as Quantization" if v == 0 else f"{v}-bit"),),
         apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
-        refuse=lambda b, r: "its output layer shares the word-embedding table (tied weights), so a low-bit table "
+        active=lambda r: r.emb_bits != 0 and not r.static, refuse=lambda b, r: "its output layer shares the word-embedding table (tied weights), so a low-bit table "
         "would change its output layer too" if r.emb_bits and _tied(b) else None,
         describe=lambda r: f"embeddings {r.emb_bits}-bit", examples=({"emb_bits": 2},),
         teach="Low-bit table: every row of the token table stored in 4 or 2 bits, with a scale and minimum per 128 "
@@ -196,20 +195,28 @@ STEPS = [
               "everyday sentences written for this project; tinygpt: its training split). The best state on a dev "
               "split is kept. With int8 or int4 chosen it trains with their rounding simulated, so it learns the model "
               "they will run. Runs in the background; Stop keeps the best state so far."),
+    Step("static_bits", "static table bits", apply=lambda ctx, r: lowbit.low_bit_embeddings(
+        ctx.model, ctx.base.adapter, r.emb_bits), active=lambda r: r.static and r.emb_bits != 0, after_heal=True,
+         simulate=lambda m, a, r: lowbit.fake_table(m, a, r.emb_bits), describe=lambda r: f"table {r.emb_bits}-bit",
+         examples=({"static": True, "emb_bits": 4},),
+         teach="Static table bits: the static end's table (it is the whole model) at 4 or 2 bits per weight (the "
+               "Word-embedding table bits control). Healing trains the float table with that rounding simulated, "
+               "then the rows are packed: the blocks' table is packed before healing (the blocks learn around it); "
+               "this one is what healing trains."),
     Step("int8", "dynamic int8", (
         Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
               widget="select"),
         Field("quant_embeddings", "bool", True, "with int8: the word and position tables in int8 too (per-row)",
               "Quantize word embeddings too (int8 only)", off=lambda r: None if r.quant == "int8" else "only with int8")),
         apply=replace_model(quantize_model), selects=("quant", "int8"), after_heal=True,
-        simulate=lambda model, adapter: quantize.fake_int8(model),
+        simulate=lambda model, adapter, r: quantize.fake_int8(model),
         describe=lambda r: "int8" + ("" if r.quant_embeddings else " (no emb)"), examples=({"quant": "int8"},),
         teach="int8: weights stored in 8 bits with one scale per output channel, activations quantized on the fly "
               "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
     Step("int4", "weight-only int4", apply=replace_model(lambda m, a, r: int4.apply_int4(m, a)),
-         selects=("quant", "int4"), after_heal=True, simulate=int4.fake_int4, describe=lambda r: "int4",
+         selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a), describe=lambda r: "int4",
          examples=({"quant": "int4"},),
          teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
                "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
@@ -258,8 +265,13 @@ def structural(r) -> bool:
 
 
 def refusal(bundle, r) -> str | None:
-    """The first reason a step refuses this recipe (bundle None: the combination alone), or None."""
-    return next((why for s in STEPS if (why := s.refuse(bundle, r))), None)
+    """The first reason a step refuses this recipe (bundle None: the combination alone), or None. The combination is
+    judged first, as a Recipe is built before a model sees it: the same words whichever way it is checked."""
+    for b in (None, bundle) if bundle is not None else (None,):
+        why = next((why for s in STEPS if (why := s.refuse(b, r))), None)
+        if why:
+            return why
+    return None
 
 
 def field_reason(name: str, bundle, values: dict) -> str | None:

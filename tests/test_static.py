@@ -57,3 +57,27 @@ def test_combinations_without_blocks_are_refused(recipe, says):
 def test_a_decoder_is_refused(tiny_gpt):
     with pytest.raises(C.CompressError, match="encoders only"):
         C.compress(tiny_gpt, C.Recipe(static=True))
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_a_low_bit_table_is_the_healed_table_rounded_as_healing_saw_it(tiny_bert, bits):
+    r = C.Recipe(static=True, emb_bits=bits, heal_steps=20, heal_lr=1e-2)
+    comp = C.compress(tiny_bert, r)
+    table = comp.model.embeddings.word_embeddings
+    assert isinstance(table, C.lowbit.LowBitEmbedding) and table.bits == bits
+    h = comp.applied["heal"]
+    assert h["dev_after"] > h["dev_before"]  # healing trained it with the rounding simulated
+    full = C.numbers(C.compress(tiny_bert, C.Recipe(static=True)))["size_bytes"]
+    assert C.numbers(comp)["size_bytes"] < (0.2 if bits == 4 else 0.12) * full
+    ids = torch.tensor([[101, 7, 2000, 102]])
+    float_table = C.compress(tiny_bert, C.Recipe(static=True)).model.embeddings.word_embeddings.weight
+    rounded = C.lowbit.fake_round(float_table, bits, table.group)  # unhealed: the distilled table, rounded
+    unhealed = C.compress(tiny_bert, C.Recipe(static=True, emb_bits=bits)).model.embeddings.word_embeddings
+    torch.testing.assert_close(unhealed(ids)[0], rounded[ids[0]])
+
+
+def test_a_low_bit_static_table_saves_and_reloads_as_it_runs(tiny_bert, tmp_path):
+    comp = C.compress(tiny_bert, C.Recipe(static=True, emb_bits=2, quant="int8", heal_steps=5, heal_lr=1e-2))
+    back = C.load_compressed(C.save_compressed(comp, tmp_path / "s"), [tiny_bert])
+    texts = ["A sentence to embed.", "Another one, longer than the first sentence."]
+    torch.testing.assert_close(evaluate.embed(back, texts), evaluate.embed(comp, texts))
