@@ -46,6 +46,18 @@ def run(kind: str, fn, label: str):
     return job.result if job.state == "done" else None
 
 
+def quiet(kind: str, fn, label: str):
+    """Run fn() on the queue and wait for it without widgets (a sidebar callback, a cached function): its result,
+    or the library's CompressError with the job's one-line message. For short work: loading a model, its sizes."""
+    q = C.job_queue()
+    job = q.submit(kind, lambda job: fn(), owner(), label)
+    while not job.ended.wait(0.25):
+        q.heartbeat(owner())
+    if job.state != "done":
+        raise C.CompressError(job.error or f"{label}: {job.state}")
+    return job.result
+
+
 def waiting(kind: str) -> bool:
     """Does this session await a job of this kind (submitted on an earlier run of the page)?"""
     return kind in st.session_state.get("pending", {})

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 import compress as C
-from pages import cached
+from pages import cached, jobs
 from pages.state import KEY, active, init_state, set_recipe
 
 
@@ -48,7 +48,7 @@ def _try_load(kind: str, key: str, load):
     try:
         with st.spinner("Loading and checking the model..."):
             loaded = st.session_state.loaded
-            loaded[key] = load()
+            loaded[key] = jobs.quiet("load", load, f"loading {key}")  # on the queue: never beside a timing
             while len(loaded) > MAX_LOADED:
                 loaded.pop(next(iter(loaded)))
         st.session_state.active = (kind, key)
@@ -80,7 +80,7 @@ def _open_compressed(path: Path, name: str):
     loaded = st.session_state.loaded
     try:
         with st.spinner("Rebuilding the compressed model on its original..."):
-            comp = C.load_compressed(path, [m for m in loaded.values()])
+            comp = jobs.quiet("load", lambda: C.load_compressed(path, list(loaded.values())), f"loading {name[:60]}")
     except C.CompressError as e:
         st.session_state.load_error = str(e)
         return
