@@ -1,8 +1,8 @@
 """One queue for the CPU-heavy work of a server process (Apply's measurement, benchmarks, healing, sensitivity,
 spectra of a new model): at most `workers` jobs run at a time (1 on a 2-core machine: COMPRESS_WORKERS), the others
-wait in order with their position known and can be cancelled. A long job (healing) calls yield_() between its steps,
-which runs the short jobs waiting in its own thread while it pauses, so an Apply waits for one step, not a whole run,
-and no latency is ever timed while other work of this server runs. A job belongs to its owner (a browser session);
+wait in order with their position known and can be cancelled. A long job (healing, a sweep) calls yield_() between
+its steps: if anyone waits it goes to the end of the line, so an Apply waits for one step, not a whole run, and two
+long jobs take turns; no latency is ever timed while other work of this server runs. A job belongs to its owner (a browser session);
 owners that stop sending heartbeats have their long jobs cancelled after a grace period. Every job is recorded in the
 results store (store.py) when it is given, started and ended, so a restarted server shows the ones it lost as
 interrupted. No streamlit here: the pages only submit, poll and show.
@@ -39,14 +39,20 @@ class Job:
 
 
 class Queue:
-    def __init__(self, workers: int = 1, log=None, keep: int = 200):
-        self.workers, self.log, self.keep = max(1, workers), log, keep
+    """Every job has a thread of its own, but only `workers` of them hold a slot (run) at a time; the others wait in
+    line (FIFO). A long job gives its slot back between steps when anyone waits and goes to the end of the line, so
+    short jobs and other long jobs take turns with it; at most `long` long jobs are started at once (each holds a
+    model: the others wait for one to end)."""
+
+    def __init__(self, workers: int = 1, log=None, keep: int = 200, long: int = 2):
+        self.workers, self.log, self.keep, self.long = max(1, workers), log, keep, max(1, long)
         self._cv = threading.Condition()
-        self._waiting: deque[Job] = deque()
+        self._waiting: deque[Job] = deque()  # jobs waiting for a slot, in order (new ones and yielding long ones)
+        self._running: set[Job] = set()      # jobs holding a slot
+        self._started: set[Job] = set()      # long jobs started and not ended (running or yielding)
         self._jobs: dict[int, Job] = {}  # the last `keep` jobs, by id
         self._beats: dict[str, float] = {}
         self._ids = itertools.count(1)
-        self._threads: list[threading.Thread] = []
 
     def submit(self, kind: str, fn: Callable, owner: str = "", label: str = "") -> Job:
         job = Job(next(self._ids), kind, owner, label, fn)
@@ -56,25 +62,22 @@ class Queue:
             while len(self._jobs) > self.keep:
                 self._jobs.pop(next(iter(self._jobs)))
             self._beats[owner] = time.time()
-            while len(self._threads) < self.workers:
-                t = threading.Thread(target=self._work, daemon=True, name=f"compress-job-{len(self._threads)}")
-                self._threads.append(t)
-                t.start()
-            self._cv.notify()
         self._record(job)
+        threading.Thread(target=self._run, args=(job,), daemon=True, name=f"compress-job-{job.id}").start()
         return job
 
     def position(self, job: Job) -> int:
-        """1, 2, ... while waiting; 0 once it runs or has ended."""
+        """1, 2, ... while waiting to start; 0 once it runs (or yields between its steps) or has ended."""
         with self._cv:
-            return next((i + 1 for i, j in enumerate(self._waiting) if j is job), 0)
+            return next((i + 1 for i, j in enumerate(self._waiting) if j is job), 0) if job.state == "queued" else 0
 
     def cancel(self, job: Job) -> None:
         job.cancel.set()
         with self._cv:
-            if job in self._waiting:
+            if job.state == "queued" and job in self._waiting:
                 self._waiting.remove(job)
                 self._end(job, "cancelled")
+            self._cv.notify_all()
 
     def wait(self, job: Job, timeout: float | None = None) -> bool:
         return job.ended.wait(timeout)
@@ -88,32 +91,44 @@ class Queue:
 
     def busy(self) -> bool:
         with self._cv:
-            return bool(self._waiting) or any(j.state == "running" for j in self._jobs.values())
+            return bool(self._waiting or self._running)
 
     def yield_(self, job: Job) -> None:
-        """Called by a long job between its steps: run the short jobs waiting, in this thread, while it pauses."""
+        """Called by a long job between its steps: if anyone waits, give the slot to them and queue again."""
         self._reap()
-        while True:
-            with self._cv:
-                short = next((j for j in self._waiting if j.kind not in LONG), None)
-                if short is None:
-                    return
-                self._waiting.remove(short)
-            self._run(short)
+        with self._cv:
+            if not any(self._eligible(j) for j in self._waiting):
+                return
+            self._running.discard(job)
+            self._waiting.append(job)
+            self._cv.notify_all()
+        self._acquire(job)
 
-    def _work(self) -> None:
-        while True:
-            with self._cv:
-                while not self._waiting:
-                    self._cv.wait(timeout=5.0)
-                    self._reap()
-                job = self._waiting.popleft()
-            self._run(job)
+    def _eligible(self, job: Job) -> bool:  # (holding the lock) may it take a free slot now?
+        return job.kind not in LONG or job in self._started or len(self._started) < self.long
+
+    def _acquire(self, job: Job) -> bool:
+        """Wait for this job's turn; False if it was cancelled while waiting to start."""
+        with self._cv:
+            while True:
+                if job.ended.is_set():
+                    return False
+                if job.cancel.is_set() and job.state == "queued":  # cancelled (or its tab closed) before it started
+                    self._waiting.remove(job)
+                    self._end(job, "cancelled")
+                    return False
+                head = next((j for j in self._waiting if self._eligible(j)), None)
+                if head is job and len(self._running) < self.workers:
+                    self._waiting.remove(job)
+                    self._running.add(job)
+                    if job.kind in LONG:
+                        self._started.add(job)
+                    return True
+                if not self._cv.wait(timeout=5.0):
+                    self._reap()  # (the lock is re-entrant) closed tabs' jobs are cancelled even when all wait
 
     def _run(self, job: Job) -> None:
-        if job.cancel.is_set():
-            with self._cv:
-                self._end(job, "cancelled")
+        if not self._acquire(job):
             return
         job.state = "running"
         self._record(job)
@@ -130,6 +145,9 @@ class Queue:
     def _end(self, job: Job, state: str) -> None:  # (holding the lock)
         job.state = state
         job.ended.set()
+        self._running.discard(job)
+        self._started.discard(job)
+        self._cv.notify_all()
         self._record(job)
 
     def _reap(self) -> None:
@@ -155,6 +173,7 @@ def queue() -> Queue:
         if _QUEUE is None:
             from .store import default_store
             store = default_store()
-            _QUEUE = Queue(int(os.environ.get("COMPRESS_WORKERS", "1")), store)
+            _QUEUE = Queue(int(os.environ.get("COMPRESS_WORKERS", "1")), store,
+                           long=int(os.environ.get("COMPRESS_LONG_JOBS", "2")))
             store.interrupt_stale()  # jobs a previous server process gave but never ended
         return _QUEUE

@@ -54,6 +54,28 @@ def test_a_long_job_lets_waiting_short_jobs_run_between_its_steps(tmp_path):
     assert q.wait(long_job, 10) and long_job.result == "healed" and order.index("apply") < 39
 
 
+def test_two_long_jobs_take_turns_and_a_third_waits_for_one_to_end():
+    q, order = jobs.Queue(1, long=2), []
+
+    def long(name, steps):
+        def fn(job):
+            for step in range(steps):
+                order.append(name)
+                time.sleep(0.01)
+                q.yield_(job)
+            return name
+        return fn
+    heal = q.submit("heal", long("heal", 30), owner="s1")
+    sweep = q.submit("sweep", long("sweep", 10), owner="s2")
+    third = q.submit("heal", long("third", 5), owner="s3")
+    assert q.wait(sweep, 20) and q.wait(heal, 20) and q.wait(third, 20)
+    first_sweep = order.index("sweep")
+    assert first_sweep <= 2, order  # the sweep did not wait for the whole healing: they alternate
+    last_sweep = len(order) - 1 - order[::-1].index("sweep")
+    assert order.index("third") > last_sweep  # the third long job started when the sweep ended (two at most)
+    assert order[:first_sweep + 4].count("heal") <= 3
+
+
 def test_failures_are_failures_with_their_message_and_the_worker_survives(tmp_path):
     class Panic(BaseException):  # what a Rust tokenizer's panic looks like from Python
         pass
