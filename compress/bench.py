@@ -25,6 +25,7 @@ SETS = {
         Recipe(heads=2, ffn=0.5, heal_steps=300, quant="int8"), Recipe(fnet=True, heal_steps=300, quant="int8"),
         Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, heal_steps=300, quant="int8", runtime="freeze"),
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int8"),
+        Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int4"),  # healed with int4 rounding simulated
     ],
     "tenx": [  # BENCHMARKS.md's 10x recipe: 3,725 steps in 16 min on the 2-core Xeon; by steps, no time cap
         Recipe(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3, heal_steps=4000)],
@@ -41,7 +42,8 @@ SETS = {
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
     "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/peers.py)
               Recipe(static=True, quant="int8", heal_steps=1600, heal_lr=1e-2),
-              Recipe(static=True, vocab=0.5, quant="int8", heal_steps=1600, heal_lr=1e-2)],
+              Recipe(static=True, vocab=0.5, quant="int8", heal_steps=1600, heal_lr=1e-2),
+              Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2)],  # healed as packed
     "gpu": [Recipe(quant="fp16"), Recipe(quant="bf16"), Recipe(heads=2, ffn=0.5), Recipe(rank_mode="ratio", rank=0.5),
             Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5), Recipe(layers=3, emb_bits=2, quant="int4"),
             Recipe(fnet=True), Recipe(quant="int8")],  # what a GPU runs (int8 stays on the CPU: its GPU cells n/a)
@@ -84,10 +86,7 @@ def markdown(model: str, rows: list[dict], batch: int, seq: int, workload: str =
     shape = f"batch {batch} x seq {seq}" if workload == "ids" else f"workload {pipeline.WORKLOADS[workload]}"
     head = (f"### {model}: {shape}, {machine}\n\nOriginal: measured in the same run, interleaved "
             f"with each compressed model (p50 of >= 7 runs). Quality: {load_model(model).info.get('metric', '')}.\n\n")
-    done = [r for r in rows if "skipped" not in r]
-    cols = list(done[0]) if done else ["recipe"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in done]
+    lines = measure.markdown_rows([r for r in rows if "skipped" not in r])
     lines += [f"\nNot applicable: {r['recipe']}: {r['skipped']}." for r in rows if "skipped" in r]
     return head + "\n".join(lines) + "\n"
 

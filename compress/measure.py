@@ -115,6 +115,13 @@ def machine_line(cpu: dict | None = None) -> str:
     return f"{c.get('cpu', '?')}, {c.get('threads', '?')} threads, flags {', '.join(c.get('flags', []))}"
 
 
+def markdown_rows(rows: list[dict]) -> list[str]:
+    """A bench table's lines (BENCHMARKS.md): the first row's keys as the header, one line per row."""
+    cols = list(rows[0]) if rows else ["recipe"]
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + \
+        ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+
+
 def gpu_info() -> dict | None:
     if not torch.cuda.is_available():
         return None

@@ -94,10 +94,13 @@ def _timed(models: dict, runs: int, log) -> dict:
     return {k: (ids[k]["p50"], round(n / (sent[k]["total_ms"] / 1e3), 1)) for k in models}
 
 
-def _agreement(embed, base) -> dict:
+def _agreement(embed, base, model=None) -> dict:
+    """Neighbour agreement and similarity Spearman with the original on both sets (model: a bundle whose evaluation
+    embeddings quality() already computed; else embed(texts) of a peer)."""
     out = {}
     for name in EVAL_SETS:
-        nb = evaluate.neighbours(embed(eval_set(name)[0]), evaluate._eval_embeddings(base, name)[0])
+        mine = embed(eval_set(name)[0]) if model is None else evaluate._eval_embeddings(model, name)[0]
+        nb = evaluate.neighbours(mine, evaluate._eval_embeddings(base, name)[0])
         out.update({f"{k}{'' if name == 'project' else '_' + name}": v for k, v in nb.items()})
     return out
 
@@ -133,7 +136,7 @@ def run(base, recipes, batch=8, seq=128, runs=7, text=None, log=print) -> tuple[
         rows.append({"model": k, "size MB": round(size / 1e6, 2), "x smaller": round(orig_bytes / size, 2),
                      "p50 ms (ids)": speed[k][0], "x faster": round(o_ms / speed[k][0], 2),
                      "sentences/s": speed[k][1], "x sentences/s": round(speed[k][1] / o_rate, 1),
-                     **{c: q.get(c, "n/a") for c in ("fidelity", "fidelity_docs")}, **_agreement(m.embed, base)})
+                     **{c: q.get(c, "n/a") for c in ("fidelity", "fidelity_docs")}, **_agreement(m.embed, base, None if isinstance(m, _Model2Vec) else m.b)})
         log(f"peers: {rows[-1]}")
     return rows, skipped
 
@@ -149,7 +152,4 @@ def markdown(base, rows, skipped, batch, seq) -> str:
             f"({pipeline.STRETCH} batches per timed call: tokenize, embed, pool, normalize). neighbour_agreement: "
             "top-5 nearest sentences in common with the original's; similarity_spearman: rank correlation of all "
             "pairwise similarities (both width-free); _docs: the Python docs set.\n\n")
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return head + "\n".join(lines) + "\n" + "".join(f"\nSkipped: {s}." for s in skipped) + "\n"
+    return head + "\n".join(measure.markdown_rows(rows)) + "\n" + "".join(f"\nSkipped: {s}." for s in skipped) + "\n"

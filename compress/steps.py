@@ -127,7 +127,7 @@ STEPS = [
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
               "tokens first; every other token reads its nearest kept row", "Vocabulary kept (fraction of tokens)",
               lo=0.05),),
-        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base.tokenizer,
+        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
                                          ctx.texts or heal_texts(ctx.base), round(r.vocab * ctx.base.vocab_size)),
         refuse=_vocab_refuse,
         describe=lambda r: f"vocabulary {r.vocab:g}", examples=({"vocab": 0.25},),

@@ -5,6 +5,7 @@ healing corpus uses 7,486 of its 30,522 tokens. A token's ids are mapped at the 
 int16 / int32 per token, saved with the weights), so the table's other techniques (bits, rank, int8) apply to the
 smaller table as to the full one. Encoders only: a decoder's output layer scores every token of the vocabulary.
 """
+import hashlib
 import re
 from collections import Counter
 
@@ -50,15 +51,26 @@ def _map_ids(model, args, kwargs):  # a forward pre-hook: token ids -> rows of t
     return args, kwargs
 
 
-def prune(model: nn.Module, adapter, tokenizer, texts: list[str], n: int) -> nn.Module:
-    """The word table cut to n rows (keep_order), in place; model.vocab_index maps every token to its row."""
+def cached_order(bundle, texts: list[str]) -> list[int]:
+    """keep_order of the bundle's tokenizer over texts, remembered for the last text given (an Apply of another
+    fraction does not tokenize the healing corpus again)."""
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    got = bundle.cache.get("vocab_order")
+    if got is None or got[0] != digest:
+        got = bundle.cache["vocab_order"] = (digest, keep_order(bundle.tokenizer, texts, bundle.vocab_size))
+    return got[1]
+
+
+def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int) -> nn.Module:
+    """The word table cut to n rows (the bundle's keep order over texts), in place; model.vocab_index maps every
+    token to its row."""
     table = model.get_submodule(adapter.word_embeddings)
     v = table.weight.shape[0]
-    if tokenizer is None:
+    if bundle.tokenizer is None:
         raise CompressError("vocabulary pruning keeps the tokens of the healing text; this model has no tokenizer")
     if not 1 <= n <= v:
         raise CompressError(f"keep between 1 and the model's {v:,} tokens, got {n:,}")
-    keep = keep_order(tokenizer, texts, v)[:n]
+    keep = cached_order(bundle, texts)[:n]
     model.register_buffer("vocab_index", nearest_map(table.weight, keep))
     small = nn.Embedding(n, table.weight.shape[1], padding_idx=None).to(table.weight.device, table.weight.dtype)
     small.weight.data.copy_(table.weight.data[keep])
