@@ -172,7 +172,7 @@ def _call_ms(fn, device: str) -> float:
 
 ROUND_BUSY = 0.1  # a round during which other processes used more than this share is timed again (stricter than
 #                   BUSY: load test run 5 kept one round at 10-20% whose speed-up was 1.53x off the same recipe alone)
-MIN_ROUND_S = 0.05  # a round shorter than this is judged only with the whole run (/proc/stat counts 10 ms ticks)
+MIN_ROUND_S = 0.05  # rounds shorter than this are judged together with the next ones (/proc/stat counts 10 ms ticks)
 
 
 @torch.no_grad()
@@ -181,12 +181,13 @@ def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", prog
 
     GPU: CUDA events after a synchronize. Returns {name: {p10, p50, p90, runs, others_busy, dropped}} in milliseconds;
     others_busy: the share of all CPUs other processes used during the kept rounds (over BUSY: the timing is
-    unreliable). A round (one call of each) during which other processes used more than ROUND_BUSY is dropped and timed
-    again, up to 2 x runs times (dropped). kept: if a list, the indices of the kept rounds (warm-up ones counted).
+    unreliable). A round (one call of each; short ones in blocks of >= MIN_ROUND_S) during which other processes used
+    more than ROUND_BUSY is dropped and timed again, up to about 2 x runs times (dropped). kept: if a list, the
+    indices of the kept rounds (warm-up ones counted).
     """
     if runs < 7:
         raise ValueError("latency needs at least 7 timed runs")
-    times, busy_s, wall_s, dropped, i = {k: [] for k in fns}, 0.0, 0.0, 0, 0
+    times, busy_s, wall_s, dropped, i, block = {k: [] for k in fns}, 0.0, 0.0, 0, 0, []
     with _bench_lock():
         while len(times[next(iter(fns))]) < runs:
             s0 = _cpu_snapshot()
@@ -195,14 +196,21 @@ def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", prog
             i += 1
             if i <= warmup:
                 continue
-            busy, wall = others_busy(s0, s1), s1[0] - s0[0]
+            block.append((i, ms, [b - a for a, b in zip(s0, s1)]))  # rounds judged together: >= MIN_ROUND_S
+            whole = [sum(d[j] for *_, d in block) for j in range(3)]
+            if whole[0] < MIN_ROUND_S and len(times[next(iter(fns))]) + len(block) < runs:
+                continue  # too short for /proc/stat's 10 ms ticks: judged with the next rounds
+            busy, wall = others_busy((0.0, 0.0, 0.0), whole), whole[0]
             if busy is not None and busy > ROUND_BUSY and wall >= MIN_ROUND_S and dropped < 2 * runs:
-                dropped += 1  # another process took the CPUs during this round: it is timed again
+                dropped += len(block)  # another process took the CPUs during these rounds: they are timed again
+                block = []
                 continue
-            for k in fns:
-                times[k].append(ms[k])
-            if kept is not None:
-                kept.append(i - 1)
+            for n, round_ms, _ in block:
+                for k in fns:
+                    times[k].append(round_ms[k])
+                if kept is not None:
+                    kept.append(n - 1)
+            block = []
             if busy is not None:
                 busy_s, wall_s = busy_s + busy * wall, wall_s + wall
             if progress:

@@ -103,9 +103,9 @@ def test_a_timing_that_other_processes_overlap_says_so():
     assert lat["a"]["others_busy"] > C.BUSY and lat["a"]["others_busy"] == lat["b"]["others_busy"]
 
 
-def _fake_snapshots(monkeypatch, busy_rounds):
+def _fake_snapshots(monkeypatch, busy_rounds, round_s=0.1):
     """/proc/stat as if other processes took both CPUs during the rounds in busy_rounds (counted from 1, warm-up
-    rounds included): every round 0.1 s long."""
+    rounds included): every round round_s long."""
     from compress import measure
     monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
     state = {"n": 0, "busy": 0.0}
@@ -113,8 +113,8 @@ def _fake_snapshots(monkeypatch, busy_rounds):
     def snap():
         state["n"] += 1
         if state["n"] % 2 == 0 and state["n"] // 2 in busy_rounds:
-            state["busy"] += 0.2  # 2 CPUs x 0.1 s
-        return state["n"] * 0.1, state["busy"], 0.0
+            state["busy"] += 2 * round_s  # both CPUs
+        return state["n"] * round_s, state["busy"], 0.0
     monkeypatch.setattr(measure, "_cpu_snapshot", snap)
 
 
@@ -132,3 +132,12 @@ def test_when_every_round_is_overlapped_it_stops_retrying_and_says_so(monkeypatc
     _fake_snapshots(monkeypatch, set(range(100)))
     lat = measure.latency({"a": lambda: None}, runs=7)
     assert lat["a"]["dropped"] == 14 and lat["a"]["runs"] == 7 and lat["a"]["others_busy"] == 1.0 > C.BUSY
+
+
+def test_short_rounds_are_judged_in_blocks_long_enough_for_proc_stat(monkeypatch):
+    from compress import measure
+    _fake_snapshots(monkeypatch, {5}, round_s=0.02)  # 3 rounds (0.06 s) make a block: rounds 3-5 the first
+    kept = []
+    lat = measure.latency({"a": lambda: None}, runs=7, kept=kept)
+    assert lat["a"]["dropped"] == 3 and lat["a"]["runs"] == 7 and lat["a"]["others_busy"] == 0.0
+    assert kept == [5, 6, 7, 8, 9, 10, 11]  # rounds 3-5 (indices 2-4) were one overlapped block, timed again
