@@ -49,10 +49,14 @@ def run(kind: str, fn, label: str):
 def quiet(kind: str, fn, label: str):
     """Run fn() on the queue and wait for it without widgets (a sidebar callback, a cached function): its result,
     or the library's CompressError with the job's one-line message. For short work: loading a model, its sizes."""
-    q = C.job_queue()
-    job = q.submit(kind, lambda job: fn(), owner(), label)
-    while not job.ended.wait(0.25):
-        q.heartbeat(owner())
+    q, me = C.job_queue(), owner()
+    job = q.submit(kind, lambda job: fn(), me, label)
+    try:  # no session_state in the loop: reading it lets a rerun (a click elsewhere) end this run mid-wait
+        while not job.ended.wait(0.25):
+            q.heartbeat(me)
+    except BaseException:
+        q.cancel(job)  # this run ended anyway: a job that has not started is not run for nobody
+        raise
     if job.state != "done":
         raise C.CompressError(job.error or f"{label}: {job.state}")
     return job.result

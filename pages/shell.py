@@ -66,21 +66,34 @@ def _upload_changed():
     if key in st.session_state.loaded:
         st.session_state.active = ("upload", key)
         return
+    name = Path(f.name).name
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / Path(f.name).name
-        path.write_bytes(data)
-        if C.is_compressed(path):
-            return _open_compressed(path, f.name)
-        _try_load("upload", key, lambda: C.load_upload(path))
+        probe = Path(d) / name
+        probe.write_bytes(data)
+        compressed = C.is_compressed(probe)
+    if compressed:
+        return _open_compressed(data, name)
+    _try_load("upload", key, _staged(data, name, C.load_upload))
 
 
-def _open_compressed(path: Path, name: str):
+def _staged(data: bytes, name: str, load):
+    """load(path) of the upload written to a temp folder the job owns: it lives as long as the job, not this run."""
+    def job():
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / name
+            path.write_bytes(data)
+            return load(path)
+    return job
+
+
+def _open_compressed(data: bytes, name: str):
     """A compressed model of this app uploaded back: its original becomes the active model, its recipe the controls',
     and the Compress page compares the uploaded model itself (not a rebuild) with the original."""
     loaded = st.session_state.loaded
     try:
         with st.spinner("Rebuilding the compressed model on its original..."):
-            comp = jobs.quiet("load", lambda: C.load_compressed(path, list(loaded.values())), f"loading {name[:60]}")
+            comp = jobs.quiet("load", _staged(data, name, lambda p: C.load_compressed(p, list(loaded.values()))),
+                              f"loading {name[:60]}")
     except C.CompressError as e:
         st.session_state.load_error = str(e)
         return

@@ -91,7 +91,7 @@ async def _session(browser, url: str, name: str, until: float, log: list, role: 
                 except Exception:  # noqa: BLE001 - not there yet: click again
                     continue
             await page.locator('input[type="file"]').set_input_files(str(zpath))
-            await page.get_by_text(zpath.name).first.wait_for(timeout=120_000)  # the sidebar's "Active:" line
+            await page.get_by_text(re.compile(r"Active: .*" + re.escape(zpath.name))).wait_for(timeout=600_000)
             await page.get_by_role("link", name="Compress").click()
             await _click_when_idle(page, "Apply")
             await page.get_by_text("Original vs compressed: original", exact=True).wait_for(timeout=600_000)
