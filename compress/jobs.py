@@ -151,11 +151,15 @@ class Queue:
         self._record(job)
 
     def _reap(self) -> None:
-        """Cancel the tab-bound jobs of owners that stopped sending heartbeats (their tab is gone)."""
+        """Cancel the tab-bound jobs of owners that stopped sending heartbeats (their tab is gone), and let go of the
+        results nobody will pick up (a healed model of a closed tab)."""
         now = time.time()
         for j in self.jobs():
-            if j.kind in TAB_BOUND and not j.ended.is_set() and now - self._beats.get(j.owner, now) > GRACE_S:
-                j.cancel.set()
+            if now - self._beats.get(j.owner, now) > GRACE_S:
+                if j.ended.is_set():
+                    j.result = None
+                elif j.kind in TAB_BOUND:
+                    j.cancel.set()
 
     def _record(self, job: Job) -> None:
         if self.log is not None:

@@ -43,7 +43,13 @@ def run(kind: str, fn, label: str):
         st.error(job.error)
     elif job.state != "done":
         st.info(f"{job.label}: {job.state}")
-    return job.result if job.state == "done" else None
+    return take(job)
+
+
+def take(job):
+    """A done job's result, handed over once: the queue keeps its last jobs, not their models or spectra."""
+    res, job.result = (job.result if job.state == "done" else None), None
+    return res
 
 
 def quiet(kind: str, fn, label: str):
@@ -59,7 +65,7 @@ def quiet(kind: str, fn, label: str):
         raise
     if job.state != "done":
         raise C.CompressError(job.error or f"{label}: {job.state}")
-    return job.result
+    return take(job)
 
 
 def waiting(kind: str) -> bool:
@@ -140,7 +146,7 @@ def heal_progress():
     st.session_state.heal_job = None
     if job.state == "failed":
         st.session_state.heal_error = job.error
-    elif job.result is not None:
-        cached.keep_healed(st.session_state.heal_key, job.result)
+    elif (healed := take(job)) is not None:
+        cached.keep_healed(st.session_state.heal_key, healed)
         st.session_state.auto_apply = True  # measure and show it on the full rerun
     st.rerun()
