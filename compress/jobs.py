@@ -141,6 +141,7 @@ class Queue:
             job.error, state = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "failed"
         with self._cv:
             self._end(job, state)
+        _trim()
 
     def _end(self, job: Job, state: str) -> None:  # (holding the lock)
         job.state = state
@@ -166,6 +167,24 @@ class Queue:
             self.log.record(job)
 
 
+def _libc():
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+_LIBC = _libc()
+
+
+def _trim() -> None:
+    """Give the memory freed by a job back to the system (glibc keeps freed heap pages: a server's RSS otherwise
+    grows with every model a job built and dropped)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 _QUEUE: Queue | None = None
 _LOCK = threading.Lock()
 
@@ -177,6 +196,8 @@ def queue() -> Queue:
         if _QUEUE is None:
             from .store import default_store
             store = default_store()
+            if _LIBC is not None:  # one malloc arena per job thread would each keep their freed pages: at most 2
+                _LIBC.mallopt(-8, int(os.environ.get("MALLOC_ARENA_MAX", "2")))  # M_ARENA_MAX
             _QUEUE = Queue(int(os.environ.get("COMPRESS_WORKERS", "1")), store,
                            long=int(os.environ.get("COMPRESS_LONG_JOBS", "2")))
             store.interrupt_stale()  # jobs a previous server process gave but never ended
