@@ -2,8 +2,8 @@
 spectra of a new model): at most `workers` jobs run at a time (1 on a 2-core machine: COMPRESS_WORKERS), the others
 wait in order with their position known and can be cancelled. A long job (healing, a sweep) calls yield_() between
 its steps: if anyone waits it goes to the end of the line, so an Apply waits for one step, not a whole run, and two
-long jobs take turns; no latency is ever timed while other work of this server runs. A job belongs to its owner (a browser session);
-owners that stop sending heartbeats have their long jobs cancelled after a grace period. Every job is recorded in the
+long jobs take turns; no latency is ever timed while other work of this server runs. A job belongs to its owner (a
+browser session); owners that stop sending heartbeats have their long jobs cancelled after a grace period. Every job is recorded in the
 results store (store.py) when it is given, started and ended, so a restarted server shows the ones it lost as
 interrupted. No streamlit here: the pages only submit, poll and show.
 """

@@ -136,7 +136,8 @@ def run(base, recipes, batch=8, seq=128, runs=7, text=None, log=print) -> tuple[
         rows.append({"model": k, "size MB": round(size / 1e6, 2), "x smaller": round(orig_bytes / size, 2),
                      "p50 ms (ids)": speed[k][0], "x faster": round(o_ms / speed[k][0], 2),
                      "sentences/s": speed[k][1], "x sentences/s": round(speed[k][1] / o_rate, 1),
-                     **{c: q.get(c, "n/a") for c in ("fidelity", "fidelity_docs")}, **_agreement(m.embed, base, None if isinstance(m, _Model2Vec) else m.b)})
+                     **{c: q.get(c, "n/a") for c in ("fidelity", "fidelity_docs")},
+                     **_agreement(m.embed, base, None if isinstance(m, _Model2Vec) else m.b)})
         log(f"peers: {rows[-1]}")
     return rows, skipped
 

@@ -152,7 +152,8 @@ STEPS = [
         Field("emb_bits", "choice", 0, "word-embedding table at 4 or 2 bits per weight (0 = as quant says)",
               "Word-embedding table bits", choices=(0, 4, 2), fmt=lambda v: "as Quantization" if v == 0 else f"{v}-bit"),),
         apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
-        active=lambda r: r.emb_bits != 0 and not r.static, refuse=lambda b, r: "its output layer shares the word-embedding table (tied weights), so a low-bit table "
+        active=lambda r: r.emb_bits != 0 and not r.static,  # the static table is packed after healing (static_bits)
+        refuse=lambda b, r: "its output layer shares the word-embedding table (tied weights), so a low-bit table "
         "would change its output layer too" if r.emb_bits and _tied(b) else None,
         describe=lambda r: f"embeddings {r.emb_bits}-bit", examples=({"emb_bits": 2},),
         teach="Low-bit table: every row of the token table stored in 4 or 2 bits, with a scale and minimum per 128 "
@@ -195,8 +196,9 @@ STEPS = [
               "everyday sentences written for this project; tinygpt: its training split). The best state on a dev "
               "split is kept. With int8 or int4 chosen it trains with their rounding simulated, so it learns the model "
               "they will run. Runs in the background; Stop keeps the best state so far."),
-    Step("static_bits", "static table bits", apply=lambda ctx, r: lowbit.low_bit_embeddings(
-        ctx.model, ctx.base.adapter, r.emb_bits), active=lambda r: r.static and r.emb_bits != 0, after_heal=True,
+    Step("static_bits", "static table bits",
+         apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
+         active=lambda r: r.static and r.emb_bits != 0, after_heal=True,
          simulate=lambda m, a, r: lowbit.fake_table(m, a, r.emb_bits), describe=lambda r: f"table {r.emb_bits}-bit",
          examples=({"static": True, "emb_bits": 4},),
          teach="Static table bits: the static end's table (it is the whole model) at 4 or 2 bits per weight (the "
@@ -216,8 +218,8 @@ STEPS = [
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
     Step("int4", "weight-only int4", apply=replace_model(lambda m, a, r: int4.apply_int4(m, a)),
-         selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a), describe=lambda r: "int4",
-         examples=({"quant": "int4"},),
+         selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
+         describe=lambda r: "int4", examples=({"quant": "int4"},),
          teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
                "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
                "stay float. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with int4 rounding). "
