@@ -36,7 +36,8 @@ def test_neighbour_agreement_and_similarity_correlation_need_no_common_width():
 @pytest.mark.parametrize("fixture, rate", [("tiny_bert", "sentences_per_s"), ("tiny_gpt", "tokens_per_s")])
 def test_sentence_workload_times_every_batch_at_least_once_and_gives_the_rate(fixture, rate, request, monkeypatch):
     from compress.pipeline import STRETCH
-    monkeypatch.setattr(C.measure, "BUSY", 1.0)  # no round dropped for another process: the batches timed are known
+    monkeypatch.setattr(C.measure, "ROUND_BUSY", 1.0)  # no round dropped for another process: the batches timed
+    monkeypatch.setattr(C.measure, "BUSY", 1.0)        # are known
     b = request.getfixturevalue(fixture)
     groups = C.evaluate.sentence_groups(32)
     lat = C.benchmark(b, C.compress(b, C.Recipe(quant="int8")), workload="sentences")
