@@ -8,7 +8,6 @@ checked name by name and shape by shape), so the original is needed: a bundled m
 (matched by content hash). Nothing is unpickled; the zip gets the same limits and refusals as any upload.
 """
 import contextlib
-import dataclasses
 import datetime
 import io
 import json
@@ -20,14 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as st_save
 
-from . import measure, pipeline, tensors
+from . import measure, onnxcheck, pipeline, tensors
 from .bundle import ModelBundle
 from .errors import CompressError
 from .models import BUNDLED, load_model
 from .ortrun import OrtModel
 from .recipe import Recipe
 from .tensors import WEIGHTS
-from .staging import MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, listing, one_line, open_zip, refuse_lone_file
+from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, listing, one_line, open_zip, refuse_lone_file,
+                      upload_path)
 
 FORMAT = "compress-model/1"
 ONNX, CARD, RECIPE = "model.onnx", "card.json", "recipe.json"
@@ -137,10 +137,10 @@ def _write_zip(got: dict, f) -> None:
 
 def is_compressed(path) -> bool:
     """Is this zip or folder a compressed model of this library (card.json + recipe.json at its top)?"""
-    p = Path(path)
-    if p.is_dir():
-        return (p / CARD).is_file() and (p / RECIPE).is_file()
     try:
+        p = upload_path(path)
+        if p.is_dir():
+            return (p / CARD).is_file() and (p / RECIPE).is_file()
         with open_zip(p) as zf:
             return {CARD, RECIPE} <= set(zf.namelist())
     except CompressError:
@@ -190,30 +190,22 @@ def _original(c: dict, originals) -> ModelBundle:
                         "first (upload it), then load this file again")
 
 
-def _onnx(raw: bytes, ctx, setting: str) -> OrtModel:
-    """An uploaded model.onnx, checked before it runs: no external data (a path ONNX Runtime would read from this
-    machine's disk), the two inputs the export writes, and outputs close to the model its recipe builds (int8's
-    rounding allowed: the unquantized replay is the reference)."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
+def _onnx(raw: bytes, ctx) -> OrtModel:
+    """The upload's model.onnx is never run: our own export of the replayed recipe (ctx.model) with the upload's
+    weights put in (onnxcheck.merge), checked to compute the model its recipe builds (int8's rounding allowed)."""
     from .adapters import forward
     from .runtime import mismatch
     from .step import example
-    try:
-        proto = onnx.load_model_from_string(raw)  # (from bytes: external data is never loaded)
-    except Exception as e:  # noqa: BLE001 - an untrusted file: any parse failure is the file's fault
-        raise CompressError(f"{ONNX} is not a readable ONNX model: {one_line(e)}") from None
-    if any(uses_external_data(t) for t in proto.graph.initializer):
-        raise CompressError(f"{ONNX} points to external data files, which are never read here; refused")
-    if {i.name for i in proto.graph.input} != {"input_ids", "attention_mask"}:
-        raise CompressError(f"{ONNX} does not take input_ids and attention_mask: not a model this app exported")
-    ort, ids = OrtModel(raw, setting), example(ctx.base)
+    if not isinstance(ctx.model, OrtModel):
+        raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
+                            f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")
+    ort, ids = OrtModel(onnxcheck.merge(raw, ctx.model.onnx), ctx.model.setting), example(ctx.base)
     try:
         got = ort(*ids)
-    except Exception as e:  # noqa: BLE001
-        raise CompressError(f"{ONNX} does not run in ONNX Runtime: {one_line(e)}") from None
+    except Exception:  # noqa: BLE001 - our graph; only the upload's numbers can make it fail
+        raise CompressError(f"{ONNX}'s weights do not run in this recipe's graph; refused") from None
     with torch.no_grad():
-        want = forward(ctx.model, ctx.base.adapter, *ids)
+        want = forward(ctx.sized_model, ctx.base.adapter, *ids)
     if why := mismatch(ONNX, got, want, 0.5):
         raise CompressError(f"{why}: it does not compute the model its recipe builds; refused")
     return ort
@@ -223,9 +215,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
     """A compressed model from its zip or folder (save_compressed's), rebuilt on its original: bundled, or one of
     `originals` (ModelBundles, e.g. the uploads loaded in a session) with the content hash the card names. The
     bundle's info["card"] is the card it came with."""
-    p = Path(path)
-    if not p.exists():
-        raise CompressError(f"{p} is not a saved compressed model: it does not exist")
+    p = upload_path(path, "a saved compressed model")
     got = _read_all(p)
     try:
         c = json.loads(got[CARD].decode("utf-8"))
@@ -238,13 +228,10 @@ def load_compressed(path, originals=()) -> ModelBundle:
     onnx = recipe.runtime == "onnxruntime" and ONNX in got
     if not onnx and WEIGHTS not in got:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
-    walk = dataclasses.replace(recipe, runtime="eager") if onnx else recipe
-    ctx = pipeline.walk(base, walk, load=(lambda ctx: None) if onnx else  # (a replay: healing never runs)
+    ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else  # (a replay: healing never runs)
                         (lambda ctx: tensors.load_state(ctx.model, got[WEIGHTS])))
-    ctx.recipe = recipe
-    if onnx:
-        ctx.sized_model, ctx.model = ctx.model, _onnx(got[ONNX], ctx, str(c.get("runtime_setting", "fp32"))[:80])
-        ctx.applied["runtime_applied"] = "onnxruntime"
+    if onnx:  # our export of the replay, with the upload's weights
+        ctx.model = _onnx(got[ONNX], ctx)
     for k in ("heal",):
         if isinstance(c.get(k), dict):
             ctx.applied[k] = c[k]

@@ -52,9 +52,9 @@ def load_model(name) -> ModelBundle:
     Cached (uploads by content hash): callers must never mutate the returned model."""
     if name in BUNDLED:
         return _BUNDLED.get_or_make(name, BUNDLED[name])
-    if name and os.path.exists(name):
+    if name and "\0" not in str(name) and len(str(name)) < 4096 and os.path.exists(name):
         return uploads.load_upload(name)
-    raise CompressError(f"unknown model {name!r}; bundled models: {', '.join(BUNDLED)}, or give the path of a zip "
+    raise CompressError(f"unknown model {str(name)[-100:]!r}; bundled models: {', '.join(BUNDLED)}, or give the path of a zip "
                         "or folder holding config.json + *.safetensors")
 
 

@@ -17,6 +17,21 @@ TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
+def upload_path(path, what: str = "an upload") -> Path:
+    """The path of an existing file or folder, refused in one line if no file system holds such a name (a NUL, a
+    name over 255 bytes) or it is not there; only its base name is ever said."""
+    s = str(path)
+    if "\0" in s or len(s.encode("utf-8", "replace")) > 4096 or len(Path(s).name.encode("utf-8", "replace")) > 255:
+        raise CompressError(f"{what} needs a file name without NUL characters, of at most 255 bytes")
+    p = Path(s)
+    try:
+        if p.exists():
+            return p
+    except OSError:
+        pass
+    raise CompressError(f"{p.name[:100]!r} is not {what}: it does not exist")
+
+
 def refuse_lone_file(p: Path) -> None:
     if p.is_dir():
         return
@@ -32,6 +47,28 @@ def refuse_lone_file(p: Path) -> None:
         raise CompressError(pickle_msg(p.name))
     if not zipfile.is_zipfile(p):
         raise CompressError(f"{p.name} is not a zip file; upload a zip (or folder) with config.json + *.safetensors")
+
+
+MAX_ST_HEADER = 8 << 20  # bytes of an upload's safetensors header: ~60,000 tensors, a 1B model has a few hundred
+MAX_ST_TENSORS = 50_000
+
+
+def st_header(f, size: int, most: int = MAX_ST_TENSORS, most_bytes: int = MAX_ST_HEADER, name="the weights") -> dict:
+    """A safetensors file's header (f: open at its start, size: the file's bytes), sized and counted before it is
+    parsed (a header of a million empty tensors costs nothing), with at most `most` entries."""
+    n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+    if not 2 <= n <= size - 8:
+        raise CompressError(f"{name} is truncated or not a safetensors file (its header is cut or mis-sized)")
+    if n > most_bytes:
+        raise CompressError(f"{name}'s header is {n:,} bytes; at most {most_bytes:,} are read ({most:,} tensors)")
+    try:
+        h = json.loads(f.read(n))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CompressError(f"{name} is not a readable safetensors file: its header is not JSON") from None
+    meta = h.get("__metadata__") if isinstance(h, dict) else None
+    if not isinstance(h, dict) or not isinstance(meta or {}, dict) or len(h) > most + 1 or len(meta or {}) > most:
+        raise CompressError(f"{name} lists more than {most:,} tensors")
+    return h
 
 
 def one_line(e: Exception, n: int = 300) -> str:

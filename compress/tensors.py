@@ -1,15 +1,13 @@
 """A compressed model's state as plain tensors and back: quantized tensors as their integers, scales and zero points,
 packed (weight, bias) tuples and dtypes flattened, tied tensors once (safetensors stores tensors, never objects), and
 the file's tensors checked name by name and shape by shape against the model a recipe builds before loading."""
-import contextlib
 import io
-import json
 
 import torch
 from safetensors.torch import load as st_load
 
 from .errors import CompressError
-from .staging import one_line
+from .staging import one_line, st_header
 
 WEIGHTS = "weights.safetensors"
 _NONE = "None"
@@ -69,33 +67,69 @@ def _rebuild(key: str, want, flat: dict, meta: dict, used: set):
         if ints.dtype != want.int_repr().dtype or ints.shape != want.shape:
             raise CompressError(f"weights of other shapes: {key} is {tuple(ints.shape)} {ints.dtype} in the file, "
                                 f"{tuple(want.shape)} in the model its recipe builds")
+        per_tensor = want.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
+        names = (".scale", ".zero_point") if per_tensor else (".scales", ".zero_points")
+        scales, zeros = (_take(flat, used, key + n) for n in names)
+        _check_qparams(key, scales, zeros, ints.dtype, 1 if per_tensor else want.shape[want.q_per_channel_axis()])
         try:
-            if want.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-                return torch._make_per_tensor_quantized_tensor(ints, float(_take(flat, used, key + ".scale")[0]),
-                                                               int(_take(flat, used, key + ".zero_point")[0]))
-            return torch._make_per_channel_quantized_tensor(ints, _take(flat, used, key + ".scales"),
-                                                            _take(flat, used, key + ".zero_points"),
-                                                            want.q_per_channel_axis())
+            if per_tensor:
+                return torch._make_per_tensor_quantized_tensor(ints, float(scales[0]), int(zeros[0]))
+            return torch._make_per_channel_quantized_tensor(ints, scales, zeros, want.q_per_channel_axis())
         except (RuntimeError, ValueError, IndexError) as e:
             raise CompressError(f"the weights file's {key} cannot be rebuilt: {one_line(e)}") from None
     t = _take(flat, used, key)
     if t.shape != want.shape or t.dtype != want.dtype:
         raise CompressError(f"weights of other shapes: {key} is {tuple(t.shape)} {t.dtype} in the file, "
                             f"{tuple(want.shape)} {want.dtype} in the model its recipe builds")
+    _check_values(key, t, want)
     return torch.nn.Parameter(t, want.requires_grad) if isinstance(want, torch.nn.Parameter) else t  # (size: exact)
+
+
+def _check_qparams(key: str, scales, zeros, int_dtype, n: int) -> None:
+    """A quantized tensor's scales finite and > 0, its zero points within its integer type (finite where they are
+    floats: the word table's per-row qparams), one per channel."""
+    info = torch.iinfo(int_dtype)
+    if scales.numel() != n or zeros.numel() != n or not scales.is_floating_point():
+        raise CompressError(f"the weights file's {key} has {scales.numel()} scales and {zeros.numel()} zero points "
+                            f"for {n} channel(s)")
+    if not (torch.isfinite(scales).all() and (scales > 0).all()):
+        raise CompressError(f"the weights file's {key} has a scale that is zero, negative, NaN or infinite")
+    if not (torch.isfinite(zeros).all() if zeros.is_floating_point() else
+            ((zeros >= info.min) & (zeros <= info.max)).all()):
+        raise CompressError(f"the weights file's {key} has a zero point outside {info.min}..{info.max}")
+
+
+def _check_values(key: str, t: torch.Tensor, want: torch.Tensor) -> None:
+    """Values the model can run: floats finite (scales > 0), indices within the range of the recipe's model's own
+    (a pruned vocabulary's index reads rows 0..n-1 of its table). Packed bytes take any value."""
+    if t.is_floating_point():
+        if not torch.isfinite(t).all():
+            raise CompressError(f"the weights file's {key} holds NaN or infinite values")
+        if key.endswith(".scale") and not (t > 0).all():
+            raise CompressError(f"the weights file's {key} has a scale that is zero or negative")
+    elif t.dtype not in (torch.uint8, torch.bool) and t.numel() and want.numel():
+        lo, hi = int(want.min()), int(want.max())
+        if int(t.min()) < lo or int(t.max()) > hi:
+            raise CompressError(f"the weights file's {key} holds indices outside {lo}..{hi}, the range its model reads")
+
+
+def _leaves(sd: dict) -> int:
+    return sum(len(v) if isinstance(v, tuple) else 1 for v in sd.values())
 
 
 def load_state(model: torch.nn.Module, raw: bytes) -> None:
     """The file's weights into the model the recipe built; every tensor must be used and match."""
+    want = model.state_dict()
+    most = 3 * _leaves(want) + 8  # (a quantized tensor is three: its integers, scales and zero points)
+    with io.BytesIO(raw) as f:  # the metadata (dtypes, axes, tied names) from the header, sized and counted first
+        meta = st_header(f, len(raw), most, 4096 + 512 * most, WEIGHTS).get("__metadata__") or {}
     try:
         flat = st_load(raw)
-        with contextlib.closing(io.BytesIO(raw)) as f:  # the metadata (dtypes, axes, tied names) from the header
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(n)).get("__metadata__") or {}
     except Exception as e:  # noqa: BLE001 - an untrusted file: any failure to parse it is the file's fault
         raise CompressError(f"{WEIGHTS} is not a readable safetensors file: {one_line(e)}") from None
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise CompressError(f"{WEIGHTS}'s metadata is not text")
     used: set = set()
-    want = model.state_dict()
     state = type(want)((k, _rebuild(k, v, flat, meta, used)) for k, v in want.items())
     state._metadata = want._metadata  # the modules' versions: quantized Linears read their packed weights by it
     if extra := sorted(set(flat) - used):

@@ -22,7 +22,7 @@ from .bundle import ModelBundle, file_sha256, hf_info
 from .cache import LRU
 from .errors import CompressError
 from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
-                      one_line, open_zip, refuse_lone_file, select)
+                      one_line, open_zip, refuse_lone_file, select, st_header, upload_path)
 
 MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
 MAX_LAYERS, MAX_HEADS = 96, 128  # checked on the raw config, before transformers builds anything
@@ -43,9 +43,7 @@ _LOCK = threading.Lock()  # one upload loads at a time: two 500 MB loads at once
 
 def load_upload(path) -> ModelBundle:
     """Load a zip or folder upload. Cached by content: the same bytes under another path load once."""
-    p = Path(path)
-    if not p.exists():
-        raise CompressError(f"{p} does not exist")
+    p = upload_path(path)
     refuse_lone_file(p)
     with _LOCK:
         tmp = Path(tempfile.mkdtemp(prefix="compress-upload-"))
@@ -172,6 +170,8 @@ def _header(d: Path) -> dict[str, tuple]:
     from safetensors import SafetensorError, safe_open
     shapes, params = {}, 0
     for f in sorted(d.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            st_header(fh, f.stat().st_size, name=f.name)  # sized and counted before safetensors parses it
         try:
             with safe_open(str(f), framework="pt") as st:
                 for k in st.keys():
@@ -211,6 +211,10 @@ def _check_shapes(cfg, task: str, shapes: dict) -> None:
         for cand in (k, base, pre + base):
             if cand in shapes and shapes[cand] != tuple(v.shape):
                 raise _mismatch(f"{cand} is {list(shapes[cand])} in the weights, the config implies {list(v.shape)}")
+    missing = [k for k, _ in meta.named_parameters()  # (tied tables once) a table the weights lack would be built
+               if k.removeprefix(pre).split(".")[0] != "pooler" and not {k, k.removeprefix(pre), pre + k} & set(shapes)]
+    if missing:  # ... and refused only after: say it before anything is allocated
+        raise _mismatch(f"{len(missing)} tensors are missing from the weights (e.g. {missing[0]})")
 
 
 def _check_loading(model, info: dict) -> None:

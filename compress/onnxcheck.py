@@ -1,0 +1,72 @@
+"""An uploaded model.onnx is never run. An ONNX graph is code: external data can name any file on this machine (in
+initializers, Constant attributes, subgraphs, functions), a Loop can spin forever, a ConstantOfShape allocates what it
+asks. So the upload is only parsed (bounded by the size of our own export of the same recipe), its graph must equal
+ours node for node, and only its weights (initializers of the same names, shapes and types, embedded and finite) go
+into our graph: what runs is our own export with the upload's numbers (a healed zip keeps its healed weights).
+"""
+import numpy as np
+
+from .errors import CompressError
+
+ONNX = "model.onnx"
+SLACK = 1 << 16  # bytes an upload may exceed our export by (protobuf's varints, doc strings): never a second graph
+
+
+def _refuse(why: str) -> CompressError:
+    return CompressError(f"{ONNX} {why}: it is not the graph this app exports for its recipe; refused")
+
+
+def parse(raw: bytes, ours: bytes):
+    """The upload's ModelProto, parsed only if it is no larger than our export (plus SLACK); external data is never
+    loaded (parsing from bytes reads no file)."""
+    import onnx
+    if len(raw) > len(ours) + len(ours) // 50 + SLACK:
+        raise _refuse(f"is {len(raw):,} bytes where this recipe's export is {len(ours):,}")
+    try:
+        return onnx.load_model_from_string(raw)
+    except Exception:  # noqa: BLE001 - an untrusted file: any parse failure is the file's fault; its text says nothing
+        raise CompressError(f"{ONNX} is not a readable ONNX model") from None
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(x.SerializeToString(deterministic=True) == y.SerializeToString(deterministic=True)
+                                    for x, y in zip(a, b))
+
+
+def _weights(t, want):
+    """One initializer of the upload as an array, if it is embedded, of our initializer's shape and type, finite."""
+    from onnx import numpy_helper
+    if list(t.dims) != list(want.dims) or t.data_type != want.data_type:
+        raise _refuse(f"stores {t.name[:80]!r} as {list(t.dims)} of type {t.data_type}, ours {list(want.dims)} of "
+                      f"type {want.data_type}")
+    try:
+        arr = numpy_helper.to_array(t)  # checks the bytes against the shape
+    except Exception:  # noqa: BLE001
+        raise _refuse(f"holds a tensor {t.name[:80]!r} whose bytes do not fit its shape") from None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise CompressError(f"{ONNX} holds NaN or infinite values in {t.name[:80]!r}; refused")
+    return t  # (embedded, of our name, shape and type, its bytes checked: it goes into our graph as it came)
+
+
+def merge(raw: bytes, ours: bytes) -> bytes:
+    """Our graph (ours: the export of the replayed recipe) with the upload's weights; refused in one line unless the
+    upload's graph (nodes, inputs, outputs, opsets, functions) is ours exactly and its initializers match ours."""
+    import onnx
+    up, mine = parse(raw, ours), onnx.load_model_from_string(ours)
+    g, h = up.graph, mine.graph
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) or t.HasField("segment")
+           for t in g.initializer):
+        raise CompressError(f"{ONNX} points to external data files, which are never read here; refused")
+    if len(up.functions) or len(g.sparse_initializer) or not _same(up.opset_import, mine.opset_import):
+        raise _refuse("holds functions, sparse tensors or other opsets")
+    if not (_same(g.input, h.input) and _same(g.output, h.output)):
+        raise _refuse("takes other inputs or gives other outputs")
+    if not _same(g.node, h.node):
+        raise _refuse(f"has {len(g.node):,} nodes that differ from our {len(h.node):,}")
+    theirs = {t.name: t for t in g.initializer}
+    if len(theirs) != len(g.initializer) or set(theirs) != {t.name for t in h.initializer}:
+        raise _refuse("holds other weights (initializer names)")
+    new = [_weights(theirs[t.name], t) for t in h.initializer]
+    del h.initializer[:]
+    h.initializer.extend(new)
+    return mine.SerializeToString()

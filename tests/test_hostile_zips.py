@@ -1,0 +1,285 @@
+"""Hostile compressed-model zips (issue 24), generated here from good ones: each refused by load_compressed in one
+CompressError line, an uploaded ONNX graph never handed to ONNX Runtime, nothing parsed past a limit."""
+import io
+import json
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.torch import load as st_load, save as st_save
+
+import compress as C
+from test_export import _zip, bundled  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _files(comp) -> dict:
+    with zipfile.ZipFile(io.BytesIO(C.zip_bytes(comp))) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+@pytest.fixture
+def sessions(monkeypatch):
+    """Every graph ONNX Runtime is asked to run in this test (as bytes)."""
+    import onnxruntime
+    seen, real = [], onnxruntime.InferenceSession
+
+    def spy(model, *a, **k):
+        seen.append(model)
+        return real(model, *a, **k)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
+    return seen
+
+
+def refused(tmp_path, files, match) -> str:
+    with pytest.raises(C.CompressError, match=match) as e:
+        C.load_compressed(_zip(tmp_path, files))
+    msg = str(e.value)
+    assert "\n" not in msg and "Traceback" not in msg and str(tmp_path) not in msg and "/etc" not in msg
+    return msg
+
+
+# ---------------------------------------------------------------- model.onnx
+
+@pytest.fixture(scope="module")
+def onnx_zips(tiny_bert, tiny_gpt):
+    out = {}
+    for name, base in (("tiny-bert", tiny_bert), ("tiny-gpt", tiny_gpt)):
+        comp = C.compress(base, C.Recipe(quant="int8", runtime="onnxruntime"))
+        assert comp.applied["runtime_applied"] == "onnxruntime", comp.applied.get("runtime_reason")
+        out[name] = _files(comp)
+    return out
+
+
+def _edit(raw: bytes, fn) -> bytes:
+    m = onnx.load_model_from_string(raw)
+    fn(m)
+    return m.SerializeToString()
+
+
+def _external_tensor(name="leak"):
+    t = numpy_helper.from_array(np.zeros(4, np.float32), name)
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value=".streamlit/secrets.toml")
+    return t
+
+
+def _constant_attr(m):  # a Constant node whose tensor attribute is external data
+    m.graph.node.insert(0, helper.make_node("Constant", [], ["leak"], value=_external_tensor()))
+
+
+def _subgraph(m):  # an If whose branch holds an external initializer
+    branch = helper.make_graph([helper.make_node("Identity", ["leak"], ["y"])], "b", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [_external_tensor()])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    m.graph.initializer.append(cond)
+    m.graph.node.append(helper.make_node("If", ["cond"], ["leaked"], then_branch=branch, else_branch=branch))
+
+
+def _loop(m):  # 2^62 iterations
+    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, [])])
+    m.graph.initializer.extend([numpy_helper.from_array(np.array(2**62, np.int64), "n"),
+                                numpy_helper.from_array(np.array(True), "c0")])
+    m.graph.node.append(helper.make_node("Loop", ["n", "c0"], [], body=body))
+
+
+def _huge_constant(m):
+    m.graph.initializer.append(numpy_helper.from_array(np.array([2**20, 2**20, 64], np.int64), "shape"))
+    m.graph.node.append(helper.make_node("ConstantOfShape", ["shape"], ["huge"]))
+
+
+def _function(m):
+    m.functions.append(helper.make_function("evil", "f", ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])],
+                                            [helper.make_opsetid("", 17)]))
+
+
+def _first(m):
+    return max(m.graph.initializer, key=lambda t: len(t.raw_data))
+
+
+def _nan(m):
+    t = _first(m)
+    arr = numpy_helper.to_array(t).copy()
+    if arr.dtype.kind != "f":  # an int8 weight: put the NaN in a float initializer instead
+        t = next(t for t in m.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.raw_data) > 4)
+        arr = numpy_helper.to_array(t).copy()
+    arr.flat[0] = np.nan
+    t.raw_data = arr.tobytes()
+
+
+def _short_bytes(m):
+    t = _first(m)
+    t.raw_data = t.raw_data[:-1]
+
+
+def _other_shape(m):
+    t = _first(m)
+    t.dims[0] += 1
+
+
+def _renamed_input(m):
+    m.graph.input[0].name = "ids"
+
+
+def _bloat(m):
+    m.doc_string = "x" * (len(m.SerializeToString()) // 10 + 200_000)
+
+
+def _external_initializer(m):
+    t = _first(m)
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="/etc/passwd")
+
+
+ONNX_CASES = [(_constant_attr, "not the graph"), (_subgraph, "not the graph"), (_loop, "not the graph"),
+              (_huge_constant, "not the graph"), (_function, "functions"), (_nan, "NaN"),
+              (_short_bytes, "do not fit"), (_other_shape, "stores"), (_renamed_input, "other inputs"),
+              (_bloat, "bytes where"), (_external_initializer, "external data")]
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-gpt"])
+@pytest.mark.parametrize("change, match", ONNX_CASES, ids=[c.__name__ for c, _ in ONNX_CASES])
+def test_a_hostile_model_onnx_is_refused_and_never_run(bundled, onnx_zips, sessions, tmp_path, model, change, match):
+    files = onnx_zips[model]
+    bad = _edit(files["model.onnx"], change)
+    refused(tmp_path, {**files, "model.onnx": bad}, match)
+    assert bad not in sessions  # parsed, compared, never run
+    ours = _nodes(files["model.onnx"])
+    assert all(_nodes(graph) == ours for graph in sessions)  # what ran is our own export's graph, node for node
+
+
+def _nodes(raw: bytes) -> list:
+    return [n.SerializeToString() for n in onnx.load_model_from_string(raw).graph.node]
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-gpt"])
+def test_an_onnx_zip_uploads_back_and_runs_our_graph_with_its_weights(bundled, onnx_zips, sessions, tmp_path, model):
+    files = onnx_zips[model]
+    good = onnx.load_model_from_string(files["model.onnx"])
+    t = next(t for t in good.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.raw_data) > 64)
+    arr = numpy_helper.to_array(t).copy()
+    arr *= 1.001  # "healed": other numbers, same graph
+    t.raw_data = arr.tobytes()
+    back = C.load_compressed(_zip(tmp_path, {**files, "model.onnx": good.SerializeToString()}))
+    assert back.applied["runtime_applied"] == "onnxruntime"
+    ran = onnx.load_model_from_string(back.model.onnx)
+    got = next(x for x in ran.graph.initializer if x.name == t.name)
+    assert np.array_equal(numpy_helper.to_array(got), arr)  # the upload's weights, in the graph that runs
+
+
+# ---------------------------------------------------------------- weights.safetensors
+
+@pytest.fixture(scope="module")
+def weight_zips(tiny_bert):
+    recipes = {"int8": dict(quant="int8"), "bits": dict(emb_bits=2), "vocab": dict(vocab=0.1)}
+    return {k: _files(C.compress(tiny_bert, C.Recipe(**r))) for k, r in recipes.items()}
+
+
+def _weights(files, edit) -> dict:
+    raw = files["weights.safetensors"]
+    meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    t = {k: v.clone() for k, v in st_load(raw).items()}
+    edit(t)
+    return {**files, "weights.safetensors": st_save(t, metadata=meta)}
+
+
+def _set(suffix, value, which=0):
+    def edit(t):
+        k = [k for k in t if k.endswith(suffix)][which]
+        t[k].view(-1)[0] = value
+    return edit
+
+
+def _nan_float(t):
+    k = next(k for k, v in t.items() if v.dtype == torch.float32 and v.numel() > 1)
+    t[k].view(-1)[0] = float("nan")
+
+
+WEIGHT_CASES = [
+    ("int8", _set(".scales", 0.0), "scale"), ("int8", _set(".scales", -1.0), "scale"),
+    ("int8", _set(".scales", float("inf")), "scale"), ("int8", _set(".scales", float("nan")), "scale"),
+    ("int8", _set(".zero_points", 1000, 1), "zero point"), ("int8", _set(".zero_points", -1000, 1), "zero point"),
+    ("int8", _nan_float, "NaN"), ("bits", _set("word_embeddings.scale", 0.0), "zero or negative"),
+    ("bits", _set("word_embeddings.low", float("inf")), "NaN or infinite"),
+    ("vocab", _set("vocab_index", 32_000), "indices outside"), ("vocab", _set("vocab_index", -1), "indices outside")]
+
+
+@pytest.mark.parametrize("kind, edit, match", WEIGHT_CASES)
+def test_weights_out_of_range_are_refused_at_load(bundled, weight_zips, tmp_path, kind, edit, match):
+    refused(tmp_path, _weights(weight_zips[kind], edit), match)
+
+
+def _raw_header(n_entries: int) -> bytes:
+    entry = '"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
+    head = ("{" + ",".join(entry % i for i in range(n_entries)) + "}").encode()
+    return len(head).to_bytes(8, "little") + head
+
+
+@pytest.mark.parametrize("raw, match", [
+    (_raw_header(300_000), "header is"),  # a million empty tensors cost nothing: the header's bytes are counted
+    (_raw_header(2_000)[:-1] + b"}", "tensors"),
+    ((10**12).to_bytes(8, "little") + b"{}", "truncated"),
+    (b"\x05\x00\x00\x00\x00\x00\x00\x00[[[[[", "not JSON"),
+    (b"abc", "truncated")], ids=["bloat", "count", "length", "json", "short"])
+def test_weights_headers_are_sized_and_counted_before_parsing(bundled, weight_zips, tmp_path, monkeypatch, raw, match):
+    import safetensors.torch
+    monkeypatch.setattr(safetensors.torch, "load", lambda *a: pytest.fail("parsed past a limit"))
+    refused(tmp_path, {**weight_zips["int8"], "weights.safetensors": raw}, match)
+
+
+# ---------------------------------------------------------------- card, recipe, names
+
+@pytest.mark.parametrize("card, recipe, match", [
+    ({"format": "compress-model/1", "original": "tiny-bert"}, None, "does not name"),
+    ({"format": "compress-model/1", "original": {"name": 5, "content_hash": []}}, None, "does not name"),
+    ([], None, "format"), ("x", None, "format"), (None, '{"quant": ["int8"]}', "quant"),
+    (None, '{"layers": -3}', "layers"), (None, '{"not_a_field": 1}', "not_a_field"), (None, "[" * 50_000, "JSON"),
+    (None, '{"heal_steps": "many"}', "heal_steps")])
+def test_card_and_recipe_of_wrong_types_are_one_line(bundled, weight_zips, tmp_path, card, recipe, match):
+    files = dict(weight_zips["int8"])
+    if card is not None:
+        files["card.json"] = json.dumps(card).encode()
+    if recipe is not None:
+        files["recipe.json"] = recipe.encode()
+    refused(tmp_path, files, match)
+
+
+def test_a_card_with_odd_heal_still_loads(bundled, weight_zips, tmp_path):
+    for heal in ({}, "lots", [1, 2], None):
+        card = {**json.loads(weight_zips["int8"]["card.json"]), "heal": heal}
+        back = C.load_compressed(_zip(tmp_path, {**weight_zips["int8"], "card.json": json.dumps(card).encode()}))
+        assert "heal" not in back.applied or isinstance(back.applied["heal"], dict)
+
+
+@pytest.mark.parametrize("name", ["a\0b.zip", "x" * 300 + ".zip", "/" + "d/" * 3000 + "m.zip"])
+def test_impossible_file_names_are_one_line(name):
+    for load in (C.load_compressed, C.load_model):
+        with pytest.raises(C.CompressError) as e:
+            load(name)
+        assert "\n" not in str(e.value) and len(str(e.value)) < 300
+    assert not C.is_compressed(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, runtime", [("tinygpt", r) for r in ("eager", "freeze", "onnxruntime")]
+                         + [("minilm", "onnxruntime")])
+def test_every_bundled_model_uploads_back_with_every_runtime(tmp_path, model, runtime):
+    """tinygpt with onnxruntime could not be uploaded back (its export has no attention_mask input). (compile: 40 s
+    here, and its replay is eager's weights path: not in make test)"""
+    base = C.load_model(model)
+    comp = C.compress(base, C.Recipe(quant="int8", runtime=runtime))
+    back = C.load_compressed(C.save_compressed(comp, tmp_path / "m.zip"))
+    assert back.applied["runtime_applied"] == comp.applied["runtime_applied"]
+    ids = torch.randint(5, 250, (2, 12), generator=torch.Generator().manual_seed(0))
+    from compress.adapters import forward
+    with torch.no_grad():
+        assert torch.allclose(forward(back.model, base.adapter, ids), forward(comp.model, base.adapter, ids), atol=1e-5)
