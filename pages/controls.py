@@ -11,7 +11,8 @@ def control(name: str, b, where=st) -> str | None:
     """One widget for Recipe field `name` (session key r_<name>), for model b; returns why it is greyed out."""
     f, key = C.FIELDS[name], KEY + name
     why = C.field_reason(name, b, values())
-    kw = {"key": key, "disabled": bool(why), "help": f"{f.help}. Disabled: {why}." if why else f.help}
+    kw = {"key": key, "disabled": bool(why), "help": f"{f.help}. Disabled: {why}." if why else f.help,
+          "persist_state": "session"}  # else Streamlit drops the value on a page switch: a link's recipe was lost
     if f.kind in ("count", "counts"):
         n = b.info[f.most]
         v = st.session_state.get(key, 0)

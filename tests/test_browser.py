@@ -15,6 +15,8 @@ import pytest
 from conftest import ROOT, wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
 SHOT = ROOT / "assets" / "screenshot.png"
 
 
@@ -62,9 +64,7 @@ def _idle(page):
 def test_apply_int8_on_minilm_in_a_real_browser(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1900})
         page.goto(server, timeout=60_000)
         page.wait_for_selector('[data-testid="stMetricValue"]', timeout=90_000)
