@@ -8,6 +8,7 @@ import time
 
 from . import evaluate, measure, pipeline
 from .models import load_model
+from .presets import BY_NAME
 from .errors import CompressError
 from .recipe import Recipe
 from .steps import STEPS
@@ -27,11 +28,8 @@ SETS = {
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int8"),
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int4"),  # healed with int4 rounding simulated
     ],
-    "tenx": [  # BENCHMARKS.md's 10x recipe: 3,725 steps in 16 min on the 2-core Xeon; by steps, no time cap
-        Recipe(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3, heal_steps=4000)],
-    "twentyx": [  # issue 16's 20x: the 10x recipe with FFN 0.5 and the word table cut to the healing text's tokens
-        Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8", heal_lr=1e-3,
-               heal_steps=3000)],  # 3,000 steps: within issue 16's 20 minutes of healing on the 2-core machines
+    "tenx": [BY_NAME["about 10x"].build()],  # the presets' (compress/presets.py): by steps, no time cap
+    "twentyx": [BY_NAME["about 20x"].build()],  # the 10x recipe with FFN 0.5 and the table cut to the healing text's
     "vocab": [Recipe(vocab=v) for v in (0.5, 0.25, 0.1)] + [  # vocabulary pruning alone and stacked (unhealed)
         Recipe(vocab=0.25, quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(vocab=0.25, emb_bits=2, quant="int8"),
         Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8")],

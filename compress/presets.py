@@ -1,0 +1,53 @@
+"""Presets: measured recipes a newcomer can start from ("about 4x", "about 10x", "about 20x", "static"), each with the
+numbers it gave, on which model and machine, and what its healing cost. One table that later work updates: the
+numbers are copied from BENCHMARKS.md's runs (the section named in `source`), never computed here. A preset a model
+cannot take is refused by the technique table's own reason (steps.refusal), as any recipe is."""
+from dataclasses import dataclass
+
+from .errors import CompressError
+from .recipe import Recipe
+from .steps import refusal
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    recipe: dict          # Recipe fields off their defaults
+    gives: str            # what it gave, in words a stakeholder reads
+    measured_on: str      # model and machine
+    healing: str          # what its healing took there ("" when it needs none)
+    source: str           # BENCHMARKS.md's section
+
+    def build(self) -> Recipe:
+        return Recipe(**self.recipe)
+
+
+XEON = "MiniLM on the 2-core Xeon (AVX-512 VNNI, AMX)"
+PRESETS = [
+    Preset("about 4x", dict(quant="int8"),
+           "23.5 MB, 3.87x smaller, 1.7x faster (8 x 128), fidelity 0.978 / 0.974 (our sentences / Python docs), "
+           "no healing", XEON, "", "the technique table"),
+    Preset("about 10x", dict(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3,
+                             heal_steps=4000),
+           "8.9 MB, 10.17x smaller, 3.05-3.55x faster, fidelity 0.895 / 0.903 after 4,000 healing steps",
+           XEON, "4,000 steps: 16 min alone on two threads (72 min on one thread beside two benches)",
+           "10x smaller at fidelity 0.9: the product goal reached"),
+    Preset("about 20x", dict(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8",
+                             heal_lr=1e-3, heal_steps=3000),
+           "4.48 MB, 20.31x smaller, 3.47x faster, fidelity 0.796 / 0.838 after 3,000 healing steps (short of 0.9)",
+           XEON, "3,000 steps: 16.5 min", "twentyx"),
+    Preset("static", dict(static=True, vocab=0.5, quant="int8", heal_lr=1e-2, heal_steps=1600),
+           "6.05 MB, 15x smaller, 116x the real sentences per second of fp32 MiniLM, fidelity 0.706 / 0.714, "
+           "neighbour agreement 0.391 (encoders only)", XEON, "1,600 steps", "the static end"),
+]
+BY_NAME = {p.name: p for p in PRESETS}
+
+
+def reason(name: str, bundle) -> str | None:
+    """Why this model cannot take the preset (the technique table's words), or None."""
+    if name not in BY_NAME:
+        raise CompressError(f"unknown preset {name[:40]!r}; presets: {', '.join(BY_NAME)}")
+    try:
+        return refusal(bundle, BY_NAME[name].build())
+    except CompressError as e:  # a count the model does not have (heads=10 on a 4-head model) is the Recipe's check
+        return str(e)

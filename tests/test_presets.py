@@ -1,0 +1,30 @@
+"""Presets (compress/presets.py): measured recipes from BENCHMARKS.md, each buildable, its numbers found in
+BENCHMARKS.md (copied, not invented), refused on a model by the technique table's own words."""
+import pytest
+
+import compress as C
+from compress import bench, presets
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("p", presets.PRESETS, ids=lambda p: p.name)
+def test_each_preset_builds_and_its_numbers_are_benchmarks(p):
+    r = p.build()
+    assert r != C.Recipe() and r.describe() != "original"
+    text = (ROOT / "BENCHMARKS.md").read_text() + (ROOT / "README.md").read_text()
+    size = p.gives.split(" MB")[0]
+    assert size in text, f"{p.name}: its size {size} MB is in no benchmark"
+    assert p.measured_on and p.source
+
+
+def test_bench_sets_are_the_presets():
+    assert bench.SETS["tenx"] == [presets.BY_NAME["about 10x"].build()]
+    assert bench.SETS["twentyx"] == [presets.BY_NAME["about 20x"].build()]
+
+
+def test_a_preset_a_model_cannot_take_says_why_in_the_tables_words(tiny_gpt, tiny_bert):
+    assert presets.reason("about 4x", tiny_gpt) is None and presets.reason("static", tiny_bert) is None
+    assert presets.reason("static", tiny_gpt) == C.refusal(tiny_gpt, presets.BY_NAME["static"].build())
+    assert "has 2 blocks" in presets.reason("about 10x", tiny_gpt)  # 3 of its 2 layers
+    with pytest.raises(C.CompressError, match="unknown preset"):
+        presets.reason("about 1000x", tiny_gpt)
