@@ -1,0 +1,32 @@
+"""A verdict for quality, next to size and speed: kept / some loss / large loss, by thresholds stated here (higher is better for each) (and shown
+with the verdict), with what to try next. One entry per quality metric; the first metric a result has decides."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    kept: float       # at or past this: kept
+    some: float       # at or past this: some loss; short of it: large loss
+    what: str = ""    # the metric in words, for the stated thresholds
+
+
+THRESHOLDS = [  # why these numbers: int8 (no visible change in search results) keeps >= 0.97 fidelity and 0.99 top-1
+    Threshold("fidelity", 0.95, 0.85, what="fidelity (cosine to the original's sentence embeddings)"),
+    Threshold("neighbour_agreement", 0.8, 0.5, what="neighbour agreement (each sentence's 5 nearest others kept)"),
+    Threshold("top1_agreement", 0.95, 0.8, what="next-token top-1 agreement with the original"),
+]
+HINTS = {"kept": "", "some loss": "Healing (a few hundred steps) usually wins most of it back.",
+         "large loss": "Heal it (the article: factorization and pruning need it), or pick a gentler point on the "
+                       "Trade-offs page's frontier."}
+
+
+def verdict(quality: dict) -> dict | None:
+    """{"verdict", "metric", "value", "rule", "hint"} for a result's quality numbers, or None if none is judged."""
+    for t in THRESHOLDS:
+        v = quality.get(t.metric)
+        if isinstance(v, (int, float)) and v == v:
+            word = "kept" if v >= t.kept else "some loss" if v >= t.some else "large loss"
+            rule = f"{t.what}: kept at >= {t.kept}, some loss at >= {t.some}, large loss below"
+            return {"verdict": word, "metric": t.metric, "value": v, "rule": rule, "hint": HINTS[word]}
+    return None
