@@ -3,6 +3,7 @@ compressed, the peer beside them) or a Trade-offs study (its frontier). Plotly i
 script, font or image: it opens offline. It reports numbers already measured; it never measures."""
 import html
 import json
+import re
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -40,8 +41,29 @@ def mb(n) -> str:  # the app's formats, so every number the page shows reads the
     return f"{n / 1e6:.1f} MB"
 
 
+_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"<>]+/)+([^\s/'\"<>]*)")
+
+
+def public(x) -> str:
+    """Text without this server's absolute paths (a bundled model's site-packages folder, an upload's temp name):
+    only the last part of a path is said."""
+    return _PATH.sub(lambda m: "…/" + m.group(1), str(x))
+
+
 def _e(x) -> str:
-    return html.escape(str(x))
+    return html.escape(public(x))
+
+
+def unreliable(lat: dict) -> bool:
+    """Was this timing measured while other programs used more than BUSY of the CPUs (the page's warning)?"""
+    busy = lat.get("others_busy")
+    return busy is not None and busy > measure.BUSY
+
+
+def _chart(fig: go.Figure, title: str, x: str, y: str, height: int) -> go.Figure:
+    """Every chart: a title with room above it and both axes named."""
+    fig.update_layout(title=title, height=height, margin={"t": 60}, xaxis_title=x, yaxis_title=y)
+    return fig
 
 
 def _table(rows: list[dict]) -> str:
@@ -82,6 +104,9 @@ def summary(name: str, res: dict, machine: str) -> str:
     o, c = res["nums"]["original"], res["nums"]["compressed"]
     lo, lc = res["lat"]["original"]["p50"], res["lat"]["compressed"]["p50"]
     speed = f"{lo / lc:.2f}x faster" if lc < lo else f"{lc / lo:.2f}x slower"
+    if unreliable(res["lat"]["compressed"]):
+        speed += (f" (unreliable: other programs used {res['lat']['compressed']['others_busy']:.0%} of the CPUs while "
+                  "it was timed)")
     q = [f"{metric_label(k)} {v:.4f} (the original: {o['quality'].get(k, float('nan')):.4f})"
          for k, v in c["quality"].items()]
     return (f"The compressed {name} is {o['size_bytes'] / c['size_bytes']:.2f}x smaller than the original "
@@ -103,21 +128,22 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
         base_p50 = s.get("o_lat", o["lat"])["p50"]  # the peer's own interleaved original
         rows.append({"": label[k], "size": mb(s["size_bytes"]), "x smaller": f"{o['size_bytes'] / s['size_bytes']:.2f}x",
                      "params": f"{s['params'] / 1e6:.2f} M", "CPU latency p50": f"{lat['p50']:.1f} ms",
-                     "p10-p90": f"{lat['p10']:.1f}-{lat['p90']:.1f} ms", "x faster": f"{base_p50 / lat['p50']:.2f}x",
+                     "p10-p90": f"{lat['p10']:.1f}-{lat['p90']:.1f} ms", "x faster": f"{base_p50 / lat['p50']:.2f}x"
+                     + (" (unreliable: CPUs busy)" if unreliable(lat) else ""),
                      **{metric_label(m): f"{v:.4f}" for m, v in s["quality"].items()},
                      **{r.replace("_per_s", "/s"): f"{lat[r]:,.0f}" for r in ("sentences_per_s", "tokens_per_s") if r in lat}})
     bars = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["size_bytes"] / 1e6 for s in sides.values()],
                              marker_color=[COLOURS[k] for k in sides], name="size")])
-    bars.update_layout(title="Size (MB)", height=320, margin={"t": 40})
+    _chart(bars, "Size of each model (MB)", "model", "size (MB)", 340)
     lat = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["lat"]["p50"] for s in sides.values()],
                             error_y={"type": "data", "symmetric": False,
                                      "array": [s["lat"]["p90"] - s["lat"]["p50"] for s in sides.values()],
                                      "arrayminus": [s["lat"]["p50"] - s["lat"]["p10"] for s in sides.values()]},
                             marker_color=[COLOURS[k] for k in sides])])
-    lat.update_layout(title="CPU latency p50, ms (bars: p10-p90)", height=320, margin={"t": 40})
+    _chart(lat, "CPU latency p50 (error bars: p10-p90)", "model", "latency (ms)", 340)
     qual = go.Figure([go.Bar(name=label[k], x=[metric_label(m) for m in s["quality"]], y=list(s["quality"].values()),
                              marker_color=COLOURS[k]) for k, s in sides.items()])
-    qual.update_layout(title="Quality", barmode="group", height=340, margin={"t": 40})
+    _chart(qual, "Quality of each model", "metric", "value", 360).update_layout(barmode="group")
     peer_line = ("<p>The peer row is what a user would pick instead: the original in ONNX Runtime with its own "
                  "dynamic int8 (per-channel), measured on the same machine and workload, interleaved with its own "
                  "run of the original.</p>") if peer else \
@@ -127,7 +153,8 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
     if samples:
         side_by_side = "<h2>Sample outputs</h2><div class='cols'>" + "".join(
             f"<div><h3>{_e(k)}</h3><ol>" + "".join(f"<li>{_e(x)}</li>" for x in v) + "</ol></div>"
-            for k, v in samples.items()) + "</div>" + _e(samples.get("_note", ""))
+            for k, v in samples.items() if not k.startswith("_")) + "</div>" + \
+            (f"<p>{_e(samples['_note'])}</p>" if samples.get("_note") else "")
     body = (f"<h1>{_e(name)}, compressed: {_e(recipe.describe())}</h1>"
             f"<p class='lead'>{_e(summary(name, res, machine))}</p>"
             f"<h2>Original vs compressed</h2>{_table(rows)}{peer_line}"
@@ -163,7 +190,7 @@ def study(name: str, model: str, rows: list[dict], space: dict, status: dict, ma
     table = [{k: (Recipe.from_json(r["recipe"]).describe() if k == "recipe" else r.get(k)) for k in keep + ["recipe"]
               if k in r} for r in rows]
     body = (f"<h1>Trade-offs of {_e(model)}: study {_e(name)}</h1><p class='lead'>{_e(lead)}</p>"
-            f"{figs(plots.tradeoff(rows, x, y))}"
+            f"{figs(plots.tradeoff(rows, x, y).update_layout(title=f'{plots.label(y)} against {plots.label(x)}', margin={'t': 60}))}"
             f"<h2>Frontier</h2>{_table([t for t, r in zip(table, rows) if r.get('on_frontier')])}"
             "<p>The frontier's recipes as JSON (trial: recipe):</p><pre>"
             + _e("\n".join(f"{r['trial']}: {r['recipe']}" for r in rows if r.get("on_frontier") and r.get("recipe")))

@@ -1,0 +1,52 @@
+"""The one-file report (compress/htmlreport.py) on a result dict in the page's shape: no raw dict or list dumps, a
+title and both axis titles on every chart, no server path, an unreliable timing marked as such."""
+import json
+import re
+
+import compress as C
+from compress import htmlreport
+
+LAT = {"p10": 9.0, "p50": 10.0, "p90": 12.0}
+
+
+def _res(busy: float = 0.01) -> dict:
+    nums = {"size_bytes": 8_000_000, "params": 2_000_000, "size_breakdown": {}, "quality": {"fidelity": 0.9}}
+    return {"recipe": C.Recipe(quant="int8"), "workload": {"kind": "ids", "batch": 8, "seq": 32}, "layers": [],
+            "nums": {"original": {**nums, "size_bytes": 30_000_000, "quality": {"fidelity": 1.0}}, "compressed": nums},
+            "lat": {"original": {**LAT, "p50": 30.0, "others_busy": busy}, "compressed": {**LAT, "others_busy": busy}},
+            "applied": {"runtime_applied": "eager"}}
+
+
+def _card() -> dict:
+    return {"name": "tiny", "content_hash": "ab" * 32,
+            "info": {"architecture": "Bert", "source": "/work/main/.venv/lib/python3.11/site-packages/gt_x/model"}}
+
+
+def _figures(html: str) -> list[dict]:
+    """Each chart's layout, as plotly writes it: Plotly.newPlot("figN", data, layout, config)."""
+    return [json.loads(m) for m in re.findall(r'Plotly\.newPlot\(\s*"fig\d+",\s*\[.*?\],\s*(\{.*?\}),\s*\{"displaylogo"',
+                                              html, re.S)]
+
+
+def test_every_chart_has_a_title_and_axis_titles_and_no_path_is_shown():
+    samples = {"Original": ["a", "b"], "Compressed": ["a", "c"], "_note": "greedy continuations of the same prompt"}
+    html = htmlreport.comparison(_card(), _res(), samples=samples, machine="a CPU")
+    layouts = _figures(html)
+    assert len(layouts) == 3
+    for lay in layouts:
+        assert lay["title"]["text"] and lay["xaxis"]["title"]["text"] and lay["yaxis"]["title"]["text"]
+        assert lay["margin"]["t"] >= 60  # the title has room: it was clipped at 40
+    assert "<p>greedy continuations of the same prompt</p>" in html and "<li>g</li>" not in html
+    assert "/work/" not in html and "site-packages" not in html and "…/model" in html
+    assert "unreliable" not in html
+
+
+def test_an_unreliable_timing_is_marked_in_the_sentence_and_the_table():
+    html = htmlreport.comparison(_card(), _res(busy=0.5), machine="a CPU")
+    assert "3.00x faster (unreliable: other programs used 50% of the CPUs" in html
+    assert "(unreliable: CPUs busy)" in html
+
+
+def test_public_keeps_words_and_drops_paths():
+    assert htmlreport.public("loaded /tmp/compress-upload-x/my model.zip, ok") == "loaded …/my model.zip, ok"
+    assert htmlreport.public("ratio 1/2 and http://x/y stay") == "ratio 1/2 and http://x/y stay"
