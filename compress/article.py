@@ -57,7 +57,7 @@ def measure(bundle, progress=None) -> dict[str, dict]:
             comp = pipeline.compress(bundle, r)
             rep = pipeline.report(bundle, comp, WORKLOAD["batch"], WORKLOAD["seq"], 7)
             lat = {k: rep[k]["latency_ms"] for k in ("original", "compressed")}
-            out[t] = {**pipeline.row(rep["original"], rep["compressed"], lat), "recipe": r.describe(),
+            out[t] = {**pipeline.row(rep["original"], rep["compressed"], lat, r), "recipe": r.describe(),
                       "workload": f"{WORKLOAD['batch']}x{WORKLOAD['seq']}", "recipe_json": r.to_json()}
         if progress is not None:
             progress((i + 1) / len(todo))

@@ -62,7 +62,7 @@ def run(model: str, recipes, batch=8, seq=128, runs=7, log=print, workload="ids"
             continue
         rep = pipeline.report(base, comp, batch, seq, runs, workload)
         lat = {k: rep[k]["latency_ms"] for k in ("original", "compressed")}
-        row = {"recipe": r.describe(), **pipeline.row(rep["original"], rep["compressed"], lat),
+        row = {"recipe": r.describe(), **pipeline.row(rep["original"], rep["compressed"], lat, r),
                "runtime": rep["runtime_applied"]}
         if rep["workload"]["gpu"]:  # GPU latency too (CUDA events), where a GPU is present; int8 is CPU-only
             g = {k: rep[k]["gpu_latency_ms"] for k in ("original", "compressed")}

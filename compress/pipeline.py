@@ -125,15 +125,27 @@ def numbers(bundle: ModelBundle) -> dict:
             "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
 
 
-def row(original: dict, compressed: dict, lat: dict) -> dict:
-    """The one original-vs-compressed summary row (bench table, app history): numbers() + quality of each, and
-    benchmark() of both (with the sentences workload, its rate too)."""
+def timing(lat: dict, recipe: Recipe | None = None) -> str:
+    """How far a speed-up can be trusted: "reliable", "unreliable: ..." (other programs used more than BUSY of the
+    CPUs while it was timed) or "no change" (nothing was chosen: the original timed against itself)."""
+    if recipe is not None and recipe == Recipe():
+        return "no change"
+    busy = lat.get("others_busy")
+    return f"unreliable: other programs used {busy:.0%} of the CPUs" if busy is not None and busy > measure.BUSY \
+        else "reliable"
+
+
+def row(original: dict, compressed: dict, lat: dict, recipe: Recipe | None = None) -> dict:
+    """The one original-vs-compressed summary row (bench table, app history, Learn): numbers() + quality of each,
+    benchmark() of both (with the sentences workload, its rate too), and how far the speed-up holds (timing())."""
     o, c, lo, lc = original, compressed, lat["original"], lat["compressed"]
+    how = timing(lc, recipe)
     rate = next((k for k in ("sentences_per_s", "tokens_per_s") if k in lc), None)
     speed = {f"{rate} orig": lo[rate], rate: lc[rate], f"x {rate}": round(lc[rate] / lo[rate], 2)} if rate else {}
     return {"size MB": round(c["size_bytes"] / 1e6, 2), "x smaller": round(o["size_bytes"] / c["size_bytes"], 2),
             "params M": round(c["params"] / 1e6, 2), "p50 ms orig": lo["p50"], "p50 ms": lc["p50"],
-            "x faster": round(lo["p50"] / lc["p50"], 2), **speed, **c["quality"]}
+            "x faster": None if how == "no change" else round(lo["p50"] / lc["p50"], 2), "timing": how,
+            **({} if how == "no change" else speed), **c["quality"]}
 
 
 def report(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, runs=7, workload="ids",

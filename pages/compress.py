@@ -42,7 +42,8 @@ def record(res):
     """A finished Apply: the result shown, and a row of the history in the results store (tagged with this browser
     session; a store that fails says so in one line and the result is still shown)."""
     st.session_state.result = res
-    row = {"recipe": res["recipe"].describe(), **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"]),
+    row = {"recipe": res["recipe"].describe(), **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"],
+                                                        res["recipe"]),
            "workload": shape(res["workload"])}
     try:
         C.record_apply(jobs.owner(), b.name, res["recipe"].to_json(), row)

@@ -50,3 +50,12 @@ def test_an_unreliable_timing_is_marked_in_the_sentence_and_the_table():
 def test_public_keeps_words_and_drops_paths():
     assert htmlreport.public("loaded /tmp/compress-upload-x/my model.zip, ok") == "loaded …/my model.zip, ok"
     assert htmlreport.public("ratio 1/2 and http://x/y stay") == "ratio 1/2 and http://x/y stay"
+
+
+def test_history_rows_carry_the_timing_flag_and_no_change_is_no_speed_up():
+    o, c = _res()["nums"]["original"], _res()["nums"]["compressed"]
+    assert C.row(o, c, _res()["lat"], C.Recipe(quant="int8"))["timing"] == "reliable"
+    busy = C.row(o, c, _res(busy=0.4)["lat"], C.Recipe(quant="int8"))
+    assert busy["timing"] == "unreliable: other programs used 40% of the CPUs" and busy["x faster"] == 3.0
+    same = C.row(o, o, _res()["lat"], C.Recipe())  # Apply with nothing chosen: not "1.26x faster than itself"
+    assert same["timing"] == "no change" and same["x faster"] is None
