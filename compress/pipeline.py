@@ -8,6 +8,7 @@ from . import evaluate, measure
 from .adapters import forward
 from .bundle import ModelBundle
 from .cache import LRU
+from .cancel import checkpoint
 from .errors import CompressError
 from .recipe import Recipe
 from .step import Ctx
@@ -22,6 +23,7 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
         raise CompressError(why)
     ctx = Ctx(base, recipe, copy.deepcopy(base.model), **heal_args)  # the original is shared: never mutate it
     for step in STEPS:
+        checkpoint()
         if load is not None and step.name == "runtime":
             load(ctx)
         if step.is_active(recipe) and not (step.trains and load is not None):
@@ -120,9 +122,12 @@ def time_sentences(calls: dict, runs=7, device="cpu", progress=None) -> tuple[di
 def numbers(bundle: ModelBundle) -> dict:
     """Size and params, measured before the runtime step (a traced or compiled module holds the same weights)."""
     m = bundle.sized_model if bundle.sized_model is not None else bundle.model
+    checkpoint()
     size = getattr(bundle.model, "file_bytes", None) or measure.size_bytes(m)  # onnxruntime: the .onnx file's bytes
-    return {"size_bytes": size, "params": measure.count_params(m),
-            "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
+    checkpoint()  # each part serializes the whole model once
+    params = measure.count_params(m)
+    checkpoint()
+    return {"size_bytes": size, "params": params, "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
 
 
 def row(original: dict, compressed: dict, lat: dict) -> dict:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .cache import LRU
+from .cancel import checkpoint
 from .measure import single_thread
 from .errors import CompressError
 
@@ -37,6 +38,7 @@ def compute_spectra(model, adapter) -> dict[str, Spectrum]:
     out = {}
     with single_thread():
         for name in adapter.factorizable(model):
+            checkpoint()
             w = model.get_submodule(name).weight.detach()  # (out, in)
             u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
             out[name] = Spectrum(name, s.numpy(), *w.shape, u.to(w.dtype), vh.to(w.dtype))
