@@ -4,7 +4,7 @@ import copy
 import functools
 import itertools
 
-from . import evaluate, measure
+from . import evaluate, measure, membound
 from .adapters import forward
 from .bundle import ModelBundle
 from .cache import LRU
@@ -21,6 +21,7 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
     why = refusal(base, recipe)
     if why:
         raise CompressError(why)
+    membound.check("heal" if recipe.heal_steps and load is None else "apply", base.model, base.name)
     ctx = Ctx(base, recipe, copy.deepcopy(base.model), **heal_args)  # the original is shared: never mutate it
     for step in STEPS:
         checkpoint()
@@ -122,6 +123,7 @@ def time_sentences(calls: dict, runs=7, device="cpu", progress=None) -> tuple[di
 def numbers(bundle: ModelBundle) -> dict:
     """Size and params, measured before the runtime step (a traced or compiled module holds the same weights)."""
     m = bundle.sized_model if bundle.sized_model is not None else bundle.model
+    membound.check("sizes", m, bundle.name)
     checkpoint()
     size = getattr(bundle.model, "file_bytes", None) or measure.size_bytes(m)  # onnxruntime: the .onnx file's bytes
     checkpoint()  # each part serializes the whole model once

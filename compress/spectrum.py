@@ -8,6 +8,7 @@ import torch
 from .cache import LRU
 from .cancel import checkpoint
 from .measure import single_thread
+from .membound import check
 from .errors import CompressError
 
 
@@ -35,6 +36,7 @@ class Spectrum:
 def compute_spectra(model, adapter) -> dict[str, Spectrum]:
     """Full SVD (float64) of every factorizable layer. One thread: LAPACK's SVD on 2 threads ran
     10-50x slower here whenever another process kept a core busy; on 1 thread it is steady."""
+    check("spectra", model, params=sum(model.get_submodule(n).weight.numel() for n in adapter.factorizable(model)))
     out = {}
     with single_thread():
         for name in adapter.factorizable(model):
