@@ -234,8 +234,9 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
     try:
         study.optimize(objective, callbacks=[callback], timeout=minutes * 60 if minutes else None,
                        catch=(Exception,), gc_after_trial=True)
-        out = summary(study, bundle, space, remeasure=not (ctx["stopped"] or stop is not None and stop.is_set()),
-                      ran_here=ctx["ran"], between=between)  # the frontier re-measured, unless stopped
+        stopped = ctx["stopped"] or stop is not None and stop.is_set() or bool(study.user_attrs.get("stop"))
+        out = summary(study, bundle, space, remeasure=not stopped, ran_here=ctx["ran"],
+                      between=between)  # the frontier re-measured, unless a stop was asked for
     finally:
         note_worker(study, ended=True)
     out["store_s_per_trial"] = round(ctx["store_s"] / max(1, ctx["ran"]), 4)

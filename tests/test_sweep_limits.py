@@ -7,7 +7,7 @@ import traceback
 import pytest
 
 import compress as C
-from compress import cancel, jobs, studies, sweep
+from compress import cancel, jobs, space as S, studies, sweep
 from compress.__main__ import main
 
 
@@ -67,16 +67,19 @@ def test_an_apply_waits_for_one_healing_step_of_a_trial_and_a_cancel_ends_the_tr
 
 
 def test_the_cli_stop_ends_a_trial_within_one_healing_step(q, tiny_gpt, one_thread, tmp_path, monkeypatch):
+    timed = S.Space(tiny_gpt.name, {"layers": (1, 2)}, ("size_mb", "speedup"), heal_steps=5, batch=2, seq=16)
     url, steps = f"sqlite:///{tmp_path / 's.sqlite'}", []
     monkeypatch.setattr(sweep, "STOP_POLL_S", 0.0)  # the store's flag read at every step
 
-    def between():  # after each healing step: the third one asks, as another process would, for a stop
+    def between():  # after each healing step (5 a trial) and each trial: in the second trial, a stop (another process)
         steps.append(1)
-        if len(steps) == 3:
+        if len(steps) == 8:
             assert main(["sweep", "--stop", "cli", "--storage", url]) == 0
-    out = studies.run_plan(tiny_gpt, _healing_plan(tiny_gpt), "cli", url, between=between)
-    assert len(steps) == 3 and out["remeasured"] == 0  # not one step more, and nothing measured after the stop
-    assert out["trials"] == {"pruned": 1}
+    plan = {"space": timed, "trials": None, "grid": None, "minutes": None, "cli": []}
+    out = studies.run_plan(tiny_gpt, plan, "cli", url, between=between)
+    assert len(steps) == 8  # not one healing step more
+    assert out["trials"] == {"complete": 1, "pruned": 1} and out["remeasured"] == 0  # the first trial's timing is not
+    #                                                                                 redone after the stop
 
 
 def test_live_sweeps_are_bounded_per_session_and_per_server_in_one_line(q, tiny_gpt, monkeypatch):
