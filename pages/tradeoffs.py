@@ -66,6 +66,13 @@ url = store.storage_url()
 st.caption(f"Sweeps are Optuna studies in the results store ({store.shown(url)}). They run on the server's job queue "
            "(Apply waits for one trial at most), keep running when this tab closes, and any session can open them; "
            "optuna-dashboard opens the same store.")
+try:
+    lim = studies.limits()
+    st.caption(f"A healing trial lets an Apply in after each healing step. Only the browser that started a sweep can "
+               f"stop it. This server runs at most {lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep(s) per session, "
+               f"{lim['COMPRESS_SWEEPS_PER_SERVER']:g} in all, {lim['COMPRESS_SWEEP_MINUTES']:g} min each.")
+except C.CompressError as e:  # a bad setting of the server: said here, and Start says it again
+    st.warning(str(e))
 metrics = S.metrics_for(b)
 quality = [m for m in metrics if m not in S.TIMED and m not in ("size_mb", "size_bytes", "params", "x_smaller")]
 
