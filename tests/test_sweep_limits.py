@@ -28,12 +28,12 @@ def _healing_plan(bundle, steps=400):
     return studies.plan(bundle, {"layers": "1:2:1"}, "", ["size_mb"], heal_steps=steps)
 
 
-def _pause_in_healing(at=3):
-    """A hook that pauses the job just after its at-th checkpoint inside heal(): (paused, go)."""
+def _pause_in_healing(at=3, where="heal"):
+    """A hook that pauses the job just after its at-th checkpoint inside heal() (where=None: anywhere): (paused, go)."""
     paused, go, n = threading.Event(), threading.Event(), [0]
 
     def hook(job):
-        if any(f.name == "heal" for f in traceback.extract_stack()):
+        if where is None or any(f.name == where for f in traceback.extract_stack()):
             n[0] += 1
             if n[0] == at:
                 paused.set()
@@ -64,6 +64,19 @@ def test_an_apply_waits_for_one_healing_step_of_a_trial_and_a_cancel_ends_the_tr
     trials = sweep.open_study(None, "heals").get_trials(deepcopy=False)
     assert [(t.state.name, t.user_attrs.get("skipped")) for t in trials] == [("PRUNED", "stopped")]
     assert sweep.open_study(None, "heals").user_attrs["stop"]  # its other workers stop too
+
+
+@pytest.mark.parametrize("at, trials", [(1, []), (30, [("PRUNED", "stopped")])])  # before any trial; in the first
+def test_a_stop_in_an_unhealed_trial_ends_it_at_the_next_checkpoint(q, tiny_gpt, one_thread, at, trials):
+    paused, go = _pause_in_healing(at, where=None)
+    job = studies.start(tiny_gpt, studies.plan(tiny_gpt, {"layers": "1:2:1"}, "", ["size_mb"]), "plain", "t", "k")
+    assert paused.wait(300)
+    before = job.checks
+    assert studies.stop("plain", "k")
+    go.set()
+    assert q.wait(job, 120) and job.state == "cancelled" and job.checks - before <= 1
+    ts = sweep.open_study(None, "plain").get_trials(deepcopy=False)
+    assert [(t.state.name, t.user_attrs.get("skipped")) for t in ts] == trials
 
 
 def test_the_cli_stop_ends_a_trial_within_one_healing_step(q, tiny_gpt, one_thread, tmp_path, monkeypatch):
