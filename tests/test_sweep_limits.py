@@ -42,6 +42,16 @@ def _pause_in_healing(at=3, where="heal"):
     return paused, go
 
 
+def _stop_paused(q, job, name, key, paused, go) -> list:
+    """Stop the paused sweep as its browser would, let it go on: [(state, skipped)] of its study's trials."""
+    assert paused.wait(300)
+    before = job.checks
+    assert studies.stop(name, key)
+    go.set()
+    assert q.wait(job, 120) and job.state == "cancelled" and job.checks - before <= 1  # at its next checkpoint
+    return [(t.state.name, t.user_attrs.get("skipped")) for t in sweep.open_study(None, name).get_trials()]
+
+
 def test_an_apply_waits_for_one_healing_step_of_a_trial_and_a_cancel_ends_the_trial(q, tiny_gpt, one_thread):
     yields = []
     real = q.yield_
@@ -56,13 +66,7 @@ def test_an_apply_waits_for_one_healing_step_of_a_trial_and_a_cancel_ends_the_tr
     assert q.wait(apply, 120) and apply.result - at_submit == 1  # one healing step, not the trial's 400
     assert not job.ended.is_set()
     paused, go = _pause_in_healing(at=1)  # still healing: paused there again, and stopped by its browser
-    assert paused.wait(120)
-    before = job.checks
-    assert studies.stop("heals", "k1")
-    go.set()
-    assert q.wait(job, 120) and job.state == "cancelled" and job.checks - before <= 1
-    trials = sweep.open_study(None, "heals").get_trials(deepcopy=False)
-    assert [(t.state.name, t.user_attrs.get("skipped")) for t in trials] == [("PRUNED", "stopped")]
+    assert _stop_paused(q, job, "heals", "k1", paused, go) == [("PRUNED", "stopped")]
     assert sweep.open_study(None, "heals").user_attrs["stop"]  # its other workers stop too
 
 
@@ -70,13 +74,7 @@ def test_an_apply_waits_for_one_healing_step_of_a_trial_and_a_cancel_ends_the_tr
 def test_a_stop_in_an_unhealed_trial_ends_it_at_the_next_checkpoint(q, tiny_gpt, one_thread, at, trials):
     paused, go = _pause_in_healing(at, where=None)
     job = studies.start(tiny_gpt, studies.plan(tiny_gpt, {"layers": "1:2:1"}, "", ["size_mb"]), "plain", "t", "k")
-    assert paused.wait(300)
-    before = job.checks
-    assert studies.stop("plain", "k")
-    go.set()
-    assert q.wait(job, 120) and job.state == "cancelled" and job.checks - before <= 1
-    ts = sweep.open_study(None, "plain").get_trials(deepcopy=False)
-    assert [(t.state.name, t.user_attrs.get("skipped")) for t in ts] == trials
+    assert _stop_paused(q, job, "plain", "k", paused, go) == trials
 
 
 def test_the_cli_stop_ends_a_trial_within_one_healing_step(q, tiny_gpt, one_thread, tmp_path, monkeypatch):
