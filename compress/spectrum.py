@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from .cache import LRU
+from .cancel import checkpoint
 from .measure import single_thread
+from .membound import check
 from .errors import CompressError
 
 
@@ -34,9 +36,11 @@ class Spectrum:
 def compute_spectra(model, adapter) -> dict[str, Spectrum]:
     """Full SVD (float64) of every factorizable layer. One thread: LAPACK's SVD on 2 threads ran
     10-50x slower here whenever another process kept a core busy; on 1 thread it is steady."""
+    check("spectra", model, params=sum(model.get_submodule(n).weight.numel() for n in adapter.factorizable(model)))
     out = {}
     with single_thread():
         for name in adapter.factorizable(model):
+            checkpoint()
             w = model.get_submodule(name).weight.detach()  # (out, in)
             u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
             out[name] = Spectrum(name, s.numpy(), *w.shape, u.to(w.dtype), vh.to(w.dtype))

@@ -1,15 +1,34 @@
 """The studies in the results store, as the Trade-offs page sees them: which there are (per model), a sweep planned
 from the page's choices and run on the server's job queue (it outlives the browser tab; any session can open it; after
-a restart it can be resumed), its progress, ETA and live workers. No streamlit here."""
+a restart it can be resumed), its progress, ETA and live workers. Sweeps are bounded: per session, per server and in
+minutes (SWEEP_LIMITS); only the browser that started one (it holds its key) or `sweep --stop NAME` can stop it.
+No streamlit here."""
+import hmac
 import json
+import os
 import socket
 
 from . import store
 from .errors import CompressError
 from .store import _alive
-from .sweep import run
+from .sweep import request_stop, run
 
-_JOBS: dict = {}  # study name -> the queue job of this server process that runs it
+_JOBS: dict = {}  # study name -> (the queue job of this server process that runs it, the key that may stop it)
+KEEP = 50  # ended sweeps' jobs remembered (the page says how one ended); live ones are never forgotten
+SWEEP_LIMITS = {"COMPRESS_SWEEPS_PER_SESSION": 1, "COMPRESS_SWEEPS_PER_SERVER": 3, "COMPRESS_SWEEP_MINUTES": 120}
+
+
+def limits() -> dict:
+    """SWEEP_LIMITS, each from the environment when set there (a number > 0)."""
+    out = {}
+    for k, default in SWEEP_LIMITS.items():
+        try:
+            out[k] = float(os.environ.get(k, default))
+        except ValueError:
+            raise CompressError(f"{k} must be a number, got {os.environ[k][:20]!r}") from None
+        if not out[k] > 0:
+            raise CompressError(f"{k} must be above 0, got {os.environ[k][:20]!r}")
+    return out
 
 
 def names(model: str | None = None, url: str | None = None) -> list[str]:
@@ -49,18 +68,57 @@ def plan(bundle, vary: dict, fixed_text: str, objectives, trials: int | None = N
     return {"space": space, "trials": trials, "grid": grid, "minutes": minutes, "cli": cli}
 
 
-def start(bundle, the_plan: dict, name: str, owner: str = ""):
+def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = ""):
     """Run a planned sweep on the server's job queue (a long job: Apply and the other short jobs of every session
-    run between its trials; one sweep at a time, the others wait their turn). It belongs to its study in the store:
-    a closed tab does not cancel it. Returns the queue's job."""
+    run between its trials and its healing steps). It belongs to its study in the store: a closed tab does not cancel
+    it; `key` (a secret the starting browser keeps) may stop it (stop()). Over a limit (limits()) it is refused in one
+    line; a sweep past COMPRESS_SWEEP_MINUTES is cancelled. Returns the queue's job."""
     from .jobs import queue
-    q = queue()
+    q, lim = queue(), limits()
+    minutes = lim["COMPRESS_SWEEP_MINUTES"]
+    if (the_plan["minutes"] or 0) > minutes:
+        raise CompressError(f"a sweep on this server runs at most {minutes:g} min (COMPRESS_SWEEP_MINUTES), "
+                            f"not {the_plan['minutes']:g}")
+    live = [j for j in q.jobs() if j.kind == "sweep" and not j.ended.is_set()]
+    if any(j is _JOBS.get(name, (None,))[0] for j in live):
+        raise CompressError(f"the sweep {name[:100]} already runs on this server")
+    if sum(j.owner == owner for j in live) >= lim["COMPRESS_SWEEPS_PER_SESSION"]:
+        raise CompressError(f"this session already runs {sum(j.owner == owner for j in live)} sweep(s), the most one "
+                            "session may (COMPRESS_SWEEPS_PER_SESSION): stop it or wait for it to end")
+    if len(live) >= lim["COMPRESS_SWEEPS_PER_SERVER"]:
+        raise CompressError(f"this server already runs {len(live)} sweeps, the most it allows "
+                            "(COMPRESS_SWEEPS_PER_SERVER): try again when one ends")
 
     def fn(job):
-        return run_plan(bundle, the_plan, name, between=lambda: q.yield_(job), stop=job.cancel)
-    job = q.submit("sweep", fn, owner, f"sweep {name}")
-    _JOBS[name] = job
+        out = run_plan(bundle, the_plan, name, between=lambda: q.yield_(job), stop=job.cancel)
+        return None if job.cancel.is_set() else out  # cancelled (Stop, its time limit): a "cancelled" job
+    job = q.submit("sweep", fn, owner, f"sweep {name}", limit_s=minutes * 60)
+    _JOBS[name] = (job, key)
+    ended = [n for n, (j, _) in _JOBS.items() if j.ended.is_set()]
+    for n in ended[:max(0, len(_JOBS) - KEEP)]:
+        del _JOBS[n]
     return job
+
+
+def may_stop(name: str, key: str | None) -> bool:
+    """Is `key` the one the browser that started this server's running sweep `name` keeps?"""
+    job, mine = _JOBS.get(name, (None, ""))
+    return job is not None and not job.ended.is_set() and bool(key) and bool(mine) and \
+        hmac.compare_digest(str(key), mine)
+
+
+def stop(name: str, key: str | None) -> bool:
+    """Stop the sweep `name` if `key` may (may_stop): every worker of the study stops, this server's job at its next
+    checkpoint (its running trial ends unmeasured). False, and nothing done, when it may not."""
+    if not may_stop(name, key):
+        return False
+    from .jobs import queue
+    queue().cancel(_JOBS[name][0])
+    try:
+        request_stop(name)  # its other workers (CLI) too; a study not yet created has none
+    except CompressError:
+        pass
+    return True
 
 
 def run_plan(bundle, the_plan: dict, name: str, url: str | None = None, **kw) -> dict:
@@ -78,7 +136,7 @@ def resume_plan(study) -> dict:
 
 def job_of(name: str):
     """The queue job of this server running (or waiting to run) the sweep `name`, or None."""
-    return _JOBS.get(name)
+    return _JOBS.get(name, (None,))[0]
 
 
 def status(study) -> dict:

@@ -14,12 +14,14 @@ import socket
 import time
 
 from . import evaluate, measure, pipeline, store
+from .cancel import Cancelled
 from .errors import CompressError
 from .frontier import latency, summary
 from .space import Space, check
 from .steps import refusal
 
 MAX_TRIALS = 5000  # trials one sweep may ask for
+STOP_POLL_S = 2.0  # a trial that heals reads the store's stop flag (`sweep --stop`) at most this often
 
 
 def _optuna():
@@ -28,11 +30,12 @@ def _optuna():
     return optuna
 
 
-def measure_trial(original, recipe, space: Space, original_bytes: int | None = None) -> dict:
+def measure_trial(original, recipe, space: Space, original_bytes: int | None = None, progress=None) -> dict:
     """Apply's numbers for one recipe, flat: size, params, quality (and before healing), latency of both, timed
-    interleaved in this trial when an objective or constraint needs it."""
+    interleaved in this trial when an objective or constraint needs it. progress(dict) after every healing step: the
+    queue's turn for waiting jobs and a Stop's check (it may raise Cancelled)."""
     t0 = time.perf_counter()
-    comp = pipeline.compress(original, recipe)
+    comp = pipeline.compress(original, recipe, progress=progress)
     nums = pipeline.numbers(comp)
     o_bytes = original_bytes or pipeline.numbers(original)["size_bytes"]
     out = {"size_bytes": nums["size_bytes"], "size_mb": round(nums["size_bytes"] / 1e6, 4), "params": nums["params"],
@@ -116,7 +119,9 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         between=None, stop=None) -> dict:
     """Work on the study until it has its trials (or the grid is covered), the time is up, or a stop is requested
     (in the store: request_stop; or the `stop` threading.Event). log(dict) is called with one JSON-able line per trial
-    this worker ran; between() after each trial (the app's queue runs waiting jobs there). Returns the summary."""
+    this worker ran; between() after each trial and each healing step (the app's queue runs waiting jobs there). A
+    stop requested during a trial (or a Cancel of its job) ends that trial unmeasured, as skipped, and nothing is
+    re-measured after. Returns the summary."""
     optuna = _optuna()
     check(space, bundle)
     grid = trials is None and len(space.vary) <= 2 if grid is None else grid
@@ -135,7 +140,7 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
     study.sampler = _sampler(space, grid, total, seed)
     study.set_user_attr("trials", total)
     study.set_user_attr("stop", 0)
-    where, ctx = context(space), {"ran": 0, "store_s": 0.0}
+    where, ctx = context(space), {"ran": 0, "store_s": 0.0, "stopped": False, "polled": 0.0}
     base_bytes = pipeline.numbers(bundle)["size_bytes"]
     deadline = time.time() + minutes * 60 if minutes else None
     State = optuna.trial.TrialState
@@ -143,6 +148,19 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
     def skip(trial, why):
         trial.set_user_attr("skipped", why)
         raise optuna.TrialPruned(why)
+
+    def stopping() -> bool:  # the Event, or the store's flag read at most every STOP_POLL_S
+        if stop is not None and stop.is_set() or ctx["stopped"]:
+            return True
+        if time.monotonic() - ctx["polled"] >= STOP_POLL_S:
+            ctx["polled"], ctx["stopped"] = time.monotonic(), bool(study.user_attrs.get("stop"))
+        return ctx["stopped"]
+
+    def tick(_progress=None):  # after each healing step of a trial: waiting jobs run, a stop ends the trial
+        if between is not None:
+            between()
+        if stopping():
+            raise Cancelled("stopped")
 
     def objective(trial):
         if stop is not None and stop.is_set():
@@ -170,7 +188,11 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         ctx["ran"] += 1
         t0 = time.perf_counter()
         try:
-            m = measure_trial(bundle, recipe, space, base_bytes)
+            m = measure_trial(bundle, recipe, space, base_bytes, progress=tick)
+        except Cancelled:  # never Optuna's (it would leave the trial running): skipped, and the study stops
+            ctx["stopped"] = True
+            study.stop()
+            skip(trial, "stopped")
         except Exception as e:  # the trial fails (Optuna records why) and the study goes on; said on its line too
             if log:
                 log({"trial": trial.number, "params": params, "failed": " ".join(str(e).split())[:300]})
@@ -189,10 +211,10 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         return [m[o] for o in space.objectives]
 
     def callback(study, trial):
-        if between is not None:
+        if between is not None and not ctx["stopped"]:
             between()
         while True:
-            if study.user_attrs.get("stop") or (stop is not None and stop.is_set()) or \
+            if ctx["stopped"] or study.user_attrs.get("stop") or (stop is not None and stop.is_set()) or \
                     (deadline and time.time() > deadline):
                 return study.stop()
             ts = study.get_trials(deepcopy=False)
@@ -212,7 +234,9 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
     try:
         study.optimize(objective, callbacks=[callback], timeout=minutes * 60 if minutes else None,
                        catch=(Exception,), gc_after_trial=True)
-        out = summary(study, bundle, space, remeasure=True, ran_here=ctx["ran"])  # the frontier re-measured
+        stopped = ctx["stopped"] or stop is not None and stop.is_set() or bool(study.user_attrs.get("stop"))
+        out = summary(study, bundle, space, remeasure=not stopped, ran_here=ctx["ran"],
+                      between=between)  # the frontier re-measured, unless a stop was asked for
     finally:
         note_worker(study, ended=True)
     out["store_s_per_trial"] = round(ctx["store_s"] / max(1, ctx["ran"]), 4)

@@ -20,6 +20,7 @@ import torch
 from .adapters import ADAPTERS, conv1d_to_linear
 from .bundle import ModelBundle, file_sha256, hf_info
 from .cache import LRU
+from .cancel import checkpoint
 from .errors import CompressError
 from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
                       one_line, open_zip, refuse_lone_file, select, st_header, upload_path)
@@ -265,6 +266,7 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
                 output_loading_info=True)
     except Exception as e:  # any failure reading untrusted weights is the upload's fault: say it plainly
         raise CompressError(f"the weights could not be loaded: {one_line(e)}") from e
+    checkpoint()  # a Cancel after the one long read: nothing more is checked or built
     _check_loading(model, info)
     _check_finite(model)
     conv1d_to_linear(model)  # GPT-2: from here on every technique sees nn.Linear

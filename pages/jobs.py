@@ -116,7 +116,7 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
         def progress(p):
             job.progress.update(p)
             q.yield_(job)  # waiting Apply jobs of other sessions run now, between two steps
-        return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.cancel, progress=progress)
+        return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.stop, progress=progress)
     st.session_state.heal_job = q.submit("heal", fn, owner(), f"healing {b.name}: {recipe.describe()}")
     st.session_state.heal_key = (cached.model_key(b), recipe.to_json())
 
@@ -141,7 +141,7 @@ def heal_progress():
                         text=f"Healing: step {p.get('step', 0)}/{p.get('steps', '?')}{loss}{dev}, "
                              f"about {p.get('seconds_left', 0):.0f} s left")
         if st.button("Stop (keeps the best state so far)", key="heal_stop"):
-            job.cancel.set()
+            job.stop.set()  # not job.cancel: that drops the healing (a closed tab's)
         return
     st.session_state.heal_job = None
     if job.state == "failed":

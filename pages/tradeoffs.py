@@ -2,6 +2,7 @@
 job queue (a long job: they outlive the tab; Apply runs between trials), every trial on a plot with the frontier, a
 click opening a recipe on the Compress page, the table as CSV; and "find me a recipe" (a constrained study)."""
 import functools
+import secrets
 import shlex
 import time
 
@@ -23,14 +24,22 @@ def open_recipe(recipe_json: str):
     st.switch_page("pages/compress.py")
 
 
-def start(the_plan: dict, what: str):
-    name = f"{b.name} {what} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    studies.start(b, the_plan, name, jobs.owner())
+def start(the_plan: dict, what: str, name: str | None = None):
+    """Start (or resume) a sweep; this browser keeps its key (in the session and the URL: a reload keeps Stop)."""
+    name, key = name or f"{b.name} {what} {time.strftime('%Y-%m-%d %H:%M:%S')}", secrets.token_urlsafe(16)
+    studies.start(b, the_plan, name, jobs.owner(), key)
+    st.session_state.setdefault("tr_keys", {})[name] = key
+    st.query_params.update(study=name, key=key)
     st.session_state.tr_cli = " ".join(shlex.quote(x) for x in the_plan["cli"])
     st.session_state.tr_study = name
     st.session_state.tr_live = True
     st.session_state.pop("tr_pick", None)  # show the new study
-    st.query_params["study"] = name
+
+
+def my_key(name: str) -> str | None:
+    """The key this browser holds for the sweep `name`: kept in the session, or in the URL across a reload."""
+    url_key = st.query_params.get("key") if st.query_params.get("study") == name else None
+    return st.session_state.get("tr_keys", {}).get(name) or url_key
 
 
 def default_fixed(vary) -> str:
@@ -57,6 +66,13 @@ url = store.storage_url()
 st.caption(f"Sweeps are Optuna studies in the results store ({store.shown(url)}). They run on the server's job queue "
            "(Apply waits for one trial at most), keep running when this tab closes, and any session can open them; "
            "optuna-dashboard opens the same store.")
+try:
+    lim = studies.limits()
+    st.caption(f"A healing trial lets an Apply in after each healing step. Only the browser that started a sweep can "
+               f"stop it. This server runs at most {lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep(s) per session, "
+               f"{lim['COMPRESS_SWEEPS_PER_SERVER']:g} in all, {lim['COMPRESS_SWEEP_MINUTES']:g} min each.")
+except C.CompressError as e:  # a bad setting of the server: said here, and Start says it again
+    st.warning(str(e))
 metrics = S.metrics_for(b)
 quality = [m for m in metrics if m not in S.TIMED and m not in ("size_mb", "size_bytes", "params", "x_smaller")]
 
@@ -129,11 +145,14 @@ def studies_section():
     wanted = st.session_state.get("tr_study") or st.query_params.get("study")
     job = studies.job_of(wanted) if wanted else None
     if wanted and wanted not in names:
-        if job is not None and job.state == "failed":
+        if job is not None and job.state in ("failed", "cancelled") and job.error:
             st.error(f"The sweep stopped: {job.error}")
         elif job is not None and not job.ended.is_set():
             ahead = C.job_queue().position(job) - 1
             st.info(f"{wanted}: waiting, {ahead} job(s) ahead in the queue" if ahead >= 0 else f"Starting {wanted}...")
+            if studies.may_stop(wanted, my_key(wanted)) and st.button("Cancel", key="tr_cancel"):
+                studies.stop(wanted, my_key(wanted))
+                st.rerun()
             return live(True)
         else:
             st.warning(f"No study {wanted[:100]!r} of {b.name} in the store.")
@@ -157,17 +176,18 @@ def studies_section():
     if st.session_state.get("tr_cli") and name == st.session_state.get("tr_study"):
         st.caption("The same sweep from the CLI (add `--study NAME --storage URL` to join this one):")
         st.code(st.session_state.tr_cli, language="bash", wrap_lines=True)
-    if stat["active"] and not stat["stopping"] and st.button("Stop", key="tr_stop"):
-        sweep.request_stop(name)
-        if (j := studies.job_of(name)) is not None:
-            j.cancel.set()
+    if studies.may_stop(name, my_key(name)) and not stat["stopping"] and st.button("Stop", key="tr_stop"):
+        studies.stop(name, my_key(name))  # only the browser that started it (others see it, without this button)
         st.rerun()
     mine = studies.job_of(name)
     if not stat["active"] and done < target_n and (mine is None or mine.ended.is_set()) and \
             st.button(f"Resume ({target_n - done} trial(s) to go)", key="tr_resume"):
-        studies.start(b, studies.resume_plan(study), name, jobs.owner())
-        st.session_state.tr_live = True
-        st.rerun()
+        try:
+            start(studies.resume_plan(study), "", name)
+        except C.CompressError as e:
+            st.error(str(e))
+        else:
+            st.rerun()
     if stat["stopping"] and stat["active"]:
         st.info("Stopping after the running trial(s).")
 

@@ -84,7 +84,7 @@ def test_an_apply_waits_for_one_healing_step_not_the_whole_healing(tiny_bert, mo
     b.button[0].click().run()  # B: Apply, queued behind A's healing
     assert not b.exception and not b.error and len([m for m in b.metric if m.label == "Size"]) == 2
     assert not heal.ended.is_set()  # B did not wait for A's 5,000 steps
-    heal.cancel.set()  # A's Stop
+    heal.stop.set()  # A's Stop (keeps the best state; a Cancel would drop it)
     assert heal.ended.wait(60) and heal.result is not None and heal.result.applied["heal"]["stopped"]
 
 

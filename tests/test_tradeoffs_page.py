@@ -137,3 +137,32 @@ def test_a_crafted_study_link_is_one_line(store_dir):
     assert not at.exception
     assert any("No sweeps of tinygpt yet" in i.value for i in at.info)
     assert not os.listdir(store_dir) or all(f.endswith(".sqlite") for f in os.listdir(store_dir))
+
+
+def test_only_the_browser_that_started_a_sweep_can_stop_it_even_after_a_reload(store_dir, monkeypatch):
+    import threading
+    from compress import jobs
+    q, gate = jobs.Queue(2, long=1), threading.Event()  # one long job at a time: the sweep waits, loads still run
+    monkeypatch.setattr(jobs, "_QUEUE", q)
+    q.submit("heal", lambda j: gate.wait(120))
+    try:
+        a = page()
+        a.multiselect(key="tr_vary").set_value(["layers"]).run()
+        a.multiselect(key="tr_objectives").set_value(["size_mb"]).run()
+        a.button[0].click().run()  # Start sweep: it waits behind the healing
+        name, key = a.session_state["tr_study"], a.query_params["key"]
+        assert not a.exception and [b for b in a.button if b.key == "tr_cancel"]
+        other = AppTest.from_file(APP, default_timeout=120)
+        other.query_params.update({"model": "tinygpt", "study": name})
+        other.run()
+        other.switch_page("pages/tradeoffs.py").run()
+        assert any("waiting" in i.value for i in other.info) and not [b for b in other.button if b.key == "tr_cancel"]
+        again = AppTest.from_file(APP, default_timeout=120)  # A reloads the page: a new session, the same URL
+        again.query_params.update({"model": "tinygpt", "study": name, "key": key})
+        again.run()
+        again.switch_page("pages/tradeoffs.py").run()
+        again.button(key="tr_cancel").click().run()
+        job = studies.job_of(name)
+        assert not again.exception and q.wait(job, 60) and job.state == "cancelled"
+    finally:
+        gate.set()
