@@ -108,3 +108,13 @@ def test_a_wide_layers_maps_are_shown_a_page_of_heads_at_a_time(monkeypatch):
     csv = next(d for d in at.get("download_button") if d.proto.id.endswith("learn_heads_csv"))
     t = int(maps[0]["layout"]["title"]["text"].split(" over ")[1].split()[0])
     assert csv.proto.label == f"Download the data (CSV, {t * t:,} rows)"  # one head's map: that page's only
+
+
+def test_every_text_box_has_max_chars():
+    """A text box without max_chars took a 5 MB prompt (held the queue 38 s and went into the report)."""
+    import ast
+    boxes = [(f.name, call.lineno) for f in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]
+             for call in ast.walk(ast.parse(f.read_text())) if isinstance(call, ast.Call)
+             and getattr(call.func, "attr", "") in ("text_input", "text_area")
+             and not any(k.arg == "max_chars" for k in call.keywords)]
+    assert not boxes
