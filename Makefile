@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast loadtest browser postgres
+.PHONY: run test test-fast test-hostile loadtest browser postgres
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(STAMP) browser postgres
 # the inner loop: everything but the tests marked slow (real models, the browser)
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"
+
+# not part of `make test`: every page under 1,000 hostile links each (make test runs 100 a page), minutes
+test-hostile: $(STAMP)
+	HOSTILE_N=1000 $(VENV)/bin/python -m pytest tests/test_pages_hostile.py -q -rs -k links
 
 # not part of `make test`: five browser sessions against one server for LOAD_MINUTES (default 10), one JSON summary
 loadtest: $(STAMP) browser

@@ -1,11 +1,14 @@
 """Field: one Recipe field as the technique table declares it (kind, range, default, help, control), and the
 one parser / checker per kind that the Recipe, the CLI, the URL and the app's controls all use."""
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 from .errors import CompressError
 
 KINDS = ("count", "counts", "fraction", "choice", "bool", "int", "float", "text")
+MAX_COUNTS = 256  # entries of a per-block list (a link's 5,000 were shown whole on the page)
+HEX = re.compile(r"[0-9a-f]{0,64}")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Field:
                 raise bad
             return int(v)
         if self.kind == "counts":
-            if not v or not all(_num(h) and h == int(h) and h >= 1 for h in v):
+            if not v or len(v) > MAX_COUNTS or not all(_num(h) and h == int(h) and h >= 1 for h in v):
                 raise bad
             return tuple(int(h) for h in v)
         if self.kind == "fraction":
@@ -57,14 +60,15 @@ class Field:
             if not isinstance(v, bool):
                 raise CompressError(f"{self.name} must be true or false, got {_show(v)}")
             return v
-        if not isinstance(v, str):  # text
-            raise bad
+        if not isinstance(v, str) or not HEX.fullmatch(v):  # text: the one such field is a sha256 (heal_corpus);
+            raise bad                                      # a link's markdown or megabytes never enter a recipe
         return v
 
     def takes(self) -> str:
         return {"count": "a whole number >= 0 (0 = all)", "counts": "a whole number >= 0 or a list of them, one per block",
                 "fraction": "a number in (0, 1]", "int": f"a whole number in [{self.lo:g}, {self.hi:g}]",
-                "float": f"a number in ({self.lo:g}, {self.hi:g})", "text": "a string"}.get(self.kind, "")
+                "float": f"a number in ({self.lo:g}, {self.hi:g})",
+                "text": "a sha256 in hex, or empty"}.get(self.kind, "")
 
     def parse(self, text: str):
         """A value from its text (URL query, CLI flag), checked."""

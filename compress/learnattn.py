@@ -16,7 +16,11 @@ from .errors import CompressError
 from .evaluate import batches
 from .heads import head_dim, heads_per_layer
 
-MAX_TEXTS = 4  # sentences whose maps a model keeps (bundle.cache); the oldest goes first
+MAX_TOKENS = 128                # evaluate.batches cuts a sentence there: T <= 128, so a head's map is <= 64 KB
+MAX_CHARS = 2000                # a longer text is refused before it is tokenized
+MAX_LAYER_BYTES = 32 * 2**20    # one layer's maps (heads x T x T float32): above it the figure refuses in one line
+MAX_CACHE_BYTES = 64 * 2**20    # the maps a model keeps (bundle.cache, shared by every session), oldest out first
+_LOCK = threading.Lock()        # the cache is filled on the queue's worker and read by the pages' threads
 
 
 def tokens_of(bundle, ids: list[int]) -> list[str]:
@@ -25,46 +29,84 @@ def tokens_of(bundle, ids: list[int]) -> list[str]:
     return [bundle.tokenizer.decode([i]).strip() or repr(bundle.tokenizer.decode([i])) for i in ids]
 
 
+def layers(bundle) -> int:
+    return len(bundle.adapter.block_list(bundle.model))
+
+
+def layer_bytes(heads: int, t: int) -> int:
+    """What one layer's maps hold: heads x T x T float32 (the bound the figure checks before computing)."""
+    return heads * t * t * 4
+
+
+def _check(bundle, layer: int, t: int) -> int:
+    """The layer's head count, or one line saying why its maps are not computed (before anything is allocated)."""
+    n = layers(bundle)
+    if not 0 <= layer < n:
+        raise CompressError(f"layer must be from 0 to {n - 1}, got {layer}")
+    heads = heads_per_layer(bundle.model, bundle.adapter)[layer]
+    if (need := layer_bytes(heads, t)) > MAX_LAYER_BYTES:
+        raise CompressError(f"layer {layer}'s {heads} heads over {t} tokens make {need / 2**20:.0f} MB of attention "
+                            f"maps; the Learn page draws at most {MAX_LAYER_BYTES // 2**20} MB: type a shorter "
+                            "sentence")
+    return heads
+
+
 @torch.no_grad()
-def _maps(bundle, text: str) -> dict:
+def _maps(bundle, text: str, layer: int) -> dict:
     if not text.strip():
         raise CompressError("type a sentence to see its attention")
+    if len(text) > MAX_CHARS:  # tokenizing a megabyte to keep 128 tokens would hold the queue for nothing
+        raise CompressError(f"the sentence has {len(text):,} characters; the attention figures take at most "
+                            f"{MAX_CHARS}")
     model, adapter = bundle.model, bundle.adapter
     ids, mask = batches(bundle, [text], 1)[0]                  # (1, T) real tokens only: no padding for one text
+    ids, mask = ids[:, :MAX_TOKENS], mask[:, :MAX_TOKENS]
+    t = ids.shape[1]
+    n = _check(bundle, layer, t)
+    block = adapter.block_list(model)[layer]
+    (ql, qr), (kl, kr) = adapter.qkv(block)[:2]
     me, seen = threading.get_ident(), {}
 
     def grab(module, args, out):
         if threading.get_ident() == me:
             seen[id(module)] = out[0]                          # (T, width)
 
-    layers = {id(m): m for block in adapter.block_list(model) for m, _ in adapter.qkv(block)[:2]}
-    handles = [m.register_forward_hook(grab) for m in layers.values()]
+    handles = [m.register_forward_hook(grab) for m in {id(ql): ql, id(kl): kl}.values()]  # this layer's q, k only
     try:
         forward(model, adapter, ids, mask)
     finally:
         for h in handles:
             h.remove()
-    hd, counts, t = head_dim(model, adapter), heads_per_layer(model, adapter), ids.shape[1]
-    out = []
-    for block, n in zip(adapter.block_list(model), counts):
-        (ql, qr), (kl, kr) = adapter.qkv(block)[:2]
-        q = seen[id(ql)][:, qr].float().view(t, n, hd).transpose(0, 1)  # (H, T, hd)
-        k = seen[id(kl)][:, kr].float().view(t, n, hd).transpose(0, 1)
-        s = q @ k.transpose(1, 2) / math.sqrt(hd)                          # (H, T, T)
-        if adapter.causal:
-            s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-        out.append(s.softmax(-1).numpy())
-    return {"tokens": tokens_of(bundle, ids[0].tolist()), "maps": out, "T": t}
+    hd = head_dim(model, adapter)
+    q = seen[id(ql)][:, qr].float().view(t, n, hd).transpose(0, 1)  # (H, T, hd)
+    k = seen[id(kl)][:, kr].float().view(t, n, hd).transpose(0, 1)
+    s = q @ k.transpose(1, 2) / math.sqrt(hd)                          # (H, T, T)
+    if adapter.causal:
+        s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return {"tokens": tokens_of(bundle, ids[0].tolist()), "maps": s.softmax(-1).numpy(), "T": t, "layer": layer,
+            "text": text}
 
 
-def attention(bundle, text: str) -> dict:
-    """tokens (T labels) and maps: one (heads, T, T) array per block, rows = queries, summing to 1."""
-    cache = bundle.cache.setdefault("learn_attention", {})
-    if text not in cache:
-        cache[text] = _maps(bundle, text)
-        while len(cache) > MAX_TEXTS:
+def cached(bundle, text: str, layer: int) -> dict | None:
+    """The maps of (text, layer) if this model keeps them (a page reads them without a job), else None."""
+    with _LOCK:
+        return bundle.cache.get("learn_attention", {}).get((text, layer))
+
+
+def layer_attention(bundle, text: str, layer: int) -> dict:
+    """One layer's maps for a sentence (its first MAX_TOKENS tokens): tokens (T labels), maps (heads, T, T) with
+    rows = queries summing to 1, T, layer. Only this layer is kept: a 96-layer upload's every map was 768 MiB a
+    sentence. Kept per model by (text, layer) within MAX_CACHE_BYTES."""
+    got = cached(bundle, text, layer)
+    if got is not None:
+        return got
+    got = _maps(bundle, text, layer)
+    with _LOCK:
+        cache = bundle.cache.setdefault("learn_attention", {})
+        cache[text, layer] = got
+        while sum(v["maps"].nbytes for v in cache.values()) > MAX_CACHE_BYTES and len(cache) > 1:
             cache.pop(next(iter(cache)))
-    return cache[text]
+    return got
 
 
 def entropy(maps: np.ndarray) -> np.ndarray:

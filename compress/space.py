@@ -30,6 +30,7 @@ METRICS = {
     "sentences_per_s": ("maximize", "sentences per second on the real-sentences workload (encoders)"),
     "tokens_per_s": ("maximize", "tokens per second on the real-sentences workload (decoders)"),
 }
+MAX_VALUES = 1000  # values one varied field may list (a sweep of more is not a sweep a page can show)
 TIMED = {"latency_ms", "speedup", "sentences_per_s", "tokens_per_s"}
 _OPS = {"<=": lambda v, b: v - b, ">=": lambda v, b: b - v}  # <= 0: feasible (Optuna's constraints convention)
 
@@ -65,14 +66,17 @@ def values(name: str, spec: str) -> tuple:
             raise CompressError(f"--vary {name}={spec}: a range is a:b:s, three numbers") from None
         if not s > 0 or b < a or not all(map(math.isfinite, (a, b, s))):
             raise CompressError(f"--vary {name}={spec}: needs a <= b and a step s > 0")
-        n = int(math.floor((b - a) / s + 1e-9)) + 1
-        if n > 1000:
-            raise CompressError(f"--vary {name}={spec} lists {n} values; at most 1000")
+        steps = (b - a) / s  # inf for 0:1e308:1e-308: counted as a float first (int() of it raised OverflowError)
+        if not steps < MAX_VALUES:
+            raise CompressError(f"--vary {name}={spec} lists more than {MAX_VALUES} values")
+        n = int(math.floor(steps + 1e-9)) + 1
         dec = max(map(_decimals, spec.split(":")))
         vals = [round(a + i * s, dec) for i in range(n)]
         texts = [f"{v:.{dec}f}" if dec else str(int(round(v))) for v in vals]
     else:
         texts = [t for t in spec.split(",") if t.strip()]
+        if len(texts) > MAX_VALUES:
+            raise CompressError(f"--vary {name}= lists {len(texts)} values; at most {MAX_VALUES}")
     out = []
     for t in texts:
         try:

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .errors import CompressError
 
@@ -97,10 +97,14 @@ def storage_url(url: str | None = None) -> str:
 
 
 def shown(url: str) -> str:
-    """A URL fit to print: its password hidden."""
+    """A URL fit to print, to a visitor too: its password hidden, a SQLite file by its name only (the app printed
+    the server's absolute data folder to every visitor)."""
     from sqlalchemy.engine import make_url
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite":
+            return f"sqlite:///.../{PurePath(u.database or 'memory').name}"
+        return u.render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL at all: the error that follows says so
         return url[:80]
 

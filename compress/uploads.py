@@ -72,9 +72,13 @@ def load_local(path) -> ModelBundle:
     root = local_root()
     if root is None:
         raise CompressError("loading folders from this machine is off (set COMPRESS_LOCAL_ROOT to allow a folder)")
-    p = (root / str(path)).resolve()
+    bad = CompressError(f"{str(path)[:100]!r} is not a folder inside the model folder")  # (root is the server's)
+    try:
+        p = (root / str(path)).resolve()
+    except (ValueError, OSError):  # a NUL, a name too long for the disk
+        raise bad from None
     if not p.is_relative_to(root) or not p.is_dir():
-        raise CompressError(f"{str(path)[:100]!r} is not a folder inside {root}")
+        raise bad
     return load_upload(p)
 
 

@@ -6,12 +6,13 @@ import streamlit as st
 
 import compress as C
 from compress import htmlreport
-from pages import cached, jobs, shell, state, takeaway
+from pages import cached, jobs, safe, shell, state, takeaway
 from pages.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
 PRECISE = {"kind": "ids", "batch": 8, "seq": 128}  # the library's default workload
 SENTENCES = {"kind": "sentences"}                  # real sentences, batches of 32 (pipeline.WORKLOADS)
+MAX_TEXT = 500  # characters of a prompt or a search: a 5 MB prompt held the queue 38 s and went into the report
 
 
 def shape(w) -> str:
@@ -48,7 +49,7 @@ def record(res):
     try:
         C.record_apply(jobs.owner(), b.name, res["recipe"].to_json(), row)
     except C.CompressError as e:
-        st.warning(f"This Apply was not kept in the history: {e}")
+        st.warning(f"This Apply was not kept in the history: {safe.plain(e)}")
 
 
 def history():
@@ -58,7 +59,7 @@ def history():
     try:
         rows = C.applies(None if every else jobs.owner())
     except C.CompressError as e:
-        st.error(str(e))
+        st.error(safe.plain(e))
         return
     if rows:
         st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json"]), hide_index=True)
@@ -73,9 +74,11 @@ def show(res):
     if res["applied"].get("kept_blocks"):
         st.caption(f"Blocks kept (by influence): {res['applied']['kept_blocks']}")
     if res["applied"].get("runtime_setting"):
-        st.caption(f"Runtime: ONNX Runtime, {res['applied']['runtime_setting']}; size = the .onnx file's bytes")
+        st.caption(f"Runtime: ONNX Runtime, {safe.plain(res['applied']['runtime_setting'])}; size = the .onnx file's "
+                   "bytes")  # (an uploaded card's text)
     if res["applied"].get("runtime_reason"):
-        st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: {res['applied']['runtime_reason']}")
+        st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: "
+                   f"{safe.plain(res['applied']['runtime_reason'])}")
     o, c = res["nums"]["original"], res["nums"]["compressed"]
     st.subheader(f"Original vs compressed: {res['recipe'].describe()}")
     busy = res["lat"]["compressed"].get("others_busy")
@@ -107,12 +110,9 @@ def show(res):
         for metric, v in n["quality"].items():  # encoders: each set named, the project's and the Python docs
             col.metric(C.metric_label(metric), f"{v:.4f}")
         if n is c and "unhealed" in res["nums"]:
-            h = res["applied"]["heal"]
             col.caption("before healing: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
                                                        for k, v in res["nums"]["unhealed"]["quality"].items())
-                        + f". Healed {h['steps_run']} steps in {h['seconds']:.0f} s (best step {h['best_step']}, "
-                          f"dev {h['metric']} {h['dev_before']:.4f} -> {h['dev_after']:.4f}"
-                        + (", stopped early)" if h["stopped"] else ")"))
+                        + heal_line(res["applied"].get("heal")))
         col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.machine_line()}. "
@@ -131,9 +131,10 @@ def show(res):
     elif b.task == "embedding":
         where = st.radio("Search in", list(C.EVAL_SETS), horizontal=True, key="search_set",
                          format_func=lambda n: C.EVAL_SETS[n][-1])
-        query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}")
-        got = jobs.run("sample", lambda job: (C.search(b, query, where), C.search(comp(), query, where)),
-                       f"{b.name}: search {query[:40]!r}")
+        query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}",
+                              max_chars=MAX_TEXT)
+        got = sampled(shown, (where, query), lambda job: (C.search(b, query, where), C.search(comp(), query, where)),
+                      f"{b.name}: search {query[:40]!r}")
         if got is not None:
             a, z = got
             both = {r["sentence"] for r in a} & {r["sentence"] for r in z}
@@ -146,7 +147,7 @@ def show(res):
             keep_samples(shown, {"Original": [h["sentence"] for h in a], "Compressed": [h["sentence"] for h in z],
                                  "_note": f"Top 5 of the evaluation sentences for the query {query!r}."})
     else:
-        prompt = st.text_input("Prompt to continue", "The for statement", key="prompt")
+        prompt = st.text_input("Prompt to continue", "The for statement", key="prompt", max_chars=MAX_TEXT)
         ways = (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0}))
 
         def continue_all(job):  # every continuation on the queue: never while another session's latency is timed
@@ -158,7 +159,7 @@ def show(res):
                     except C.CompressError as e:  # e.g. an empty prompt
                         out[name, how] = e
             return out
-        got = jobs.run("sample", continue_all, f"{b.name}: continue {prompt[:40]!r}")
+        got = sampled(shown, prompt, continue_all, f"{b.name}: continue {prompt[:40]!r}")
         if got is not None:
             keep_samples(shown, {n: [str(got[n, how]) for how, _ in ways] for n in ("Original", "Compressed")})
             cols = st.columns(2)
@@ -167,11 +168,25 @@ def show(res):
                 for how, _ in ways:
                     col.caption(how)
                     v = got[name, how]
-                    col.info(str(v)) if isinstance(v, C.CompressError) else col.code(v, language=None, wrap_lines=True)
+                    if isinstance(v, C.CompressError):
+                        col.info(safe.plain(v))
+                    else:
+                        col.code(v, language=None, wrap_lines=True)
 
     with st.expander("Per-layer report"):
         st.dataframe(pd.DataFrame(res["layers"]), hide_index=True)
     takeaway.section(b, res)
+
+
+def heal_line(h) -> str:
+    """What healing did: from this server's healing, or from an uploaded card (the uploader's JSON: any shape)."""
+    try:
+        return (f". Healed {int(h['steps_run'])} steps in {float(h['seconds']):.0f} s "
+                f"(best step {int(h['best_step'])}, "
+                f"dev {safe.plain(h['metric'])[:40]} {float(h['dev_before']):.4f} -> {float(h['dev_after']):.4f}"
+                + (", stopped early)" if h.get("stopped") is True else ")"))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return ". Its card does not say how it was healed."
 
 
 def uploaded(recipe):
@@ -181,13 +196,24 @@ def uploaded(recipe):
         return
     c = up["card"]
     size, q = c.get("size_bytes"), c.get("quality") if isinstance(c.get("quality"), dict) else {}  # (an upload's)
-    said = ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in q.items() if isinstance(v, (int, float)))
+    said = safe.plain(", ".join(f"{C.metric_label(k)[:60]} {v:.4f}" for k, v in list(q.items())[:10]
+                                if isinstance(v, (int, float))))  # the card's own keys: plain text
     which = b.name if b.name in C.BUNDLED else "the upload it was made from"
     st.info(f"Comparing the uploaded compressed model with its original, {which}. Its card says "
             + (f"{size / 1e6:.2f} MB" if isinstance(size, int) else "no size") + (f", {said}" if said else "")
             + "; below, what this machine measures.")
     with st.expander("Its card.json"):
         st.json(c)
+
+
+def sampled(recipe, what, fn, label: str):
+    """The sample outputs of the shown recipe for this prompt or query: made on the queue once, then kept for the
+    session's next runs (every click on the page regenerated them: 200 tokens x 4 continuations on tinygpt)."""
+    key = (cached.model_key(b), recipe.to_json(), what)
+    got = st.session_state.get("sample_of", {}).get(key)
+    if got is None and (got := jobs.run("sample", fn, label)) is not None:
+        st.session_state.sample_of = {key: got}  # the last one only: a session holds one set of samples
+    return got
 
 
 def keep_samples(recipe, samples: dict):
@@ -241,7 +267,7 @@ with left:
 try:
     recipe = state.current_recipe()
 except C.CompressError as e:
-    right.error(f"Impossible recipe: {e}")
+    right.error(f"Impossible recipe: {safe.plain(e)}")
     st.stop()
 state.put_in_url(b, recipe)
 
@@ -259,10 +285,10 @@ with right:
                 if res is not None:
                     record(res)
         except C.CompressError as e:
-            st.error(str(e))
+            st.error(safe.plain(e))
     jobs.heal_progress()
     if st.session_state.get("heal_error"):
-        st.error(f"Healing failed: {st.session_state.pop('heal_error')}")
+        st.error(f"Healing failed: {safe.plain(st.session_state.pop('heal_error'))}")
 
     uploaded(recipe)
     res = st.session_state.get("result")

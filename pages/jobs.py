@@ -8,6 +8,7 @@ import streamlit as st
 
 import compress as C
 from pages import cached
+from pages.safe import plain  # another session's label (its prompt): plain text, never markdown
 from pages.state import KEY
 
 
@@ -82,7 +83,7 @@ def history():
         with st.expander(f"This session's jobs ({len(mine)})"):
             st.dataframe([{k: r[k] for k in ("kind", "label", "state", "error")} for r in mine], hide_index=True)
     if lost:
-        st.caption(f"{len(lost)} job(s) were interrupted by a restart of the server (the latest: {lost[0]['label']}); "
+        st.caption(f"{len(lost)} job(s) were interrupted by a restart of the server (the latest: {plain(lost[0]['label'])}); "
                    "press Apply or Heal again to redo them.")
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 import compress as C
 from compress import learn as L
-from pages import jobs, shell
+from pages import jobs, safe, shell
 from pages.learn_common import SECTIONS, section_from_url
 from pages import learn_article, learn_attention, learn_weights
 
@@ -27,11 +27,6 @@ draw = {"article": learn_article.article, "low-rank": learn_weights.low_rank, "q
         "heads": learn_attention.heads, "ffn": learn_weights.ffn, "fnet": learn_attention.fnet,
         "layers": learn_weights.layers, "healing": learn_article.healing, "efficient": learn_attention.efficient}
 for tab, slug in zip(tabs, SECTIONS):
-    with tab:
-        try:
-            if slug in ("heads", "fnet", "efficient"):
-                draw[slug](b, text)
-            else:
-                draw[slug](b)
-        except C.CompressError as e:
-            st.error(str(e))
+    with tab:  # each tab behind its own boundary: one failing figure leaves the other tabs drawn
+        safe.guard(lambda: draw[slug](b, text) if slug in ("heads", "fnet", "efficient") else draw[slug](b),
+                   f"the Learn tab {SECTIONS[slug][0]}")

@@ -46,7 +46,7 @@ def _article_table(b):
     cpu = C.cpu_info()
     st.caption(f"Machine: {cpu['cpu']}, {cpu['threads']} threads. Claims: the article's; '-' where it gives none or "
                "nothing is measured yet. 'As claimed' means within 15% of the claimed range.")
-    csv(rows, f"article_vs_{b.name}", "learn_art_csv")
+    csv(lambda: rows, f"article_vs_{b.name}", "learn_art_csv", len(rows))
     predict("int8 stores 8 bits instead of 32: will the whole model be exactly 4x smaller?",
             "Not exactly: " + (f"measured **{measured['dynamic int8']['x smaller']:.2f}x**. " if "x smaller" in
                                measured.get("dynamic int8", {}) else "measure the table to see the number. ")
@@ -61,7 +61,12 @@ def _curve(b) -> dict | None:
     """A healing run of this session on this model, else the curve shipped for it."""
     for (key, recipe_json), healed in reversed(list(st.session_state.get("healed", {}).items())):
         if key == cached.model_key(b) and healed.applied.get("heal"):
-            return healcurve.from_result(b.name, C.Recipe.from_json(recipe_json), healed.applied["heal"])
+            try:  # an uploaded model's healing record is its card's (the uploader's JSON): drawn only when readable
+                curve = healcurve.from_result(b.name, C.Recipe.from_json(recipe_json), healed.applied["heal"])
+                pd.DataFrame(curve["history"])[["step", "dev"]].astype(float)
+                return {**curve, "metric": str(curve["metric"])[:40]}
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
     return healcurve.shipped(b.name)
 
 
@@ -95,7 +100,7 @@ def healing(b):
     st.plotly_chart(meta(fig, figure="healing", step=upto, best=float(best.iloc[-1]), higher=higher), key="learn_heal_fig")
     st.caption(f"Source: {curve['source']}" + (f"; made on {curve['machine']} in {curve['seconds']:.0f} s, lr "
                                                 f"{curve['lr']:g}, seed {curve['seed']}" if "machine" in curve else ""))
-    csv(hist, f"healing_{b.name}", "learn_heal_csv")
+    csv(lambda: hist, f"healing_{b.name}", "learn_heal_csv", len(hist))
     early = hist[hist["step"] <= max(1, last // 10)]
     whole = hist["dev"].cummax() if higher else hist["dev"].cummin()
     gain = abs(early["dev"].iloc[-1] - hist["dev"].iloc[0]) / max(abs(whole.iloc[-1] - hist["dev"].iloc[0]), 1e-12)

@@ -1,4 +1,6 @@
 """Learn sections drawn on a sentence: every head's attention, what FNet mixes instead, efficient-attention patterns."""
+import functools
+import html
 import math
 
 import numpy as np
@@ -10,13 +12,16 @@ from plotly.subplots import make_subplots
 import compress as C
 from compress import learn as L
 from compress import learnattn as A
+from pages import cached, jobs, safe
 from pages.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
 
-MAX_LABELS = 40  # token labels on an axis (tinygpt's bytes: a 100-byte sentence is 100 tokens)
+MAX_LABELS = 40    # token labels on an axis (tinygpt's bytes: a 100-byte sentence is 100 tokens)
+MAX_CELLS = 2**19  # numbers one figure of maps sends to the browser (about 3 MB of JSON): heads shown at a time
+MAX_PER_PAGE = 16  # heads in one figure at most, whatever the sentence's length
 
 
 def _axis(tokens):
-    return tokens if len(tokens) <= MAX_LABELS else None
+    return [html.escape(t) for t in tokens] if len(tokens) <= MAX_LABELS else None  # plotly renders tags in ticks
 
 
 def _map(z, tokens, title, scale=SEQ, mid=None, height=360):
@@ -25,6 +30,19 @@ def _map(z, tokens, title, scale=SEQ, mid=None, height=360):
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(height=height, margin={"t": 40, "b": 10}, title=title, xaxis_title="key", yaxis_title="query")
     return fig
+
+
+def _attention(b, text: str, layer: int, key: str) -> dict | None:
+    """One layer's maps: kept by the model, else one forward on the job queue (learnattn bounds it by heads x T²);
+    None when the job failed (said in one line) or was cancelled."""
+    for _ in range(2):  # the job awaited may be one an earlier run submitted for another layer: then once more
+        got = A.cached(b, text, layer)
+        if got is not None:
+            return got
+        if jobs.run(f"learn_att_{key}", lambda job: A.layer_attention(b, text, layer),
+                    f"Learn: attention of layer {layer} of {b.name}") is None:
+            return None
+    return A.cached(b, text, layer)
 
 
 def heads(b, text):
@@ -37,30 +55,49 @@ def heads(b, text):
     _head_scores(b)
 
 
-@section
-def _head_maps(b, text):
-    att = A.attention(b, text)
-    n = len(att["maps"])
-    layer = st.select_slider("Layer", list(range(n)), key="learn_heads_layer")
-    maps = att["maps"][layer]                                  # (H, T, T)
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _heads_figure(model: str, text: str, layer: int, first: int, per: int, _att) -> go.Figure:
+    """The maps of heads first.. first+per-1: built once per (model, sentence, layer, heads), never mutated."""
+    maps, t = _att["maps"][first:first + per], _att["T"]              # (h, T, T)
     h = maps.shape[0]
     cols = min(4, h)
     rows = math.ceil(h / cols)
     ent = A.entropy(maps)
-    fig = make_subplots(rows, cols, subplot_titles=[f"head {i} ({ent[i]:.1f} bits)" for i in range(h)],
+    fig = make_subplots(rows, cols, subplot_titles=[f"head {first + i} ({ent[i]:.1f} bits)" for i in range(h)],
                         horizontal_spacing=0.03, vertical_spacing=0.08)
     for i in range(h):
-        fig.add_trace(go.Heatmap(z=maps[i], colorscale=SEQ, zmin=0, zmax=1, showscale=i == 0,
+        fig.add_trace(go.Heatmap(z=np.round(maps[i], 3), colorscale=SEQ, zmin=0, zmax=1, showscale=i == 0,
                                  hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra></extra>"), i // cols + 1, i % cols + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(height=210 * rows + 40, margin={"t": 50, "b": 10},
-                      title=f"Layer {layer}: every head's attention over {att['T']} tokens (title: mean row entropy)")
-    st.plotly_chart(meta(fig, figure="head_maps", layer=layer, entropy=ent.tolist()), key="learn_heads_maps")
-    st.caption("Tokens: " + " · ".join(att["tokens"]))
-    csv(pd.DataFrame([{"layer": layer, "head": i, "query": q, "key": k, "weight": float(maps[i, q, k])}
-                      for i in range(h) for q in range(att["T"]) for k in range(att["T"])]),
-        f"attention_layer_{layer}", "learn_heads_csv")
+                      title=f"Layer {layer}: heads {first}-{first + h - 1} over {t} tokens (title: mean row entropy)")
+    return meta(fig, figure="head_maps", layer=layer, entropy=ent.tolist())
+
+
+def _maps_csv(att, first, per) -> pd.DataFrame:
+    maps = att["maps"][first:first + per]                              # (h, T, T)
+    h, q, k = np.indices(maps.shape)
+    return pd.DataFrame({"layer": att["layer"], "head": h.ravel() + first, "query": q.ravel(), "key": k.ravel(),
+                         "weight": maps.ravel()})
+
+
+@section
+def _head_maps(b, text):
+    layer = st.select_slider("Layer", list(range(A.layers(b))), key="learn_heads_layer")
+    att = _attention(b, text, layer, "heads")
+    if att is None:
+        return
+    t, n = att["T"], att["maps"].shape[0]
+    per = max(1, min(MAX_PER_PAGE, MAX_CELLS // (t * t)))
+    first = 0
+    if n > per:  # a figure of every head of a wide layer was 11 MB of JSON a run
+        first = st.selectbox(f"Heads ({per} at a time)", list(range(0, n, per)), key="learn_heads_page",
+                             format_func=lambda i: f"{i}-{min(n, i + per) - 1} of {n}")
+    st.plotly_chart(_heads_figure(cached.model_key(b), text, layer, first, per, att), key="learn_heads_maps")
+    st.caption("Tokens: " + safe.plain(" · ".join(att["tokens"])))
+    csv(functools.partial(_maps_csv, att, first, per), f"attention_layer_{layer}", "learn_heads_csv",
+        min(per, n - first) * t * t)
 
 
 @section
@@ -84,9 +121,9 @@ def _head_scores(b):
                       title=f"Keeping {keep} of {n} per layer removes {int(gone.sum())} heads (x, by {method} score); "
                             f"the two scores agree on {agree:.0%} of the choices")
     st.plotly_chart(meta(fig, figure="head_scores", removed=int(gone.sum()), agree=agree), key="learn_heads_scores")
-    csv(pd.DataFrame([{"layer": i, "head": j, "weight_score": w[i, j], "gradient_score": g[i, j],
-                       "removed": bool(gone[i, j])} for i in range(w.shape[0]) for j in range(n)]),
-        "head_scores", "learn_heads_scores_csv")
+    csv(lambda: pd.DataFrame([{"layer": i, "head": j, "weight_score": w[i, j], "gradient_score": g[i, j],
+                               "removed": bool(gone[i, j])} for i in range(w.shape[0]) for j in range(n)]),
+        "head_scores", "learn_heads_scores_csv", w.size)
     half = max(1, n // 2)
     predict(f"keeping {half} heads per layer, how often do the weight and gradient scores pick the same heads?",
             f"**{float((L.heads_removed(w, half) == L.heads_removed(g, half)).mean()):.0%}** of the keep/remove "
@@ -98,8 +135,12 @@ def _head_scores(b):
 @section
 def fnet(b, text):
     st.header("FNet: what it mixes instead of attention", anchor="fnet")
-    att = A.attention(b, text)
-    t = att["T"]
+    c1, c2, c3 = st.columns(3)
+    layer = c1.select_slider("Layer (attention it replaces)", list(range(A.layers(b))), key="learn_fnet_layer")
+    att = _attention(b, text, layer, "fnet")
+    if att is None:
+        return
+    t, maps = att["T"], att["maps"]                              # (H, T, T)
     hidden = b.info["hidden"]
     st.markdown(f"FNet drops q, k, v and the output projection and mixes tokens with a fixed transform: the real part "
                 f"of a 2D Fourier transform. Along the sentence that is the {t} x {t} matrix below (row k is a wave "
@@ -107,9 +148,6 @@ def fnet(b, text):
                 f"{hidden} numbers also go through a DFT of length {hidden} first, and the sine half of the sentence "
                 f"transform mixes that DFT's imaginary part. *Reference: Lee-Thorp et al. 2021, 'FNet: mixing tokens "
                 f"with Fourier transforms'.*")
-    c1, c2, c3 = st.columns(3)
-    layer = c1.select_slider("Layer (attention it replaces)", list(range(len(att["maps"]))), key="learn_fnet_layer")
-    maps = att["maps"][layer]
     head = c2.select_slider("Head", list(range(maps.shape[0])), key="learn_fnet_head")
     k = c3.slider("Frequency row k", 0, max(1, t - 1), min(2, t - 1), key="learn_fnet_k")
     cos, _ = A.dft(t)
@@ -121,11 +159,17 @@ def fnet(b, text):
     right.plotly_chart(meta(_map(maps[head], att["tokens"], f"Attention of layer {layer}, head {head} (learned, "
                                  "depends on the sentence)"), figure="fnet_attention", layer=layer, head=head),
                        key="learn_fnet_att")
-    csv(pd.DataFrame(cos, columns=[f"k{j}" for j in range(t)]), f"dft_real_{t}", "learn_fnet_csv")
+    csv(lambda: pd.DataFrame(cos, columns=[f"k{j}" for j in range(t)]), f"dft_real_{t}", "learn_fnet_csv", t)
     predict(f"row {t // 4} of the {t} x {t} mixing matrix: how many times does it change sign?",
             f"**{A.sign_changes(cos[t // 4])}** times: a cosine of frequency k over T points crosses zero about 2k "
             "times, whatever the words are. Attention's rows instead follow the words.", "learn_fnet_predict")
     open_in_compress(b, C.Recipe(fnet=True), "learn_fnet_open")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _patterns(model: str, text: str, layer: int, w: int, _head) -> dict:
+    """The five patterns of a head's map (two SVDs of T x T): once per (model, sentence, layer, w), never mutated."""
+    return A.patterns(_head, w)
 
 
 @section
@@ -137,15 +181,20 @@ def efficient(b, text):
                 "against the real map of one head. **This library implements none of them**: its nearest techniques "
                 "are FNet (a fixed, dense mixing with no weights) and head pruning. *Reference: Tay et al. 2020, "
                 "'Efficient transformers: a survey'.*")
-    att = A.attention(b, text)
-    t = att["T"]
     c1, c2 = st.columns(2)
+    layer = c2.select_slider("Head of layer", list(range(A.layers(b))), key="learn_eff_layer")
+    att = _attention(b, text, layer, "efficient")
+    if att is None:
+        return
+    t, head = att["T"], att["maps"][0]                           # (T, T): the layer's first head
+    if t < 2:  # a width slider from 1 to 1 is no slider (Streamlit refuses it)
+        st.info("The sentence is one token: type a longer one to compare the patterns.")
+        return
     w = c1.slider("Width / rank / features w", 1, t, min(4, t), key="learn_eff_w")
-    layer = c2.select_slider("Head of layer", list(range(len(att["maps"]))), key="learn_eff_layer")
-    pats = A.patterns(att["maps"][layer][0], w)
+    pats = _patterns(cached.model_key(b), text, layer, w, head)
     fig = make_subplots(1, 6, subplot_titles=["this head (full)"] + [f"{n} ({p['density']:.0%})" for n, p in pats.items()],
                         horizontal_spacing=0.02)
-    fig.add_trace(go.Heatmap(z=att["maps"][layer][0], colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, 1)
+    fig.add_trace(go.Heatmap(z=head, colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, 1)
     for i, p in enumerate(pats.values(), 2):
         fig.add_trace(go.Heatmap(z=p["grid"], colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, i)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
@@ -158,9 +207,10 @@ def efficient(b, text):
                                 "share of grid": round(p["density"], 3), "error vs this head": round(p["error"], 3),
                                 "in this library": "yes" if A.PATTERNS[n][2] else "no"} for n, p in pats.items()]),
                  hide_index=True)
-    csv(pd.DataFrame([{"pattern": n, "query": i, "key": j, "value": float(p["grid"][i, j])}
-                      for n, p in pats.items() for i in range(t) for j in range(t)]), f"patterns_w{w}", "learn_eff_csv")
-    lr = A.patterns(att["maps"][layer][0], max(1, t // 4))["low-rank"]["error"]
+    csv(lambda: pd.DataFrame([{"pattern": n, "query": i, "key": j, "value": float(p["grid"][i, j])}
+                              for n, p in pats.items() for i in range(t) for j in range(t)]), f"patterns_w{w}",
+        "learn_eff_csv", len(pats) * t * t)
+    lr = _patterns(cached.model_key(b), text, layer, max(1, t // 4), head)["low-rank"]["error"]
     predict(f"a rank-{max(1, t // 4)} (T/4) approximation of this head's map: how large is its error?",
             f"**{lr:.3f}** relative error: compare it with the masks' errors in the table at the same w.",
             "learn_eff_predict")

@@ -1,12 +1,10 @@
 """What every Learn section shares: the section list (slug -> tab title, used by the Compress page's links), the
 fragment wrapper (a slider step reruns one figure; a library error is one line), colour-blind-safe palettes, the CSV
 download, the predict-then-reveal question and the "open in Compress" button."""
-import functools
-
-import pandas as pd
 import streamlit as st
 
 import compress as C
+from pages import safe
 from pages.state import set_recipe
 
 SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
@@ -35,14 +33,9 @@ def section_from_url() -> str | None:
 
 
 def section(fn):
-    """A section's figure as a fragment: its widgets rerun only it; a CompressError is shown as one line."""
-    @functools.wraps(fn)
-    def safe(*args):
-        try:
-            fn(*args)
-        except C.CompressError as e:
-            st.error(str(e))
-    return st.fragment(safe)
+    """A section's figure as a fragment: its widgets rerun only it (outside the page's boundary, so it has its own):
+    a CompressError is one line, any other exception one line and a log entry."""
+    return st.fragment(safe.guarded(f"the Learn figure {fn.__name__.strip('_')}")(fn))
 
 
 def meta(fig, **numbers):
@@ -51,9 +44,11 @@ def meta(fig, **numbers):
     return fig
 
 
-def csv(df: pd.DataFrame, name: str, key: str) -> None:
-    st.download_button(f"Download the data (CSV, {len(df)} rows)", df.to_csv(index=False).encode(), f"{name}.csv",
-                       "text/csv", key=key, on_click="ignore")
+def csv(build, name: str, key: str, rows: int) -> None:
+    """The figure's data as a CSV built when the button is clicked (build() -> DataFrame), not on every run: a
+    layer's maps were a 2.1M-row table rebuilt on each rerun."""
+    st.download_button(f"Download the data (CSV, {rows:,} rows)", lambda: build().to_csv(index=False).encode(),
+                       f"{name}.csv", "text/csv", key=key, on_click="ignore")
 
 
 def predict(question: str, answer: str, key: str) -> None:
@@ -66,7 +61,7 @@ def open_in_compress(b, recipe: C.Recipe | None, key: str, why: str | None = Non
     """The section's recipe on the Compress page (or why this model cannot take it)."""
     why = why or (C.refusal(b, recipe) if recipe is not None else "no recipe")
     if why:
-        st.caption(f"Open in Compress: not for {b.name}: {why}.")
+        st.caption(f"Open in Compress: not for {b.name}: {safe.plain(why)}.")
         return
     if st.button(f"Open in Compress: {recipe.describe()}", key=key, icon=":material/compress:"):
         set_recipe(recipe)

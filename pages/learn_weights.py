@@ -62,7 +62,8 @@ def low_rank(b):
     if not d["saves"]:
         st.warning(f"Rank {d['rank']} is above the break-even rank {d['break_even']:.0f}: the two factors are "
                    "bigger than W, so the Compress page keeps this layer dense.")
-    csv(pd.DataFrame({"rank": k, "singular_value": d["s"], "energy_kept": d["energy_curve"]}), "spectrum", "learn_lr_csv")
+    csv(lambda: pd.DataFrame({"rank": k, "singular_value": d["s"], "energy_kept": d["energy_curve"]}), "spectrum",
+        "learn_lr_csv", len(k))
     q = L.lowrank(b, layer, 0.25)
     predict("at rank 0.25, what share of this layer's energy is kept, and what relative error is left?",
             f"Rank {q['rank']}: energy kept **{q['energy']:.3f}**, relative error **{q['error']:.3f}**: the error is "
@@ -89,8 +90,9 @@ def quantization(b):
     grid = d["grid"][(d["grid"] >= d["values"].min() - d["scale_channel"]) &
                      (d["grid"] <= d["values"].max() + d["scale_channel"])]
     step = max(1, len(grid) // 64)  # at 8 bits: every few levels, else the lines fill the plot
-    for g in grid[::step]:
-        fig.add_vline(x=float(g), line_width=1, line_color=OKABE_ITO[1], opacity=0.5)
+    fig.update_layout(shapes=[{"type": "line", "x0": float(g), "x1": float(g), "y0": 0, "y1": 1, "yref": "paper",
+                               "line": {"width": 1, "color": OKABE_ITO[1]}, "opacity": 0.5} for g in grid[::step]])
+    # (one update: 64 add_vline calls took 3 s of every run of the page)
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, bargap=0.05, xaxis_title="weight value",
                       title=f"Row {row} of {L.short(layer)} and its {bits}-bit per-channel grid"
                             + (f" (every {step}th level)" if step > 1 else ""))
@@ -101,8 +103,8 @@ def quantization(b):
     st.dataframe(tbl.style.format({"row error": "{:.5f}", "matrix error": "{:.5f}"}), hide_index=True)
     st.caption(f"Relative errors ||W - round(W)|| / ||W|| at {bits} bits. Scales: per-tensor {d['scale_tensor']:.2e}, "
                f"this row's {d['scale_channel']:.2e} ({d['scale_tensor'] / d['scale_channel']:.1f}x finer).")
-    csv(pd.DataFrame({"weight": d["values"], "per_tensor": d["per_tensor"], "per_channel": d["per_channel"],
-                      "grouped": d["grouped"]}), f"row_{row}_{bits}bit", "learn_q_csv")
+    csv(lambda: pd.DataFrame({"weight": d["values"], "per_tensor": d["per_tensor"], "per_channel": d["per_channel"],
+                              "grouped": d["grouped"]}), f"row_{row}_{bits}bit", "learn_q_csv", len(d["values"]))
     st.subheader("The word table at 8, 4 and 2 bits")
     token = int(st.number_input("Token id (a row of the word table)", 0, b.vocab_size - 1, min(2000, b.vocab_size - 1),
                                 key="learn_q_token"))
@@ -133,8 +135,9 @@ def ffn(b):
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, xaxis_title="importance ||W_in[i]|| ||W_out[:, i]||",
                       title=f"Block {block}: {d['kept']} neurons kept hold {d['mass_kept']:.1%} of the importance")
     st.plotly_chart(meta(fig, figure="ffn", kept=d["kept"], mass_kept=d["mass_kept"]), key="learn_ffn_fig")
-    csv(pd.DataFrame({"neuron": np.arange(d["width"]), "importance": d["scores"],
-                      "kept": d["scores"] >= d["threshold"]}), f"ffn_block_{block}", "learn_ffn_csv")
+    csv(lambda: pd.DataFrame({"neuron": np.arange(d["width"]), "importance": d["scores"],
+                              "kept": d["scores"] >= d["threshold"]}), f"ffn_block_{block}", "learn_ffn_csv",
+        d["width"])
     half = L.ffn_cut(b, block, 0.5)
     predict("keeping half the neurons of this block keeps what share of its importance?",
             f"**{half['mass_kept']:.1%}**" + (": more than half, because the importance sits in the strongest neurons."
@@ -159,8 +162,8 @@ def layers(b):
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, xaxis_title="block", yaxis_title="1 - cos(in, out)",
                       title=f"Keeping {k} of {n}: blocks {d['kept']} (blue); grey ones are dropped")
     st.plotly_chart(meta(fig, figure="layers", kept=d["kept"], lowest_kept=d["lowest_kept"]), key="learn_layers_fig")
-    csv(pd.DataFrame({"block": range(n), "influence": bi, "kept": [i in d["kept"] for i in range(n)]}),
-        "block_influence", "learn_layers_csv")
+    csv(lambda: pd.DataFrame({"block": range(n), "influence": bi, "kept": [i in d["kept"] for i in range(n)]}),
+        "block_influence", "learn_layers_csv", n)
     predict("which block changes its input most, and is it the last one?",
             f"Block **{int(np.argmax(bi))}** (influence {max(bi):.3f}); the least is block {int(np.argmin(bi))} "
             f"({min(bi):.3f}).", "learn_layers_predict")

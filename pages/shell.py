@@ -1,5 +1,8 @@
 """The app's shell: what every page runs first (session state, the sidebar model picker), and page()."""
+import dataclasses
 import hashlib
+import runpy
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -7,20 +10,24 @@ from pathlib import Path
 import streamlit as st
 
 import compress as C
-from pages import cached, jobs
+from pages import cached, jobs, safe
 from pages.state import KEY, active, init_state, set_recipe
 
 
 def page() -> C.ModelBundle:
     """Top of every page: make sure app.py's setup (session state, sidebar) ran in this run, and return the active
     model. Streamlit runs a process's first sessions through its legacy pages/ discovery when a pages/ folder exists
-    (until st.navigation is called once), which runs the page without app.py; tests/test_app.py checks this still
-    holds. Several sessions can open at once on a cold server: each run decides for itself (a process-wide flag let
-    the second session skip setup, so its widgets fell to their minimums: the load test's hung sessions)."""
+    (until st.navigation is called once), which runs the page without app.py (AppTest's switch_page does so on every
+    run); tests/test_app.py checks this still holds. Several sessions can open at once on a cold server: each run
+    decides for itself (a process-wide flag let the second session skip setup, so its widgets fell to their minimums:
+    the load test's hung sessions)."""
     from streamlit.runtime.pages_manager import PagesManager
     PagesManager.uses_pages_directory = False  # streamlit 1.67 private flag: from the next run on, app.py routes
-    if not getattr(_RUN, "setup", False):
-        setup()
+    if not getattr(_RUN, "setup", False):  # legacy: the page is the main script, outside app.py's boundary (run):
+        safe.guard(setup, "the sidebar")  # so it runs itself once more inside one, and this outer run ends here
+        page_file = sys._getframe(1).f_code.co_filename
+        safe.guard(lambda: runpy.run_path(page_file, run_name="__main__"), "this page")
+        st.stop()
     _RUN.setup = False
     return active()
 
@@ -36,8 +43,14 @@ def setup():
         if k.startswith(KEY) or k == "model_choice":
             st.session_state[k] = st.session_state[k]
     sidebar()
-    if st.session_state.get("url_error"):
-        st.warning(st.session_state.url_error)
+    if st.session_state.get("url_error"):  # the link's own text inside: plain, never markdown
+        st.warning(safe.plain(st.session_state.url_error))
+
+
+def run(nav) -> None:
+    """The page, through the one boundary every page runs behind (safe.guard): an exception that is not the
+    library's is one line and a log entry, not a broken page on every rerun."""
+    safe.guard(nav.run, f"the {nav.title} page")
 
 
 MAX_LOADED = 2  # uploaded / local models kept per session (each is a whole model); the oldest goes first
@@ -57,6 +70,14 @@ def _try_load(kind: str, key: str, load):
         st.session_state.load_error = str(e)
 
 
+def _public(bundle, name: str):
+    """The upload under its file name: the library names it by the temp path it was loaded from, which every
+    visitor would read in histories and reports."""
+    name = f"upload-{name}" if name in C.BUNDLED else name  # never taken for the bundled model of that name
+    return dataclasses.replace(bundle, name=name, info={**bundle.info, "source": f"an upload ({name})"})
+
+
+@safe.guarded("the sidebar's upload")
 def _upload_changed():
     f = st.session_state.upload
     if f is None:
@@ -66,14 +87,14 @@ def _upload_changed():
     if key in st.session_state.loaded:
         st.session_state.active = ("upload", key)
         return
-    name = Path(f.name).name
+    name = safe.file_name(f.name)
     with tempfile.TemporaryDirectory() as d:
         probe = Path(d) / name
         probe.write_bytes(data)
         compressed = C.is_compressed(probe)
     if compressed:
         return _open_compressed(data, name)
-    _try_load("upload", key, _staged(data, name, C.load_upload))
+    _try_load("upload", key, _staged(data, name, lambda p: _public(C.load_upload(p), name)))
 
 
 def _staged(data: bytes, name: str, load):
@@ -93,7 +114,7 @@ def _open_compressed(data: bytes, name: str):
     try:
         with st.spinner("Rebuilding the compressed model on its original..."):
             comp = jobs.quiet("load", _staged(data, name, lambda p: C.load_compressed(p, list(loaded.values()))),
-                              f"loading {name[:60]}")
+                              f"loading {name}")
     except C.CompressError as e:
         st.session_state.load_error = str(e)
         return
@@ -104,7 +125,7 @@ def _open_compressed(data: bytes, name: str):
     set_recipe(comp.recipe)
     key = (cached.model_key(comp), comp.recipe.to_json())  # the original's key: the comparison uses this model
     cached.keep_healed(key, comp)
-    st.session_state.uploaded = {"key": key, "file": name[:100], "card": comp.info["card"]}
+    st.session_state.uploaded = {"key": key, "file": name, "card": comp.info["card"]}
     st.session_state.auto_apply, st.session_state.load_error = True, None
 
 
@@ -118,14 +139,18 @@ def sidebar():
             choice = st.selectbox("Bundled model", list(C.BUNDLED), key="model_choice")
             st.session_state.active = ("bundled", choice)
         elif source == "Upload a zip":
+            # no type=["zip"]: Streamlit's own check of it raised on every rerun for a name with a NUL (a crafted
+            # request); the library reads the bytes as a zip or refuses them in one line, whatever the name says
             st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors), or a compressed "
-                             f"model downloaded from this app; at most {C.MAX_UPLOAD_BYTES // 2**20} MB", type=["zip"], key="upload", on_change=_upload_changed)
+                             f"model downloaded from this app; at most {C.MAX_UPLOAD_BYTES // 2**20} MB", key="upload",
+                             on_change=_upload_changed)
         else:
-            path = st.text_input(f"Folder inside {root}", key="local_path")
+            path = st.text_input("Folder inside the server's model folder (COMPRESS_LOCAL_ROOT)", key="local_path",
+                                 max_chars=300)  # the folder itself is the operator's: not shown to visitors
             if st.button("Load folder") and path:
-                _try_load("local", "local:" + path, lambda: C.load_local(path))
+                _try_load("local", "local:" + path, lambda: _public(C.load_local(path), safe.file_name(path)))
         if st.session_state.get("load_error"):
-            st.error(f"Could not load that model: {st.session_state.load_error}")
+            st.error(f"Could not load that model: {safe.plain(st.session_state.load_error)}")
         elif st.session_state.get("uploaded") and source == "Upload a zip":
             st.success("A compressed model was uploaded: its original is active and the Compress page compares "
                        "the two.")

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from pages import cached, jobs, shell
+from pages import cached, jobs, safe, shell
 from pages.controls import control
 from pages.state import KEY
 
@@ -35,6 +35,7 @@ def all_layers(key: str, _spec) -> go.Figure:
 
 
 @st.fragment
+@safe.guarded("the rank cut")  # a fragment reruns outside the page's boundary: its own
 def cut():
     """The rank controls and what they change: a slider step reruns this fragment only (spectra are cached)."""
     control("rank_mode", b)
@@ -47,7 +48,7 @@ def cut():
     try:
         ranks = C.allocate(spec, sens, x) if by_sens and sens else C.select_ranks(spec, mode, x)
     except C.CompressError as e:
-        st.error(str(e))
+        st.error(safe.plain(e))
         return
     rep = pd.DataFrame(C.layer_report(spec, ranks))
     rep["block"] = rep["layer"].str.extract(r"\.(\d+)\.").astype(int)

@@ -11,11 +11,12 @@ import streamlit as st
 
 import compress as C
 from compress import frontier, htmlreport, plots, space as S, store, studies, sweep
-from pages import jobs, shell
+from pages import jobs, safe, shell
 from pages.state import current_recipe, set_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
 TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
+MAX_SPEC = 500  # characters of a values or fixed-fields box
 
 
 def open_recipe(recipe_json: str):
@@ -80,9 +81,9 @@ sweep_tab, find_tab = st.tabs(["Sweep", "Find me a recipe"])
 with sweep_tab:
     fields = st.multiselect("Fields to vary", S.variable(), default=["rank"], key="tr_vary",
                             format_func=lambda k: f"{C.FIELDS[k].label} ({k})")
-    specs = {k: st.text_input(f"{k} values", S.default_spec(k, b), key=f"tr_spec_{k}",
+    specs = {k: st.text_input(f"{k} values", S.default_spec(k, b), key=f"tr_spec_{k}", max_chars=MAX_SPEC,
                               help="a:b:s (inclusive) or v1,v2,...; the technique table's range") for k in fields}
-    fixed = st.text_input("Fixed fields", default_fixed(fields), key=f"tr_fixed_{'-'.join(fields)}",
+    fixed = st.text_input("Fixed fields", default_fixed(fields), key=f"tr_fixed_{'-'.join(fields)}", max_chars=MAX_SPEC,
                           help='k=v,k=v (a per-block head list: heads=4,4,2); the rest take their defaults')
     objectives = st.multiselect("Objectives", metrics, default=[quality[0], "size_mb"], key="tr_objectives",
                                 format_func=plots.label)
@@ -105,7 +106,7 @@ with sweep_tab:
             start(studies.plan(b, specs, fixed, objectives, n_trials, None if n_trials else float(amount), heal,
                                grid=grid), "+".join(fields))
         except C.CompressError as e:
-            st.error(str(e))
+            st.error(safe.plain(e))
 
 with find_tab:
     c1, c2, c3 = st.columns(3)
@@ -125,7 +126,7 @@ with find_tab:
             start(studies.plan(b, specs, "", [best_of], int(find_trials), constraints=[f"{target}{op}{bound:g}"]),
                   f"find {target}{op}{bound:g}")
         except C.CompressError as e:
-            st.error(str(e))
+            st.error(safe.plain(e))
 
 def live(now: bool):
     """Keep the studies section refreshing while a sweep runs; a full rerun when that changes."""
@@ -140,22 +141,23 @@ def studies_section():
     try:
         names = studies.names(b.name)
     except C.CompressError as e:
-        st.error(str(e))
+        st.error(safe.plain(e))
         return live(False)
     wanted = st.session_state.get("tr_study") or st.query_params.get("study")
     job = studies.job_of(wanted) if wanted else None
     if wanted and wanted not in names:
         if job is not None and job.state in ("failed", "cancelled") and job.error:
-            st.error(f"The sweep stopped: {job.error}")
+            st.error(f"The sweep stopped: {safe.plain(job.error)}")
         elif job is not None and not job.ended.is_set():
             ahead = C.job_queue().position(job) - 1
-            st.info(f"{wanted}: waiting, {ahead} job(s) ahead in the queue" if ahead >= 0 else f"Starting {wanted}...")
+            st.info(f"{safe.plain(wanted)}: waiting, {ahead} job(s) ahead in the queue" if ahead >= 0 else
+                    f"Starting {safe.plain(wanted)}...")
             if studies.may_stop(wanted, my_key(wanted)) and st.button("Cancel", key="tr_cancel"):
                 studies.stop(wanted, my_key(wanted))
                 st.rerun()
             return live(True)
         else:
-            st.warning(f"No study {wanted[:100]!r} of {b.name} in the store.")
+            st.warning(f"No study {safe.plain(wanted[:100])} of {b.name} in the store.")  # a link's text: plain
     if not names:
         st.info(f"No sweeps of {b.name} yet: start one above, or run `python -m compress sweep --model {b.name} ...`.")
         return live(False)
@@ -165,7 +167,7 @@ def studies_section():
         rows = frontier.rows(study)
         stat = studies.status(study)
     except C.CompressError as e:
-        st.error(str(e))
+        st.error(safe.plain(e))
         return live(False)
     sp = sweep.space_of(study)
     done, target_n = stat["complete"], stat["target"]
@@ -240,4 +242,5 @@ def studies_section():
     live(stat["active"])
 
 
-st.fragment(studies_section, run_every=REFRESH_S if st.session_state.get("tr_live") else None)()
+st.fragment(safe.guarded("the studies")(studies_section),  # a fragment: outside the page's boundary, so its own
+            run_every=REFRESH_S if st.session_state.get("tr_live") else None)()

@@ -37,7 +37,7 @@ def figures(model="minilm") -> dict:
     prep = time.perf_counter() - t
     text = C.eval_set("project")[0][0]
     layer = L.linear_layers(b)[4]
-    att = A.attention(b, text)
+    att = A.layer_attention(b, text, 2)
     T = att["T"]
 
     def lowrank(x):
@@ -54,7 +54,7 @@ def figures(model="minilm") -> dict:
         go.Figure([go.Heatmap(z=s, text=np.where(gone, "x", "")), go.Heatmap(z=L.head_importance(b, "gradient"))]).to_json()
 
     def head_maps(layer_i):
-        m = A.attention(b, text)["maps"][layer_i]
+        m = A.layer_attention(b, text, layer_i)["maps"]
         go.Figure([go.Heatmap(z=m[i]) for i in range(m.shape[0])]).to_json()
 
     def ffn(x):
@@ -64,7 +64,7 @@ def figures(model="minilm") -> dict:
     def fnet(k):
         cos, _ = A.dft(T)
         A.sign_changes(cos[k])
-        go.Figure([go.Heatmap(z=cos), go.Heatmap(z=att["maps"][2][0])]).to_json()
+        go.Figure([go.Heatmap(z=cos), go.Heatmap(z=att["maps"][0])]).to_json()
 
     def layers(k):
         d = L.layers_kept(b, k)

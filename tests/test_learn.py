@@ -66,23 +66,46 @@ def _eager_attentions(bundle, ids):
 
 
 def test_attention_maps_are_the_models_own(tiny_bert):
-    att = A.attention(tiny_bert, TEXT)
     ids = tiny_bert.tokenizer([TEXT], return_tensors="pt")["input_ids"]
-    assert att["T"] == ids.shape[1] and att["tokens"][0] == "[CLS]"
-    for ours, theirs in zip(att["maps"], _eager_attentions(tiny_bert, ids)):
-        np.testing.assert_allclose(ours, theirs, atol=1e-5)
-    assert A.attention(tiny_bert, TEXT) is att  # cached per sentence
+    for layer, theirs in enumerate(_eager_attentions(tiny_bert, ids)):
+        att = A.layer_attention(tiny_bert, TEXT, layer)
+        assert att["T"] == ids.shape[1] and att["tokens"][0] == "[CLS]" and att["layer"] == layer
+        np.testing.assert_allclose(att["maps"], theirs, atol=1e-5)
+        assert A.layer_attention(tiny_bert, TEXT, layer) is att  # cached per (sentence, layer)
+
+
+def test_attention_maps_are_bounded_before_and_after_they_are_computed(tiny_bert, monkeypatch):
+    """One layer at a time; a layer whose maps pass the byte bound is refused before the forward; the model's cache
+    of maps stays within its byte bound (a 96-layer x 128-head upload kept 768 MiB a sentence, 4 sentences)."""
+    monkeypatch.setitem(tiny_bert.cache, "learn_attention", {})
+    one = A.layer_attention(tiny_bert, TEXT, 0)
+    assert one["maps"].shape == (4, one["T"], one["T"]) and A.layer_bytes(4, one["T"]) == one["maps"].nbytes
+    monkeypatch.setattr(A, "MAX_LAYER_BYTES", one["maps"].nbytes - 1)
+    monkeypatch.setattr(A, "forward", lambda *a: pytest.fail("the forward ran past the bound"))
+    with pytest.raises(C.CompressError, match="MB of attention maps"):
+        A.layer_attention(tiny_bert, TEXT, 1)
+    with pytest.raises(C.CompressError, match="layer must be from 0 to 1"):
+        A.layer_attention(tiny_bert, TEXT, 2)
+    with pytest.raises(C.CompressError, match="characters"):
+        A.layer_attention(tiny_bert, "x" * (A.MAX_CHARS + 1), 0)
+    monkeypatch.undo()
+    monkeypatch.setitem(tiny_bert.cache, "learn_attention", {})
+    monkeypatch.setattr(A, "MAX_CACHE_BYTES", 2 * one["maps"].nbytes)
+    for i in range(5):
+        A.layer_attention(tiny_bert, f"{TEXT} {'a' * i}", i % 2)
+    kept = tiny_bert.cache["learn_attention"]
+    assert 1 <= len(kept) <= 2 and sum(v["maps"].nbytes for v in kept.values()) <= A.MAX_CACHE_BYTES
+    assert A.cached(tiny_bert, f"{TEXT} aaaa", 0) is not None and A.cached(tiny_bert, TEXT, 0) is None
 
 
 def test_decoder_attention_is_causal(tiny_gpt):
-    att = A.attention(tiny_gpt, "The for statement")
-    t = att["T"]
-    assert t == len("The for statement")
-    for m in att["maps"]:
-        np.testing.assert_allclose(m.sum(-1), 1, atol=1e-5)
-        assert np.abs(np.triu(m, 1)).max() == 0  # no token reads a later one
+    for layer in range(2):
+        att = A.layer_attention(tiny_gpt, "The for statement", layer)
+        assert att["T"] == len("The for statement")
+        np.testing.assert_allclose(att["maps"].sum(-1), 1, atol=1e-5)
+        assert np.abs(np.triu(att["maps"], 1)).max() == 0  # no token reads a later one
     with pytest.raises(C.CompressError):
-        A.attention(tiny_gpt, "   ")
+        A.layer_attention(tiny_gpt, "   ", 0)
 
 
 def test_the_dft_matrices_are_what_fnet_mixes():
@@ -96,7 +119,7 @@ def test_the_dft_matrices_are_what_fnet_mixes():
 
 
 def test_efficient_attention_patterns(tiny_bert):
-    m = A.attention(tiny_bert, TEXT)["maps"][0][0]
+    m = A.layer_attention(tiny_bert, TEXT, 0)["maps"][0]
     t = m.shape[0]
     by_w = [A.patterns(m, w) for w in (1, 2, 4, 8, t)]
     fixed = [p["fixed"]["density"] for p in by_w]
