@@ -1,5 +1,6 @@
 """An upload's files, checked before anything is extracted: the lone-file refusals, zip paths that never become
 file paths, declared sizes and entry counts, and the files next to config.json that are used."""
+import contextlib
 import json
 import stat
 import struct
@@ -190,3 +191,18 @@ def copy_entry(zf, info, dst) -> None:
 def extract(zf, info, dest: Path) -> None:
     with open(dest, "wb") as f:
         copy_entry(zf, info, f)
+
+
+@contextlib.contextmanager
+def quiet():
+    """transformers logs a load report and progress bars; our own checks say what matters."""
+    from transformers.utils import logging
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()

@@ -1,10 +1,8 @@
-"""Your own model: a Hugging Face model uploaded as a zip or folder (config.json + *.safetensors
-[+ tokenizer files]), of the BERT (MiniLM-style too), DistilBERT, RoBERTa or GPT-2 family.
-
-Uploads are untrusted: nothing is unpickled, no remote code runs, zip paths never become file paths,
-and sizes are checked from the zip's directory and the config BEFORE anything is extracted or
-allocated. Every refusal is a CompressError a person can act on, and leaves no temp files behind.
-"""
+"""Your own model: a Hugging Face model uploaded as a zip or folder (config.json + *.safetensors [+ tokenizer files]),
+of the BERT (MiniLM-style too), DistilBERT, RoBERTa or GPT-2 family. Uploads are untrusted: nothing is unpickled, no
+remote code runs, zip paths never become file paths, and sizes are checked from the zip's directory, the config and
+the weights' headers BEFORE anything is extracted or allocated. Every refusal is a CompressError a person can act on,
+and leaves no temp files behind."""
 import contextlib
 import dataclasses
 import io
@@ -23,7 +21,7 @@ from .cache import LRU
 from .cancel import checkpoint
 from .errors import CompressError
 from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
-                      one_line, open_zip, refuse_lone_file, select, st_header, upload_path)
+                      one_line, open_zip, quiet, refuse_lone_file, select, st_header, upload_path)
 
 MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
 MAX_LAYERS, MAX_HEADS = 96, 128  # checked on the raw config, before transformers builds anything
@@ -244,27 +242,12 @@ def _check_finite(model) -> None:
                                 "no quality number would mean anything, so the model is refused")
 
 
-@contextlib.contextmanager
-def _quiet():
-    """transformers logs a load report and progress bars; our own checks say what matters."""
-    from transformers.utils import logging
-    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-        if bars:
-            logging.enable_progress_bar()
-
-
 def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
     adapter = ADAPTERS[cfg.model_type]
     task = adapter.task
     _check_shapes(cfg, task, _header(d))
     try:
-        with _quiet():
+        with quiet():
             model, info = _model_class(task).from_pretrained(
                 d, config=cfg, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
                 output_loading_info=True)
@@ -290,7 +273,7 @@ def _tokenizer(d: Path, vocab_size: int):
         return None, "the upload has no tokenizer files"
     from transformers import AutoTokenizer
     try:
-        with _quiet():
+        with quiet():
             tok = AutoTokenizer.from_pretrained(d, trust_remote_code=False)
     except Exception as e:
         return None, f"its tokenizer could not be loaded ({one_line(e)})"

@@ -1,7 +1,9 @@
 """Load test (make loadtest; not part of make test): five browser sessions at once against one server for
 LOAD_MINUTES (default 10), on loopback only. Four apply recipes drawn from a fixed list on MiniLM and tinygpt,
-one of them first uploads a zip, one first runs a small sweep on the Trade-offs page; one heals. Checks that no page shows an error or another session's recipe, that
-every Apply ends (the job queue serves them all), and compares each speed-up shown under load with the same recipe
+one of them first uploads a zip, one first runs a small sweep on the Trade-offs page; one heals; a sixth is hostile
+(tests/loadhostile.py: hostile zips through the sidebar, a sweep at the page's maxima). Checks that no page shows an
+error or another session's recipe, that every Apply ends (the job queue serves them all) and how long it waited for
+its turn, and compares each speed-up shown under load with the same recipe
 measured alone afterwards. Samples the server's RSS every 5 s; prints one JSON summary (peak and trend)."""
 import asyncio
 import dataclasses
@@ -107,6 +109,9 @@ async def _session(browser, url: str, name: str, until: float, log: list, role: 
             await page.get_by_text("5 of 5 trials complete").wait_for(timeout=900_000)
             errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').all_inner_texts()
             log.append({"session": name, "swept": "tinygpt rank 0.2:1.0:0.2", "errors": errors, "t": time.time()})
+        if role == "hostile":
+            from loadhostile import hostile
+            await hostile(page, url, until, log, name)
         while time.time() < until:
             if role == "heal":
                 await _apply(page, url, "tinygpt", {"heal_steps": "40", "quant": "int8"}, log, name, wait_s=1200)
@@ -139,7 +144,7 @@ async def _main(minutes: float) -> dict:
         until = time.time() + 60 * minutes
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            roles = ["apply", "apply", "sweep", "upload", "heal"]
+            roles = ["apply", "apply", "sweep", "upload", "heal", "hostile"]
             tasks = [asyncio.create_task(_session(browser, url, f"s{i}", until, log, r)) for i, r in enumerate(roles)]
             while not all(t.done() for t in tasks):
                 rss.append((round(time.time() - until + 60 * minutes), round(_rss_mb(server.pid), 1)))
@@ -158,11 +163,15 @@ def _jobs(path: Path) -> dict:
         return {}
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT kind, state, error FROM jobs").fetchall()
+        waits = db.execute("SELECT started - created FROM jobs WHERE kind = 'apply' AND started IS NOT NULL").fetchall()
     out: dict = {}
     for kind, state, _ in rows:
         out.setdefault(kind, {}).setdefault(state, 0)
         out[kind][state] += 1
-    return {"by kind": out, "errors": sorted({e[:200] for *_, e in rows if e})}
+    w = sorted(x for (x,) in waits)
+    return {"by kind": out, "errors": sorted({e[:200] for *_, e in rows if e}),
+            "apply waited s": {"n": len(w), "median": round(statistics.median(w), 1) if w else None,
+                               "max": round(w[-1], 1) if w else None}}
 
 
 def _alone(applies: list, repeats: int = 5) -> tuple[dict, dict]:
@@ -198,6 +207,8 @@ if __name__ == "__main__":
         "failures": [e for e in result["log"] if "failure" in e],
         "uploaded": [e["uploaded"] for e in result["log"] if "uploaded" in e],
         "sweeps": [e for e in result["log"] if "swept" in e],
+        "hostile uploads": [{k: e[k] for k in ("hostile", "shown", "exceptions", "s")} for e in result["log"]
+                            if "hostile" in e],
         "jobs": result["jobs"],
         "speed-up under load / alone, per recipe": {
             f"{m} {p}": [round(a["x faster"] / alone[(m, p)], 2) if not a["unreliable"] else

@@ -17,7 +17,7 @@ def compress_page(model: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.query_params["model"] = model
     at.run()
-    at.switch_page("pages/compress.py").run()
+    at.switch_page("ui/pages/compress.py").run()
     return at
 
 
@@ -33,7 +33,7 @@ def test_model_page_shows_the_card(app):
 
 def test_spectra_page_slider_moves_the_cut(app):
     app.run()
-    app.switch_page("pages/spectra.py").run()
+    app.switch_page("ui/pages/spectra.py").run()
     assert not app.exception
     assert _metric(app, "Layers factorized").value == "0 / 12"  # rank mode none
     app.radio(key="r_rank_mode").set_value("ratio").run()
@@ -48,7 +48,7 @@ def test_spectra_page_slider_moves_the_cut(app):
 
 def test_compress_page_apply_shows_both_sides(app):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert not app.exception
     app.selectbox(key="r_quant").set_value("int8").run()
     app.button[0].click().run()  # Apply
@@ -70,7 +70,7 @@ def test_compress_page_apply_shows_both_sides(app):
 def test_recipe_is_restored_from_the_link(app):
     app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16"})
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert app.radio(key="r_rank_mode").value == "energy"
     assert app.slider(key="r_rank").value == pytest.approx(0.8)
     assert app.selectbox(key="r_quant").value == "bf16"
@@ -79,7 +79,7 @@ def test_recipe_is_restored_from_the_link(app):
 def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):
     app.query_params.update({"layers": "5", "heads": "9"})  # tiny-bert: 2 blocks of 4 heads
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert not app.exception
     assert app.select_slider(key="r_layers").value == 0 and app.select_slider(key="r_heads").value == 0
     said = " ".join(i.value for i in app.info)
@@ -90,7 +90,7 @@ def test_a_bad_link_is_ignored_with_a_message(app):
     app.query_params.update({"rank": "7"})
     app.run()
     assert any("recipe in the link was ignored" in w.value for w in app.warning)
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert app.slider(key="r_rank").value == 1.0
 
 
@@ -99,7 +99,7 @@ def test_minilm_default_loads_and_applies():
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert _metric(at, "Params").value == "22.71 M"
-    at.switch_page("pages/compress.py").run()
+    at.switch_page("ui/pages/compress.py").run()
     at.selectbox(key="r_quant").set_value("int8").run()
     at.button[0].click().run()
     assert not at.exception
@@ -119,7 +119,7 @@ def _zip_of(folder) -> bytes:
 
 def test_a_bad_upload_shows_the_message_and_keeps_the_model(app, tmp_path):
     from test_families import build_family
-    app.run().run()  # (AppTest's first run goes through Streamlit's legacy pages/ discovery: see shell.page)
+    app.run().run()  # (AppTest runs the page without app.py: see shell.page)
     app.radio(key="model_source").set_value("Upload a zip").run()
     app.file_uploader(key="upload").upload("weights.zip", b"PK\x03\x04 this is not a zip").run()
     assert not app.exception
@@ -146,11 +146,11 @@ def test_every_page_works_with_tinygpt():
     assert not at.exception
     assert _metric(at, "Architecture").value == "TinyGPT"
     assert any("bits_per_char" in m.value for m in at.markdown)
-    at.switch_page("pages/spectra.py").run()
+    at.switch_page("ui/pages/spectra.py").run()
     at.radio(key="r_rank_mode").set_value("ratio").run()
     at.slider(key="r_rank").set_value(0.5).run()
     assert not at.exception and _metric(at, "Layers factorized").value.endswith("/ 24")
-    at.switch_page("pages/compress.py").run()
+    at.switch_page("ui/pages/compress.py").run()
     at.selectbox(key="r_quant").set_value("int8").run()
     at.button[0].click().run()
     assert not at.exception and not at.error
@@ -162,7 +162,7 @@ def test_every_page_works_with_tinygpt():
 
 def test_technique_controls_apply_and_disable_with_reasons(app):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert app.checkbox(key="r_fnet").disabled is False
     app.select_slider(key="r_layers").set_value(1).run()
     app.select_slider(key="r_heads").set_value(2).run()
@@ -182,7 +182,7 @@ def test_technique_controls_apply_and_disable_with_reasons(app):
 
 def test_low_bit_table_and_embedding_rank_exclude_each_other(app, tiny_bert):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     app.radio(key="r_emb_bits").set_value(2).run()
     why = C.field_reason("emb_rank", tiny_bert, {**C.Recipe().to_dict(), "emb_bits": 2})
     assert why and "one way to shrink" in why  # the library's reason, shown by the page as it is
@@ -206,7 +206,7 @@ def test_fnet_is_disabled_for_a_decoder_with_the_reason():
 
 def test_healing_runs_in_the_background_and_shows_before_and_after(app):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     app.radio(key="r_rank_mode").set_value("ratio").run()
     app.slider(key="r_rank").set_value(0.25).run()
     app.number_input(key="r_heal_steps").set_value(20).run()
@@ -223,23 +223,23 @@ def test_healing_runs_in_the_background_and_shows_before_and_after(app):
 
 def test_spectra_page_measures_sensitivity_and_allocates_by_it(app):
     app.run()
-    app.switch_page("pages/spectra.py").run()
+    app.switch_page("ui/pages/spectra.py").run()
     app.radio(key="r_rank_mode").set_value("budget").run()
     app.slider(key="r_rank").set_value(0.5).run()
     spectral = _metric(app, "Mean energy kept").value
     app.button[0].click().run()  # Measure sensitivity
     assert not app.exception
     assert len(app.get("plotly_chart")) == 4  # one spectrum, all spectra, heatmap, sensitivity bars
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     app.radio(key="r_allocate").set_value("sensitivity").run()
-    app.switch_page("pages/spectra.py").run()
+    app.switch_page("ui/pages/spectra.py").run()
     assert not app.exception and not app.info
     assert _metric(app, "Mean energy kept").value != spectral  # the ranks now follow the measured drops
 
 
 def test_real_sentence_workload_shows_sentences_per_second(app):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     app.radio(key="live_workload").set_value("sentences").run()
     assert app.number_input(key="live_batch").disabled
     app.selectbox(key="r_quant").set_value("int8").run()

@@ -17,7 +17,7 @@ def test_two_sessions_never_see_each_others_recipe_or_model(tiny_bert, monkeypat
         at = AppTest.from_file(APP, default_timeout=120)
         at.query_params["model"] = "tiny-bert"
         at.run()
-        at.switch_page("pages/compress.py").run()
+        at.switch_page("ui/pages/compress.py").run()
         at.selectbox(key="r_quant").set_value(quant).run()
         at.button[0].click().run()
         sessions.append(at)
@@ -34,9 +34,9 @@ def test_two_sessions_never_see_each_others_recipe_or_model(tiny_bert, monkeypat
 def test_link_values_below_a_sliders_range_and_short_uploads_show_no_exception(app):
     app.query_params.update({"rank_mode": "ratio", "rank": "0.01"})  # the library takes it, the slider starts at 0.02
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert not app.exception and app.slider(key="r_rank").value == 0.01
-    app.switch_page("pages/spectra.py").run()
+    app.switch_page("ui/pages/spectra.py").run()
     assert not app.exception
 
 
@@ -54,7 +54,7 @@ def test_a_model_with_few_positions_gets_a_sequence_length_it_can_take(app, tiny
     monkeypatch.setitem(C.BUNDLED, "short", lambda: short)
     app.query_params["model"] = "short"
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     assert not app.exception and app.number_input(key="live_seq").value == 16
 
 
@@ -72,7 +72,7 @@ def test_an_apply_waits_for_one_healing_step_not_the_whole_healing(tiny_bert, mo
     for at in (a, b):
         at.query_params["model"] = "tiny-bert"
         at.run()
-        at.switch_page("pages/compress.py").run()
+        at.switch_page("ui/pages/compress.py").run()
     a.number_input(key="r_heal_steps").set_value(5000).run()
     a.button[0].click().run()  # A: healing starts on the queue
     heal = a.session_state["heal_job"]
@@ -99,7 +99,7 @@ def test_an_encoder_without_a_tokenizer_says_so_instead_of_sample_outputs(tiny_b
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.query_params["model"] = "tiny-bert-bare"
     at.run()
-    at.switch_page("pages/compress.py").run()
+    at.switch_page("ui/pages/compress.py").run()
     at.button[0].click().run()  # Apply
     assert not at.exception and not at.error
     assert any("no tokenizer: no sample outputs" in i.value for i in at.info)

@@ -145,7 +145,7 @@ def test_a_store_that_cannot_be_opened_is_one_line(tmp_path, content):
 def test_a_page_run_that_ends_while_waiting_cancels_its_job_before_it_runs(monkeypatch):
     """A click elsewhere ends the page's run mid-wait (Streamlit raises a BaseException there): the load it waited
     for must not run later for nobody (an upload's temp file would be gone by then)."""
-    from pages import jobs as page_jobs
+    from ui import jobs as page_jobs
     q, gate, ran = jobs.Queue(1), threading.Event(), []
     monkeypatch.setattr(C, "job_queue", lambda: q)
     first = q.submit("apply", lambda job: gate.wait(10))

@@ -28,7 +28,7 @@ def move(at, kind, key, value) -> dict:
 
 
 def check_every_section(at, heads: int, blocks: int, healing: bool):
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("ui/pages/learn.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     charts = at.get("plotly_chart")
@@ -96,7 +96,7 @@ def test_learn_page_on_a_gpt2_upload(tmp_path, monkeypatch):
 
 def test_compress_captions_link_to_their_learn_section(app):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     links = [(p.proto.label, p.proto.page) for p in app.get("page_link")]
     assert len(links) >= 10 and all("learn" in page for _, page in links)
     assert any(label.endswith("Learn, Low rank") for label, _ in links)

@@ -15,7 +15,7 @@ from conftest import ROOT
 APP = str(ROOT / "app.py")
 pytestmark = pytest.mark.usefixtures("one_thread")  # two torch threads on a loaded 2-core box ran 10x slower
 N = int(os.environ.get("HOSTILE_N", "100"))  # query strings per page
-PAGES = ["pages/model.py", "pages/spectra.py", "pages/compress.py", "pages/tradeoffs.py", "pages/learn.py"]
+PAGES = ["ui/pages/model.py", "ui/pages/spectra.py", "ui/pages/compress.py", "ui/pages/tradeoffs.py", "ui/pages/learn.py"]
 VALUES = ["", " ", "nan", "NaN", "inf", "-inf", "-1", "0", "1e308", "-1e308", "1e-308", "9" * 400, "2" * 30, "0x10",
           "1_000", "é", "日本語", "🙂" * 50, "\x00", "a\x00b", "%00", "\u202e\u200b", "x" * 10_000, "1," * 3000,
           "![x](http://evil.example/a.png)", "[click](http://evil.example/)", "<script>evil.example</script>",
@@ -114,7 +114,7 @@ def test_hostile_upload_names_and_local_folders(tinygpt_first, tmp_path, monkeyp
     """Upload names of 300+ bytes, with NUL, markdown or a path; local folders outside the root, NUL, 10 KB: each is
     one line in the sidebar, with neither the root nor a temp path in it."""
     monkeypatch.setenv("COMPRESS_LOCAL_ROOT", str(tmp_path))
-    at = session("pages/model.py")
+    at = session("ui/pages/model.py")
     at.radio(key="model_source").set_value("Upload a zip").run()
     for name in NAMES:
         at.file_uploader(key="upload").upload(name, b"PK\x03\x04 not a zip").run()
@@ -131,7 +131,7 @@ def test_hostile_upload_names_and_local_folders(tinygpt_first, tmp_path, monkeyp
 
 
 def test_hostile_widget_values_on_spectra(tinygpt_first):
-    at = session("pages/spectra.py")
+    at = session("ui/pages/spectra.py")
     for mode in ("ratio", "energy", "budget"):
         at.radio(key="r_rank_mode").set_value(mode).run()
         for x in (1e-9, 0.0, -1.0, 2.0, 1e308, float("nan"), float("inf"), 0.5):
@@ -157,7 +157,7 @@ def test_hostile_widget_values_on_compress(tinygpt_first, tiny_gpt, monkeypatch)
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["model"] = "tiny-gpt"
     at.run()
-    at.switch_page("pages/compress.py").run()
+    at.switch_page("ui/pages/compress.py").run()
     at.toggle(key="peer").set_value(False).run()
     for key, values in {"live_batch": (0, -5, 10**9), "live_seq": (0, 10**9), "r_heal_steps": (-1, 10**12),
                         "heal_minutes": (float("nan"), 1e308, -1.0)}.items():
@@ -184,7 +184,7 @@ def test_hostile_widget_values_on_compress(tinygpt_first, tiny_gpt, monkeypatch)
 def test_hostile_widget_values_on_tradeoffs(tinygpt_first):
     """Every hostile value in the values and fixed-fields boxes (0:1e308:1e-308 raised OverflowError on every
     rerun); Start with a refused one is one line and starts nothing."""
-    at = session("pages/tradeoffs.py")
+    at = session("ui/pages/tradeoffs.py")
     for v in VALUES + ["0:1:1e-9", "1e-308:1e308:1", ",".join(["0.5"] * 2000), "0.1:0.9:0.1"]:
         at.text_input(key="tr_spec_rank").set_value(v).run()
         check(at, f"tradeoffs values {v!r:.60}")
@@ -204,7 +204,7 @@ def test_hostile_widget_values_on_tradeoffs(tinygpt_first):
 def test_hostile_widget_values_on_learn(tinygpt_first):
     """Sentences of 10 KB, NUL, emoji (4 bytes a character: tinygpt's byte tokens pass 128), markdown; the section
     sliders at their ends."""
-    at = session("pages/learn.py")
+    at = session("ui/pages/learn.py")
     for text in ("", " ", "x" * 10_000, "\x00", "🙂" * 300, "![x](http://evil.example/)",
                  "<script>evil.example</script>", "a", "日本語" * 100):
         at.text_input(key="learn_text").set_value(text).run()

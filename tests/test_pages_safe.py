@@ -1,4 +1,4 @@
-"""The pages' boundary (pages/safe.py) and the bounds behind it (issue 24): link text shown plain, upload names the disk
+"""The pages' boundary (ui/safe.py) and the bounds behind it (issue 24): link text shown plain, upload names the disk
 takes, an unexpected exception as one line and a log entry, the values box and the recipe's text field bounded, the
 store named without its folder, and Learn's CSVs built only when clicked."""
 import json
@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 import compress as C
 from compress import space as S, store
 from conftest import ROOT
-from pages import safe
+from ui import safe
 
 APP = str(ROOT / "app.py")
 
@@ -60,7 +60,7 @@ def _session(page: str, model: str = "tinygpt") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["model"] = model
     at.run()
-    if page != "pages/model.py":
+    if page != "ui/pages/model.py":
         at.switch_page(page).run()
     return at
 
@@ -71,15 +71,15 @@ def test_an_unexpected_exception_is_one_line_and_a_log_entry(monkeypatch, caplog
         raise RuntimeError("/srv/secret path in the message")
     monkeypatch.setattr(C, "cpu_info", boom)  # the Model page's last line
     with caplog.at_level(logging.ERROR, logger="compress.app"):
-        at = _session("pages/model.py")
+        at = _session("ui/pages/model.py")
         assert not at.exception and [e for e in at.error if "Something went wrong in the Model page" in e.value]
         assert at.metric  # what ran before the failure is still drawn
-        at.switch_page("pages/spectra.py").run()
-        at.switch_page("pages/model.py").run()  # a page run as the main script (AppTest's switch_page)
+        at.switch_page("ui/pages/spectra.py").run()
+        at.switch_page("ui/pages/model.py").run()  # a page run as the main script (AppTest's switch_page)
         assert not at.exception and [e for e in at.error if "Something went wrong in" in e.value], (at.error, at.main)
     assert "RuntimeError" in caplog.text and "/srv/secret" not in " ".join(e.value for e in at.error)
     monkeypatch.setattr("compress.learn.layers_kept", boom)
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("ui/pages/learn.py").run()
     assert not at.exception and [e for e in at.error if "the Learn figure layers" in e.value]
     assert len(at.get("plotly_chart")) >= 6  # the other figures are drawn
 
@@ -89,15 +89,15 @@ def test_learns_csvs_are_built_only_when_clicked(monkeypatch):
     made = []
     real = pd.DataFrame.to_csv
     monkeypatch.setattr(pd.DataFrame, "to_csv", lambda self, *a, **k: made.append(len(self)) or real(self, *a, **k))
-    at = _session("pages/learn.py")
+    at = _session("ui/pages/learn.py")
     at.slider(key="learn_ffn_frac").set_value(0.2).run()
     assert not at.exception and len(at.get("download_button")) >= 8 and made == []
 
 
 def test_a_wide_layers_maps_are_shown_a_page_of_heads_at_a_time(monkeypatch):
     """Above MAX_PER_PAGE heads the figure shows a page of them, chosen in a box; its CSV holds that page only."""
-    monkeypatch.setattr("pages.learn_attention.MAX_PER_PAGE", 3)
-    at = _session("pages/learn.py")  # tinygpt: 4 heads a layer
+    monkeypatch.setattr("ui.learn_attention.MAX_PER_PAGE", 3)
+    at = _session("ui/pages/learn.py")  # tinygpt: 4 heads a layer
     box = at.selectbox(key="learn_heads_page")
     assert box.options == ["0-2 of 4", "3-3 of 4"]
     box.set_value(3).run()
@@ -113,7 +113,7 @@ def test_a_wide_layers_maps_are_shown_a_page_of_heads_at_a_time(monkeypatch):
 def test_every_text_box_has_max_chars():
     """A text box without max_chars took a 5 MB prompt (held the queue 38 s and went into the report)."""
     import ast
-    boxes = [(f.name, call.lineno) for f in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]
+    boxes = [(f.name, call.lineno) for f in [*(ROOT / "ui").rglob("*.py"), ROOT / "app.py"]
              for call in ast.walk(ast.parse(f.read_text())) if isinstance(call, ast.Call)
              and getattr(call.func, "attr", "") in ("text_input", "text_area")
              and not any(k.arg == "max_chars" for k in call.keywords)]

@@ -43,7 +43,7 @@ def test_no_import_cycle_inside_compress():
 
 
 def test_family_knowledge_stays_in_the_adapter():
-    files = [p for p in LIB if p.name != "adapters.py"] + sorted((ROOT / "pages").glob("*.py"))
+    files = [p for p in LIB if p.name != "adapters.py"] + sorted((ROOT / "ui").rglob("*.py"))
     hits = [f"{p.name}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(r"family ?==|hasattr\(", line)]
     assert not hits
@@ -55,7 +55,7 @@ def test_readme_technique_table_is_the_step_table():
 
 
 def test_no_module_over_300_lines():
-    long = [f"{p.relative_to(ROOT)}: {n}" for p in [*LIB, *(ROOT / "pages").glob("*.py"), ROOT / "app.py"]
+    long = [f"{p.relative_to(ROOT)}: {n}" for p in [*LIB, *(ROOT / "ui").rglob("*.py"), ROOT / "app.py"]
             if (n := len(p.read_text().splitlines())) > 300]
     assert not long
 
@@ -68,12 +68,11 @@ def test_every_library_cache_is_named_and_bounded():
     assert all(c["cache"] in readme for c in caches)
 
 
-def test_streamlits_legacy_pages_flag_still_exists():
-    """pages/shell.page() clears this private flag so a process's first session is routed by app.py; if Streamlit
-    renames or drops it, the workaround silently stops working: this fails first."""
-    from streamlit.runtime.pages_manager import PagesManager
-    assert isinstance(PagesManager.uses_pages_directory, (bool, type(None)))
-    assert "uses_pages_directory" in (ROOT / "pages" / "shell.py").read_text()
+def test_no_pages_folder_beside_app_py():
+    """A pages/ folder beside app.py makes Streamlit list its modules as pages and route a fresh server's first
+    session around app.py (a shared /compress link lost its recipe): the app lives in ui/, its pages in ui/pages/."""
+    assert not (ROOT / "pages").exists()
+    assert "uses_pages_directory" not in (ROOT / "ui" / "shell.py").read_text()  # no private flag needed
 
 
 def test_library_never_imports_streamlit():

@@ -7,12 +7,12 @@ import re
 import zipfile
 
 import compress as C
-from pages import takeaway
+from ui import takeaway
 
 
 def _applied(app, quant="int8"):
     app.run()
-    app.switch_page("pages/compress.py").run()
+    app.switch_page("ui/pages/compress.py").run()
     app.selectbox(key="r_quant").set_value(quant).run()
     app.slider(key="r_ffn").set_value(0.5).run()
     app.button[0].click().run()  # Apply

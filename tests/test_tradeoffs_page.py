@@ -28,7 +28,7 @@ def page(model="tinygpt") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["model"] = model
     at.run()
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("ui/pages/tradeoffs.py").run()
     assert not at.exception
     return at
 
@@ -72,7 +72,7 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     at.selectbox(key="tr_open_pick").set_value(smallest["trial"]).run()
     at.button(key="tr_open").click().run()
     assert not at.exception
-    at.switch_page("pages/compress.py").run()  # AppTest does not follow st.switch_page (the browser test does)
+    at.switch_page("ui/pages/compress.py").run()  # AppTest does not follow st.switch_page (the browser test does)
     assert at.radio(key="r_rank_mode").value == "ratio" and at.slider(key="r_rank").value == pytest.approx(0.2)
     at.button[0].click().run()  # Apply it: kept in the store's history
     assert not at.exception and not at.error
@@ -81,7 +81,7 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     again = page()
     assert again.selectbox(key="tr_pick").value == name
     assert len(again.get("plotly_chart")) == 2 and len(again.dataframe[-1].value) == 3
-    again.switch_page("pages/compress.py").run()
+    again.switch_page("ui/pages/compress.py").run()
     assert again.caption and any("Nothing applied yet in this session" in c.value for c in again.caption)
     again.toggle(key="history_all").set_value(True).run()
     assert not again.exception, again.exception
@@ -107,7 +107,7 @@ def test_find_me_a_recipe_opens_the_best_feasible_one(store_dir):
     best = min(feasible, key=lambda r: r["bits_per_char"])
     assert [s.value for s in at.success if f"trial {best['trial']}" in s.value]
     at.button(key="tr_open_best").click().run()
-    at.switch_page("pages/compress.py").run()
+    at.switch_page("ui/pages/compress.py").run()
     recipe = C.Recipe.from_json(best["recipe"])
     assert at.session_state["r_layers"] == recipe.layers and at.session_state["r_ffn"] == recipe.ffn
 
@@ -133,7 +133,7 @@ def test_a_crafted_study_link_is_one_line(store_dir):
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params.update({"model": "tinygpt", "study": "x" * 5000})
     at.run()
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("ui/pages/tradeoffs.py").run()
     assert not at.exception
     assert any("No sweeps of tinygpt yet" in i.value for i in at.info)
     assert not os.listdir(store_dir) or all(f.endswith(".sqlite") for f in os.listdir(store_dir))
@@ -155,12 +155,12 @@ def test_only_the_browser_that_started_a_sweep_can_stop_it_even_after_a_reload(s
         other = AppTest.from_file(APP, default_timeout=120)
         other.query_params.update({"model": "tinygpt", "study": name})
         other.run()
-        other.switch_page("pages/tradeoffs.py").run()
+        other.switch_page("ui/pages/tradeoffs.py").run()
         assert any("waiting" in i.value for i in other.info) and not [b for b in other.button if b.key == "tr_cancel"]
         again = AppTest.from_file(APP, default_timeout=120)  # A reloads the page: a new session, the same URL
         again.query_params.update({"model": "tinygpt", "study": name, "key": key})
         again.run()
-        again.switch_page("pages/tradeoffs.py").run()
+        again.switch_page("ui/pages/tradeoffs.py").run()
         again.button(key="tr_cancel").click().run()
         job = studies.job_of(name)
         assert not again.exception and q.wait(job, 60) and job.state == "cancelled"

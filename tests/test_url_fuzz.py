@@ -46,6 +46,6 @@ def test_crafted_urls_on_every_page(q, tiny_bert, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.query_params.update({**q, "model": "tiny-bert"})
     at.run()
-    for page in ("pages/spectra.py", "pages/compress.py", "pages/model.py"):
+    for page in ("ui/pages/spectra.py", "ui/pages/compress.py", "ui/pages/model.py"):
         at.switch_page(page).run()
         assert not at.exception, f"{page}: {at.exception}"

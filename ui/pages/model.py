@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from pages import cached, shell
+from ui import cached, shell
 
 b = shell.page()
 st.title(f"Model: {b.name}")

@@ -6,8 +6,8 @@ import streamlit as st
 import compress as C
 from compress import article as ART
 from compress import healcurve
-from pages import cached, jobs
-from pages.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
+from ui import cached, jobs
+from ui.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
 def article(b):

@@ -2,7 +2,7 @@
 import streamlit as st
 
 import compress as C
-from pages import cached
+from ui import cached
 
 KEY = "r_"  # widget keys of recipe fields: r_rank_mode, r_rank, ... (kept alive across pages by setup())
 

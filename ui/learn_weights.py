@@ -7,7 +7,7 @@ from plotly.subplots import make_subplots
 
 import compress as C
 from compress import learn as L
-from pages.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
+from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
 def _heat(fig, z, col, scale=DIV, mid=0.0, name=""):

@@ -6,8 +6,8 @@ import streamlit as st
 
 import compress as C
 from compress import htmlreport
-from pages import cached, jobs, safe, shell, state, takeaway
-from pages.controls import caption, control, step_controls
+from ui import cached, jobs, safe, shell, state, takeaway
+from ui.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
 PRECISE = {"kind": "ids", "batch": 8, "seq": 128}  # the library's default workload

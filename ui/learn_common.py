@@ -4,8 +4,8 @@ download, the predict-then-reveal question and the "open in Compress" button."""
 import streamlit as st
 
 import compress as C
-from pages import safe
-from pages.state import set_recipe
+from ui import safe
+from ui.state import set_recipe
 
 SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "article": ("Article vs this machine", "the article's claims next to this machine's numbers"),
@@ -65,4 +65,4 @@ def open_in_compress(b, recipe: C.Recipe | None, key: str, why: str | None = Non
         return
     if st.button(f"Open in Compress: {recipe.describe()}", key=key, icon=":material/compress:"):
         set_recipe(recipe)
-        st.switch_page("pages/compress.py")
+        st.switch_page("ui/pages/compress.py")

@@ -5,9 +5,9 @@ import streamlit as st
 
 import compress as C
 from compress import learn as L
-from pages import jobs, safe, shell
-from pages.learn_common import SECTIONS, section_from_url
-from pages import learn_article, learn_attention, learn_weights
+from ui import jobs, safe, shell
+from ui.learn_common import SECTIONS, section_from_url
+from ui import learn_article, learn_attention, learn_weights
 
 b = shell.page()
 st.title("Learn: why each technique works (or fails)")

@@ -10,20 +10,17 @@ from pathlib import Path
 import streamlit as st
 
 import compress as C
-from pages import cached, jobs, safe
-from pages.state import KEY, active, init_state, set_recipe
+from ui import cached, jobs, safe
+from ui.state import KEY, active, init_state, set_recipe
 
 
 def page() -> C.ModelBundle:
     """Top of every page: make sure app.py's setup (session state, sidebar) ran in this run, and return the active
-    model. Streamlit runs a process's first sessions through its legacy pages/ discovery when a pages/ folder exists
-    (until st.navigation is called once), which runs the page without app.py (AppTest's switch_page does so on every
-    run); tests/test_app.py checks this still holds. Several sessions can open at once on a cold server: each run
+    model. AppTest's switch_page runs the page as the main script, without app.py, on every run (a real server always
+    routes through app.py: no pages/ folder lies beside it, so Streamlit's legacy page discovery never runs). Several sessions can open at once on a cold server: each run
     decides for itself (a process-wide flag let the second session skip setup, so its widgets fell to their minimums:
     the load test's hung sessions)."""
-    from streamlit.runtime.pages_manager import PagesManager
-    PagesManager.uses_pages_directory = False  # streamlit 1.67 private flag: from the next run on, app.py routes
-    if not getattr(_RUN, "setup", False):  # legacy: the page is the main script, outside app.py's boundary (run):
+    if not getattr(_RUN, "setup", False):  # the page is the main script, outside app.py's boundary (run):
         safe.guard(setup, "the sidebar")  # so it runs itself once more inside one, and this outer run ends here
         page_file = sys._getframe(1).f_code.co_filename
         safe.guard(lambda: runpy.run_path(page_file, run_name="__main__"), "this page")

@@ -7,9 +7,9 @@ import uuid
 import streamlit as st
 
 import compress as C
-from pages import cached
-from pages.safe import plain  # another session's label (its prompt): plain text, never markdown
-from pages.state import KEY
+from ui import cached
+from ui.safe import plain  # another session's label (its prompt): plain text, never markdown
+from ui.state import KEY
 
 
 def owner() -> str:

@@ -11,8 +11,8 @@ import streamlit as st
 
 import compress as C
 from compress import frontier, htmlreport, plots, space as S, store, studies, sweep
-from pages import jobs, safe, shell
-from pages.state import current_recipe, set_recipe
+from ui import jobs, safe, shell
+from ui.state import current_recipe, set_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
 TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
@@ -22,7 +22,7 @@ MAX_SPEC = 500  # characters of a values or fixed-fields box
 def open_recipe(recipe_json: str):
     """A trial's recipe into the Compress page's controls, and go there."""
     set_recipe(C.Recipe.from_json(recipe_json))
-    st.switch_page("pages/compress.py")
+    st.switch_page("ui/pages/compress.py")
 
 
 def start(the_plan: dict, what: str, name: str | None = None):

@@ -7,9 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from pages import cached, jobs, safe, shell
-from pages.controls import control
-from pages.state import KEY
+from ui import cached, jobs, safe, shell
+from ui.controls import control
+from ui.state import KEY
 
 b = shell.page()
 st.title("Spectra")

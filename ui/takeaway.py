@@ -7,7 +7,7 @@ import streamlit as st
 
 import compress as C
 from compress import htmlreport
-from pages import cached, jobs
+from ui import cached, jobs
 
 
 def _name(b, recipe) -> str:

@@ -12,8 +12,8 @@ from plotly.subplots import make_subplots
 import compress as C
 from compress import learn as L
 from compress import learnattn as A
-from pages import cached, jobs, safe
-from pages.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
+from ui import cached, jobs, safe
+from ui.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
 
 MAX_LABELS = 40    # token labels on an axis (tinygpt's bytes: a 100-byte sentence is 100 tokens)
 MAX_CELLS = 2**19  # numbers one figure of maps sends to the browser (about 3 MB of JSON): heads shown at a time

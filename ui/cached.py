@@ -31,5 +31,5 @@ def keep_healed(key, bundle) -> None:
 
 @st.cache_data(max_entries=64, show_spinner="Measuring size...")
 def sizes(key: str, recipe_json: str, _bundle) -> dict:
-    from pages import jobs  # (jobs imports this module)
+    from ui import jobs  # (jobs imports this module)
     return jobs.quiet("sizes", lambda: C.numbers(_bundle), f"sizes of {_bundle.name}")

@@ -3,8 +3,8 @@ kind, its label, range and help from the table, greyed out with the reason the l
 import streamlit as st
 
 import compress as C
-from pages.learn_common import SECTIONS, STEP_SECTION
-from pages.state import KEY, values
+from ui.learn_common import SECTIONS, STEP_SECTION
+from ui.state import KEY, values
 
 
 def control(name: str, b, where=st) -> str | None:
@@ -49,7 +49,7 @@ def caption(step, reasons) -> None:
     st.caption(step.teach + "".join(f" Disabled: {r}." for r in why))
     slug = STEP_SECTION.get(step.name)
     if slug:
-        st.page_link("pages/learn.py", label=f"See it on the model: Learn, {SECTIONS[slug][0]}",
+        st.page_link("ui/pages/learn.py", label=f"See it on the model: Learn, {SECTIONS[slug][0]}",
                      icon=":material/school:", query_params={"section": slug})
 
 

@@ -1,0 +1,47 @@
+"""The recipe is the link's and the session's, whichever page a session starts on (issue 25), in a real browser on a
+freshly started server: a session opens each page from a shared link, visits every other page through the sidebar
+and ends on Compress, whose URL must still hold the link's recipe (Streamlit drops a widget's value on a page switch
+unless the widget persists it). AppTest does not drop them, so only a browser shows this."""
+import urllib.parse
+
+import pytest
+
+import compress as C
+from test_browser import ARGS, CHROMIUM, serve
+
+PAGES = {"Model": "", "Spectra": "spectra", "Compress": "compress", "Trade-offs": "tradeoffs", "Learn": "learn"}
+STARTS = ["Compress", "Model", "Spectra", "Trade-offs", "Learn"]  # Compress first: the first session of a fresh server
+LINK = {"layers": "2", "ffn": "0.5", "quant": "int8", "rank_mode": "ratio", "rank": "0.5", "heal_lr": "0.001"}
+
+
+@pytest.mark.slow
+def test_a_shared_link_keeps_its_recipe_on_every_page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    want = C.Recipe.from_params(LINK)
+    query = urllib.parse.urlencode({"model": "tinygpt", **LINK})
+    with serve() as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        for start in STARTS:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{url}/{PAGES[start]}?{query}", timeout=120_000)
+            idle(page)
+            nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+            assert [n.split("\n")[-1] for n in nav] == list(PAGES), f"the sidebar lists {nav}"
+            if start == "Compress":  # a Learn link of a technique's caption, then back
+                page.get_by_role("link", name="See it on the model: Learn").first.click()
+                idle(page)
+                page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Compress").click()
+                idle(page)
+            for other in [*(n for n in PAGES if n not in (start, "Compress")), "Compress"]:
+                page.locator('[data-testid="stSidebarNav"] a').filter(has_text=other).click()
+                idle(page)
+            got = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(page.url).query))
+            assert got.get("model") == "tinygpt", f"started on {start}: the model fell back ({page.url})"
+            assert C.Recipe.from_params(got) == want, f"started on {start}: the recipe was lost ({page.url})"
+            page.context.close()
+        browser.close()
+
+
+def idle(page):
+    page.wait_for_timeout(1000)  # a click's run shows its status widget first
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
