@@ -38,6 +38,7 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)  # end early and keep what is done (healing)
     ended: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.time)
+    started: float | None = None  # when it first held a slot (started - created: how long it waited in line)
     limit_s: float | None = None  # cancelled (with a one-line error) when it has run this long since it started
     checks: int = 0  # the cancel checkpoints it called (cancel.py): after a Cancel, one more at most
 
@@ -152,7 +153,7 @@ class Queue:
     def _run(self, job: Job) -> None:
         if not self._acquire(job):
             return
-        job.state = "running"
+        job.state, job.started = "running", time.time()
         self._record(job)
         timer = threading.Timer(job.limit_s, self._overtime, (job,)) if job.limit_s else None
         if timer is not None:

@@ -19,7 +19,7 @@ _GLOBAL = threading.Lock()
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT,
-             error TEXT, created REAL, updated REAL, host TEXT, pid INTEGER)"""
+             error TEXT, created REAL, updated REAL, host TEXT, pid INTEGER, started REAL)"""
 
 
 class Store:
@@ -32,6 +32,8 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.execute(_SCHEMA)
+                if "started" not in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}:  # a store of before
+                    db.execute("ALTER TABLE jobs ADD COLUMN started REAL")
         except (OSError, sqlite3.Error) as e:
             raise CompressError(f"the results store {self.path} cannot be opened: {' '.join(str(e).split())[:200]}") \
                 from None
@@ -42,10 +44,10 @@ class Store:
     def record(self, job) -> None:
         """Write a job's state; a store that fails here never fails the job (the error is kept in last_error)."""
         row = (f"{self.host}:{self.pid}:{job.id}", job.kind, job.owner, job.label, job.state, job.error,
-               job.created, time.time(), self.host, self.pid)
+               job.created, time.time(), self.host, self.pid, job.started)
         try:
             with self._lock, self._connect() as db:
-                db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         except sqlite3.Error as e:
             self.last_error = str(e)
 

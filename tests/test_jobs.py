@@ -111,6 +111,23 @@ def test_a_closed_tabs_long_job_is_cancelled_after_the_grace_period(monkeypatch)
     assert q.wait(gone, 10) and gone.state == "cancelled" and gone.result is None
 
 
+def test_the_log_keeps_when_each_job_started_and_an_old_store_gains_the_column(tmp_path):
+    import sqlite3
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as c:  # a store written before the started column
+        c.execute("CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT, "
+                  "error TEXT, created REAL, updated REAL, host TEXT, pid INTEGER)")
+        c.execute("INSERT INTO jobs VALUES ('h:1:1', 'apply', 's', 'old', 'done', '', 1.0, 2.0, 'h', 1)")
+    q, gate, out = jobs.Queue(1, Store(db)), threading.Event(), []
+    a, b = (q.submit("apply", _blocker(gate, out, n), label=n) for n in "ab")
+    time.sleep(0.3)
+    gate.set()
+    assert q.wait(b, 10) and a.started is not None and b.started >= a.started
+    with sqlite3.connect(db) as c:
+        rows = dict(c.execute("SELECT label, started - created FROM jobs").fetchall())
+    assert rows["old"] is None and rows["a"] >= 0 and rows["b"] >= 0.2  # b waited in line behind a
+
+
 def test_a_killed_server_leaves_its_jobs_marked_interrupted_and_the_rest_kept(tmp_path):
     db = tmp_path / "s.sqlite"
     code = ("import sys, time, threading; sys.path.insert(0, %r)\n"
