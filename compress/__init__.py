@@ -16,7 +16,7 @@ from .texts import EVAL_SETS, heal_corpus, near_duplicates
 from .heal import MAX_HEAL_BYTES, HealResult, heal_texts
 from .sensitivity import allocate, cached as layer_sensitivity
 from .layers import block_influence, choose_layers, drop_layers
-from .pipeline import PEER, WORKLOADS, benchmark, compress, compressed_model, numbers, peer_model, report, row
+from .pipeline import PEER, WORKLOADS, benchmark, compress, compressed_model, numbers, peer_model, report, row, timing
 from .export import is_compressed, load_compressed, save_compressed, zip_bytes
 from .jobs import queue as job_queue
 from .store import applies, default_store, record_apply, storage_url
@@ -39,5 +39,5 @@ __all__ = [
     "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
     "near_duplicates",
     # pipeline
-    "compress", "compressed_model", "peer_model", "PEER", "job_queue", "default_store", "record_apply", "applies", "storage_url", "benchmark", "numbers", "row", "report", "save_compressed", "load_compressed", "is_compressed", "zip_bytes", "cache_policy",
+    "compress", "compressed_model", "peer_model", "PEER", "job_queue", "default_store", "record_apply", "applies", "storage_url", "benchmark", "numbers", "row", "timing", "report", "save_compressed", "load_compressed", "is_compressed", "zip_bytes", "cache_policy",
 ]

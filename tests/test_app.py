@@ -247,4 +247,4 @@ def test_real_sentence_workload_shows_sentences_per_second(app):
     assert not app.exception and not app.error
     rates = [m for m in app.metric if m.label == "sentences/s"]
     assert len(rates) == 2 and float(rates[0].value.replace(",", "")) > 0 and "x" in rates[1].delta
-    assert app.dataframe[-1].value["workload"][0] == "sentences" and "x sentences_per_s" in app.dataframe[-1].value
+    assert app.dataframe[-1].value["workload"][0] == "sentences" and "x sentences per s" in app.dataframe[-1].value  # (columns in words)

@@ -6,7 +6,7 @@ import streamlit as st
 
 import compress as C
 from compress import htmlreport
-from ui import cached, jobs, safe, shell, state, takeaway
+from ui import cached, guide, jobs, safe, shell, state, takeaway
 from ui.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
@@ -62,7 +62,7 @@ def history():
         st.error(safe.plain(e))
         return
     if rows:
-        st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json"]), hide_index=True)
+        st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json"]).rename(columns=C.metric_label), hide_index=True)
     else:
         st.caption("Nothing applied yet" + ("." if every else " in this session."))
 
@@ -81,6 +81,7 @@ def show(res):
                    f"{safe.plain(res['applied']['runtime_reason'])}")
     o, c = res["nums"]["original"], res["nums"]["compressed"]
     st.subheader(f"Original vs compressed: {res['recipe'].describe()}")
+    guide.verdict_line(res)
     busy = res["lat"]["compressed"].get("others_busy")
     if busy is not None and busy > C.BUSY:
         st.warning(f"Timing unreliable: other processes on this machine used {busy:.0%} of its CPUs while these "
@@ -112,13 +113,13 @@ def show(res):
         if n is c and "unhealed" in res["nums"]:
             col.caption("before healing: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
                                                        for k, v in res["nums"]["unhealed"]["quality"].items())
-                        + heal_line(res["applied"].get("heal")))
+                        + guide.heal_line(res["applied"].get("heal"), res["recipe"].heal_steps))
         col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.machine_line()}. "
                f"Quality: {b.info.get('metric', '')}")
     if res.get("peer"):
-        peer_line(res["peer"], o)
+        guide.peer_line(res["peer"], o)
 
     st.subheader("Sample outputs")
     shown = res["recipe"]
@@ -178,17 +179,6 @@ def show(res):
     takeaway.section(b, res)
 
 
-def heal_line(h) -> str:
-    """What healing did: from this server's healing, or from an uploaded card (the uploader's JSON: any shape)."""
-    try:
-        return (f". Healed {int(h['steps_run'])} steps in {float(h['seconds']):.0f} s "
-                f"(best step {int(h['best_step'])}, "
-                f"dev {safe.plain(h['metric'])[:40]} {float(h['dev_before']):.4f} -> {float(h['dev_after']):.4f}"
-                + (", stopped early)" if h.get("stopped") is True else ")"))
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
-        return ". Its card does not say how it was healed."
-
-
 def uploaded(recipe):
     """A compressed model uploaded back (sidebar): what its card says, next to what is measured here."""
     up = st.session_state.get("uploaded")
@@ -221,23 +211,12 @@ def keep_samples(recipe, samples: dict):
     st.session_state.samples = {"_key": (cached.model_key(b), recipe.to_json()), **samples}
 
 
-def peer_line(p, o):
-    """What a user would pick instead, measured in the same job: ONNX Runtime's int8 of the original."""
-    pc, pl = p["nums"]["compressed"], p["lat"]
-    how = p["applied"].get("runtime_setting") or f"fell back to eager: {p['applied'].get('runtime_reason', '')}"
-    st.caption(f"**Peer**, what a user would pick instead: ONNX Runtime int8 of the original ({how}): "
-               f"{cached.mb(pc['size_bytes'])} ({o['size_bytes'] / pc['size_bytes']:.2f}x smaller), p50 "
-               f"{pl['compressed']['p50']:.1f} ms ({pl['original']['p50'] / pl['compressed']['p50']:.2f}x faster than "
-               f"the original in its own interleaved run), "
-               + ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in pc["quality"].items()) + ".")
-
-
-
 b = shell.page()
 st.title("Compress")
 left, right = st.columns([1, 2])
 with left:
     st.subheader("Recipe")
+    guide.presets(b)
     for step in C.STEPS:  # the technique table, in pipeline order: its controls and what each step does
         if not step.trains:
             step_controls(step, b)

@@ -1,0 +1,23 @@
+"""The Compress page's guides (ui/guide.py): a preset fills the controls with its measured recipe (one this model
+cannot take says why), and an Apply shows a quality verdict with its thresholds."""
+import compress as C
+from compress import presets
+
+
+def test_a_preset_fills_the_controls_and_apply_shows_a_verdict(app):
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    box = app.selectbox(key="preset")
+    assert "static" in box.options and "about 10x (not for this model)" in box.options  # tiny-bert: 2 of 3 layers
+    box.set_value("about 4x").run()
+    assert not app.exception
+    assert app.session_state["r_quant"] == "int8"
+    assert any("Measured on MiniLM" in c.value and "3.87x smaller" in c.value for c in app.caption)
+    box.set_value("about 10x").run()
+    assert any("cannot apply to tiny-bert" in c.value for c in app.caption)
+    box.set_value("about 4x").run()
+    next(b for b in app.button if b.label == "Apply").click().run()
+    assert not app.exception
+    said = [m.value for m in [*app.success, *app.warning, *app.error] if m.value.startswith("Quality: **")]
+    assert len(said) == 1 and "fidelity" in said[0] and ">= 0.95" in said[0]
+    assert C.Recipe(**presets.BY_NAME["about 4x"].recipe) == app.session_state["result"]["recipe"]

@@ -1,0 +1,67 @@
+"""What guides a newcomer on the Compress page: the presets (measured recipes, compress/presets.py), the verdict on
+quality next to size and speed (compress/verdict.py), and the lines that say what healing and the peer did."""
+import streamlit as st
+
+import compress as C
+from compress import presets as P
+from compress.verdict import verdict
+from ui import cached, safe, state
+
+PICK = "(choose a preset)"
+
+
+def _use():
+    name = st.session_state.get("preset")
+    if name in P.BY_NAME:
+        state.set_recipe(P.BY_NAME[name].build())
+
+
+def presets(b) -> None:
+    """A preset fills the controls with a measured recipe; one this model cannot take is shown with the reason."""
+    why = {p.name: P.reason(p.name, b) for p in P.PRESETS}
+    st.selectbox("Start from a preset", [PICK, *why], key="preset", on_change=_use,
+                 format_func=lambda n: n if n == PICK or not why[n] else f"{n} (not for this model)",
+                 help="Measured recipes: choosing one fills the controls below; Apply measures it here.")
+    name = st.session_state.get("preset")
+    if name in P.BY_NAME:
+        p = P.BY_NAME[name]
+        if why[name]:
+            st.caption(f"{name} cannot apply to {b.name}: {why[name]}.")
+        st.caption(f"Measured on {p.measured_on}: {p.gives}." + (f" Healing: {p.healing}." if p.healing else "")
+                   + f" (BENCHMARKS.md, {p.source})")
+
+
+def verdict_line(res: dict) -> None:
+    """Kept / some loss / large loss, with the thresholds and what to try next."""
+    v = verdict(res["nums"]["compressed"]["quality"])
+    if v is None:
+        return
+    say = (st.success if v["verdict"] == "kept" else st.warning if v["verdict"] == "some loss" else st.error)
+    say(f"Quality: **{v['verdict']}** ({C.metric_label(v['metric'])} {v['value']:.4f}; {v['rule']}). {v['hint']}")
+
+
+def heal_line(h, planned: int | None = None) -> str:
+    """What healing did, from this server's healing or an uploaded card (the uploader's JSON: any shape): the steps
+    it ran, of how many, and why it stopped."""
+    try:
+        ran = int(h["steps_run"])
+        why = ("stopped by Stop" if h.get("stopped") is True else
+               "stopped by the time cap" if planned and ran < planned else "")
+        return (f". Healed {ran}" + (f" of {planned}" if planned and ran != planned else "")
+                + f" steps in {float(h['seconds']):.0f} s (best step {int(h['best_step'])}, "
+                f"dev {safe.plain(h['metric'])[:40]} {float(h['dev_before']):.4f} -> {float(h['dev_after']):.4f}"
+                + (f", {why})" if why else ")"))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return ". Its card does not say how it was healed."
+
+
+def peer_line(p, o) -> None:
+    """What a user would pick instead, measured in the same job: ONNX Runtime's int8 of the original."""
+    pc, pl = p["nums"]["compressed"], p["lat"]
+    how = p["applied"].get("runtime_setting") or f"fell back to eager: {p['applied'].get('runtime_reason', '')}"
+    flag = C.timing(pl["compressed"])
+    st.caption(f"**Peer**, what a user would pick instead: ONNX Runtime int8 of the original ({how}): "
+               f"{cached.mb(pc['size_bytes'])} ({o['size_bytes'] / pc['size_bytes']:.2f}x smaller), p50 "
+               f"{pl['compressed']['p50']:.1f} ms ({pl['original']['p50'] / pl['compressed']['p50']:.2f}x faster than "
+               f"the original in its own interleaved run{'' if flag == 'reliable' else '; timing ' + flag}), "
+               + ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in pc["quality"].items()) + ".")
