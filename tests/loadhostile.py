@@ -39,16 +39,21 @@ async def _idle(page) -> None:
     await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=600_000)
 
 
-async def _uploads(page, url: str, zips: list[Path], log: list, name: str) -> None:
+async def open_uploader(page, url: str) -> None:
+    """The sidebar's upload radio, clicked until its file input is there."""
     await page.goto(url, timeout=120_000)
     for _ in range(5):  # a click made while the first (cold) run still goes can be dropped: again, when idle
         await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
         await page.get_by_text("Upload a zip", exact=True).click()
         try:
             await page.locator('input[type="file"]').wait_for(state="attached", timeout=20_000)
-            break
+            return
         except Exception:  # noqa: BLE001 - not there yet: click again
             continue
+
+
+async def _uploads(page, url: str, zips: list[Path], log: list, name: str) -> None:
+    await open_uploader(page, url)
     for z in zips:
         t0 = time.time()
         await page.locator('input[type="file"]').set_input_files(str(z))

@@ -83,15 +83,8 @@ async def _session(browser, url: str, name: str, until: float, log: list, role: 
             d = Path(tempfile.mkdtemp())
             build_family("bert", d / "m")
             zpath = Path(shutil.make_archive(str(d / "m"), "zip", d / "m"))
-            await page.goto(url, timeout=120_000)
-            for _ in range(5):  # a click made while the first (cold) run still goes can be dropped: again, when idle
-                await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
-                await page.get_by_text("Upload a zip", exact=True).click()
-                try:
-                    await page.locator('input[type="file"]').wait_for(state="attached", timeout=20_000)
-                    break
-                except Exception:  # noqa: BLE001 - not there yet: click again
-                    continue
+            from loadhostile import open_uploader
+            await open_uploader(page, url)
             await page.locator('input[type="file"]').set_input_files(str(zpath))
             await page.get_by_text(re.compile(r"Active: .*" + re.escape(zpath.name))).wait_for(timeout=600_000)
             await page.get_by_role("link", name="Compress").click()
