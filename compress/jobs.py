@@ -8,6 +8,7 @@ results store (store.py) when it is given, started and ended, so a restarted ser
 interrupted. No streamlit here: the pages only submit, poll and show.
 """
 import itertools
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,8 @@ from typing import Callable
 
 from .cancel import Cancelled, checkpoint, running
 from .errors import CompressError
+
+_LOG = logging.getLogger("compress.jobs")
 
 LONG = {"heal", "sweep"}  # kinds that yield between their steps (trials) instead of holding the queue
 TAB_BOUND = {"heal"}  # long kinds cancelled when their tab is gone (a sweep belongs to its study and goes on)
@@ -168,7 +171,8 @@ class Queue:
         except CompressError as e:
             job.error, state = str(e), "failed"
         except BaseException as e:  # noqa: BLE001 - a tokenizer's panic is a BaseException: a failure, never silent
-            job.error, state = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "failed"
+            _LOG.error("job %s (%s) failed", job.id, job.kind, exc_info=e)  # its text may hold paths: the log's only
+            job.error, state = f"an unexpected error ({type(e).__name__}); it is in the server's log", "failed"
         if timer is not None:
             timer.cancel()
         with self._cv:
