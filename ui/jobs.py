@@ -8,7 +8,7 @@ import streamlit as st
 
 import compress as C
 from ui import cached
-from ui.safe import plain  # another session's label (its prompt): plain text, never markdown
+from ui.safe import guarded, plain  # another session's label (its prompt): plain text, never markdown
 from ui.state import KEY
 
 
@@ -87,6 +87,7 @@ def history():
                    "press Apply or Heal again to redo them.")
 
 
+@guarded("the healing text's upload")  # a callback runs outside the page's boundary
 def heal_text_changed():
     """The user's own healing text: its sha256 goes into the recipe (heal_corpus), its lines to the healer."""
     f = st.session_state.heal_file
@@ -123,6 +124,7 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
 
 
 @st.fragment(run_every=1.0)
+@guarded("the healing progress")  # a fragment's rerun runs outside the page's boundary
 def heal_progress():
     job = st.session_state.get("heal_job")
     if job is None:
