@@ -94,8 +94,9 @@ def _check_qparams(key: str, scales, zeros, int_dtype, n: int) -> None:
                             f"for {n} channel(s)")
     if not (torch.isfinite(scales).all() and (scales > 0).all()):
         raise CompressError(f"the weights file's {key} has a scale that is zero, negative, NaN or infinite")
-    if not (torch.isfinite(zeros).all() if zeros.is_floating_point() else
-            ((zeros >= info.min) & (zeros <= info.max)).all()):
+    if zeros.is_floating_point() and not torch.isfinite(zeros).all():
+        raise CompressError(f"the weights file's {key} has a zero point that is NaN or infinite")
+    if not zeros.is_floating_point() and not ((zeros >= info.min) & (zeros <= info.max)).all():
         raise CompressError(f"the weights file's {key} has a zero point outside {info.min}..{info.max}")
 
 

@@ -109,7 +109,12 @@ def test_apply_int8_on_minilm_in_a_real_browser(server, tmp_path):
         plots = view.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => d.querySelectorAll("
                               "'.main-svg .trace, .main-svg .point').length)")
         text = view.inner_text("body")
+        titles = view.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => ["
+                               "d.querySelector('.gtitle')?.textContent, d.querySelector('.g-xtitle')?.textContent, "
+                               "d.querySelector('.g-ytitle')?.textContent])")
         browser.close()
+    assert all(all(t) for t in titles), titles  # every chart: a title and both axis titles, drawn
+    assert "/work/" not in text and "site-packages" not in text and str(ROOT) not in text  # no server path
     assert len(plots) == 3 and all(n > 0 for n in plots)  # every plot rendered with its data
     assert [u for u in fetched if not u.startswith("file://")] == []
     shown = [v for k, vs in metrics.items() if k in ("Size", "CPU latency p50") or k.startswith(("fidelity", "retri"))

@@ -192,22 +192,25 @@ def _weights(files, edit) -> dict:
     return {**files, "weights.safetensors": st_save(t, metadata=meta)}
 
 
-def _set(suffix, value, which=0):
+def _set(suffix, value, ints=False):
+    """Put value first in the first tensor (by name) ending in suffix (ints: of an integer type; the word table's
+    per-row zero points are floats, which have no range to leave)."""
     def edit(t):
-        k = [k for k in t if k.endswith(suffix)][which]
+        k = sorted(k for k in t if k.endswith(suffix) and not (ints and t[k].is_floating_point()))[0]
         t[k].view(-1)[0] = value
     return edit
 
 
-def _nan_float(t):
-    k = next(k for k, v in t.items() if v.dtype == torch.float32 and v.numel() > 1)
+def _nan_float(t):  # (safetensors' dict order changes from process to process: pick by name)
+    k = sorted(k for k, v in t.items() if v.dtype == torch.float32 and "LayerNorm" in k)[0]
     t[k].view(-1)[0] = float("nan")
 
 
 WEIGHT_CASES = [
     ("int8", _set(".scales", 0.0), "scale"), ("int8", _set(".scales", -1.0), "scale"),
     ("int8", _set(".scales", float("inf")), "scale"), ("int8", _set(".scales", float("nan")), "scale"),
-    ("int8", _set(".zero_points", 1000, 1), "zero point"), ("int8", _set(".zero_points", -1000, 1), "zero point"),
+    ("int8", _set(".zero_points", 1000, True), "zero point"), ("int8", _set(".zero_points", -1000, True), "zero point"),
+    ("int8", _set(".zero_points", float("nan")), "zero point that is NaN"),
     ("int8", _nan_float, "NaN"), ("bits", _set("word_embeddings.scale", 0.0), "zero or negative"),
     ("bits", _set("word_embeddings.low", float("inf")), "NaN or infinite"),
     ("vocab", _set("vocab_index", 32_000), "indices outside"), ("vocab", _set("vocab_index", -1), "indices outside")]
