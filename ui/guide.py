@@ -36,7 +36,8 @@ def verdict_line(res: dict) -> None:
     v = verdict(res["nums"]["compressed"]["quality"])
     if v is None:
         return
-    say = (st.success if v["verdict"] == "kept" else st.warning if v["verdict"] == "some loss" else st.error)
+    say = st.success if v["verdict"] == "kept" else st.info if v["verdict"] == "some loss" else st.warning  # (not
+    #  st.error: a large loss is a finding about the recipe, not an error of the page)
     say(f"Quality: **{v['verdict']}** ({C.metric_label(v['metric'])} {v['value']:.4f}; {v['rule']}). {v['hint']}")
 
 
