@@ -1,26 +1,26 @@
 """compress: transformer compression trade-offs, measured. Never imports streamlit."""
 from .errors import CompressError
-from .steps import FIELDS, STEPS, field_reason, refusal
-from .recipe import Recipe
-from .bundle import ModelBundle
-from .models import BUNDLED, load_model
-from .uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_local, load_upload, local_root
-from .adapters import ADAPTERS, conv1d_to_linear, tied_embeddings
-from .spectrum import Spectrum, has_spectra, layer_report, select_ranks, spectra
-from .factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
-from .lowbit import LowBitEmbedding, low_bit_embeddings
-from .quantize import apply_quantize
-from .measure import BUSY, count_params, cpu_info, gpu_info, latency, machine_line, size_breakdown, size_bytes
-from .evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
-from .texts import EVAL_SETS, heal_corpus, near_duplicates
-from .heal import MAX_HEAL_BYTES, HealResult, heal_texts
-from .sensitivity import allocate, cached as layer_sensitivity
-from .layers import block_influence, choose_layers, drop_layers
-from .pipeline import PEER, WORKLOADS, benchmark, compress, compressed_model, numbers, peer_model, report, row, timing
-from .export import is_compressed, load_compressed, save_compressed, zip_bytes
-from .jobs import queue as job_queue
-from .store import applies, default_store, record_apply, storage_url
-from .cache import policy as cache_policy
+from .table.steps import FIELDS, STEPS, field_reason, refusal
+from .table.recipe import Recipe
+from .models.bundle import ModelBundle
+from .models.bundled import BUNDLED, load_model
+from .models.uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_local, load_upload, local_root
+from .models.adapters import ADAPTERS, conv1d_to_linear, tied_embeddings
+from .techniques.spectrum import Spectrum, has_spectra, layer_report, select_ranks, spectra
+from .techniques.factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
+from .techniques.lowbit import LowBitEmbedding, low_bit_embeddings
+from .techniques.quantize import apply_quantize
+from .measure.core import BUSY, count_params, cpu_info, gpu_info, latency, machine_line, size_breakdown, size_bytes
+from .measure.evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
+from .measure.texts import EVAL_SETS, heal_corpus, near_duplicates
+from .techniques.heal import MAX_HEAL_BYTES, HealResult, heal_texts
+from .techniques.sensitivity import allocate, cached as layer_sensitivity
+from .techniques.layers import block_influence, choose_layers, drop_layers
+from .table.pipeline import PEER, WORKLOADS, benchmark, compress, compressed_model, numbers, peer_model, report, row, timing
+from .outputs.export import is_compressed, load_compressed, save_compressed, zip_bytes
+from .serve.jobs import queue as job_queue
+from .serve.store import applies, default_store, record_apply, storage_url
+from .serve.cache import policy as cache_policy
 
 __all__ = [
     # the technique table and the recipe it generates

@@ -4,10 +4,10 @@ import dataclasses
 import json
 import sys
 
-from . import sweepcli
+from .sweep import cli as sweepcli
 from .errors import CompressError
-from .recipe import Recipe
-from .steps import FIELDS
+from .table.recipe import Recipe
+from .table.steps import FIELDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +39,7 @@ def _recipe_args(p):
 
 
 def _workload_arg(p):
-    from .pipeline import WORKLOADS
+    from .table.pipeline import WORKLOADS
     p.add_argument("--workload", default="ids", choices=list(WORKLOADS),
                    help="; ".join(f"{k}: {v}" for k, v in WORKLOADS.items()) + " (sentences_per_s / tokens_per_s)")
 
@@ -117,21 +117,21 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sweep", help="an Optuna study over the table's fields: one JSON line per trial, then the frontier")
     sweepcli.add_args(sp)
     _workload_arg(sp)
-    sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/steps.py)")
+    sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/table/steps.py)")
     return p
 
 
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
-        from . import pipeline
-        from .models import load_model
+        from .table import pipeline
+        from .models.bundled import load_model
         if a.cmd == "bench":
-            from . import bench
+            from .measure import bench
             one = _recipe(a)
             log = lambda m: print(m, file=sys.stderr)  # noqa: E731
             if a.peers:
-                from . import peers
+                from .measure import peers
                 md = peers.table(load_model(a.model), [one] if one != Recipe() else bench.SETS["peers"], a.batch,
                                  a.seq, a.runs, _texts(a), log)
             else:
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         else:
             out, comp = _heal(bundle, recipe, a)
         if a.out:
-            from .export import save_compressed
+            from .outputs.export import save_compressed
             out["saved_to"] = str(save_compressed(comp, a.out, out))
         print(json.dumps(out, indent=1))
         return 0
@@ -176,9 +176,11 @@ def main(argv=None) -> int:
 
 def _report(a) -> int:
     """report: measure the recipe, its original and the peer as apply does, then write the HTML file."""
-    from . import htmlreport as report, measure, pipeline
-    from .evaluate import complete, eval_set, search
-    from .models import load_model
+    from .outputs import html as report
+    from .measure import core as measure
+    from .table import pipeline
+    from .measure.evaluate import complete, eval_set, search
+    from .models.bundled import load_model
     if a.study:
         page = report.study_of(a.study, a.storage)
     else:
@@ -207,7 +209,7 @@ def _report(a) -> int:
 
 def technique_table() -> str:
     """README's technique table: a row per step of the table, in its order."""
-    from .steps import STEPS
+    from .table.steps import STEPS
     rows = ["| technique | Recipe field / flag | what it does |", "|---|---|---|"]
     for s in STEPS:
         flags = ", ".join(f"`{f.name}` / `{f.flag}`" for f in s.fields if f.label)
@@ -219,7 +221,8 @@ def technique_table() -> str:
 
 def _heal(bundle, recipe, a):
     """(report of the healed model + "unhealed" numbers, healed bundle)."""
-    from . import evaluate, pipeline
+    from .measure import evaluate
+    from .table import pipeline
     texts = _texts(a)
     unhealed = pipeline.compress(bundle, dataclasses.replace(recipe, heal_steps=0, runtime="eager"))
 
@@ -234,8 +237,8 @@ def _heal(bundle, recipe, a):
 
 def _inspect(bundle) -> str:
     import pandas as pd
-    from .measure import count_params, size_breakdown, size_bytes
-    from .spectrum import spectra
+    from .measure.core import count_params, size_breakdown, size_bytes
+    from .techniques.spectrum import spectra
     rows = []
     for name, s in spectra(bundle).items():
         k = len(s.s)

@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("COMPRESS_DATA", tempfile.mkdtemp(prefix="compress-data-"))  # the results store, not the repo's
 
 import compress as C  # noqa: E402
-from compress.adapters import ADAPTERS  # noqa: E402
-from compress.bundle import ModelBundle  # noqa: E402
+from compress.models.adapters import ADAPTERS  # noqa: E402
+from compress.models.bundle import ModelBundle  # noqa: E402
 
 
 def pytest_configure(config):
@@ -50,7 +50,7 @@ def tiny_bert(minilm):
 @pytest.fixture(scope="session")
 def tiny_gpt():
     """A random 2-layer TinyGPT with weights large enough that its next-token distributions are not flat."""
-    from compress.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
+    from compress.models.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
     torch.manual_seed(0)
     model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
     with torch.no_grad():

@@ -29,8 +29,8 @@ def figures(model="minilm") -> dict:
     import plotly.graph_objects as go
 
     import compress as C
-    from compress import learn as L
-    from compress import learnattn as A
+    from compress.learn import figures as L
+    from compress.learn import attention as A
     b = C.load_model(model)
     t = time.perf_counter()
     L.prepare(b)

@@ -91,7 +91,7 @@ def test_an_apply_waits_for_one_healing_step_not_the_whole_healing(tiny_bert, mo
 def test_an_encoder_without_a_tokenizer_says_so_instead_of_sample_outputs(tiny_bert, monkeypatch):
     """An upload with no tokenizer: Apply works, and the sample outputs are one line, not a failed search."""
     from streamlit.testing.v1 import AppTest
-    from compress.bundle import ModelBundle
+    from compress.models.bundle import ModelBundle
     from conftest import ROOT
     bare = ModelBundle(tiny_bert.model, "tiny-bert-bare", tiny_bert.adapter, None, "tiny-bert-bare-hash",
                        tiny_bert.info)

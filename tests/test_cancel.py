@@ -1,4 +1,4 @@
-"""Cancel of every job kind while it runs: the library's checkpoints (compress/cancel.py) end it at the next one. Each
+"""Cancel of every job kind while it runs: the library's checkpoints (compress/serve/cancel.py) end it at the next one. Each
 test pauses the job just after one of its checkpoints (a hook: as if at work there), cancels it from this thread as a
 Cancel button would, lets it go on, and counts the checkpoints it calls after the Cancel: one (the one that ends it). Timeouts are guards against a
 hang, never what is asserted."""
@@ -8,8 +8,9 @@ import traceback
 import pytest
 
 import compress as C
-from compress import cancel, jobs, models
-from compress.spectrum import compute_spectra
+from compress.serve import cancel, jobs
+from compress.models import bundled as models
+from compress.techniques.spectrum import compute_spectra
 
 
 def _count(fn, kind="apply") -> int:

@@ -1,4 +1,4 @@
-"""The download zip (compress/export.py): weights as the model runs them, the card, the tokenizer, a README whose
+"""The download zip (compress/outputs/export.py): weights as the model runs them, the card, the tokenizer, a README whose
 ONNX Runtime snippet runs without this library; upload back gives identical outputs; hostile zips are refused."""
 import io
 import json
@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save as st_save
 
 import compress as C
-from compress import evaluate
-from compress.adapters import forward
+from compress.measure import evaluate
+from compress.models.adapters import forward
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def test_hostile_model_onnx_is_refused_before_it_runs(bundled, good_onnx, tmp_pa
 def test_a_healed_onnx_zip_loads_without_healing_again(bundled, tmp_path, monkeypatch):
     comp = C.compress(bundled["tiny-bert"], C.Recipe(quant="int8", runtime="onnxruntime", heal_steps=2))
     path = C.save_compressed(comp, tmp_path / "m.zip")
-    from compress import step
+    from compress.table import step
     monkeypatch.setattr(step, "heal", lambda *a, **k: pytest.fail("a replay never heals"))
     back = C.load_compressed(path)
     ids = torch.randint(5, 250, (2, 9))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import compress as C
-from compress.spectrum import Spectrum, select_ranks
+from compress.techniques.spectrum import Spectrum, select_ranks
 
 
 def _spec(m, n, s):
@@ -95,8 +95,8 @@ def test_minilm_ratio_half_fewer_params_and_finite(minilm):
 
 def test_embedding_factorization_full_rank_exact_then_smaller_and_quantizable(tiny_bert):
     import copy
-    from compress.factorize import LowRankEmbedding, factorize_embeddings
-    from compress.heal import trainable
+    from compress.techniques.factorize import LowRankEmbedding, factorize_embeddings
+    from compress.techniques.heal import trainable
     table = tiny_bert.model.embeddings.word_embeddings
     ids = torch.randint(0, table.num_embeddings, (3, 7))
     full = LowRankEmbedding.from_embedding(table, 64)  # rank = hidden: the SVD reproduces the table
@@ -113,8 +113,8 @@ def test_embedding_factorization_full_rank_exact_then_smaller_and_quantizable(ti
 
 def test_tied_embeddings_are_refused_with_a_reason():
     from transformers import GPT2Config, GPT2LMHeadModel
-    from compress.adapters import ADAPTERS, conv1d_to_linear
-    from compress.factorize import factorize_embeddings
+    from compress.models.adapters import ADAPTERS, conv1d_to_linear
+    from compress.techniques.factorize import factorize_embeddings
     m = conv1d_to_linear(GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2)))
     assert C.tied_embeddings(m, ADAPTERS["gpt2"])
     with pytest.raises(C.CompressError, match="tied"):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import compress as C
-from compress.adapters import ADAPTERS, conv1d_to_linear, forward
+from compress.measure import evaluate
+from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
 
 TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=64)
@@ -83,7 +84,7 @@ FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
 def uploads(tmp_path_factory):
     """{family: (zip path, in-memory original)}; DistilBERT and RoBERTa zipped inside a sub-folder."""
     tmp = tmp_path_factory.mktemp("families")
-    toks = _tokenizers((C.evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600])
+    toks = _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600])
     out = {}
     for fam in FAMILIES:
         model = build_family(fam, tmp / fam, toks)

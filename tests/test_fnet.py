@@ -6,10 +6,10 @@ import pytest
 import torch
 from test_families import build_family
 
-from compress.adapters import ADAPTERS, conv1d_to_linear, forward
-from compress.fnet import apply_fnet, attention_params, fourier_mix
-from compress.recipe import CompressError
-from compress.tinygpt import GPTConfig, TinyGPT
+from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
+from compress.techniques.fnet import apply_fnet, attention_params, fourier_mix
+from compress.table.recipe import CompressError
+from compress.models.tinygpt import GPTConfig, TinyGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import compress as C
-from compress.adapters import forward
-from compress.int4 import Int4Linear
+from compress.models.adapters import forward
+from compress.techniques.int4 import Int4Linear
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 

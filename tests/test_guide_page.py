@@ -1,7 +1,7 @@
 """The Compress page's guides (ui/guide.py): a preset fills the controls with its measured recipe (one this model
 cannot take says why), and an Apply shows a quality verdict with its thresholds."""
 import compress as C
-from compress import presets
+from compress.table import presets
 
 
 def test_a_preset_fills_the_controls_and_apply_shows_a_verdict(app):

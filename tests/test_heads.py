@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import compress as C
-from compress.adapters import ADAPTERS, conv1d_to_linear, forward
-from compress.heads import (ffn_scores, head_dim, head_mask, head_scores, heads_per_layer, narrow_ffn,
+from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
+from compress.techniques.heads import (ffn_scores, head_dim, head_mask, head_scores, heads_per_layer, narrow_ffn,
                             prune_heads)
-from compress.tinygpt import GPTConfig, TinyGPT
+from compress.models.tinygpt import GPTConfig, TinyGPT
 from test_families import build_family
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""Healing (compress/heal.py) on tiny random models, and the healing corpus rules."""
+"""Healing (compress/techniques/heal.py) on tiny random models, and the healing corpus rules."""
 import copy
 import json
 import threading
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import compress as C
-from compress.adapters import ADAPTERS
-from compress.evaluate import ASSETS, batches, eval_set
-from compress.heal import _loss, dev_metric, heal, heal_texts, split_dev
-from compress.bundle import ModelBundle
+from compress.models.adapters import ADAPTERS
+from compress.measure.evaluate import ASSETS, batches, eval_set
+from compress.techniques.heal import _loss, dev_metric, heal, heal_texts, split_dev
+from compress.models.bundle import ModelBundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,7 +61,7 @@ def test_blocks_learn_around_a_2bit_table_that_stays_as_it_is(tiny_bert, texts):
 
 
 def test_mix_joins_the_start_of_one_text_to_the_end_of_another(texts):
-    from compress.heal import _mix
+    from compress.techniques.heal import _mix
     pool = texts[:50]
     mixed = _mix(pool[:20], pool, 1.0, torch.Generator().manual_seed(1))
     assert mixed == _mix(pool[:20], pool, 1.0, torch.Generator().manual_seed(1))  # seeded
@@ -130,7 +130,7 @@ def test_heal_corpus_is_large_and_disjoint_from_the_eval_set():
 
 
 def test_tinygpt_heals_on_its_training_split_only(tiny_gpt):
-    from compress import tinygpt as tg
+    from compress.models import tinygpt as tg
     train, held_out = tg.split_corpus(tg.load_corpus())
     windows = heal_texts(tiny_gpt)
     assert len(windows) > 1000 and all(w in train for w in windows[-3:])

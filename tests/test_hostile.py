@@ -8,7 +8,7 @@ import time
 import pytest
 
 import compress as C
-from compress import staging
+from compress.models import staging
 from test_uploads import make_zip, refused, with_config
 
 pytestmark = pytest.mark.usefixtures("one_thread", "tmpdirs")
@@ -105,7 +105,7 @@ def test_local_folders_are_off_unless_the_operator_names_a_root(good, tmp_path, 
 
 
 def test_healing_text_is_bounded_before_it_is_tokenized(tiny_bert, monkeypatch):
-    from compress import heal
+    from compress.techniques import heal
     monkeypatch.setattr(heal, "MAX_HEAL_TEXTS", 100)
     with pytest.raises(C.CompressError, match="limited to 100 lines"):
         C.compress(tiny_bert, C.Recipe(heal_steps=1), texts=["a sentence of a user's own text"] * 101)
@@ -113,7 +113,7 @@ def test_healing_text_is_bounded_before_it_is_tokenized(tiny_bert, monkeypatch):
 
 
 def test_work_is_bounded_with_a_message_naming_the_limit(tiny_gpt, monkeypatch):
-    from compress import measure
+    from compress.measure import core as measure
     with pytest.raises(C.CompressError, match="limited to 16,384"):
         C.benchmark(tiny_gpt, tiny_gpt, batch=512, seq=64)
     monkeypatch.setattr(measure, "LOCK_WAIT_S", 0.05)

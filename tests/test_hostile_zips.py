@@ -283,6 +283,6 @@ def test_every_bundled_model_uploads_back_with_every_runtime(tmp_path, model, ru
     back = C.load_compressed(C.save_compressed(comp, tmp_path / "m.zip"))
     assert back.applied["runtime_applied"] == comp.applied["runtime_applied"]
     ids = torch.randint(5, 250, (2, 12), generator=torch.Generator().manual_seed(0))
-    from compress.adapters import forward
+    from compress.models.adapters import forward
     with torch.no_grad():
         assert torch.allclose(forward(back.model, base.adapter, ids), forward(comp.model, base.adapter, ids), atol=1e-5)

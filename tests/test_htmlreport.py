@@ -1,10 +1,10 @@
-"""The one-file report (compress/htmlreport.py) on a result dict in the page's shape: no raw dict or list dumps, a
+"""The one-file report (compress/outputs/html.py) on a result dict in the page's shape: no raw dict or list dumps, a
 title and both axis titles on every chart, no server path, an unreliable timing marked as such."""
 import json
 import re
 
 import compress as C
-from compress import htmlreport
+from compress.outputs import html as htmlreport
 
 LAT = {"p10": 9.0, "p50": 10.0, "p90": 12.0}
 

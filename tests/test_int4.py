@@ -1,4 +1,4 @@
-"""Weight-only int4 (compress/int4.py): packing within half a step, output error, size, the healing simulation
+"""Weight-only int4 (compress/techniques/int4.py): packing within half a step, output error, size, the healing simulation
 matching what int4 stores, and a save / reload round trip."""
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import compress as C
-from compress.adapters import forward
-from compress.int4 import Int4Linear, apply_int4, fake_int4
-from compress.lowbit import group_size
+from compress.models.adapters import forward
+from compress.techniques.int4 import Int4Linear, apply_int4, fake_int4
+from compress.techniques.lowbit import group_size
 
 
 def test_group_size_divides_the_row():

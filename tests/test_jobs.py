@@ -9,8 +9,8 @@ import time
 import pytest
 
 import compress as C
-from compress import jobs
-from compress.store import Store
+from compress.serve import jobs
+from compress.serve.store import Store
 from conftest import ROOT
 
 
@@ -132,7 +132,7 @@ def test_the_log_keeps_when_each_job_started_and_an_old_store_gains_the_column(t
 def test_a_killed_server_leaves_its_jobs_marked_interrupted_and_the_rest_kept(tmp_path):
     db = tmp_path / "s.sqlite"
     code = ("import sys, time, threading; sys.path.insert(0, %r)\n"
-            "from compress import jobs\nfrom compress.store import Store\n"
+            "from compress.serve import jobs\nfrom compress.serve.store import Store\n"
             "q = jobs.Queue(1, Store(%r))\n"
             "q.wait(q.submit('apply', lambda j: 'ok', label='finished'))\n"
             "q.submit('heal', lambda j: threading.Event().wait(), label='healing')\n"

@@ -1,4 +1,4 @@
-"""Fewer layers (compress/layers.py): block influence, which blocks stay, exactness, healing's layer map."""
+"""Fewer layers (compress/techniques/layers.py): block influence, which blocks stay, exactness, healing's layer map."""
 import copy
 import dataclasses
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import compress as C
-from compress.heal import _loss, calibration_batches, heal, heal_texts
+from compress.techniques.heal import _loss, calibration_batches, heal, heal_texts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +36,7 @@ def test_choose_layers_keeps_the_most_influential_in_model_order():
 
 
 def test_tinygpt_with_two_of_four_layers_is_a_two_layer_tinygpt(tiny_gpt):
-    from compress.tinygpt import GPTConfig, TinyGPT
+    from compress.models.tinygpt import GPTConfig, TinyGPT
     torch.manual_seed(0)
     four = TinyGPT(GPTConfig(block_size=32, n_layer=4, n_head=2, n_embd=32, dropout=0.0)).eval()
     two = C.drop_layers(copy.deepcopy(four), tiny_gpt.adapter, [1, 3])

@@ -1,4 +1,4 @@
-"""The Learn page's figure data (compress.learn, learnattn, article, healcurve): each number checked against the
+"""The Learn page's figure data (compress.learn.figures, learnattn, article, healcurve): each number checked against the
 technique it teaches, on tiny random models (fast)."""
 import copy
 import math
@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import compress as C
-from compress import article, healcurve, heads, layers
-from compress import learn as L
-from compress import learnattn as A
-from compress.fnet import fourier_mix
-from compress.quantize import int8_weight
+from compress.learn import article
+from compress.techniques import healcurve, heads, layers
+from compress.learn import figures as L
+from compress.learn import attention as A
+from compress.techniques.fnet import fourier_mix
+from compress.techniques.quantize import int8_weight
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "Let the dough rest in the fridge for at least an hour."

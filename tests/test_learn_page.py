@@ -80,7 +80,7 @@ def test_learn_page_on_a_gpt2_upload(tmp_path, monkeypatch):
     registered as a model the sidebar can pick."""
     import compress as C
     from test_families import _tokenizers, build_family, zip_dir
-    from compress.texts import eval_set
+    from compress.measure.texts import eval_set
     folder = tmp_path / "gpt2"
     folder.mkdir()
     build_family("gpt2", folder, _tokenizers(eval_set("project")[0]))

@@ -66,7 +66,7 @@ def test_timings_of_two_processes_never_overlap(monkeypatch):
     import subprocess
     import sys
     import tempfile
-    from compress import measure
+    from compress.measure import core as measure
     path = f"{tempfile.gettempdir()}/compress-bench.lock"
     holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, time; f = open({path!r}, 'a'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)"],
@@ -83,7 +83,7 @@ def test_timings_of_two_processes_never_overlap(monkeypatch):
 
 
 def test_others_busy_is_the_share_of_all_cpus_other_processes_used(monkeypatch):
-    from compress import measure
+    from compress.measure import core as measure
     monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
     assert measure.others_busy((0.0, 10.0, 1.0), (1.0, 12.0, 1.5)) == 0.75  # 2 busy CPU-s, 0.5 of them ours
     assert measure.others_busy((0.0, 10.0, 1.0), (1.0, 10.5, 1.5)) == 0.0
@@ -106,7 +106,7 @@ def test_a_timing_that_other_processes_overlap_says_so():
 def _fake_snapshots(monkeypatch, busy_rounds, round_s=0.1):
     """/proc/stat as if other processes took both CPUs during the rounds in busy_rounds (counted from 1, warm-up
     rounds included): every round round_s long."""
-    from compress import measure
+    from compress.measure import core as measure
     monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
     state = {"n": 0, "busy": 0.0}
 
@@ -119,7 +119,7 @@ def _fake_snapshots(monkeypatch, busy_rounds, round_s=0.1):
 
 
 def test_a_round_other_processes_overlap_is_dropped_and_timed_again(monkeypatch):
-    from compress import measure
+    from compress.measure import core as measure
     _fake_snapshots(monkeypatch, {3, 4})
     kept, calls = [], []
     lat = measure.latency({"a": lambda: calls.append(1), "b": lambda: None}, runs=7, kept=kept)
@@ -128,14 +128,14 @@ def test_a_round_other_processes_overlap_is_dropped_and_timed_again(monkeypatch)
 
 
 def test_when_every_round_is_overlapped_it_stops_retrying_and_says_so(monkeypatch):
-    from compress import measure
+    from compress.measure import core as measure
     _fake_snapshots(monkeypatch, set(range(100)))
     lat = measure.latency({"a": lambda: None}, runs=7)
     assert lat["a"]["dropped"] == 14 and lat["a"]["runs"] == 7 and lat["a"]["others_busy"] == 1.0 > C.BUSY
 
 
 def test_short_rounds_are_judged_in_blocks_long_enough_for_proc_stat(monkeypatch):
-    from compress import measure
+    from compress.measure import core as measure
     _fake_snapshots(monkeypatch, {5}, round_s=0.02)  # 3 rounds (0.06 s) make a block: rounds 3-5 the first
     kept = []
     lat = measure.latency({"a": lambda: None}, runs=7, kept=kept)

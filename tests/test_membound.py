@@ -1,10 +1,11 @@
-"""The memory bound per job kind (compress/membound.py): estimated from the parameters before anything is allocated,
+"""The memory bound per job kind (compress/serve/membound.py): estimated from the parameters before anything is allocated,
 refused in one line over COMPRESS_MEM_BUDGET_MB."""
 import pytest
 
 import compress as C
-from compress import membound, pipeline
-from compress.spectrum import compute_spectra
+from compress.serve import membound
+from compress.table import pipeline
+from compress.techniques.spectrum import compute_spectra
 
 
 def _params(b) -> int:

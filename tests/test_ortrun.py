@@ -1,4 +1,4 @@
-"""ONNX Runtime as a runtime (compress/ortrun.py): outputs equal PyTorch's (1e-4 max abs on hidden states, 1e-4
+"""ONNX Runtime as a runtime (compress/techniques/ortrun.py): outputs equal PyTorch's (1e-4 max abs on hidden states, 1e-4
 relative on logits) on the evaluation sentences, for MiniLM plain and stacked, tinygpt and every upload family; int8
 through onnxruntime's own quantization; int4 and half fall back to eager with the reason; the size is the file's."""
 import dataclasses
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import compress as C
-from compress import evaluate
-from compress.adapters import forward
+from compress.measure import evaluate
+from compress.models.adapters import forward
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import compress as C
-from compress import space as S, store
+from compress.sweep import space as S
+from compress.serve import store
 from conftest import ROOT
 from ui import safe
 
@@ -78,7 +79,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log_entry(monkeypatch, caplog
         at.switch_page("ui/pages/model.py").run()  # a page run as the main script (AppTest's switch_page)
         assert not at.exception and [e for e in at.error if "Something went wrong in" in e.value], (at.error, at.main)
     assert "RuntimeError" in caplog.text and "/srv/secret" not in " ".join(e.value for e in at.error)
-    monkeypatch.setattr("compress.learn.layers_kept", boom)
+    monkeypatch.setattr("compress.learn.figures.layers_kept", boom)
     at.switch_page("ui/pages/learn.py").run()
     assert not at.exception and [e for e in at.error if "the Learn figure layers" in e.value]
     assert len(at.get("plotly_chart")) >= 6  # the other figures are drawn

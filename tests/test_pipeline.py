@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import compress as C
-from compress.adapters import forward
+from compress.models.adapters import forward
 from conftest import ROOT
 
 

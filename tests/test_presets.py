@@ -1,9 +1,10 @@
-"""Presets (compress/presets.py): measured recipes from BENCHMARKS.md, each buildable, its numbers found in
+"""Presets (compress/table/presets.py): measured recipes from BENCHMARKS.md, each buildable, its numbers found in
 BENCHMARKS.md (copied, not invented), refused on a model by the technique table's own words."""
 import pytest
 
 import compress as C
-from compress import bench, presets
+from compress.measure import bench
+from compress.table import presets
 from conftest import ROOT
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import compress as C
-from compress.evaluate import neighbours
+from compress.measure import core as measure_core, evaluate
+from compress.measure.evaluate import neighbours
 from conftest import ROOT
 
 
@@ -35,17 +36,17 @@ def test_neighbour_agreement_and_similarity_correlation_need_no_common_width():
 
 @pytest.mark.parametrize("fixture, rate", [("tiny_bert", "sentences_per_s"), ("tiny_gpt", "tokens_per_s")])
 def test_sentence_workload_times_every_batch_at_least_once_and_gives_the_rate(fixture, rate, request, monkeypatch):
-    from compress.pipeline import STRETCH
-    monkeypatch.setattr(C.measure, "ROUND_BUSY", 1.0)  # no round dropped for another process: the batches timed
-    monkeypatch.setattr(C.measure, "BUSY", 1.0)        # are known
+    from compress.table.pipeline import STRETCH
+    monkeypatch.setattr(measure_core, "ROUND_BUSY", 1.0)  # no round dropped for another process: the batches timed
+    monkeypatch.setattr(measure_core, "BUSY", 1.0)        # are known
     b = request.getfixturevalue(fixture)
-    groups = C.evaluate.sentence_groups(32)
+    groups = evaluate.sentence_groups(32)
     lat = C.benchmark(b, C.compress(b, C.Recipe(quant="int8")), workload="sentences")
     runs = lat["original"]["runs"]
     assert runs >= 7 and runs * STRETCH >= len(groups)  # a run: STRETCH batches in a row, cycling through them all
     timed = [groups[i % len(groups)] for i in range(2 * STRETCH, (2 + runs) * STRETCH)]  # after 2 warm-up runs
     n = sum(map(len, timed)) if rate == "sentences_per_s" else \
-        sum(int(C.evaluate.batches(b, g, 32)[0][1].sum()) for g in timed)
+        sum(int(evaluate.batches(b, g, 32)[0][1].sum()) for g in timed)
     for v in lat.values():
         assert v["runs"] == runs and v[rate] == pytest.approx(n / (v["total_ms"] / 1e3), rel=1e-3)
     row = C.row({**C.numbers(b), "quality": {}}, {**C.numbers(b), "quality": {}}, lat)
@@ -58,5 +59,5 @@ def test_cli_reports_the_sentence_workload():
     p = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--quant", "int8",
                         "--workload", "sentences"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     out = json.loads(p.stdout)
-    assert out["workload"]["kind"] == "sentences" and out["workload"]["texts"] == C.evaluate.sentence_count()
+    assert out["workload"]["kind"] == "sentences" and out["workload"]["texts"] == evaluate.sentence_count()
     assert out["compressed"]["latency_ms"]["tokens_per_s"] > 0 and out["workload"]["runs"] >= 7

@@ -123,7 +123,7 @@ def test_minilm_2bit_table_with_int8(minilm):
 
 
 def test_fake_int8_rounds_like_int8_and_passes_gradients_straight_through():
-    from compress.quantize import fake_int8
+    from compress.techniques.quantize import fake_int8
     torch.manual_seed(0)
     lin = torch.nn.Sequential(torch.nn.Linear(64, 96))
     x = (torch.randn(4, 10, 64) * 2 + 0.5).requires_grad_()

@@ -2,7 +2,7 @@
 waits or runs is never forgotten (its tab's reaping needs it), and a job with a time limit is cancelled at it."""
 import threading
 
-from compress import cancel, jobs
+from compress.serve import cancel, jobs
 
 
 def test_heartbeats_of_many_sessions_are_trimmed_but_a_busy_sessions_is_kept():

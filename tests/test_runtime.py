@@ -5,12 +5,12 @@ import pytest
 import torch
 from test_families import build_family
 
-import compress.runtime as R
-from compress.adapters import ADAPTERS, conv1d_to_linear, forward
-from compress.quantize import apply_quantize
-from compress.recipe import CompressError
-from compress.runtime import Runtime, apply_runtime
-from compress.tinygpt import GPTConfig, TinyGPT
+import compress.techniques.runtime as R
+from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
+from compress.techniques.quantize import apply_quantize
+from compress.table.recipe import CompressError
+from compress.techniques.runtime import Runtime, apply_runtime
+from compress.models.tinygpt import GPTConfig, TinyGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,7 +118,7 @@ def test_compile_matches_eager(models):
 
 
 def test_freeze_after_fnet(models):
-    from compress.fnet import apply_fnet
+    from compress.techniques.fnet import apply_fnet
     model = apply_fnet(copy.deepcopy(models["bert"]), ADAPTERS["bert"])
     rt, applied, why = apply_runtime(model, ADAPTERS["bert"], "freeze", _inputs(2, 8, padded=False))
     assert (applied, why) == ("freeze", None)

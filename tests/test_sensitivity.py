@@ -1,14 +1,14 @@
-"""Per-layer sensitivity and the sensitivity-weighted rank allocation (compress/sensitivity.py)."""
+"""Per-layer sensitivity and the sensitivity-weighted rank allocation (compress/techniques/sensitivity.py)."""
 import math
 
 import pytest
 import torch
 
 import compress as C
-from compress.adapters import ADAPTERS
-from compress.heal import heal_texts
-from compress.bundle import ModelBundle
-from compress.sensitivity import allocate, calibration_texts, layer_sensitivity
+from compress.models.adapters import ADAPTERS
+from compress.techniques.heal import heal_texts
+from compress.models.bundle import ModelBundle
+from compress.techniques.sensitivity import allocate, calibration_texts, layer_sensitivity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,11 +1,12 @@
-"""The static end (compress/static.py): a token table distilled from the encoder, a sentence the mean of its rows,
+"""The static end (compress/techniques/static.py): a token table distilled from the encoder, a sentence the mean of its rows,
 healed toward the transformer's sentence embeddings; encoders only."""
 import pytest
 import torch
 
 import compress as C
-from compress import evaluate, static
-from compress.adapters import forward
+from compress.measure import evaluate
+from compress.techniques import lowbit, static
+from compress.models.adapters import forward
 
 
 def test_each_row_is_the_weighted_embedding_of_its_one_token_text(tiny_bert):
@@ -64,14 +65,14 @@ def test_a_low_bit_table_is_the_healed_table_rounded_as_healing_saw_it(tiny_bert
     r = C.Recipe(static=True, emb_bits=bits, heal_steps=20, heal_lr=1e-2)
     comp = C.compress(tiny_bert, r)
     table = comp.model.embeddings.word_embeddings
-    assert isinstance(table, C.lowbit.LowBitEmbedding) and table.bits == bits
+    assert isinstance(table, lowbit.LowBitEmbedding) and table.bits == bits
     h = comp.applied["heal"]
     assert h["dev_after"] > h["dev_before"]  # healing trained it with the rounding simulated
     full = C.numbers(C.compress(tiny_bert, C.Recipe(static=True)))["size_bytes"]
     assert C.numbers(comp)["size_bytes"] < (0.2 if bits == 4 else 0.12) * full
     ids = torch.tensor([[101, 7, 2000, 102]])
     float_table = C.compress(tiny_bert, C.Recipe(static=True)).model.embeddings.word_embeddings.weight
-    rounded = C.lowbit.fake_round(float_table, bits, table.group)  # unhealed: the distilled table, rounded
+    rounded = lowbit.fake_round(float_table, bits, table.group)  # unhealed: the distilled table, rounded
     unhealed = C.compress(tiny_bert, C.Recipe(static=True, emb_bits=bits)).model.embeddings.word_embeddings
     torch.testing.assert_close(unhealed(ids)[0], rounded[ids[0]])
 

@@ -1,4 +1,4 @@
-"""Sweeps (compress/space.py, sweep.py, frontier.py): the space from the technique table, one-line errors, trials
+"""Sweeps (compress/sweep/space.py, sweep.py, frontier.py): the space from the technique table, one-line errors, trials
 equal to single applies, the frontier, the store's failures (many workers on one study: test_sweep_workers.py)."""
 import json
 import sqlite3
@@ -7,9 +7,10 @@ import time
 import pytest
 
 import compress as C
-from compress import space as S
-from compress import store, sweep
-from compress.frontier import frontier, rows
+from compress.sweep import space as S
+from compress.serve import store
+from compress.sweep import run as sweep
+from compress.sweep.frontier import frontier, rows
 
 @pytest.fixture(scope="module")
 def gpt():
@@ -183,7 +184,8 @@ def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(gpt, tmp_p
 
 
 def test_a_sweep_on_the_queue_lets_applies_run_between_its_trials_and_outlives_its_tab(gpt, tmp_path, monkeypatch):
-    from compress import jobs, studies
+    from compress.serve import jobs
+    from compress.sweep import studies
     monkeypatch.setattr(jobs, "GRACE_S", 0.1)  # the owner's tab is gone at once: a sweep still goes on
     monkeypatch.setenv("COMPRESS_STORAGE", _url(tmp_path))
     q = jobs.Queue(1)

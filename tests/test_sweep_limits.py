@@ -7,7 +7,8 @@ import traceback
 import pytest
 
 import compress as C
-from compress import cancel, jobs, space as S, studies, sweep
+from compress.serve import cancel, jobs
+from compress.sweep import space as S, studies, run as sweep
 from compress.__main__ import main
 
 

@@ -1,4 +1,4 @@
-"""Many workers on one study (compress/sweep.py, store.py): in a real PostgreSQL, a worker killed with SIGKILL, and
+"""Many workers on one study (compress/sweep/run.py, store.py): in a real PostgreSQL, a worker killed with SIGKILL, and
 workers that start together."""
 import json
 import os
@@ -11,8 +11,9 @@ import time
 import pytest
 
 import compress as C
-from compress import space as S
-from compress import store, sweep
+from compress.sweep import space as S
+from compress.serve import store
+from compress.sweep import run as sweep
 
 sys.path.insert(0, os.path.dirname(__file__))
 import pg  # noqa: E402
@@ -69,7 +70,7 @@ def test_many_workers_share_one_study_in_postgresql(tmp_path):
 def test_a_killed_worker_loses_nothing_and_the_study_resumes(gpt, tmp_path, monkeypatch):  # noqa: F811
     """kill -9 of a SQLite sweep worker mid-trial: the store opens, the finished trials are kept, the running one is
     failed after the heartbeat grace, and resuming the study completes it."""
-    from compress import studies
+    from compress.sweep import studies
     monkeypatch.setattr(store, "HEARTBEAT_S", 1.0)
     monkeypatch.setattr(store, "_STORAGES", {})
     url = _url(tmp_path)

@@ -10,9 +10,9 @@ import torch
 
 import compress as C
 from compress.__main__ import parse_recipe
-from compress import ortrun
-from compress.adapters import forward
-from compress.step import Step
+from compress.techniques import ortrun
+from compress.models.adapters import forward
+from compress.table.step import Step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CASES = [(s, ex) for s in C.STEPS for ex in s.examples]

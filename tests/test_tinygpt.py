@@ -1,4 +1,4 @@
-"""Tests for the bundled TinyGPT (compress/tinygpt.py) and its shipped weights."""
+"""Tests for the bundled TinyGPT (compress/models/tinygpt.py) and its shipped weights."""
 
 import copy
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.tinygpt import (
+from compress.models.tinygpt import (
     GPTConfig,
     TinyGPT,
     bits_per_char,

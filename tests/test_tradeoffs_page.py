@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import compress as C
-from compress import frontier, studies, sweep
+from compress.sweep import frontier, studies, run as sweep
 from conftest import ROOT
 
 APP = str(ROOT / "app.py")
@@ -143,7 +143,7 @@ def test_a_crafted_study_link_is_one_line(store_dir):
 
 def test_only_the_browser_that_started_a_sweep_can_stop_it_even_after_a_reload(store_dir, monkeypatch):
     import threading
-    from compress import jobs
+    from compress.serve import jobs
     q, gate = jobs.Queue(2, long=1), threading.Event()  # one long job at a time: the sweep waits, loads still run
     monkeypatch.setattr(jobs, "_QUEUE", q)
     q.submit("heal", lambda j: gate.wait(120))

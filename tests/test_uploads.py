@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import compress as C
-from compress import staging, uploads
+from compress.models import staging, uploads
 from test_families import build_family
 
 

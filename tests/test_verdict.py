@@ -1,7 +1,7 @@
-"""The quality verdict (compress/verdict.py): kept / some loss / large loss by the stated thresholds."""
+"""The quality verdict (compress/measure/verdict.py): kept / some loss / large loss by the stated thresholds."""
 import pytest
 
-from compress.verdict import THRESHOLDS, verdict
+from compress.measure.verdict import THRESHOLDS, verdict
 
 
 @pytest.mark.parametrize("quality, word", [

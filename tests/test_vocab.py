@@ -1,12 +1,13 @@
-"""Vocabulary pruning (compress/vocab.py): the word table keeps the healing text's tokens, every other token reads
+"""Vocabulary pruning (compress/techniques/vocab.py): the word table keeps the healing text's tokens, every other token reads
 its nearest kept row; a text of kept tokens gives exactly what the original gives."""
 import pytest
 import torch
 
 import compress as C
-from compress import evaluate, vocab
-from compress.adapters import forward
-from compress.heal import heal_texts
+from compress.measure import evaluate
+from compress.techniques import vocab
+from compress.models.adapters import forward
+from compress.techniques.heal import heal_texts
 
 TEXTS = ["The dough rests overnight in the fridge.", "The train leaves at noon.", "the the the dough"]
 

@@ -3,7 +3,7 @@ card's sizes (cache_data), this session's healed models; compressed models live 
 import streamlit as st
 
 import compress as C
-from compress.htmlreport import mb  # noqa: F401  (one format: the page's numbers read the same in the report)
+from compress.outputs.html import mb  # noqa: F401  (one format: the page's numbers read the same in the report)
 
 MAX_HEALED = 3  # healed models kept per session (the shared cache never holds them: they depend on the text)
 

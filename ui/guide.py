@@ -1,10 +1,10 @@
-"""What guides a newcomer on the Compress page: the presets (measured recipes, compress/presets.py), the verdict on
-quality next to size and speed (compress/verdict.py), and the lines that say what healing and the peer did."""
+"""What guides a newcomer on the Compress page: the presets (measured recipes, compress/table/presets.py), the verdict on
+quality next to size and speed (compress/measure/verdict.py), and the lines that say what healing and the peer did."""
 import streamlit as st
 
 import compress as C
-from compress import presets as P
-from compress.verdict import verdict
+from compress.table import presets as P
+from compress.measure.verdict import verdict
 from ui import cached, safe, state
 
 PICK = "(choose a preset)"

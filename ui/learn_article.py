@@ -4,8 +4,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from compress import article as ART
-from compress import healcurve
+from compress.learn import article as ART
+from compress.techniques import healcurve
 from ui import cached, jobs
 from ui.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
 

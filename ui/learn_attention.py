@@ -10,8 +10,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import compress as C
-from compress import learn as L
-from compress import learnattn as A
+from compress.learn import figures as L
+from compress.learn import attention as A
 from ui import cached, jobs, safe
 from ui.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
 

@@ -6,7 +6,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import compress as C
-from compress import learn as L
+from compress.learn import figures as L
 from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 

@@ -6,7 +6,7 @@ import re
 import streamlit as st
 
 import compress as C
-from compress import htmlreport
+from compress.outputs import html as htmlreport
 from ui import cached, jobs
 
 

@@ -2,10 +2,11 @@
 its claimed size and speed gains (cited constants), and the measured row (pipeline.row) read from the results store's
 Apply history, or measured here (measure) and written there so the next reader finds it."""
 
-from . import pipeline, store
-from .errors import CompressError
-from .recipe import Recipe
-from .steps import refusal
+from ..table import pipeline
+from ..serve import store
+from ..errors import CompressError
+from ..table.recipe import Recipe
+from ..table.steps import refusal
 
 ARTICLE = "Compressing transformers: simple, universal and applied ways to make them compact and fast"
 WORKLOAD = {"batch": 8, "seq": 32}  # the Compress page's live workload: a few seconds per recipe on 2 cores

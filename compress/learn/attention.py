@@ -11,10 +11,10 @@ import threading
 import numpy as np
 import torch
 
-from .adapters import forward
-from .errors import CompressError
-from .evaluate import batches
-from .heads import head_dim, heads_per_layer
+from ..models.adapters import forward
+from ..errors import CompressError
+from ..measure.evaluate import batches
+from ..techniques.heads import head_dim, heads_per_layer
 
 MAX_TOKENS = 128                # evaluate.batches cuts a sentence there: T <= 128, so a head's map is <= 64 KB
 MAX_CHARS = 2000                # a longer text is refused before it is tokenized

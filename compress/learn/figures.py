@@ -11,12 +11,12 @@ import math
 import numpy as np
 import torch
 
-from . import heads as H
-from .errors import CompressError
-from .heal import calibration_batches
-from .layers import block_influence, choose_layers
-from .lowbit import group_size, round_groups
-from .spectrum import has_spectra, spectra
+from ..techniques import heads as H
+from ..errors import CompressError
+from ..techniques.heal import calibration_batches
+from ..techniques.layers import block_influence, choose_layers
+from ..techniques.lowbit import group_size, round_groups
+from ..techniques.spectrum import has_spectra, spectra
 
 CORNER = 48  # the heatmaps show W's top-left CORNER x CORNER entries (a 384 x 1536 heatmap is 590k cells)
 

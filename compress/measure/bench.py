@@ -6,12 +6,13 @@ ratios of original vs compressed runs interleaved in one process.
 import dataclasses
 import time
 
-from . import evaluate, measure, pipeline
-from .models import load_model
-from .presets import BY_NAME
-from .errors import CompressError
-from .recipe import Recipe
-from .steps import STEPS
+from . import evaluate, core as measure
+from ..table import pipeline
+from ..models.bundled import load_model
+from ..table.presets import BY_NAME
+from ..errors import CompressError
+from ..table.recipe import Recipe
+from ..table.steps import STEPS
 
 ALONE = [Recipe(**ex) for s in STEPS if not s.trains for ex in s.examples if ex not in s.slow]  # from the table
 SETS = {
@@ -28,17 +29,17 @@ SETS = {
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int8"),
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int4"),  # healed with int4 rounding simulated
     ],
-    "tenx": [BY_NAME["about 10x"].build()],  # the presets' (compress/presets.py): by steps, no time cap
+    "tenx": [BY_NAME["about 10x"].build()],  # the presets' (compress/table/presets.py): by steps, no time cap
     "twentyx": [BY_NAME["about 20x"].build()],  # the 10x recipe with FFN 0.5 and the table cut to the healing text's
     "vocab": [Recipe(vocab=v) for v in (0.5, 0.25, 0.1)] + [  # vocabulary pruning alone and stacked (unhealed)
         Recipe(vocab=0.25, quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(vocab=0.25, emb_bits=2, quant="int8"),
         Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8")],
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
     "onnx": [Recipe(runtime="onnxruntime"), Recipe(quant="int8"), Recipe(quant="int8", runtime="onnxruntime")],
-    "static": [  # the static end: the transformer replaced by a token table (compress/static.py), then healed
+    "static": [  # the static end: the transformer replaced by a token table (compress/techniques/static.py), then healed
         Recipe(static=True), Recipe(static=True, quant="int8"), Recipe(static=True, emb_rank=0.5, quant="int8"),
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
-    "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/peers.py)
+    "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/measure/peers.py)
               Recipe(static=True, quant="int8", heal_steps=1600, heal_lr=1e-2),
               Recipe(static=True, vocab=0.5, quant="int8", heal_steps=1600, heal_lr=1e-2),
               Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2)],  # healed as packed

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .cancel import checkpoint
-from .errors import CompressError
-from .lowbit import Packed
+from ..serve.cancel import checkpoint
+from ..errors import CompressError
+from ..techniques.lowbit import Packed
 
 _BENCH_LOCK = threading.Lock()  # one benchmark at a time in the whole process, or the numbers lie
 LOCK_WAIT_S = 120.0  # a benchmark waits this long for another one, then says so instead of blocking forever

@@ -8,7 +8,7 @@ requirements.txt, and writes them to assets/ (committed: package texts change be
   assets/heal/api.txt        healing text: sentences of numpy, scipy and pandas docstrings (BSD-3-Clause).
 
 Healing text that shares most of its word 4-grams with any evaluation sentence (of either set) is dropped, so
-the evaluation stays text the healed model never saw. Run: python -m compress.make_texts (Python 3.11 here).
+the evaluation stays text the healed model never saw. Run: python -m compress.measure.make_texts (Python 3.11 here).
 """
 import importlib
 import inspect

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import evaluate, measure, pipeline
-from .adapters import forward
-from .errors import CompressError
-from .recipe import Recipe
+from . import evaluate, core as measure
+from ..table import pipeline
+from ..models.adapters import forward
+from ..errors import CompressError
+from ..table.recipe import Recipe
 from .texts import EVAL_SETS, eval_set
 
 M2V = "0.10.0"

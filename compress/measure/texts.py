@@ -4,7 +4,7 @@ near-duplicate check that keeps them apart (assets/eval/README.md, assets/heal/R
 Evaluation sets (never healed on, never used for calibration or choosing anything):
   project  255 everyday sentences and 51 queries written by this project (assets/eval/sentences.tsv, queries.txt)
   docs     real technical text nobody on the project wrote: sentences of the CPython standard library's docstrings
-           (assets/eval/docs.tsv, docs_queries.txt; built by python -m compress.make_texts)
+           (assets/eval/docs.tsv, docs_queries.txt; built by python -m compress.measure.make_texts)
 Healing corpus (encoders): the project's 2,247 sentences, then sentences of Python's language reference and of
 numpy / scipy / pandas docstrings, so a healed model meets more than one style.
 """
@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EVAL_SETS = {  # name -> (sentences file, queries file, what it is, its short name in the app)
     "project": ("sentences.tsv", "queries.txt", "255 everyday sentences written by this project", "our sentences"),
     "docs": ("docs.tsv", "docs_queries.txt", "557 sentences of Python standard-library docstrings, text we did "

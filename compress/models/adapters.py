@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .cancel import checkpoint
+from ..serve.cancel import checkpoint
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class RobertaAdapter(Adapter):
 
 @dataclass(frozen=True)
 class TinyGPTAdapter(Adapter):
-    """The project's own byte-level decoder (compress/tinygpt.py): forward(ids) -> logits, no mask (causal and
+    """The project's own byte-level decoder (compress/models/tinygpt.py): forward(ids) -> logits, no mask (causal and
     right-padded: real positions never see the padding); a frozen dataclass config; trained on its own corpus."""
     WINDOW = 128  # healing text: the training split cut into windows of this many characters
     extra_metrics = ("bits_per_char",)
@@ -124,7 +124,7 @@ class TinyGPTAdapter(Adapter):
 
     def extra_quality(self, bundle):
         from . import tinygpt as tg
-        from .errors import CompressError
+        from ..errors import CompressError
         text = tg.split_corpus(tg.load_corpus())[1]
         bpc = tg.bits_per_char(lambda x: forward(bundle.model, self, x), text, bundle.info["max_positions"])
         if bpc != bpc or bpc == float("inf"):

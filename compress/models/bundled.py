@@ -7,9 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at ru
 from . import uploads
 from .adapters import ADAPTERS
 from .bundle import ModelBundle, file_sha256, hf_info
-from .cache import LRU
-from .cancel import checkpoint
-from .errors import CompressError
+from ..serve.cache import LRU
+from ..serve.cancel import checkpoint
+from ..errors import CompressError
 
 
 def load_minilm() -> ModelBundle:
@@ -30,13 +30,13 @@ def load_minilm() -> ModelBundle:
 
 def load_tinygpt_bundle() -> ModelBundle:
     from . import tinygpt as tg
-    path = Path(__file__).resolve().parent.parent / "assets" / "tinygpt"
+    path = Path(__file__).resolve().parents[2] / "assets" / "tinygpt"
     model, card = tg.load_tinygpt(path)
     checkpoint()  # before the corpus is read and hashed
     cfg = card["config"]
     info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": cfg["n_layer"], "heads": cfg["n_head"],
             "hidden": cfg["n_embd"], "vocab_size": cfg["vocab_size"], "max_positions": cfg["block_size"],
-            "source": "trained by this project: python -m compress.train_tinygpt (assets/tinygpt/card.json)",
+            "source": "trained by this project: python -m compress.models.train_tinygpt (assets/tinygpt/card.json)",
             "metric": "bits_per_char on the held-out last 10% of pydoc_data.topics (lower is better; the card says "
                       f"{card['val_bpc']:.3f}); next-token KL and top-1 agreement vs the original on the eval sentences"}
     if tg.corpus_sha256(tg.load_corpus()) != card["corpus_sha256"]:

@@ -7,7 +7,7 @@ import struct
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .errors import CompressError
+from ..errors import CompressError
 
 MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
 MAX_CONFIG_BYTES = 1 << 20

@@ -1,6 +1,6 @@
 """Train TinyGPT on Python's own help() text (pydoc_data.topics) on a CPU.
 
-    python -m compress.train_tinygpt [--minutes M] [--out assets/tinygpt]
+    python -m compress.models.train_tinygpt [--minutes M] [--out assets/tinygpt]
 
 Seeded; AdamW; linear warmup then cosine decay driven by progress =
 max(step / max_steps, elapsed / time cap), so the schedule finishes whether
@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from compress.tinygpt import (
+from compress.models.tinygpt import (
     CORPUS_DESCRIPTION,
     SPLIT_DESCRIPTION,
     GPTConfig,
@@ -63,7 +63,7 @@ def main(argv=None) -> None:  # over 60 lines: the training script, one pass top
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
-    command = shlex.join(["python", "-m", "compress.train_tinygpt", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "compress.models.train_tinygpt", *(sys.argv[1:] if argv is None else argv)])
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

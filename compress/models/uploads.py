@@ -17,9 +17,9 @@ import torch
 
 from .adapters import ADAPTERS, conv1d_to_linear
 from .bundle import ModelBundle, file_sha256, hf_info
-from .cache import LRU
-from .cancel import checkpoint
-from .errors import CompressError
+from ..serve.cache import LRU
+from ..serve.cancel import checkpoint
+from ..errors import CompressError
 from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
                       one_line, open_zip, quiet, refuse_lone_file, select, st_header, upload_path)
 

@@ -19,14 +19,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as st_save
 
-from . import measure, onnxcheck, pipeline, tensors
-from .bundle import ModelBundle
-from .errors import CompressError
-from .models import BUNDLED, load_model
-from .ortrun import OrtModel
-from .recipe import Recipe
+from ..measure import core as measure
+from . import onnxcheck, tensors
+from ..table import pipeline
+from ..models.bundle import ModelBundle
+from ..errors import CompressError
+from ..models.bundled import BUNDLED, load_model
+from ..techniques.ortrun import OrtModel
+from ..table.recipe import Recipe
 from .tensors import WEIGHTS
-from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, listing, one_line, open_zip, refuse_lone_file,
+from ..models.staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, listing, one_line, open_zip, refuse_lone_file,
                       upload_path)
 
 FORMAT = "compress-model/1"
@@ -193,9 +195,9 @@ def _original(c: dict, originals) -> ModelBundle:
 def _onnx(raw: bytes, ctx) -> OrtModel:
     """The upload's model.onnx is never run: our own export of the replayed recipe (ctx.model) with the upload's
     weights put in (onnxcheck.merge), checked to compute the model its recipe builds (int8's rounding allowed)."""
-    from .adapters import forward
-    from .runtime import mismatch
-    from .step import example
+    from ..models.adapters import forward
+    from ..techniques.runtime import mismatch
+    from ..table.step import example
     if not isinstance(ctx.model, OrtModel):
         raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
                             f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")

@@ -8,10 +8,12 @@ import re
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from . import frontier, measure, plots
-from .evaluate import metric_label
-from .pipeline import PEER  # noqa: F401 (re-exported: the peer a report names)
-from .recipe import Recipe
+from ..sweep import frontier
+from ..measure import core as measure
+from . import plots
+from ..measure.evaluate import metric_label
+from ..table.pipeline import PEER  # noqa: F401 (re-exported: the peer a report names)
+from ..table.recipe import Recipe
 
 COLOURS = {"original": "#0072B2", "compressed": "#E69F00", "peer": "#009E73"}  # Okabe-Ito: colour-blind safe
 STYLE = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
@@ -33,7 +35,7 @@ def result(rep: dict, recipe: Recipe) -> dict:
 
 
 def workload_text(w: dict) -> str:
-    from .pipeline import WORKLOADS
+    from ..table.pipeline import WORKLOADS
     return f"{WORKLOADS[w['kind']]} ({w['batch']}x{w['seq']})" if w["kind"] == "ids" else WORKLOADS[w["kind"]]
 
 
@@ -205,7 +207,7 @@ def study(name: str, model: str, rows: list[dict], space: dict, status: dict, ma
 
 def study_of(name: str, url: str | None = None) -> str:
     """study() of a stored study, by name (the page's and the CLI's)."""
-    from . import studies, sweep
+    from ..sweep import studies, run as sweep
     st = sweep.open_study(None, name, url)
     rows, sp, stat = frontier.rows(st), sweep.space_of(st), studies.status(st)
     a = next((t.user_attrs for t in st.trials if t.user_attrs.get("machine")), {})

@@ -6,7 +6,7 @@ into our graph: what runs is our own export with the upload's numbers (a healed 
 """
 import numpy as np
 
-from .errors import CompressError
+from ..errors import CompressError
 
 ONNX = "model.onnx"
 SLACK = 1 << 16  # bytes an upload may exceed our export by (protobuf's varints, doc strings): never a second graph

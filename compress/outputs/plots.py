@@ -3,11 +3,11 @@
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .evaluate import metric_label
-from .recipe import Recipe
-from .frontier import frontier
-from .space import METRICS
-from .steps import FIELDS
+from ..measure.evaluate import metric_label
+from ..table.recipe import Recipe
+from ..sweep.frontier import frontier
+from ..sweep.space import METRICS
+from ..table.steps import FIELDS
 
 LABELS = {"size_mb": "size (MB)", "latency_ms": "latency p50 (ms)", "speedup": "x faster than the original"}
 

@@ -6,8 +6,8 @@ import io
 import torch
 from safetensors.torch import load as st_load
 
-from .errors import CompressError
-from .staging import one_line, st_header
+from ..errors import CompressError
+from ..models.staging import one_line, st_header
 
 WEIGHTS = "weights.safetensors"
 _NONE = "None"

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cancel import Cancelled, checkpoint, running
-from .errors import CompressError
+from ..errors import CompressError
 
-_LOG = logging.getLogger("compress.jobs")
+_LOG = logging.getLogger("compress.serve.jobs")
 
 LONG = {"heal", "sweep"}  # kinds that yield between their steps (trials) instead of holding the queue
 TAB_BOUND = {"heal"}  # long kinds cancelled when their tab is gone (a sweep belongs to its study and goes on)

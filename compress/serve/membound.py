@@ -5,7 +5,7 @@ one more for activations (the workloads are bounded elsewhere: evaluate.MAX_WORK
 A load is bounded before this, by the upload's header (uploads.MAX_PARAMS)."""
 import os
 
-from .errors import CompressError
+from ..errors import CompressError
 
 FACTOR = {  # copies of the float32 weights a kind holds at its peak
     "sizes": 2,    # the model and its serialized bytes

@@ -13,11 +13,11 @@ import time
 import warnings
 from pathlib import Path, PurePath
 
-from .errors import CompressError
+from ..errors import CompressError
 
 _GLOBAL = threading.Lock()
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT,
              error TEXT, created REAL, updated REAL, host TEXT, pid INTEGER, started REAL)"""
 

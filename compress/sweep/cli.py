@@ -4,7 +4,7 @@ over the house's 300 lines."""
 import json
 import sys
 
-from .errors import CompressError
+from ..errors import CompressError
 
 
 def add_args(sp):
@@ -43,8 +43,8 @@ def sweep_space(a):
 
 def main(a) -> int:
     import hashlib
-    from . import sweep
-    from .models import load_model
+    from . import run as sweep
+    from ..models.bundled import load_model
     if a.stop:
         sweep.request_stop(a.stop, a.storage)
         print(f"study {a.stop}: stop requested; its workers end their running trials", file=sys.stderr)

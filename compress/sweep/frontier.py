@@ -4,8 +4,8 @@ import dataclasses
 import json
 import time
 
-from . import pipeline
-from .recipe import Recipe
+from ..table import pipeline
+from ..table.recipe import Recipe
 from .space import METRICS, Space
 
 _EXTRA = ("latency_p10", "latency_p90", "latency_ms_original", "wall_s", "cpu", "threads", "workload", "worker")

@@ -13,12 +13,14 @@ import platform
 import socket
 import time
 
-from . import evaluate, measure, pipeline, store
-from .cancel import Cancelled
-from .errors import CompressError
+from ..measure import evaluate, core as measure
+from ..table import pipeline
+from ..serve import store
+from ..serve.cancel import Cancelled
+from ..errors import CompressError
 from .frontier import latency, summary
 from .space import Space, check
-from .steps import refusal
+from ..table.steps import refusal
 
 MAX_TRIALS = 5000  # trials one sweep may ask for
 STOP_POLL_S = 2.0  # a trial that heals reads the store's stop flag (`sweep --stop`) at most this often

@@ -8,9 +8,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .errors import CompressError
-from .recipe import Recipe
-from .steps import FIELDS, refusal
+from ..errors import CompressError
+from ..table.recipe import Recipe
+from ..table.steps import FIELDS, refusal
 
 # name: (direction, what it is). Quality keys are evaluate.quality's; the rest are measured on every trial.
 METRICS = {

@@ -8,10 +8,10 @@ import json
 import os
 import socket
 
-from . import store
-from .errors import CompressError
-from .store import _alive
-from .sweep import request_stop, run
+from ..serve import store
+from ..errors import CompressError
+from ..serve.store import _alive
+from .run import request_stop, run
 
 _JOBS: dict = {}  # study name -> (the queue job of this server process that runs it, the key that may stop it)
 KEEP = 50  # ended sweeps' jobs remembered (the page says how one ended); live ones are never forgotten
@@ -73,7 +73,7 @@ def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = ""):
     run between its trials and its healing steps). It belongs to its study in the store: a closed tab does not cancel
     it; `key` (a secret the starting browser keeps) may stop it (stop()). Over a limit (limits()) it is refused in one
     line; a sweep past COMPRESS_SWEEP_MINUTES is cancelled. Returns the queue's job."""
-    from .jobs import queue
+    from ..serve.jobs import queue
     q, lim = queue(), limits()
     minutes = lim["COMPRESS_SWEEP_MINUTES"]
     if (the_plan["minutes"] or 0) > minutes:
@@ -112,7 +112,7 @@ def stop(name: str, key: str | None) -> bool:
     checkpoint (its running trial ends unmeasured). False, and nothing done, when it may not."""
     if not may_stop(name, key):
         return False
-    from .jobs import queue
+    from ..serve.jobs import queue
     queue().cancel(_JOBS[name][0])
     try:
         request_stop(name)  # its other workers (CLI) too; a study not yet created has none

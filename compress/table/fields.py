@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import CompressError
+from ..errors import CompressError
 
 KINDS = ("count", "counts", "fraction", "choice", "bool", "int", "float", "text")
 MAX_COUNTS = 256  # entries of a per-block list (a link's 5,000 were shown whole on the page)

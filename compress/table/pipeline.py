@@ -4,12 +4,13 @@ import copy
 import functools
 import itertools
 
-from . import evaluate, measure, membound
-from .adapters import forward
-from .bundle import ModelBundle
-from .cache import LRU
-from .cancel import checkpoint
-from .errors import CompressError
+from ..measure import evaluate, core as measure
+from ..serve import membound
+from ..models.adapters import forward
+from ..models.bundle import ModelBundle
+from ..serve.cache import LRU
+from ..serve.cancel import checkpoint
+from ..errors import CompressError
 from .recipe import Recipe
 from .step import Ctx
 from .steps import STEPS, refusal

@@ -4,7 +4,7 @@ numbers are copied from BENCHMARKS.md's runs (the section named in `source`), ne
 cannot take is refused by the technique table's own reason (steps.refusal), as any recipe is."""
 from dataclasses import dataclass
 
-from .errors import CompressError
+from ..errors import CompressError
 from .recipe import Recipe
 from .steps import refusal
 

@@ -7,7 +7,7 @@ the steps refuse. Checks against a model (a rank larger than a layer, more heads
 import dataclasses
 import json
 
-from .errors import CompressError
+from ..errors import CompressError
 from .steps import FIELDS, STEPS, refusal, structural
 
 

@@ -7,12 +7,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import heads, layers, ortrun, quantize, runtime, sensitivity
-from .errors import CompressError
-from .evaluate import workload
-from .factorize import apply_factorize
-from .heal import calibration_batches, heal
-from .spectrum import compute_spectra, layer_report, select_ranks, spectra
+from ..techniques import heads, layers, ortrun, quantize, runtime, sensitivity
+from ..errors import CompressError
+from ..measure.evaluate import workload
+from ..techniques.factorize import apply_factorize
+from ..techniques.heal import calibration_batches, heal
+from ..techniques.spectrum import compute_spectra, layer_report, select_ranks, spectra
 
 
 @dataclass(frozen=True)

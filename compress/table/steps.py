@@ -10,11 +10,11 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from . import fnet, heads, int4, lowbit, quantize, runtime, static, vocab
-from .adapters import tied_embeddings
-from .factorize import factorize_embeddings
+from ..techniques import fnet, heads, int4, lowbit, quantize, runtime, static, vocab
+from ..models.adapters import tied_embeddings
+from ..techniques.factorize import factorize_embeddings
 from .fields import Field
-from .heal import heal_texts
+from ..techniques.heal import heal_texts
 from .step import (Step, factorize_step, heads_step, heal_step, layers_step, quantize_model, replace_model,
                    runtime_step)
 

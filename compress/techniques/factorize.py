@@ -6,9 +6,9 @@ factors on every call, the factors are two plain nn.Linear, so dynamic int8 quan
 import torch
 import torch.nn as nn
 
-from .adapters import set_module, tied_embeddings
-from .cancel import checkpoint
-from .errors import CompressError
+from ..models.adapters import set_module, tied_embeddings
+from ..serve.cancel import checkpoint
+from ..errors import CompressError
 
 
 class LowRankLinear(nn.Module):

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .errors import CompressError
+from ..errors import CompressError
 
 
 def fourier_mix(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

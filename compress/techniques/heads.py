@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import Adapter, forward, set_module
-from .evaluate import mean_pool
-from .errors import CompressError
+from ..models.adapters import Adapter, forward, set_module
+from ..measure.evaluate import mean_pool
+from ..errors import CompressError
 
 
 def head_dim(model: nn.Module, adapter: Adapter) -> int:

@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import forward
-from .cancel import checkpoint
-from .evaluate import batches, mean_pool, token_kl
-from .errors import CompressError
-from .texts import heal_corpus
+from ..models.adapters import forward
+from ..serve.cancel import checkpoint
+from ..measure.evaluate import batches, mean_pool, token_kl
+from ..errors import CompressError
+from ..measure.texts import heal_corpus
 
 
 

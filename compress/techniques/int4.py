@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import set_module
+from ..models.adapters import set_module
 from .lowbit import Packed, fake_round, group_size, pack, unpack
 from .quantize import fake_quant
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import Adapter, forward, set_module
-from .errors import CompressError
+from ..models.adapters import Adapter, forward, set_module
+from ..errors import CompressError
 
 
 @torch.no_grad()

@@ -5,8 +5,8 @@ import contextlib
 import torch
 import torch.nn as nn
 
-from .adapters import set_module, tied_embeddings
-from .errors import CompressError
+from ..models.adapters import set_module, tied_embeddings
+from ..errors import CompressError
 
 GROUP = 128  # one scale and minimum per GROUP weights of a row (smaller powers of two, or the row, if it does not divide)
 

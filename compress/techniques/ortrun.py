@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import measure
-from .adapters import forward
+from ..measure import core as measure
+from ..models.adapters import forward
 from .runtime import _Call, _why, mismatch
 
 QUANTS = ("none", "int8")  # what this runtime runs; other quantizations fall back to eager

@@ -15,8 +15,8 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .adapters import forward
-from .errors import CompressError
+from ..models.adapters import forward
+from ..errors import CompressError
 
 RUNTIMES = ("eager", "freeze", "compile")
 MAX_GRAPHS = 8  # traced graphs kept per model, one per (batch, seq, padded or not); the oldest goes first

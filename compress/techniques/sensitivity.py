@@ -20,10 +20,10 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .adapters import forward, set_module
-from .evaluate import batches, mean_pool, token_kl
+from ..models.adapters import forward, set_module
+from ..measure.evaluate import batches, mean_pool, token_kl
 from .factorize import LowRankLinear
-from .errors import CompressError
+from ..errors import CompressError
 from .spectrum import budget_ranks, spectra
 
 

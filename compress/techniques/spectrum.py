@@ -5,11 +5,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cache import LRU
-from .cancel import checkpoint
-from .measure import single_thread
-from .membound import check
-from .errors import CompressError
+from ..serve.cache import LRU
+from ..serve.cancel import checkpoint
+from ..measure.core import single_thread
+from ..serve.membound import check
+from ..errors import CompressError
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from .errors import CompressError
+from ..errors import CompressError
 
 SIF_A = 1e-5  # SIF's a: a token of probability p is weighted a / (a + p) (Arora et al. 2017; 1e-5 kept the most
 #               fidelity of 1e-3, 1e-4, 1e-5 on MiniLM before healing: 0.28, 0.32, 0.39)
@@ -43,8 +43,8 @@ def distill_table(bundle) -> torch.Tensor:
     around it, mean-pooled), weighted by SIF under Zipf's law over the vocabulary's order. Once per model."""
     if "static_table" in bundle.cache:
         return bundle.cache["static_table"]
-    from .adapters import forward
-    from .evaluate import mean_pool
+    from ..models.adapters import forward
+    from ..measure.evaluate import mean_pool
     tok, n = bundle.tokenizer, bundle.vocab_size
     if tok is None:
         raise CompressError("the static table is distilled by running each token of the tokenizer through the model; "

@@ -12,8 +12,8 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from .adapters import set_module
-from .errors import CompressError
+from ..models.adapters import set_module
+from ..errors import CompressError
 
 CHUNK = 4096  # dropped tokens compared with the kept rows at a time (bounds the similarity matrix's memory)
 

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from compress import htmlreport
+from compress.outputs import html as htmlreport
 from ui import cached, guide, jobs, safe, shell, state, takeaway
 from ui.controls import caption, control, step_controls
 

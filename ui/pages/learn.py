@@ -1,10 +1,10 @@
 """Learn: each technique shown working on the model loaded in the sidebar, next to what the article promised. One tab
 per technique, every tab drawn when the page opens; each figure's sliders live in a fragment, so a slider step reruns
-that figure only. The numbers come from compress.learn / compress.learnattn / compress.article (no tensors here)."""
+that figure only. The numbers come from compress.learn.figures / compress.learn.attention / compress.learn.article (no tensors here)."""
 import streamlit as st
 
 import compress as C
-from compress import learn as L
+from compress.learn import figures as L
 from ui import jobs, safe, shell
 from ui.learn_common import SECTIONS, section_from_url
 from ui import learn_article, learn_attention, learn_weights

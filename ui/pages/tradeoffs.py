@@ -10,7 +10,9 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from compress import frontier, htmlreport, plots, space as S, store, studies, sweep
+from compress.sweep import frontier, space as S, studies, run as sweep
+from compress.outputs import html as htmlreport, plots
+from compress.serve import store
 from ui import jobs, safe, shell
 from ui.state import current_recipe, set_recipe
 

@@ -1,0 +1,1 @@
+"""Models: the bundled ones, uploads and their checks, the per-family adapters, ModelBundle."""

@@ -1,0 +1,1 @@
+"""What leaves the process: the download zip (export, tensors, the ONNX check), the HTML report, its plots."""

@@ -1,0 +1,1 @@
+"""Serving many sessions: the job queue, cancel, memory bounds, the results store, the caches."""

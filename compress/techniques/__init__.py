@@ -1,0 +1,1 @@
+"""One module per compression technique (and the healing that follows them)."""
