@@ -27,12 +27,13 @@ from ..errors import CompressError
 from ..models.bundled import BUNDLED, load_model
 from ..techniques.ortrun import OrtModel
 from ..table.recipe import Recipe
+from .onnxcheck import ONNX
 from .tensors import WEIGHTS
 from ..models.staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, listing, one_line, open_zip, refuse_lone_file,
                       upload_path)
 
 FORMAT = "compress-model/1"
-ONNX, CARD, RECIPE = "model.onnx", "card.json", "recipe.json"
+CARD, RECIPE = "card.json", "recipe.json"
 
 
 # ---------------------------------------------------------------- save

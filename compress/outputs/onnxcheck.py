@@ -34,7 +34,7 @@ def _same(a, b) -> bool:
 
 
 def _weights(t, want):
-    """One initializer of the upload as an array, if it is embedded, of our initializer's shape and type, finite."""
+    """One initializer of the upload (merge() refused external data): our shape and type, bytes fitting, finite."""
     from onnx import numpy_helper
     if list(t.dims) != list(want.dims) or t.data_type != want.data_type:
         raise _refuse(f"stores {t.name[:80]!r} as {list(t.dims)} of type {t.data_type}, ours {list(want.dims)} of "
