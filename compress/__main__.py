@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         print(f"compressing {a.model}: {recipe.describe()}", file=sys.stderr)
         if a.cmd == "apply":
             comp = pipeline.compress(bundle, recipe)
-            out = pipeline.measure(bundle, comp, a.workload, a.batch, a.seq, a.runs).to_dict()
+            out = pipeline.measure(bundle, comp, a.workload, a.batch, a.seq, a.runs, own="all").to_dict()
         else:
             out, comp = _heal(bundle, recipe, a)
         if a.out:
@@ -186,7 +186,7 @@ def _report(a) -> int:
     else:
         recipe, b = _recipe(a), load_model(a.model)
         comp = pipeline.compress(b, recipe)
-        m = pipeline.measure(b, comp, a.workload, a.batch, a.seq, a.runs, peer=pipeline.peer_model(b))
+        m = pipeline.measure(b, comp, a.workload, a.batch, a.seq, a.runs, peer=pipeline.peer_model(b), own="all")
         res, peer = report.result(m.to_dict(), recipe), report.result(m.peer.to_dict(), report.PEER)
         if b.tokenizer is None:
             samples = None
@@ -228,7 +228,7 @@ def _heal(bundle, recipe, a):
         print(f"heal step {p['step']}/{p['steps']} loss {p['loss']:.4f} dev {p.get('dev')} "
               f"({p.get('seconds_left', 0):.0f} s left)", file=sys.stderr)
     healed = pipeline.compress(bundle, recipe, texts=texts, minutes=a.minutes, progress=progress)
-    out = pipeline.measure(bundle, healed, a.workload, a.batch, a.seq, a.runs, unhealed=unhealed).to_dict()
+    out = pipeline.measure(bundle, healed, a.workload, a.batch, a.seq, a.runs, unhealed=unhealed, own="all").to_dict()
     return out, healed
 
 
