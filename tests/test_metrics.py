@@ -54,3 +54,43 @@ def test_values_read_a_measured_side():
                  "latency_ms": 2.0, "speedup": 2.5, "tokens_per_s": 50.0}
     assert "latency_ms" not in M.values({**c, "latency_ms": None}, o)  # not timed: no timed metric
     assert frontier.timed_values({"original": o["latency_ms"], "compressed": lat})["speedup"] == 2.5
+
+
+# ---------------------------------------------------------------- peak_mem_mb: one entry of the table
+
+W = {"kind": "ids", "batch": 8, "seq": 128}
+
+
+@pytest.mark.slow
+def test_peak_memory_is_positive_and_larger_for_a_bigger_model():
+    peak = M.METRICS["peak_mem_mb"]
+    gpt, mini = C.load_model("tinygpt"), C.load_model("minilm")
+    small, big = peak.measure(gpt, W), peak.measure(mini, W)
+    assert 0 < small < big  # MiniLM (22.7M params, 12 layers) against TinyGPT (1.9M)
+    assert peak.measure(mini, {**W, "batch": 32}) > big  # a bigger batch needs more
+
+
+def test_peak_memory_is_only_where_a_fresh_process_can_load_the_model(tiny_bert):
+    assert "peak_mem_mb" in S.metrics_for(C.load_model("tinygpt")) and "peak_mem_mb" not in S.metrics_for(tiny_bert)
+    assert M.METRICS["peak_mem_mb"] in M.own("all") and M.METRICS["peak_mem_mb"] not in M.own()  # costly: asked for
+
+
+def test_peak_memory_is_in_the_cli_json_the_card_the_report_and_a_sweep(capsys):
+    from compress.__main__ import main
+    from compress.outputs.export import card
+    from compress.sweep import run
+    assert main(["apply", "--model", "tinygpt", "--quant", "int8", "--batch", "2", "--seq", "16"]) == 0
+    import json
+    out = json.loads(capsys.readouterr().out)
+    assert out["original"]["peak_mem_mb"] > 0 and out["compressed"]["peak_mem_mb"] > 0
+    gpt = C.load_model("tinygpt")
+    comp = C.compress(gpt, C.Recipe(quant="int8"))
+    assert card(comp, out)["peak_mem_mb"] == {k: out[k]["peak_mem_mb"] for k in ("original", "compressed")}
+    res = html.result(out, comp.recipe)
+    page = html.comparison({"name": "tinygpt", "info": gpt.info, "content_hash": gpt.content_hash}, res)
+    assert M.METRICS["peak_mem_mb"].title in page
+    assert "peak_mem_mb" in C.row(out["original"], out["compressed"], {k: out[k]["latency_ms"] for k in res["lat"]})
+    space = S.check(S.Space("tinygpt", {"layers": (2,)}, ("peak_mem_mb",), constraints=(("size_mb", "<=", 99),)), gpt)
+    assert space.own == ("peak_mem_mb",) and space.directions == ["minimize"]
+    trial = run.measure_trial(gpt, space.recipe({"layers": 2}), space)
+    assert trial["peak_mem_mb"] > 0

@@ -3,6 +3,7 @@ what it is made of. Per metric: its name, how its value is read from a measured 
 against the original's) or measured on its own, its direction, label and unit, which tasks and which workloads have
 it. The JSON of `apply`, the app's page, the stored row, the sweeps' objectives and constraints (sweep/space.py), the
 frontier, the downloaded card and the HTML report read it: a new metric is one entry here."""
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -94,6 +95,48 @@ _TABLE = [
            "tokens/s", "tokens/s", lambda s, o: s["latency_ms"]["tokens_per_s"], DEC, ("sentences",),
            count=lambda b, timed: sum(int(batches(b, g, 32)[0][1].sum()) for g in timed)),
 ]
+
+
+def peak_rss_rise_mb(bundle, ids, mask) -> float:
+    """In a fresh process (fresh.py), the model loaded and its input built: the rise of the process's peak RSS
+    (VmHWM) over its RSS during ONE forward call, the first (lazy one-time allocations count: the call needs them).
+    Freed heap is returned first (malloc_trim) and the peak reset (/proc/self/clear_refs 5), so that nothing loading
+    allocated hides the rise."""
+    import ctypes
+    import gc
+    import re
+    import torch
+    from ..models.adapters import forward
+
+    def kb(key):
+        return int(re.search(rf"{key}:\s+(\d+) kB", open("/proc/self/status").read())[1])
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    before = kb("VmRSS")
+    with torch.no_grad():
+        forward(bundle.model, bundle.adapter, ids, mask)
+    return round((kb("VmHWM") - before) / 1024, 1)
+
+
+def _peak_mem_mb(bundle, workload: dict) -> float:
+    from . import fresh
+    return fresh.run(bundle, peak_rss_rise_mb, workload, env={"MALLOC_MMAP_THRESHOLD_": "131072"})  # fixed: freed
+    #                                                 large buffers go back to the OS, not kept resident by glibc
+
+
+_TABLE.append(Metric(
+    "peak_mem_mb", "minimize", "rise of peak RSS during one forward call on the workload's first batch, in a fresh "
+    "process (the model by name + recipe replay), MB", "memory", "peak memory of a call (MB)", "MB",
+    has=lambda b: os.path.exists("/proc/self/clear_refs") and fresh_reachable(b), measure=_peak_mem_mb, every=False))
+
+
+def fresh_reachable(bundle) -> bool:
+    from .fresh import reachable
+    return reachable(bundle)
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in _TABLE}
 RATES = tuple(m.name for m in _TABLE if m.count is not None)
 
