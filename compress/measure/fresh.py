@@ -15,12 +15,13 @@ from ..models.bundled import BUNDLED
 from ..serve.cancel import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
+NAMES = frozenset(BUNDLED)  # what a fresh process's BUNDLED holds (not a model registered at run time, e.g. a test's)
 LIMIT_S = 300.0  # a child over this is ended, and the metric says so in one line
 
 
 def reachable(bundle) -> bool:
     """Can a fresh process load this model's original by name (bundled, or an upload still on disk)?"""
-    return bundle.name in BUNDLED or (isinstance(bundle.name, str) and os.path.exists(bundle.name))
+    return bundle.name in NAMES or (isinstance(bundle.name, str) and os.path.exists(bundle.name))
 
 
 def spec(bundle, fn, workload: dict) -> dict:

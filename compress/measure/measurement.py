@@ -174,6 +174,17 @@ def side(bundle: ModelBundle, original: ModelBundle, lat: dict | None = None) ->
     return Side(**numbers(bundle), quality=evaluate.quality(bundle, original), latency_ms=lat)
 
 
+def _own(metric, bundle: ModelBundle, workload: dict, asked: bool):
+    """A metric measured on its own; where it was not asked for by name (every metric: the CLI's), one that cannot be
+    measured here is None (not measured) instead of failing the whole measurement."""
+    try:
+        return metric.measure(bundle, workload)
+    except CompressError:
+        if asked:
+            raise
+        return None
+
+
 def versions() -> dict:
     import torch
     import transformers
@@ -207,7 +218,8 @@ def measure(original: ModelBundle, compressed: ModelBundle, workload: str = "ids
         if x.available(original, workload):
             for s, b in ((o, original), (c, compressed)):
                 if x.name not in s.extra:
-                    s.extra = {**s.extra, x.name: x.measure(b, {"kind": workload, "batch": batch, "seq": seq})}
+                    s.extra = {**s.extra, x.name: _own(x, b, {"kind": workload, "batch": batch, "seq": seq},
+                                                       asked=own not in (None, "all"))}
     if unhealed is not None:
         m.unhealed = Side(**numbers(unhealed), quality=evaluate.quality(unhealed, original))
     if peer is not None:
