@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         print(f"compressing {a.model}: {recipe.describe()}", file=sys.stderr)
         if a.cmd == "apply":
             comp = pipeline.compress(bundle, recipe)
-            out = pipeline.report(bundle, comp, a.batch, a.seq, a.runs, a.workload)
+            out = pipeline.measure(bundle, comp, a.workload, a.batch, a.seq, a.runs, own="all").to_dict()
         else:
             out, comp = _heal(bundle, recipe, a)
         if a.out:
@@ -186,9 +186,8 @@ def _report(a) -> int:
     else:
         recipe, b = _recipe(a), load_model(a.model)
         comp = pipeline.compress(b, recipe)
-        res = report.result(pipeline.report(b, comp, a.batch, a.seq, a.runs, a.workload), recipe)
-        peer = report.result(pipeline.report(b, pipeline.peer_model(b), a.batch, a.seq, a.runs,
-                                             a.workload), report.PEER)
+        m = pipeline.measure(b, comp, a.workload, a.batch, a.seq, a.runs, peer=pipeline.peer_model(b), own="all")
+        res, peer = report.result(m.to_dict(), recipe), report.result(m.peer.to_dict(), report.PEER)
         if b.tokenizer is None:
             samples = None
         elif b.task == "embedding":
@@ -221,7 +220,6 @@ def technique_table() -> str:
 
 def _heal(bundle, recipe, a):
     """(report of the healed model + "unhealed" numbers, healed bundle)."""
-    from .measure import evaluate
     from .table import pipeline
     texts = _texts(a)
     unhealed = pipeline.compress(bundle, dataclasses.replace(recipe, heal_steps=0, runtime="eager"))
@@ -230,8 +228,7 @@ def _heal(bundle, recipe, a):
         print(f"heal step {p['step']}/{p['steps']} loss {p['loss']:.4f} dev {p.get('dev')} "
               f"({p.get('seconds_left', 0):.0f} s left)", file=sys.stderr)
     healed = pipeline.compress(bundle, recipe, texts=texts, minutes=a.minutes, progress=progress)
-    out = pipeline.report(bundle, healed, a.batch, a.seq, a.runs, a.workload)
-    out["unhealed"] = {**pipeline.numbers(unhealed), "quality": evaluate.quality(unhealed, bundle)}
+    out = pipeline.measure(bundle, healed, a.workload, a.batch, a.seq, a.runs, unhealed=unhealed, own="all").to_dict()
     return out, healed
 
 

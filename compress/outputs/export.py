@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as st_save
 
-from ..measure import core as measure
+from ..measure import core as measure, metrics
 from . import onnxcheck, tensors
 from ..table import pipeline
 from ..models.bundle import ModelBundle
@@ -56,6 +56,8 @@ def card(bundle: ModelBundle, measured: dict | None = None) -> dict:
             "quality": (m.get("compressed") or {}).get("quality"), "quality_metric": info.get("metric"),
             "latency_ms": {k: (m.get(k) or {}).get("latency_ms") for k in ("original", "compressed")},
             "workload": m.get("workload"), "heal": bundle.applied.get("heal"),
+            **{x.name: {k: (m.get(k) or {}).get(x.name) for k in ("original", "compressed")}  # measured on their own
+               for x in metrics.own("all") if x.name in (m.get("compressed") or {})},
             "machine": {**measure.cpu_info(), "gpu": measure.gpu_info(), "python": platform.python_version()},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}

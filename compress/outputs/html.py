@@ -12,6 +12,7 @@ from ..sweep import frontier
 from ..measure import core as measure
 from . import plots
 from ..measure.evaluate import metric_label
+from ..measure import metrics
 from ..table.pipeline import PEER  # noqa: F401 (re-exported: the peer a report names)
 from ..table.recipe import Recipe
 
@@ -27,11 +28,16 @@ def result(rep: dict, recipe: Recipe) -> dict:
     """pipeline.report()'s dict in the shape the app keeps an Apply in (and comparison() reads)."""
     sides = ("original", "compressed")
     return {"recipe": recipe, "workload": {k: rep["workload"][k] for k in ("kind", "batch", "seq") if k in rep["workload"]},
-            "nums": {k: {x: rep[k][x] for x in ("size_bytes", "params", "size_breakdown", "quality")} for k in sides},
+            "nums": {k: {x: rep[k][x] for x in ("size_bytes", "params", "size_breakdown", "quality", *OWN) if x in rep[k]}
+                     for k in sides}
+            | ({"unhealed": rep["unhealed"]} if "unhealed" in rep else {}),  # the model before healing, if measured
             "lat": {k: rep[k]["latency_ms"] for k in sides}, "layers": rep["layers"],
             "gpu": {k: rep[k]["gpu_latency_ms"] for k in sides if rep[k].get("gpu_latency_ms")} if rep["workload"]["gpu"] else None,
             "applied": {k: rep[k] for k in ("runtime_applied", "runtime_setting", "runtime_reason", "kept_blocks", "heal")
                         if k in rep}}
+
+
+OWN = tuple(m.name for m in metrics.own("all"))  # the metrics measured on their own (metrics.py), where measured
 
 
 def workload_text(w: dict) -> str:
@@ -133,7 +139,8 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
                      "p10-p90": f"{lat['p10']:.1f}-{lat['p90']:.1f} ms", "x faster": f"{base_p50 / lat['p50']:.2f}x"
                      + (" (unreliable: CPUs busy)" if unreliable(lat) else ""),
                      **{metric_label(m): f"{v:.4f}" for m, v in s["quality"].items()},
-                     **{r.replace("_per_s", "/s"): f"{lat[r]:,.0f}" for r in ("sentences_per_s", "tokens_per_s") if r in lat}})
+                     **{metrics.label(r): f"{lat[r]:,.0f}" for r in metrics.RATES if r in lat},
+                     **{metrics.label(m): f"{s[m]:,.1f} {metrics.METRICS[m].unit}" for m in OWN if s.get(m) is not None}})
     bars = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["size_bytes"] / 1e6 for s in sides.values()],
                              marker_color=[COLOURS[k] for k in sides], name="size")])
     _chart(bars, "Size of each model (MB)", "model", "size (MB)", 340)

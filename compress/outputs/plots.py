@@ -3,17 +3,14 @@
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..measure.evaluate import metric_label
+from ..measure import metrics
 from ..table.recipe import Recipe
 from ..sweep.frontier import frontier
-from ..sweep.space import METRICS
 from ..table.steps import FIELDS
 
-LABELS = {"size_mb": "size (MB)", "latency_ms": "latency p50 (ms)", "speedup": "x faster than the original"}
-
-
 def label(metric: str) -> str:
-    return LABELS.get(metric) or metric_label(metric)
+    """An axis or column title: the metrics table's label (metrics.py), or a quality key's words."""
+    return metrics.label(metric)
 
 
 def hover(r: dict, keys) -> str:
@@ -43,7 +40,8 @@ def tradeoff(rows: list[dict], x: str, y: str, log_x: bool = False, log_y: bool 
                                  marker={"symbol": symbol, "size": 10 if name == "frontier" else 8},
                                  customdata=[[r["trial"]] for r in rs], hovertext=[hover(r, (x, y)) for r in rs],
                                  hoverinfo="text"))
-    better = "higher is better" if METRICS.get(y, ("maximize",))[0] == "maximize" else "lower is better"
+    m = metrics.METRICS.get(y)
+    better = "higher is better" if m is None or m.direction == "maximize" else "lower is better"
     fig.update_layout(xaxis_title=label(x), yaxis_title=f"{label(y)} ({better})", height=460, clickmode="event+select",
                       legend={"orientation": "h", "y": 1.08}, margin={"t": 30})
     fig.update_xaxes(type="log" if log_x else "linear")

@@ -6,18 +6,22 @@ import time
 
 from ..table import pipeline
 from ..table.recipe import Recipe
-from .space import METRICS, Space
+from ..measure.metrics import values
+from .space import METRICS, TIMED, Space
 
 _EXTRA = ("latency_p10", "latency_p90", "latency_ms_original", "wall_s", "cpu", "threads", "workload", "worker")
 
 
+def timed_values(lat: dict) -> dict:
+    """The timed metrics of the table (latency_ms, speedup, the rate) of one interleaved timing, and its spread."""
+    o, c = lat["original"], lat["compressed"]
+    return {"latency_p10": c["p10"], "latency_p90": c["p90"], "latency_ms_original": o["p50"],
+            **values({"latency_ms": c}, {"latency_ms": o}, TIMED)}
+
+
 def latency(original, comp, space: Space) -> dict:
     """Latency of the original and the compressed model, interleaved, on the study's workload."""
-    lat = pipeline.benchmark(original, comp, space.batch, space.seq, 7, workload=space.workload)
-    o, c = lat["original"], lat["compressed"]
-    out = {"latency_ms": c["p50"], "latency_p10": c["p10"], "latency_p90": c["p90"], "latency_ms_original": o["p50"],
-           "speedup": round(o["p50"] / c["p50"], 3)}
-    return {**out, **{k: c[k] for k in ("sentences_per_s", "tokens_per_s") if k in c}}
+    return timed_values(pipeline.benchmark(original, comp, space.batch, space.seq, 7, workload=space.workload))
 
 
 def rows(study) -> list[dict]:

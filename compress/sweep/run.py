@@ -13,12 +13,13 @@ import platform
 import socket
 import time
 
-from ..measure import evaluate, core as measure
+from ..measure import core as measure
+from ..measure.measurement import Side
 from ..table import pipeline
 from ..serve import store
 from ..serve.cancel import Cancelled
 from ..errors import CompressError
-from .frontier import latency, summary
+from .frontier import summary, timed_values
 from .space import Space, check
 from ..table.steps import refusal
 
@@ -32,21 +33,27 @@ def _optuna():
     return optuna
 
 
-def measure_trial(original, recipe, space: Space, original_bytes: int | None = None, progress=None) -> dict:
-    """Apply's numbers for one recipe, flat: size, params, quality (and before healing), latency of both, timed
-    interleaved in this trial when an objective or constraint needs it. progress(dict) after every healing step: the
-    queue's turn for waiting jobs and a Stop's check (it may raise Cancelled)."""
+def measure_trial(original, recipe, space: Space, original_bytes: int | None = None, progress=None,
+                  base: Side | None = None) -> dict:
+    """Apply's numbers for one recipe (measurement.measure), flat: the metrics table's values (size, params, quality,
+    and latency of both, timed interleaved in this trial when an objective or constraint needs it), every quality key,
+    quality before healing. base: the original's numbers, measured once per sweep. progress(dict) after every healing
+    step: the queue's turn for waiting jobs and a Stop's check (it may raise Cancelled)."""
     t0 = time.perf_counter()
     comp = pipeline.compress(original, recipe, progress=progress)
-    nums = pipeline.numbers(comp)
-    o_bytes = original_bytes or pipeline.numbers(original)["size_bytes"]
-    out = {"size_bytes": nums["size_bytes"], "size_mb": round(nums["size_bytes"] / 1e6, 4), "params": nums["params"],
-           "x_smaller": round(o_bytes / nums["size_bytes"], 3), **evaluate.quality(comp, original)}
-    if recipe.heal_steps:  # the seed's question: quality before and after healing
-        raw = pipeline.compress(original, dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager"))
-        out.update({f"unhealed_{k}": v for k, v in evaluate.quality(raw, original).items()})
+    if base is None:
+        base = Side(**pipeline.numbers(original), quality={})
+    if original_bytes:
+        base = dataclasses.replace(base, size_bytes=original_bytes)
+    raw = pipeline.compress(original, dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")) \
+        if recipe.heal_steps else None  # the seed's question: quality before and after healing
+    m = pipeline.measure(original, comp, space.workload, space.batch, space.seq, 7, unhealed=raw, base=base,
+                         timed=space.timed, own=space.own, gpu=False)
+    out = {**m.values(), **m.compressed.quality}
+    if raw is not None:
+        out.update({f"unhealed_{k}": v for k, v in m.unhealed.quality.items()})
     if space.timed:
-        out.update(latency(original, comp, space))
+        out.update(timed_values(m.lat))
     out["wall_s"] = round(time.perf_counter() - t0, 2)
     return out
 
@@ -143,7 +150,7 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
     study.set_user_attr("trials", total)
     study.set_user_attr("stop", 0)
     where, ctx = context(space), {"ran": 0, "store_s": 0.0, "stopped": False, "polled": 0.0}
-    base_bytes = pipeline.numbers(bundle)["size_bytes"]
+    base = Side(**pipeline.numbers(bundle), quality={})  # the original's numbers, once
     deadline = time.time() + minutes * 60 if minutes else None
     State = optuna.trial.TrialState
 
@@ -190,7 +197,7 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         ctx["ran"] += 1
         t0 = time.perf_counter()
         try:
-            m = measure_trial(bundle, recipe, space, base_bytes, progress=tick)
+            m = measure_trial(bundle, recipe, space, progress=tick, base=base)
         except Cancelled:  # never Optuna's (it would leave the trial running): skipped, and the study stops
             ctx["stopped"] = True
             study.stop()

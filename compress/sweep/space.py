@@ -9,42 +9,22 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import CompressError
+from ..measure import metrics as table
 from ..table.recipe import Recipe
 from ..table.steps import FIELDS, refusal
 
-# name: (direction, what it is). Quality keys are evaluate.quality's; the rest are measured on every trial.
-METRICS = {
-    "fidelity": ("maximize", "mean cosine of compressed vs original sentence embeddings, the project's sentences"),
-    "fidelity_docs": ("maximize", "the same on the Python docs sentences (text we did not write)"),
-    "retrieval_overlap": ("maximize", "top-5 search results in common with the original, the project's sentences"),
-    "retrieval_overlap_docs": ("maximize", "the same on the Python docs sentences"),
-    "bits_per_char": ("minimize", "held-out bits per character (TinyGPT)"),
-    "next_token_kl": ("minimize", "KL(original || compressed) of the next token, nats/token"),
-    "top1_agreement": ("maximize", "share of next tokens the original and the compressed model both rank first"),
-    "size_mb": ("minimize", "serialized size, MB"),
-    "size_bytes": ("minimize", "serialized size, bytes"),
-    "params": ("minimize", "parameters"),
-    "x_smaller": ("maximize", "original size / compressed size"),
-    "latency_ms": ("minimize", "median latency on the workload, ms"),
-    "speedup": ("maximize", "original p50 / compressed p50, timed in the same trial"),
-    "sentences_per_s": ("maximize", "sentences per second on the real-sentences workload (encoders)"),
-    "tokens_per_s": ("maximize", "tokens per second on the real-sentences workload (decoders)"),
-}
+# name: (direction, what it is): a view of the metrics table (compress/measure/metrics.py), which says which model
+# and workload has which metric.
+METRICS = {n: (m.direction, m.about) for n, m in table.METRICS.items()}
+QUALITY = {n for n, m in table.METRICS.items() if m.kind == "quality"}
 MAX_VALUES = 1000  # values one varied field may list (a sweep of more is not a sweep a page can show)
-TIMED = {"latency_ms", "speedup", "sentences_per_s", "tokens_per_s"}
+TIMED = {n for n, m in table.METRICS.items() if m.timed}
 _OPS = {"<=": lambda v, b: v - b, ">=": lambda v, b: b - v}  # <= 0: feasible (Optuna's constraints convention)
 
 
 def metrics_for(bundle, workload: str = "ids") -> list[str]:
-    """The metric names this model has on this workload, in METRICS order (a rate only on real sentences)."""
-    if bundle.task == "embedding":
-        have = ["fidelity", "fidelity_docs", "retrieval_overlap", "retrieval_overlap_docs", "sentences_per_s"]
-    else:
-        have = [*bundle.adapter.extra_metrics, "next_token_kl", "top1_agreement", "tokens_per_s"]
-    have += ["size_mb", "size_bytes", "params", "x_smaller", "latency_ms", "speedup"]
-    if workload != "sentences":
-        have = [m for m in have if m not in ("sentences_per_s", "tokens_per_s")]
-    return [m for m in METRICS if m in have]
+    """The metric names this model has on this workload, in the table's order (a rate only on real sentences)."""
+    return table.names_for(bundle, workload)
 
 
 def _decimals(text: str) -> int:
@@ -167,6 +147,12 @@ class Space:
     @property
     def timed(self) -> bool:
         return bool(TIMED & ({*self.objectives} | {c[0] for c in self.constraints}))
+
+    @property
+    def own(self) -> tuple:
+        """The objectives and constraints measured on their own (the metrics table's Metric.measure)."""
+        return tuple(m for m in (*self.objectives, *(c[0] for c in self.constraints))
+                     if table.METRICS[m].measure is not None)
 
     def grid_size(self) -> int:
         return math.prod(len(v) for v in self.vary.values())

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
+from compress.measure import metrics
 from compress.outputs import html as htmlreport
 from ui import cached, guide, jobs, safe, shell, state, takeaway
 from ui.controls import caption, control, step_controls
@@ -25,16 +26,14 @@ def measure_job(b, recipe, w, healed=None, peer=False):
     with peer the same for what a user would pick instead (ONNX Runtime int8 of the original)."""
     def fn(job):
         comp = healed or C.compressed_model(b, recipe)
-        rep = C.report(b, comp, w.get("batch", 8), w.get("seq", 128), 7, w["kind"],
-                       progress=lambda f: job.progress.update(done=f / (2 if peer else 1)))
-        res = {**htmlreport.result(rep, recipe), "model": cached.model_key(b), "workload": w}
-        if recipe.heal_steps:  # quality before healing, on the same held-out sets
-            unhealed = dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")
-            res["nums"]["unhealed"] = {"quality": C.quality(C.compressed_model(b, unhealed), b)}
-        if peer:
-            p = C.report(b, C.peer_model(b), w.get("batch", 8), w.get("seq", 128), 7,
-                         w["kind"], progress=lambda f: job.progress.update(done=0.5 + f / 2))
-            res["peer"] = htmlreport.result(p, htmlreport.PEER)
+        unhealed = C.compressed_model(b, dataclasses.replace(recipe, heal_steps=0, heal_corpus="", runtime="eager")) \
+            if recipe.heal_steps else None  # quality before healing, on the same held-out sets
+        m = C.measure_compression(b, comp, w["kind"], w.get("batch", 8), w.get("seq", 128), 7,
+                                  peer=C.peer_model(b) if peer else None, unhealed=unhealed,
+                                  progress=lambda f: job.progress.update(done=f))
+        res = {**htmlreport.result(m.to_dict(), recipe), "model": cached.model_key(b), "workload": w}
+        if m.peer is not None:
+            res["peer"] = htmlreport.result(m.peer.to_dict(), htmlreport.PEER)
         return res
     return fn
 
@@ -100,9 +99,11 @@ def show(res):
         col.caption(f"p10-p90: {lat['p10']:.1f}-{lat['p90']:.1f} ms over {lat['runs']} runs"
                     + (" (a batch of up to 32 sentences each, tokenization included)"
                        if res["workload"]["kind"] == "sentences" else ""))
-        for rate in (k for k in ("sentences_per_s", "tokens_per_s") if k in lat):
-            col.metric(rate.replace("_per_s", "/s"), f"{lat[rate]:,.0f}", None if n is o else
+        for rate in (k for k in metrics.RATES if k in lat):  # the metrics table's rate of this model
+            col.metric(metrics.label(rate), f"{lat[rate]:,.0f}", None if n is o else
                        f"{lat[rate] / res['lat']['original'][rate]:.2f}x", delta_color="off")
+        for m in (m for m in metrics.own("all") if n.get(m.name) is not None):  # measured on their own
+            col.metric(m.title, f"{n[m.name]:,.1f} {m.unit}", help=m.about)
         gpu = res["gpu"]
         if gpu is None:
             col.caption("GPU latency: no GPU on this machine")

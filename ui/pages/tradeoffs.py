@@ -77,7 +77,7 @@ try:
 except C.CompressError as e:  # a bad setting of the server: said here, and Start says it again
     st.warning(str(e))
 metrics = S.metrics_for(b)
-quality = [m for m in metrics if m not in S.TIMED and m not in ("size_mb", "size_bytes", "params", "x_smaller")]
+quality = [m for m in metrics if m in S.QUALITY]
 
 sweep_tab, find_tab = st.tabs(["Sweep", "Find me a recipe"])
 with sweep_tab:

@@ -1,0 +1,42 @@
+"""python -m compress.measure.child SPEC OUT: the fresh process of fresh.py. Loads the original by name (checked by
+content hash), replays the recipe, builds the workload's first batch, calls the metric's function on it and writes
+{"value": ...} to OUT. Run only as a process: nothing imports it."""
+import importlib
+import json
+import sys
+
+import torch
+
+from ..errors import CompressError
+from ..models.bundled import load_model
+from ..table import pipeline
+from ..table.recipe import Recipe
+from . import evaluate
+
+
+def inputs(bundle, workload: dict):
+    """The workload's first batch: seeded random ids (batch x seq), or the first 32 evaluation sentences."""
+    if workload["kind"] == "ids":
+        return evaluate.workload(bundle, workload["batch"], workload["seq"])
+    return evaluate.batches(bundle, evaluate.sentence_groups(32)[0], 32)[0]
+
+
+def main(spec: dict, out: str) -> None:
+    torch.set_num_threads(spec["threads"])
+    base = load_model(spec["model"])
+    if base.content_hash != spec["content_hash"]:
+        raise CompressError(f"{spec['model']} here has other weights than the model measured")
+    b = base if spec["recipe"] is None else pipeline.compress(base, Recipe.from_json(spec["recipe"]))
+    ids, mask = inputs(base, spec["workload"])
+    mod, _, name = spec["fn"].partition(":")
+    fn = getattr(importlib.import_module(mod), name)
+    value = fn(b, ids, mask)
+    with open(out, "w") as f:
+        json.dump({"value": value}, f)
+
+
+if __name__ == "__main__":
+    try:
+        main(json.loads(sys.argv[1]), sys.argv[2])
+    except CompressError as e:
+        sys.exit(f"error: {e}")
