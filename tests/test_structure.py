@@ -65,6 +65,12 @@ def test_no_import_cycle_inside_compress():
         visit(m)
 
 
+def test_the_queue_and_the_store_know_nothing_of_each_other():
+    """The app wires them (ui/jobs.py): the queue logs plain rows to any callable, the store records plain rows."""
+    serve = ROOT / "compress" / "serve"
+    assert "serve.store" not in _imports(serve / "jobs.py") and "serve.jobs" not in _imports(serve / "store.py")
+
+
 def test_the_library_is_in_wings():
     """compress/ holds the front door, the CLI and the error type; every other module lives in a wing."""
     top = {p.name for p in (ROOT / "compress").glob("*.py")}

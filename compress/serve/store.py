@@ -1,7 +1,7 @@
 """The results store: one SQLite file in the data folder (COMPRESS_DATA, default ./data; created on first use), or
 any SQLAlchemy URL (COMPRESS_STORAGE, or --storage: postgresql+psycopg2://... when several machines work on one study).
 It holds the Optuna studies of the sweeps (sweep.py), every Apply made in the app (tagged with its browser session),
-and, in the local file, the job log (jobs.py): what each server process was given and how each job ended, so a
+and, in the local file, the job log (the queue's rows, jobs.py): what each server process was given and how each job ended, so a
 restarted server shows the jobs it lost as interrupted. A store that cannot be opened is one CompressError line;
 nothing in it is ever deleted by this module."""
 import json
@@ -41,10 +41,11 @@ class Store:
     def _connect(self):
         return sqlite3.connect(self.path, timeout=10)
 
-    def record(self, job) -> None:
-        """Write a job's state; a store that fails here never fails the job (the error is kept in last_error)."""
-        row = (f"{self.host}:{self.pid}:{job.id}", job.kind, job.owner, job.label, job.state, job.error,
-               job.created, time.time(), self.host, self.pid, job.started)
+    def record(self, job: dict) -> None:
+        """Write a job's row (the queue's log: id, kind, owner, label, state, error, created, started); a store that
+        fails here never fails the job (the error is kept in last_error)."""
+        row = (f"{self.host}:{self.pid}:{job['id']}", job["kind"], job["owner"], job["label"], job["state"],
+               job["error"], job["created"], time.time(), self.host, self.pid, job["started"])
         try:
             with self._lock, self._connect() as db:
                 db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
