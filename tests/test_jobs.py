@@ -201,3 +201,32 @@ def test_the_app_wires_the_queue_to_the_results_store_once(tmp_path, monkeypatch
     q.log = rows.append  # any callable taking a plain dict row
     q.wait(q.submit("apply", lambda job: 2, owner="me", label="plain"))
     assert [r["state"] for r in rows] == ["queued", "running", "done"] and rows[-1]["label"] == "plain"
+
+
+@pytest.mark.slow
+def test_the_job_log_works_on_postgresql_and_an_old_log_there_gains_the_column():
+    """The same job log on a real PostgreSQL (tests/pg.py): a log of before the started column gains it, the queue's
+    rows are written and updated, a gone process's running job is marked interrupted, the newest come first."""
+    import pg
+    import sqlalchemy as sa
+    if pg.binaries() is None and os.environ.get("CI") != "true":
+        pytest.skip("PostgreSQL is not installed (make test installs it as root)")
+    with pg.server() as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as db:  # as a store of before wrote it (its REAL, 8 bytes in SQLite, is PostgreSQL's FLOAT)
+            db.execute(sa.text("CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT, "
+                               "error TEXT, created FLOAT, updated FLOAT, host TEXT, pid INTEGER)"))
+            db.execute(sa.text("INSERT INTO jobs VALUES (:k, 'heal', 's', 'lost', 'running', '', 1.0, 2.0, :h, "
+                               "999999999)"), {"k": "gone:1", "h": __import__("socket").gethostname()})
+        store = Store(url)
+        q, gate, out = jobs.Queue(1, store.record), threading.Event(), []
+        a, b = (q.submit("apply", _blocker(gate, out, n), owner="me", label=n) for n in "ab")
+        gate.set()
+        assert q.wait(b, 10) and not store.last_error
+        assert store.interrupt_stale() == 1
+        assert [(r["label"], r["state"]) for r in store.recent()] == [("b", "done"), ("a", "done"), ("lost", "interrupted")]
+        assert [r["label"] for r in store.recent(1, owner="me")] == ["b"]
+        with engine.connect() as db:
+            started = dict(db.execute(sa.text("SELECT label, started FROM jobs")).all())
+        engine.dispose()
+    assert started["lost"] is None and started["b"] >= started["a"] > 0
