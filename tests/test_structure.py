@@ -71,6 +71,14 @@ def test_the_queue_and_the_store_know_nothing_of_each_other():
     assert "serve.store" not in _imports(serve / "jobs.py") and "serve.jobs" not in _imports(serve / "store.py")
 
 
+def test_the_learn_article_uses_the_stores_public_api_only():
+    src = (ROOT / "compress" / "learn" / "article.py").read_text()
+    used = {n.attr for n in ast.walk(ast.parse(src))
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "store"}
+    assert used == {"applies", "record_apply"}, used
+    assert not re.search(r"sqlalchemy|sqlite|\bSELECT\b|\bINSERT\b|\._applies|_table\(", src)
+
+
 def test_the_library_is_in_wings():
     """compress/ holds the front door, the CLI and the error type; every other module lives in a wing."""
     top = {p.name for p in (ROOT / "compress").glob("*.py")}
