@@ -79,6 +79,11 @@ def test_the_learn_article_uses_the_stores_public_api_only():
     assert not re.search(r"sqlalchemy|sqlite|\bSELECT\b|\bINSERT\b|\._applies|_table\(", src)
 
 
+def test_measuring_a_model_knows_no_technique():
+    """A technique declares its own stored params (stored_params): the measurements never special-case one."""
+    assert not [m for m in _imports(ROOT / "compress" / "measure" / "core.py") if m.startswith("techniques")]
+
+
 def test_the_library_is_in_wings():
     """compress/ holds the front door, the CLI and the error type; every other module lives in a wing."""
     top = {p.name for p in (ROOT / "compress").glob("*.py")}
