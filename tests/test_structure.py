@@ -84,6 +84,11 @@ def test_measuring_a_model_knows_no_technique():
     assert not [m for m in _imports(ROOT / "compress" / "measure" / "core.py") if m.startswith("techniques")]
 
 
+def test_the_step_type_knows_no_technique():
+    """table/step.py is the Step type and Ctx only; each step's apply function lives with its technique."""
+    assert _imports(ROOT / "compress" / "table" / "step.py") == set()
+
+
 def test_the_library_is_in_wings():
     """compress/ holds the front door, the CLI and the error type; every other module lives in a wing."""
     top = {p.name for p in (ROOT / "compress").glob("*.py")}
