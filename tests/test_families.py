@@ -155,6 +155,15 @@ def test_compress_int8_and_quality_are_finite(fam, bundles):
     assert all(v == v for v in q.values())  # no NaN
 
 
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_the_adapters_config_names_are_the_models_own(fam, uploads):
+    """The family facts uploads asks the adapter for: the config's block count, head count and FFN width."""
+    original, a = uploads[fam][1], ADAPTERS[fam]
+    blocks = a.block_list(conv1d_to_linear(copy.deepcopy(original)))
+    assert getattr(original.config, a.layers_attr) == len(blocks) == 2 and getattr(original.config, a.heads_attr) == 4
+    assert a.ffn_width(original.config) == blocks[0].get_submodule(a.ffn_in).out_features
+
+
 def test_gpt2_adapter_splits_the_fused_qkv(bundles):
     b = bundles["gpt2"]
     block = b.adapter.block_list(b.model)[0]
