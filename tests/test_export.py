@@ -213,8 +213,8 @@ def test_hostile_model_onnx_is_refused_before_it_runs(bundled, good_onnx, tmp_pa
 def test_a_healed_onnx_zip_loads_without_healing_again(bundled, tmp_path, monkeypatch):
     comp = C.compress(bundled["tiny-bert"], C.Recipe(quant="int8", runtime="onnxruntime", heal_steps=2))
     path = C.save_compressed(comp, tmp_path / "m.zip")
-    from compress.table import step
-    monkeypatch.setattr(step, "heal", lambda *a, **k: pytest.fail("a replay never heals"))
+    from compress.techniques import heal
+    monkeypatch.setattr(heal, "heal", lambda *a, **k: pytest.fail("a replay never heals"))
     back = C.load_compressed(path)
     ids = torch.randint(5, 250, (2, 9))
     assert _same(back, comp, bundled["tiny-bert"], ids) <= 1e-6

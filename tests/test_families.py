@@ -60,6 +60,8 @@ def build_family(family: str, out: Path, tokenizers=None, seed=0):
                                                 bos_token_id=5, eos_token_id=5)), \
             bpe and GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                       unk_token="<|endoftext|>")
+    else:
+        raise ValueError(f"no tiny {family} model to test: add its config and tokenizer to build_family")
     with torch.no_grad():  # random init leaves biases zero and weights tiny: perturb so outputs really differ
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -77,7 +79,7 @@ def zip_dir(d: Path, dest: Path, folder: str = "") -> Path:
     return dest
 
 
-FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
+FAMILIES = list(C.FAMILIES)  # every family an upload may declare (the adapters'): each needs build_family's model
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,15 @@ def test_compress_int8_and_quality_are_finite(fam, bundles):
         assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0}
         assert 0 < q["next_token_kl"] < 20 and 0 <= q["top1_agreement"] <= 1
     assert all(v == v for v in q.values())  # no NaN
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_the_adapters_config_names_are_the_models_own(fam, uploads):
+    """The family facts uploads asks the adapter for: the config's block count, head count and FFN width."""
+    original, a = uploads[fam][1], ADAPTERS[fam]
+    blocks = a.block_list(conv1d_to_linear(copy.deepcopy(original)))
+    assert getattr(original.config, a.layers_attr) == len(blocks) == 2 and getattr(original.config, a.heads_attr) == 4
+    assert a.ffn_width(original.config) == blocks[0].get_submodule(a.ffn_in).out_features
 
 
 def test_gpt2_adapter_splits_the_fused_qkv(bundles):
@@ -255,10 +266,8 @@ def test_one_of_two_layers_is_the_same_model_built_with_one_layer(fam, uploads, 
     small = C.compress(b, C.Recipe(layers=1))
     assert len(b.adapter.block_list(small.model)) == 1 and len(b.adapter.block_list(b.model)) == 2
     cfg = copy.deepcopy(original.config)
-    for name in ("num_hidden_layers", "n_layers", "n_layer"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, 1)
-            assert getattr(small.model.config, name) == 1
+    setattr(cfg, b.adapter.layers_attr, 1)
+    assert getattr(small.model.config, b.adapter.layers_attr) == 1
     ref = type(original)(cfg).eval()  # built with one block; it gets the kept block's weights
     (kept,) = small.applied["kept_blocks"]
     pre = b.adapter.blocks + "."

@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_families import build_family
+from test_families import FAMILIES, build_family
 
 from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
 from compress.techniques.fnet import apply_fnet, attention_params, fourier_mix
@@ -13,7 +13,7 @@ from compress.models.tinygpt import GPTConfig, TinyGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ENCODERS = ["bert", "roberta", "distilbert"]
+ENCODERS = [f for f in FAMILIES if not ADAPTERS[f].causal]
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,13 @@ def family_models(tmp_path_factory):
     return {f: build_family(f, tmp_path_factory.mktemp(f)).eval() for f in ENCODERS + ["gpt2"]}
 
 
-def _padded_batch(family, seed=0):
-    """Three sentences of lengths 10, 6 and 3, right-padded to 10 with the family's pad id."""
+def _padded_batch(model, seed=0):
+    """Three sentences of lengths 10, 6 and 3, right-padded to 10 with the model's pad id."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 1000, (3, 10), generator=g)
     mask = torch.ones_like(ids)
     mask[1, 6:] = mask[2, 3:] = 0
-    pad = 1 if family == "roberta" else 0  # RoBERTa's padding_idx is 1, and its positions skip pad tokens
+    pad = model.config.pad_token_id or 0  # RoBERTa's padding_idx is 1, and its positions skip pad tokens
     return ids * mask + pad * (1 - mask), mask
 
 
@@ -68,7 +68,7 @@ def test_fnet_output_does_not_depend_on_the_batch(family, impl, family_models):
     model, a = copy.deepcopy(family_models[family]), ADAPTERS[family]
     model.set_attn_implementation(impl)  # sdpa hands the block a bool mask (or None), eager an additive float one
     apply_fnet(model, a)
-    ids, mask = _padded_batch(family)
+    ids, mask = _padded_batch(model)
     with torch.no_grad():
         out = forward(model, a, ids, mask)
         assert out.shape == (3, 10, 32) and torch.isfinite(out).all()
@@ -82,7 +82,7 @@ def test_fnet_twice_is_once(family_models):
     a = ADAPTERS["bert"]
     once = apply_fnet(copy.deepcopy(family_models["bert"]), a)
     twice = apply_fnet(apply_fnet(copy.deepcopy(family_models["bert"]), a), a)
-    ids, mask = _padded_batch("bert")
+    ids, mask = _padded_batch(once)
     with torch.no_grad():
         torch.testing.assert_close(forward(once, a, ids, mask), forward(twice, a, ids, mask))
 

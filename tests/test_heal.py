@@ -111,6 +111,17 @@ def test_steps_and_minutes_cap(tiny_bert, texts):
     assert r.steps_run == 0 and r.dev_after == r.dev_before and r.best_step == 0
 
 
+def test_the_heal_step_keeps_its_texts_digest_and_refuses_another_text(tiny_bert, texts):
+    """The table's heal step (heal.heal_step): the recipe of a healed model names the sha256 of the text given; the
+    same recipe with other text is refused in one line before any healing."""
+    import hashlib
+    healed = C.compress(tiny_bert, C.Recipe(heal_steps=2), texts=texts)
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    assert healed.recipe.heal_corpus == digest
+    with pytest.raises(C.CompressError, match="healed on a text that was not given"):
+        C.compress(tiny_bert, healed.recipe, texts=texts[:-1])
+
+
 def test_split_dev_is_fixed_and_disjoint(texts):
     train, dev = split_dev(texts)
     assert len(dev) == 64 and len(train) + len(dev) == len(texts) and not set(train) & set(dev)

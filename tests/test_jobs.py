@@ -23,7 +23,8 @@ def _blocker(gate: threading.Event, out: list, name: str):
 
 
 def test_one_job_runs_at_a_time_in_order_and_a_waiting_one_can_be_cancelled(tmp_path):
-    q, gate, out = jobs.Queue(1, Store(tmp_path / "s.sqlite")), threading.Event(), []
+    store, gate, out = Store(tmp_path / "s.sqlite"), threading.Event(), []
+    q = jobs.Queue(1, store.record)
     a, b, c = (q.submit("apply", _blocker(gate, out, n), owner="s1", label=n) for n in "abc")
     time.sleep(0.2)
     assert (q.position(a), q.position(b), q.position(c)) == (0, 1, 2) and a.state == "running"
@@ -31,7 +32,7 @@ def test_one_job_runs_at_a_time_in_order_and_a_waiting_one_can_be_cancelled(tmp_
     assert c.state == "cancelled" and q.position(b) == 1
     gate.set()
     assert q.wait(b, 10) and out == ["a", "b"] and b.result == "b" and not q.busy()
-    states = {r["label"]: r["state"] for r in q.log.recent()}
+    states = {r["label"]: r["state"] for r in store.recent()}
     assert states == {"a": "done", "b": "done", "c": "cancelled"}
 
 
@@ -119,7 +120,7 @@ def test_the_log_keeps_when_each_job_started_and_an_old_store_gains_the_column(t
         c.execute("CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT, "
                   "error TEXT, created REAL, updated REAL, host TEXT, pid INTEGER)")
         c.execute("INSERT INTO jobs VALUES ('h:1:1', 'apply', 's', 'old', 'done', '', 1.0, 2.0, 'h', 1)")
-    q, gate, out = jobs.Queue(1, Store(db)), threading.Event(), []
+    q, gate, out = jobs.Queue(1, Store(db).record), threading.Event(), []
     a, b = (q.submit("apply", _blocker(gate, out, n), label=n) for n in "ab")
     time.sleep(0.3)
     gate.set()
@@ -133,7 +134,7 @@ def test_a_killed_server_leaves_its_jobs_marked_interrupted_and_the_rest_kept(tm
     db = tmp_path / "s.sqlite"
     code = ("import sys, time, threading; sys.path.insert(0, %r)\n"
             "from compress.serve import jobs\nfrom compress.serve.store import Store\n"
-            "q = jobs.Queue(1, Store(%r))\n"
+            "q = jobs.Queue(1, Store(%r).record)\n"
             "q.wait(q.submit('apply', lambda j: 'ok', label='finished'))\n"
             "q.submit('heal', lambda j: threading.Event().wait(), label='healing')\n"
             "print('ready', flush=True); time.sleep(60)") % (str(ROOT), str(db))
@@ -179,3 +180,53 @@ def test_a_page_run_that_ends_while_waiting_cancels_its_job_before_it_runs(monke
     load = next(j for j in q.jobs() if j.kind == "load")
     gate.set()
     assert q.wait(first, 10) and q.wait(load, 10) and load.state == "cancelled" and ran == []
+
+
+def test_the_app_wires_the_queue_to_the_results_store_once(tmp_path, monkeypatch):
+    """The queue logs plain rows to what the app gives it; ui/jobs.py gives the store's record, and the first wiring
+    marks the jobs a killed server left running as interrupted."""
+    from ui import jobs as page_jobs
+    monkeypatch.setenv("COMPRESS_DATA", str(tmp_path))
+    Store(tmp_path / "results.sqlite").record({"id": 10**6, "kind": "heal", "owner": "gone", "label": "lost",
+                                                "state": "running", "error": "", "created": 1.0, "started": 1.0})
+    with __import__("sqlite3").connect(tmp_path / "results.sqlite") as c:  # as a server process that is gone wrote it
+        c.execute("UPDATE jobs SET pid = 999999999")
+    q, rows = jobs.Queue(1), []
+    assert q.log is None  # the library's queue opens no store
+    monkeypatch.setattr(C, "job_queue", lambda: q)
+    assert page_jobs.queue() is q and q.log is not None
+    q.wait(q.submit("apply", lambda job: 1, owner="me", label="wired"))
+    got = {r["label"]: r["state"] for r in C.default_store().recent()}
+    assert got == {"lost": "interrupted", "wired": "done"}
+    q.log = rows.append  # any callable taking a plain dict row
+    q.wait(q.submit("apply", lambda job: 2, owner="me", label="plain"))
+    assert [r["state"] for r in rows] == ["queued", "running", "done"] and rows[-1]["label"] == "plain"
+
+
+@pytest.mark.slow
+def test_the_job_log_works_on_postgresql_and_an_old_log_there_gains_the_column():
+    """The same job log on a real PostgreSQL (tests/pg.py): a log of before the started column gains it, the queue's
+    rows are written and updated, a gone process's running job is marked interrupted, the newest come first."""
+    import pg
+    import sqlalchemy as sa
+    if pg.binaries() is None and os.environ.get("CI") != "true":
+        pytest.skip("PostgreSQL is not installed (make test installs it as root)")
+    with pg.server() as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as db:  # as a store of before wrote it (its REAL, 8 bytes in SQLite, is PostgreSQL's FLOAT)
+            db.execute(sa.text("CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT, "
+                               "error TEXT, created FLOAT, updated FLOAT, host TEXT, pid INTEGER)"))
+            db.execute(sa.text("INSERT INTO jobs VALUES (:k, 'heal', 's', 'lost', 'running', '', 1.0, 2.0, :h, "
+                               "999999999)"), {"k": "gone:1", "h": __import__("socket").gethostname()})
+        store = Store(url)
+        q, gate, out = jobs.Queue(1, store.record), threading.Event(), []
+        a, b = (q.submit("apply", _blocker(gate, out, n), owner="me", label=n) for n in "ab")
+        gate.set()
+        assert q.wait(b, 10) and not store.last_error
+        assert store.interrupt_stale() == 1
+        assert [(r["label"], r["state"]) for r in store.recent()] == [("b", "done"), ("a", "done"), ("lost", "interrupted")]
+        assert [r["label"] for r in store.recent(1, owner="me")] == ["b"]
+        with engine.connect() as db:
+            started = dict(db.execute(sa.text("SELECT label, started FROM jobs")).all())
+        engine.dispose()
+    assert started["lost"] is None and started["b"] >= started["a"] > 0

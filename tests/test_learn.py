@@ -183,6 +183,18 @@ def test_article_table_says_the_difference_in_words(tiny_bert, tiny_gpt):
     assert "future tokens" in got["FNet"]["skipped"] and got["dynamic int8"]["x smaller"] > 2
 
 
+def test_the_article_keeps_its_rows_in_the_store_and_finds_them_again(tiny_bert, tmp_path, monkeypatch):
+    """Through the store's public API only (record_apply / applies): a skipped technique is not kept."""
+    monkeypatch.setenv("COMPRESS_DATA", str(tmp_path))
+    monkeypatch.delenv("COMPRESS_STORAGE", raising=False)
+    int8 = C.Recipe(quant="int8").to_json()
+    article.record("reader", tiny_bert, {"dynamic int8": {"x smaller": 3.9, "recipe_json": int8},
+                                         "FNet": {"skipped": "a reason"}})
+    got = article.stored(tiny_bert)
+    assert list(got) == ["dynamic int8"] and got["dynamic int8"]["x smaller"] == 3.9
+    assert got["dynamic int8"]["session"] == "reader" and got["dynamic int8"]["recipe_json"] == int8
+
+
 def test_shipped_healing_curves():
     for model, recipe in healcurve.SHIPPED.items():
         c = healcurve.shipped(model)

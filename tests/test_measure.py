@@ -31,6 +31,26 @@ def test_params_count_weights_also_when_quantized(tiny_bert):
     assert C.count_params(C.compress(tiny_bert, C.Recipe(quant="int8")).model) == n
 
 
+def test_a_module_that_stores_packed_weights_declares_its_params_and_the_bytes_are_its_buffers():
+    """measure knows no technique: any module with stored_params() is counted by what it declares (not its uint8
+    bytes), and its size is what torch.save writes of its buffers, like any other."""
+    class Nibbles(torch.nn.Module):  # 300 weights at 4 bits: 150 bytes
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("packed", torch.zeros(150, dtype=torch.uint8))
+
+        def stored_params(self) -> int:
+            return 300
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), Nibbles())
+    assert C.count_params(model) == 4 * 2 + 2 + 300
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    plain.register_buffer("packed", torch.zeros(150, dtype=torch.uint8))  # the same bytes, no declaration
+    assert C.count_params(plain) == 4 * 2 + 2
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    assert C.size_bytes(model) == len(buf.getvalue())
+
+
 def test_latency_percentiles_interleaved_and_ordered():
     calls = []
     lat = C.latency({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, runs=7, warmup=2)

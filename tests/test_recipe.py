@@ -1,6 +1,61 @@
+import dataclasses
+
 import pytest
 
 from compress import CompressError, Recipe
+from compress.table.fields import Field
+from compress.table.steps import FIELDS
+
+KIND_TYPES = {"count": int, "counts": int | tuple[int, ...], "fraction": float, "float": float, "int": int,
+              "bool": bool, "text": str}  # a choice field: the type of its choices
+
+
+def _type(f: Field):
+    return type(f.choices[0]) if f.kind == "choice" else KIND_TYPES[f.kind]
+
+
+def _differences(recipe_fields, table: list[Field]) -> list[str]:
+    """What Recipe (compress/table/recipe.py) must change to list the technique table's fields: each in the table's
+    order, with the table's default and its kind's type."""
+    mine = {f.name: f for f in recipe_fields}
+    out = []
+    for i, f in enumerate(table):
+        where = f"after `{table[i - 1].name}`" if i else "first"
+        if f.name not in mine:
+            out.append(f"Recipe has no field {f.name} of the technique table: add "
+                       f"`{f.name}: {getattr(_type(f), '__name__', _type(f))} = {f.default!r}` {where}")
+            continue
+        got = mine[f.name]
+        if got.default != f.default or type(got.default) is not type(f.default):
+            out.append(f"Recipe.{f.name} defaults to {got.default!r}; the table's default is {f.default!r}")
+        if got.type != _type(f):
+            out.append(f"Recipe.{f.name} is typed {got.type}; a {f.kind} field of the table is {_type(f)}")
+    extra = [n for n in mine if n not in {f.name for f in table}]
+    if extra:
+        out.append(f"Recipe has field(s) no step of the table owns: {', '.join(extra)}")
+    if not out and [f.name for f in recipe_fields] != [f.name for f in table]:
+        out.append(f"Recipe's fields are not in the table's order: {', '.join(f.name for f in table)}")
+    return out
+
+
+def test_the_recipe_lists_the_tables_fields_in_order_with_their_defaults_and_types():
+    assert _differences(dataclasses.fields(Recipe), list(FIELDS.values())) == []
+
+
+def test_a_step_added_without_its_recipe_field_says_what_to_add():
+    table = [*FIELDS.values(), Field("sparsity", "fraction", 1.0, "weights kept")]
+    assert _differences(dataclasses.fields(Recipe), table) == [
+        "Recipe has no field sparsity of the technique table: add `sparsity: float = 1.0` after `runtime`"]
+    moved = [table[1], table[0], *table[2:-1]]
+    assert _differences(dataclasses.fields(Recipe), moved) == [
+        f"Recipe's fields are not in the table's order: {', '.join(f.name for f in moved)}"]
+    wrong = [dataclasses.replace(f, default=0.5) if f.name == "ffn" else f for f in FIELDS.values()]
+    assert _differences(dataclasses.fields(Recipe), wrong) == ["Recipe.ffn defaults to 1.0; the table's default is 0.5"]
+
+
+def test_an_old_recipe_with_missing_fields_loads_with_the_defaults():
+    r = Recipe.from_json('{"layers": 2, "quant": "int8"}')
+    assert r == dataclasses.replace(Recipe(), layers=2, quant="int8")
 
 
 def test_defaults_are_identity_and_hashable():

@@ -65,6 +65,30 @@ def test_no_import_cycle_inside_compress():
         visit(m)
 
 
+def test_the_queue_and_the_store_know_nothing_of_each_other():
+    """The app wires them (ui/jobs.py): the queue logs plain rows to any callable, the store records plain rows."""
+    serve = ROOT / "compress" / "serve"
+    assert "serve.store" not in _imports(serve / "jobs.py") and "serve.jobs" not in _imports(serve / "store.py")
+
+
+def test_the_learn_article_uses_the_stores_public_api_only():
+    src = (ROOT / "compress" / "learn" / "article.py").read_text()
+    used = {n.attr for n in ast.walk(ast.parse(src))
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "store"}
+    assert used == {"applies", "record_apply"}, used
+    assert not re.search(r"sqlalchemy|sqlite|\bSELECT\b|\bINSERT\b|\._applies|_table\(", src)
+
+
+def test_measuring_a_model_knows_no_technique():
+    """A technique declares its own stored params (stored_params): the measurements never special-case one."""
+    assert not [m for m in _imports(ROOT / "compress" / "measure" / "core.py") if m.startswith("techniques")]
+
+
+def test_the_step_type_knows_no_technique():
+    """table/step.py is the Step type and Ctx only; each step's apply function lives with its technique."""
+    assert _imports(ROOT / "compress" / "table" / "step.py") == set()
+
+
 def test_the_library_is_in_wings():
     """compress/ holds the front door, the CLI and the error type; every other module lives in a wing."""
     top = {p.name for p in (ROOT / "compress").glob("*.py")}

@@ -2,6 +2,7 @@
 waited for here with its place in the queue shown and a Cancel button; healing runs there in the background and
 yields to waiting jobs between its steps. Every run of the page is a heartbeat: a closed tab's healing is cancelled."""
 import hashlib
+import threading
 import uuid
 
 import streamlit as st
@@ -12,6 +13,22 @@ from ui.safe import guarded, plain  # another session's label (its prompt): plai
 from ui.state import KEY
 
 
+_WIRING = threading.Lock()
+
+
+def queue():
+    """The server's one queue, recording every job to the results store: the app wires them (the library's queue
+    and store know nothing of each other). The first wiring of this server process marks the jobs a previous one
+    gave but never ended as interrupted."""
+    q = C.job_queue()
+    with _WIRING:
+        if q.log is None:
+            store = C.default_store()
+            store.interrupt_stale()
+            q.log = store.record
+    return q
+
+
 def owner() -> str:
     """This browser session's id on the queue."""
     return st.session_state.setdefault("sid", uuid.uuid4().hex)
@@ -20,7 +37,7 @@ def owner() -> str:
 def run(kind: str, fn, label: str):
     """Run fn(job) on the queue and wait for it here; its result, or None when it failed or was cancelled (said in
     one line). A job this session is still waiting for (the page was rerun by a click) is waited for again."""
-    q, pending = C.job_queue(), st.session_state.setdefault("pending", {})  # kind -> the job this session awaits
+    q, pending = queue(), st.session_state.setdefault("pending", {})  # kind -> the job this session awaits
     q.heartbeat(owner())
     job = pending.get(kind)
     if job is None or job.ended.is_set():
@@ -56,7 +73,7 @@ def take(job):
 def quiet(kind: str, fn, label: str):
     """Run fn() on the queue and wait for it without widgets (a sidebar callback, a cached function): its result,
     or the library's CompressError with the job's one-line message. For short work: loading a model, its sizes."""
-    q, me = C.job_queue(), owner()
+    q, me = queue(), owner()
     job = q.submit(kind, lambda job: fn(), me, label)
     try:  # no session_state in the loop: reading it lets a rerun (a click elsewhere) end this run mid-wait
         while not job.ended.wait(0.25):
@@ -112,7 +129,7 @@ def heal_text_changed():
 
 def start_healing(b, recipe: C.Recipe, minutes: float):
     """Heal on the queue (in the background: it outlives this run of the page); heal_progress polls it."""
-    q, texts = C.job_queue(), st.session_state.get("heal_texts")
+    q, texts = queue(), st.session_state.get("heal_texts")
 
     def fn(job):  # no streamlit calls in here: it runs on the queue's worker
         def progress(p):
@@ -129,7 +146,7 @@ def heal_progress():
     job = st.session_state.get("heal_job")
     if job is None:
         return
-    q = C.job_queue()
+    q = queue()
     q.heartbeat(owner())  # the page is open: keep healing
     if not job.ended.is_set():
         p, ahead = job.progress, q.position(job) - 1

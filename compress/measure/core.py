@@ -7,13 +7,13 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from ..serve.cancel import checkpoint
 from ..errors import CompressError
-from ..techniques.lowbit import Packed
 
 _BENCH_LOCK = threading.Lock()  # one benchmark at a time in the whole process, or the numbers lie
 LOCK_WAIT_S = 120.0  # a benchmark waits this long for another one, then says so instead of blocking forever
@@ -86,12 +86,20 @@ def _numel(v) -> int:
     return 0
 
 
+@runtime_checkable
+class StoresPacked(Protocol):
+    """A module whose weights are stored packed (a technique's: 2/4-bit tables, int4 Linears) declares how many weights
+    it holds; count_params asks it instead of counting its buffers (uint8 bytes, scales)."""
+
+    def stored_params(self) -> int: ...
+
+
 def count_params(model) -> int:
-    """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not); a
-    packed module (2/4-bit table, int4 Linear) counts its rows x width weights (packed in uint8), not its scales."""
-    low = {n: m for n, m in model.named_modules() if isinstance(m, Packed)}
-    return sum(_numel(v) for k, v in model.state_dict().items() if k.rpartition(".")[0] not in low) + \
-        sum(m.logical_params for m in low.values())
+    """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not); a module that
+    stores its weights packed (StoresPacked) counts what it declares, not its own buffers."""
+    packed = {n: m for n, m in model.named_modules() if isinstance(m, StoresPacked)}
+    return sum(_numel(v) for k, v in model.state_dict().items() if k.rpartition(".")[0] not in packed) + \
+        sum(m.stored_params() for m in packed.values())
 
 
 def cpu_info() -> dict:

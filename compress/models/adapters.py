@@ -38,6 +38,8 @@ class Adapter:
     # attributes of the attention module that hold its head count ("count") or q/k/v width ("width")
     head_attrs: tuple = ()
     uploadable: bool = True        # a model_type an upload may declare (transformers builds it)
+    layers_attr: str = "num_hidden_layers"  # config attribute holding the block count
+    ffn_attr: str = "intermediate_size"     # config attribute holding the FFN width
     sample_tokens: int = 30        # tokens a sample continuation runs for
     extra_metrics = ()             # the keys extra_quality() returns (a class attribute, not a field)
 
@@ -66,6 +68,10 @@ class Adapter:
     def extra_quality(self, bundle) -> dict:
         """Quality numbers only this family has (TinyGPT: held-out bits per char)."""
         return {}
+
+    def ffn_width(self, config) -> int:
+        """The FFN width a transformers config of this family declares (GPT-2's n_inner None: 4 x hidden)."""
+        return getattr(config, self.ffn_attr, None) or 4 * config.hidden_size
 
     def position_offset(self, config) -> int:
         """Positions of the table a sequence cannot use (RoBERTa's start after the padding index)."""
@@ -147,16 +153,19 @@ ADAPTERS = {
     "distilbert": Adapter("distilbert", "transformer.layer", "attention.q_lin", "attention.k_lin",
                           "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2",
                           "embeddings.word_embeddings", False, "n_heads",
-                          position_embeddings="embeddings.position_embeddings", head_attrs=(("n_heads", "count"),)),
+                          position_embeddings="embeddings.position_embeddings", head_attrs=(("n_heads", "count"),),
+                          layers_attr="n_layers", ffn_attr="hidden_dim"),
     # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear.
     # split_size splits c_attn's output into q, k and v.
     "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
                     "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
                     embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
-                    position_embeddings="transformer.wpe", head_attrs=(("num_heads", "count"), ("split_size", "width"))),
+                    position_embeddings="transformer.wpe", head_attrs=(("num_heads", "count"), ("split_size", "width")),
+                    layers_attr="n_layer", ffn_attr="n_inner"),
     "tinygpt": TinyGPTAdapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
                               "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe",
-                              uploadable=False, sample_tokens=200),  # bytes, not tokens
+                              uploadable=False, sample_tokens=200, layers_attr="n_layer",  # bytes, not tokens
+                              ffn_attr=""),  # (its MLP is ffn_mult x n_embd)
 }
 
 

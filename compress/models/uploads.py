@@ -27,6 +27,10 @@ MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked
 MAX_LAYERS, MAX_HEADS = 96, 128  # checked on the raw config, before transformers builds anything
 
 FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type values an upload may declare
+# every family's spelling of the block and head counts, whichever family a config declares (transformers maps
+# another family's name onto its own: GPT2Config takes num_hidden_layers as n_layer)
+_COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
+           **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()}}
 METRICS = {
     "embedding": "fidelity: mean cosine to the uncompressed upload's mean-pooled embeddings on two held-out sets "
                  "(255 sentences of ours, 557 of Python's docstrings: '_docs'); retrieval_overlap: top-5 agreement of "
@@ -138,8 +142,7 @@ def parse_config(raw: bytes):
         if d.get(k) not in (None, "eager", "sdpa"):  # a hub kernel would be fetched and run: never
             raise CompressError(f"config.json asks for attention implementation {str(d[k])[:60]!r}; only the built-in "
                                 "'eager' and 'sdpa' run here")
-    for k, most in (("num_hidden_layers", MAX_LAYERS), ("n_layer", MAX_LAYERS), ("n_layers", MAX_LAYERS),
-                    ("num_attention_heads", MAX_HEADS), ("n_head", MAX_HEADS), ("n_heads", MAX_HEADS)):
+    for k, most in _COUNTS.items():
         if isinstance(d.get(k), int) and d[k] > most:  # before transformers builds anything from them
             raise CompressError(f"config.json: {k} = {d[k]:,} is more than {most} (nothing was allocated)")
     try:
@@ -148,8 +151,7 @@ def parse_config(raw: bytes):
         raise CompressError(f"config.json is not a valid {mt} config: {one_line(e)}") from None
     h, heads, layers = cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers
     vocab, pos = cfg.vocab_size, cfg.max_position_embeddings
-    ffn = next((getattr(cfg, a) for a in ("intermediate_size", "hidden_dim", "n_inner") if getattr(cfg, a, None)),
-               4 * h)  # BERT/RoBERTa, DistilBERT, GPT-2 (None there means 4 * hidden)
+    ffn = ADAPTERS[mt].ffn_width(cfg)
     for k, v in (("hidden size", h), ("attention heads", heads), ("layers", layers), ("vocab_size", vocab),
                  ("max positions", pos), ("FFN width", ffn)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -199,8 +199,7 @@ def _onnx(raw: bytes, ctx) -> OrtModel:
     """The upload's model.onnx is never run: our own export of the replayed recipe (ctx.model) with the upload's
     weights put in (onnxcheck.merge), checked to compute the model its recipe builds (int8's rounding allowed)."""
     from ..models.adapters import forward
-    from ..techniques.runtime import mismatch
-    from ..table.step import example
+    from ..techniques.runtime import example, mismatch
     if not isinstance(ctx.model, OrtModel):
         raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
                             f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")

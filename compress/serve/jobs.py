@@ -3,9 +3,10 @@ spectra of a new model): at most `workers` jobs run at a time (1 on a 2-core mac
 wait in order with their position known and can be cancelled. A long job (healing, a sweep) calls yield_() between
 its steps: if anyone waits it goes to the end of the line, so an Apply waits for one step, not a whole run, and two
 long jobs take turns; no latency is ever timed while other work of this server runs. A job belongs to its owner (a
-browser session); owners that stop sending heartbeats have their long jobs cancelled after a grace period. Every job is recorded in the
-results store (store.py) when it is given, started and ended, so a restarted server shows the ones it lost as
-interrupted. No streamlit here: the pages only submit, poll and show.
+browser session); owners that stop sending heartbeats have their long jobs cancelled after a grace period. Every job is
+given to the queue's `log` (a callable taking one plain dict row) when it is given, started and ended: the app wires
+the results store's record there (store.py), so a restarted server shows the ones it lost as interrupted; the queue
+never opens a store. No streamlit here: the pages only submit, poll and show.
 """
 import itertools
 import logging
@@ -183,13 +184,13 @@ class Queue:
         job.error = f"stopped at its time limit of {job.limit_s / 60:g} min"
         self.cancel(job)
 
-    def _end(self, job: Job, state: str) -> None:  # (holding the lock)
+    def _end(self, job: Job, state: str) -> None:  # (holding the lock) logged before anyone waiting for it wakes
         job.state = state
+        self._record(job)
         job.ended.set()
         self._running.discard(job)
         self._started.discard(job)
         self._cv.notify_all()
-        self._record(job)
 
     def _reap(self) -> None:
         """Cancel the tab-bound jobs of owners that stopped sending heartbeats (their tab is gone), and let go of the
@@ -204,7 +205,8 @@ class Queue:
 
     def _record(self, job: Job) -> None:
         if self.log is not None:
-            self.log.record(job)
+            self.log({"id": job.id, "kind": job.kind, "owner": job.owner, "label": job.label, "state": job.state,
+                      "error": job.error, "created": job.created, "started": job.started})
 
 
 def _libc():
@@ -230,15 +232,13 @@ _LOCK = threading.Lock()
 
 
 def queue() -> Queue:
-    """The server process's one queue (COMPRESS_WORKERS workers, default 1), recording to the default store."""
+    """The server process's one queue (COMPRESS_WORKERS workers, default 1); its `log` is None until the app wires
+    one (ui/jobs.py: the results store's record)."""
     global _QUEUE
     with _LOCK:
         if _QUEUE is None:
-            from .store import default_store
-            store = default_store()
             if _LIBC is not None:  # one malloc arena per job thread would each keep their freed pages: at most 2
                 _LIBC.mallopt(-8, int(os.environ.get("MALLOC_ARENA_MAX", "2")))  # M_ARENA_MAX
-            _QUEUE = Queue(int(os.environ.get("COMPRESS_WORKERS", "1")), store,
+            _QUEUE = Queue(int(os.environ.get("COMPRESS_WORKERS", "1")),
                            long=int(os.environ.get("COMPRESS_LONG_JOBS", "2")))
-            store.interrupt_stale()  # jobs a previous server process gave but never ended
         return _QUEUE

@@ -1,13 +1,13 @@
 """The results store: one SQLite file in the data folder (COMPRESS_DATA, default ./data; created on first use), or
 any SQLAlchemy URL (COMPRESS_STORAGE, or --storage: postgresql+psycopg2://... when several machines work on one study).
 It holds the Optuna studies of the sweeps (sweep.py), every Apply made in the app (tagged with its browser session),
-and, in the local file, the job log (jobs.py): what each server process was given and how each job ended, so a
-restarted server shows the jobs it lost as interrupted. A store that cannot be opened is one CompressError line;
-nothing in it is ever deleted by this module."""
+and the job log (a Store: the queue's rows, jobs.py; the local file by default, any URL works): what each server process
+was given and how each job ended, so a restarted server shows the jobs it lost as interrupted. All through SQLAlchemy
+Core. A store that cannot be opened is one CompressError line; nothing in it is ever deleted by this module."""
+import functools
 import json
 import os
 import socket
-import sqlite3
 import threading
 import time
 import warnings
@@ -18,55 +18,53 @@ from ..errors import CompressError
 _GLOBAL = threading.Lock()
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-_SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, kind TEXT, owner TEXT, label TEXT, state TEXT,
-             error TEXT, created REAL, updated REAL, host TEXT, pid INTEGER, started REAL)"""
 
 
 class Store:
-    def __init__(self, path):
-        self.path = Path(path)
+    """The job log: a SQLite file (a path) or any SQLAlchemy URL, through SQLAlchemy Core like the Applies."""
+
+    def __init__(self, where):
+        self.url = str(where) if "://" in str(where) else f"sqlite:///{Path(where)}"
         self._lock = threading.Lock()
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.last_error = ""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute(_SCHEMA)
-                if "started" not in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}:  # a store of before
-                    db.execute("ALTER TABLE jobs ADD COLUMN started REAL")
-        except (OSError, sqlite3.Error) as e:
-            raise CompressError(f"the results store {self.path} cannot be opened: {' '.join(str(e).split())[:200]}") \
-                from None
+        if "://" not in str(where):
+            try:
+                Path(where).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _fail(self.url, e) from None
+        self._engine, self._jobs = _table(self.url, "jobs")
 
-    def _connect(self):
-        return sqlite3.connect(self.path, timeout=10)
-
-    def record(self, job) -> None:
-        """Write a job's state; a store that fails here never fails the job (the error is kept in last_error)."""
-        row = (f"{self.host}:{self.pid}:{job.id}", job.kind, job.owner, job.label, job.state, job.error,
-               job.created, time.time(), self.host, self.pid, job.started)
+    def record(self, job: dict) -> None:
+        """Write a job's row (the queue's log: id, kind, owner, label, state, error, created, started); a store that
+        fails here never fails the job (the error is kept in last_error)."""
+        t, key = self._jobs, f"{self.host}:{self.pid}:{job['id']}"
+        row = {k: job[k] for k in ("kind", "owner", "label", "state", "error", "created", "started")}
+        row.update(updated=time.time(), host=self.host, pid=self.pid)
         try:
-            with self._lock, self._connect() as db:
-                db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        except sqlite3.Error as e:
+            with self._lock, self._engine.begin() as db:
+                if not db.execute(t.update().where(t.c.key == key).values(**row)).rowcount:
+                    db.execute(t.insert().values(key=key, **row))
+        except Exception as e:  # noqa: BLE001 - whatever the database said: the job goes on
             self.last_error = str(e)
 
     def interrupt_stale(self) -> int:
         """Jobs of a server process of this machine that is gone and never ended them: marked interrupted."""
-        with self._lock, self._connect() as db:
-            rows = db.execute("SELECT key, pid FROM jobs WHERE state IN ('queued', 'running') AND host = ?",
-                              (self.host,)).fetchall()
+        t = self._jobs
+        with self._lock, self._engine.begin() as db:
+            rows = db.execute(t.select().with_only_columns(t.c.key, t.c.pid).where(
+                t.c.state.in_(("queued", "running")), t.c.host == self.host)).all()
             gone = [key for key, pid in rows if pid != self.pid and not _alive(pid)]
-            db.executemany("UPDATE jobs SET state = 'interrupted', updated = ? WHERE key = ?",
-                           [(time.time(), k) for k in gone])
+            if gone:
+                db.execute(t.update().where(t.c.key.in_(gone)).values(state="interrupted", updated=time.time()))
         return len(gone)
 
     def recent(self, n: int = 50, owner: str | None = None) -> list[dict]:
-        cols = ("kind", "owner", "label", "state", "error", "created", "updated")
-        query = f"SELECT {', '.join(cols)} FROM jobs" + (" WHERE owner = ?" if owner else "") + \
-            " ORDER BY created DESC LIMIT ?"
-        with self._lock, self._connect() as db:
-            return [dict(zip(cols, r)) for r in db.execute(query, ((owner,) if owner else ()) + (n,))]
+        t = self._jobs
+        cols = [t.c[k] for k in ("kind", "owner", "label", "state", "error", "created", "updated")]
+        query = t.select().with_only_columns(*cols).order_by(t.c.created.desc()).limit(n)
+        with self._lock, self._engine.connect() as db:
+            return [dict(r) for r in db.execute(query.where(t.c.owner == owner) if owner else query).mappings()]
 
 
 def _alive(pid: int) -> bool:
@@ -141,27 +139,45 @@ def optuna_storage(url: str | None = None):
         return _STORAGES[url]
 
 
-def _applies(url):
+@functools.cache
+def _schema() -> dict:
+    """The store's own tables (beside Optuna's): every Apply made in the app, and the job log."""
+    import sqlalchemy as sa
+    meta, c = sa.MetaData(), sa.Column
+    return {"applies": sa.Table("compress_applies", meta, c("id", sa.Integer, primary_key=True), c("created", sa.Float),
+                                c("session", sa.String(64)), c("model", sa.String(300)), c("recipe", sa.Text),
+                                c("row", sa.Text)),
+            "jobs": sa.Table("jobs", meta, c("key", sa.String(300), primary_key=True), c("kind", sa.String(40)),
+                             c("owner", sa.String(64)), c("label", sa.Text), c("state", sa.String(20)),
+                             c("error", sa.Text), c("created", sa.Float), c("updated", sa.Float),
+                             c("host", sa.String(255)), c("pid", sa.Integer), c("started", sa.Float))}
+
+
+def _table(url: str, name: str):
+    """(engine, table) of the store at url: one engine per URL per process, the table created on its first use (a job
+    log written before the started column gains it)."""
     import sqlalchemy as sa
     with _GLOBAL:
-        if url not in _ENGINES:
-            meta = sa.MetaData()
-            table = sa.Table("compress_applies", meta, sa.Column("id", sa.Integer, primary_key=True),
-                             sa.Column("created", sa.Float), sa.Column("session", sa.String(64)),
-                             sa.Column("model", sa.String(300)), sa.Column("recipe", sa.Text), sa.Column("row", sa.Text))
+        if (url, name) not in _ENGINES:
             try:
-                engine = sa.create_engine(url, **({"connect_args": {"timeout": LOCK_WAIT_S}} if url.startswith("sqlite") else {}))
-                meta.create_all(engine)
-            except Exception as e:  # noqa: BLE001
+                if url not in _ENGINES:
+                    _ENGINES[url] = sa.create_engine(
+                        url, **({"connect_args": {"timeout": LOCK_WAIT_S}} if url.startswith("sqlite") else {}))
+                engine, table = _ENGINES[url], _schema()[name]
+                table.create(engine, checkfirst=True)
+                if name == "jobs" and "started" not in {col["name"] for col in sa.inspect(engine).get_columns("jobs")}:
+                    with engine.begin() as db:  # a store of before
+                        db.execute(sa.text("ALTER TABLE jobs ADD COLUMN started FLOAT"))
+            except Exception as e:  # noqa: BLE001 - a bad URL, a server that does not answer, not a database
                 raise _fail(url, e) from None
-            _ENGINES[url] = engine, table
-        return _ENGINES[url]
+            _ENGINES[url, name] = engine, table
+        return _ENGINES[url, name]
 
 
 def record_apply(session: str, model: str, recipe_json: str, row: dict, url: str | None = None) -> None:
     """One Apply made in the app: its browser session, model, recipe and summary row (pipeline.row)."""
     url = storage_url(url)
-    engine, table = _applies(url)
+    engine, table = _table(url, "applies")
     try:
         with engine.begin() as db:
             db.execute(table.insert().values(created=time.time(), session=session, model=model, recipe=recipe_json,
@@ -174,7 +190,7 @@ def applies(session: str | None = None, limit: int = 200, url: str | None = None
     """The newest Applies first: one session's, or every session's (session None)."""
     import sqlalchemy as sa
     url = storage_url(url)
-    engine, table = _applies(url)
+    engine, table = _table(url, "applies")
     query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
     if session is not None:
         query = query.where(table.c.session == session)

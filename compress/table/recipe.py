@@ -1,6 +1,6 @@
 """Recipe: the one description of a compression. Every slider in the app is one field.
 
-Its fields are the technique table's (steps.py), in the table's order. Frozen (so it is a cache key), JSON and
+Its fields are the technique table's (steps.py), listed here with their types and defaults in the table's order. Frozen (so it is a cache key), JSON and
 URL round-trippable, and validated on construction: each field by its kind and range, then the combinations
 the steps refuse. Checks against a model (a rank larger than a layer, more heads than it has) run in compress().
 """
@@ -71,8 +71,26 @@ class _Recipe:
         return ", ".join(s.describe(self) for s in STEPS if s.is_active(self)) or "original"
 
 
-Recipe = dataclasses.make_dataclass(
-    "Recipe", [(f.name, object, dataclasses.field(default=f.default)) for f in FIELDS.values()],
-    bases=(_Recipe,), frozen=True)
-Recipe.__module__ = __name__
-Recipe.__doc__ = "One compression: a field per control of the technique table (steps.STEPS), in its order."
+@dataclasses.dataclass(frozen=True)
+class Recipe(_Recipe):
+    """One compression: a field per control of the technique table (steps.STEPS), in its order, with the table's
+    defaults (tests/test_recipe.py checks them against it: a new step's fields are added here too)."""
+    static: bool = False                # static token table
+    layers: int = 0                     # fewer layers (0 = all)
+    heads: int | tuple[int, ...] = 0    # heads kept per block (0 = all), or one count per block
+    head_score: str = "weight"
+    ffn: float = 1.0                    # FFN width kept
+    fnet: bool = False
+    vocab: float = 1.0                  # vocabulary kept
+    emb_rank: float = 1.0               # word-embedding rank
+    emb_bits: int = 0                   # word-embedding bits (0 = float)
+    rank_mode: str = "none"             # low rank of the blocks' layers
+    rank: float = 1.0
+    allocate: str = "spectral"
+    heal_steps: int = 0                 # healing
+    heal_lr: float = 3e-4
+    heal_seed: int = 0
+    heal_corpus: str = ""
+    quant: str = "none"                 # quantization (int8, int4, half)
+    quant_embeddings: bool = True
+    runtime: str = "eager"

@@ -1,18 +1,7 @@
-"""Step (one entry of the technique table, steps.py), Ctx (what the steps build, step by step), and the apply
-functions of the steps that take more than one call."""
-import contextlib
-import copy
-import dataclasses
-import hashlib
+"""Step (one entry of the technique table, steps.py) and Ctx (what the steps build, step by step). The steps'
+apply functions live with their techniques (compress/techniques/)."""
 from dataclasses import dataclass, field
 from typing import Callable
-
-from ..techniques import heads, layers, ortrun, quantize, runtime, sensitivity
-from ..errors import CompressError
-from ..measure.evaluate import workload
-from ..techniques.factorize import apply_factorize
-from ..techniques.heal import calibration_batches, heal
-from ..techniques.spectrum import compute_spectra, layer_report, select_ranks, spectra
 
 
 @dataclass(frozen=True)
@@ -55,83 +44,3 @@ class Ctx:
     applied: dict = field(default_factory=dict)  # what was done: kept_blocks, heal, runtime_applied (+ reason)
     sized_model: object = None      # the model before the runtime step (what size is measured on)
     unquantized: object = None      # the model before a quantization step (onnxruntime quantizes it its own way)
-
-
-def layers_step(ctx, r):
-    b = ctx.base  # Block Influence is measured once per model (on the copy: other sessions may run the original)
-    if "block_influence" not in b.cache:
-        b.cache["block_influence"] = layers.block_influence(ctx.model, b.adapter, calibration_batches(b))
-    layers.drop_layers(ctx.model, b.adapter, layers.choose_layers(b.cache["block_influence"], r.layers))
-    ctx.applied["kept_blocks"] = ctx.model.kept_blocks
-
-
-def heads_step(ctx, r):
-    b = ctx.base
-    scores = heads.head_scores(ctx.model, b.adapter, "gradient", calibration_batches(b)) \
-        if r.head_score == "gradient" else None
-    heads.prune_heads(ctx.model, b.adapter, r.heads, scores)
-
-
-def factorize_step(ctx, r, structural: bool):
-    b = ctx.base
-    if not structural:
-        spec, measured = spectra(b), b
-    else:  # shapes or weights changed: the spectra (and sensitivity) of what was built so far
-        spec = compute_spectra(ctx.model, b.adapter)
-        measured = dataclasses.replace(b, model=ctx.model, cache={})
-    if r.rank_mode == "budget" and r.allocate == "sensitivity":
-        ranks = sensitivity.allocate(spec, sensitivity.cached(measured, spec, ctx.progress), r.rank)
-    else:
-        ranks = select_ranks(spec, r.rank_mode, r.rank)
-    apply_factorize(ctx.model, ranks, spec)
-    ctx.layers = layer_report(spec, ranks)
-
-
-def heal_step(ctx, r, rounding: list):
-    texts = ctx.texts
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts else ""
-    if r.heal_corpus and r.heal_corpus != digest:
-        raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); "
-                            "give the same text or clear heal_corpus")
-    ctx.recipe = dataclasses.replace(r, heal_corpus=digest)
-    with contextlib.ExitStack() as stack:  # heal the model that quantization will run
-        for s in rounding:
-            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
-        res = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
-                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop)
-    ctx.applied["heal"] = res.to_dict()
-
-
-def replace_model(fn):
-    """A quantization step: a new model from the current one (which may be changed in place: a copy is kept as
-    ctx.unquantized when onnxruntime will quantize it its own way)."""
-    def apply(ctx, r):
-        if r.runtime == "onnxruntime" and ctx.unquantized is None:
-            ctx.unquantized = copy.deepcopy(ctx.model)
-        ctx.model = fn(ctx.model, ctx.base.adapter, r)
-    return apply
-
-
-def quantize_model(model, adapter, r):
-    return quantize.apply_quantize(model, adapter, r.quant, r.quant_embeddings)
-
-
-def example(b):
-    """The small batch a runtime is traced / exported on and checked against eager with (2 x at most 16 ids)."""
-    return workload(b, 2, min(16, b.info.get("max_positions", 16)))
-
-
-def runtime_step(ctx, r):
-    b = ctx.base
-    ctx.sized_model = ctx.model
-    batch = example(b)
-    if r.runtime == "onnxruntime":  # exported from the float model; int8 by onnxruntime's own quantization
-        ort, why = ortrun.apply(ctx.unquantized or ctx.model, b.adapter, r, batch)
-        ctx.model, ctx.applied["runtime_applied"] = (ort, "onnxruntime") if ort is not None else (ctx.model, "eager")
-        ctx.applied.update({"runtime_reason": why} if why else {"runtime_setting": ort.setting})
-    else:
-        ctx.model, ctx.applied["runtime_applied"], why = runtime.apply_runtime(ctx.model, b.adapter, r.runtime,
-                                                                               batch)
-        ctx.applied.update({"runtime_reason": why} if why else {})
-    ctx.unquantized = None  # not kept: a whole model
-

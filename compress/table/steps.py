@@ -10,13 +10,11 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import fnet, heads, int4, lowbit, quantize, runtime, static, vocab
+from ..techniques import fnet, heads, heal, int4, layers, lowbit, ortrun, quantize, runtime, sensitivity, static, vocab
 from ..models.adapters import tied_embeddings
 from ..techniques.factorize import factorize_embeddings
 from .fields import Field
-from ..techniques.heal import heal_texts
-from .step import (Step, factorize_step, heads_step, heal_step, layers_step, quantize_model, replace_model,
-                   runtime_step)
+from .step import Step
 
 
 def _count(name):
@@ -85,7 +83,7 @@ STEPS = [
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),
-        apply=layers_step, refuse=_count("layers"), describe=lambda r: f"{r.layers} layers",
+        apply=layers.layers_step, refuse=_count("layers"), describe=lambda r: f"{r.layers} layers",
         examples=({"layers": 3},), changes_blocks=True,
         teach="Fewer layers: keep the k whole blocks that change their input most (Block Influence, 1 - cos(input, "
               "output) on calibration text; ShortGPT, Men et al. 2024); about L/k times faster. Heal afterwards: each "
@@ -97,7 +95,7 @@ STEPS = [
         Field("head_score", "choice", "weight", "how heads are ranked: weight (data-free norms) or gradient "
               "(Michel et al. 2019, on calibration text)", "Head importance", choices=("weight", "gradient"),
               off=lambda r: None if r.heads else "only with fewer heads")),
-        apply=heads_step, active=lambda r: r.heads != 0, refuse=_heads_refuse, changes_blocks=True,
+        apply=heads.heads_step, active=lambda r: r.heads != 0, refuse=_heads_refuse, changes_blocks=True,
         describe=lambda r: f"{r.heads if isinstance(r.heads, int) else list(r.heads)} heads"
                            + (" (gradient)" if r.head_score == "gradient" else ""),
         examples=({"heads": 2},),
@@ -128,7 +126,7 @@ STEPS = [
               "tokens first; every other token reads its nearest kept row", "Vocabulary kept (fraction of tokens)",
               lo=0.05),),
         apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
-                                         ctx.texts or heal_texts(ctx.base), round(r.vocab * ctx.base.vocab_size)),
+                                         ctx.texts or heal.heal_texts(ctx.base), round(r.vocab * ctx.base.vocab_size)),
         refuse=_vocab_refuse,
         describe=lambda r: f"vocabulary {r.vocab:g}", examples=({"vocab": 0.25},),
         teach="Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the "
@@ -169,7 +167,7 @@ STEPS = [
         Field("allocate", "choice", "spectral", "budget mode: spectral (energy per param) or sensitivity (measured "
               "quality drop per layer)", "Budget allocation", choices=("spectral", "sensitivity"),
               off=lambda r: None if r.rank_mode == "budget" else "only with rank mode budget")),
-        apply=lambda ctx, r: factorize_step(ctx, r, structural(r)), active=lambda r: r.rank_mode != "none",
+        apply=lambda ctx, r: sensitivity.factorize_step(ctx, r, structural(r)), active=lambda r: r.rank_mode != "none",
         describe=lambda r: f"rank {r.rank_mode} {r.rank:g}"
                            + (" (sensitivity)" if r.rank_mode == "budget" and r.allocate == "sensitivity" else ""),
         examples=({"rank_mode": "ratio", "rank": 0.5},),
@@ -187,7 +185,7 @@ STEPS = [
         Field("heal_seed", "int", 0, "healing batch order seed", "seed", lo=0, hi=2**31 - 1, step=1,
               aliases=("--seed",), off=lambda r: None if r.heal_steps else "only with healing steps"),
         Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing")),
-        apply=lambda ctx, r: heal_step(ctx, r, rounding_steps(r)), active=lambda r: r.heal_steps > 0, trains=True,
+        apply=lambda ctx, r: heal.heal_step(ctx, r, rounding_steps(r)), active=lambda r: r.heal_steps > 0, trains=True,
         refuse=lambda b, r: "this model has no tokenizer, so there is no text to heal it on"
         if r.heal_steps and b is not None and b.tokenizer is None else None,
         describe=lambda r: f"healed {r.heal_steps} steps", examples=({"heal_steps": 3},),
@@ -210,29 +208,29 @@ STEPS = [
               widget="select"),
         Field("quant_embeddings", "bool", True, "with int8: the word and position tables in int8 too (per-row)",
               "Quantize word embeddings too (int8 only)", off=lambda r: None if r.quant == "int8" else "only with int8")),
-        apply=replace_model(quantize_model), selects=("quant", "int8"), after_heal=True,
+        apply=quantize.replace_model(quantize.quantize_model), selects=("quant", "int8"), after_heal=True,
         simulate=lambda model, adapter, r: quantize.fake_int8(model),
         describe=lambda r: "int8" + ("" if r.quant_embeddings else " (no emb)"), examples=({"quant": "int8"},),
         teach="int8: weights stored in 8 bits with one scale per output channel, activations quantized on the fly "
               "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
-    Step("int4", "weight-only int4", apply=replace_model(lambda m, a, r: int4.apply_int4(m, a)),
+    Step("int4", "weight-only int4", apply=quantize.replace_model(lambda m, a, r: int4.apply_int4(m, a)),
          selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
          describe=lambda r: "int4", examples=({"quant": "int4"},),
          teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
                "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
                "stay float. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with int4 rounding). "
                "Runs on: any device; on a CPU the unpacking costs time."),
-    Step("half", "half precision", apply=replace_model(quantize_model), selects=("quant", "fp16", "bf16"),
-         after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
+    Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),
+         selects=("quant", "fp16", "bf16"), after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
                "than fp32, bf16 is fast only with AVX512-BF16 or AMX."),
     Step("runtime", "runtime", (
         Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze), compile (torch.compile) or "
               "onnxruntime (exported to ONNX, run by ONNX Runtime)", "Runtime", choices=runtime.RUNTIMES + ("onnxruntime",),
               widget="select"),),
-        apply=runtime_step, active=lambda r: r.runtime != "eager", after_heal=True, describe=lambda r: r.runtime,
+        apply=ortrun.runtime_step, active=lambda r: r.runtime != "eager", after_heal=True, describe=lambda r: r.runtime,
         examples=({"runtime": "freeze"}, {"runtime": "compile"}, {"runtime": "onnxruntime"}),
         slow=({"runtime": "compile"},),
         teach="freeze: TorchScript trace + freeze + optimize_for_inference (the article's 15-25%); compile: "

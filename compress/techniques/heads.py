@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..models.adapters import Adapter, forward, set_module
 from ..measure.evaluate import mean_pool
 from ..errors import CompressError
+from .heal import calibration_batches
 
 
 def head_dim(model: nn.Module, adapter: Adapter) -> int:
@@ -217,3 +218,11 @@ def narrow_ffn(model: nn.Module, adapter: Adapter, fraction: float,
         set_module(block, adapter.ffn_in, _rows(fc_in, idx))
         set_module(block, adapter.ffn_out, _cols(fc_out, idx))
     return model
+
+
+def heads_step(ctx, r):
+    """The table's head-pruning step (its gradient scores on the calibration text when the recipe asks)."""
+    b = ctx.base
+    scores = head_scores(ctx.model, b.adapter, "gradient", calibration_batches(b)) \
+        if r.head_score == "gradient" else None
+    prune_heads(ctx.model, b.adapter, r.heads, scores)

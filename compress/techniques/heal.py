@@ -21,10 +21,11 @@ came later: 0.9395 here; it helps long runs of heavier recipes, see mix below.) 
 next-token KL 0.162 -> 0.041 (lr 3e-4) / 0.033 (1e-3); LM cross-entropy (ce_weight 0.1) lowered bits/char
 a little (1.735 -> 1.725) but raised the KL, so it is off by default.
 """
+import contextlib
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
@@ -35,7 +36,6 @@ from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
 from ..measure.texts import heal_corpus
-
 
 
 @dataclass
@@ -284,3 +284,17 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
         student.train(was_training)
     return HealResult(student, step, best_step, dev_before, best_dev, time.perf_counter() - t0, stopped,
                       history, sha, "fidelity" if teacher.task == "embedding" else "next_token_kl")
+
+
+def heal_step(ctx, r, rounding: list) -> None:
+    """The table's heal step: ctx.model healed inside the rounding of the steps after it (rounding: those steps)."""
+    digest = hashlib.sha256("\n".join(ctx.texts).encode()).hexdigest() if ctx.texts else ""
+    if r.heal_corpus and r.heal_corpus != digest:
+        raise CompressError("this recipe was healed on a text that was not given (its sha256 differs); give the same "
+                            "text or clear heal_corpus")
+    ctx.recipe = replace(r, heal_corpus=digest)
+    with contextlib.ExitStack() as stack:  # heal the model that quantization will run
+        for s in rounding:
+            stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
+        ctx.applied["heal"] = heal(ctx.model, ctx.base, ctx.texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
+                                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop).to_dict()

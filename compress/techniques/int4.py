@@ -25,8 +25,7 @@ class Int4Linear(Packed):
         self.register_buffer("low", torch.zeros(out_features, n, dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
-    @property
-    def logical_params(self) -> int:
+    def stored_params(self) -> int:
         return self.rows * self.width + (self.out_features if self.bias is not None else 0)
 
     @classmethod

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..models.adapters import Adapter, forward, set_module
 from ..errors import CompressError
+from .heal import calibration_batches
 
 
 @torch.no_grad()
@@ -57,3 +58,12 @@ def drop_layers(model: nn.Module, adapter: Adapter, keep: list[int]) -> nn.Modul
     model.kept_blocks = [int(i) for i in keep]
     adapter.set_depth(model, model.kept_blocks)
     return model
+
+
+def layers_step(ctx, r):
+    """The table's fewer-layers step: the blocks of least influence dropped from ctx.model."""
+    b = ctx.base  # Block Influence is measured once per model (on the copy: other sessions may run the original)
+    if "block_influence" not in b.cache:
+        b.cache["block_influence"] = block_influence(ctx.model, b.adapter, calibration_batches(b))
+    drop_layers(ctx.model, b.adapter, choose_layers(b.cache["block_influence"], r.layers))
+    ctx.applied["kept_blocks"] = ctx.model.kept_blocks

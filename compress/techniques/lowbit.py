@@ -51,12 +51,12 @@ def unpack(packed, scale, low, bits: int, group: int, dtype) -> torch.Tensor:
 
 
 class Packed(nn.Module):
-    """A module whose weights are packed integers: params counts its logical weights (rows x width)."""
+    """A module whose weights are packed integers: it declares its logical weights (rows x width) as the params it
+    stores (measure.core's StoresPacked)."""
     rows: int
     width: int
 
-    @property
-    def logical_params(self) -> int:
+    def stored_params(self) -> int:
         return self.rows * self.width
 
 

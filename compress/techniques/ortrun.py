@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..measure import core as measure
 from ..models.adapters import forward
-from .runtime import _Call, _why, mismatch
+from .runtime import _Call, _why, apply_runtime, example, mismatch
 
 QUANTS = ("none", "int8")  # what this runtime runs; other quantizations fall back to eager
 
@@ -127,3 +127,18 @@ def apply(model: nn.Module, adapter, recipe, example) -> tuple[nn.Module | None,
         return None, f"onnxruntime failed: {_why(e)}"
     why = mismatch("onnxruntime", got, want, 1e-3 if quant == "none" else 0.5)  # int8: only a broken graph
     return (None, why) if why else (ort, None)
+
+
+def runtime_step(ctx, r):
+    """The table's runtime step (here, above runtime.py: onnxruntime or a torch runtime); size is measured before it."""
+    b = ctx.base
+    ctx.sized_model = ctx.model
+    batch = example(b)
+    if r.runtime == "onnxruntime":  # exported from the float model; int8 by onnxruntime's own quantization
+        ort, why = apply(ctx.unquantized or ctx.model, b.adapter, r, batch)
+        ctx.model, ctx.applied["runtime_applied"] = (ort, "onnxruntime") if ort is not None else (ctx.model, "eager")
+        ctx.applied.update({"runtime_reason": why} if why else {"runtime_setting": ort.setting})
+    else:
+        ctx.model, ctx.applied["runtime_applied"], why = apply_runtime(ctx.model, b.adapter, r.runtime, batch)
+        ctx.applied.update({"runtime_reason": why} if why else {})
+    ctx.unquantized = None  # not kept: a whole model

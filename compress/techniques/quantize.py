@@ -1,6 +1,7 @@
 """Quantization: dynamic int8 (torch.ao, CPU) with weight-only int8 word embeddings, fp16/bf16 casts, and the
 quantization-aware rounding healing runs inside (fake_quant)."""
 import contextlib
+import copy
 import warnings
 
 import torch
@@ -70,3 +71,17 @@ def fake_quant(layers: list[nn.Linear], weight, activation=None):
 def fake_int8(model: nn.Module):
     """Every nn.Linear rounded like dynamic int8 (per-channel weights, fbgemm's per-tensor 7-bit activations)."""
     return fake_quant([m for m in model.modules() if type(m) is nn.Linear], int8_weight, int8_activation)
+
+
+def replace_model(fn):
+    """A quantization step: a new model from the current one (which may be changed in place: a copy is kept as
+    ctx.unquantized when onnxruntime will quantize it its own way)."""
+    def apply(ctx, r):
+        if r.runtime == "onnxruntime" and ctx.unquantized is None:
+            ctx.unquantized = copy.deepcopy(ctx.model)
+        ctx.model = fn(ctx.model, ctx.base.adapter, r)
+    return apply
+
+
+def quantize_model(model, adapter, r):
+    return apply_quantize(model, adapter, r.quant, r.quant_embeddings)

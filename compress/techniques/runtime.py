@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..models.adapters import forward
 from ..errors import CompressError
+from ..measure.evaluate import workload
 
 RUNTIMES = ("eager", "freeze", "compile")
 MAX_GRAPHS = 8  # traced graphs kept per model, one per (batch, seq, padded or not); the oldest goes first
@@ -151,3 +152,8 @@ def mismatch(mode: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> st
 def _why(e: Exception) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def example(b):
+    """The small batch a runtime is traced / exported on and checked against eager with (2 x at most 16 ids)."""
+    return workload(b, 2, min(16, b.info.get("max_positions", 16)))

@@ -16,15 +16,16 @@ TinyGPT next-tok KL  x=0.3: 0.417 -> 0.347   x=0.5: 0.068 -> 0.042   x=0.7: 0.01
 (MiniLM) or 24 (TinyGPT) forwards of 64 texts: ~5 s on 2 idle cores.
 """
 import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 
 from ..models.adapters import forward, set_module
 from ..measure.evaluate import batches, mean_pool, token_kl
-from .factorize import LowRankLinear
+from .factorize import LowRankLinear, apply_factorize
 from ..errors import CompressError
-from .spectrum import budget_ranks, spectra
+from .spectrum import budget_ranks, compute_spectra, layer_report, select_ranks, spectra
 
 
 def cut_rank(s, cut: float) -> int:
@@ -101,3 +102,20 @@ def allocate(spec, sens: dict[str, float], budget: float, cut: float = 0.1) -> d
     weight = {k: max(float(sens[k]), 1e-3 * top) / max(1.0 - s.energy[cut_rank(s, cut) - 1], 1e-12)
               for k, s in spec.items()}
     return budget_ranks(spec, budget, weight)
+
+
+def factorize_step(ctx, r, structural: bool):
+    """The table's low-rank step: ranks by spectra (or, in budget mode, by measured sensitivity), then factorized;
+    lives here, above factorize and spectrum, as it uses all three."""
+    b = ctx.base
+    if not structural:
+        spec, measured = spectra(b), b
+    else:  # shapes or weights changed: the spectra (and sensitivity) of what was built so far
+        spec = compute_spectra(ctx.model, b.adapter)
+        measured = dataclasses.replace(b, model=ctx.model, cache={})
+    if r.rank_mode == "budget" and r.allocate == "sensitivity":
+        ranks = allocate(spec, cached(measured, spec, ctx.progress), r.rank)
+    else:
+        ranks = select_ranks(spec, r.rank_mode, r.rank)
+    apply_factorize(ctx.model, ranks, spec)
+    ctx.layers = layer_report(spec, ranks)

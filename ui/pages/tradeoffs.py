@@ -30,6 +30,7 @@ def open_recipe(recipe_json: str):
 def start(the_plan: dict, what: str, name: str | None = None):
     """Start (or resume) a sweep; this browser keeps its key (in the session and the URL: a reload keeps Stop)."""
     name, key = name or f"{b.name} {what} {time.strftime('%Y-%m-%d %H:%M:%S')}", secrets.token_urlsafe(16)
+    jobs.queue()  # the server's queue, wired to the results store, before the sweep joins it
     studies.start(b, the_plan, name, jobs.owner(), key)
     st.session_state.setdefault("tr_keys", {})[name] = key
     st.query_params.update(study=name, key=key)
@@ -151,7 +152,7 @@ def studies_section():
         if job is not None and job.state in ("failed", "cancelled") and job.error:
             st.error(f"The sweep stopped: {safe.plain(job.error)}")
         elif job is not None and not job.ended.is_set():
-            ahead = C.job_queue().position(job) - 1
+            ahead = jobs.queue().position(job) - 1
             st.info(f"{safe.plain(wanted)}: waiting, {ahead} job(s) ahead in the queue" if ahead >= 0 else
                     f"Starting {safe.plain(wanted)}...")
             if studies.may_stop(wanted, my_key(wanted)) and st.button("Cancel", key="tr_cancel"):
