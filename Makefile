@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast test-hostile loadtest browser postgres
+.PHONY: run test test-fast test-slow test-hostile loadtest browser postgres
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -28,14 +28,21 @@ postgres:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } || \
 	  echo "postgresql is not installed and cannot be (not root): the many-workers test will skip (fails under CI=true)"
 
+# every test but the heavy end-to-end duplicates, in TEST_WORKERS processes (pytest-xdist, one file per worker at a
+# time, one torch thread each); the 25 slowest are listed with their seconds
+TEST_WORKERS ?= 2
 test: $(STAMP) browser postgres
-	$(VENV)/bin/python -m pytest tests -q -rs --durations=15
+	$(VENV)/bin/python -m pytest tests -q -rs -m "not heavy" -n $(TEST_WORKERS) --dist loadfile --durations=25
+
+# not part of `make test`: the heavy end-to-end cases a cheaper test covers (real-model round trips, CLI on MiniLM)
+test-slow: $(STAMP) browser postgres
+	$(VENV)/bin/python -m pytest tests -q -rs -m heavy --durations=15
 
 # the inner loop: everything but the tests marked slow (real models, the browser)
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"
 
-# not part of `make test`: every page under 1,000 hostile links each (make test runs 100 a page), minutes
+# not part of `make test`: every page under 1,000 hostile links each (make test runs 30 a page), minutes
 test-hostile: $(STAMP)
 	HOSTILE_N=1000 $(VENV)/bin/python -m pytest tests/test_pages_hostile.py -q -rs -k links
 

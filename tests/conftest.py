@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("COMPRESS_DATA", tempfile.mkdtemp(prefix="compress-data-"))  # the results store, not the repo's
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: two worker processes on 2 cores, one torch thread each
+    torch.set_num_threads(1)
 
 import compress as C  # noqa: E402
 from compress.models.adapters import ADAPTERS  # noqa: E402
@@ -17,7 +19,8 @@ from compress.models.bundle import ModelBundle  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: real-model tests (seconds to a minute each); CI runs them too")
+    config.addinivalue_line("markers", "slow: real-model tests (seconds to a minute each); make test runs them too")
+    config.addinivalue_line("markers", "heavy: end-to-end cases a cheaper test covers: make test-slow only")
 
 
 @pytest.fixture(scope="module")

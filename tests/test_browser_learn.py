@@ -8,6 +8,7 @@ from test_browser import CHROMIUM, _idle, serve
 SHOT = ROOT / "assets" / "learn.png"
 
 
+@pytest.mark.heavy  # make test-slow only: test_learn_page's AppTests draw the same page
 @pytest.mark.slow
 def test_learn_page_opens_from_a_caption_link_and_redraws():
     sync_api = pytest.importorskip("playwright.sync_api")

@@ -66,7 +66,8 @@ def test_zip_round_trip_is_identical(bundled, tmp_path, model, recipe):
     assert os.path.getsize(path) <= card["size_bytes"] + tok + 20_000  # (torch.save's pickle is the larger here)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # make test-slow only: the tiny round trips above, test_hostile_zips' bundled
+@pytest.mark.slow  # uploads back and test_legacy's zip cover it
 @pytest.mark.parametrize("model, recipe", [  # BENCHMARKS.md's 10x recipe (5 healing steps here, not 4000), tinygpt's
     ("minilm", dict(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3, heal_steps=5)),
     ("tinygpt", dict(layers=3, emb_bits=2, quant="int4", heal_steps=20))])

@@ -85,6 +85,7 @@ def test_cli_says_onnxruntime_ran():
     assert rep["runtime_applied"] == "onnxruntime" and rep["compressed"]["quality"]["top1_agreement"] >= 0.999
 
 
+@pytest.mark.heavy  # make test-slow only: test_what_is_not_exported_runs_eagerly_with_the_reason covers the library
 def test_cli_json_stays_clean_when_onnxruntime_falls_back():
     """A fallback is one reason in the CLI's one JSON object (the exporter's graph dump on a failure never gets in)."""
     out = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--emb-bits", "2",

@@ -90,6 +90,7 @@ def test_cli_bad_arguments_one_line_exit_2(args, message):
     assert len(lines) == 1 and message in lines[0]
 
 
+@pytest.mark.heavy  # make test-slow only: test_quantize's MiniLM int8 and test_quality's CLI run cover it
 @pytest.mark.slow
 def test_cli_apply_int8_minilm_3x_smaller_and_faithful(tmp_path):
     p = _cli("apply", "--model", "minilm", "--quant", "int8", "--batch", "2", "--seq", "32", "--out", str(tmp_path / "m"))

@@ -154,8 +154,9 @@ def test_bundled_tinygpt_quality_and_samples():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", [dict(heads=2), dict(ffn=0.5), dict(rank_mode="ratio", rank=0.5),
-                                    dict(runtime="freeze"),
-                                    dict(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8", runtime="freeze")])
+                                    pytest.param(dict(runtime="freeze"), marks=pytest.mark.heavy),  # make test-slow
+                                    pytest.param(dict(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5, quant="int8",  # only:
+                                                      runtime="freeze"), marks=pytest.mark.heavy)])  # test_table's freeze
 def test_every_causal_technique_applies_to_tinygpt(recipe):
     import compress as C
     b = C.load_model("tinygpt")
