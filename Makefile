@@ -38,9 +38,9 @@ test: $(STAMP) browser postgres
 test-slow: $(STAMP) browser postgres
 	$(VENV)/bin/python -m pytest tests -q -rs -m heavy --durations=15
 
-# the inner loop: everything but the tests marked slow (real models, the browser)
+# the inner loop (under a minute): the library's unit tests, none of those marked slow (tests/conftest.py) or heavy
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow"
+	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow and not heavy" -n $(TEST_WORKERS) --dist loadfile
 
 # not part of `make test`: every page under 1,000 hostile links each (make test runs 30 a page), minutes
 test-hostile: $(STAMP)

@@ -139,6 +139,7 @@ def test_spectra_and_full_rank_factorization_reproduce_outputs(fam, bundles):
                                    rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_compress_int8_and_quality_are_finite(fam, bundles):
     b = bundles[fam]
@@ -236,6 +237,7 @@ def test_save_and_reload_an_upload(tmp_path, bundles):
         assert torch.equal(forward(back.model, b.adapter, ids), forward(c.model, b.adapter, ids))
 
 
+@pytest.mark.slow
 def test_cli_apply_with_an_upload(uploads, capsys):
     from compress.__main__ import main
     rc = main(["apply", "--model", str(uploads["gpt2"][0]), "--rank-mode", "ratio", "--rank", "0.25",

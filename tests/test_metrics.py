@@ -75,6 +75,7 @@ def test_peak_memory_is_only_where_a_fresh_process_can_load_the_model(tiny_bert)
     assert M.METRICS["peak_mem_mb"] in M.own("all") and M.METRICS["peak_mem_mb"] not in M.own()  # costly: asked for
 
 
+@pytest.mark.slow
 def test_peak_memory_is_in_the_cli_json_the_card_the_report_and_a_sweep(capsys):
     from compress.__main__ import main
     from compress.outputs.export import card

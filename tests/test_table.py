@@ -86,12 +86,14 @@ def _check(bundle, cases):
         assert (s.describe(r) in r.describe()) or not s.is_active(r)
 
 
+@pytest.mark.slow  # (every step on two models: a minute together, not the inner loop)
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
 @pytest.mark.parametrize("cases", ALONE)
 def test_every_step_alone(cases, fixture, request):
     _check(request.getfixturevalue(fixture), cases)
 
 
+@pytest.mark.slow  # (every allowed pair: minutes together)
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
 @pytest.mark.parametrize("cases", PAIRS)
 def test_every_allowed_pair(cases, fixture, request):
