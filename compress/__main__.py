@@ -42,6 +42,22 @@ def _workload_arg(p):
     from .table.pipeline import WORKLOADS
     p.add_argument("--workload", default="ids", choices=list(WORKLOADS),
                    help="; ".join(f"{k}: {v}" for k, v in WORKLOADS.items()) + " (sentences_per_s / tokens_per_s)")
+    from .measure.metrics import own
+    costly = [m.name for m in own("all") if not m.every]
+    p.add_argument("--metrics", default=None, help=f"also the metrics measured on their own at a cost: NAME,... or "
+                   f"all ({', '.join(costly)}; default: only those every measurement takes)")
+
+
+def _own(a):
+    """--metrics as measure()'s own: None (the default), "all", or the names (each one of the metrics table's)."""
+    from .measure.metrics import METRICS
+    if a.metrics in (None, "all"):
+        return a.metrics
+    names = tuple(n.strip() for n in a.metrics.split(",") if n.strip())
+    bad = [n for n in names if n not in METRICS]
+    if bad:
+        raise CompressError(f"--metrics: unknown metric {bad[0][:40]!r}; one of: {', '.join(METRICS)} or all")
+    return names
 
 
 def _texts(a) -> list[str] | None:
@@ -154,6 +170,7 @@ def main(argv=None) -> int:
             recipe = _recipe(a)  # validate before the slow model load
             if a.runs < 7:
                 raise CompressError("--runs must be at least 7")
+            _own(a)
         bundle = load_model(a.model)
         if a.cmd == "inspect":
             print(_inspect(bundle))
@@ -161,7 +178,7 @@ def main(argv=None) -> int:
         print(f"compressing {a.model}: {recipe.describe()}", file=sys.stderr)
         if a.cmd == "apply":
             comp = pipeline.compress(bundle, recipe)
-            out = pipeline.measure(bundle, comp, a.workload, a.batch, a.seq, a.runs, own="all").to_dict()
+            out = pipeline.measure(bundle, comp, a.workload, a.batch, a.seq, a.runs, own=_own(a)).to_dict()
         else:
             out, comp = _heal(bundle, recipe, a)
         if a.out:
@@ -186,7 +203,7 @@ def _report(a) -> int:
     else:
         recipe, b = _recipe(a), load_model(a.model)
         comp = pipeline.compress(b, recipe)
-        m = pipeline.measure(b, comp, a.workload, a.batch, a.seq, a.runs, peer=pipeline.peer_model(b), own="all")
+        m = pipeline.measure(b, comp, a.workload, a.batch, a.seq, a.runs, peer=pipeline.peer_model(b), own=_own(a))
         res, peer = report.result(m.to_dict(), recipe), report.result(m.peer.to_dict(), report.PEER)
         if b.tokenizer is None:
             samples = None
@@ -228,7 +245,7 @@ def _heal(bundle, recipe, a):
         print(f"heal step {p['step']}/{p['steps']} loss {p['loss']:.4f} dev {p.get('dev')} "
               f"({p.get('seconds_left', 0):.0f} s left)", file=sys.stderr)
     healed = pipeline.compress(bundle, recipe, texts=texts, minutes=a.minutes, progress=progress)
-    out = pipeline.measure(bundle, healed, a.workload, a.batch, a.seq, a.runs, unhealed=unhealed, own="all").to_dict()
+    out = pipeline.measure(bundle, healed, a.workload, a.batch, a.seq, a.runs, unhealed=unhealed, own=_own(a)).to_dict()
     return out, healed
 
 

@@ -1,5 +1,7 @@
 """The metrics table (compress/measure/metrics.py) is what every consumer reads: the sweep's objectives and their
 directions, the frontier, the plots' and the HTML report's labels, the page's rates, the stored row, the card."""
+import json
+
 import pytest
 
 import compress as C
@@ -80,7 +82,8 @@ def test_peak_memory_is_in_the_cli_json_the_card_the_report_and_a_sweep(capsys):
     from compress.__main__ import main
     from compress.outputs.export import card
     from compress.sweep import run
-    assert main(["apply", "--model", "tinygpt", "--quant", "int8", "--batch", "2", "--seq", "16"]) == 0
+    assert main(["apply", "--model", "tinygpt", "--quant", "int8", "--batch", "2", "--seq", "16", "--metrics",
+                 "peak_mem_mb"]) == 0
     import json
     out = json.loads(capsys.readouterr().out)
     assert out["original"]["peak_mem_mb"] > 0 and out["compressed"]["peak_mem_mb"] > 0
@@ -95,3 +98,13 @@ def test_peak_memory_is_in_the_cli_json_the_card_the_report_and_a_sweep(capsys):
     assert space.own == ("peak_mem_mb",) and space.directions == ["minimize"]
     trial = run.measure_trial(gpt, space.recipe({"layers": 2}), space)
     assert trial["peak_mem_mb"] > 0
+
+
+def test_the_cli_measures_a_costly_metric_only_when_asked_and_names_a_wrong_one(capsys):
+    from compress.__main__ import main
+    assert main(["apply", "--model", "tinygpt", "--metrics", "peak_mem", "--batch", "2", "--seq", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'peak_mem'" in err and "peak_mem_mb" in err and "Traceback" not in err
+    assert main(["apply", "--model", "tinygpt", "--quant", "int8", "--batch", "2", "--seq", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "peak_mem_mb" not in out["compressed"] and out["compressed"]["size_bytes"] < out["original"]["size_bytes"]
