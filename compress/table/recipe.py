@@ -1,8 +1,8 @@
 """Recipe: the one description of a compression. Every slider in the app is one field.
 
-Its fields are the technique table's (steps.py), listed here with their types and defaults in the table's order. Frozen (so it is a cache key), JSON and
-URL round-trippable, and validated on construction: each field by its kind and range, then the combinations
-the steps refuse. Checks against a model (a rank larger than a layer, more heads than it has) run in compress().
+Its fields are the technique table's (steps.py), listed here with their types and defaults in the table's order.
+Frozen (so it is a cache key), JSON and URL round-trippable, and validated on construction: each field by its kind
+and range, then the combinations the steps refuse. Checks against a model (a rank larger than a layer, more heads than it has) run in compress().
 """
 import dataclasses
 import json
