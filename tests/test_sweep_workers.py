@@ -66,6 +66,7 @@ def test_many_workers_share_one_study_in_postgresql(tmp_path):
         assert last["trials"]["complete"] == 20 and last["frontier"]
 
 
+@pytest.mark.heavy  # make test-slow only: the PostgreSQL test above kills a worker mid-trial too, and loses nothing
 @pytest.mark.slow
 def test_a_killed_worker_loses_nothing_and_the_study_resumes(gpt, tmp_path, monkeypatch):  # noqa: F811
     """kill -9 of a SQLite sweep worker mid-trial: the store opens, the finished trials are kept, the running one is
