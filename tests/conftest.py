@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("COMPRESS_DATA", tempfile.mkdtemp(prefix="compress-data-"))  # the results store, not the repo's
-if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: two worker processes on 2 cores, one torch thread each
-    torch.set_num_threads(1)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: two worker processes on 2 cores, one torch thread each;
+    torch.set_num_threads(1)                # the other worker always overlaps a timing: no round is timed again
+    os.environ.setdefault("COMPRESS_RETIME", "0")  # (the CLI and app servers the tests start inherit it)
 
 import compress as C  # noqa: E402
 from compress.models.adapters import ADAPTERS  # noqa: E402
@@ -32,6 +33,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.stem in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda i: i.path.stem not in SLOW_FILES)  # long files first: make test's workers end together
 
 
 def pytest_configure(config):

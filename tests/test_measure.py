@@ -128,6 +128,7 @@ def _fake_snapshots(monkeypatch, busy_rounds, round_s=0.1):
     rounds included): every round round_s long."""
     from compress.measure import core as measure
     monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(measure, "ROUND_BUSY", 0.1)  # the default (make test's workers run with COMPRESS_RETIME=0)
     state = {"n": 0, "busy": 0.0}
 
     def snap():
