@@ -143,11 +143,11 @@ def main(argv=None) -> int:
         from .table import pipeline
         from .models.bundled import load_model
         if a.cmd == "bench":
-            from .measure import bench
+            from .bench import techniques as bench
             one = _recipe(a)
             log = lambda m: print(m, file=sys.stderr)  # noqa: E731
             if a.peers:
-                from .measure import peers
+                from .bench import peers
                 md = peers.table(load_model(a.model), [one] if one != Recipe() else bench.SETS["peers"], a.batch,
                                  a.seq, a.runs, _texts(a), log)
             else:

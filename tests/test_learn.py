@@ -9,7 +9,8 @@ import torch
 
 import compress as C
 from compress.learn import article
-from compress.techniques import healcurve, heads, layers
+from compress.bench import healcurve
+from compress.techniques import heads, layers
 from compress.learn import figures as L
 from compress.learn import attention as A
 from compress.techniques.fnet import fourier_mix

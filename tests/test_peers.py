@@ -1,9 +1,9 @@
-"""bench --peers (compress/measure/peers.py): the project's recipes beside ONNX Runtime and Model2Vec, one process."""
+"""bench --peers (compress/bench/peers.py): the project's recipes beside ONNX Runtime and Model2Vec, one process."""
 import numpy as np
 import pytest
 
 import compress as C
-from compress.measure import peers
+from compress.bench import peers
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ BENCHMARKS.md (copied, not invented), refused on a model by the technique table'
 import pytest
 
 import compress as C
-from compress.measure import bench
+from compress.bench import techniques as bench
 from compress.table import presets
 from conftest import ROOT
 

@@ -65,6 +65,19 @@ def test_no_import_cycle_inside_compress():
         visit(m)
 
 
+# The wings from the bottom up: a module imports its own wing or one below it, never one above (a measurement
+# does not replay recipes, a technique does not run the pipeline); outputs and learn sit side by side.
+RANK = {"errors": 0, "serve": 1, "models": 2, "measure": 3, "techniques": 4, "table": 5, "sweep": 6, "outputs": 7,
+        "learn": 7, "bench": 8}
+
+
+def test_every_import_points_down_the_wings():
+    up = [f"{_name(p)} -> {d}" for p in LIB if p.parent.name in RANK for d in _imports(p)
+          if RANK[d.split(".")[0]] > RANK[p.parent.name]]
+    assert not up
+    assert set(RANK) == {p.parent.name for p in LIB} - {"compress"} | {"errors"}
+
+
 def test_the_queue_and_the_store_know_nothing_of_each_other():
     """The app wires them (ui/jobs.py): the queue logs plain rows to any callable, the store records plain rows."""
     serve = ROOT / "compress" / "serve"
@@ -94,7 +107,7 @@ def test_the_library_is_in_wings():
     top = {p.name for p in (ROOT / "compress").glob("*.py")}
     assert top == {"__init__.py", "__main__.py", "errors.py"}
     assert {p.parent.name for p in LIB} - {"compress"} == {
-        "table", "techniques", "models", "measure", "sweep", "outputs", "serve", "learn"}
+        "table", "techniques", "models", "measure", "sweep", "outputs", "serve", "learn", "bench"}
 
 
 def test_family_knowledge_stays_in_the_adapter():

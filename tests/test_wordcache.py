@@ -1,4 +1,4 @@
-"""The word cache (compress/techniques/wordcache.py): the same ids as the model's Rust tokenizer, from a dict of words."""
+"""The word cache (compress/measure/wordcache.py): the same ids as the model's Rust tokenizer, from a dict of words."""
 import random
 import string
 
@@ -6,7 +6,7 @@ import torch
 
 from compress.measure import evaluate
 
-from compress.techniques import wordcache
+from compress.measure import wordcache
 
 ODD = ["Hello,world!!  double  space", "tab\tsep", "naïve café", "x" * 300, "a " * 200, "", " lead", "trail ",
        "中文字", "under_score$%^&*", "don't", "\x1cctl", "no\u00a0break", "[CLS] [SEP] [UNK]"]

@@ -5,7 +5,7 @@ import streamlit as st
 
 import compress as C
 from compress.learn import article as ART
-from compress.techniques import healcurve
+from compress.bench import healcurve
 from ui import cached, jobs
 from ui.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
 

@@ -1,1 +1,1 @@
-"""Measurement: size, latency, quality on held-out text, the verdict, the peers, the bench table."""
+"""Measurement: size, latency, quality on held-out text, the verdict, the metric table."""

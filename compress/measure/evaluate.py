@@ -16,7 +16,7 @@ import torch
 
 from ..models.adapters import forward
 from ..serve import membound
-from ..techniques import wordcache
+from . import wordcache
 from ..errors import CompressError
 from .texts import ASSETS, EVAL_SETS, eval_set  # noqa: F401  (ASSETS, eval_set: re-exported)
 
@@ -72,7 +72,7 @@ def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
 
 def _backend(bundle, max_len: int):
     """A fast tokenizer's Rust tokenizer, set to pad to the longest and cut at max_len (a copy, kept per bundle);
-    for BERT's WordPiece pipeline, a word cache over it (compress/techniques/wordcache.py) once it gave the same ids on every
+    for BERT's WordPiece pipeline, a word cache over it (compress/measure/wordcache.py) once it gave the same ids on every
     evaluation sentence."""
     from transformers import PreTrainedTokenizerFast
     tok = bundle.tokenizer

@@ -1,4 +1,4 @@
-"""A metric measured in a fresh process (python -m compress.measure.child), so that nothing this process allocated
+"""A metric measured in a fresh process (python -m compress.table.child), so that nothing this process allocated
 before (other models, caches, the app's sessions) hides or adds to it. The model travels by name and recipe: the
 child loads the same original (a bundled model, or an upload's path, checked by content hash) and replays the recipe
 without healing (healing changes weights, not shapes). Bounded in time, and a cancelled job ends the child."""
@@ -41,7 +41,7 @@ def run(bundle, fn, workload: dict, limit_s: float = LIMIT_S, env: dict | None =
         raise CompressError(f"{bundle.name} cannot be loaded by a fresh process (not bundled, not on disk)")
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.json"
-        p = subprocess.Popen([sys.executable, "-m", "compress.measure.child", json.dumps(spec(bundle, fn, workload)),
+        p = subprocess.Popen([sys.executable, "-m", "compress.table.child", json.dumps(spec(bundle, fn, workload)),
                               str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
         deadline = time.monotonic() + limit_s

@@ -15,7 +15,6 @@ from ..models.adapters import forward
 from ..models.bundle import ModelBundle
 from ..serve.cancel import checkpoint
 from ..errors import CompressError
-from ..table.recipe import Recipe
 
 WORKLOADS = {"ids": "seeded random token ids, batch x seq",
              "sentences": "both evaluation sets' sentences in batches of 32, dynamic padding, tokenization timed too"}
@@ -84,17 +83,17 @@ def numbers(bundle: ModelBundle) -> dict:
     return {"size_bytes": size, "params": params, "size_breakdown": core.size_breakdown(m, bundle.adapter)}
 
 
-def timing(lat: dict, recipe: Recipe | None = None) -> str:
+def timing(lat: dict, recipe=None) -> str:
     """How far a speed-up can be trusted: "reliable", "unreliable: ..." (other programs used more than BUSY of the
     CPUs while it was timed) or "no change" (nothing was chosen: the original timed against itself)."""
-    if recipe is not None and recipe == Recipe():
+    if recipe is not None and recipe == type(recipe)():  # the table's defaults: nothing chosen
         return "no change"
     busy = lat.get("others_busy")
     return f"unreliable: other programs used {busy:.0%} of the CPUs" if busy is not None and busy > core.BUSY \
         else "reliable"
 
 
-def row(original: dict, compressed: dict, lat: dict, recipe: Recipe | None = None) -> dict:
+def row(original: dict, compressed: dict, lat: dict, recipe=None) -> dict:
     """The one original-vs-compressed summary row (bench table, app history, Learn): numbers() + quality of each,
     benchmark() of both (with the sentences workload, its rate too), and how far the speed-up holds (timing())."""
     o, c, lo, lc = original, compressed, lat["original"], lat["compressed"]
@@ -132,7 +131,7 @@ class Side:
 @dataclass
 class Measurement:
     """Original vs compressed, measured together (measure()); the peer and the unhealed model where asked."""
-    recipe: Recipe
+    recipe: object  # a table.recipe.Recipe: the table sits above the measurements (tests/test_structure.py)
     workload: dict  # kind, its shape, runs, the machine (cpu_info) and the GPU (None: none)
     original: Side
     compressed: Side

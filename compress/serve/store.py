@@ -54,7 +54,7 @@ class Store:
         with self._lock, self._engine.begin() as db:
             rows = db.execute(t.select().with_only_columns(t.c.key, t.c.pid).where(
                 t.c.state.in_(("queued", "running")), t.c.host == self.host)).all()
-            gone = [key for key, pid in rows if pid != self.pid and not _alive(pid)]
+            gone = [key for key, pid in rows if pid != self.pid and not alive(pid)]
             if gone:
                 db.execute(t.update().where(t.c.key.in_(gone)).values(state="interrupted", updated=time.time()))
         return len(gone)
@@ -67,7 +67,8 @@ class Store:
             return [dict(r) for r in db.execute(query.where(t.c.owner == owner) if owner else query).mappings()]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Is this process of this machine still running (its row of a running job or sweep worker not stale)?"""
     try:
         os.kill(pid, 0)
         return True

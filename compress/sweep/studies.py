@@ -10,7 +10,7 @@ import socket
 
 from ..serve import store
 from ..errors import CompressError
-from ..serve.store import _alive
+from ..serve.store import alive
 from .run import request_stop, run
 
 _JOBS: dict = {}  # study name -> (the queue job of this server process that runs it, the key that may stop it)
@@ -150,7 +150,7 @@ def status(study) -> dict:
     for k, v in study.user_attrs.items():
         if k.startswith("worker:") and not v.get("ended"):
             h, pid = k.split(":")[1:3]
-            workers += (h != host and running > 0) or (h == host and _alive(int(pid)))
+            workers += (h != host and running > 0) or (h == host and alive(int(pid)))
     target = int(study.user_attrs.get("trials") or 0)
     secs = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
     left = max(0, target - len(done))

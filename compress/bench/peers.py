@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import evaluate, core as measure
+from ..measure import evaluate, core as measure
 from ..table import pipeline
 from ..models.adapters import forward
 from ..errors import CompressError
 from ..table.recipe import Recipe
-from .texts import EVAL_SETS, eval_set
+from ..measure.texts import EVAL_SETS, eval_set
 
 M2V = "0.10.0"
 PEERS_DIR = Path(os.environ.get("COMPRESS_PEERS", Path.home() / ".cache" / "compress-peers"))

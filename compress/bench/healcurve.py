@@ -1,7 +1,7 @@
 """Healing curves: the dev metric against healing steps for one recipe, as the Learn page draws them.
 
 The project ships one curve per bundled model in assets/heal/curve_<model>.json (made by
-`python -m compress.techniques.healcurve MODEL`), with its recipe, learning rate, seed and the machine that made it, so a
+`python -m compress.bench.healcurve MODEL`), with its recipe, learning rate, seed and the machine that made it, so a
 class sees healing work without waiting minutes; a healing run of the session (HealResult.history) replaces it."""
 import dataclasses
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CompressError
-from .heal import heal
+from ..techniques.heal import heal
 from ..measure.core import cpu_info
 from ..models.bundled import load_model
 from ..table.pipeline import compress
@@ -52,7 +52,7 @@ def make(model: str, recipe: Recipe, steps: int = STEPS, every: int = EVERY, lr:
             "metric": res.metric, "history": res.history, "steps": res.steps_run, "lr": lr, "seed": seed,
             "machine": f"{cpu['cpu']}, {torch.get_num_threads()} torch thread(s)",
             "seconds": round(time.perf_counter() - t0, 1),
-            "source": f"shipped in assets/heal/{path(model).name} (python -m compress.techniques.healcurve {model})"}
+            "source": f"shipped in assets/heal/{path(model).name} (python -m compress.bench.healcurve {model})"}
 
 
 if __name__ == "__main__":

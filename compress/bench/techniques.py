@@ -6,7 +6,7 @@ ratios of original vs compressed runs interleaved in one process.
 import dataclasses
 import time
 
-from . import evaluate, core as measure
+from ..measure import evaluate, core as measure
 from ..table import pipeline
 from ..models.bundled import load_model
 from ..table.presets import BY_NAME
@@ -39,7 +39,7 @@ SETS = {
     "static": [  # the static end: the transformer replaced by a token table (compress/techniques/static.py), then healed
         Recipe(static=True), Recipe(static=True, quant="int8"), Recipe(static=True, emb_rank=0.5, quant="int8"),
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
-    "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/measure/peers.py)
+    "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/bench/peers.py)
               Recipe(static=True, quant="int8", heal_steps=1600, heal_lr=1e-2),
               Recipe(static=True, vocab=0.5, quant="int8", heal_steps=1600, heal_lr=1e-2),
               Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2)],  # healed as packed

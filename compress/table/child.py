@@ -1,4 +1,4 @@
-"""python -m compress.measure.child SPEC OUT: the fresh process of fresh.py. Loads the original by name (checked by
+"""python -m compress.table.child SPEC OUT: the fresh process of fresh.py. Loads the original by name (checked by
 content hash), replays the recipe, builds the workload's first batch, calls the metric's function on it and writes
 {"value": ...} to OUT. Run only as a process: nothing imports it."""
 import importlib
@@ -9,9 +9,9 @@ import torch
 
 from ..errors import CompressError
 from ..models.bundled import load_model
-from ..table import pipeline
-from ..table.recipe import Recipe
-from . import evaluate
+from . import pipeline
+from .recipe import Recipe
+from ..measure import evaluate
 
 
 def inputs(bundle, workload: dict):

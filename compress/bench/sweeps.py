@@ -2,7 +2,7 @@
   rank      a 1-D rank sweep on MiniLM (ratio 0.1..1.0, unhealed): its time, and each point against a single apply
   cost      one unhealed trial against one Apply of the same recipe (same workload), and the store's overhead
   frontier  a study's (fidelity, size) frontier against BENCHMARKS.md's unhealed technique rows
-python -m compress.sweep.bench rank|cost|frontier [--study NAME --storage URL]; markdown on stdout."""
+python -m compress.bench.sweeps rank|cost|frontier [--study NAME --storage URL]; markdown on stdout."""
 import argparse
 import re
 import statistics
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ..measure import core as measure
 from ..table import pipeline
-from . import run as sweep
-from .frontier import frontier, rows
+from ..sweep import run as sweep
+from ..sweep.frontier import frontier, rows
 from ..models.bundled import load_model
 from ..table.recipe import Recipe
-from .space import Space, values
+from ..sweep.space import Space, values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def frontier_vs_rows(study_name: str, url: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m compress.sweep.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m compress.bench.sweeps", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["rank", "cost", "frontier"])
     p.add_argument("--model", default="minilm")
