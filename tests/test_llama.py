@@ -1,0 +1,188 @@
+"""The Llama family's own structure (grouped-query attention, SwiGLU, rotary positions, per-layer attention kinds):
+pruning removes exactly what masking the same heads / neurons silences, counts that would leave unequal k/v groups
+are refused in one line, and hostile configs of these families are refused before anything is built."""
+import json
+
+import pytest
+import torch
+
+import compress as C
+from compress.models.adapters import ADAPTERS, forward
+from compress.models.bundle import ModelBundle, hf_info
+from compress.techniques.heads import ffn_scores, head_mask, head_scores, narrow_ffn, prune_heads
+from test_families import LLAMA_FAMILY, build_family
+from test_uploads import make_zip, refused, with_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+HD = 8  # head_dim of every model here
+
+
+def _model(fam="llama", heads=4, kv=2, seed=0, **extra):
+    """A random 2-block model of the family, weights perturbed so that every head and neuron matters."""
+    cls, cfg_cls, own = LLAMA_FAMILY[fam]
+    torch.manual_seed(seed)
+    cfg = cfg_cls(vocab_size=300, hidden_size=HD * heads, num_hidden_layers=2, num_attention_heads=heads,
+                  num_key_value_heads=kv, intermediate_size=48, max_position_embeddings=64, **{**own, **extra})
+    model = cls(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _ids():
+    return torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(1))
+
+
+def _out(model, fam):
+    with torch.no_grad():
+        return forward(model, ADAPTERS[fam], _ids())
+
+
+def _bundle(model, fam):
+    return ModelBundle(model, f"tiny-{fam}", ADAPTERS[fam], None, f"{fam}-hash", hf_info(model.config, "test"))
+
+
+@pytest.mark.parametrize("fam", list(LLAMA_FAMILY))
+def test_keeping_every_head_and_neuron_is_the_identity(fam):
+    m, a = _model(fam), ADAPTERS[fam]
+    ref = _out(m, fam)
+    narrow_ffn(prune_heads(m, a, 4), a, 1.0)
+    torch.testing.assert_close(_out(m, fam), ref)
+    assert all(block.self_attn.num_key_value_groups == 2 for block in a.block_list(m))
+
+
+def _expected(s, k, h, kv):
+    """The query heads a count keeps, written out plainly: every group its best k/kv, else the best whole groups."""
+    g = h // kv
+    if k % kv == 0:
+        return sorted(j * g + int(i) for j in range(kv) for i in s[j * g:(j + 1) * g].topk(k // kv).indices)
+    sums = [float(s[j * g:(j + 1) * g].sum()) for j in range(kv)]
+    best = sorted(sorted(range(kv), key=lambda j: -sums[j])[:k // g])
+    return [j * g + i for j in best for i in range(g)]
+
+
+@pytest.mark.parametrize("fam", list(LLAMA_FAMILY))
+@pytest.mark.parametrize("h, kv, k", [(4, 2, 2), (6, 3, 3), (6, 3, 4), (6, 3, 2), (4, 4, 1)],
+                         ids=["2-of-4-per-group", "1-per-group", "2-whole-groups", "1-whole-group", "no-gqa"])
+def test_pruning_heads_equals_masking_them(fam, h, kv, k):
+    """A removed query head contributes nothing, exactly as if its output were zeroed before o_proj (no o bias in
+    this family); the k/v heads of kept groups stay, those of dropped whole groups go."""
+    m, a = _model(fam, h, kv), ADAPTERS[fam]
+    scores = [torch.rand(h, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    kept = [_expected(s, k, h, kv) for s in scores]
+    masks = [torch.tensor([float(i in ks) for i in range(h)]) for ks in kept]
+    with torch.no_grad(), head_mask(m, a, masks):
+        ref = forward(m, a, _ids())
+    prune_heads(m, a, k, scores)
+    torch.testing.assert_close(_out(m, fam), ref, rtol=1e-5, atol=1e-5)
+    kv_kept = kv if k % kv == 0 else k // (h // kv)
+    for block in a.block_list(m):
+        attn = block.self_attn
+        assert attn.q_proj.out_features == attn.o_proj.in_features == k * HD
+        assert attn.k_proj.out_features == attn.v_proj.out_features == kv_kept * HD
+        assert attn.num_key_value_groups == k // kv_kept
+
+
+def test_weight_scores_read_the_value_head_of_each_query_heads_group():
+    m, a = _model("llama"), ADAPTERS["llama"]
+    with torch.no_grad():  # group 1's value head silenced: its query heads (2, 3) write nothing
+        a.block_list(m)[0].self_attn.v_proj.weight[HD:] = 0
+    s = head_scores(m, a)[0]
+    assert s[2] == s[3] == 0 and s[0] > 0 and s[1] > 0
+
+
+@pytest.mark.parametrize("fam", list(LLAMA_FAMILY))
+def test_narrowing_the_swiglu_ffn_equals_silencing_its_neurons(fam):
+    m, a = _model(fam), ADAPTERS[fam]
+    scores = ffn_scores(m, a)
+    kept = [s.topk(24).indices for s in scores]
+    hooks = []
+    for block, idx in zip(a.block_list(m), kept):
+        keep = torch.zeros(48)
+        keep[idx] = 1
+        hooks.append(block.mlp.down_proj.register_forward_pre_hook(lambda mod, args, keep=keep: (args[0] * keep,)))
+    ref = _out(m, fam)
+    for h in hooks:
+        h.remove()
+    narrow_ffn(m, a, 0.5)
+    torch.testing.assert_close(_out(m, fam), ref, rtol=1e-5, atol=1e-5)
+    mlp = a.block_list(m)[0].mlp
+    assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features == 24
+
+
+def test_the_gate_counts_in_a_neurons_score():
+    m, a = _model("llama"), ADAPTERS["llama"]
+    with torch.no_grad():
+        a.block_list(m)[0].mlp.gate_proj.weight[7] = 0  # neuron 7 now always outputs act(0) * up = 0
+    assert ffn_scores(m, a)[0][7] == 0
+
+
+def test_gqa_counts_are_refused_in_one_line_naming_the_allowed_ones():
+    b = _bundle(_model("llama"), "llama")
+    for heads in (1, 3, (2, 3)):
+        with pytest.raises(C.CompressError, match="keep 2, 4 heads per block, got") as e:
+            C.compress(b, C.Recipe(heads=heads))
+        assert "\n" not in str(e.value)
+    assert C.field_reason("heads", b, C.Recipe().to_dict()) is None  # the control is not greyed out
+    c = C.compress(b, C.Recipe(heads=2, ffn=0.5))
+    assert C.count_params(c.model) < C.count_params(b.model) and torch.isfinite(_out(c.model, "llama")).all()
+
+
+def test_dropping_a_layer_keeps_the_rotary_table_and_cuts_the_layer_kinds():
+    """Qwen2 with a sliding window from block 1 on: keeping block 1 alone gives the one-block model of that kind."""
+    m = _model("qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1)
+    assert m.config.layer_types == ["full_attention", "sliding_attention"]
+    small = C.compress(_bundle(m, "qwen2"), C.Recipe(layers=1))
+    assert small.model.config.layer_types == [m.config.layer_types[small.applied["kept_blocks"][0]]]
+    assert small.model.model.rotary_emb is not None
+    one = _model("qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1)
+    one.config.num_hidden_layers, one.config.layer_types = 1, small.model.config.layer_types
+    (kept,) = small.applied["kept_blocks"]
+    one.model.layers = torch.nn.ModuleList([one.model.layers[kept]])
+    one.model.layers[0].self_attn.layer_idx = 0
+    out = _out(small.model, "qwen2")
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, _out(one, "qwen2"))
+
+
+# ------------------------------------------------------------------ hostile configs of these families
+
+
+@pytest.fixture(scope="module")
+def good_llama(tmp_path_factory):
+    d = tmp_path_factory.mktemp("llama")
+    build_family("llama", d)
+    return {f.name: f.read_bytes() for f in d.iterdir()}
+
+
+def test_a_valid_llama_upload_loads(good_llama, tmp_path, tmpdirs):
+    b = C.load_model(str(make_zip(tmp_path / "ok.zip", good_llama)))
+    assert b.info["model_type"] == "llama" and b.info["kv_heads"] == 2 and b.task == "generation"
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(num_key_value_heads=3), "cannot share 3 key/value heads in equal groups"),
+    (dict(num_key_value_heads=0), "num_key_value_heads must be a positive integer"),
+    (dict(num_key_value_heads=10**6), "cannot share 1000000"),
+    (dict(head_dim=16), "head_dim = 16"),
+    (dict(hidden_size=30), "head_dim|not divisible"),
+    (dict(rope_scaling={"rope_type": "bogus", "factor": 2.0}), "rotary scaling type 'bogus' is unknown"),
+    (dict(rope_parameters={"type": "made-up", "rope_theta": 1e4}), "rotary scaling type 'made-up' is unknown"),
+    (dict(rope_parameters=[1, 2]), "rope_parameters must be an object"),
+    (dict(auto_map={"AutoModelForCausalLM": "evil.Model"}), "its own code"),
+    (dict(trust_remote_code=True), "its own code"),
+])
+def test_hostile_llama_configs_are_refused_in_one_line(good_llama, tmp_path, tmpdirs, changes, match):
+    msg = refused(make_zip(tmp_path / "m.zip", with_config(good_llama, **changes)), match, tmpdirs)
+    assert "\n" not in msg and len(msg) < 400
+
+
+def test_the_config_estimate_counts_no_position_table_and_the_gate(good_llama):
+    from compress.models import uploads
+    cfg = json.loads(good_llama["config.json"])
+    big = {**cfg, "max_position_embeddings": 10**9}  # rotary: no table, so a long context costs nothing
+    assert uploads.parse_config(json.dumps(big).encode()).max_position_embeddings == 10**9
+    wide = {**cfg, "intermediate_size": 10**7}  # 3 x 32 x 10^7 per block over two blocks: over the limit
+    with pytest.raises(C.CompressError, match="parameters"):
+        uploads.parse_config(json.dumps(wide).encode())
