@@ -172,8 +172,10 @@ def test_compress_int8_and_quality_are_finite(fam, bundles):
         assert q_ref == {"fidelity": 1.0, "retrieval_overlap": 1.0, "fidelity_docs": 1.0, "retrieval_overlap_docs": 1.0}
         assert 0 < q["fidelity"] <= 1 and 0 <= q["retrieval_overlap"] <= 1 and 0 < q["fidelity_docs"] <= 1
     else:
-        assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0}
+        assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0, "bits_per_token": q_ref["bits_per_token"]}
         assert 0 < q["next_token_kl"] < 20 and 0 <= q["top1_agreement"] <= 1
+        # a random model: about log2(1000) bits a token, each side its own (the compressed one is not the original)
+        assert 5 < q_ref["bits_per_token"] < 15 and q["bits_per_token"] != q_ref["bits_per_token"]
     assert all(v == v for v in q.values())  # no NaN
 
 

@@ -139,6 +139,13 @@ class RobertaAdapter(Adapter):
 
 
 @dataclass(frozen=True)
+class DecoderAdapter(Adapter):
+    """A Hugging Face decoder (GPT-2, the Llama family): its own held-out bits per token as well (measure/evaluate.py
+    computes it with the next-token numbers; per token of its own tokenizer, so compare within one model)."""
+    extra_metrics = ("bits_per_token",)
+
+
+@dataclass(frozen=True)
 class TinyGPTAdapter(Adapter):
     """The project's own byte-level decoder (compress/models/tinygpt.py): forward(ids) -> logits, no mask (causal and
     right-padded: real positions never see the padding); a frozen dataclass config; trained on its own corpus."""
@@ -191,7 +198,7 @@ ADAPTERS = {
                           layers_attr="n_layers", ffn_attr="hidden_dim"),
     # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear.
     # split_size splits c_attn's output into q, k and v.
-    "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
+    "gpt2": DecoderAdapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
                     "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
                     embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
                     position_embeddings="transformer.wpe", head_attrs=(("num_heads", "count"), ("split_size", "width")),
@@ -200,9 +207,9 @@ ADAPTERS = {
                               "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe",
                               uploadable=False, sample_tokens=200, layers_attr="n_layer",  # bytes, not tokens
                               ffn_attr=""),  # (its MLP is ffn_mult x n_embd)
-    "llama": Adapter("llama", **_LLAMA),
-    "qwen2": Adapter("qwen2", **_LLAMA),
-    "mistral": Adapter("mistral", **_LLAMA),
+    "llama": DecoderAdapter("llama", **_LLAMA),
+    "qwen2": DecoderAdapter("qwen2", **_LLAMA),
+    "mistral": DecoderAdapter("mistral", **_LLAMA),
 }
 
 
