@@ -86,6 +86,21 @@ def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):
     assert "layers = 5 does not fit tiny-bert, which has 2 blocks" in said and "heads = 9" in said
 
 
+def test_a_gqa_model_offers_equal_groups_only_and_sets_other_counts_back(monkeypatch):
+    """A Llama-family model, 4 query heads over 2 key/value heads: the heads control offers 2 and all; a link's 3
+    is set back to all with the library's reason."""
+    from test_llama import _bundle, _model
+    monkeypatch.setitem(C.BUNDLED, "tiny-llama", lambda: _bundle(_model("llama"), "llama"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"model": "tiny-llama", "heads": "3"})
+    at.run()
+    at.switch_page("ui/pages/compress.py").run()
+    assert not at.exception
+    heads = at.select_slider(key="r_heads")
+    assert heads.value == 0 and list(heads.options) == ["2", "all 4"]
+    assert "keep 2, 4 heads per block, got 3: set back to all" in " ".join(i.value for i in at.info)
+
+
 def test_a_bad_link_is_ignored_with_a_message(app):
     app.query_params.update({"rank": "7"})
     app.run()

@@ -99,7 +99,7 @@ STEPS = [
         Field("heads", "counts", 0, "attention heads kept per block: K, or K1,K2,... one per block (0 = all); with "
               "grouped-query attention (Llama family) a multiple of the key/value head count, every group keeping "
               "its most important query heads (or a multiple of the group size: the least important whole groups go)",
-              "Attention heads kept per layer", most="heads", unit="heads per block"),
+              "Attention heads kept per layer", most="heads", unit="heads per block", allowed=lambda b: heads.allowed_heads(b.info["heads"], b.info.get("kv_heads", b.info["heads"]))),
         Field("head_score", "choice", "weight", "how heads are ranked: weight (data-free norms) or gradient "
               "(Michel et al. 2019, on calibration text)", "Head importance", choices=("weight", "gradient"),
               off=lambda r: None if r.heads else "only with fewer heads")),
