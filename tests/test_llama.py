@@ -232,3 +232,21 @@ def test_onnxruntime_runs_the_sliding_window_beyond_its_traced_length(uploaded, 
         for m in (c.model, back.model):
             torch.testing.assert_close(forward(m, b.adapter, ids, mask)[mask.bool()], want[mask.bool()],
                                        rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fam", ["llama", "qwen2"])
+def test_the_learn_pages_attention_maps_are_the_models_own(fam):
+    """Recomputed from q and k with the rotary table and grouped k heads: the eager attention's own probabilities."""
+    import copy
+    from compress.learn.attention import layer_attention
+    from compress.measure.evaluate import batches
+    b = _bundle(_model(fam), fam)
+    text = "The city council met on Tuesday."
+    got = layer_attention(b, text, 1)["maps"]                      # (H, T, T)
+    eager = copy.deepcopy(b.model)
+    eager.set_attn_implementation("eager")
+    ids, mask = batches(b, [text], 1)[0]
+    with torch.no_grad():
+        want = eager(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[1][0]
+    assert got.shape == tuple(want.shape) == (4, ids.shape[1], ids.shape[1])
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)
