@@ -250,3 +250,12 @@ def test_the_learn_pages_attention_maps_are_the_models_own(fam):
         want = eager(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[1][0]
     assert got.shape == tuple(want.shape) == (4, ids.shape[1], ids.shape[1])
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_articles_half_the_heads_is_a_count_the_model_keeps():
+    from compress.learn.article import recipes
+    for heads, kv, half in [(9, 3, 3), (6, 3, 3), (4, 2, 2), (4, 4, 2)]:  # 9 over 3: 3, 6 or 9
+        b = _bundle(_model("llama", heads, kv), "llama")
+        rs = recipes(b)
+        assert rs["fewer heads + narrower FFN"].heads == half  # (FNet's recipe is refused: decoders)
+        assert not C.refusal(b, rs["fewer heads + narrower FFN"]) and not C.refusal(b, rs["all stacked"])
