@@ -1,8 +1,8 @@
 """Your own model: a Hugging Face model uploaded as a zip or folder (config.json + *.safetensors [+ tokenizer files]),
-of the BERT (MiniLM-style too), DistilBERT, RoBERTa or GPT-2 family. Uploads are untrusted: nothing is unpickled, no
-remote code runs, zip paths never become file paths, and sizes are checked from the zip's directory, the config and
-the weights' headers BEFORE anything is extracted or allocated. Every refusal is a CompressError a person can act on,
-and leaves no temp files behind."""
+of the BERT (MiniLM-style too), DistilBERT, RoBERTa, GPT-2 or Llama (Llama, Qwen2, Mistral) family. Uploads are
+untrusted: nothing is unpickled, no remote code runs, zip paths never become file paths, and sizes are checked from
+the zip's directory, the config and the weights' headers BEFORE anything is extracted or allocated. Every refusal is
+a CompressError a person can act on, and leaves no temp files behind."""
 import contextlib
 import dataclasses
 import io
