@@ -259,3 +259,12 @@ def test_the_articles_half_the_heads_is_a_count_the_model_keeps():
         rs = recipes(b)
         assert rs["fewer heads + narrower FFN"].heads == half  # (FNet's recipe is refused: decoders)
         assert not C.refusal(b, rs["fewer heads + narrower FFN"]) and not C.refusal(b, rs["all stacked"])
+
+
+def test_a_tied_table_counts_once():
+    """SmolLM-style: the LM head is the word table; the state dict lists it twice, torch.save stores it once."""
+    tied, untied = _model("llama"), _model("qwen2")
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight and "lm_head.weight" in tied.state_dict()
+    for m in (tied, untied):
+        assert C.count_params(m) == sum(p.numel() for p in m.parameters())
+    assert C.count_params(untied) - C.count_params(tied) >= 300 * HD * 4  # untied: a second table (+ q/k/v biases)
