@@ -268,3 +268,12 @@ def test_a_tied_table_counts_once():
     for m in (tied, untied):
         assert C.count_params(m) == sum(p.numel() for p in m.parameters())
     assert C.count_params(untied) - C.count_params(tied) >= 300 * HD * 4  # untied: a second table (+ q/k/v biases)
+
+
+def test_gradient_head_scores_under_gqa(tiny_qwen2):
+    """Michel et al.'s |dL/dxi| per query head (the mask sits on o's input, one entry per query head)."""
+    from compress.techniques.heal import calibration_batches
+    scores = head_scores(tiny_qwen2.model, tiny_qwen2.adapter, "gradient", calibration_batches(tiny_qwen2))
+    assert [s.shape for s in scores] == [(4,), (4,)] and all(torch.isfinite(s).all() and s.sum() > 0 for s in scores)
+    c = C.compress(tiny_qwen2, C.Recipe(heads=2, head_score="gradient"))
+    assert [blk.self_attn.q_proj.out_features for blk in c.adapter.block_list(c.model)] == [2 * HD, 2 * HD]
