@@ -199,10 +199,11 @@ ADAPTERS = {
     # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear.
     # split_size splits c_attn's output into q, k and v.
     "gpt2": DecoderAdapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
-                    "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
-                    embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
-                    position_embeddings="transformer.wpe", head_attrs=(("num_heads", "count"), ("split_size", "width")),
-                    layers_attr="n_layer", ffn_attr="n_inner"),
+                           "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
+                           embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
+                           position_embeddings="transformer.wpe",
+                           head_attrs=(("num_heads", "count"), ("split_size", "width")),
+                           layers_attr="n_layer", ffn_attr="n_inner"),
     "tinygpt": TinyGPTAdapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
                               "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe",
                               uploadable=False, sample_tokens=200, layers_attr="n_layer",  # bytes, not tokens
