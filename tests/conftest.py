@@ -84,6 +84,17 @@ def tiny_gpt():
     return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], ByteTokenizer(), "tiny-gpt-hash", info)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory):
+    """A random 2-block Qwen2 (the Llama family: 4 query heads over 2 key/value heads, SwiGLU, rotary, q/k/v biases,
+    an untied head) with a byte-level BPE, loaded through the upload path."""
+    from test_families import _tokenizers, build_family
+    from compress.measure import evaluate
+    d = tmp_path_factory.mktemp("qwen2")
+    build_family("qwen2", d, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600]))
+    return C.load_upload(d)
+
+
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """The files of a valid tiny BERT upload: {name: bytes}."""

@@ -86,6 +86,21 @@ def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):
     assert "layers = 5 does not fit tiny-bert, which has 2 blocks" in said and "heads = 9" in said
 
 
+def test_a_gqa_model_offers_equal_groups_only_and_sets_other_counts_back(monkeypatch):
+    """A Llama-family model, 4 query heads over 2 key/value heads: the heads control offers 2 and all; a link's 3
+    is set back to all with the library's reason."""
+    from test_llama import _bundle, _model
+    monkeypatch.setitem(C.BUNDLED, "tiny-llama", lambda: _bundle(_model("llama"), "llama"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"model": "tiny-llama", "heads": "3"})
+    at.run()
+    at.switch_page("ui/pages/compress.py").run()
+    assert not at.exception
+    heads = at.select_slider(key="r_heads")
+    assert heads.value == 0 and list(heads.options) == ["2", "all 4"]
+    assert "keep 2, 4 heads per block, got 3: set back to all" in " ".join(i.value for i in at.info)
+
+
 def test_a_bad_link_is_ignored_with_a_message(app):
     app.query_params.update({"rank": "7"})
     app.run()
@@ -248,3 +263,29 @@ def test_real_sentence_workload_shows_sentences_per_second(app):
     rates = [m for m in app.metric if m.label == "sentences/s"]
     assert len(rates) == 2 and float(rates[0].value.replace(",", "")) > 0 and "x" in rates[1].delta
     assert app.dataframe[-1].value["workload"][0] == "sentences" and "x sentences per s" in app.dataframe[-1].value  # (columns in words)
+
+
+def test_every_page_works_with_a_llama_upload(tiny_qwen2, monkeypatch):
+    """The Llama family (a Qwen2 upload: 4 query heads over 2 k/v heads, with its BPE): each page opens; Apply with
+    heads + FFN + int8 shows both sides' bits per token and the continuations."""
+    monkeypatch.setitem(C.BUNDLED, "tiny-qwen2", lambda: tiny_qwen2)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["model"] = "tiny-qwen2"
+    at.run()
+    assert not at.exception
+    m = _metric(at, "Layers x heads")
+    assert m.value == "2 x 4" and m.help == "4 query heads share 2 key/value heads"
+    at.switch_page("ui/pages/spectra.py").run()
+    assert not at.exception
+    at.switch_page("ui/pages/compress.py").run()
+    at.select_slider(key="r_heads").set_value(2).run()
+    at.slider(key="r_ffn").set_value(0.5).run()
+    at.selectbox(key="r_quant").set_value("int8").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    bits = [float(m.value) for m in at.metric if m.label == "bits per token"]
+    assert len(bits) == 2 and all(b > 0 for b in bits)
+    assert len(at.code) == 4  # greedy and sampled continuations, original and compressed
+    for page in ("tradeoffs", "learn"):
+        at.switch_page(f"ui/pages/{page}.py").run()
+        assert not at.exception and not at.error, page

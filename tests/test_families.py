@@ -1,4 +1,4 @@
-"""Uploads of each family (BERT, DistilBERT, RoBERTa, GPT-2): tiny random models built from transformers
+"""Uploads of each family (BERT, DistilBERT, RoBERTa, GPT-2, Llama, Qwen2, Mistral): tiny random models built from transformers
 configs, saved as safetensors, zipped, then loaded and put through every technique via the public API."""
 import copy
 import json
@@ -35,6 +35,17 @@ def _tokenizers(texts):
     return wp, bpe
 
 
+def _llama_family():
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM)
+    return {"llama": (LlamaForCausalLM, LlamaConfig, {"tie_word_embeddings": True}),
+            "qwen2": (Qwen2ForCausalLM, Qwen2Config, {"tie_word_embeddings": False}),
+            "mistral": (MistralForCausalLM, MistralConfig, {"sliding_window": 4, "tie_word_embeddings": False})}
+
+
+LLAMA_FAMILY = _llama_family()
+
+
 def build_family(family: str, out: Path, tokenizers=None, seed=0):
     """Save a random tiny model of a family (and its tokenizer) to out; returns the in-memory model."""
     from transformers import (BertConfig, BertModel, BertTokenizerFast, DistilBertConfig, DistilBertModel,
@@ -60,6 +71,14 @@ def build_family(family: str, out: Path, tokenizers=None, seed=0):
                                                 bos_token_id=5, eos_token_id=5)), \
             bpe and GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                       unk_token="<|endoftext|>")
+    elif family in LLAMA_FAMILY:  # grouped-query attention (2 heads a k/v head); Llama tied like SmolLM's, Qwen2 with
+        # q/k/v biases, Mistral with a sliding window shorter than the test sequences; GPT-2's byte-level BPE
+        cls, cfg_cls, extra = LLAMA_FAMILY[family]
+        model = cls(cfg_cls(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                            bos_token_id=5, eos_token_id=5, **extra))
+        tok = bpe and GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                        unk_token="<|endoftext|>")
     else:
         raise ValueError(f"no tiny {family} model to test: add its config and tokenizer to build_family")
     with torch.no_grad():  # random init leaves biases zero and weights tiny: perturb so outputs really differ
@@ -107,7 +126,7 @@ def _ids(b, n=3, t=11):
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_load_matches_the_saved_model(fam, uploads, bundles):
     b, original = bundles[fam], uploads[fam][1]
-    assert b.adapter is ADAPTERS[fam] and b.task == ("generation" if fam == "gpt2" else "embedding")
+    assert b.adapter is ADAPTERS[fam] and b.task == ("generation" if b.adapter.causal else "embedding")
     assert {"architecture", "model_type", "layers", "heads", "hidden", "vocab_size", "max_positions", "source",
             "metric"} <= set(b.info) and b.info["tokenizer"] is True and "note" not in b.info
     assert b.info["layers"] == 2 and b.info["heads"] == 4 and b.info["hidden"] == 32 and b.info["vocab_size"] == 1000
@@ -116,7 +135,7 @@ def test_load_matches_the_saved_model(fam, uploads, bundles):
     ids = _ids(b)
     with torch.no_grad():  # same outputs as the model that was saved (the Conv1D -> Linear swap is exact)
         ref = original(input_ids=ids)
-        ref = ref.logits if fam == "gpt2" else ref.last_hidden_state
+        ref = ref.logits if b.adapter.causal else ref.last_hidden_state
         torch.testing.assert_close(forward(b.model, b.adapter, ids), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -124,7 +143,7 @@ def test_load_matches_the_saved_model(fam, uploads, bundles):
 def test_spectra_and_full_rank_factorization_reproduce_outputs(fam, bundles):
     b = bundles[fam]
     spec = C.spectra(b)
-    per_block = 4 if fam == "gpt2" else 6  # GPT-2's q, k, v are one fused c_attn
+    per_block = {"gpt2": 4}.get(fam, 7 if fam in LLAMA_FAMILY else 6)  # GPT-2's q, k, v: one c_attn; SwiGLU: 3
     assert len(spec) == 2 * per_block and all(name.startswith(b.adapter.blocks + ".") for name in spec)
     for name, s in spec.items():  # (out, in) like nn.Linear; GPT-2's c_attn is (3C, C) after the swap
         w = b.model.get_submodule(name).weight
@@ -153,8 +172,10 @@ def test_compress_int8_and_quality_are_finite(fam, bundles):
         assert q_ref == {"fidelity": 1.0, "retrieval_overlap": 1.0, "fidelity_docs": 1.0, "retrieval_overlap_docs": 1.0}
         assert 0 < q["fidelity"] <= 1 and 0 <= q["retrieval_overlap"] <= 1 and 0 < q["fidelity_docs"] <= 1
     else:
-        assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0}
+        assert q_ref == {"next_token_kl": 0.0, "top1_agreement": 1.0, "bits_per_token": q_ref["bits_per_token"]}
         assert 0 < q["next_token_kl"] < 20 and 0 <= q["top1_agreement"] <= 1
+        # a random model: about log2(1000) bits a token, each side its own (the compressed one is not the original)
+        assert 5 < q_ref["bits_per_token"] < 15 and q["bits_per_token"] != q_ref["bits_per_token"]
     assert all(v == v for v in q.values())  # no NaN
 
 
@@ -191,8 +212,9 @@ def test_conv1d_to_linear_is_exact():
     torch.testing.assert_close(lin(x), conv(x))
 
 
-def test_gpt2_generates_and_fp16_quality(bundles):
-    b = bundles["gpt2"]
+@pytest.mark.parametrize("fam", ["gpt2", *LLAMA_FAMILY])
+def test_decoders_generate_and_bf16_quality(fam, bundles):
+    b = bundles[fam]
     text = C.complete(b, "The city council", max_new_tokens=5)
     assert isinstance(text, str)
     c = C.compress(b, C.Recipe(quant="bf16"))

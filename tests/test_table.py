@@ -1,5 +1,6 @@
 """Tests generated from the technique table (compress.STEPS): every step alone and every allowed pair of steps
-(one example value each) on tinygpt and a BERT (an upload family), with exact parameter counts; every field through
+(one example value each) on tinygpt, a BERT and a Qwen2 (upload families; Qwen2: the Llama family with grouped-query
+attention, SwiGLU and q/k/v biases), with exact parameter counts; every field through
 CLI -> Recipe -> JSON -> URL -> Recipe; every refusal raised by the library with the message the page shows."""
 import itertools
 import re
@@ -38,17 +39,24 @@ def _fit(ex: dict, bundle) -> dict:
 
 def expected_params(b, r) -> int:
     """Params from the shapes alone: fewer blocks, pruned heads, narrower FFN, FNet, low rank and a factorized table
-    each remove a known number; packed and quantized weights count as the weights they stand for."""
-    blocks = b.adapter.block_list(b.model)
+    each remove a known number; packed and quantized weights count as the weights they stand for. Grouped-query
+    attention (kv_heads < heads): k and v have kv_heads x hd rows, and lose rows only when whole groups go."""
+    a, blocks = b.adapter, b.adapter.block_list(b.model)
     L, H, c = len(blocks), b.info["heads"], b.info["hidden"]
     v = round(r.vocab * b.vocab_size)  # the table's rows (vocabulary pruning keeps a fraction)
     if r.static:  # one token table, nothing else (a factorized one: rows x k + k x hidden)
         k = round(r.emb_rank * min(v, c))
         return v * c if r.emb_rank == 1 or k * (v + c) >= v * c else k * (v + c)
-    hd, ff = c // H, blocks[0].get_submodule(b.adapter.ffn_in).out_features
+    block = blocks[0]
+    bias = {p: int(block.get_submodule(p).bias is not None) for p in (a.q, a.k, a.v, a.ffn_in, a.ffn_gate) if p}
+    hd, ff, kv = c // H, block.get_submodule(a.ffn_in).out_features, b.info.get("kv_heads", H)
     heads, ff_kept = r.heads or H, max(1, round(r.ffn * ff))
-    linears = ([] if r.fnet else [(heads * hd, c)] * 3 + [(c, heads * hd)]) + [(ff_kept, c), (c, ff_kept)]
-    removed = (H - heads) * (3 * (hd * c + hd) + hd * c) + (ff - ff_kept) * (2 * c + 1) + (4 * (c * c + c) if r.fnet else 0)
+    kv_kept = kv if heads % kv == 0 else heads // (H // kv)
+    ffn_in = [a.ffn_in, a.ffn_gate] if a.ffn_gate else [a.ffn_in]
+    linears = ([] if r.fnet else [(heads * hd, c), (kv_kept * hd, c), (kv_kept * hd, c), (c, heads * hd)]) + \
+        [(ff_kept, c)] * len(ffn_in) + [(c, ff_kept)]
+    removed = (H - heads) * hd * (2 * c + bias[a.q]) + (kv - kv_kept) * hd * (2 * c + bias[a.k] + bias[a.v]) + \
+        (ff - ff_kept) * (c + sum(c + bias[p] for p in ffn_in)) + (4 * (c * c + c) if r.fnet else 0)
     if r.rank_mode == "ratio":
         for m, n in linears:
             k = max(1, round(r.rank * min(m, n)))
@@ -86,16 +94,26 @@ def _check(bundle, cases):
         assert (s.describe(r) in r.describe()) or not s.is_active(r)
 
 
-@pytest.mark.slow  # (every step on two models: a minute together, not the inner loop)
-@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
-@pytest.mark.parametrize("cases", ALONE)
+FIXTURES = ["tiny_bert", "tiny_gpt", "tiny_qwen2"]
+
+
+def _on_every_model(params):
+    """Each case on each model; torch.compile of the Qwen2 (132 s on the 2-core AMD EPYC, against tinygpt's few)
+    only in make test-slow: the eager Qwen2 and the compiled tinygpt cover both halves in make test."""
+    def marks(p, fx):
+        slow = any(m.name == "slow" for m in p.marks)
+        return [*p.marks, *([pytest.mark.heavy] if slow and fx == "tiny_qwen2" else [])]
+    return [pytest.param(*p.values, fx, id=f"{p.id}-{fx}", marks=marks(p, fx)) for p in params for fx in FIXTURES]
+
+
+@pytest.mark.slow  # (every step on three models: a minute together, not the inner loop)
+@pytest.mark.parametrize("cases, fixture", _on_every_model(ALONE))
 def test_every_step_alone(cases, fixture, request):
     _check(request.getfixturevalue(fixture), cases)
 
 
 @pytest.mark.slow  # (every allowed pair: minutes together)
-@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
-@pytest.mark.parametrize("cases", PAIRS)
+@pytest.mark.parametrize("cases, fixture", _on_every_model(PAIRS))
 def test_every_allowed_pair(cases, fixture, request):
     _check(request.getfixturevalue(fixture), cases)
 

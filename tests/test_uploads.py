@@ -72,11 +72,11 @@ def test_invalid_json(good, tmp_path, tmpdirs):
     refused(make_zip(tmp_path / "m.zip", {**good, "config.json": "[1, 2]"}), "JSON object", tmpdirs)
 
 
-@pytest.mark.parametrize("model_type", ["llama", None, "../../etc"])
+@pytest.mark.parametrize("model_type", ["t5", None, "../../etc"])
 def test_unknown_model_type(good, tmp_path, tmpdirs, model_type):
     cfg = {**json.loads(good["config.json"]), "model_type": model_type}
     msg = refused(make_zip(tmp_path / "m.zip", {**good, "config.json": json.dumps(cfg)}), "not supported", tmpdirs)
-    assert "bert" in msg and "gpt2" in msg  # says what is supported
+    assert "bert" in msg and "gpt2" in msg and "llama" in msg  # says what is supported
 
 
 def test_invalid_config_value(good, tmp_path, tmpdirs):
@@ -257,14 +257,16 @@ def test_limits_are_importable():
 
 
 def test_remote_code_is_never_run(good, tmp_path, tmpdirs):
-    """auto_map entries point at code shipped in the upload: it is neither extracted nor imported."""
+    """auto_map entries point at code shipped in the upload: a config asking for it is refused in one line; a
+    tokenizer asking for it loads without its tokenizer; the code is neither extracted nor imported."""
     marker = tmp_path / "imported"
     evil = f"open({str(marker)!r}, 'w').close()\n"
     cfg = with_config(good, auto_map={"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"})
     tok_cfg = json.dumps({"tokenizer_class": "EvilTokenizer",
                           "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}})
-    z = make_zip(tmp_path / "m.zip", {**cfg, "evil.py": evil, "tokenizer_config.json": tok_cfg, "vocab.txt": "[UNK]\n"})
-    b = C.load_model(str(z))
+    extra = {"evil.py": evil, "tokenizer_config.json": tok_cfg, "vocab.txt": "[UNK]\n"}
+    refused(make_zip(tmp_path / "m.zip", {**cfg, **extra}), "auto_map.*its own code", tmpdirs)
+    b = C.load_model(str(make_zip(tmp_path / "t.zip", {**good, **extra})))
     assert type(b.model).__name__ == "BertModel" and b.tokenizer is None and "tokenizer" in b.info["note"]
     assert not marker.exists() and not list(tmpdirs.iterdir())
 

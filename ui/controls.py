@@ -19,10 +19,14 @@ def control(name: str, b, where=st) -> str | None:
         if isinstance(v, tuple):  # a per-block list (from a link or the CLI): shown, not edited by a slider
             where.info(f"{f.label} (from the link): {list(v)}")
             return why
+        counts = [k for k in (f.allowed(b) if f.allowed else range(1, n)) if k < n] + [0]  # (GQA: equal groups)
         if v > n:  # from a link or another model: a count this model cannot take
             st.session_state[key] = 0
             where.info(f"{name} = {v} does not fit {b.name}, which has {n} {f.unit}: set back to all.")
-        where.select_slider(f.label, list(range(1, n)) + [0], format_func=lambda v: f"all {n}" if v == 0 else str(v),
+        elif 0 < v < n and v not in counts:  # a count this model refuses (grouped-query attention: unequal groups)
+            st.session_state[key] = 0
+            where.info(f"{C.refusal(b, C.Recipe(**{name: v}))}: set back to all.")
+        where.select_slider(f.label, counts, format_func=lambda v: f"all {n}" if v == 0 else str(v),
                             **{**kw, "disabled": kw["disabled"] or n < 2})
     elif f.kind == "fraction":  # a value from a link may lie below the slider's usual range: the range grows to it
         where.slider(f.label, min(f.lo, st.session_state.get(key, f.default)), 1.0, step=f.step, **kw)

@@ -7,6 +7,7 @@ from ..serve import store
 from ..errors import CompressError
 from ..table.recipe import Recipe
 from ..table.steps import refusal
+from ..techniques.heads import allowed_heads
 
 ARTICLE = "Compressing transformers: simple, universal and applied ways to make them compact and fast"
 WORKLOAD = {"batch": 8, "seq": 32}  # the Compress page's live workload: a few seconds per recipe on 2 cores
@@ -24,8 +25,10 @@ CLAIMS = {
 
 def recipes(bundle) -> dict[str, Recipe]:
     """The recipe that stands for each technique on this model (half the heads and half the FFN; rank 0.25 of
-    min(m, n); the stack: both halvings, rank 0.5, int8 and freeze)."""
-    half = max(1, bundle.info["heads"] // 2)
+    min(m, n); the stack: both halvings, rank 0.5, int8 and freeze). Half the heads: the nearest count the model can
+    keep (grouped-query attention: SmolLM's 9 query heads over 3 k/v heads keep 3, 6 or 9, so 3)."""
+    h = bundle.info["heads"]
+    half = min(allowed_heads(h, bundle.info.get("kv_heads", h)), key=lambda k: (abs(k - h / 2), k))
     return {"fewer heads + narrower FFN": Recipe(heads=half, ffn=0.5),
             "dynamic int8": Recipe(quant="int8"),
             "SVD factorization (spectral init)": Recipe(rank_mode="ratio", rank=0.25),

@@ -3,7 +3,10 @@ it, and the efficient-attention patterns of the survey as masks over the same T 
 
 Attention maps are recomputed from each block's q and k projections (softmax(q k^T / sqrt(head_dim)), causal for
 decoders), read through the adapter, so every family works the same way; the hooks only record the calling thread's
-forward, because the model is the shared original other sessions may be running.
+forward, because the model is the shared original other sessions may be running. Rotary families (Llama): the
+attention is handed its (cos, sin) position table as position_embeddings and rotates q and k with it, so the maps
+do too; grouped-query attention: each k head serves its group of query heads. (A sliding window, Mistral's, is
+longer than the Learn page's 128 tokens in real models, so it is not drawn.)
 """
 import math
 import threading
@@ -71,7 +74,13 @@ def _maps(bundle, text: str, layer: int) -> dict:
         if threading.get_ident() == me:
             seen[id(module)] = out[0]                          # (T, width)
 
+    def grab_rope(module, args, kwargs):
+        if threading.get_ident() == me and kwargs.get("position_embeddings") is not None:
+            seen["rope"] = kwargs["position_embeddings"]       # (cos, sin), each (1, T, hd)
+
+    attn = block.get_submodule(adapter.q.rpartition(".")[0])
     handles = [m.register_forward_hook(grab) for m in {id(ql): ql, id(kl): kl}.values()]  # this layer's q, k only
+    handles.append(attn.register_forward_pre_hook(grab_rope, with_kwargs=True))
     try:
         forward(model, adapter, ids, mask)
     finally:
@@ -79,7 +88,12 @@ def _maps(bundle, text: str, layer: int) -> dict:
             h.remove()
     hd = head_dim(model, adapter)
     q = seen[id(ql)][:, qr].float().view(t, n, hd).transpose(0, 1)  # (H, T, hd)
-    k = seen[id(kl)][:, kr].float().view(t, n, hd).transpose(0, 1)
+    k = seen[id(kl)][:, kr].float().view(t, -1, hd).transpose(0, 1)  # (KV, T, hd)
+    if "rope" in seen:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # (the family's own rotation)
+        cos, sin = (x.float() for x in seen["rope"])
+        q, k = (x[0] for x in apply_rotary_pos_emb(q[None], k[None], cos, sin))
+    k = k.repeat_interleave(n // k.shape[0], 0)                        # (H, T, hd): a k head per query group
     s = q @ k.transpose(1, 2) / math.sqrt(hd)                          # (H, T, T)
     if adapter.causal:
         s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))

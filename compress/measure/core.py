@@ -96,10 +96,20 @@ class StoresPacked(Protocol):
 
 def count_params(model) -> int:
     """Weight elements in the state dict (quantized ones included; scalar scales and int buffers not); a module that
-    stores its weights packed (StoresPacked) counts what it declares, not its own buffers."""
+    stores its weights packed (StoresPacked) counts what it declares, not its own buffers. A tensor listed under two
+    names (a word table tied to the LM head: GPT-2, SmolLM) counts once, as torch.save stores it once."""
     packed = {n: m for n, m in model.named_modules() if isinstance(m, StoresPacked)}
-    return sum(_numel(v) for k, v in model.state_dict().items() if k.rpartition(".")[0] not in packed) + \
-        sum(m.stored_params() for m in packed.values())
+    seen, total = set(), 0
+    for k, v in model.state_dict().items():
+        if k.rpartition(".")[0] in packed:
+            continue
+        if isinstance(v, torch.Tensor) and not v.is_quantized and v.numel():
+            where = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+            if where in seen:
+                continue
+            seen.add(where)
+        total += _numel(v)
+    return total + sum(m.stored_params() for m in packed.values())
 
 
 def cpu_info() -> dict:

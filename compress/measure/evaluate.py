@@ -5,11 +5,13 @@ embedding (MiniLM): fidelity = mean cosine between compressed and original sente
 retrieval_overlap = mean |top5_original & top5_compressed| / 5 over assets/eval/queries.txt.
 generation (decoders): next_token_kl = KL(original || compressed) of the next-token distribution in
 nats/token, mean over the real (unpadded) tokens of the sentences; top1_agreement = how often both
-models' most likely next token is the same.
+models' most likely next token is the same; Hugging Face decoders (the adapter lists bits_per_token) also
+bits_per_token = the model's own cross-entropy on the sentences' next tokens, in bits (the original's too).
 A model without a tokenizer is measured on seeded random token ids instead (only indicative).
 NaN/inf outputs raise CompressError: a NaN quality number is never returned.
 """
 import copy
+import math
 
 import numpy as np
 import torch
@@ -179,8 +181,9 @@ _ENCODER_KEYS = {"fidelity", "retrieval_overlap", "neighbour_agreement", "simila
 
 @torch.no_grad()
 def next_token_agreement(bundle, original) -> dict:
-    """Decoders: next-token KL(original || compressed) in nats/token and top-1 agreement over real tokens."""
-    kl, agree, n = 0.0, 0, 0
+    """Decoders: next-token KL(original || compressed) in nats/token and top-1 agreement over real tokens; where the
+    adapter lists it, bits_per_token: the compressed model's cross-entropy on the next real token, in bits."""
+    kl, agree, n, nll, m = 0.0, 0, 0, 0.0, 0
     batch = max(1, min(64, (1 << 25) // (128 * original.vocab_size)))  # (B, T, V) log-probs stay near 128 MB
     for ids, mask in batches(original, eval_set()[0], batch):
         lp_ref = _finite(forward(original.model, original.adapter, ids, mask).float(), original).log_softmax(-1)
@@ -189,7 +192,13 @@ def next_token_agreement(bundle, original) -> dict:
         kl += float(token_kl(lp_ref, lp)[real].sum())
         agree += int((lp_ref.argmax(-1) == lp.argmax(-1))[real].sum())
         n += int(real.sum())
-    return {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}
+        pairs = real[:, :-1] & real[:, 1:]  # position t predicts token t + 1: both real
+        nll -= float(lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0][pairs].sum())
+        m += int(pairs.sum())
+    out = {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}
+    if "bits_per_token" in bundle.adapter.extra_metrics:
+        out["bits_per_token"] = round(nll / max(1, m) / math.log(2), 4)
+    return out
 
 
 @torch.no_grad()

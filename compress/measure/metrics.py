@@ -73,6 +73,9 @@ _TABLE = [
              "sentences", ENC),
     _quality("retrieval_overlap_docs", "maximize", "the same on the Python docs sentences", ENC),
     _quality("bits_per_char", "minimize", "held-out bits per character (TinyGPT)", DEC, has=_own_quality("bits_per_char")),
+    _quality("bits_per_token", "minimize", "held-out bits per token of the evaluation sentences (Hugging Face "
+             "decoders; per token of the model's own tokenizer)", DEC, has=_own_quality("bits_per_token"),
+             unit="bits/token"),
     _quality("next_token_kl", "minimize", "KL(original || compressed) of the next token, nats/token", DEC,
              unit="nats/token"),
     _quality("top1_agreement", "maximize", "share of next tokens the original and the compressed model both rank "

@@ -41,6 +41,11 @@ class Adapter:
     layers_attr: str = "num_hidden_layers"  # config attribute holding the block count
     ffn_attr: str = "intermediate_size"     # config attribute holding the FFN width
     sample_tokens: int = 30        # tokens a sample continuation runs for
+    # SwiGLU (Llama family): down(act(gate(x)) * up(x)); the gate's rows go with ffn_in's rows, "" = no gate
+    ffn_gate: str = ""
+    # grouped-query attention: the config attribute holding the key/value head count ("" = one per query head).
+    # n_heads / n_kv query heads share one k/v head (a group); k and v have n_kv x head_dim rows
+    kv_heads_attr: str = ""
     extra_metrics = ()             # the keys extra_quality() returns (a class attribute, not a field)
 
     @property
@@ -77,17 +82,37 @@ class Adapter:
         """Positions of the table a sequence cannot use (RoBERTa's start after the padding index)."""
         return 0
 
+    def kv_heads(self, config) -> int:
+        """Key/value heads a config declares (GQA); without GQA every query head has its own."""
+        return (self.kv_heads_attr and getattr(config, self.kv_heads_attr, None)) or getattr(config, self.heads_attr)
+
+    def block_params(self, config) -> int:
+        """Weights of one block from the config alone (biases and norms aside): the upload's estimate before
+        anything is built. q and o are hidden x hidden, k and v hidden x (kv heads x head_dim)."""
+        h, heads = config.hidden_size, getattr(config, self.heads_attr)
+        kv = self.kv_heads(config) * (h // heads)
+        return 2 * h * h + 2 * h * kv + (3 if self.ffn_gate else 2) * h * self.ffn_width(config)
+
     def set_head_count(self, block: nn.Module, count: int, head_dim: int) -> None:
+        """The attention module's head attributes after pruning: "count" query heads, "width" count x head_dim,
+        "groups" query heads per k/v head (GQA's num_key_value_groups, read off the pruned q and k widths)."""
         attn = block.get_submodule(self.q.rpartition(".")[0])
+        kv = count if self.fused_qkv else block.get_submodule(self.k).out_features // head_dim
+        values = {"count": count, "width": count * head_dim, "groups": count // kv}
         for name, what in self.head_attrs:
-            setattr(attn, name, count if what == "count" else count * head_dim)
+            setattr(attn, name, values[what])
 
     def set_depth(self, model: nn.Module, kept: list[int]) -> None:
-        """After blocks were dropped: the config's layer count and each block's cache index (layer_idx) follow."""
+        """After blocks were dropped: the config's layer count, its per-layer attention kinds (Qwen2's layer_types:
+        full or sliding window) and each block's cache index (layer_idx) follow. The rotary table is the model's
+        own (model.rotary_emb), shared by every block, so it stays as it is."""
         for j, block in enumerate(self.block_list(model)):
             for m in block.modules():
                 if getattr(m, "layer_idx", None) is not None:
                     m.layer_idx = j
+        types = getattr(model.config, "layer_types", None)
+        if types is not None and len(types) > max(kept, default=0):
+            model.config.layer_types = [types[i] for i in kept]
         model.config.num_hidden_layers = len(kept)
 
     def block_list(self, model: nn.Module) -> nn.ModuleList:
@@ -111,6 +136,13 @@ class Adapter:
 class RobertaAdapter(Adapter):
     def position_offset(self, config) -> int:
         return (config.pad_token_id or 0) + 1
+
+
+@dataclass(frozen=True)
+class DecoderAdapter(Adapter):
+    """A Hugging Face decoder (GPT-2, the Llama family): its own held-out bits per token as well (measure/evaluate.py
+    computes it with the next-token numbers; per token of its own tokenizer, so compare within one model)."""
+    extra_metrics = ("bits_per_token",)
 
 
 @dataclass(frozen=True)
@@ -147,6 +179,15 @@ _BERT = dict(blocks="encoder.layer", q="attention.self.query", k="attention.self
              position_embeddings="embeddings.position_embeddings",
              head_attrs=(("num_attention_heads", "count"), ("all_head_size", "width")))
 
+# Llama, Qwen2 and Mistral (SmolLM and TinyLlama are Llama): RMSNorm without bias, rotary positions from one shared
+# model.rotary_emb, grouped-query attention, a SwiGLU FFN, tied or untied LM head. Qwen2 adds q/k/v biases, Mistral
+# a sliding window: both live inside transformers' attention, which reads only num_key_value_groups and head_dim.
+_LLAMA = dict(blocks="model.layers", q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+              o="self_attn.o_proj", ffn_in="mlp.up_proj", ffn_out="mlp.down_proj", ffn_gate="mlp.gate_proj",
+              word_embeddings="model.embed_tokens", causal=True, heads_attr="num_attention_heads",
+              kv_heads_attr="num_key_value_heads", embeddings_prefix=("model.embed_tokens.",),
+              head_attrs=(("num_key_value_groups", "groups"),))
+
 ADAPTERS = {
     "bert": Adapter("bert", **_BERT),               # BERT and MiniLM-style models
     "roberta": RobertaAdapter("roberta", **_BERT),  # same module layout as BERT
@@ -157,15 +198,19 @@ ADAPTERS = {
                           layers_attr="n_layers", ffn_attr="hidden_dim"),
     # GPT2LMHeadModel (with its LM head, so it can generate); layers are nn.Linear after conv1d_to_linear.
     # split_size splits c_attn's output into q, k and v.
-    "gpt2": Adapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
-                    "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
-                    embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
-                    position_embeddings="transformer.wpe", head_attrs=(("num_heads", "count"), ("split_size", "width")),
-                    layers_attr="n_layer", ffn_attr="n_inner"),
+    "gpt2": DecoderAdapter("gpt2", "transformer.h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj",
+                           "mlp.c_fc", "mlp.c_proj", "transformer.wte", True, "n_head",
+                           embeddings_prefix=("transformer.wte.", "transformer.wpe."), fused_qkv=True,
+                           position_embeddings="transformer.wpe",
+                           head_attrs=(("num_heads", "count"), ("split_size", "width")),
+                           layers_attr="n_layer", ffn_attr="n_inner"),
     "tinygpt": TinyGPTAdapter("tinygpt", "blocks", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj",
                               "wte", True, "n_head", embeddings_prefix=("wte.", "wpe."), position_embeddings="wpe",
                               uploadable=False, sample_tokens=200, layers_attr="n_layer",  # bytes, not tokens
                               ffn_attr=""),  # (its MLP is ffn_mult x n_embd)
+    "llama": DecoderAdapter("llama", **_LLAMA),
+    "qwen2": DecoderAdapter("qwen2", **_LLAMA),
+    "mistral": DecoderAdapter("mistral", **_LLAMA),
 }
 
 

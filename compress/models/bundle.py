@@ -42,5 +42,7 @@ def file_sha256(paths) -> str:
 def hf_info(config, source: str) -> dict:
     return {"architecture": type(config).__name__.replace("Config", ""), "model_type": config.model_type,
             "layers": config.num_hidden_layers, "heads": config.num_attention_heads,
+            # grouped-query attention (Llama family): key/value heads, each shared by heads / kv_heads query heads
+            "kv_heads": getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
             "hidden": config.hidden_size, "vocab_size": config.vocab_size,
             "max_positions": config.max_position_embeddings, "source": source}

@@ -1,8 +1,8 @@
 """Your own model: a Hugging Face model uploaded as a zip or folder (config.json + *.safetensors [+ tokenizer files]),
-of the BERT (MiniLM-style too), DistilBERT, RoBERTa or GPT-2 family. Uploads are untrusted: nothing is unpickled, no
-remote code runs, zip paths never become file paths, and sizes are checked from the zip's directory, the config and
-the weights' headers BEFORE anything is extracted or allocated. Every refusal is a CompressError a person can act on,
-and leaves no temp files behind."""
+of the BERT (MiniLM-style too), DistilBERT, RoBERTa, GPT-2 or Llama (Llama, Qwen2, Mistral) family. Uploads are
+untrusted: nothing is unpickled, no remote code runs, zip paths never become file paths, and sizes are checked from
+the zip's directory, the config and the weights' headers BEFORE anything is extracted or allocated. Every refusal is
+a CompressError a person can act on, and leaves no temp files behind."""
 import contextlib
 import dataclasses
 import io
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .adapters import ADAPTERS, conv1d_to_linear
+from .configcheck import check_raw
 from .bundle import ModelBundle, file_sha256, hf_info
 from ..serve.cache import LRU
 from ..serve.cancel import checkpoint
@@ -30,7 +31,8 @@ FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type v
 # every family's spelling of the block and head counts, whichever family a config declares (transformers maps
 # another family's name onto its own: GPT2Config takes num_hidden_layers as n_layer)
 _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
-           **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()}}
+           **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()},
+           **{a.kv_heads_attr: MAX_HEADS for a in ADAPTERS.values() if a.kv_heads_attr}}
 METRICS = {
     "embedding": "fidelity: mean cosine to the uncompressed upload's mean-pooled embeddings on two held-out sets "
                  "(255 sentences of ours, 557 of Python's docstrings: '_docs'); retrieval_overlap: top-5 agreement of "
@@ -136,6 +138,7 @@ def parse_config(raw: bytes):
     if mt not in FAMILIES:
         raise CompressError(f"model_type {mt!r} is not supported; supported families: {', '.join(FAMILIES)} "
                             "(MiniLM-style models are 'bert')")
+    check_raw(d, ADAPTERS[mt])  # remote code, grouped-query heads, head_dim, rotary scaling
     if "quantization_config" in d:
         raise CompressError("this checkpoint is already quantized; upload the float weights")
     for k in ("attn_implementation", "_attn_implementation", "_attn_implementation_internal"):
@@ -158,10 +161,11 @@ def parse_config(raw: bytes):
             raise CompressError(f"config.json: {k} must be a positive integer, got {v!r}")
     if h % heads:
         raise CompressError(f"config.json: hidden size {h} is not divisible by its {heads} attention heads")
-    tables = vocab + pos + (getattr(cfg, "type_vocab_size", 0) or 0)  # every embedding table (BERT: token types)
+    adapter = ADAPTERS[mt]  # every embedding table (BERT: token types; rotary families have no position table)
+    tables = vocab + (pos if adapter.position_embeddings else 0) + (getattr(cfg, "type_vocab_size", 0) or 0)
     if not isinstance(tables, int):
         raise CompressError("config.json: the embedding table sizes must be integers")
-    params = tables * h + layers * (4 * h * h + 2 * h * ffn)  # embeddings + blocks, biases aside
+    params = tables * h + layers * adapter.block_params(cfg)  # embeddings + blocks, biases aside
     if params > MAX_PARAMS:
         raise CompressError(f"config.json declares about {params / 1e6:,.0f}M parameters; the limit is "
                             f"{MAX_PARAMS / 1e6:.0f}M (nothing was allocated)")

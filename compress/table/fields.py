@@ -24,6 +24,7 @@ class Field:
     step: float = 0.05     # the control's step
     most: str = ""         # count(s): the model-card key holding the model's maximum ("layers", "heads")
     unit: str = ""         # count(s): what is counted, in words ("blocks", "heads per block")
+    allowed: Callable | None = None  # count(s): bundle -> the counts this model can keep (None: 1 to its most)
     aliases: tuple = ()    # more CLI spellings besides --name-with-dashes
     off: Callable | None = None  # recipe -> why the control does nothing now (greyed out), or None
     fmt: Callable | None = None  # how the control shows a value

@@ -29,13 +29,19 @@ def _count(name):
 
 def _heads_refuse(b, r):
     if b is None or not isinstance(r.heads, tuple):
-        return _count("heads")(b, r)
-    n, h = r.layers or b.info["layers"], b.info["heads"]
-    if len(r.heads) != n:
-        return f"the per-layer head list has {len(r.heads)} entries but the model keeps {n} blocks"
-    if max(r.heads) > h:
-        return f"{b.name} has {h} heads per block: keep a whole number from 1 to {h} in each, got {max(r.heads)}"
-    return None
+        if (why := _count("heads")(b, r)) or b is None or not isinstance(r.heads, int) or not r.heads:
+            return why
+        ks = (r.heads,)
+    else:
+        n, h = r.layers or b.info["layers"], b.info["heads"]
+        if len(r.heads) != n:
+            return f"the per-layer head list has {len(r.heads)} entries but the model keeps {n} blocks"
+        if max(r.heads) > h:
+            return f"{b.name} has {h} heads per block: keep a whole number from 1 to {h} in each, got {max(r.heads)}"
+        ks = r.heads
+    h, kv = b.info["heads"], b.info.get("kv_heads", b.info["heads"])  # grouped-query attention: equal groups
+    bad = next((k for k in ks if k not in heads.allowed_heads(h, kv)), None)
+    return None if bad is None else f"{b.name}: {heads.gqa_refusal(h, kv, bad)}"
 
 
 def _static_refuse(b, r):
@@ -90,8 +96,10 @@ STEPS = [
               "kept block learns to match the original block it came from. On MiniLM this heals better than thinning "
               "every block to the same size."),
     Step("heads", "head pruning", (
-        Field("heads", "counts", 0, "attention heads kept per block: K, or K1,K2,... one per block (0 = all)",
-              "Attention heads kept per layer", most="heads", unit="heads per block"),
+        Field("heads", "counts", 0, "attention heads kept per block: K, or K1,K2,... one per block (0 = all); with "
+              "grouped-query attention (Llama family) a multiple of the key/value head count, every group keeping "
+              "its most important query heads (or a multiple of the group size: the least important whole groups go)",
+              "Attention heads kept per layer", most="heads", unit="heads per block", allowed=lambda b: heads.allowed_heads(b.info["heads"], b.info.get("kv_heads", b.info["heads"]))),
         Field("head_score", "choice", "weight", "how heads are ranked: weight (data-free norms) or gradient "
               "(Michel et al. 2019, on calibration text)", "Head importance", choices=("weight", "gradient"),
               off=lambda r: None if r.heads else "only with fewer heads")),
@@ -283,6 +291,9 @@ def field_reason(name: str, bundle, values: dict) -> str | None:
         return why
     if values.get(name, f.default) != f.default:
         return None
-    probe = type("R", (), {**values, name: f.probe()})
+    # a count probes with the model's own (keeping all is always a valid count: 1 is not, under grouped-query
+    # attention), so a control is greyed out only by what refuses the technique itself
+    on = bundle.info[f.most] if f.most and bundle is not None and bundle.info.get(f.most) else f.probe()
+    probe = type("R", (), {**values, name: on})
     return refusal(bundle, probe) if refusal(bundle, type("R", (), {**values, name: f.default})) is None else None
 

@@ -10,7 +10,9 @@ st.title(f"Model: {b.name}")
 n = cached.sizes(cached.model_key(b), C.Recipe().to_json(), b)
 cols = st.columns(5)
 cols[0].metric("Architecture", b.info["architecture"])
-cols[1].metric("Layers x heads", f"{b.info['layers']} x {b.info['heads']}")
+kv = b.info.get("kv_heads", b.info["heads"])  # grouped-query attention: fewer key/value heads than query heads
+cols[1].metric("Layers x heads", f"{b.info['layers']} x {b.info['heads']}",
+               help=f"{b.info['heads']} query heads share {kv} key/value heads" if kv != b.info["heads"] else None)
 cols[2].metric("Hidden size", b.info["hidden"])
 cols[3].metric("Params", f"{n['params'] / 1e6:.2f} M")
 cols[4].metric("Size", cached.mb(n["size_bytes"]))
