@@ -1,4 +1,6 @@
 """Bundled-model registry and the one loader for every source (bundled id, or an upload's path)."""
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -46,7 +48,27 @@ def load_tinygpt_bundle() -> ModelBundle:
                        file_sha256([path / "model.safetensors"]), info)
 
 
+def load_tinyllama_bundle() -> ModelBundle:
+    """The project's Llama-architecture decoder, loaded as an uploaded Hugging Face folder is (the same checks,
+    adapter and tokenizer path), then named and described from its card."""
+    from . import tinygpt as tg
+    from .tinyllama import ASSET_DIR
+    b = uploads.load_upload(ASSET_DIR)
+    checkpoint()  # before the corpus is read and hashed
+    card = json.loads((ASSET_DIR / "card.json").read_text())
+    info = {**b.info, "source": "trained by this project: python -m compress.models.train_tinyllama "
+                                "(assets/tinyllama/card.json)",
+            "metric": b.info["metric"] + f"; the card's held-out bits per byte (last 10% of pydoc_data.topics, the "
+                                         f"project's decoder text) is {card['val_bits_per_byte']:.3f}"}
+    if tg.corpus_sha256(tg.load_corpus()) != card["corpus_sha256"]:
+        info["note"] = ("this Python's pydoc_data.topics differs from the text the model was trained on (hash "
+                        "mismatch with the card): held-out numbers here are not comparable to the card's")
+    return dataclasses.replace(b, name="tinyllama", info=info)
+
+
 BUNDLED = {"minilm": load_minilm, "tinygpt": load_tinygpt_bundle}  # id -> loader; the UI and the tests iterate over this
+if "llama" in uploads.FAMILIES:  # listed once uploads take Llama folders (the Llama-family adapter, issue 27)
+    BUNDLED["tinyllama"] = load_tinyllama_bundle
 _BUNDLED = LRU("bundled models", 4, "bundled originals by id (each shared by every session, never mutated)")
 
 

@@ -44,24 +44,88 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> None:  # over 60 lines: the training script, one pass top to bottom (args, data, loop, card)
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=18.0, help="wall-clock training cap")
-    ap.add_argument("--out", default="assets/tinygpt")
-    ap.add_argument("--max-steps", type=int, default=100_000)
+def get_batch(ids: torch.Tensor, T: int, B: int, gen: torch.Generator):
+    """B random windows of T ids (inputs) and the same windows one id later (targets); shared with train_tinyllama."""
+    ix = torch.randint(0, ids.numel() - T - 1, (B,), generator=gen)
+    x = torch.stack([ids[i:i + T] for i in ix.tolist()])  # (B, T)
+    y = torch.stack([ids[i + 1:i + 1 + T] for i in ix.tolist()])  # (B, T)
+    return x, y
+
+
+def lr_at(step: int, progress: float, lr: float, min_lr: float, warmup: int) -> float:
+    """Linear warmup for `warmup` steps, then cosine from lr to min_lr as progress goes 0 -> 1."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def loop_args(doc: str, out: str, *, minutes: float, minutes_help: str, max_steps: int, threads: int,
+              batch_size: int, warmup: int, eval_every: int) -> argparse.ArgumentParser:
+    """A parser holding what train_loop and the batches read (each script adds its model's shape)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--minutes", type=float, default=minutes, help=minutes_help)
+    ap.add_argument("--max-steps", type=int, default=max_steps)
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--block-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--block-size", type=int, default=128, help="tokens per training window")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--min-lr", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--eval-every", type=int, default=eval_every)
+    return ap
+
+
+def adamw(model: torch.nn.Module, args) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only, not on biases and norm gains (embeddings are matrices too, but
+    decaying a small token table is harmless either way)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99))
+
+
+def train_loop(model, opt, args, batch_loss, evaluate, unit: str, progress, log_every: int):
+    """Steps of batch_loss() (clipped at norm 1, lr by lr_at at progress(step, seconds)) until args.max_steps or
+    args.minutes; every args.eval_every steps and at the end, evaluate() (lower is better) picks the best weights
+    so far: the corpus is small and the model overfits after a while, so the last step is not the best one.
+    Returns (best state_dict, best step, steps run, minutes)."""
+    best, best_state, best_step = float("inf"), None, 0
+    t0, step, ema = time.time(), 0, None
+    while True:
+        elapsed = time.time() - t0
+        done = step >= args.max_steps or elapsed >= args.minutes * 60.0
+        if step > 0 and (step % args.eval_every == 0 or done):
+            score = evaluate()
+            tag = ""
+            if score < best:
+                best, best_state, best_step, tag = score, copy.deepcopy(model.state_dict()), step, " *best"
+            log(f"step {step:6d}  {elapsed / 60:5.1f} min  train loss {ema:.3f} nats  val {unit} {score:.4f}{tag}")
+        if done:
+            return best_state, best_step, step, (time.time() - t0) / 60.0
+        lr = lr_at(step, progress(step, elapsed), args.lr, args.min_lr, args.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        step += 1
+        if step % log_every == 0:
+            log(f"step {step:6d}  {elapsed / 60:5.1f} min  lr {lr:.2e}  loss {ema:.3f}")
+
+
+def main(argv=None) -> None:  # over 60 lines: the training script, one pass top to bottom (args, data, loop, card)
+    ap = loop_args(__doc__, "assets/tinygpt", minutes=18.0, minutes_help="wall-clock training cap",
+                   max_steps=100_000, threads=2, batch_size=32, warmup=100, eval_every=200)
     ap.add_argument("--n-layer", type=int, default=4)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--n-embd", type=int, default=192)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--min-lr", type=float, default=1e-4)
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--weight-decay", type=float, default=0.1)
-    ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
     command = shlex.join(["python", "-m", "compress.models.train_tinygpt", *(sys.argv[1:] if argv is None else argv)])
 
@@ -79,60 +143,20 @@ def main(argv=None) -> None:  # over 60 lines: the training script, one pass top
     n_params = model.num_params()
     log(f"config: {cfg}\nparams: {n_params:,}")
 
-    # Weight decay on matrices only (not biases, LayerNorms); embeddings are
-    # matrices too but decaying a 256-row byte table is harmless either way.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.99))
-
+    opt = adamw(model, args)
     gen = torch.Generator().manual_seed(args.seed)  # batch sampling RNG
     T, B = cfg.block_size, args.batch_size
     cap_s = args.minutes * 60.0
 
-    def get_batch():
-        ix = torch.randint(0, train_ids.numel() - T - 1, (B,), generator=gen)
-        x = torch.stack([train_ids[i:i + T] for i in ix.tolist()])  # (B, T)
-        y = torch.stack([train_ids[i + 1:i + 1 + T] for i in ix.tolist()])  # (B, T)
-        return x, y
-
-    def lr_at(step: int, progress: float) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    best_bpc, best_state, best_step = float("inf"), None, 0
-    t0 = time.time()
-    step = 0
-    ema = None
-    while True:
-        elapsed = time.time() - t0
-        progress = max(step / args.max_steps, elapsed / cap_s)
-        done = step >= args.max_steps or elapsed >= cap_s
-        if step > 0 and (step % args.eval_every == 0 or done):
-            bpc = bits_per_char(model, val_text, T)
-            tag = ""
-            if bpc < best_bpc:
-                best_bpc, best_state, best_step, tag = bpc, copy.deepcopy(model.state_dict()), step, " *best"
-            log(f"step {step:6d}  {elapsed / 60:5.1f} min  train loss {ema:.3f} nats  val bpc {bpc:.4f}{tag}")
-        if done:
-            break
-        lr = lr_at(step, progress)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, y = get_batch()
+    def batch_loss():
+        x, y = get_batch(train_ids, T, B, gen)
         logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        step += 1
-        if step % 50 == 0:
-            log(f"step {step:6d}  {elapsed / 60:5.1f} min  lr {lr:.2e}  loss {ema:.3f}")
-    train_minutes = (time.time() - t0) / 60.0
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    # the schedule ends with whichever cap comes first
+    best_state, best_step, step, train_minutes = train_loop(
+        model, opt, args, batch_loss, lambda: bits_per_char(model, val_text, T), "bpc",
+        progress=lambda step, elapsed: max(step / args.max_steps, elapsed / cap_s), log_every=50)
 
     model.load_state_dict(best_state)
     model.eval()
