@@ -42,6 +42,7 @@ class Adapter:
     ffn_attr: str = "intermediate_size"     # config attribute holding the FFN width
     sample_tokens: int = 30        # tokens a sample continuation runs for
     extra_metrics = ()             # the keys extra_quality() returns (a class attribute, not a field)
+    attn_runtimes = ("eager", "sdpa")  # the attention implementations set_attn_runtime can choose
 
     @property
     def task(self) -> str:
@@ -68,6 +69,10 @@ class Adapter:
     def extra_quality(self, bundle) -> dict:
         """Quality numbers only this family has (TinyGPT: held-out bits per char)."""
         return {}
+
+    def set_attn_runtime(self, model: nn.Module, impl: str) -> None:
+        """Attention computed by transformers' eager (matmul, softmax, matmul) or sdpa (PyTorch's fused kernel)."""
+        model.set_attn_implementation(impl)
 
     def use_attention(self, model: nn.Module, attend) -> None:
         """Every block's attention scores computed by attend(module, q, k, v, valid, scale) -> (B, H, T, d), through
@@ -129,6 +134,10 @@ class TinyGPTAdapter(Adapter):
     right-padded: real positions never see the padding); a frozen dataclass config; trained on its own corpus."""
     WINDOW = 128  # healing text: the training split cut into windows of this many characters
     extra_metrics = ("bits_per_char",)
+    attn_runtimes = ("sdpa",)  # it calls SDPA itself
+
+    def set_attn_runtime(self, model, impl):
+        pass
 
     def call(self, model, ids, mask):
         return model(ids)

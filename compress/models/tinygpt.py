@@ -77,10 +77,8 @@ class CausalSelfAttention(nn.Module):
         v = self.v(x).view(B, T, -1, hd).transpose(1, 2)
         p = self.dropout if self.training else 0.0
         attend = getattr(self, "attend", None)  # set by an efficient-attention variant (techniques/attention.py)
-        if attend is not None:
-            y = attend(self, q, k, v, None, hd ** -0.5)  # (B, H, T, hd), causal
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, hd)
+        y = (attend(self, q, k, v, None, hd ** -0.5) if attend is not None  # (B, H, T, hd), causal either way
+             else F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True))
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H*hd)
         return self.resid_drop(self.o(y))  # (B, T, C)
 
