@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "twentyx", "vocab", "quick", "attention",
+    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "twentyx", "vocab", "quick",
+                                                          "attention", "attention-healed",
                                                           "onnx", "static", "peers", "gpu"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)

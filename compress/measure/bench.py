@@ -37,7 +37,8 @@ SETS = {
     "vocab": [Recipe(vocab=v) for v in (0.5, 0.25, 0.1)] + [  # vocabulary pruning alone and stacked (unhealed)
         Recipe(vocab=0.25, quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(vocab=0.25, emb_bits=2, quant="int8"),
         Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8")],
-    "attention": [dataclasses.replace(r, heal_steps=150) for r in ATTENTION],  # issue 28: rows show unhealed too
+    "attention": ATTENTION,  # issue 28's variants, unhealed
+    "attention-healed": [dataclasses.replace(r, heal_steps=150) for r in ATTENTION],  # rows show unhealed too
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
     "onnx": [Recipe(runtime="onnxruntime"), Recipe(quant="int8"), Recipe(quant="int8", runtime="onnxruntime")],
     "static": [  # the static end: the transformer replaced by a token table (compress/techniques/static.py), then healed
