@@ -217,3 +217,11 @@ def test_healing_trains_linformers_projections(bert16):
     assert losses and all(math.isfinite(x) for x in losses)
     assert got.best_step > 0 and got.dev_after > got.dev_before  # it helped on the dev split
     assert not torch.equal(student.encoder.layer[0].attention.self.attn_E.detach(), before)
+
+
+def test_healing_runs_through_token_pooling(bert16):
+    student = pool.apply_pool(copy.deepcopy(bert16.model), bert16.adapter, 2, 1)
+    texts = [f"the {w} sat on a mat number {i}" for i, w in enumerate(["cat", "dog", "bird", "fox"] * 10)]
+    got = heal.heal(student, bert16, texts, steps=4, lr=3e-3, batch=8, eval_every=2)
+    losses = [h["loss"] for h in got.history if h["loss"] is not None]
+    assert got.steps_run == 4 and losses and all(math.isfinite(x) for x in losses)
