@@ -220,8 +220,14 @@ def test_healing_trains_linformers_projections(bert16):
 
 
 def test_healing_runs_through_token_pooling(bert16):
-    student = pool.apply_pool(copy.deepcopy(bert16.model), bert16.adapter, 2, 1)
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(0)  # 3 blocks: the middle one's hidden state is pooled (the last one's is repeated back)
+    cfg = BertConfig(vocab_size=bert16.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=16)
+    teacher = ModelBundle(BertModel(cfg, add_pooling_layer=False).eval(), "bert3", bert16.adapter, bert16.tokenizer,
+                          "bert3-hash", {**bert16.info, "layers": 3})
+    student = pool.apply_pool(copy.deepcopy(teacher.model), teacher.adapter, 2, 1)
     texts = [f"the {w} sat on a mat number {i}" for i, w in enumerate(["cat", "dog", "bird", "fox"] * 10)]
-    got = heal.heal(student, bert16, texts, steps=4, lr=3e-3, batch=8, eval_every=2)
+    got = heal.heal(student, teacher, texts, steps=4, lr=3e-3, batch=8, eval_every=2)
     losses = [h["loss"] for h in got.history if h["loss"] is not None]
     assert got.steps_run == 4 and losses and all(math.isfinite(x) for x in losses)
