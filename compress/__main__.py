@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
     bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "twentyx", "vocab", "quick",
+                                                          "attention", "attention-healed",
                                                           "onnx", "static", "peers", "gpu"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
@@ -118,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--peers", action="store_true", help="beside what a user would pick instead (ONNX Runtime fp32 "
                     "and int8 per channel, Model2Vec's distill, made in a venv of its own), in one process: --set "
                     "peers, or the recipe given by flags, against them")
+    bp.add_argument("--seqlen", type=lambda t: [int(x) for x in t.split(",")], help="instead: latency and peak "
+                    "memory at batch 1 over these lengths (e.g. 128,256,512,1024), eager vs SDPA vs each efficient "
+                    "attention, positions extended past the model's (timing only); run with MALLOC_MMAP_THRESHOLD_=131072")
     _recipe_args(bp)  # a recipe given by flags (or --recipe) is benched alone, instead of --set
     rp = sub.add_parser("report", help="one self-contained HTML file: a recipe vs its original and the peer (measured "
                                        "here, as apply does), or a stored Trade-offs study (--study)")
@@ -146,7 +150,10 @@ def main(argv=None) -> int:
             from .bench import techniques as bench
             one = _recipe(a)
             log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-            if a.peers:
+            if a.seqlen:
+                from .bench import seqlen
+                md = seqlen.markdown(a.model, seqlen.curve(load_model(a.model), a.seqlen, a.runs, log))
+            elif a.peers:
                 from .bench import peers
                 md = peers.table(load_model(a.model), [one] if one != Recipe() else bench.SETS["peers"], a.batch,
                                  a.seq, a.runs, _texts(a), log)

@@ -95,6 +95,15 @@ def tiny_qwen2(tmp_path_factory):
     return C.load_upload(d)
 
 
+def as_bundled(monkeypatch, bundles: dict):
+    """Yield `bundles` ({name: ModelBundle}) registered as bundled originals (load_compressed finds one by name)."""
+    for name, b in bundles.items():
+        monkeypatch.setitem(C.BUNDLED, name, lambda b=b: b)
+    C.load_model.cache_clear()
+    yield bundles
+    C.load_model.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """The files of a valid tiny BERT upload: {name: bytes}."""

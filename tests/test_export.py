@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save as st_save
 
 import compress as C
+from conftest import as_bundled
 from compress.measure import evaluate
 from compress.models.adapters import forward
 
@@ -19,11 +20,7 @@ from compress.models.adapters import forward
 @pytest.fixture
 def bundled(tiny_bert, tiny_gpt, monkeypatch):
     """The tiny fixtures as bundled originals (load_compressed finds a bundled original by name)."""
-    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
-    monkeypatch.setitem(C.BUNDLED, "tiny-gpt", lambda: tiny_gpt)
-    C.load_model.cache_clear()
-    yield {"tiny-bert": tiny_bert, "tiny-gpt": tiny_gpt}
-    C.load_model.cache_clear()
+    yield from as_bundled(monkeypatch, {"tiny-bert": tiny_bert, "tiny-gpt": tiny_gpt})
 
 
 def _same(a, b, base, ids):

@@ -63,6 +63,10 @@ def expected_params(b, r) -> int:
             removed += m * n - k * (m + n) if k * (m + n) < m * n else 0
     kept = r.layers or L
     total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed - (b.vocab_size - v) * c
+    if r.attention == "lowrank":  # Linformer's E and F per block: (k, positions) each
+        total += kept * 2 * r.attn_rank * b.info["max_positions"]
+    if r.attention == "kernel":  # Performer's random features per block, stored: (m, head dim)
+        total += kept * r.features * hd
     if r.emb_rank < 1:
         k = round(r.emb_rank * min(v, c))
         total -= v * c - k * (v + c) if k * (v + c) < v * c else 0

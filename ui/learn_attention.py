@@ -178,8 +178,9 @@ def efficient(b, text):
     st.markdown("Full attention costs T² per head. The survey groups the cheaper ones into fixed patterns, strided "
                 "(dilated) patterns, learned patterns (group similar tokens), low-rank (project the keys) and kernels "
                 "(replace the softmax by a feature product). Below each pattern is drawn over this sentence's grid "
-                "against the real map of one head. **This library implements none of them**: its nearest techniques "
-                "are FNet (a fixed, dense mixing with no weights) and head pruning. *Reference: Tay et al. 2020, "
+                "against the real map of one head. The Compress page's **Efficient attention** applies local, strided, "
+                "local+strided, lowrank (Linformer) and kernel (Performer) attention to the whole model, to heal and "
+                "measure; learned patterns are not in the library. *Reference: Tay et al. 2020, "
                 "'Efficient transformers: a survey'.*")
     c1, c2 = st.columns(2)
     layer = c2.select_slider("Head of layer", list(range(A.layers(b))), key="learn_eff_layer")
@@ -205,7 +206,7 @@ def efficient(b, text):
                          density_fixed=pats["fixed"]["density"]), key="learn_eff_fig")
     st.dataframe(pd.DataFrame([{"pattern": n, "what": A.PATTERNS[n][0], "e.g.": A.PATTERNS[n][1],
                                 "share of grid": round(p["density"], 3), "error vs this head": round(p["error"], 3),
-                                "in this library": "yes" if A.PATTERNS[n][2] else "no"} for n, p in pats.items()]),
+                                "in this library": A.PATTERNS[n][2] or "no"} for n, p in pats.items()]),
                  hide_index=True)
     csv(lambda: pd.DataFrame([{"pattern": n, "query": i, "key": j, "value": float(p["grid"][i, j])}
                               for n, p in pats.items() for i in range(t) for j in range(t)]), f"patterns_w{w}",

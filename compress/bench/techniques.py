@@ -15,6 +15,9 @@ from ..table.recipe import Recipe
 from ..table.steps import STEPS
 
 ALONE = [Recipe(**ex) for s in STEPS if not s.trains for ex in s.examples if ex not in s.slow]  # from the table
+ATTENTION = [Recipe(attention="local", window=8), Recipe(attention="strided", stride=4),  # short sentences: a small W
+             Recipe(attention="local+strided", window=8, stride=4), Recipe(attention="lowrank", attn_rank=128),
+             Recipe(attention="kernel", features=64), Recipe(attention="linear"), Recipe(pool=2, pool_at=2)]
 SETS = {
     "techniques": ALONE + [  # each step of the table alone (its examples), then stacked as the article does
         Recipe(emb_bits=2, quant="int8"), Recipe(emb_bits=2, quant="int4"), Recipe(layers=3, emb_bits=2, quant="int4"),
@@ -34,6 +37,8 @@ SETS = {
     "vocab": [Recipe(vocab=v) for v in (0.5, 0.25, 0.1)] + [  # vocabulary pruning alone and stacked (unhealed)
         Recipe(vocab=0.25, quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(vocab=0.25, emb_bits=2, quant="int8"),
         Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8")],
+    "attention": ATTENTION,  # issue 28's variants, unhealed
+    "attention-healed": [dataclasses.replace(r, heal_steps=150) for r in ATTENTION],  # rows show unhealed too
     "quick": [Recipe(quant="int8"), Recipe(heads=2, ffn=0.5, quant="int8", runtime="freeze")],
     "onnx": [Recipe(runtime="onnxruntime"), Recipe(quant="int8"), Recipe(quant="int8", runtime="onnxruntime")],
     "static": [  # the static end: the transformer replaced by a token table (compress/techniques/static.py), then healed

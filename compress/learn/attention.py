@@ -149,14 +149,16 @@ def sign_changes(row: np.ndarray) -> int:
 
 # --------------------------------------------------------------------------- efficient attention (Tay et al. 2020)
 
-PATTERNS = {  # name -> (what it is, an example model, implemented by this library?)
-    "fixed": ("each token attends inside its own block of w tokens", "blockwise / local attention", False),
-    "strided": ("a local window of w plus every w-th token (a dilated pattern)", "Sparse Transformer", False),
+PATTERNS = {  # name -> (what it is, an example model, the Compress page's attention choice nearest it, or "")
+    "fixed": ("each token attends inside its own block of w tokens", "blockwise / local attention",
+              "local (a sliding window of W)"),
+    "strided": ("a local window of w plus every w-th token (a dilated pattern)", "Sparse Transformer",
+                "strided, local+strided"),
     "learned": ("tokens grouped by similarity; each attends within its group (here: the w keys its head weighs most)",
-                "Reformer, Routing Transformer", False),
-    "low-rank": ("keys and values projected to w rows: the T x T map has rank <= w", "Linformer", False),
+                "Reformer, Routing Transformer", ""),
+    "low-rank": ("keys and values projected to w rows: the T x T map has rank <= w", "Linformer", "lowrank"),
     "kernel": ("softmax(q k^T) replaced by phi(q) phi(k)^T with w random features: every pair, linear cost",
-               "Performer", False),
+               "Performer", "kernel"),
 }
 
 

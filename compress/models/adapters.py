@@ -47,6 +47,7 @@ class Adapter:
     # n_heads / n_kv query heads share one k/v head (a group); k and v have n_kv x head_dim rows
     kv_heads_attr: str = ""
     extra_metrics = ()             # the keys extra_quality() returns (a class attribute, not a field)
+    attn_runtimes = ("eager", "sdpa")  # the attention implementations set_attn_runtime can choose
 
     @property
     def task(self) -> str:
@@ -73,6 +74,20 @@ class Adapter:
     def extra_quality(self, bundle) -> dict:
         """Quality numbers only this family has (TinyGPT: held-out bits per char)."""
         return {}
+
+    def set_attn_runtime(self, model: nn.Module, impl: str) -> None:
+        """Attention computed by transformers' eager (matmul, softmax, matmul) or sdpa (PyTorch's fused kernel)."""
+        model.set_attn_implementation(impl)
+
+    def use_attention(self, model: nn.Module, attend) -> None:
+        """Every block's attention scores computed by attend(module, q, k, v, valid, scale) -> (B, H, T, d), through
+        transformers' attention interface (registered once per process under ATTENTION; the mask its sdpa builds,
+        from which attend reads the real keys)."""
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+        AttentionInterface.register(ATTENTION, _interface(attend))
+        AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+        model.set_attn_implementation(ATTENTION)
 
     def ffn_width(self, config) -> int:
         """The FFN width a transformers config of this family declares (GPT-2's n_inner None: 4 x hidden)."""
@@ -151,6 +166,10 @@ class TinyGPTAdapter(Adapter):
     right-padded: real positions never see the padding); a frozen dataclass config; trained on its own corpus."""
     WINDOW = 128  # healing text: the training split cut into windows of this many characters
     extra_metrics = ("bits_per_char",)
+    attn_runtimes = ("sdpa",)  # it calls SDPA itself
+
+    def set_attn_runtime(self, model, impl):
+        pass
 
     def call(self, model, ids, mask):
         return model(ids)
@@ -171,6 +190,10 @@ class TinyGPTAdapter(Adapter):
 
     def set_depth(self, model, kept):
         model.config = dataclasses.replace(model.config, n_layer=len(kept))
+
+    def use_attention(self, model, attend):
+        for block in self.block_list(model):  # TinyGPT calls SDPA itself; its attention's hook calls attend instead
+            block.get_submodule(self.q.rpartition(".")[0]).attend = attend
 
 
 _BERT = dict(blocks="encoder.layer", q="attention.self.query", k="attention.self.key", v="attention.self.value",
@@ -212,6 +235,31 @@ ADAPTERS = {
     "qwen2": DecoderAdapter("qwen2", **_LLAMA),
     "mistral": DecoderAdapter("mistral", **_LLAMA),
 }
+
+
+ATTENTION = "compress"  # the attention implementation name registered with transformers
+
+
+def _interface(attend):
+    """attend in transformers' attention-function convention: (B, H, T, d) in, (B, T, H, d) and no weights out."""
+    def fn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        if key.shape[1] != query.shape[1]:  # grouped-query attention: each kv head serves a group of query heads
+            key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+            value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        return attend(module, query, key, value, _valid_keys(attention_mask), scale).transpose(1, 2).contiguous(), None
+    return fn
+
+
+def _valid_keys(mask):
+    """(B, T) bool of real keys from the mask transformers hands an attention function, or None (no padding). Its
+    last query row sees every real key, in a causal mask as in a bidirectional one."""
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        return mask.bool()
+    row = mask[:, 0, -1, :]
+    return row if row.dtype == torch.bool else row == 0
 
 
 def conv1d_to_linear(model: nn.Module) -> nn.Module:

@@ -76,7 +76,9 @@ class CausalSelfAttention(nn.Module):
         k = self.k(x).view(B, T, -1, hd).transpose(1, 2)
         v = self.v(x).view(B, T, -1, hd).transpose(1, 2)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, hd)
+        attend = getattr(self, "attend", None)  # set by an efficient-attention variant (techniques/attention.py)
+        y = (attend(self, q, k, v, None, hd ** -0.5) if attend is not None  # (B, H, T, hd), causal either way
+             else F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True))
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H*hd)
         return self.resid_drop(self.o(y))  # (B, T, C)
 

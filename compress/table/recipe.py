@@ -81,6 +81,13 @@ class Recipe(_Recipe):
     head_score: str = "weight"
     ffn: float = 1.0                    # FFN width kept
     fnet: bool = False
+    attention: str = "none"             # efficient attention and its settings
+    window: int = 32
+    stride: int = 8
+    attn_rank: int = 64
+    features: int = 64
+    pool: int = 1                       # token pooling (1 = none)
+    pool_at: int = 2
     vocab: float = 1.0                  # vocabulary kept
     emb_rank: float = 1.0               # word-embedding rank
     emb_bits: int = 0                   # word-embedding bits (0 = float)

@@ -10,7 +10,8 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import fnet, heads, heal, int4, layers, lowbit, ortrun, quantize, runtime, sensitivity, static, vocab
+from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, runtime, sensitivity,
+                          static, vocab)
 from ..models.adapters import tied_embeddings
 from ..techniques.factorize import factorize_embeddings
 from .fields import Field
@@ -31,43 +32,11 @@ def _heads_refuse(b, r):
     if b is None or not isinstance(r.heads, tuple):
         if (why := _count("heads")(b, r)) or b is None or not isinstance(r.heads, int) or not r.heads:
             return why
-        ks = (r.heads,)
-    else:
-        n, h = r.layers or b.info["layers"], b.info["heads"]
-        if len(r.heads) != n:
-            return f"the per-layer head list has {len(r.heads)} entries but the model keeps {n} blocks"
-        if max(r.heads) > h:
-            return f"{b.name} has {h} heads per block: keep a whole number from 1 to {h} in each, got {max(r.heads)}"
-        ks = r.heads
-    h, kv = b.info["heads"], b.info.get("kv_heads", b.info["heads"])  # grouped-query attention: equal groups
-    bad = next((k for k in ks if k not in heads.allowed_heads(h, kv)), None)
-    return None if bad is None else f"{b.name}: {heads.gqa_refusal(h, kv, bad)}"
+    return heads.refuse(b, r)
 
 
-def _static_refuse(b, r):
-    if not r.static:
-        return None
-    other = [n for n, on in (("fewer layers", r.layers), ("head pruning", r.heads), ("FFN narrowing", r.ffn != 1.0),
-                             ("FNet", r.fnet), ("low rank", r.rank_mode != "none"), ("int4", r.quant == "int4")) if on]
-    if other:  # the combination first (a Recipe alone is checked without a model)
-        return (f"the static table has no blocks, so {other[0]} has nothing to act on (its own size controls: "
-                "vocabulary, word-embedding rank or bits, int8)")
-    if b is not None and b.adapter.causal:
-        return f"a static table gives sentence embeddings; {b.name} is a causal (decoder) model: encoders only"
-    if b is not None and b.tokenizer is None:
-        return f"the static table is distilled through the tokenizer's tokens; {b.name} has no tokenizer"
-    return None
-
-
-def _vocab_refuse(b, r):
-    if r.vocab == 1 or b is None:
-        return None
-    if b.adapter.causal or _tied(b):
-        return (f"{b.name} is a decoder: its output layer scores every token of the vocabulary, so pruning rows "
-                "would remove words it can write (encoders only)")
-    if b.tokenizer is None:
-        return f"vocabulary pruning keeps the healing text's tokens; {b.name} has no tokenizer"
-    return None
+def _off(what, variants):
+    return lambda r: None if r.attention in variants else f"only with {what} attention"
 
 
 def _tied(b):
@@ -79,7 +48,7 @@ STEPS = [
         Field("static", "bool", False, "the whole transformer replaced by a token table distilled from it: a "
               "sentence is the mean of its tokens' rows (encoders only)", "Static: a token table instead of the "
               "transformer"),),
-        apply=lambda ctx, r: static.apply_static(ctx), changes_blocks=True, refuse=_static_refuse,
+        apply=lambda ctx, r: static.apply_static(ctx), changes_blocks=True, refuse=static.refuse,
         describe=lambda r: "static table", examples=({"static": True},),
         teach="Static (Model2Vec's method, Tulkens & van Dongen 2024): every token of the vocabulary is run through "
               "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
@@ -129,13 +98,39 @@ STEPS = [
         teach="FNet (Lee-Thorp et al. 2021): attention is replaced by the real part of a 2D Fourier transform over "
               "(tokens, hidden); no weights at all. Large size and speed gains, but it needs healing: the rest of the "
               "model was trained with attention."),
+    Step("attention", "efficient attention", (
+        Field("attention", "choice", "none", "attention scores computed another way, same q, k, v: local window, strided, "
+              "both across heads, lowrank (Linformer), kernel (Performer FAVOR+), linear (elu+1)", "Efficient attention",
+              choices=attention.VARIANTS, widget="select"),
+        Field("window", "int", 32, "local: each token sees the tokens less than W away (a decoder: its W latest)",
+              "Window W (tokens)", lo=0, hi=65536, step=1, off=_off("window", attention.WINDOWED)),
+        Field("stride", "int", 8, "strided: each token sees every s-th token from itself", "Stride s (tokens)", lo=0,
+              hi=65536, step=1, off=_off("stride", attention.STRIDED)),
+        Field("attn_rank", "int", 64, "lowrank: keys and values projected from T positions to k", "Projected length k",
+              lo=0, hi=65536, step=1, off=_off("lowrank", ("lowrank",))),
+        Field("features", "int", 64, "kernel: m random features per head", "Random features m", lo=0, hi=65536, step=1,
+              off=_off("kernel", ("kernel",)))),
+        apply=lambda ctx, r: attention.apply_attention(ctx.model, ctx.base.adapter, r, ctx.base.info),
+        active=lambda r: r.attention != "none", refuse=attention.refuse, describe=attention.describe,
+        examples=({"attention": "local", "window": 4}, {"attention": "strided", "stride": 2},
+                  {"attention": "local+strided", "window": 4, "stride": 2}, {"attention": "lowrank", "attn_rank": 8},
+                  {"attention": "kernel", "features": 16}, {"attention": "linear"}),
+        teach=attention.TEACH),
+    Step("pool", "token pooling", (
+        Field("pool", "choice", 1, "tokens averaged into one after the first pool_at blocks (1 = none; encoders only)",
+              "Pool tokens by", choices=(1, 2, 4), fmt=lambda v: "no pooling" if v == 1 else f"{v}"),
+        Field("pool_at", "int", 2, "blocks run on every token before pooling", "Pool after block", lo=0, hi=256, step=1,
+              off=lambda r: None if r.pool != 1 else "only with pooling")),
+        apply=lambda ctx, r: pool.apply_pool(ctx.model, ctx.base.adapter, r.pool, r.pool_at),
+        active=lambda r: r.pool != 1, refuse=pool.refuse, describe=lambda r: f"pool by {r.pool} after block {r.pool_at}",
+        examples=({"pool": 2, "pool_at": 1},), teach=pool.TEACH),
     Step("vocab", "vocabulary pruning", (
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
               "tokens first; every other token reads its nearest kept row", "Vocabulary kept (fraction of tokens)",
               lo=0.05),),
         apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
                                          ctx.texts or heal.heal_texts(ctx.base), round(r.vocab * ctx.base.vocab_size)),
-        refuse=_vocab_refuse,
+        refuse=vocab.refuse,
         describe=lambda r: f"vocabulary {r.vocab:g}", examples=({"vocab": 0.25},),
         teach="Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the "
               "healing text first, most frequent first); every other token reads the kept row nearest its own. "

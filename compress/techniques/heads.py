@@ -276,3 +276,17 @@ def heads_step(ctx, r):
     scores = head_scores(ctx.model, b.adapter, "gradient", calibration_batches(b)) \
         if r.head_score == "gradient" else None
     prune_heads(ctx.model, b.adapter, r.heads, scores)
+
+
+def refuse(b, r) -> str | None:
+    """A per-block list's length and maxima, and grouped-query attention's equal groups, for a model (the table's)."""
+    ks = (r.heads,) if isinstance(r.heads, int) else r.heads
+    if not isinstance(r.heads, int):
+        n, h = r.layers or b.info["layers"], b.info["heads"]
+        if len(r.heads) != n:
+            return f"the per-layer head list has {len(r.heads)} entries but the model keeps {n} blocks"
+        if max(r.heads) > h:
+            return f"{b.name} has {h} heads per block: keep a whole number from 1 to {h} in each, got {max(r.heads)}"
+    h, kv = b.info["heads"], b.info.get("kv_heads", b.info["heads"])  # grouped-query attention: equal groups
+    bad = next((k for k in ks if k not in allowed_heads(h, kv)), None)
+    return None if bad is None else f"{b.name}: {gqa_refusal(h, kv, bad)}"

@@ -4,22 +4,21 @@ encoders: loss = 1 - cos(mean-pooled student, teacher embedding)
           + hidden_weight * mean over layers of |h_s - h_t|^2 / |h_t|^2 (real tokens only)
 decoders: loss = KL(teacher || student) of the next-token distributions (temperature 1)
           + ce_weight * LM cross-entropy on the text
-Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen.
-A fixed dev split of the healing text (never the evaluation set) is measured every eval_every steps; the
-best state by that dev metric is loaded into the student at the end, so healing never makes it worse.
-Runs before quantization: the student must be a float model (nn.Linear / LowRankLinear); when a step that rounds
-weights follows (int8, int4: the table's `simulate`), the heal step runs it inside that rounding, so it trains (and
-picks its best state) on the model quantization will run.
-With fewer layers (layers.py) each student block's hidden state is matched to the teacher block it came from.
+Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen. A fixed dev split of the
+healing text (never the evaluation set) is measured every eval_every steps; the best state by that dev metric is
+loaded into the student at the end, so healing never makes it worse. Runs before quantization: the student must be a
+float model (nn.Linear / LowRankLinear); when a step that rounds weights follows (int8, int4: the table's `simulate`),
+the heal step runs it inside that rounding, so it trains (and picks its best state) on the model quantization will
+run. With fewer layers (layers.py) each student block's hidden state is matched to the teacher block it came from;
+with token pooling (pool.py) only the blocks before it (the later ones are shorter: the output loss trains them).
 
-Defaults, measured on MiniLM at Recipe(rank_mode="ratio", rank=0.5), 300 steps, batch 32, 2 CPU threads
-(held-out fidelity 0.706 unhealed; ~80 s on an idle 2-core box): lr 5e-5 / 1e-4 / 3e-4 gave 0.901 / 0.913 /
-0.926 without hidden-state matching and 0.907 / 0.921 / 0.936 with hidden_weight 1; at lr 3e-4 hidden_weight
-3 gave 0.940 (10: 0.944 but lower retrieval overlap), 1000 steps 0.954. Training only the factorized layers
-gave 0.930; also training the embeddings 0.942, 25% slower, lower retrieval overlap. (Joining texts, mix 0.5,
-came later: 0.9395 here; it helps long runs of heavier recipes, see mix below.) TinyGPT at ratio 0.25:
-next-token KL 0.162 -> 0.041 (lr 3e-4) / 0.033 (1e-3); LM cross-entropy (ce_weight 0.1) lowered bits/char
-a little (1.735 -> 1.725) but raised the KL, so it is off by default.
+Defaults, measured on MiniLM at Recipe(rank_mode="ratio", rank=0.5), 300 steps, batch 32, 2 CPU threads (held-out
+fidelity 0.706 unhealed; ~80 s on an idle 2-core box): lr 5e-5 / 1e-4 / 3e-4 gave 0.901 / 0.913 / 0.926 without
+hidden-state matching and 0.907 / 0.921 / 0.936 with hidden_weight 1; at lr 3e-4 hidden_weight 3 gave 0.940 (10: 0.944
+but lower retrieval overlap), 1000 steps 0.954. Training only the factorized layers gave 0.930; also training the
+embeddings 0.942, 25% slower, lower retrieval overlap. (Joining texts, mix 0.5, came later: 0.9395 here; it helps long
+runs of heavier recipes, see mix below.) TinyGPT at ratio 0.25: next-token KL 0.162 -> 0.041 (lr 3e-4) / 0.033 (1e-3);
+LM cross-entropy (ce_weight 0.1) lowered bits/char a little (1.735 -> 1.725) but raised the KL: off by default.
 """
 import contextlib
 import hashlib
@@ -121,7 +120,7 @@ def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
             with torch.no_grad():
                 hs_t = _hidden(teacher.model, ids, mask)
             hs_s = _hidden(student, ids, mask)
-            h_t, h_s = hs_t[-1], hs_s[-1]
+            h_t, h_s = hs_t[-1], (hs_s[-1] if hs_s[-1].shape == hs_t[-1].shape else forward(student, ad, ids, mask))
             if len(hs_s) < len(hs_t):  # fewer layers: each student block matches the teacher block it came from
                 hs_t = [hs_t[i] for i in student.kept_blocks]
         else:
@@ -131,7 +130,8 @@ def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
         loss = 1 - F.cosine_similarity(mean_pool(h_s, mask), mean_pool(h_t, mask), dim=-1).mean()
         if hidden_weight:
             real = mask.bool()  # (B, T): padding positions carry no meaning, leave them out
-            rel = [((s - t)[real].pow(2).mean() / t[real].pow(2).mean()) for s, t in zip(hs_s, hs_t)]
+            rel = [((s - t)[real].pow(2).mean() / t[real].pow(2).mean()) for s, t in zip(hs_s, hs_t)
+                   if s.shape == t.shape]
             loss = loss + hidden_weight * torch.stack(rel).mean()
         return loss
     with torch.no_grad():

@@ -101,6 +101,9 @@ def unsupported(recipe) -> str | None:
         return f"onnxruntime runs fp32 or int8 here; {recipe.quant} is not exported"
     if recipe.fnet:
         return "onnxruntime: FNet's FFT (aten::fft_fft) has no ONNX export at opset 17"
+    if recipe.attention != "none" or recipe.pool != 1:
+        return "onnxruntime: the efficient attention and pooling shape their blocks by the sequence's length in Python, " \
+               "which an exported graph would fix to one length"
     if recipe.emb_bits:
         return f"onnxruntime: the {recipe.emb_bits}-bit table's unpacking (bitwise AND on bytes) has no ONNX export"
     return None

@@ -67,3 +67,20 @@ def apply_static(ctx) -> None:
     b = ctx.base
     ctx.model = StaticModel(distill_table(b).clone(), b.info["layers"])
     ctx.applied["kept_blocks"] = []
+
+
+def refuse(b, r) -> str | None:
+    """The table's refusal for the static step (b None: the recipe alone)."""
+    if not r.static:
+        return None
+    other = [n for n, on in (("fewer layers", r.layers), ("head pruning", r.heads), ("FFN narrowing", r.ffn != 1.0),
+                             ("FNet", r.fnet), ("an attention variant", r.attention != "none"), ("pooling", r.pool != 1),
+                             ("low rank", r.rank_mode != "none"), ("int4", r.quant == "int4")) if on]
+    if other:  # the combination first (a Recipe alone is checked without a model)
+        return (f"the static table has no blocks, so {other[0]} has nothing to act on (its own size controls: "
+                "vocabulary, word-embedding rank or bits, int8)")
+    if b is not None and b.adapter.causal:
+        return f"a static table gives sentence embeddings; {b.name} is a causal (decoder) model: encoders only"
+    if b is not None and b.tokenizer is None:
+        return f"the static table is distilled through the tokenizer's tokens; {b.name} has no tokenizer"
+    return None

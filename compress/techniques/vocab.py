@@ -12,7 +12,7 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from ..models.adapters import set_module
+from ..models.adapters import set_module, tied_embeddings
 from ..errors import CompressError
 
 CHUNK = 4096  # dropped tokens compared with the kept rows at a time (bounds the similarity matrix's memory)
@@ -77,3 +77,15 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int) -> nn.Mod
     set_module(model, adapter.word_embeddings, small)
     model.register_forward_pre_hook(_map_ids, with_kwargs=True)
     return model
+
+
+def refuse(b, r) -> str | None:
+    """The table's refusal for vocabulary pruning (b None: the recipe alone)."""
+    if r.vocab == 1 or b is None:
+        return None
+    if b.adapter.causal or tied_embeddings(b.model, b.adapter):
+        return (f"{b.name} is a decoder: its output layer scores every token of the vocabulary, so pruning rows "
+                "would remove words it can write (encoders only)")
+    if b.tokenizer is None:
+        return f"vocabulary pruning keeps the healing text's tokens; {b.name} has no tokenizer"
+    return None

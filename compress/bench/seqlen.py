@@ -1,0 +1,116 @@
+"""Cost over sequence length (`python -m compress bench --seqlen 128,256,...`): latency and peak memory of one
+forward call at batch 1 and T tokens, for the original under eager and SDPA attention and for each efficient-attention
+variant, and the crossover T from which a variant is faster than SDPA.
+
+Positions are extended for timing only: the position table is tiled to T rows (and the position-id buffers and
+Linformer's projections follow), so quality means nothing beyond the trained length. Memory: the rise of the peak
+RSS during one call (metrics.peak_rss_rise_mb), in this process; run it with MALLOC_MMAP_THRESHOLD_=131072 so freed
+large buffers leave the process instead of hiding the next call's rise.
+"""
+import copy
+import math
+import types
+
+import torch
+import torch.nn as nn
+
+from ..models.adapters import forward, set_module
+from ..table import pipeline
+from ..table.recipe import Recipe
+from ..techniques import lowrank_attn
+from ..techniques.attention import attention_modules
+from ..measure import core
+from ..measure.metrics import peak_rss_rise_mb
+
+LENGTHS = (128, 256, 512, 1024, 2048, 4096)
+VARIANTS = {"local W=64": Recipe(attention="local", window=64), "strided s=8": Recipe(attention="strided", stride=8),
+            "local+strided": Recipe(attention="local+strided", window=64, stride=8),
+            "lowrank k=64": Recipe(attention="lowrank", attn_rank=64),
+            "kernel m=64": Recipe(attention="kernel", features=64), "linear": Recipe(attention="linear")}
+
+
+def extend_positions(model: nn.Module, adapter, T: int) -> nn.Module:
+    """A copy that takes T tokens: the learned position table tiled to T rows, position-id buffers counted to T,
+    Linformer's projections pooled over T positions. For timing: nothing past the trained length was learned."""
+    model = copy.deepcopy(model)
+    table = model.get_submodule(adapter.position_embeddings)
+    n = table.weight.shape[0]
+    if T <= n:
+        return model
+    big = nn.Embedding(T, table.weight.shape[1]).to(table.weight.dtype)
+    big.weight.data.copy_(table.weight.data.repeat(math.ceil(T / n), 1)[:T])
+    set_module(model, adapter.position_embeddings, big)
+    for name, buf in list(model.named_buffers()):
+        if name.endswith(("position_ids", "token_type_ids")) and buf.shape[-1] == n:
+            holder, _, leaf = name.rpartition(".")
+            new = torch.arange(T)[None] if name.endswith("position_ids") else torch.zeros(1, T, dtype=buf.dtype)
+            setattr(model.get_submodule(holder) if holder else model, leaf, new)
+    for m in attention_modules(model, adapter):
+        if getattr(m, "attn_E", None) is not None:
+            lowrank_attn.add_projections(m, m.attn_E.shape[0], T)
+    return model
+
+
+def models(bundle) -> dict:
+    """{name: model}: the original under eager and SDPA attention, then each variant (VARIANTS) it takes."""
+    out = {}
+    for impl in bundle.adapter.attn_runtimes:  # (TinyGPT calls SDPA itself: it has one)
+        out[impl] = copy.deepcopy(bundle.model)
+        bundle.adapter.set_attn_runtime(out[impl], impl)
+    for name, r in VARIANTS.items():
+        if pipeline.refusal(bundle, r) is None:
+            out[name] = pipeline.compress(bundle, r).model
+    return out
+
+
+def curve(bundle, lengths=LENGTHS, runs=7, log=print) -> list[dict]:
+    """A row per (model, T): median ms of one call at batch 1 and the peak-RSS rise of one call, MB."""
+    rows, base = [], models(bundle)
+    for T in lengths:
+        ms = {k: extend_positions(m, bundle.adapter, T) for k, m in base.items()}
+        ids = torch.randint(1000 % bundle.vocab_size, bundle.vocab_size, (1, T), generator=torch.Generator().manual_seed(T))
+        mask = torch.ones_like(ids)
+        lat = core.latency({k: (lambda m=m: forward(m, bundle.adapter, ids, mask)) for k, m in ms.items()}, runs=runs)
+        for k, m in ms.items():
+            mb = peak_rss_rise_mb(types.SimpleNamespace(model=m, adapter=bundle.adapter), ids, mask)
+            rows.append({"model": k, "T": T, "ms": round(lat[k]["p50"], 2), "peak_mb": mb,
+                         "others_busy": lat[k]["others_busy"]})
+            log(f"T={T} {k}: {lat[k]['p50']:.1f} ms, {mb} MB")
+    return rows
+
+
+def crossover(rows: list[dict], name: str, against: str = "sdpa") -> int | None:
+    """The smallest T from which `name` is faster than `against` at every longer T measured, or None."""
+    ts = sorted({r["T"] for r in rows})
+    ms = {(r["model"], r["T"]): r["ms"] for r in rows}
+    faster = [ms[(name, t)] < ms[(against, t)] for t in ts]
+    for i, t in enumerate(ts):
+        if all(faster[i:]):
+            return t
+    return None
+
+
+def slope(rows: list[dict], name: str) -> float:
+    """The fitted exponent b of ms ~ T^b (least squares on log-log): ~1 linear, ~2 quadratic."""
+    pts = [(math.log(r["T"]), math.log(r["ms"])) for r in rows if r["model"] == name]
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def markdown(model: str, rows: list[dict]) -> str:
+    """Latency (ms) and peak memory (MB) per model and T, with the crossover against SDPA and the slope."""
+    ts = sorted({r["T"] for r in rows})
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    cell = {(r["model"], r["T"]): r for r in rows}
+    head = "| " + " | ".join(["attention"] + [f"T={t} ms / MB" for t in ts] + ["slope", "faster than SDPA from"]) + " |"
+    out = [f"{model}, batch 1, one forward call, {core.machine_line()}", "", head,
+           "|" + "---|" * (len(ts) + 3)]
+    for n in names:
+        cx = "" if n in ("eager", "sdpa") else (f"T={c}" if (c := crossover(rows, n)) else f"none up to {ts[-1]}")
+        out.append("| " + " | ".join([n] + [f"{cell[(n, t)]['ms']:g} / {cell[(n, t)]['peak_mb']:g}" for t in ts]
+                                     + [f"{slope(rows, n):.2f}", cx]) + " |")
+    busy = [r["others_busy"] for r in rows if r.get("others_busy") is not None]
+    if busy:
+        out.append(f"\nOther programs used up to {max(busy):.0%} of the CPUs while a length was timed"
+                   + (f" (over {core.BUSY:.0%}: these timings are unreliable)." if max(busy) > core.BUSY else "."))
+    return "\n".join(out)

@@ -1,0 +1,98 @@
+"""Efficient attention (the survey's fixed patterns, low rank and kernels) on a pretrained model: the same q, k and v
+projections, the scores computed another way. One function, attend(), serves every family: the adapter installs it
+(transformers: their attention interface; TinyGPT: its attention's `attend` hook). What a variant needs lives on
+each attention module: `attn_args` (its settings), Linformer's projections (parameters: healing trains them) and
+Performer's random features (a buffer: saved with the weights, so a reload runs the same features).
+"""
+import torch.nn as nn
+
+from . import kernel_attn, lowrank_attn, sparseattn
+
+VARIANTS = ("none", "local", "strided", "local+strided", "lowrank", "kernel", "linear")
+WINDOWED = ("local", "local+strided")
+STRIDED = ("strided", "local+strided")
+
+
+def attend(module, q, k, v, valid, scale):
+    """q, k, v (B, H, T, d), valid (B, T) bool of real keys or None -> (B, H, T, d) by the module's variant."""
+    a = module.attn_args
+    kind, causal = a["variant"], a["causal"]
+    if kind == "local":
+        return sparseattn.local(q, k, v, valid, scale, causal, a["window"])
+    if kind == "strided":
+        return sparseattn.strided(q, k, v, valid, scale, causal, a["stride"])
+    if kind == "local+strided":
+        return sparseattn.local_strided(q, k, v, valid, scale, causal, a["window"], a["stride"])
+    if kind == "lowrank":
+        return lowrank_attn.lowrank(module, q, k, v, valid, scale)
+    if kind == "kernel":
+        return kernel_attn.kernel(module, q, k, v, valid, scale, causal)
+    return kernel_attn.linear(module, q, k, v, valid, scale, causal)
+
+
+def attention_modules(model: nn.Module, adapter) -> list[nn.Module]:
+    """The module of each block that owns q, k and v (the one its family's attention function receives)."""
+    parent = adapter.q.rpartition(".")[0]
+    return [b.get_submodule(parent) for b in adapter.block_list(model)]
+
+
+def apply_attention(model: nn.Module, adapter, r, info: dict) -> nn.Module:
+    """Every block's attention computed by the recipe's variant, IN PLACE (the caller deep-copies)."""
+    head_dim = info["hidden"] // info["heads"]
+    for i, m in enumerate(attention_modules(model, adapter)):
+        m.attn_args = {"variant": r.attention, "causal": adapter.causal, "window": r.window, "stride": r.stride}
+        if r.attention == "lowrank":
+            lowrank_attn.add_projections(m, r.attn_rank, info["max_positions"])
+        if r.attention == "kernel":
+            kernel_attn.add_features(m, r.features, head_dim, seed=i)  # one draw per layer, the same on every replay
+    adapter.use_attention(model, attend)
+    return model
+
+
+def refuse(b, r) -> str | None:
+    """The one line why this variant cannot apply (b None: the recipe alone)."""
+    v = r.attention
+    if v == "none":
+        return None
+    if r.fnet:
+        return "FNet replaced attention with Fourier mixing, so there is no attention left to compute another way: " \
+               "choose FNet or an attention variant"
+    if v in WINDOWED and r.window < 1:
+        return f"a local window of {r.window} tokens lets a token see nothing, not even itself: W must be 1 or more"
+    if v in STRIDED and r.stride < 1:
+        return f"a stride of {r.stride} is no pattern: 1 (every token) or more"
+    if v == "lowrank" and r.attn_rank < 1:
+        return f"a projection to {r.attn_rank} positions leaves no key to attend to: k must be 1 or more"
+    if v == "kernel" and r.features < 1:
+        return f"{r.features} random features estimate nothing: m must be 1 or more"
+    if v == "local+strided" and (r.heads == 1 or isinstance(r.heads, tuple) and min(r.heads) < 2):
+        return "local+strided gives half of each block's heads to each pattern: keep 2 or more heads per block"
+    if b is None:
+        return None
+    n = b.info["max_positions"]
+    if v == "lowrank" and b.adapter.causal:
+        return f"Linformer's projection mixes positions from the whole sequence, future ones too, so it cannot apply " \
+               f"to {b.name}, a causal (decoder) model"
+    if v == "lowrank" and r.attn_rank > n:
+        return f"{b.name} takes at most {n} positions: a projection to k = {r.attn_rank} would not shorten any " \
+               f"sequence (k from 1 to {n})"
+    if v == "kernel" and r.features > n:
+        return f"with m = {r.features} features per head a kernel costs more than full attention at every length " \
+               f"{b.name} takes (at most {n} positions): m from 1 to {n}"
+    if v == "local+strided" and b.info["heads"] < 2:
+        return f"local+strided gives half of each block's heads to each pattern; {b.name} has 1 head per block"
+    return None
+
+
+def describe(r) -> str:
+    extra = {"local": f" W={r.window}", "strided": f" stride {r.stride}", "local+strided": f" W={r.window}, stride "
+             f"{r.stride}", "lowrank": f" k={r.attn_rank}", "kernel": f" m={r.features}"}.get(r.attention, "")
+    return f"{r.attention} attention{extra}"
+
+
+TEACH = ("Efficient attention (the survey of Tay et al. 2022): the same q, k and v, the T x T scores computed another "
+         "way. local: each token sees a window of W (Longformer's sliding window), in blocks, O(T W); strided: every "
+         "s-th token (dilated), O(T^2 / s); local+strided: half of the heads each (Sparse Transformer); lowrank: keys "
+         "and values projected along the sequence to k positions, learned, initialised by pooling (Linformer; encoders "
+         "only); kernel: Performer's FAVOR+ random features, m per head, O(T m d); linear: elu+1 features. Decoders keep "
+         "causality (a causal band; prefix sums). The rest of the model was trained with full attention: heal it.")

@@ -1,0 +1,52 @@
+"""Cost over sequence length (compress/bench/seqlen.py): positions extended for timing, the crossover and slope."""
+import pytest
+import torch
+
+import compress as C
+from compress.bench import seqlen
+from compress.models.adapters import forward
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
+def test_extended_positions_keep_the_trained_ones_and_take_longer_inputs(fixture, request):
+    b = request.getfixturevalue(fixture)
+    n = b.info["max_positions"]
+    ids = torch.randint(5, 250, (2, n), generator=torch.Generator().manual_seed(0))
+    big = seqlen.extend_positions(b.model, b.adapter, 3 * n)
+    with torch.no_grad():
+        assert torch.equal(forward(big, b.adapter, ids), forward(b.model, b.adapter, ids))
+        out = forward(big, b.adapter, ids.repeat(1, 3))
+    assert out.shape[1] == 3 * n and torch.isfinite(out).all()
+
+
+def test_linformer_projections_follow_the_extended_length(tiny_bert):
+    comp = C.compress(tiny_bert, C.Recipe(attention="lowrank", attn_rank=8))
+    big = seqlen.extend_positions(comp.model, tiny_bert.adapter, 300)
+    with torch.no_grad():
+        out = forward(big, tiny_bert.adapter, torch.randint(5, 250, (1, 300)))
+    assert big.encoder.layer[0].attention.self.attn_E.shape == (8, 300) and torch.isfinite(out).all()
+
+
+def _rows(ms: dict) -> list[dict]:
+    return [{"model": k, "T": t, "ms": v, "peak_mb": 1.0} for k, curve in ms.items() for t, v in curve.items()]
+
+
+def test_the_crossover_is_where_a_variant_stays_faster():
+    rows = _rows({"sdpa": {128: 1, 256: 4, 512: 16, 1024: 64}, "local": {128: 2, 256: 3, 512: 6, 1024: 12},
+                  "dip": {128: 0.5, 256: 5, 512: 20, 1024: 60}, "slow": {128: 2, 256: 8, 512: 32, 1024: 128}})
+    assert seqlen.crossover(rows, "local") == 256
+    assert seqlen.crossover(rows, "dip") == 1024  # faster at 128 but not after: the crossover is where it stays
+    assert seqlen.crossover(rows, "slow") is None
+    assert seqlen.slope(rows, "sdpa") == pytest.approx(2.0) and seqlen.slope(rows, "slow") == pytest.approx(2.0)
+    md = seqlen.markdown("m", rows)
+    assert "| local | 2 / 1 | 3 / 1 | 6 / 1 | 12 / 1 |" in md and "none up to 1024" in md
+
+
+def test_the_curve_times_every_variant_the_model_takes(tiny_gpt):
+    rows = seqlen.curve(tiny_gpt, (8, 80), runs=7, log=lambda m: None)
+    names = {r["model"] for r in rows}
+    assert "sdpa" in names and "lowrank k=64" not in names  # a decoder refuses Linformer
+    assert len(names) == 1 + len(seqlen.VARIANTS) - 1 and {r["T"] for r in rows} == {8, 80}
+    assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows)
