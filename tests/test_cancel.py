@@ -89,7 +89,9 @@ def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert,
 def test_cancel_of_a_loading_upload(tmp_path, one_thread):
     from test_families import build_family
     build_family("bert", tmp_path)
-    load = lambda j: models.load_model(str(tmp_path))  # noqa: E731
+    from compress.models import uploads
+    uploads.clear_cache()  # the same tiny BERT (same seed, same bytes) loaded by another test of this process is
+    load = lambda j: models.load_model(str(tmp_path))  # noqa: E731  (a cache hit that reads no weights at all)
     job, after = _cancel_at(load, 1, "load")  # before its weights are read; the next one, after them, ends it
     _assert_cancelled(job, after)
     assert q_loads(load) == "BertModel"  # not cached half-done: a load that is not cancelled still works
