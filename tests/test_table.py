@@ -1,6 +1,6 @@
-"""Tests generated from the technique table (compress.STEPS): every step alone and every allowed pair of steps
-(one example value each) on tinygpt, a BERT and a Qwen2 (upload families; Qwen2: the Llama family with grouped-query
-attention, SwiGLU and q/k/v biases), with exact parameter counts; every field through
+"""Tests generated from the technique table (compress.STEPS): every step alone on every family's tiny model (tinygpt,
+a BERT, a Qwen2: the Llama family with grouped-query attention, SwiGLU and q/k/v biases) and every allowed pair of
+steps (one example value each) on one encoder and one decoder, with exact parameter counts; every field through
 CLI -> Recipe -> JSON -> URL -> Recipe; every refusal raised by the library with the message the page shows."""
 import itertools
 import re
@@ -98,26 +98,38 @@ def _check(bundle, cases):
         assert (s.describe(r) in r.describe()) or not s.is_active(r)
 
 
-FIXTURES = ["tiny_bert", "tiny_gpt", "tiny_qwen2"]
+ENCODERS, DECODERS = ["tiny_bert"], ["tiny_gpt", "tiny_qwen2"]  # a new family's fixture joins its list
+FIXTURES = ENCODERS + DECODERS
+
+
+def _slow_on(fx, p) -> list:
+    """torch.compile of a Llama-family model (132 s on the 2-core AMD EPYC for Qwen2, against tinygpt's few) only in
+    make test-slow: the eager Qwen2 and the compiled tinygpt cover both halves in make test."""
+    slow = any(m.name == "slow" for m in p.marks)
+    return [*p.marks, *([pytest.mark.heavy] if slow and fx not in ("tiny_bert", "tiny_gpt") else [])]
 
 
 def _on_every_model(params):
-    """Each case on each model; torch.compile of the Qwen2 (132 s on the 2-core AMD EPYC, against tinygpt's few)
-    only in make test-slow: the eager Qwen2 and the compiled tinygpt cover both halves in make test."""
-    def marks(p, fx):
-        slow = any(m.name == "slow" for m in p.marks)
-        return [*p.marks, *([pytest.mark.heavy] if slow and fx == "tiny_qwen2" else [])]
-    return [pytest.param(*p.values, fx, id=f"{p.id}-{fx}", marks=marks(p, fx)) for p in params for fx in FIXTURES]
+    """Each case on each model (every step alone)."""
+    return [pytest.param(*p.values, fx, id=f"{p.id}-{fx}", marks=_slow_on(fx, p)) for p in params for fx in FIXTURES]
 
 
-@pytest.mark.slow  # (every step on three models: a minute together, not the inner loop)
+def _on_one_of_each(params):
+    """Each pair on one encoder and one decoder, the families taking turns (pair i on ENCODERS[i % n] and
+    DECODERS[i % m]): every pair meets both kinds of model, every family meets its share of pairs, and the cost stays
+    two cases per pair however many families join (each family also runs every step alone)."""
+    return [pytest.param(*p.values, fx, id=f"{p.id}-{fx}", marks=_slow_on(fx, p))
+            for i, p in enumerate(params) for fx in (ENCODERS[i % len(ENCODERS)], DECODERS[i % len(DECODERS)])]
+
+
+@pytest.mark.slow  # (every step on every model: a minute together, not the inner loop)
 @pytest.mark.parametrize("cases, fixture", _on_every_model(ALONE))
 def test_every_step_alone(cases, fixture, request):
     _check(request.getfixturevalue(fixture), cases)
 
 
 @pytest.mark.slow  # (every allowed pair: minutes together)
-@pytest.mark.parametrize("cases, fixture", _on_every_model(PAIRS))
+@pytest.mark.parametrize("cases, fixture", _on_one_of_each(PAIRS))
 def test_every_allowed_pair(cases, fixture, request):
     _check(request.getfixturevalue(fixture), cases)
 
