@@ -127,8 +127,8 @@ def _ids(b, n=3, t=11):
 def test_load_matches_the_saved_model(fam, uploads, bundles):
     b, original = bundles[fam], uploads[fam][1]
     assert b.adapter is ADAPTERS[fam] and b.task == ("generation" if b.adapter.causal else "embedding")
-    assert {"architecture", "model_type", "layers", "heads", "hidden", "vocab_size", "max_positions", "source",
-            "metric"} <= set(b.info) and b.info["tokenizer"] is True and "note" not in b.info
+    assert {"architecture", "model_type", "layers", "heads", "hidden", "vocab_size", "max_positions",
+            "source"} <= set(b.info) and b.info["tokenizer"] is True and "note" not in b.info
     assert b.info["layers"] == 2 and b.info["heads"] == 4 and b.info["hidden"] == 32 and b.info["vocab_size"] == 1000
     assert len(b.content_hash) == 64 and b.name == str(uploads[fam][0].resolve())
     assert not any(type(m).__name__ == "Conv1D" for m in b.model.modules())  # GPT-2: converted at load
@@ -228,7 +228,7 @@ def test_upload_without_tokenizer_uses_random_ids(tmp_path):
         build_family(fam, tmp_path / fam)  # no tokenizer files
         b = C.load_model(str(zip_dir(tmp_path / fam, tmp_path / f"{fam}.zip")))
         assert b.tokenizer is None and b.info["tokenizer"] is False and "random token ids" in b.info["note"]
-        assert "indicative" in b.info["metric"]
+        assert "indicative" in C.quality_words(b)
         q = C.quality(C.compress(b, C.Recipe(quant="int8")), b)
         assert all(0 <= v < 20 for v in q.values())
         with pytest.raises(C.CompressError, match="no tokenizer"):

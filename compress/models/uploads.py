@@ -33,14 +33,7 @@ FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type v
 _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
            **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()},
            **{a.kv_heads_attr: MAX_HEADS for a in ADAPTERS.values() if a.kv_heads_attr}}
-METRICS = {
-    "embedding": "fidelity: mean cosine to the uncompressed upload's mean-pooled embeddings on two held-out sets "
-                 "(255 sentences of ours, 557 of Python's docstrings: '_docs'); retrieval_overlap: top-5 agreement of "
-                 "their queries",
-    "generation": "next_token_kl: KL(original || compressed) of the next-token distribution, nats/token, mean over "
-                  "the real tokens of 255 held-out sentences; top1_agreement: how often both predict the same token",
-}
-NO_TOKENIZER = " (no usable tokenizer: measured on seeded random token ids, so only indicative)"
+NO_TOKENIZER = "no usable tokenizer: measured on seeded random token ids, so only indicative"
 
 _CACHE = LRU("uploads", 2, "uploaded originals by content (weights + tokenizer files); uploads are big")
 _LOCK = threading.Lock()  # one upload loads at a time: two 500 MB loads at once could exhaust memory
@@ -266,7 +259,7 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
     tok, why = _tokenizer(d, cfg.vocab_size)
     info = hf_info(cfg, name)
     info["max_positions"] -= adapter.position_offset(cfg)
-    info.update(metric=METRICS[task] + ("" if tok else NO_TOKENIZER), tokenizer=tok is not None,
+    info.update(**({} if tok else {"metric_note": NO_TOKENIZER}), tokenizer=tok is not None,
                 params=sum(p.numel() for p in model.parameters()))
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"

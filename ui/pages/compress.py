@@ -118,7 +118,7 @@ def show(res):
         col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.machine_line()}. "
-               f"Quality: {b.info.get('metric', '')}")
+               f"Quality: {C.quality_words(b)}")
     if res.get("peer"):
         guide.peer_line(res["peer"], o)
 
