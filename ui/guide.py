@@ -31,9 +31,9 @@ def presets(b) -> None:
                    + f" (BENCHMARKS.md, {p.source})")
 
 
-def verdict_line(res: dict) -> None:
-    """Kept / some loss / large loss, with the thresholds and what to try next."""
-    v = verdict(res["nums"]["compressed"]["quality"])
+def verdict_line(quality: dict) -> None:
+    """Kept / some loss / large loss of these quality numbers, with the thresholds and what to try next."""
+    v = verdict(quality)
     if v is None:
         return
     say = st.success if v["verdict"] == "kept" else st.info if v["verdict"] == "some loss" else st.warning  # (not

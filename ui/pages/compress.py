@@ -7,7 +7,7 @@ import streamlit as st
 import compress as C
 from compress.measure import metrics
 from compress.outputs import html as htmlreport
-from ui import cached, guide, jobs, safe, shell, state, takeaway
+from ui import cached, guide, jobs, safe, shell, state, takeaway, trial
 from ui.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
@@ -80,7 +80,7 @@ def show(res):
                    f"{safe.plain(res['applied']['runtime_reason'])}")
     o, c = res["nums"]["original"], res["nums"]["compressed"]
     st.subheader(f"Original vs compressed: {res['recipe'].describe()}")
-    guide.verdict_line(res)
+    guide.verdict_line(res["nums"]["compressed"]["quality"])
     busy = res["lat"]["compressed"].get("others_busy")
     if busy is not None and busy > C.BUSY:
         st.warning(f"Timing unreliable: other processes on this machine used {busy:.0%} of its CPUs while these "
@@ -272,7 +272,10 @@ with right:
 
     uploaded(recipe)
     res = st.session_state.get("result")
-    if res is None or res["model"] != cached.model_key(b):
+    opened = trial.of(b, recipe)  # a sweep's trial opened from the Trade-offs page: its stored numbers at once
+    if opened is not None and (res is None or res["model"] != cached.model_key(b) or res["recipe"] != recipe):
+        trial.show(opened)
+    elif res is None or res["model"] != cached.model_key(b):
         st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")
     else:
         show(res)
