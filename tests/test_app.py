@@ -229,10 +229,13 @@ def test_healing_runs_in_the_background_and_shows_before_and_after(app):
     assert not app.exception
     job = app.session_state["heal_job"]
     assert job is not None and job.kind == "heal"
+    bars = [p.proto.text for p in app.get("progress") if "Heal" in p.proto.text]  # the steps run, of how many
+    assert bars and "of 20 steps run" in bars[0] and "?" not in bars[0], bars
     assert job.ended.wait(120) and job.state == "done"
     app.run()  # the poller sees the thread done and reruns the page, which measures the healed model
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
+    said = [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
+    assert said and "Healed 20 steps" in said[0] and "all steps run" in said[0], said
     assert "healed 20 steps" in app.dataframe[-1].value["recipe"][0]
 
 
