@@ -56,6 +56,8 @@ def test_compress_page_apply_shows_both_sides(app):
     sizes = [m for m in app.metric if m.label == "Size"]
     assert len(sizes) == 2 and "x smaller" in sizes[1].delta
     assert float(sizes[1].delta.split("x")[0]) > 3
+    glance = [m.value for m in app.markdown if m.value.startswith("**int8**: ")]  # beside Apply: the same numbers
+    assert glance and f"{sizes[1].delta}, " in glance[0] and "[Details](#result)" in glance[0], glance
     for label in ("fidelity · our sentences", "fidelity · Python docs"):  # both sets, each named
         fidelity = [float(m.value) for m in app.metric if m.label == label]
         assert fidelity[0] == 1.0 and 0.9 < fidelity[1] <= 1.0
