@@ -231,11 +231,9 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
         while step < steps:
             checkpoint()  # a Cancel drops the run (a Stop, the `stop` event, keeps its best state: below)
             elapsed = time.perf_counter() - t0
-            if stop is not None and stop.is_set():
-                stopped, ended = True, "Stop"
-                break
-            if elapsed + 2 * eval_secs >= cap:
-                ended = "time cap"
+            stopped = stop is not None and stop.is_set()
+            if stopped or elapsed + 2 * eval_secs >= cap:
+                ended = "Stop" if stopped else "time cap"
                 break
             for grp in opt.param_groups:  # over whichever ends first: the steps or the time cap
                 grp["lr"] = lr * _lr_scale(max(step / steps, elapsed / cap), warmup)
