@@ -1,7 +1,7 @@
 """The main flow in a real browser: Debian's chromium driven by Playwright, against `streamlit run app.py`.
 
 Opens the Compress page on MiniLM in a 1,366 x 768 window (Apply inside it, reached in fewer than 15 Tab presses, the
-result beside it after Apply), applies int8, reads the compressed
+result beside it after Apply, every text's contrast measured: tests/contrast.py), applies int8, reads the compressed
 size and fidelity, saves the screenshot README.md shows, and opens the page's HTML report offline. Skips with a reason where chromium is missing, except under
 CI=true, where a missing browser is a failure.
 """
@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+import contrast
 from conftest import ROOT, wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -103,6 +104,9 @@ def test_apply_int8_on_minilm_in_a_real_browser(server, tmp_path):
         page.get_by_text("results in both lists").wait_for(timeout=60_000)  # sample outputs rendered
         glance = page.get_by_text(re.compile(r"^int8: .*x smaller, .*quality")).bounding_box()  # beside Apply
         assert glance and glance["y"] + glance["height"] <= SCREEN["height"], glance
+        texts = contrast.measure(page)
+        print("lowest contrast ratios:", contrast.lowest(texts), f"over {len(texts)} texts")
+        assert contrast.short(texts) == [] and any(t["disabled"] for t in texts), contrast.short(texts)
         page.set_viewport_size({"width": 1500, "height": 1900})  # the README's screenshot
         metrics = {}
         for m in page.locator('[data-testid="stMetric"]').all():
