@@ -17,6 +17,7 @@ import torch
 
 from .adapters import ADAPTERS
 from .configcheck import check_raw
+from .pooling import read as read_pooling
 from .bundle import ModelBundle, file_sha256, hf_info
 from ..serve.cache import LRU
 from ..serve.cancel import checkpoint
@@ -269,6 +270,10 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
     info["max_positions"] -= adapter.position_offset(cfg)
     info.update(metric=METRICS[task] + ("" if tok else NO_TOKENIZER), tokenizer=tok is not None,
                 params=sum(p.numel() for p in model.parameters()))
+    if not adapter.causal:  # sentence-transformers' Pooling / Normalize settings, where the folder has them
+        info.update(read_pooling(d, cfg.hidden_size))
+        if info.get("pooling", "mean") != "mean":  # the metric's words (the Model page, the card) say how
+            info["metric"] = info["metric"].replace("mean-pooled", f"{info['pooling']}-pooled (its 1_Pooling)")
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
     return ModelBundle(model.eval(), name, adapter, tok, content_hash, info)
