@@ -10,13 +10,7 @@ import torch.nn as nn
 
 from ..serve.cancel import checkpoint
 from .adapter import ATTENTION, Adapter, conv1d_to_linear, set_module  # noqa: F401 (the library imports them here)
-from .encoders import ENCODERS
-
-
-@dataclass(frozen=True)
-class RobertaAdapter(Adapter):
-    def position_offset(self, config) -> int:
-        return (config.pad_token_id or 0) + 1
+from .encoders import ENCODERS, RobertaAdapter
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Two modern sentence-encoder families, facts as in adapters.py (registered in its ADAPTERS).
+"""Encoder families whose positions or layout need more than BERT's facts (registered in adapters.py's ADAPTERS):
+RoBERTa (positions read off the ids), MPNet and ModernBERT.
 
 MPNet (all-mpnet-base-v2): BERT's block layout with q, k, v and o inside one attention module, plus a relative position
 bias: ONE table (buckets x heads) in the encoder, its (B, H, T, T) bias computed once per call and added to every
 block's scores. A block that keeps some heads must read that bias's columns of its own heads: head pruning records
 them on the attention module (bias_heads) and a forward pre-hook selects them (the table stays whole: other blocks
-keep other heads). Positions start after the padding id 1, read off the token ids, so the adapter computes them from
-the ids it is given (vocabulary pruning maps the ids to table rows later, inside the model).
+keep other heads). Its positions are RoBERTa's, with padding id 1 whatever the config says.
 
 ModernBERT: pre-norm blocks, rotary positions, no biases, alternating global and local (sliding-window) attention,
 q, k and v fused in one Wqkv (rows [q | k | v], head h owning rows h*hd:(h+1)*hd of each third: GPT-2's c_attn
@@ -30,7 +30,27 @@ def _bias_heads(attn, args):
 
 
 @dataclass(frozen=True)
-class MPNetAdapter(Adapter):
+class RobertaAdapter(Adapter):
+    """Positions start after the padding id and skip padding ids, read off the token ids: they are computed here from
+    the ids given, as vocabulary pruning maps the ids to table rows at the model's entrance (positions read off the
+    mapped ids would shift wherever a kept row's index is the padding id). MPNet is the same with padding id 1."""
+    def padding_id(self, config) -> int:
+        return config.pad_token_id or 0
+
+    def position_offset(self, config) -> int:
+        return self.padding_id(config) + 1
+
+    def call(self, model, ids, mask):
+        config = getattr(model, "config", None)  # (the static table has none: it has no positions either)
+        if config is None:
+            return super().call(model, ids, mask)
+        real = ids.ne(self.padding_id(config)).int()  # transformers' create_position_ids_from_input_ids
+        pos = (torch.cumsum(real, dim=1) * real).long() + self.padding_id(config)
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+
+
+@dataclass(frozen=True)
+class MPNetAdapter(RobertaAdapter):
     extra_counts = (("relative_attention_num_buckets", 1024),)
     attn_runtimes = ("eager",)  # its attention is its own code (no sdpa, no attention interface)
     refusals = (("attention", "MPNet adds its relative position bias inside its own attention code, which the "
@@ -38,13 +58,8 @@ class MPNetAdapter(Adapter):
                 ("pool", "MPNet's relative position bias is computed once for the whole sequence, so blocks cannot "
                  "run on fewer tokens"))
 
-    def position_offset(self, config) -> int:
-        return 2  # MPNetEmbeddings' padding_idx is 1 whatever the config says; positions start after it
-
-    def call(self, model, ids, mask):
-        pos = ids.ne(1).int()
-        pos = (torch.cumsum(pos, dim=1) * pos).long() + 1  # transformers' create_position_ids_from_input_ids
-        return model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+    def padding_id(self, config) -> int:
+        return 1  # MPNetEmbeddings' padding_idx, whatever the config says
 
     def set_head_count(self, block, count, head_dim, kept=None):
         super().set_head_count(block, count, head_dim, kept)
