@@ -88,7 +88,7 @@ def tiny_gpt():
 def tiny_qwen2(tmp_path_factory):
     """A random 2-block Qwen2 (the Llama family: 4 query heads over 2 key/value heads, SwiGLU, rotary, q/k/v biases,
     an untied head) with a byte-level BPE, loaded through the upload path."""
-    from test_families import _tokenizers, build_family
+    from builders import _tokenizers, build_family
     from compress.measure import evaluate
     d = tmp_path_factory.mktemp("qwen2")
     build_family("qwen2", d, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600]))
@@ -107,7 +107,7 @@ def as_bundled(monkeypatch, bundles: dict):
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """The files of a valid tiny BERT upload: {name: bytes}."""
-    from test_families import build_family
+    from builders import build_family
     d = tmp_path_factory.mktemp("good")
     build_family("bert", d)
     return {f.name: f.read_bytes() for f in d.iterdir()}
@@ -149,7 +149,7 @@ def _tiny_encoder(family, tmp_path_factory):
     """A random 2-block encoder of the family, hidden 64 and 4 heads, with a byte-level BPE, loaded through the
     upload path (tests/encoder_models.py)."""
     from encoder_models import perturbed, tiny_encoder
-    from test_families import _tokenizers
+    from builders import _tokenizers
     from compress.measure import evaluate
     d = tmp_path_factory.mktemp(family)
     bpe = _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600])[1]

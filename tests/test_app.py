@@ -135,7 +135,7 @@ def _zip_of(folder) -> bytes:
 
 
 def test_a_bad_upload_shows_the_message_and_keeps_the_model(app, tmp_path):
-    from test_families import build_family
+    from builders import build_family
     app.run().run()  # (AppTest runs the page without app.py: see shell.page)
     app.radio(key="model_source").set_value("Upload a zip").run()
     app.file_uploader(key="upload").upload("weights.zip", b"PK\x03\x04 this is not a zip").run()

@@ -12,7 +12,7 @@ from compress.models.adapters import ADAPTERS, forward
 from compress.models.bundle import ModelBundle, hf_info
 from compress.techniques.heads import head_mask, narrow_ffn, prune_heads
 from encoder_models import perturbed, tiny_encoder
-from test_families import build_family
+from builders import build_family
 from test_uploads import make_zip, refused, with_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_families import FAMILIES, build_family
+from builders import FAMILIES, build_family
 
 from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
 from compress.techniques.fnet import apply_fnet, attention_params, fourier_mix

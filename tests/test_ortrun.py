@@ -52,7 +52,7 @@ def test_tinygpt_logits_equal_pytorch():
 @pytest.mark.parametrize("family", C.FAMILIES)
 def test_every_upload_family_equals_pytorch(family, tmp_path):
     import shutil
-    from test_families import build_family
+    from builders import build_family
     build_family(family, tmp_path / "m")
     base = C.load_upload(shutil.make_archive(str(tmp_path / "m"), "zip", tmp_path / "m"))
     ort, eager = _pair(base, C.Recipe())

@@ -9,7 +9,7 @@ import compress as C
 from compress.measure import evaluate
 from compress.models.adapters import forward
 from compress.models.staging import MAX_CONFIG_BYTES
-from test_families import _tokenizers, build_family
+from builders import _tokenizers, build_family
 from test_uploads import make_zip, refused
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -157,7 +157,7 @@ def test_cli_recipe_json_url_round_trip(name, value):
 def test_every_refusal_the_page_shows_is_the_librarys_error(tiny_bert, tiny_gpt, tmp_path):
     """field_reason (the greyed-out control's reason) for every field, alone and next to every other field turned
     on, on an encoder, a decoder and a GPT-2 (tied table): the same recipe is refused by the library in those words."""
-    from test_families import build_family
+    from builders import build_family
     gpt2 = C.load_upload(build_family("gpt2", tmp_path / "g") and tmp_path / "g")
     no_tok = C.ModelBundle(tiny_bert.model, "no-tokenizer", tiny_bert.adapter, None, "h", tiny_bert.info)
     seen = set()

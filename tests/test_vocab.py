@@ -63,7 +63,7 @@ def test_positions_read_off_the_ids_survive_pruning(fam, tmp_path):
     """Every token kept, in another order: the table's rows are permuted and the ids mapped at the entrance, so the
     outputs are the original's only if positions come from the ids given (both skip their padding id 1 there)."""
     import copy
-    from test_families import _tokenizers, build_family
+    from builders import _tokenizers, build_family
     build_family(fam, tmp_path, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:300]))
     b = C.load_upload(tmp_path)
     m = vocab.prune(copy.deepcopy(b.model), b.adapter, b, TEXTS, b.vocab_size)
