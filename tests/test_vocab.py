@@ -124,3 +124,16 @@ def test_the_cover_bench_counts_unseen_tokens_and_measures_both_covers(tiny_bert
     rows = cover.rows(tiny_bert, [C.Recipe(vocab=0.1), C.Recipe(vocab=0.1, vocab_cover="resplit")], log=lambda m: None)
     assert rows[0]["resplit"] == 0 < rows[1]["resplit"] < 1
     assert all(0 < r["fidelity_unseen_docs"] < 1 and 0 < r["unseen_docs"] < 0.5 for r in rows)
+
+
+def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
+    from compress.learn import vocab as LV
+    d = LV.cover(tiny_bert, "the dough rests overnight", 0.05)
+    toks = tiny_bert.tokenizer.tokenize("the dough rests overnight")
+    assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit"}
+    for c in d["cosine"]:
+        for s, kept, reads, cos in zip(toks, d["kept"][c], d["reads"][c], d["cosine"][c]):
+            assert (reads == s) == kept and (cos == pytest.approx(1, abs=1e-5)) == kept and -1 <= cos <= 1 + 1e-5
+    assert any("+" in r for r in d["reads"]["resplit"]) and not any("+" in r for r in d["reads"]["nearest"])
+    with pytest.raises(C.CompressError, match="decoder"):
+        LV.cover(tiny_gpt, "the dough", 0.5)
