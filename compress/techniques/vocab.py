@@ -13,7 +13,8 @@ CAP pieces, or a character outside the alphabet (MiniLM: Cyrillic, CJK... single
 Re-tokenizing the text with the kept vocabulary would be truer, but it makes the sequence longer: the caller's
 attention mask, the mean pooling over it and the teacher's per-token targets would no longer line up with the
 model's output, and an export would need a tokenizer of its own; the mean of the pieces keeps one row per token,
-so it runs in the same forward pre-hook and exports to ONNX as a gather and a mean.
+so it runs in the same forward pre-hook and exports to ONNX as a gather and a mean. (The sum of the rows measured
+the same as the mean, and re-tokenizing inside the forward barely better: BENCHMARKS.md, token coverage.)
 """
 import functools
 import hashlib
@@ -31,10 +32,11 @@ CAP = 4  # pieces a re-split token may read (MiniLM at 0.25: 6% of the dropped t
 COVERS = ("nearest", "resplit")
 TEACH = ("Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the healing "
          "text first, most frequent first). MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table "
-         "is half of the model. A dropped token reads the kept row nearest its own (nearest: 'playing' may read "
-         "'played'), or resplit: it is cut into kept word pieces as the tokenizer would cut it without it ('play' + "
-         "'##ing') and reads the mean of their rows. Heal afterwards; check the second evaluation set (text the "
-         "healing never saw).")
+         "is half of the model. A dropped token reads the kept row nearest its own (nearest: MiniLM's 'relax' reads "
+         "'chill'), or resplit: it is cut into kept word pieces as the tokenizer would cut it without it ('roll' + "
+         "'##s', 're' + '##la' + '##x') and reads the mean of their rows (on MiniLM unhealed at 0.25 it kept less than nearest: fidelity "
+         "0.884 vs 0.924; a word's row is far from the mean of its pieces'). Heal afterwards; check the second "
+         "evaluation set (text the healing never saw).")
 
 
 def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = False) -> list[int]:
