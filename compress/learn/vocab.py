@@ -31,6 +31,6 @@ def cover(bundle, text: str, fraction: float) -> dict:
             reads.append(rows)
         out["kept"][name] = [s in kept for s in out["tokens"]]
         out["reads"][name] = [" + ".join(tok.convert_ids_to_tokens([keep[r] for r in rows])) for rows in reads]
-        out["cosine"][name] = [float(unit[t] @ torch.nn.functional.normalize(table[[keep[r] for r in rows]].mean(0), dim=0))
-                               for t, rows in zip(ids, reads)]
+        means = [table[[keep[r] for r in rows]].mean(0) for rows in reads]  # what each token reads, (C,) each
+        out["cosine"][name] = [float(unit[t] @ torch.nn.functional.normalize(m, dim=0)) for t, m in zip(ids, means)]
     return out

@@ -34,9 +34,9 @@ TEACH = ("Vocabulary pruning: the token table keeps only the rows of the tokens 
          "text first, most frequent first). MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table "
          "is half of the model. A dropped token reads the kept row nearest its own (nearest: MiniLM's 'relax' reads "
          "'chill'), or resplit: it is cut into kept word pieces as the tokenizer would cut it without it ('roll' + "
-         "'##s', 're' + '##la' + '##x') and reads the mean of their rows (on MiniLM unhealed at 0.25 it kept less than nearest: fidelity "
-         "0.884 vs 0.924; a word's row is far from the mean of its pieces'). Heal afterwards; check the second "
-         "evaluation set (text the healing never saw).")
+         "'##s', 're' + '##la' + '##x') and reads the mean of their rows (on MiniLM unhealed at 0.25 it kept less "
+         "than nearest: fidelity 0.884 vs 0.924; a word's row is far from the mean of its pieces'). Heal afterwards; "
+         "check the second evaluation set (text the healing never saw).")
 
 
 def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = False) -> list[int]:
