@@ -17,7 +17,7 @@ from .techniques.heal import MAX_HEAL_BYTES, HealResult, heal_texts
 from .techniques.sensitivity import allocate, cached as layer_sensitivity
 from .techniques.layers import block_influence, choose_layers, drop_layers
 from .measure.measurement import Measurement, measure as measure_compression
-from .measure.metrics import METRICS
+from .measure.metrics import METRICS, quality_words
 from .table.pipeline import PEER, WORKLOADS, benchmark, compress, compressed_model, numbers, peer_model, report, row, timing
 from .outputs.export import is_compressed, load_compressed, save_compressed, zip_bytes
 from .serve.jobs import queue as job_queue
@@ -41,6 +41,6 @@ __all__ = [
     "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
     "near_duplicates",
     # pipeline
-    "Measurement", "measure_compression", "METRICS",
+    "Measurement", "measure_compression", "METRICS", "quality_words",
     "compress", "compressed_model", "peer_model", "PEER", "job_queue", "default_store", "record_apply", "applies", "storage_url", "benchmark", "numbers", "row", "timing", "report", "save_compressed", "load_compressed", "is_compressed", "zip_bytes", "cache_policy",
 ]

@@ -204,7 +204,7 @@ def main(argv=None) -> int:
 def _report(a) -> int:
     """report: measure the recipe, its original and the peer as apply does, then write the HTML file."""
     from .outputs import html as report
-    from .measure import core as measure
+    from .measure import core as measure, metrics
     from .table import pipeline
     from .measure.evaluate import complete, eval_set, search
     from .models.bundled import load_model
@@ -225,7 +225,8 @@ def _report(a) -> int:
             samples = {k: ["The for statement" + complete(m, "The for statement", b.adapter.sample_tokens)]
                        for k, m in (("Original", b), ("Compressed", comp))}
         cmd = " ".join(["python -m compress report --model", a.model, *recipe.to_cli(), "--out report.html"])
-        page = report.comparison({"name": b.name, "info": b.info, "content_hash": b.content_hash}, res, peer, samples,
+        page = report.comparison({"name": b.name, "info": b.info, "content_hash": b.content_hash,
+                                  "quality": metrics.quality_words(b)}, res, peer, samples,
                                  cmd, measure.machine_line())
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(page)

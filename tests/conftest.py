@@ -26,7 +26,7 @@ SLOW_FILES = {"test_app", "test_app_robust", "test_browser", "test_browser_learn
               "test_learn", "test_learn_page", "test_measurement", "test_pages_hostile", "test_pages_safe",
               "test_peers", "test_pipeline", "test_quality", "test_quantize", "test_static", "test_sweep",
               "test_sweep_limits", "test_sweep_workers", "test_takeaway", "test_tinygpt", "test_tradeoffs_page",
-              "test_url_fuzz"}
+              "test_url_fuzz", "test_app_encoders"}
 
 
 def pytest_collection_modifyitems(items):
@@ -88,7 +88,7 @@ def tiny_gpt():
 def tiny_qwen2(tmp_path_factory):
     """A random 2-block Qwen2 (the Llama family: 4 query heads over 2 key/value heads, SwiGLU, rotary, q/k/v biases,
     an untied head) with a byte-level BPE, loaded through the upload path."""
-    from test_families import _tokenizers, build_family
+    from builders import _tokenizers, build_family
     from compress.measure import evaluate
     d = tmp_path_factory.mktemp("qwen2")
     build_family("qwen2", d, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600]))
@@ -107,7 +107,7 @@ def as_bundled(monkeypatch, bundles: dict):
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """The files of a valid tiny BERT upload: {name: bytes}."""
-    from test_families import build_family
+    from builders import build_family
     d = tmp_path_factory.mktemp("good")
     build_family("bert", d)
     return {f.name: f.read_bytes() for f in d.iterdir()}
@@ -143,3 +143,29 @@ def wait_healthy(url: str, seconds: float = 60) -> bool:
         except OSError:
             time.sleep(0.5)
     return False
+
+
+def _tiny_encoder(family, tmp_path_factory):
+    """A random 2-block encoder of the family, hidden 64 and 4 heads, with a byte-level BPE, loaded through the
+    upload path (tests/encoder_models.py)."""
+    from encoder_models import perturbed, tiny_encoder
+    from builders import _tokenizers
+    from compress.measure import evaluate
+    d = tmp_path_factory.mktemp(family)
+    bpe = _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600])[1]
+    model, tok = tiny_encoder(family, bpe, hidden=64)
+    perturbed(model).save_pretrained(d)
+    tok.save_pretrained(d)
+    return C.load_upload(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet(tmp_path_factory):
+    """MPNet: BERT's layout plus one relative position bias shared by every block."""
+    return _tiny_encoder("mpnet", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert(tmp_path_factory):
+    """ModernBERT: fused Wqkv, GeGLU (its Wi split at load), rotary, block 0 global and block 1 local (window 4)."""
+    return _tiny_encoder("modernbert", tmp_path_factory)

@@ -79,7 +79,7 @@ async def _session(browser, url: str, name: str, until: float, log: list, role: 
     rng = random.Random(name)
     try:
         if role == "upload":
-            from test_families import build_family
+            from builders import build_family
             d = Path(tempfile.mkdtemp())
             build_family("bert", d / "m")
             zpath = Path(shutil.make_archive(str(d / "m"), "zip", d / "m"))

@@ -56,6 +56,8 @@ def test_compress_page_apply_shows_both_sides(app):
     sizes = [m for m in app.metric if m.label == "Size"]
     assert len(sizes) == 2 and "x smaller" in sizes[1].delta
     assert float(sizes[1].delta.split("x")[0]) > 3
+    glance = [m.value for m in app.markdown if m.value.startswith("**int8**: ")]  # beside Apply: the same numbers
+    assert glance and f"{sizes[1].delta}, " in glance[0] and "[Details](#result)" in glance[0], glance
     for label in ("fidelity · our sentences", "fidelity · Python docs"):  # both sets, each named
         fidelity = [float(m.value) for m in app.metric if m.label == label]
         assert fidelity[0] == 1.0 and 0.9 < fidelity[1] <= 1.0
@@ -133,7 +135,7 @@ def _zip_of(folder) -> bytes:
 
 
 def test_a_bad_upload_shows_the_message_and_keeps_the_model(app, tmp_path):
-    from test_families import build_family
+    from builders import build_family
     app.run().run()  # (AppTest runs the page without app.py: see shell.page)
     app.radio(key="model_source").set_value("Upload a zip").run()
     app.file_uploader(key="upload").upload("weights.zip", b"PK\x03\x04 this is not a zip").run()
@@ -229,10 +231,13 @@ def test_healing_runs_in_the_background_and_shows_before_and_after(app):
     assert not app.exception
     job = app.session_state["heal_job"]
     assert job is not None and job.kind == "heal"
+    bars = [p.proto.text for p in app.get("progress") if "Heal" in p.proto.text]  # the steps run, of how many
+    assert bars and "of 20 steps run" in bars[0] and "?" not in bars[0], bars
     assert job.ended.wait(120) and job.state == "done"
     app.run()  # the poller sees the thread done and reruns the page, which measures the healed model
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
+    said = [c.value for c in app.caption if c.value.startswith("before healing: fidelity")]
+    assert said and "Healed 20 steps" in said[0] and "all steps run" in said[0], said
     assert "healed 20 steps" in app.dataframe[-1].value["recipe"][0]
 
 

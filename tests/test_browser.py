@@ -1,23 +1,30 @@
 """The main flow in a real browser: Debian's chromium driven by Playwright, against `streamlit run app.py`.
 
-Opens the app on MiniLM, applies int8 on the Compress page, reads the compressed size and fidelity,
-saves the screenshot README.md shows, and opens the page's HTML report offline. Skips with a reason where chromium is missing, except under
+Opens the Compress page on MiniLM in a 1,366 x 768 window (Apply inside it, reached in fewer than 15 Tab presses, the
+result beside it after Apply, every text's contrast measured: tests/contrast.py), applies int8, reads the compressed
+size and fidelity, saves the screenshot README.md shows, and opens the page's HTML report offline. Skips with a reason where chromium is missing, except under
 CI=true, where a missing browser is a failure.
 """
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
 
 import pytest
 
+import contrast
 from conftest import ROOT, wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 SHOT = ROOT / "assets" / "screenshot.png"
+SCREEN = {"width": 1366, "height": 768}  # a common laptop: Apply and, after it, the result fit without scrolling
+MAX_TABS = 15  # Tab presses from a fresh load to Apply (66 before issue 25's layout)
+TOP = """() => { for (const e of document.querySelectorAll('[data-testid="stMain"], section, div'))
+                  if (e.scrollTop > 0) e.scrollTop = 0; window.scrollTo(0, 0); }"""  # the page scrolled to its top
 
 
 def _need(ok: bool, why: str):
@@ -65,11 +72,23 @@ def test_apply_int8_on_minilm_in_a_real_browser(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1900})
-        page.goto(server, timeout=60_000)
-        page.wait_for_selector('[data-testid="stMetricValue"]', timeout=90_000)
-        page.get_by_role("link", name="Compress").click()
-        page.get_by_text("Quantization", exact=True).wait_for(timeout=60_000)
+        page = browser.new_page(viewport=SCREEN)
+        page.goto(server + "/compress", timeout=60_000)
+        page.get_by_text("Quantization", exact=True).wait_for(timeout=90_000)
+        _idle(page)
+        apply = page.get_by_role("button", name="Apply", exact=True)
+        box = apply.bounding_box()
+        assert box and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= SCREEN["width"] \
+            and box["y"] + box["height"] <= SCREEN["height"], box
+        tabs = 0
+        while tabs < 3 * MAX_TABS and not apply.evaluate("e => e === document.activeElement"):
+            page.keyboard.press("Tab")
+            tabs += 1
+        print(f"Tab presses to Apply: {tabs}")
+        assert tabs < MAX_TABS, f"{tabs} Tab presses to reach Apply"
+        page.get_by_role("link", name="Skip to the recipe's controls").press("Enter")  # the skip link
+        page.wait_for_function("document.getElementById('recipe').getBoundingClientRect().top < 100", timeout=10_000)
+        page.evaluate(TOP)
         emb = page.get_by_role("checkbox", name="Quantize word embeddings too (int8 only)")
         for attempt in range(3):  # the server has int8 once this checkbox is enabled; a choice made while the
             _idle(page)           # script is still running can be dropped, so it is made again
@@ -84,18 +103,24 @@ def test_apply_int8_on_minilm_in_a_real_browser(server, tmp_path):
                 if attempt == 2:
                     raise
         _idle(page)
-        page.get_by_role("button", name="Apply").click()
+        apply.click()
         page.get_by_text("Original vs compressed").wait_for(timeout=180_000)
         page.locator('[data-testid="stMetricDelta"]').filter(has_text="x smaller").wait_for(timeout=30_000)
         page.get_by_text("results in both lists").wait_for(timeout=60_000)  # sample outputs rendered
+        glance = page.get_by_text(re.compile(r"^int8: .*x smaller, .*quality")).bounding_box()  # beside Apply
+        assert glance and 0 <= glance["y"] and glance["y"] + glance["height"] <= SCREEN["height"], glance
+        texts = contrast.measure(page)
+        print("lowest contrast ratios:", contrast.lowest(texts), f"over {len(texts)} texts")
+        assert contrast.short(texts) == [] and any(t["disabled"] for t in texts), contrast.short(texts)
+        page.set_viewport_size({"width": 1500, "height": 1900})  # the README's screenshot
         metrics = {}
         for m in page.locator('[data-testid="stMetric"]').all():
             label = m.locator('[data-testid="stMetricLabel"]').inner_text().strip()
             metrics.setdefault(label, []).append(m.locator('[data-testid="stMetricValue"]').inner_text().strip())
-        page.evaluate("""() => { for (const e of document.querySelectorAll('[data-testid="stMain"], section, div'))
-                                     if (e.scrollTop > 0) e.scrollTop = 0; window.scrollTo(0, 0); }""")
+        page.evaluate(TOP)
         page.get_by_text("Original vs compressed").scroll_into_view_if_needed()
         page.screenshot(path=str(SHOT), full_page=True)
+        _idle(page)  # no run in progress: a rerun redraws the download buttons
         report = tmp_path / "report.html"
         for attempt in range(2):  # the one-file report, then opened with no network at all; a download the page's
             with page.expect_download(timeout=60_000) as got:  # rerun cancelled ("canceled", seen once under load)

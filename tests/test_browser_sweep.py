@@ -1,6 +1,6 @@
 """The trade-off flow in a real browser (Debian chromium, Playwright) against `streamlit run app.py` with a results
 store of its own: start a small rank sweep on tinygpt from the Trade-offs page, see its points appear on the plot,
-click a frontier point and land on the Compress page with that recipe. Saves the screenshot README.md shows."""
+click a frontier point and land on the Compress page with that recipe and the numbers the sweep measured. Saves the screenshot README.md shows."""
 import re
 
 import pytest
@@ -63,9 +63,11 @@ def test_sweep_then_click_a_frontier_point(server):
         _idle(page)
         page.screenshot(path=str(SHOT), full_page=True)
         frontier.first.click(force=True)  # the smallest recipe on the frontier: rank ratio 0.2
-        page.get_by_role("button", name="Apply").wait_for(timeout=90_000)
+        page.get_by_role("button", name="Apply", exact=True).wait_for(timeout=90_000)
         _idle(page)
         url = page.url
+        said = page.get_by_text("Measured by the sweep").first.inner_text()  # its stored numbers, at once
         browser.close()
     assert "/compress" in url and "rank_mode=ratio" in url and "rank=0.2" in url
+    assert "Measured by the sweep" in said
     assert SHOT.stat().st_size > 10_000

@@ -87,7 +87,7 @@ def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert,
 
 
 def test_cancel_of_a_loading_upload(tmp_path, one_thread):
-    from test_families import build_family
+    from builders import build_family
     build_family("bert", tmp_path)
     from compress.models import uploads
     uploads.clear_cache()  # the same tiny BERT (same seed, same bytes) loaded by another test of this process is

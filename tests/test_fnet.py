@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_families import FAMILIES, build_family
+from builders import FAMILIES, build_family
 
 from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
 from compress.techniques.fnet import apply_fnet, attention_params, fourier_mix
@@ -57,9 +57,11 @@ def test_fnet_drops_exactly_qkvo(family, family_models):
     apply_fnet(model, a)
     after = model.state_dict()
     n = len(a.block_list(model))
-    expected = {f"{a.blocks}.{i}.{p}.{w}" for i in range(n) for p in (a.q, a.k, a.v, a.o) for w in ("weight", "bias")}
+    expected = {f"{a.blocks}.{i}.{p}.{w}" for i in range(n) for p in dict.fromkeys((a.q, a.k, a.v, a.o))  # (fused)
+                for w in ("weight", "bias") if w == "weight" or f"{a.blocks}.{i}.{p}.bias" in before}  # (ModernBERT: none)
     assert set(before) - set(after) == expected and set(after) <= set(before)  # nothing else renamed or lost
-    assert dropped == sum(before[k].numel() for k in expected) == 2 * 4 * (32 * 32 + 32)
+    bias = f"{a.blocks}.0.{a.o}.bias" in before
+    assert dropped == sum(before[k].numel() for k in expected) == 2 * 4 * (32 * 32 + 32 * bias)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in family_models[family].parameters()) - dropped
 
 

@@ -9,7 +9,7 @@ from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
 from compress.techniques.heads import (ffn_scores, head_dim, head_mask, head_scores, heads_per_layer, narrow_ffn,
                             prune_heads)
 from compress.models.tinygpt import GPTConfig, TinyGPT
-from test_families import build_family
+from builders import build_family, perturb
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,11 +24,7 @@ def models(tmp_path_factory):
     out = {fam: build_family(fam, tmp / fam).eval() for fam in FAMS[:4]}
     conv1d_to_linear(out["gpt2"])
     torch.manual_seed(0)
-    tiny = TinyGPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16))
-    with torch.no_grad():  # like build_family: random init leaves biases zero, perturb so heads really differ
-        for p in tiny.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out["tinygpt"] = tiny.eval()
+    out["tinygpt"] = perturb(TinyGPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16)), 0.05).eval()
     return out
 
 

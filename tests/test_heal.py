@@ -94,7 +94,7 @@ def test_stop_returns_the_best_state(tiny_bert, texts):
             stop.set()
 
     r = heal(student, tiny_bert, texts, steps=100, lr=3e-2, batch=16, eval_every=4, progress=progress, stop=stop)
-    assert r.stopped and r.steps_run == 12
+    assert r.stopped and r.steps_run == 12 and r.ended == "Stop"
     best = max(h["dev"] for h in r.history)
     assert r.dev_after == best and r.best_step == max(r.history, key=lambda h: h["dev"])["step"]
     dev = batches(tiny_bert, split_dev(texts)[1], 64)
@@ -103,9 +103,10 @@ def test_stop_returns_the_best_state(tiny_bert, texts):
 
 def test_steps_and_minutes_cap(tiny_bert, texts):
     student = _student(tiny_bert)
-    assert heal(student, tiny_bert, texts, steps=3, batch=8).steps_run == 3
+    r = heal(student, tiny_bert, texts, steps=3, batch=8)
+    assert r.steps_run == 3 and r.ended == "done"
     r = heal(student, tiny_bert, texts, steps=10**6, minutes=0.02, batch=8)
-    assert r.steps_run < 10**6 and not r.stopped  # the cap ended it (how many steps fit depends on the load)
+    assert r.steps_run < 10**6 and not r.stopped and r.ended == "time cap"  # (how many steps fit depends on the load)
     assert r.history[-1]["step"] == r.steps_run  # and the last state was still measured on the dev split
     r = heal(student, tiny_bert, texts, steps=10, minutes=0)
     assert r.steps_run == 0 and r.dev_after == r.dev_before and r.best_step == 0

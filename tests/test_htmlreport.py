@@ -18,7 +18,7 @@ def _res(busy: float = 0.01) -> dict:
 
 
 def _card() -> dict:
-    return {"name": "tiny", "content_hash": "ab" * 32,
+    return {"name": "tiny", "content_hash": "ab" * 32, "quality": "fidelity: a cosine",
             "info": {"architecture": "Bert", "source": "/work/main/.venv/lib/python3.11/site-packages/gt_x/model"}}
 
 

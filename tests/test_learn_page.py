@@ -86,7 +86,7 @@ def test_learn_page_on_a_gpt2_upload(tmp_path, monkeypatch):
     """A GPT-2 zip loaded by the upload loader (fused c_attn, tied table, a BPE tokenizer trained on our sentences),
     registered as a model the sidebar can pick."""
     import compress as C
-    from test_families import _tokenizers, build_family, zip_dir
+    from builders import _tokenizers, build_family, zip_dir
     from compress.measure.texts import eval_set
     folder = tmp_path / "gpt2"
     folder.mkdir()

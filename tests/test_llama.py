@@ -10,7 +10,7 @@ import compress as C
 from compress.models.adapters import ADAPTERS, forward
 from compress.models.bundle import ModelBundle, hf_info
 from compress.techniques.heads import ffn_scores, head_mask, head_scores, narrow_ffn, prune_heads
-from test_families import LLAMA_FAMILY, build_family
+from builders import LLAMA_FAMILY, build_family, perturb
 from test_uploads import make_zip, refused, with_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,11 +23,7 @@ def _model(fam="llama", heads=4, kv=2, seed=0, **extra):
     torch.manual_seed(seed)
     cfg = cfg_cls(vocab_size=300, hidden_size=HD * heads, num_hidden_layers=2, num_attention_heads=heads,
                   num_key_value_heads=kv, intermediate_size=48, max_position_embeddings=64, **{**own, **extra})
-    model = cls(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return perturb(cls(cfg).eval(), 0.05)
 
 
 def _ids():

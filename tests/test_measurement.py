@@ -14,6 +14,7 @@ from conftest import ROOT
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 REPORT_KEYS = {"recipe", "workload", "original", "compressed", "layers", "runtime_applied", "kept_blocks"}
 SIDE_KEYS = {"size_bytes", "params", "size_breakdown", "latency_ms", "quality"}
+SMALL = {"batch": 2, "seq": 32, "runs": 7}  # a small workload: what is checked is the shape and the calls, not speed
 LAT_KEYS = {"p10", "p50", "p90", "runs", "total_ms", "others_busy", "dropped"}
 
 
@@ -30,7 +31,7 @@ def measured(gpt_int8):
     gpt, comp = gpt_int8
     seen = []
     m = C.measure_compression(gpt, comp, peer=C.peer_model(gpt), unhealed=C.compress(gpt, C.Recipe(layers=3)),
-                              progress=seen.append)
+                              progress=seen.append, **SMALL)
     m.seen = seen
     return m
 
@@ -54,7 +55,7 @@ def test_to_dict_is_the_report_main_wrote(measured):
 
 
 def test_report_is_a_thin_alias_with_the_same_numbers(gpt_int8, measured):
-    rep = pipeline.report(*gpt_int8)
+    rep = pipeline.report(*gpt_int8, **SMALL)
     d = measured.to_dict()
     assert set(rep) == REPORT_KEYS and rep["layers"] == d["layers"]  # report: no peer, no unhealed
     for side in ("original", "compressed"):

@@ -91,7 +91,8 @@ def test_peak_memory_is_in_the_cli_json_the_card_the_report_and_a_sweep(capsys):
     comp = C.compress(gpt, C.Recipe(quant="int8"))
     assert card(comp, out)["peak_mem_mb"] == {k: out[k]["peak_mem_mb"] for k in ("original", "compressed")}
     res = html.result(out, comp.recipe)
-    page = html.comparison({"name": "tinygpt", "info": gpt.info, "content_hash": gpt.content_hash}, res)
+    page = html.comparison({"name": "tinygpt", "info": gpt.info, "content_hash": gpt.content_hash,
+                            "quality": C.quality_words(gpt)}, res)
     assert M.METRICS["peak_mem_mb"].title in page
     assert "peak_mem_mb" in C.row(out["original"], out["compressed"], {k: out[k]["latency_ms"] for k in res["lat"]})
     space = S.check(S.Space("tinygpt", {"layers": (2,)}, ("peak_mem_mb",), constraints=(("size_mb", "<=", 99),)), gpt)
@@ -108,3 +109,17 @@ def test_the_cli_measures_a_costly_metric_only_when_asked_and_names_a_wrong_one(
     assert main(["apply", "--model", "tinygpt", "--quant", "int8", "--batch", "2", "--seq", "16"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "peak_mem_mb" not in out["compressed"] and out["compressed"]["size_bytes"] < out["original"]["size_bytes"]
+
+
+def test_the_quality_words_are_the_tables_for_the_metrics_a_model_has(tiny_bert, tiny_gpt, monkeypatch):
+    """Page, card and report say what quality means from the table alone: each quality metric the model has, in the
+    table's words, then the model's own note; nothing of a metric the model does not have."""
+    for b in (tiny_bert, tiny_gpt):
+        words = C.quality_words(b)
+        for m in M.METRICS.values():
+            if m.kind == "quality":
+                assert (f"{m.name}: {m.about}" in words) == m.available(b)
+    monkeypatch.setitem(tiny_bert.info, "metric_note", "only indicative")
+    assert C.quality_words(tiny_bert).endswith("(only indicative)")
+    tinygpt = C.load_model("tinygpt")  # a bundled model's note: its card's held-out number
+    assert "bits_per_char: held-out" in C.quality_words(tinygpt) and "the card's held-out" in C.quality_words(tinygpt)

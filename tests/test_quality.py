@@ -55,7 +55,8 @@ def test_sentence_workload_times_every_batch_at_least_once_and_gives_the_rate(fi
         C.benchmark(b, b, workload="words")
 
 
-def test_cli_reports_the_sentence_workload():
+@pytest.mark.heavy  # make test-slow only: the test above times the same workload in-process (rates, every batch),
+def test_cli_reports_the_sentence_workload():  # the CLI's other tests its JSON; here a real-size tinygpt, a minute
     p = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--quant", "int8",
                         "--workload", "sentences"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     out = json.loads(p.stdout)

@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from test_families import build_family
+from builders import build_family
 
 import compress.techniques.runtime as R
 from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward

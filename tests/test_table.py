@@ -53,10 +53,12 @@ def expected_params(b, r) -> int:
     heads, ff_kept = r.heads or H, max(1, round(r.ffn * ff))
     kv_kept = kv if heads % kv == 0 else heads // (H // kv)
     ffn_in = [a.ffn_in, a.ffn_gate] if a.ffn_gate else [a.ffn_in]
-    linears = ([] if r.fnet else [(heads * hd, c), (kv_kept * hd, c), (kv_kept * hd, c), (c, heads * hd)]) + \
+    qkv = [(3 * heads * hd, c)] if a.fused_qkv else [(heads * hd, c), (kv_kept * hd, c), (kv_kept * hd, c)]
+    linears = ([] if r.fnet else qkv + [(c, heads * hd)]) + \
         [(ff_kept, c)] * len(ffn_in) + [(c, ff_kept)]
+    attn = sum(p.numel() for path in dict.fromkeys((a.q, a.k, a.v, a.o)) for p in block.get_submodule(path).parameters())
     removed = (H - heads) * hd * (2 * c + bias[a.q]) + (kv - kv_kept) * hd * (2 * c + bias[a.k] + bias[a.v]) + \
-        (ff - ff_kept) * (c + sum(c + bias[p] for p in ffn_in)) + (4 * (c * c + c) if r.fnet else 0)
+        (ff - ff_kept) * (c + sum(c + bias[p] for p in ffn_in)) + (attn if r.fnet else 0)
     if r.rank_mode == "ratio":
         for m, n in linears:
             k = max(1, round(r.rank * min(m, n)))
@@ -98,7 +100,7 @@ def _check(bundle, cases):
         assert (s.describe(r) in r.describe()) or not s.is_active(r)
 
 
-ENCODERS, DECODERS = ["tiny_bert"], ["tiny_gpt", "tiny_qwen2"]  # a new family's fixture joins its list
+ENCODERS, DECODERS = ["tiny_bert", "tiny_mpnet", "tiny_modernbert"], ["tiny_gpt", "tiny_qwen2"]  # a new family's fixture joins its list
 FIXTURES = ENCODERS + DECODERS
 
 
@@ -155,7 +157,7 @@ def test_cli_recipe_json_url_round_trip(name, value):
 def test_every_refusal_the_page_shows_is_the_librarys_error(tiny_bert, tiny_gpt, tmp_path):
     """field_reason (the greyed-out control's reason) for every field, alone and next to every other field turned
     on, on an encoder, a decoder and a GPT-2 (tied table): the same recipe is refused by the library in those words."""
-    from test_families import build_family
+    from builders import build_family
     gpt2 = C.load_upload(build_family("gpt2", tmp_path / "g") and tmp_path / "g")
     no_tok = C.ModelBundle(tiny_bert.model, "no-tokenizer", tiny_bert.adapter, None, "h", tiny_bert.info)
     seen = set()

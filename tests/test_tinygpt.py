@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from builders import perturb
 from compress.models.tinygpt import (
     GPTConfig,
     TinyGPT,
@@ -34,13 +35,7 @@ def shipped():
 def _tiny_random(n_head=4, n_embd=32, n_layer=2, block_size=16, seed=0):
     torch.manual_seed(seed)
     cfg = GPTConfig(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0)
-    model = TinyGPT(cfg).eval()
-    # Random init leaves biases at zero and o/proj tiny; perturb everything so
-    # the equivalence tests exercise biases and real-sized outputs.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
+    return perturb(TinyGPT(cfg).eval(), 0.1)
 
 
 def test_encode_decode_roundtrip():

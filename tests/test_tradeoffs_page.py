@@ -70,14 +70,23 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     assert len(charts) == 2  # the trade-off plot, and the 1-D curve (quality and size vs rank)
     # open a trial on the Compress page
     smallest = min(rows, key=lambda r: r["size_mb"])
+    options = at.selectbox(key="tr_open_pick").options  # plain text: plotly's <br> is markup a picker shows raw
+    assert len(options) == 3 and not [o for o in options if "<" in o or ">" in o], options
+    assert [o for o in options if o.startswith(f"trial {smallest['trial']}: ") and "size (MB): " in o]
     at.selectbox(key="tr_open_pick").set_value(smallest["trial"]).run()
     at.button(key="tr_open").click().run()
     assert not at.exception
     at.switch_page("ui/pages/compress.py").run()  # AppTest does not follow st.switch_page (the browser test does)
     assert at.radio(key="r_rank_mode").value == "ratio" and at.slider(key="r_rank").value == pytest.approx(0.2)
-    at.button[0].click().run()  # Apply it: kept in the store's history
+    said = [i.value for i in at.info if "Measured by the sweep" in i.value]  # the store's numbers at once
+    assert said and f"trial {smallest['trial']}" in said[0] and name in said[0].replace("\\", ""), said
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["size (MB)"] == f"{smallest['size_mb']:,.2f} MB" and \
+        shown["bits per char"] == f"{smallest['bits_per_char']:.4f}", shown
+    assert not [m for m in at.metric if m.label == "Size"]  # nothing measured now
+    at.button(key="trial_apply").click().run()  # Apply to re-measure: kept in the store's history
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert len([m for m in at.metric if m.label == "Size"]) == 2
+    assert len([m for m in at.metric if m.label == "Size"]) == 2 and not [i for i in at.info if "by the sweep" in i.value]
     # a restart: a new session of a new server, the same store
     again = page()
     assert again.selectbox(key="tr_pick").value == name
@@ -88,6 +97,18 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     assert not again.exception, again.exception
     hist = again.dataframe[-1].value
     assert len(hist) == 1 and hist["model"][0] == "tinygpt" and "rank ratio 0.2" in hist["recipe"][0]
+
+
+@pytest.mark.parametrize("model, vary, specs", [
+    ("minilm", ["quant", "emb_bits"], {"quant": "none,int8,int4", "emb_bits": "0,4,2"}),  # an encoder: the useful one
+    ("tinygpt", ["rank"], {"rank": "0.1:1.0:0.1"}),
+])
+def test_the_default_sweep_is_the_one_a_newcomer_learns_most_from(store_dir, model, vary, specs):
+    at = page(model)
+    assert at.multiselect(key="tr_vary").value == vary
+    assert {k: at.text_input(key=f"tr_spec_{k}").value for k in vary} == specs
+    assert ("8.65x" in at.multiselect(key="tr_vary").help) == (model == "minilm")  # says why, with the numbers
+    assert "9 combination(s)" in " ".join(c.value for c in at.caption) or model != "minilm"
 
 
 def test_find_me_a_recipe_opens_the_best_feasible_one(store_dir):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import compress as C
 from compress.models import staging, uploads
-from test_families import build_family
+from builders import build_family
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "tmpdirs")

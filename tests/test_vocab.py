@@ -60,6 +60,23 @@ def test_a_decoder_is_refused_with_the_reason(tiny_gpt):
         C.compress(tiny_gpt, C.Recipe(vocab=0.5))
 
 
+@pytest.mark.parametrize("fam, cover", [("roberta", "nearest"), ("mpnet", "nearest"), ("roberta", "resplit")])
+def test_positions_read_off_the_ids_survive_pruning(fam, cover, tmp_path):
+    """Every token kept, in another order: the table's rows are permuted and the ids mapped at the entrance, so the
+    outputs are the original's only if positions come from the ids given (both skip their padding id 1 there)."""
+    import copy
+    from builders import _tokenizers, build_family
+    build_family(fam, tmp_path, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:300]))
+    b = C.load_upload(tmp_path)
+    m = vocab.prune(copy.deepcopy(b.model), b.adapter, b, TEXTS, b.vocab_size, cover)
+    ids = torch.tensor([[0, 50, 61, 77, 2, 1, 1], [0, 90, 2, 40, 41, 42, 2]])  # specials first: 2 comes early
+    assert (m.vocab_index[ids] == 1).any()  # a real token's row is the padding id: positions read off it would skip it
+    with torch.no_grad():
+        want = forward(b.model, b.adapter, ids)
+        torch.testing.assert_close(forward(m, b.adapter, ids), want, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(m(input_ids=ids).last_hidden_state, want, atol=1e-3)  # the model's own would not
+
+
 def _resplit(tiny_bert, frac=0.1, texts=None):
     comp = C.compress(tiny_bert, C.Recipe(vocab=frac, vocab_cover="resplit"), texts=texts)
     texts = texts or heal_texts(tiny_bert)

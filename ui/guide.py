@@ -31,9 +31,9 @@ def presets(b) -> None:
                    + f" (BENCHMARKS.md, {p.source})")
 
 
-def verdict_line(res: dict) -> None:
-    """Kept / some loss / large loss, with the thresholds and what to try next."""
-    v = verdict(res["nums"]["compressed"]["quality"])
+def verdict_line(quality: dict) -> None:
+    """Kept / some loss / large loss of these quality numbers, with the thresholds and what to try next."""
+    v = verdict(quality)
     if v is None:
         return
     say = st.success if v["verdict"] == "kept" else st.info if v["verdict"] == "some loss" else st.warning  # (not
@@ -41,13 +41,44 @@ def verdict_line(res: dict) -> None:
     say(f"Quality: **{v['verdict']}** ({C.metric_label(v['metric'])} {v['value']:.4f}; {v['rule']}). {v['hint']}")
 
 
+ENDED = {"done": "all steps run", "Stop": "stopped by Stop", "time cap": "stopped by the time cap",
+         "diverged": "stopped: the loss diverged"}  # heal.HealResult.ended, in words
+
+
+def glance(res: dict, recipe) -> str:
+    """The last Apply in one line, beside the Apply button: size, speed (with its timing flag), the quality verdict;
+    whether it is the recipe the controls hold now."""
+    o, c, lo, lc = res["nums"]["original"], res["nums"]["compressed"], res["lat"]["original"], res["lat"]["compressed"]
+    how, v = C.timing(lc, res["recipe"]), verdict(c["quality"])
+    speed = "no change in speed (nothing chosen)" if how == "no change" else \
+        f"{lo['p50'] / lc['p50']:.2f}x faster" + ("" if how == "reliable" else f" (timing {how})")
+    return (f"**{res['recipe'].describe()}**" + ("" if res["recipe"] == recipe else " (the last applied; Apply for "
+                                                 "the controls' recipe)")
+            + f": {cached.mb(c['size_bytes'])}, {o['size_bytes'] / c['size_bytes']:.2f}x smaller, {speed}"
+            + (f"; quality **{v['verdict']}** ({C.metric_label(v['metric'])} {v['value']:.4f})" if v else "")
+            + ". [Details](#result)")
+
+
+def heal_status(p: dict, planned: int, minutes: float) -> tuple[float, str]:
+    """The healing bar while it runs (heal's progress dict): the steps run, of how many, under which time cap; before
+    its first step it says what it is doing, never a step count or a time it has not measured."""
+    cap = f"time cap {minutes:g} min"
+    ran = p.get("step")
+    if not isinstance(ran, int):
+        return 0.0, f"Healing: preparing (compressing, then the unhealed dev score); 0 of {planned} steps run, {cap}"
+    nums = "".join(f", {k} {p[k]:.4f}" for k in ("loss", "dev") if isinstance(p.get(k), float))
+    left = p.get("seconds_left")
+    when = f"about {left:.0f} s left" if isinstance(left, (int, float)) and left >= 1 else "the final dev check"
+    return min(1.0, ran / max(1, planned)), f"Healing: {ran} of {planned} steps run{nums}; {when} ({cap})"
+
+
 def heal_line(h, planned: int | None = None) -> str:
     """What healing did, from this server's healing or an uploaded card (the uploader's JSON: any shape): the steps
     it ran, of how many, and why it stopped."""
     try:
         ran = int(h["steps_run"])
-        why = ("stopped by Stop" if h.get("stopped") is True else
-               "stopped by the time cap" if planned and ran < planned else "")
+        why = ENDED.get(h.get("ended")) or ("stopped by Stop" if h.get("stopped") is True else  # (an older card's)
+                                            "stopped by the time cap" if planned and ran < planned else "")
         return (f". Healed {ran}" + (f" of {planned}" if planned and ran != planned else "")
                 + f" steps in {float(h['seconds']):.0f} s (best step {int(h['best_step'])}, "
                 f"dev {safe.plain(h['metric'])[:40]} {float(h['dev_before']):.4f} -> {float(h['dev_after']):.4f}"

@@ -8,7 +8,7 @@ import uuid
 import streamlit as st
 
 import compress as C
-from ui import cached
+from ui import cached, guide
 from ui.safe import guarded, plain  # another session's label (its prompt): plain text, never markdown
 from ui.state import KEY
 
@@ -138,6 +138,7 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
         return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.stop, progress=progress)
     st.session_state.heal_job = q.submit("heal", fn, owner(), f"healing {b.name}: {recipe.describe()}")
     st.session_state.heal_key = (cached.model_key(b), recipe.to_json())
+    st.session_state.heal_plan = (recipe.heal_steps, minutes)
 
 
 @st.fragment(run_every=1.0)
@@ -154,12 +155,9 @@ def heal_progress():
             st.progress(0.0, text=f"Healing waits: {ahead} job(s) ahead")
         elif "layer" in p and "step" not in p:  # budget + sensitivity: each layer is measured before healing
             st.progress(p["done"] / p["total"], text=f"Measuring sensitivity: layer {p['done']}/{p['total']}")
-        else:
-            dev = f", dev {p['dev']:.4f}" if isinstance(p.get("dev"), float) else ""
-            loss = f", loss {p['loss']:.4f}" if isinstance(p.get("loss"), float) else ""
-            st.progress(min(1.0, p.get("step", 0) / max(1, p.get("steps", 1))),
-                        text=f"Healing: step {p.get('step', 0)}/{p.get('steps', '?')}{loss}{dev}, "
-                             f"about {p.get('seconds_left', 0):.0f} s left")
+        else:  # the steps run, of how many, under which cap (never "step 0/?, about 0 s left" before the first)
+            done, text = guide.heal_status(p, *st.session_state.heal_plan)
+            st.progress(done, text=text)
         if st.button("Stop (keeps the best state so far)", key="heal_stop"):
             job.stop.set()  # not job.cancel: that drops the healing (a closed tab's)
         return

@@ -28,7 +28,8 @@ def report_html(b, res, samples) -> str:
     cmd = " ".join(["python -m compress report --model", b.name if b.name in C.BUNDLED else "PATH_OF_THE_ORIGINAL",
                     *recipe.to_cli(), "--out report.html"])
     return htmlreport.comparison({"name": b.name if b.name in C.BUNDLED else b.info.get("architecture", "model"),
-                                  "info": b.info, "content_hash": b.content_hash}, res, res.get("peer"),
+                                  "info": b.info, "content_hash": b.content_hash,
+                                  "quality": C.quality_words(b)}, res, res.get("peer"),
                                  {k: v for k, v in samples.items() if k != "_key"} if shown else None, cmd,
                                  C.machine_line())
 

@@ -3,6 +3,7 @@ its claimed size and speed gains (cited constants), and the measured row (pipeli
 Apply history, or measured here (measure) and written there so the next reader finds it."""
 
 from ..table import pipeline
+from ..measure.metrics import METRICS
 from ..serve import store
 from ..errors import CompressError
 from ..table.recipe import Recipe
@@ -88,7 +89,7 @@ def table(bundle, measured: dict[str, dict]) -> list[dict]:
     for t, (size, speed, caveat) in CLAIMS.items():
         m = measured.get(t, {})
         fmt = lambda c: "-" if c is None else (f"~{c[0]:g}x" if c[0] == c[1] else f"{c[0]:g}-{c[1]:g}x")  # noqa: E731
-        quality = {k: v for k, v in m.items() if k in ("fidelity", "bits_per_char", "next_token_kl")}
+        quality = {k: v for k, v in m.items() if k in METRICS and METRICS[k].kind == "quality"}
         if "skipped" in m:
             words = f"does not apply to {bundle.name}: {m['skipped']}"
         elif not m:

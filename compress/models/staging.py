@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import CompressError
+from .pooling import MODULES, POOLING
 
 MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
 MAX_CONFIG_BYTES = 1 << 20
@@ -107,7 +108,8 @@ def listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
 
 
 def select(files: dict[str, int]) -> dict[str, str]:
-    """The files to use, {zip path: flat name}: those next to config.json, at the top or in one sub-folder."""
+    """The files to use, {zip path: flat name}: those next to config.json, at the top or in one sub-folder, and
+    sentence-transformers' modules.json there and its 1_Pooling/config.json (flat: pooling.POOLING)."""
     configs = sorted((n.count("/"), n) for n in files if PurePosixPath(n).name == "config.json")
     if not configs or configs[0][0] > 1:
         raise CompressError("no config.json found (it must be at the top of the upload or in one sub-folder); "
@@ -116,8 +118,14 @@ def select(files: dict[str, int]) -> dict[str, str]:
         raise CompressError(f"several models in one upload ({configs[0][1]}, {configs[1][1]}); upload one")
     root = str(PurePosixPath(configs[0][1]).parent)
     here = {n: PurePosixPath(n).name for n in files if str(PurePosixPath(n).parent) == root}
-    used = {n: b for n, b in here.items()
-            if b == "config.json" or b in TOKENIZER_FILES or b.endswith((".safetensors", ".safetensors.index.json"))}
+    used = {n: b for n, b in here.items() if b in ("config.json", MODULES) or b in TOKENIZER_FILES
+            or b.endswith((".safetensors", ".safetensors.index.json"))}
+    pooling = str(PurePosixPath(root) / "1_Pooling" / "config.json")
+    if pooling in files:
+        used[pooling] = POOLING
+    for n, b in used.items():  # sentence-transformers' settings: small JSON files, sized before they are read
+        if b in (MODULES, POOLING) and files[n] > MAX_CONFIG_BYTES:
+            raise CompressError(f"{n[-60:]} is {files[n]:,} bytes; a real one is a few hundred bytes")
     if not any(b.endswith(".safetensors") for b in used.values()):
         pickles = [b for b in here.values() if b.endswith(PICKLE_SUFFIXES)]
         if pickles:

@@ -1,5 +1,5 @@
 """Your own model: a Hugging Face model uploaded as a zip or folder (config.json + *.safetensors [+ tokenizer files]),
-of the BERT (MiniLM-style too), DistilBERT, RoBERTa, GPT-2 or Llama (Llama, Qwen2, Mistral) family. Uploads are
+of the BERT (MiniLM-style too), DistilBERT, RoBERTa, MPNet, ModernBERT, GPT-2 or Llama (Llama, Qwen2, Mistral) family. Uploads are
 untrusted: nothing is unpickled, no remote code runs, zip paths never become file paths, and sizes are checked from
 the zip's directory, the config and the weights' headers BEFORE anything is extracted or allocated. Every refusal is
 a CompressError a person can act on, and leaves no temp files behind."""
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .adapters import ADAPTERS, conv1d_to_linear
+from .adapters import ADAPTERS
 from .configcheck import check_raw
+from .pooling import read as read_pooling
 from .bundle import ModelBundle, file_sha256, hf_info
 from ..serve.cache import LRU
 from ..serve.cancel import checkpoint
@@ -32,15 +33,9 @@ FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type v
 # another family's name onto its own: GPT2Config takes num_hidden_layers as n_layer)
 _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
            **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()},
-           **{a.kv_heads_attr: MAX_HEADS for a in ADAPTERS.values() if a.kv_heads_attr}}
-METRICS = {
-    "embedding": "fidelity: mean cosine to the uncompressed upload's mean-pooled embeddings on two held-out sets "
-                 "(255 sentences of ours, 557 of Python's docstrings: '_docs'); retrieval_overlap: top-5 agreement of "
-                 "their queries",
-    "generation": "next_token_kl: KL(original || compressed) of the next-token distribution, nats/token, mean over "
-                  "the real tokens of 255 held-out sentences; top1_agreement: how often both predict the same token",
-}
-NO_TOKENIZER = " (no usable tokenizer: measured on seeded random token ids, so only indicative)"
+           **{a.kv_heads_attr: MAX_HEADS for a in ADAPTERS.values() if a.kv_heads_attr},
+           **{k: most for a in ADAPTERS.values() for k, most in a.extra_counts}}
+NO_TOKENIZER = "no usable tokenizer: measured on seeded random token ids, so only indicative"
 
 _CACHE = LRU("uploads", 2, "uploaded originals by content (weights + tokenizer files); uploads are big")
 _LOCK = threading.Lock()  # one upload loads at a time: two 500 MB loads at once could exhaust memory
@@ -262,12 +257,17 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
     checkpoint()  # a Cancel after the one long read: nothing more is checked or built
     _check_loading(model, info)
     _check_finite(model)
-    conv1d_to_linear(model)  # GPT-2: from here on every technique sees nn.Linear
+    adapter.prepare(model)  # GPT-2's Conv1D, ModernBERT's fused GeGLU: from here on what every technique expects
     tok, why = _tokenizer(d, cfg.vocab_size)
     info = hf_info(cfg, name)
     info["max_positions"] -= adapter.position_offset(cfg)
-    info.update(metric=METRICS[task] + ("" if tok else NO_TOKENIZER), tokenizer=tok is not None,
+    info.update(**({} if tok else {"metric_note": NO_TOKENIZER}), tokenizer=tok is not None,
                 params=sum(p.numel() for p in model.parameters()))
+    if not adapter.causal:  # sentence-transformers' Pooling / Normalize settings, where the folder has them
+        info.update(read_pooling(d, cfg.hidden_size))
+        if info.get("pooling", "mean") != "mean":  # the metric's words (the Model page, the card) say how
+            note = f"embeddings {info['pooling']}-pooled, as its 1_Pooling says, not mean-pooled"
+            info["metric_note"] = "; ".join(filter(None, (info.get("metric_note"), note)))
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
     return ModelBundle(model.eval(), name, adapter, tok, content_hash, info)

@@ -53,7 +53,7 @@ def card(bundle: ModelBundle, measured: dict | None = None) -> dict:
             **{k: bundle.applied[k] for k in ("runtime_setting", "runtime_reason", "kept_blocks") if k in bundle.applied},
             "size_bytes": nums["size_bytes"], "params": nums["params"],
             "original_size_bytes": (m.get("original") or {}).get("size_bytes"),
-            "quality": (m.get("compressed") or {}).get("quality"), "quality_metric": info.get("metric"),
+            "quality": (m.get("compressed") or {}).get("quality"), "quality_metric": metrics.quality_words(bundle),
             "latency_ms": {k: (m.get(k) or {}).get("latency_ms") for k in ("original", "compressed")},
             "workload": m.get("workload"), "heal": bundle.applied.get("heal"),
             **{x.name: {k: (m.get(k) or {}).get(x.name) for k in ("original", "compressed")}  # measured on their own

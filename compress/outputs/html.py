@@ -124,7 +124,7 @@ def summary(name: str, res: dict, machine: str) -> str:
 
 def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | None = None,
                command: str = "", machine: str = "") -> str:
-    """card: the original (name, info, content_hash); res: the app's Apply result (nums, lat, workload, layers,
+    """card: the original (name, info, content_hash, quality: metrics.quality_words); res: the app's Apply result (nums, lat, workload, layers,
     recipe, applied); peer: the same for PEER, when measured; samples: {"Original": [lines], "Compressed": [...]}."""
     name, info, recipe = card["name"], card["info"], res["recipe"]
     figs, sides = _Figs(), _sides(res, peer)
@@ -175,7 +175,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
             f"<p>Content hash (sha256 of its weights): <code>{_e(card['content_hash'])}</code></p>"
             + (f"<h2>Per-layer report</h2>{_table(layers)}" if layers else "") + side_by_side
             + f"<h2>How it was measured</h2><p>{_e(machine)}</p><p>Workload: {_e(workload_text(res['workload']))}</p>"
-            f"<p>Quality: {_e(info.get('metric', ''))}</p>"
+            f"<p>Quality: {_e(card['quality'])}</p>"
             + (f"<p>Reproduce it:</p><pre>{_e(command)}</pre>" if command else ""))
     return _page(f"{name}: {recipe.describe()}", body)
 

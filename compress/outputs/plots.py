@@ -13,10 +13,12 @@ def label(metric: str) -> str:
     return metrics.label(metric)
 
 
-def hover(r: dict, keys) -> str:
+def hover(r: dict, keys, sep: str = "<br>") -> str:
+    """A trial in words: its number, recipe and these metrics; sep "<br>" for plotly's hover, "; " for plain text
+    (a picker's option, a message: they show markup as it is written)."""
     recipe = Recipe.from_json(r["recipe"]).describe() if r.get("recipe") else ""
-    nums = "<br>".join(f"{label(k)}: {r[k]:.4g}" for k in keys if isinstance(r.get(k), (int, float)))
-    return f"trial {r['trial']}: {recipe}<br>{nums}"
+    return sep.join([f"trial {r['trial']}: {recipe}",
+                     *(f"{label(k)}: {r[k]:.4g}" for k in keys if isinstance(r.get(k), (int, float)))])
 
 
 def tradeoff(rows: list[dict], x: str, y: str, log_x: bool = False, log_y: bool = False) -> go.Figure:

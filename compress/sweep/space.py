@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..errors import CompressError
 from ..measure import metrics as table
 from ..table.recipe import Recipe
-from ..table.steps import FIELDS, refusal
+from ..table.steps import FIELDS, field_reason, refusal
 
 # name: (direction, what it is): a view of the metrics table (compress/measure/metrics.py), which says which model
 # and workload has which metric.
@@ -90,6 +90,24 @@ def default_spec(name: str, bundle) -> str:
     if f.choices:
         return ",".join(map(str, f.choices))
     return f.text(f.default)
+
+
+# The sweep a newcomer starts from on an encoder: quantization x the word table's bits, a 3 x 3 grid of controls the
+# Compress page has, no healing, seconds a trial. BENCHMARKS.md (MiniLM, 2-core Xeon, unhealed): int8 3.87x smaller at
+# fidelity 0.978, a 2-bit table + int8 6.14x at 0.935, a 2-bit table + int4 8.65x at 0.892; rank alone (the former
+# default) gave 1.48x smaller at fidelity 0.28 (ratio 0.2) and 1.13x at 0.71 (0.5). fp16/bf16 are left out: slower
+# than fp32 on most CPUs. Decoders keep rank (tinygpt: ratio 0.5 kept bits/char 1.713 against 1.702, 1.3x smaller).
+FIRST = {"quant": "none,int8,int4", "emb_bits": "0,4,2"}
+FIRST_WHY = ("The first sweep on an encoder is quantization x the word table's bits (9 recipes, no healing): on "
+             "MiniLM (BENCHMARKS.md, 2-core Xeon) int8 gave 3.87x smaller at fidelity 0.978, a 2-bit table + int8 "
+             "6.14x at 0.935, + int4 8.65x at 0.892, while rank alone gave 1.48x smaller at fidelity 0.28 (ratio 0.2).")
+
+
+def first_sweep(bundle) -> dict:
+    """{field: values} of the default sweep for this model: FIRST on an encoder that takes both, else rank."""
+    if bundle.task == "embedding" and all(field_reason(k, bundle, Recipe().to_dict()) is None for k in FIRST):
+        return dict(FIRST)
+    return {"rank": default_spec("rank", bundle)}
 
 
 def fixed(text: str) -> dict:

@@ -1,6 +1,6 @@
 """Step (one entry of the technique table, steps.py) and Ctx (what the steps build, step by step). The steps'
 apply functions live with their techniques (compress/techniques/)."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 
@@ -28,6 +28,15 @@ class Step:
         if self.selects:
             return getattr(r, self.selects[0]) in self.selects[1:]
         return any(getattr(r, f.name) != f.default for f in self.fields)
+
+
+def family_refusals(step: Step) -> Step:
+    """The step refusing first, in one line, what a model's family cannot do (its adapter's `refusals`: step name,
+    why), then as its own refuse says."""
+    def refuse(b, r):
+        why = b is not None and step.is_active(r) and dict(b.adapter.refusals).get(step.name)
+        return f"{b.name}: {why}" if why else step.refuse(b, r)
+    return replace(step, refuse=refuse)
 
 
 @dataclass

@@ -12,10 +12,10 @@ import dataclasses
 
 from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, runtime, sensitivity,
                           static, vocab)
-from ..models.adapters import tied_embeddings
+from ..models.adapters import ADAPTERS, tied_embeddings
 from ..techniques.factorize import factorize_embeddings
 from .fields import Field
-from .step import Step
+from .step import Step, family_refusals
 
 
 def _count(name):
@@ -242,6 +242,10 @@ STEPS = [
               "measured before this step (onnxruntime: the file); if a runtime cannot apply (onnxruntime: int4, half, "
               "FNet, 2/4-bit tables), eager runs and the reason is shown."),
 ]
+
+
+# what a family's architecture cannot do (its adapter's `refusals`: MPNet's attention variants...), in the step's refuse
+STEPS = [family_refusals(s) if any(s.name == n for a in ADAPTERS.values() for n, _ in a.refusals) else s for s in STEPS]
 
 
 def _fields() -> dict[str, Field]:

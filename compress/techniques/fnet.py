@@ -45,7 +45,8 @@ def _valid_tokens(mask) -> torch.Tensor | None:
 
     None: no padding (sdpa skips the mask then). 2D: a padding mask (flash-attention style).
     4D (B, 1, Tq, Tk): bool (sdpa, True = attend) or additive float (eager, 0 = attend); in a
-    bidirectional mask every query row sees the same keys, so row 0 is the padding mask.
+    bidirectional mask every real token sees itself (ModernBERT's local blocks: a band), so the diagonal is the
+    padding mask.
     """
     if mask is None:
         return None
@@ -54,7 +55,7 @@ def _valid_tokens(mask) -> torch.Tensor | None:
                             "load the model with attn_implementation='sdpa' or 'eager'")
     if mask.dim() == 2:
         return mask.bool()
-    row = mask[:, 0, 0, :]
+    row = mask[:, 0, 0, :] if mask.shape[-2] == 1 else mask[:, 0].diagonal(dim1=-2, dim2=-1)
     return row if row.dtype == torch.bool else row == 0
 
 
@@ -71,9 +72,10 @@ class FourierMixing(nn.Module):
 
 
 def _attention_parent(adapter) -> str:
-    """Path (in a block) of the module that owns q, k and v: BERT attention.self, DistilBERT attention."""
+    """Path (in a block) of the module that owns q, k and v: BERT attention.self, DistilBERT attention, MPNet
+    attention.attn, ModernBERT attn (its fused Wqkv)."""
     parents = {p.rpartition(".")[0] for p in (adapter.q, adapter.k, adapter.v)}
-    if len(parents) != 1 or adapter.fused_qkv:
+    if len(parents) != 1:
         raise CompressError(f"FNet does not know where attention lives in a {adapter.family} model")
     return parents.pop()
 
@@ -82,7 +84,7 @@ def attention_params(model: nn.Module, adapter) -> int:
     """Parameters FNet drops: the q, k, v and o weights and biases of every block."""
     total = 0
     for block in adapter.block_list(model):
-        for path in (adapter.q, adapter.k, adapter.v, adapter.o):
+        for path in dict.fromkeys((adapter.q, adapter.k, adapter.v, adapter.o)):  # a fused Wqkv once
             try:
                 total += sum(p.numel() for p in block.get_submodule(path).parameters())
             except AttributeError:  # already mixed by FNet

@@ -243,7 +243,7 @@ def prune_heads(model: nn.Module, adapter: Adapter, keep, scores: list[torch.Ten
         else:
             for path, keep_rows in ((adapter.q, rows), (adapter.k, kv_rows), (adapter.v, kv_rows)):
                 set_module(block, path, _rows(_linear(block, path), keep_rows))
-        adapter.set_head_count(block, k, hd)  # the head-count attributes the family keeps (TinyGPT: none)
+        adapter.set_head_count(block, k, hd, heads)  # the head-count attributes the family keeps (TinyGPT: none)
     return model
 
 

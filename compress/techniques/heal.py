@@ -46,6 +46,7 @@ class HealResult:
     dev_after: float       # dev metric of the returned state
     seconds: float
     stopped: bool          # the stop event ended it
+    ended: str = "done"    # why it ended: "done" (every step), "Stop", "time cap" or "diverged"
     history: list = field(default_factory=list)  # one dict per dev evaluation: step, loss, dev, seconds
     corpus_sha256: str = ""  # of the texts used (train + dev), newline-joined
     metric: str = ""       # "fidelity" (higher is better) or "next_token_kl" (lower is better)
@@ -189,10 +190,9 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a
     threading.Event) is set; always returns with the best dev state loaded. progress(dict(step, steps,
     loss, dev, seconds_left)) is called after every step. texts: None = heal_texts(teacher).
-    hidden_weight applies to encoders, ce_weight to decoders; seed fixes the batch order. mix (encoders): the
-    chance a training text is joined to the end of another (_mix): at 800 steps on a 10x MiniLM recipe 0.5 gave
-    held-out fidelity 0.857 vs 0.852 without (dev 0.883 vs 0.878).
-    Over 60 lines: one training loop whose stop, time cap, dev checks and best-state restore share its locals."""
+    hidden_weight applies to encoders, ce_weight to decoders; seed fixes the batch order. mix (encoders): the chance
+    a training text is joined to the end of another (_mix): at 800 steps on a 10x MiniLM recipe 0.5 gave held-out
+    fidelity 0.857 vs 0.852 without (dev 0.883 vs 0.878). Over 60 lines: one loop sharing its locals."""
     t0 = time.perf_counter()
     if teacher.tokenizer is None:
         raise CompressError("this model has no tokenizer, so there is no text to heal it on")
@@ -226,15 +226,14 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     best, best_dev, best_step = [p.detach().clone() for p in params], dev_before, 0
     eval_secs = time.perf_counter() - t0  # the final dev check must fit in the cap too
     history = [{"step": 0, "loss": None, "dev": dev_before, "seconds": round(eval_secs, 2)}]
-    order, pos, step, stopped, losses, t_eval = [], 0, 0, False, [], time.perf_counter()
+    order, pos, step, stopped, losses, t_eval, ended = [], 0, 0, False, [], time.perf_counter(), "done"
     try:
         while step < steps:
             checkpoint()  # a Cancel drops the run (a Stop, the `stop` event, keeps its best state: below)
             elapsed = time.perf_counter() - t0
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            if elapsed + 2 * eval_secs >= cap:
+            stopped = stop is not None and stop.is_set()
+            if stopped or elapsed + 2 * eval_secs >= cap:
+                ended = "Stop" if stopped else "time cap"
                 break
             for grp in opt.param_groups:  # over whichever ends first: the steps or the time cap
                 grp["lr"] = lr * _lr_scale(max(step / steps, elapsed / cap), warmup)
@@ -247,7 +246,8 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
             pos += batch
             loss = _loss(student, teacher, ids, mask, hidden_weight, ce_weight)
             if not torch.isfinite(loss):
-                break  # diverged: the best state so far is restored below
+                ended = "diverged"  # the best state so far is restored below
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -282,7 +282,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
         for p, req in was_grad.items():
             p.requires_grad_(req)
         student.train(was_training)
-    return HealResult(student, step, best_step, dev_before, best_dev, time.perf_counter() - t0, stopped,
+    return HealResult(student, step, best_step, dev_before, best_dev, time.perf_counter() - t0, stopped, ended,
                       history, sha, "fidelity" if teacher.task == "embedding" else "next_token_kl")
 
 

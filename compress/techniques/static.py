@@ -16,24 +16,23 @@ SIF_A = 1e-5  # SIF's a: a token of probability p is weighted a / (a + p) (Arora
 BATCH = 1024  # tokens per forward pass while distilling
 
 
-class _Embeddings(nn.Module):
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.word_embeddings = nn.Embedding.from_pretrained(table, freeze=False)
-
-
 class StaticModel(nn.Module):
     """forward(input_ids, attention_mask) -> the rows of its tokens, as an encoder's last hidden state (the mean pooling
     every encoder gets makes the sentence embedding). The table sits where the adapter looks for the word table
-    (embeddings.word_embeddings), so the table's own techniques (rank, int8) apply to it."""
+    (`path`: BERT's embeddings.word_embeddings, ModernBERT's embeddings.tok_embeddings), so the table's own techniques
+    (rank, int8) apply to it."""
 
-    def __init__(self, table: torch.Tensor, teacher_layers: int):
+    def __init__(self, table: torch.Tensor, teacher_layers: int, path: str = "embeddings.word_embeddings"):
         super().__init__()
-        self.embeddings = _Embeddings(table)
+        holder, self.path = self, path
+        for name in path.split(".")[:-1]:
+            holder.add_module(name, nn.Module())
+            holder = getattr(holder, name)
+        holder.add_module(path.rpartition(".")[2], nn.Embedding.from_pretrained(table, freeze=False))
         self.kept_blocks = [teacher_layers - 1]  # healing's hidden-state loss: the table matches the last layer
 
     def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, inputs_embeds=None, **_):
-        h = self.embeddings.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        h = self.get_submodule(self.path)(input_ids) if inputs_embeds is None else inputs_embeds
         return BaseModelOutput(last_hidden_state=h, hidden_states=(h, h) if output_hidden_states else None)
 
 
@@ -65,7 +64,7 @@ def distill_table(bundle) -> torch.Tensor:
 def apply_static(ctx) -> None:
     """The static step: ctx.model becomes a StaticModel of the base's distilled table (a copy: healing trains it)."""
     b = ctx.base
-    ctx.model = StaticModel(distill_table(b).clone(), b.info["layers"])
+    ctx.model = StaticModel(distill_table(b).clone(), b.info["layers"], b.adapter.word_embeddings)
     ctx.applied["kept_blocks"] = []
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 import compress as C
 from compress.measure import metrics
 from compress.outputs import html as htmlreport
-from ui import cached, guide, jobs, safe, shell, state, takeaway
+from ui import cached, guide, jobs, safe, shell, state, takeaway, trial
 from ui.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
@@ -79,8 +79,8 @@ def show(res):
         st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: "
                    f"{safe.plain(res['applied']['runtime_reason'])}")
     o, c = res["nums"]["original"], res["nums"]["compressed"]
-    st.subheader(f"Original vs compressed: {res['recipe'].describe()}")
-    guide.verdict_line(res)
+    st.subheader(f"Original vs compressed: {res['recipe'].describe()}", anchor="result")
+    guide.verdict_line(res["nums"]["compressed"]["quality"])
     busy = res["lat"]["compressed"].get("others_busy")
     if busy is not None and busy > C.BUSY:
         st.warning(f"Timing unreliable: other processes on this machine used {busy:.0%} of its CPUs while these "
@@ -118,7 +118,7 @@ def show(res):
         col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.machine_line()}. "
-               f"Quality: {b.info.get('metric', '')}")
+               f"Quality: {C.quality_words(b)}")
     if res.get("peer"):
         guide.peer_line(res["peer"], o)
 
@@ -213,10 +213,16 @@ def keep_samples(recipe, samples: dict):
 
 
 b = shell.page()
-st.title("Compress")
+st.title("Compress", anchor=False)  # (no heading link: one Tab stop fewer before Apply)
+st.markdown("[Skip to the recipe's controls](#recipe)")  # Apply is next, inside a 1,366 x 768 screen; then the result
+bar = st.columns([1, 2.2, 4.8], vertical_alignment="center")
+apply = bar[0].button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
+precise = bar[1].button(f"Precise benchmark ({PRECISE['batch']} x {PRECISE['seq']})",
+                        help=f"The library's default workload: batch {PRECISE['batch']} x seq {PRECISE['seq']} ids")
+glance = bar[2].empty()  # the result in one line beside the button, filled when it is measured (below)
 left, right = st.columns([1, 2])
 with left:
-    st.subheader("Recipe")
+    st.subheader("Recipe", anchor="recipe")
     guide.presets(b)
     for step in C.STEPS:  # the technique table, in pipeline order: its controls and what each step does
         if not step.trains:
@@ -241,8 +247,6 @@ with left:
                           disabled=kind != "ids")
     peer = st.toggle("Also measure the peer (ONNX Runtime int8 of the original)", True, key="peer",
                      help="What a user would pick instead, measured in the same job, on the same workload")
-    apply = st.button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
-    precise = st.button(f"Precise benchmark (batch {PRECISE['batch']} x seq {PRECISE['seq']})")
 
 try:
     recipe = state.current_recipe()
@@ -272,9 +276,13 @@ with right:
 
     uploaded(recipe)
     res = st.session_state.get("result")
-    if res is None or res["model"] != cached.model_key(b):
+    opened = trial.of(b, recipe)  # a sweep's trial opened from the Trade-offs page: its stored numbers at once
+    if opened is not None and (res is None or res["model"] != cached.model_key(b) or res["recipe"] != recipe):
+        trial.show(opened)
+    elif res is None or res["model"] != cached.model_key(b):
         st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")
     else:
         show(res)
+        glance.markdown(guide.glance(res, recipe))
 jobs.history()
 history()

@@ -13,7 +13,7 @@ import compress as C
 from compress.sweep import frontier, space as S, studies, run as sweep
 from compress.outputs import html as htmlreport, plots
 from compress.serve import store
-from ui import jobs, safe, shell
+from ui import jobs, safe, shell, trial
 from ui.state import current_recipe, set_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
@@ -21,9 +21,10 @@ TIMED_X = {"size_mb": "size (MB)", "latency_ms": "latency (ms)"}
 MAX_SPEC = 500  # characters of a values or fixed-fields box
 
 
-def open_recipe(recipe_json: str):
-    """A trial's recipe into the Compress page's controls, and go there."""
-    set_recipe(C.Recipe.from_json(recipe_json))
+def open_recipe(row: dict, study: str):
+    """A trial's recipe into the Compress page's controls, and go there: it shows the trial's stored numbers."""
+    set_recipe(C.Recipe.from_json(row["recipe"]))
+    trial.keep(b, study, row)
     st.switch_page("ui/pages/compress.py")
 
 
@@ -82,9 +83,13 @@ quality = [m for m in metrics if m in S.QUALITY]
 
 sweep_tab, find_tab = st.tabs(["Sweep", "Find me a recipe"])
 with sweep_tab:
-    fields = st.multiselect("Fields to vary", S.variable(), default=["rank"], key="tr_vary",
-                            format_func=lambda k: f"{C.FIELDS[k].label} ({k})")
-    specs = {k: st.text_input(f"{k} values", S.default_spec(k, b), key=f"tr_spec_{k}", max_chars=MAX_SPEC,
+    first = S.first_sweep(b)  # the most useful first sweep for this model (the help says why)
+    fields = st.multiselect("Fields to vary", S.variable(), default=list(first), key="tr_vary",
+                            format_func=lambda k: f"{C.FIELDS[k].label} ({k})",
+                            help=S.FIRST_WHY if "rank" not in first else "Decoders start from rank (tinygpt: ratio "
+                            "0.5 kept bits/char 1.713 against 1.702, 1.3x smaller).")
+    specs = {k: st.text_input(f"{k} values", first.get(k) or S.default_spec(k, b), key=f"tr_spec_{k}",
+                              max_chars=MAX_SPEC,
                               help="a:b:s (inclusive) or v1,v2,...; the technique table's range") for k in fields}
     fixed = st.text_input("Fixed fields", default_fixed(fields), key=f"tr_fixed_{'-'.join(fields)}", max_chars=MAX_SPEC,
                           help='k=v,k=v (a per-block head list: heads=4,4,2); the rest take their defaults')
@@ -201,10 +206,9 @@ def studies_section():
         best = [r for r in rows if r["on_frontier"]]
         if best:
             r = best[0]
-            st.success(f"Best recipe with {target}: trial {r['trial']}, {plots.hover(r, sp['objectives'] + ['size_mb'])}"
-                       .replace("<br>", "; "))
+            st.success(f"Best recipe with {target}: {plots.hover(r, sp['objectives'] + ['size_mb'], '; ')}")
             if st.button("Open the best recipe on Compress", key="tr_open_best"):
-                open_recipe(r["recipe"])
+                open_recipe(r, name)
         elif done:
             st.info(f"No trial meets {target} yet.")
     if rows and any(r["state"] == "complete" for r in rows):
@@ -219,17 +223,18 @@ def studies_section():
                                 key=f"tr_plot_{name}")
         picked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
         if picked:
-            open_recipe(next(r["recipe"] for r in rows if r["trial"] == picked[0]))
-        st.caption("Click a point to open its recipe on the Compress page. Frontier points' latency is re-measured "
-                   "once before a sweep ends (the error bars: p10-p90).")
+            open_recipe(next(r for r in rows if r["trial"] == picked[0]), name)
+        st.caption("Click a point to open its recipe and the numbers the sweep measured on the Compress page. "
+                   "Frontier points' latency is re-measured once before a sweep ends (the error bars: p10-p90).")
         if len(sp["vary"]) == 1 and C.FIELDS[next(iter(sp["vary"]))].kind in ("fraction", "count", "float", "int"):
             st.plotly_chart(plots.curve(rows, next(iter(sp["vary"])), y), key=f"tr_curve_{name}")
         done_rows = [r for r in rows if r["state"] == "complete"]
         c1, c2 = st.columns([3, 1])
         pick = c1.selectbox("Open a trial's recipe", [r["trial"] for r in done_rows], key="tr_open_pick",
-                            format_func=lambda n: plots.hover(next(r for r in done_rows if r["trial"] == n), ()))
+                            format_func=lambda n: plots.hover(next(r for r in done_rows if r["trial"] == n),
+                                                              sp["objectives"], "; "))  # plain text: no markup
         if c2.button("Open on Compress", key="tr_open"):
-            open_recipe(next(r["recipe"] for r in done_rows if r["trial"] == pick))
+            open_recipe(next(r for r in done_rows if r["trial"] == pick), name)
     if stat["active"]:  # a live table costs the machine the sweep is timing on: shown when the sweep ends
         st.caption("The trials' table and CSV appear when the sweep ends.")
     else:

@@ -1,0 +1,34 @@
+"""What healing says while it runs and when it ends (ui/guide.py, from heal's progress dict and HealResult.ended):
+the steps it ran, of how many, and why it stopped; never "step 0/?, about 0 s left" before its first step."""
+import pytest
+
+from ui.guide import ENDED, heal_line, heal_status
+
+
+def test_before_the_first_step_it_says_what_it_does_not_a_made_up_count():
+    done, text = heal_status({}, 30, 5.0)
+    assert done == 0.0 and "0 of 30 steps run" in text and "time cap 5 min" in text
+    assert "?" not in text and "s left" not in text
+
+
+def test_while_it_runs_the_steps_of_how_many_and_the_time_left():
+    done, text = heal_status({"step": 8, "steps": 30, "loss": 0.125, "dev": 0.9, "seconds_left": 40.4}, 30, 0.5)
+    assert done == pytest.approx(8 / 30)
+    assert "8 of 30 steps run" in text and "loss 0.1250" in text and "dev 0.9000" in text
+    assert "about 40 s left" in text and "time cap 0.5 min" in text
+    done, text = heal_status({"step": 30, "steps": 30, "seconds_left": 0.0}, 30, 5.0)
+    assert done == 1.0 and "final dev check" in text and "0 s left" not in text
+
+
+@pytest.mark.parametrize("ran, ended", [(8, "time cap"), (12, "Stop"), (30, "done"), (3, "diverged")])
+def test_when_it_ends_the_steps_it_ran_of_how_many_and_why(ran, ended):
+    h = {"steps_run": ran, "seconds": 61.2, "best_step": ran, "metric": "fidelity", "dev_before": 0.7,
+         "dev_after": 0.8, "stopped": ended == "Stop", "ended": ended}
+    line = heal_line(h, 30)
+    assert (f"Healed {ran} of 30 steps" if ran < 30 else "Healed 30 steps") in line and ENDED[ended] in line
+    assert [w for w in ENDED.values() if w in line] == [ENDED[ended]]
+
+
+def test_an_older_card_without_ended_still_says_the_time_cap():
+    h = {"steps_run": 8, "seconds": 300, "best_step": 8, "metric": "fidelity", "dev_before": 0.7, "dev_after": 0.8}
+    assert "Healed 8 of 30 steps" in heal_line(h, 30) and "stopped by the time cap" in heal_line(h, 30)

@@ -1,0 +1,69 @@
+"""A sweep's trial opened on the Compress page (a frontier click, the trial picker, the best recipe found): the
+numbers the sweep measured, read from the results store and shown at once, marked as the sweep's, with Apply to
+measure it again here. Nothing is measured to show them."""
+import streamlit as st
+
+import compress as C
+from compress.measure import metrics
+from ui import cached, guide, safe
+
+SKIP = ("size_bytes",)  # the same as size_mb, in bytes
+
+
+def keep(b, study: str, row: dict) -> None:
+    """The trial the Trade-offs page opens: its row of the store (frontier.rows), for the Compress page."""
+    st.session_state.sweep_trial = {"model": cached.model_key(b), "study": study, "row": dict(row)}
+
+
+def of(b, recipe) -> dict | None:
+    """The opened trial, if it is of this model and this recipe (a control moved since: it no longer is)."""
+    t = st.session_state.get("sweep_trial")
+    if not t or t["model"] != cached.model_key(b):
+        return None
+    try:
+        return t if C.Recipe.from_json(t["row"].get("recipe") or "{}") == recipe else None
+    except C.CompressError:  # a store written by another version: not this recipe
+        return None
+
+
+def text(name: str, v: float) -> str:
+    """A metric's value as the page writes it."""
+    m = metrics.METRICS.get(name)
+    if m is None or m.kind == "quality":
+        return f"{v:.4f}"
+    if m.unit == "x":
+        return f"{v:.2f}x"
+    if name == "params":
+        return f"{v / 1e6:.2f} M"
+    return f"{v:,.2f} {m.unit}".strip()
+
+
+def numbers(row: dict) -> list[tuple[str, str]]:
+    """(label, value) of every metric the trial has, in the metrics table's order, then its other quality keys."""
+    names = [n for n in metrics.METRICS if n not in SKIP] + \
+        [k for k in row if k not in metrics.METRICS and k.startswith(("fidelity", "retrieval", "neighbour"))]
+    return [(metrics.label(n), text(n, row[n])) for n in names if isinstance(row.get(n), (int, float))
+            and not isinstance(row.get(n), bool)]
+
+
+def _again():
+    st.session_state.auto_apply = True  # the Apply button's run, on the rerun this click starts
+
+
+def show(t: dict) -> None:
+    """The trial's stored numbers, the verdict on its quality, and Apply to measure it again here."""
+    row = t["row"]
+    st.subheader(f"Measured by the sweep: {C.Recipe.from_json(row['recipe']).describe()}", anchor="result")
+    where = ", ".join(str(row[k]) for k in ("workload", "cpu") if row.get(k)) + \
+        (f", {row['threads']} thread(s)" if row.get("threads") else "")
+    st.info(f"Measured by the sweep **{safe.plain(t['study'])[:120]}**, trial {row['trial']}"
+            + (f" ({safe.plain(where)})" if where else "") + ": the results store's numbers, shown without measuring "
+            "again" + ("; its latency was re-measured once as a frontier point" if "latency_ms_first" in row else "")
+            + ". Apply measures it again on this machine, with the sample outputs, the per-layer report and the "
+              "download.")
+    guide.verdict_line(row)
+    got = numbers(row)
+    for i in range(0, len(got), 4):
+        for col, (label, v) in zip(st.columns(4), got[i:i + 4]):
+            col.metric(label, v)
+    st.button("Apply: measure it again here", type="primary", key="trial_apply", on_click=_again)
