@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--model", default="minilm")
     bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "twentyx", "vocab", "quick",
                                                           "attention", "attention-healed",
-                                                          "onnx", "static", "peers", "gpu"])
+                                                          "onnx", "static", "peers", "gpu", "cover"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
@@ -153,6 +153,9 @@ def main(argv=None) -> int:
             if a.seqlen:
                 from .bench import seqlen
                 md = seqlen.markdown(a.model, seqlen.curve(load_model(a.model), a.seqlen, a.runs, log))
+            elif a.set == "cover":  # nearest vs re-split dropped tokens (compress/bench/cover.py)
+                from .bench import cover
+                md = cover.markdown(load_model(a.model), log)
             elif a.peers:
                 from .bench import peers
                 md = peers.table(load_model(a.model), [one] if one != Recipe() else bench.SETS["peers"], a.batch,

@@ -4,9 +4,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from builders import FAMILIES, build_family
+from builders import build_family
 
 from compress.models.adapters import ADAPTERS, conv1d_to_linear, forward
+from compress.models.uploads import FAMILIES  # every family an upload may declare (test_families' list)
 from compress.techniques.fnet import apply_fnet, attention_params, fourier_mix
 from compress.table.recipe import CompressError
 from compress.models.tinygpt import GPTConfig, TinyGPT

@@ -27,7 +27,7 @@ def move(at, kind, key, value) -> dict:
     return figures(at)
 
 
-def check_every_section(at, heads: int, blocks: int, healing: bool):
+def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: bool = False):
     at.switch_page("ui/pages/learn.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -56,6 +56,13 @@ def check_every_section(at, heads: int, blocks: int, healing: bool):
     # efficient attention: a wider window computes more of the grid, a higher rank errs less
     e1, e4 = move(at, "slider", "learn_eff_w", 1)["efficient"], move(at, "slider", "learn_eff_w", 4)["efficient"]
     assert e4["density_fixed"] > e1["density_fixed"] and e4["low_rank"] <= e1["low_rank"]
+    # vocabulary (encoders): keeping more of the table keeps more of the sentence's tokens, a kept one reads itself
+    if encoder:
+        v1 = move(at, "slider", "learn_vocab_frac", 0.05)["vocabulary"]
+        v2 = move(at, "slider", "learn_vocab_frac", 1.0)["vocabulary"]
+        assert v2["kept"] > v1["kept"] and v1["cos_nearest"] < 0.99 < v2["cos_nearest"]
+    else:
+        assert "vocabulary" not in figures(at)
     # healing: the best state kept only gets better as more steps are shown
     if healing:
         h = figures(at)["healing"]
@@ -68,7 +75,7 @@ def check_every_section(at, heads: int, blocks: int, healing: bool):
 
 def test_learn_page_on_a_tiny_bert(app):
     app.run()
-    at = check_every_section(app, heads=4, blocks=2, healing=False)
+    at = check_every_section(app, heads=4, blocks=2, healing=False, encoder=True)
     assert any("heal a recipe" in i.value for i in at.info)
     at.button(key="learn_lr_open").click().run()  # open in Compress: the recipe is set in the widgets
     assert not at.exception
@@ -108,4 +115,4 @@ def test_learn_page_on_a_bundled_model(model, heads, blocks):
     at = AppTest.from_file(APP, default_timeout=600)
     at.query_params["model"] = model
     at.run()
-    check_every_section(at, heads=heads, blocks=blocks, healing=True)
+    check_every_section(at, heads=heads, blocks=blocks, healing=True, encoder=model == "minilm")

@@ -23,6 +23,9 @@ def queries(n: int, seed: int = 0) -> list[dict]:
         if i % 5 == 0:  # a valid value of a real field next to the nasty ones
             f = rng.choice(list(C.FIELDS.values()))
             q[f.name] = f.text(f.probe())
+        if i % 8 == 4:  # a valid value alone, the fields in turn (so some URLs parse whatever the field count)
+            f = list(C.FIELDS.values())[i // 8 % len(C.FIELDS)]
+            q = {f.name: f.text(f.probe())}
         out.append(q)
     return out
 

@@ -50,6 +50,8 @@ def test_it_stacks_with_the_tables_bits_int8_and_healing(tiny_bert):
     assert "LowBit" in type(comp.model.get_submodule(tiny_bert.adapter.word_embeddings)).__name__
     assert evaluate.embed(comp, TEXTS).shape == (3, tiny_bert.info["hidden"])
     static = C.compress(tiny_bert, C.Recipe(static=True, vocab=0.1, quant="int8"))
+    resplit = C.compress(tiny_bert, C.Recipe(static=True, vocab=0.1, vocab_cover="resplit", quant="int8"))
+    assert evaluate.embed(resplit, ["jumping and zooming"]).isfinite().all()
     assert C.numbers(static)["size_bytes"] < 0.15 * C.numbers(C.compress(tiny_bert, C.Recipe(static=True)))["size_bytes"]
 
 
@@ -58,18 +60,97 @@ def test_a_decoder_is_refused_with_the_reason(tiny_gpt):
         C.compress(tiny_gpt, C.Recipe(vocab=0.5))
 
 
-@pytest.mark.parametrize("fam", ["roberta", "mpnet"])
-def test_positions_read_off_the_ids_survive_pruning(fam, tmp_path):
+@pytest.mark.parametrize("fam, cover", [("roberta", "nearest"), ("mpnet", "nearest"), ("roberta", "resplit")])
+def test_positions_read_off_the_ids_survive_pruning(fam, cover, tmp_path):
     """Every token kept, in another order: the table's rows are permuted and the ids mapped at the entrance, so the
     outputs are the original's only if positions come from the ids given (both skip their padding id 1 there)."""
     import copy
     from builders import _tokenizers, build_family
     build_family(fam, tmp_path, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:300]))
     b = C.load_upload(tmp_path)
-    m = vocab.prune(copy.deepcopy(b.model), b.adapter, b, TEXTS, b.vocab_size)
+    m = vocab.prune(copy.deepcopy(b.model), b.adapter, b, TEXTS, b.vocab_size, cover)
     ids = torch.tensor([[0, 50, 61, 77, 2, 1, 1], [0, 90, 2, 40, 41, 42, 2]])  # specials first: 2 comes early
     assert (m.vocab_index[ids] == 1).any()  # a real token's row is the padding id: positions read off it would skip it
     with torch.no_grad():
         want = forward(b.model, b.adapter, ids)
         torch.testing.assert_close(forward(m, b.adapter, ids), want, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(m(input_ids=ids).last_hidden_state, want, atol=1e-3)  # the model's own would not
+
+
+def _resplit(tiny_bert, frac=0.1, texts=None):
+    comp = C.compress(tiny_bert, C.Recipe(vocab=frac, vocab_cover="resplit"), texts=texts)
+    texts = texts or heal_texts(tiny_bert)
+    keep = vocab.keep_order(tiny_bert.tokenizer, texts, tiny_bert.vocab_size, alphabet=True)
+    return comp, keep[:round(frac * tiny_bert.vocab_size)]
+
+
+def test_resplit_a_dropped_token_reads_the_mean_of_its_kept_pieces(tiny_bert):
+    comp, keep = _resplit(tiny_bert, 0.05, ["we play the game", "zooming in"])  # (play, ##ing: the texts' tokens)
+    full = tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    ids = tiny_bert.tokenizer.convert_tokens_to_ids(["playing", "play", "##ing", "the"])
+    assert ids[0] not in keep and set(ids[1:]) <= set(keep)  # "playing" dropped, its pieces kept
+    assert comp.model.vocab_index[ids[0]].tolist() == [keep.index(ids[1]), keep.index(ids[2]), -1, -1]
+    got = {}
+    comp.model.embeddings.register_forward_pre_hook(lambda m, a, kw: got.update(kw), with_kwargs=True)
+    with torch.no_grad():
+        comp.model(input_ids=torch.tensor([ids]))
+    want = torch.stack([(full[ids[1]] + full[ids[2]]) / 2, full[ids[1]], full[ids[2]], full[ids[3]]])
+    torch.testing.assert_close(got["inputs_embeds"][0], want)
+
+
+def test_resplit_every_token_of_the_alphabet_re_splits_into_kept_pieces(tiny_bert):
+    comp, keep = _resplit(tiny_bert, 0.05)
+    tok, index = tiny_bert.tokenizer, comp.model.vocab_index
+    kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
+    alphabet = {c for t in tok.convert_ids_to_tokens(keep) for c in t.removeprefix("##")}
+    tokens = tok.convert_ids_to_tokens(list(range(tiny_bert.vocab_size)))
+    split = [t for t, s in enumerate(tokens) if s not in kept and set(s.removeprefix("##")) <= alphabet
+             and not s.startswith("[")]
+    assert len(split) > 0.8 * (tiny_bert.vocab_size - len(keep))
+    for t in split:
+        rows = [r for r in index[t].tolist() if r >= 0]
+        pieces = [tokens[keep[r]] for r in rows]
+        if len(rows) > 1 or pieces[0].removeprefix("##") == tokens[t].removeprefix("##"):  # (else: over CAP, nearest)
+            assert "".join(p.removeprefix("##") for p in pieces) == tokens[t].removeprefix("##")
+            assert all(p.startswith("##") == (i > 0 or tokens[t].startswith("##")) for i, p in enumerate(pieces))
+
+
+def test_resplit_kept_tokens_give_the_originals_output_and_an_old_recipe_reads_nearest(tiny_bert):
+    comp, keep = _resplit(tiny_bert)
+    ids = torch.tensor([tiny_bert.tokenizer("The model is in the file, and it is on the list.")["input_ids"]])
+    assert set(ids[0].tolist()) <= set(keep)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(comp.model, tiny_bert.adapter, ids), forward(tiny_bert.model, tiny_bert.adapter, ids))
+    old = C.Recipe(vocab=0.1).to_dict()
+    del old["vocab_cover"]
+    assert C.Recipe.from_dict(old).vocab_cover == "nearest" == C.Recipe.from_params({"vocab": "0.1"}).vocab_cover
+    assert C.Recipe(vocab_cover="resplit").describe() == "original"  # inactive without pruning
+
+
+def test_resplit_is_refused_for_a_tokenizer_without_word_pieces(tiny_bert):
+    no_pieces = C.ModelBundle(tiny_bert.model, "no-pieces", tiny_bert.adapter, object(), "h", tiny_bert.info)
+    assert vocab.refuse(no_pieces, C.Recipe(vocab=0.5)) is None
+    assert "no word pieces" in vocab.refuse(no_pieces, C.Recipe(vocab=0.5, vocab_cover="resplit"))
+
+
+def test_the_cover_bench_counts_unseen_tokens_and_measures_both_covers(tiny_bert):
+    from compress.bench import cover
+    share, has = cover.unseen(tiny_bert, ["the train", "the zygote xylophone"], ["the train leaves"])
+    assert share == pytest.approx(sum(t not in {"the", "train"} for t in tiny_bert.tokenizer.tokenize(
+        "the zygote xylophone")) / (2 + len(tiny_bert.tokenizer.tokenize("the zygote xylophone")))) and has == [False, True]
+    rows = cover.rows(tiny_bert, [C.Recipe(vocab=0.1), C.Recipe(vocab=0.1, vocab_cover="resplit")], log=lambda m: None)
+    assert rows[0]["resplit"] == 0 < rows[1]["resplit"] < 1
+    assert all(0 < r["fidelity_unseen_docs"] < 1 and 0 < r["unseen_docs"] < 0.5 for r in rows)
+
+
+def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
+    from compress.learn import vocab as LV
+    d = LV.cover(tiny_bert, "the dough rests overnight", 0.05)
+    toks = tiny_bert.tokenizer.tokenize("the dough rests overnight")
+    assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit"}
+    for c in d["cosine"]:
+        for s, kept, reads, cos in zip(toks, d["kept"][c], d["reads"][c], d["cosine"][c]):
+            assert (reads == s) == kept and (cos == pytest.approx(1, abs=1e-5)) == kept and -1 <= cos <= 1 + 1e-5
+    assert any("+" in r for r in d["reads"]["resplit"]) and not any("+" in r for r in d["reads"]["nearest"])
+    with pytest.raises(C.CompressError, match="decoder"):
+        LV.cover(tiny_gpt, "the dough", 0.5)

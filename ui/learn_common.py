@@ -17,10 +17,11 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "layers": ("Fewer layers", "which blocks matter"),
     "healing": ("Healing", "how healing wins quality back"),
     "efficient": ("Efficient attention", "the attention patterns of the survey"),
+    "vocabulary": ("Vocabulary", "what a dropped token reads"),
 }
 STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
                 "emb_bits": "quantization", "factorize": "low-rank", "heal": "healing", "int8": "quantization",
-                "int4": "quantization", "half": "quantization", "runtime": "article"}
+                "int4": "quantization", "half": "quantization", "runtime": "article", "vocab": "vocabulary"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]

@@ -1,4 +1,5 @@
-"""Learn sections drawn on one weight of the model: low rank, quantization, FFN narrowing, fewer layers."""
+"""Learn sections drawn on one weight of the model: low rank, quantization, FFN narrowing, fewer layers; the word
+table (vocabulary) on a sentence."""
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -7,6 +8,7 @@ from plotly.subplots import make_subplots
 
 import compress as C
 from compress.learn import figures as L
+from compress.learn import vocab as LV
 from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
@@ -168,3 +170,34 @@ def layers(b):
             f"Block **{int(np.argmax(bi))}** (influence {max(bi):.3f}); the least is block {int(np.argmin(bi))} "
             f"({min(bi):.3f}).", "learn_layers_predict")
     open_in_compress(b, C.Recipe(layers=0 if k == n else k), "learn_layers_open")
+
+
+_VOCAB = ("Vocabulary pruning keeps the token-table rows of the healing text's tokens. A token of your sentence "
+          "that was dropped reads another row: the kept row nearest its own (nearest), or the mean of the rows "
+          "of the kept word pieces it re-splits into, as the tokenizer would cut it without it (resplit). The "
+          "bars: the cosine of what it reads to its own row (1 = kept). *Reference: Abdaoui et al. 2020, 'Load "
+          "what you need: smaller versions of multilingual BERT' (the table cut to the tokens in use).*")
+
+
+@section
+def vocabulary(b, text):
+    st.header("Vocabulary: what a dropped token reads", anchor="vocabulary")
+    st.markdown(_VOCAB)
+    frac = st.slider("Vocabulary kept (fraction of tokens)", 0.05, 1.0, 0.25, 0.05, key="learn_vocab_frac")
+    try:
+        d = LV.cover(b, text, frac)
+    except C.CompressError as e:
+        st.caption(f"Not for {b.name}: {e}")
+        return
+    fig = go.Figure([go.Bar(x=list(range(len(d["tokens"]))), y=d["cosine"][c], name=c, marker_color=OKABE_ITO[i],
+                            customdata=d["reads"][c], hovertemplate="%{customdata}: %{y:.3f}<extra>" + c + "</extra>")
+                     for i, c in enumerate(d["cosine"])])
+    fig.update_xaxes(tickvals=list(range(len(d["tokens"]))), ticktext=d["tokens"])
+    kept = sum(d["kept"]["nearest"])
+    fig.update_layout(height=300, margin={"t": 40, "b": 10}, yaxis_title="cosine to its own row", barmode="group",
+                      title=f"{kept} of {len(d['tokens'])} tokens kept at {frac:g}")
+    st.plotly_chart(meta(fig, figure="vocabulary", kept=kept, **{f"cos_{c}": float(np.mean(v)) for c, v in
+                                                                 d["cosine"].items()}), key="learn_vocab_fig")
+    st.dataframe(pd.DataFrame({"token": d["tokens"], **{f"{c} reads": v for c, v in d["reads"].items()}}),
+                 hide_index=True)
+    open_in_compress(b, C.Recipe(vocab=frac, vocab_cover="resplit") if frac < 1 else None, "learn_vocab_open")

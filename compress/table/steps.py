@@ -127,15 +127,15 @@ STEPS = [
     Step("vocab", "vocabulary pruning", (
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
               "tokens first; every other token reads its nearest kept row", "Vocabulary kept (fraction of tokens)",
-              lo=0.05),),
-        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
-                                         ctx.texts or heal.heal_texts(ctx.base), round(r.vocab * ctx.base.vocab_size)),
-        refuse=vocab.refuse,
-        describe=lambda r: f"vocabulary {r.vocab:g}", examples=({"vocab": 0.25},),
-        teach="Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the "
-              "healing text first, most frequent first); every other token reads the kept row nearest its own. "
-              "MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table is half of the model. Heal "
-              "afterwards; check the second evaluation set (text the healing never saw)."),
+              lo=0.05),
+        Field("vocab_cover", "choice", "nearest", "what a dropped token reads: nearest (the kept row of highest cosine) "
+              "or resplit (the mean of the rows of its kept word pieces)", "Dropped tokens read", choices=vocab.COVERS,
+              off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning")),
+        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base, ctx.texts or heal.heal_texts(ctx.base),
+                                         round(r.vocab * ctx.base.vocab_size), r.vocab_cover),
+        active=lambda r: r.vocab != 1, refuse=vocab.refuse, teach=vocab.TEACH,
+        describe=lambda r: f"vocabulary {r.vocab:g}" + (" (resplit)" if r.vocab_cover == "resplit" else ""),
+        examples=({"vocab": 0.25}, {"vocab": 0.25, "vocab_cover": "resplit"})),
     Step("emb_rank", "embedding rank", (
         Field("emb_rank", "fraction", 1.0, "word-embedding table at rank X * hidden",
               "Word-embedding rank (fraction of hidden size)", lo=0.05),),

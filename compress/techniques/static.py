@@ -31,8 +31,8 @@ class StaticModel(nn.Module):
         holder.add_module(path.rpartition(".")[2], nn.Embedding.from_pretrained(table, freeze=False))
         self.kept_blocks = [teacher_layers - 1]  # healing's hidden-state loss: the table matches the last layer
 
-    def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, **_):
-        h = self.get_submodule(self.path)(input_ids)
+    def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, inputs_embeds=None, **_):
+        h = self.get_submodule(self.path)(input_ids) if inputs_embeds is None else inputs_embeds
         return BaseModelOutput(last_hidden_state=h, hidden_states=(h, h) if output_hidden_states else None)
 
 

@@ -1,0 +1,36 @@
+"""The Learn page's vocabulary figure: the tokens of a sentence at a vocabulary fraction, kept or dropped, and what a
+dropped one reads under each cover (nearest kept row, or the mean of its re-split kept pieces), with the cosine of
+that to its own row in the original table. Only the sentence's tokens are compared (not the whole vocabulary)."""
+import torch
+
+from ..errors import CompressError
+from ..table.recipe import Recipe
+from ..techniques import vocab as V
+from ..techniques.heal import heal_texts
+
+MAX_TOKENS = 48  # a figure's bars
+
+
+def cover(bundle, text: str, fraction: float) -> dict:
+    """tokens, kept (under each cover), what each reads (token strings), and its cosine to its own row."""
+    if why := V.refuse(bundle, Recipe(vocab=fraction, vocab_cover="resplit")):
+        raise CompressError(why)
+    tok, n = bundle.tokenizer, round(fraction * bundle.vocab_size)
+    table = bundle.model.get_submodule(bundle.adapter.word_embeddings).weight.detach().float()
+    unit = torch.nn.functional.normalize(table, dim=-1)
+    ids = tok(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
+    out = {"tokens": tok.convert_ids_to_tokens(ids), "kept": {}, "reads": {}, "cosine": {}}
+    for name in V.COVERS:
+        keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit")[:n]
+        kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
+        reads = []
+        for t, s in zip(ids, out["tokens"]):
+            rows = [kept[s]] if s in kept else V.split(s, kept, V._prefix(tok)) if name == "resplit" else None
+            if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine
+                rows = [int((unit[keep] @ unit[t]).argmax())]
+            reads.append(rows)
+        out["kept"][name] = [s in kept for s in out["tokens"]]
+        out["reads"][name] = [" + ".join(tok.convert_ids_to_tokens([keep[r] for r in rows])) for rows in reads]
+        means = [table[[keep[r] for r in rows]].mean(0) for rows in reads]  # what each token reads, (C,) each
+        out["cosine"][name] = [float(unit[t] @ torch.nn.functional.normalize(m, dim=0)) for t, m in zip(ids, means)]
+    return out
