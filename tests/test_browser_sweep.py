@@ -65,6 +65,10 @@ def test_sweep_then_click_a_frontier_point(server):
         frontier.first.click(force=True)  # the smallest recipe on the frontier: rank ratio 0.2
         page.get_by_role("button", name="Apply", exact=True).wait_for(timeout=90_000)
         _idle(page)
+        try:  # the page writes the recipe into the URL in its run (a moment after the button shows, under load)
+            page.wait_for_url(lambda u: "rank=" in u, timeout=30_000)
+        except sync_api.TimeoutError:
+            pass  # the assertion below says what the URL held
         url = page.url
         said = page.get_by_text("Measured by the sweep").first.inner_text()  # its stored numbers, at once
         browser.close()

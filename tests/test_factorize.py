@@ -85,7 +85,8 @@ def test_ratio_half_has_fewer_params(tiny_bert):
     assert saved > 0 and C.count_params(tiny_bert.model) - C.count_params(small.model) == saved
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # make test-slow only: test_table's factorize cases count the params exactly on every family
+@pytest.mark.slow   # (and the Compress page's AppTests factorize MiniLM); here all 72 SVDs of the real MiniLM
 def test_minilm_ratio_half_fewer_params_and_finite(minilm):
     c = C.compress(minilm, C.Recipe(rank_mode="ratio", rank=0.5))
     assert C.count_params(c.model) < C.count_params(minilm.model)

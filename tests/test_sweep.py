@@ -168,7 +168,7 @@ def test_applies_are_kept_per_session(tmp_path):
 def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(gpt, tmp_path, one_thread):
     """Latency objectives: p10 <= p50 <= p90 and the speedup against the original timed in the same trial; each
     frontier point re-measured once (kept as the study's "remeasured:N"); healing keeps the quality before it too."""
-    space = S.Space("tinygpt", {"layers": (3, 4)}, ("bits_per_char", "speedup"), heal_steps=2)
+    space = S.Space("tinygpt", {"layers": (3, 4)}, ("bits_per_char", "speedup"), heal_steps=2, batch=2, seq=32)
     out = sweep.run(gpt, space, "timed", _url(tmp_path))
     study = sweep.open_study(None, "timed", _url(tmp_path))
     assert out["trials"] == {"complete": 2} and out["remeasured"] == len(out["frontier"]) >= 1
