@@ -167,6 +167,10 @@ def test_every_page_works_with_tinygpt():
     at.radio(key="r_rank_mode").set_value("ratio").run()
     at.slider(key="r_rank").set_value(0.5).run()
     assert not at.exception and _metric(at, "Layers factorized").value.endswith("/ 24")
+    charts = at.get("plotly_chart")  # each chart with its text alternative beneath it
+    words = [c.value for c in at.caption if c.value.startswith("The chart in words: ")]
+    assert charts and len(words) == len(charts)
+    assert all(w.endswith(".") and ("points" in w or "map" in w) for w in words)
     at.switch_page("ui/pages/compress.py").run()
     at.selectbox(key="r_quant").set_value("int8").run()
     at.button[0].click().run()

@@ -59,3 +59,24 @@ def test_history_rows_carry_the_timing_flag_and_no_change_is_no_speed_up():
     assert busy["timing"] == "unreliable: other programs used 40% of the CPUs" and busy["x faster"] == 3.0
     same = C.row(o, o, _res()["lat"], C.Recipe())  # Apply with nothing chosen: not "1.26x faster than itself"
     assert same["timing"] == "no change" and same["x faster"] is None
+
+
+def test_a_chart_in_words_says_its_title_axes_and_each_traces_values():
+    from compress.outputs.plots import in_words
+    import plotly.graph_objects as go
+    fig = go.Figure([go.Scatter(x=[1, 2, 3], y=[0.5, 0.9, 0.7], name="fidelity"),
+                     go.Heatmap(z=[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], name="attention")])
+    fig.update_layout(title="Quality <b>by rank</b>", xaxis_title="rank", yaxis_title="fidelity")
+    assert in_words(fig) == ("Quality by rank (fidelity against rank); fidelity: 3 points, values from 0.5 to 0.9; "
+                             "attention: a 3 x 2 map, values from 0.1 to 0.6.")
+    bars = go.Figure(go.Bar(x=[1, 2], y=["int8", "none"], name="size"))  # categories are counted, not ranged
+    assert in_words(bars) == "A chart; size: 2 points, values 2 categories."
+
+
+def test_every_chart_of_the_report_has_its_words():
+    html = htmlreport.comparison(_card(), _res(), machine="a CPU")
+    figures = _figures(html)
+    words = re.findall(r"<p class='alt'>The chart in words: ([^<]+)</p>", html)
+    assert figures and len(words) == len(figures)
+    for layout, w in zip(figures, words):
+        assert w.startswith(layout["title"]["text"].split("<")[0].strip()[:20])

@@ -6,7 +6,7 @@ import streamlit as st
 import compress as C
 from compress.learn import article as ART
 from compress.bench import healcurve
-from ui import cached, jobs
+from ui import cached, charts, jobs
 from ui.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
@@ -97,7 +97,8 @@ def healing(b):
                       f"({'higher' if higher else 'lower'} is better)", legend={"orientation": "h", "y": 1.12},
                       title=f"{C.Recipe.from_json(curve['recipe']).describe()}: {curve['metric']} "
                             f"{hist['dev'].iloc[0]:.4f} at step 0, {best.iloc[-1]:.4f} by step {upto}")
-    st.plotly_chart(meta(fig, figure="healing", step=upto, best=float(best.iloc[-1]), higher=higher), key="learn_heal_fig")
+    charts.show(st, meta(fig, figure="healing", step=upto, best=float(best.iloc[-1]), higher=higher),
+                key="learn_heal_fig")
     st.caption(f"Source: {curve['source']}" + (f"; made on {curve['machine']} in {curve['seconds']:.0f} s, lr "
                                                 f"{curve['lr']:g}, seed {curve['seed']}" if "machine" in curve else ""))
     csv(lambda: hist, f"healing_{b.name}", "learn_heal_csv", len(hist))

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 import compress as C
 from compress.learn import figures as L
 from compress.learn import attention as A
-from ui import cached, jobs, safe
+from ui import cached, charts, jobs, safe
 from ui.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
 
 MAX_LABELS = 40    # token labels on an axis (tinygpt's bytes: a 100-byte sentence is 100 tokens)
@@ -94,7 +94,7 @@ def _head_maps(b, text):
     if n > per:  # a figure of every head of a wide layer was 11 MB of JSON a run
         first = st.selectbox(f"Heads ({per} at a time)", list(range(0, n, per)), key="learn_heads_page",
                              format_func=lambda i: f"{i}-{min(n, i + per) - 1} of {n}")
-    st.plotly_chart(_heads_figure(cached.model_key(b), text, layer, first, per, att), key="learn_heads_maps")
+    charts.show(st, _heads_figure(cached.model_key(b), text, layer, first, per, att), key="learn_heads_maps")
     st.caption("Tokens: " + safe.plain(" · ".join(att["tokens"])))
     csv(functools.partial(_maps_csv, att, first, per), f"attention_layer_{layer}", "learn_heads_csv",
         min(per, n - first) * t * t)
@@ -120,7 +120,7 @@ def _head_scores(b):
     fig.update_layout(height=320, margin={"t": 60, "b": 10},
                       title=f"Keeping {keep} of {n} per layer removes {int(gone.sum())} heads (x, by {method} score); "
                             f"the two scores agree on {agree:.0%} of the choices")
-    st.plotly_chart(meta(fig, figure="head_scores", removed=int(gone.sum()), agree=agree), key="learn_heads_scores")
+    charts.show(st, meta(fig, figure="head_scores", removed=int(gone.sum()), agree=agree), key="learn_heads_scores")
     csv(lambda: pd.DataFrame([{"layer": i, "head": j, "weight_score": w[i, j], "gradient_score": g[i, j],
                                "removed": bool(gone[i, j])} for i in range(w.shape[0]) for j in range(n)]),
         "head_scores", "learn_heads_scores_csv", w.size)
@@ -155,8 +155,8 @@ def fnet(b, text):
     crossings = A.sign_changes(cos[k])
     dft_fig = _map(cos, att["tokens"], f"Re(DFT) over {t} tokens: row {k} crosses zero {crossings} times", DIV, 0.0)
     dft_fig.add_hline(y=k, line_color=OKABE_ITO[1], line_width=2)
-    left.plotly_chart(meta(dft_fig, figure="fnet", k=k, crossings=crossings, T=t), key="learn_fnet_fig")
-    right.plotly_chart(meta(_map(maps[head], att["tokens"], f"Attention of layer {layer}, head {head} (learned, "
+    charts.show(left, meta(dft_fig, figure="fnet", k=k, crossings=crossings, T=t), key="learn_fnet_fig")
+    charts.show(right, meta(_map(maps[head], att["tokens"], f"Attention of layer {layer}, head {head} (learned, "
                                  "depends on the sentence)"), figure="fnet_attention", layer=layer, head=head),
                        key="learn_fnet_att")
     csv(lambda: pd.DataFrame(cos, columns=[f"k{j}" for j in range(t)]), f"dft_real_{t}", "learn_fnet_csv", t)
@@ -202,7 +202,7 @@ def efficient(b, text):
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(height=260, margin={"t": 60, "b": 10},
                       title=f"w = {w} over {t} tokens (title: share of the T x T grid computed)")
-    st.plotly_chart(meta(fig, figure="efficient", w=w, **{n.replace("-", "_"): p["error"] for n, p in pats.items()},
+    charts.show(st, meta(fig, figure="efficient", w=w, **{n.replace("-", "_"): p["error"] for n, p in pats.items()},
                          density_fixed=pats["fixed"]["density"]), key="learn_eff_fig")
     st.dataframe(pd.DataFrame([{"pattern": n, "what": A.PATTERNS[n][0], "e.g.": A.PATTERNS[n][1],
                                 "share of grid": round(p["density"], 3), "error vs this head": round(p["error"], 3),

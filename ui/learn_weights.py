@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 import compress as C
 from compress.learn import figures as L
 from compress.learn import vocab as LV
+from ui import charts
 from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
@@ -40,7 +41,8 @@ def low_rank(b):
     fig.update_layout(height=330, margin={"t": 40, "b": 10},
                       title=f"{L.short(layer)} ({d['m']}x{d['n']}): rank {d['rank']} of {d['max_rank']}, "
                             f"relative error {d['error']:.3f}, energy kept {d['energy']:.3f}")
-    st.plotly_chart(meta(fig, figure="lowrank", rank=d["rank"], error=d["error"], energy=d["energy"]), key="learn_lr_fig")
+    charts.show(st, meta(fig, figure="lowrank", rank=d["rank"], error=d["error"], energy=d["energy"]),
+                key="learn_lr_fig")
     k = np.arange(1, d["max_rank"] + 1)
     spec = make_subplots(specs=[[{"secondary_y": True}]])
     spec.add_trace(go.Scatter(x=k, y=d["s"] / d["s"][0], name="S / S[0]", line={"color": OKABE_ITO[0]}))
@@ -54,7 +56,7 @@ def low_rank(b):
                        xaxis_title="rank", yaxis={"type": "log", "title": "S / S[0]"})
     spec.update_yaxes(title_text="energy kept", range=[0, 1.02], type="linear", tickmode="auto", showgrid=False,
                       secondary_y=True)  # its own ticks, not synced to the log axis
-    st.plotly_chart(meta(spec, figure="spectrum", rank=d["rank"], break_even=d["break_even"]), key="learn_lr_spec")
+    charts.show(st, meta(spec, figure="spectrum", rank=d["rank"], break_even=d["break_even"]), key="learn_lr_spec")
     cols = st.columns(4)
     cols[0].metric("Params dense (m n)", f"{d['params_dense']:,}")
     cols[1].metric("Params at rank r (r (m + n))", f"{d['params_rank']:,}",
@@ -99,7 +101,7 @@ def quantization(b):
                       title=f"Row {row} of {L.short(layer)} and its {bits}-bit per-channel grid"
                             + (f" (every {step}th level)" if step > 1 else ""))
     err = d["matrix_error"]
-    st.plotly_chart(meta(fig, figure="quantization", bits=bits, **{k.split(" ")[0]: v for k, v in err.items()}),
+    charts.show(st, meta(fig, figure="quantization", bits=bits, **{k.split(" ")[0]: v for k, v in err.items()}),
                     key="learn_q_fig")
     tbl = pd.DataFrame({"scheme": list(err), "row error": list(d["row_error"].values()), "matrix error": list(err.values())})
     st.dataframe(tbl.style.format({"row error": "{:.5f}", "matrix error": "{:.5f}"}), hide_index=True)
@@ -136,7 +138,7 @@ def ffn(b):
                   annotation_text=f"cut: keep {d['kept']} of {d['width']}")
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, xaxis_title="importance ||W_in[i]|| ||W_out[:, i]||",
                       title=f"Block {block}: {d['kept']} neurons kept hold {d['mass_kept']:.1%} of the importance")
-    st.plotly_chart(meta(fig, figure="ffn", kept=d["kept"], mass_kept=d["mass_kept"]), key="learn_ffn_fig")
+    charts.show(st, meta(fig, figure="ffn", kept=d["kept"], mass_kept=d["mass_kept"]), key="learn_ffn_fig")
     csv(lambda: pd.DataFrame({"neuron": np.arange(d["width"]), "importance": d["scores"],
                               "kept": d["scores"] >= d["threshold"]}), f"ffn_block_{block}", "learn_ffn_csv",
         d["width"])
@@ -163,7 +165,7 @@ def layers(b):
                                                                   for i in range(n)], name="Block Influence"))
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, xaxis_title="block", yaxis_title="1 - cos(in, out)",
                       title=f"Keeping {k} of {n}: blocks {d['kept']} (blue); grey ones are dropped")
-    st.plotly_chart(meta(fig, figure="layers", kept=d["kept"], lowest_kept=d["lowest_kept"]), key="learn_layers_fig")
+    charts.show(st, meta(fig, figure="layers", kept=d["kept"], lowest_kept=d["lowest_kept"]), key="learn_layers_fig")
     csv(lambda: pd.DataFrame({"block": range(n), "influence": bi, "kept": [i in d["kept"] for i in range(n)]}),
         "block_influence", "learn_layers_csv", n)
     predict("which block changes its input most, and is it the last one?",
@@ -196,7 +198,7 @@ def vocabulary(b, text):
     kept = sum(d["kept"]["nearest"])
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, yaxis_title="cosine to its own row", barmode="group",
                       title=f"{kept} of {len(d['tokens'])} tokens kept at {frac:g}")
-    st.plotly_chart(meta(fig, figure="vocabulary", kept=kept, **{f"cos_{c}": float(np.mean(v)) for c, v in
+    charts.show(st, meta(fig, figure="vocabulary", kept=kept, **{f"cos_{c}": float(np.mean(v)) for c, v in
                                                                  d["cosine"].items()}), key="learn_vocab_fig")
     st.dataframe(pd.DataFrame({"token": d["tokens"], **{f"{c} reads": v for c, v in d["reads"].items()}}),
                  hide_index=True)

@@ -84,14 +84,14 @@ def _table(rows: list[dict]) -> str:
 
 
 class _Figs:
-    """plotly figures as divs; plotly.js inline once, in the first."""
+    """plotly figures as divs, each with its text alternative (plots.in_words); plotly.js inline once, in the first."""
     def __init__(self):
         self.n = 0
 
     def __call__(self, fig: go.Figure) -> str:
         self.n += 1
         return pio.to_html(fig, full_html=False, include_plotlyjs=self.n == 1, config={"displaylogo": False},
-                           div_id=f"fig{self.n}")
+                           div_id=f"fig{self.n}") + f"<p class='alt'>The chart in words: {_e(plots.in_words(fig))}</p>"
 
 
 def _page(title: str, body: str) -> str:

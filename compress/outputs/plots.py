@@ -71,3 +71,33 @@ def curve(rows: list[dict], field: str, y: str) -> go.Figure:
     fig.update_yaxes(title_text=label(y), secondary_y=False)
     fig.update_yaxes(title_text="size (MB)", secondary_y=True)
     return fig
+
+
+def in_words(fig: go.Figure) -> str:
+    """A chart's text alternative (the page's caption under it, the report's): its title and axes, and per trace how
+    many points and the range of its values, read off the figure itself so that no chart goes without one."""
+    import re
+    import numpy as np
+
+    def plain(t) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", str(t or ""))).strip()
+
+    def span(v) -> str:
+        try:
+            a = np.asarray(v, dtype=float)
+        except (TypeError, ValueError):  # categories (layer names, models)
+            return f"{len(v)} categories"
+        a = a[np.isfinite(a)]
+        return f"from {a.min():.3g} to {a.max():.3g}" if a.size else "no values"
+
+    lay = fig.layout
+    axes = [plain(a.title.text) for a in (lay.xaxis, lay.yaxis) if a.title.text]
+    parts = [f"{plain(lay.title.text) or 'A chart'}" + (f" ({' against '.join(reversed(axes))})" if axes else "")]
+    for t in fig.data:
+        name = plain(getattr(t, "name", "")) or t.type
+        if getattr(t, "z", None) is not None:
+            z = np.asarray(t.z, dtype=float)
+            parts.append(f"{name}: a {' x '.join(map(str, z.shape))} map, values {span(z.ravel())}")
+        elif getattr(t, "y", None) is not None:
+            parts.append(f"{name}: {len(t.y)} points, values {span(t.y)}")
+    return "; ".join(parts) + "."

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compress as C
-from ui import cached, jobs, safe, shell
+from ui import cached, charts, jobs, safe, shell
 from ui.controls import control
 from ui.state import KEY
 
@@ -71,7 +71,7 @@ def cut():
     fig.update_layout(title=f"{layer} ({s.m}x{s.n}){'' if r else ': kept dense'}", xaxis_title="index",
                       yaxis=dict(type="log", title="normalized singular value"),
                       yaxis2=dict(overlaying="y", side="right", range=[0, 1.02], title="energy"), height=380)
-    left.plotly_chart(fig)
+    charts.show(left, fig)
     energy = rep.pivot(index="block", columns="kind", values="energy_kept")
     labels = rep.assign(label=rep["rank"].astype(str).where(~rep["dense"], "dense"))
     heat = go.Figure(go.Heatmap(z=energy.values, x=list(energy.columns), y=list(energy.index), zmin=0, zmax=1,
@@ -79,12 +79,12 @@ def cut():
                                 texttemplate="%{text}"))
     heat.update_layout(title="Energy kept per layer (text: rank chosen)", height=380,
                        yaxis=dict(autorange="reversed", title="block"), xaxis_title="kind")
-    right.plotly_chart(heat)
+    charts.show(right, heat)
     st.dataframe(rep.drop(columns=["block", "kind"]), hide_index=True)
 
 
 cut()
-st.plotly_chart(all_layers(cached.model_key(b), spec))
+charts.show(st, all_layers(cached.model_key(b), spec))
 
 st.subheader("Per-layer sensitivity")
 st.caption("The quality drop when ONLY this layer is factorized hard (rank 0.1 x min(m, n)), measured on 64 "
@@ -95,5 +95,5 @@ if sens is None and st.button("Measure sensitivity (each layer cut and measured 
         b, spec, progress=lambda p: job.progress.update(done=p["done"] / p["total"])), f"sensitivity of {b.name}")
 if sens is not None:
     sdf = pd.DataFrame({"layer": list(sens), "drop": list(sens.values())})
-    st.plotly_chart(px.bar(sdf, x="layer", y="drop", height=380,
+    charts.show(st, px.bar(sdf, x="layer", y="drop", height=380,
                            title=f"Quality drop per layer cut alone ({'1 - fidelity' if b.task == 'embedding' else 'next-token KL'})"))

@@ -13,7 +13,7 @@ import compress as C
 from compress.sweep import frontier, space as S, studies, run as sweep
 from compress.outputs import html as htmlreport, plots
 from compress.serve import store
-from ui import jobs, safe, shell, trial
+from ui import charts, jobs, safe, shell, trial
 from ui.state import current_recipe, set_recipe
 
 REFRESH_S = 5  # a running sweep's view refreshes this often
@@ -219,7 +219,7 @@ def studies_section():
         y = c2.selectbox("y", ys, index=ys.index(sp["objectives"][0]) if sp["objectives"][0] in ys else 0, key="tr_y",
                          format_func=plots.label)
         log = c3.checkbox("log x axis", key="tr_log")
-        event = st.plotly_chart(plots.tradeoff(rows, x, y, log), on_select="rerun", selection_mode="points",
+        event = charts.show(st, plots.tradeoff(rows, x, y, log), on_select="rerun", selection_mode="points",
                                 key=f"tr_plot_{name}")
         picked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
         if picked:
@@ -227,7 +227,7 @@ def studies_section():
         st.caption("Click a point to open its recipe and the numbers the sweep measured on the Compress page. "
                    "Frontier points' latency is re-measured once before a sweep ends (the error bars: p10-p90).")
         if len(sp["vary"]) == 1 and C.FIELDS[next(iter(sp["vary"]))].kind in ("fraction", "count", "float", "int"):
-            st.plotly_chart(plots.curve(rows, next(iter(sp["vary"])), y), key=f"tr_curve_{name}")
+            charts.show(st, plots.curve(rows, next(iter(sp["vary"])), y), key=f"tr_curve_{name}")
         done_rows = [r for r in rows if r["state"] == "complete"]
         c1, c2 = st.columns([3, 1])
         pick = c1.selectbox("Open a trial's recipe", [r["trial"] for r in done_rows], key="tr_open_pick",
