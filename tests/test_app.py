@@ -172,6 +172,8 @@ def test_every_page_works_with_tinygpt():
     assert charts and len(words) == len(charts)
     assert all(w.endswith(".") and ("points" in w or "map" in w) for w in words)
     at.switch_page("ui/pages/compress.py").run()
+    heal_file = [e.proto for e in at.get("file_uploader") if e.proto.label.startswith("Heal on your own text")]
+    assert [f.max_upload_size_mb for f in heal_file] == [C.MAX_HEAL_BYTES >> 20]  # its own 8 MB, not the server's
     at.selectbox(key="r_quant").set_value("int8").run()
     at.button[0].click().run()
     assert not at.exception and not at.error

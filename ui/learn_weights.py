@@ -99,7 +99,7 @@ def quantization(b):
     # (one update: 64 add_vline calls took 3 s of every run of the page)
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, bargap=0.05, xaxis_title="weight value",
                       title=f"Row {row} of {L.short(layer)} and its {bits}-bit per-channel grid"
-                            + (f" (every {step}th level)" if step > 1 else ""))
+                            + (f" (one level in {step} drawn)" if step > 1 else ""))
     err = d["matrix_error"]
     charts.show(st, meta(fig, figure="quantization", bits=bits, **{k.split(" ")[0]: v for k, v in err.items()}),
                     key="learn_q_fig")

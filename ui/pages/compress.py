@@ -233,8 +233,9 @@ with left:
         control("heal_lr", b, h1)
         control("heal_seed", b, h2)
         minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
-        st.file_uploader("Heal on your own text (.txt, one sentence or paragraph per line)", type=["txt"],
-                         key="heal_file", on_change=jobs.heal_text_changed)
+        st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
+                         f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
+                         max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)
         caption(step, [why])
     st.subheader("Latency workload")
     kind = st.radio("Workload", list(C.WORKLOADS), horizontal=True, key="live_workload",
