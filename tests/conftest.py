@@ -26,7 +26,7 @@ SLOW_FILES = {"test_app", "test_app_robust", "test_browser", "test_browser_learn
               "test_learn", "test_learn_page", "test_measurement", "test_pages_hostile", "test_pages_safe",
               "test_peers", "test_pipeline", "test_quality", "test_quantize", "test_static", "test_sweep",
               "test_sweep_limits", "test_sweep_workers", "test_takeaway", "test_tinygpt", "test_tradeoffs_page",
-              "test_url_fuzz", "test_app_encoders"}
+              "test_url_fuzz", "test_app_families"}
 
 
 def pytest_collection_modifyitems(items):

@@ -274,29 +274,3 @@ def test_real_sentence_workload_shows_sentences_per_second(app):
     rates = [m for m in app.metric if m.label == "sentences/s"]
     assert len(rates) == 2 and float(rates[0].value.replace(",", "")) > 0 and "x" in rates[1].delta
     assert app.dataframe[-1].value["workload"][0] == "sentences" and "x sentences per s" in app.dataframe[-1].value  # (columns in words)
-
-
-def test_every_page_works_with_a_llama_upload(tiny_qwen2, monkeypatch):
-    """The Llama family (a Qwen2 upload: 4 query heads over 2 k/v heads, with its BPE): each page opens; Apply with
-    heads + FFN + int8 shows both sides' bits per token and the continuations."""
-    monkeypatch.setitem(C.BUNDLED, "tiny-qwen2", lambda: tiny_qwen2)
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params["model"] = "tiny-qwen2"
-    at.run()
-    assert not at.exception
-    m = _metric(at, "Layers x heads")
-    assert m.value == "2 x 4" and m.help == "4 query heads share 2 key/value heads"
-    at.switch_page("ui/pages/spectra.py").run()
-    assert not at.exception
-    at.switch_page("ui/pages/compress.py").run()
-    at.select_slider(key="r_heads").set_value(2).run()
-    at.slider(key="r_ffn").set_value(0.5).run()
-    at.selectbox(key="r_quant").set_value("int8").run()
-    at.button[0].click().run()
-    assert not at.exception and not at.error
-    bits = [float(m.value) for m in at.metric if m.label == "bits per token"]
-    assert len(bits) == 2 and all(b > 0 for b in bits)
-    assert len(at.code) == 4  # greedy and sampled continuations, original and compressed
-    for page in ("tradeoffs", "learn"):
-        at.switch_page(f"ui/pages/{page}.py").run()
-        assert not at.exception and not at.error, page
