@@ -53,10 +53,16 @@ async def open_uploader(page, url: str) -> None:
 
 
 async def _uploads(page, url: str, zips: list[Path], log: list, name: str) -> None:
-    await open_uploader(page, url)
+    """Each zip on a fresh page (no earlier refusal still shown), then its own refusal awaited: the load waits its
+    turn on the queue behind the other sessions' jobs, so the page's run may end before it does."""
     for z in zips:
+        await open_uploader(page, url)
         t0 = time.time()
         await page.locator('input[type="file"]').set_input_files(str(z))
+        try:
+            await page.locator(ERROR).first.wait_for(timeout=600_000)
+        except Exception:  # noqa: BLE001 - none came: logged as nothing shown (a hostile zip taken is a failure)
+            pass
         await _idle(page)
         shown = await page.locator(ERROR).all_inner_texts()
         log.append({"session": name, "hostile": z.stem, "shown": [s[:300] for s in shown], "s": round(time.time() - t0),

@@ -156,15 +156,26 @@ def _jobs(path: Path) -> dict:
         return {}
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT kind, state, error FROM jobs").fetchall()
-        waits = db.execute("SELECT started - created FROM jobs WHERE kind = 'apply' AND started IS NOT NULL").fetchall()
+        runs = db.execute("SELECT key, kind, created, started, updated FROM jobs WHERE started IS NOT NULL").fetchall()
     out: dict = {}
     for kind, state, _ in rows:
         out.setdefault(kind, {}).setdefault(state, 0)
         out[kind][state] += 1
-    w = sorted(x for (x,) in waits)
+    w, behind = [], []  # each Apply's wait, and the part of it when no short job held the slot: long jobs' steps
+    for key, kind, created, started, _ in runs:
+        if kind == "apply":
+            short = sum(max(0.0, min(e, started) - max(s, created)) for k, kd, _, s, e in runs
+                        if k != key and kd not in ("heal", "sweep") and e is not None)
+            w.append(started - created)
+            behind.append(max(0.0, started - created - short))
     return {"by kind": out, "errors": sorted({e[:200] for *_, e in rows if e}),
-            "apply waited s": {"n": len(w), "median": round(statistics.median(w), 1) if w else None,
-                               "max": round(w[-1], 1) if w else None}}
+            "apply waited s": _spread(w), "of it, behind long jobs' steps (no short job ran) s": _spread(behind)}
+
+
+def _spread(xs: list) -> dict:
+    xs = sorted(xs)
+    return {"n": len(xs), "median": round(statistics.median(xs), 1) if xs else None,
+            "max": round(xs[-1], 1) if xs else None}
 
 
 def _alone(applies: list, repeats: int = 5) -> tuple[dict, dict]:

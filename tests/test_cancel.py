@@ -2,8 +2,10 @@
 test pauses the job just after one of its checkpoints (a hook: as if at work there), cancels it from this thread as a
 Cancel button would, lets it go on, and counts the checkpoints it calls after the Cancel: one (the one that ends it). Timeouts are guards against a
 hang, never what is asserted."""
+import dataclasses
 import threading
 import traceback
+import uuid
 
 import pytest
 
@@ -70,8 +72,12 @@ def test_a_checkpoint_outside_a_job_does_nothing_and_inside_a_cancelled_one_rais
     assert q.wait(job, 30) and job.state == "cancelled" and ran == [1]
 
 
-@pytest.mark.parametrize("kind", ["spectra", "sizes", "sample", "apply", "heal"])
+@pytest.mark.parametrize("kind", ["spectra", "sizes", "sample", "apply", "heal", "export", "learn", "learn_att",
+                                  "learn_article"])
 def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert, tiny_gpt, one_thread):
+    from compress.learn import article, attention, figures
+    fresh = lambda: dataclasses.replace(tiny_bert, cache={}, content_hash=str(uuid.uuid4()))  # noqa: E731 - Learn
+    #  keeps its results in the bundle and by the content hash
     fn, units = {
         "spectra": (lambda j: compute_spectra(tiny_bert.model, tiny_bert.adapter), len(
             tiny_bert.adapter.factorizable(tiny_bert.model))),  # one per layer's SVD at least
@@ -79,6 +85,10 @@ def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert,
         "sample": (lambda j: C.complete(tiny_gpt, "def f(x):", max_new_tokens=40), 40),  # one per token at least
         "apply": (lambda j: C.report(tiny_bert, C.compress(tiny_bert, C.Recipe(rank_mode="ratio", rank=0.5))), 7),
         "heal": (lambda j: C.compress(tiny_bert, C.Recipe(heal_steps=30)), 30),  # one per step at least
+        "export": (lambda j: C.zip_bytes(C.compress(tiny_bert, C.Recipe(quant="int8"))), 6),  # steps, zip entries
+        "learn": (lambda j: figures.prepare(fresh()), 8),
+        "learn_att": (lambda j: attention.layer_attention(fresh(), "the cat sat on the mat", 1), 2),
+        "learn_article": (lambda j: article.measure(fresh()), 8),
     }[kind]
     full = _count(fn, kind)
     assert full >= units  # no second of work without a checkpoint: every unit of it passes one

@@ -47,3 +47,32 @@ def test_the_default_budget_is_half_the_machine(monkeypatch):
     monkeypatch.delenv("COMPRESS_MEM_BUDGET_MB", raising=False)
     total_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
     assert membound.budget_mb() == pytest.approx(total_kb * 1024 / 2 / 1e6, rel=0.01)
+
+
+def test_the_jobs_alive_together_are_bounded_by_the_server_total(monkeypatch):
+    """A healing between its steps still holds its copies: an Apply that would take the jobs' sum over
+    COMPRESS_MEM_SERVER_MB is refused in one line, and runs once the healing ended (what it held is free)."""
+    import threading
+    from compress.serve import jobs
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "1000")
+    monkeypatch.setenv("COMPRESS_MEM_SERVER_MB", "1500")
+    q, go, held = jobs.Queue(1), threading.Event(), threading.Event()
+
+    def heal(job):  # 25M params x 4 B x 7 = 700 MB, held while it waits between its steps
+        membound.check("heal", None, "a", params=25_000_000)
+        held.set()
+        while not go.is_set():
+            q.yield_(job)
+            go.wait(0.05)
+    h = q.submit("heal", heal, "tab-1")
+    assert held.wait(30)
+    assert membound.held_mb() == pytest.approx(700)
+    apply = q.submit("apply", lambda job: membound.check("apply", None, "b", params=60_000_000), "tab-2")  # 960 MB
+    assert q.wait(apply, 30) and apply.state == "failed"
+    assert "the jobs alive on this server hold about 700 MB of the 1,500 MB" in apply.error and "\n" not in apply.error
+    small = q.submit("apply", lambda job: membound.check("apply", None, "c", params=40_000_000), "tab-2")  # 640 MB
+    assert q.wait(small, 30) and small.state == "done"
+    go.set()
+    assert q.wait(h, 30) and h.state == "done" and membound.held_mb() == 0
+    again = q.submit("apply", lambda job: membound.check("apply", None, "b", params=60_000_000), "tab-2")
+    assert q.wait(again, 30) and again.state == "done"

@@ -99,11 +99,13 @@ def test_live_sweeps_are_bounded_per_session_and_per_server_in_one_line(q, tiny_
     q.submit("apply", lambda j: gate.wait(60))  # holds the queue: the sweeps below wait, live
     plan = studies.plan(tiny_gpt, {"layers": "1:2:1"}, "", ["size_mb"])
     try:
-        studies.start(tiny_gpt, plan, "a1", owner="a")
-        with pytest.raises(C.CompressError, match="this session already runs 1 sweep") as e:
+        studies.start(tiny_gpt, plan, "a1", owner="a", client="10.0.0.7")
+        with pytest.raises(C.CompressError, match="this session .* already runs 1 sweep") as e:
             studies.start(tiny_gpt, plan, "a2", owner="a")
         assert "\n" not in str(e.value)
-        studies.start(tiny_gpt, plan, "b1", owner="b")
+        with pytest.raises(C.CompressError, match="another tab of this browser"):  # a new tab: a new session id
+            studies.start(tiny_gpt, plan, "a2", owner="a-new-tab", client="10.0.0.7")
+        studies.start(tiny_gpt, plan, "b1", owner="b", client="10.0.0.8")
         studies.start(tiny_gpt, plan, "c1", owner="c")
         with pytest.raises(C.CompressError, match="this server already runs 3 sweeps"):
             studies.start(tiny_gpt, plan, "d1", owner="d")

@@ -16,6 +16,7 @@ import torch
 
 from ..models.adapters import forward
 from ..errors import CompressError
+from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches
 from ..techniques.heads import head_dim, heads_per_layer
 
@@ -115,6 +116,7 @@ def layer_attention(bundle, text: str, layer: int) -> dict:
     if got is not None:
         return got
     got = _maps(bundle, text, layer)
+    checkpoint()  # a Cancel during the forward: nothing kept
     with _LOCK:
         cache = bundle.cache.setdefault("learn_attention", {})
         cache[text, layer] = got

@@ -24,6 +24,7 @@ from . import onnxcheck, tensors
 from ..table import pipeline
 from ..models.bundle import ModelBundle
 from ..errors import CompressError
+from ..serve.cancel import checkpoint
 from ..models.bundled import BUNDLED, load_model
 from ..techniques.ortrun import OrtModel
 from ..table.recipe import Recipe
@@ -93,6 +94,7 @@ def files(bundle: ModelBundle, measured: dict | None = None) -> dict[str, bytes]
     onnx = isinstance(bundle.model, OrtModel)
     out = {ONNX: bundle.model.onnx} if onnx else {}
     if not onnx:
+        checkpoint()
         flat, meta = tensors.flat((bundle.sized_model if bundle.sized_model is not None else bundle.model).state_dict())
         out[WEIGHTS] = st_save(flat, metadata=meta)
     c = card(bundle, measured)
@@ -135,6 +137,7 @@ def zip_bytes(bundle: ModelBundle, measured: dict | None = None) -> bytes:
 def _write_zip(got: dict, f) -> None:
     with zipfile.ZipFile(f, "w") as z:
         for name, data in got.items():  # weights do not deflate much; the text files do
+            checkpoint()
             z.writestr(name, data, zipfile.ZIP_STORED if name in (WEIGHTS, ONNX) else zipfile.ZIP_DEFLATED)
 
 

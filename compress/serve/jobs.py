@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import membound
 from .cancel import Cancelled, checkpoint, running
 from ..errors import CompressError
 
@@ -186,6 +187,7 @@ class Queue:
 
     def _end(self, job: Job, state: str) -> None:  # (holding the lock) logged before anyone waiting for it wakes
         job.state = state
+        membound.release(job.id)
         self._record(job)
         job.ended.set()
         self._running.discard(job)

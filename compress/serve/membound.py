@@ -2,10 +2,15 @@
 (float32) x the kind's FACTOR, refused in one line when over the budget of one job (COMPRESS_MEM_BUDGET_MB, default
 half the machine's memory). An estimate, not a measure: it counts the copies of the weights a kind holds at once and
 one more for activations (the workloads are bounded elsewhere: evaluate.MAX_WORKLOAD_TOKENS, healing's batch).
-A load is bounded before this, by the upload's header (uploads.MAX_PARAMS)."""
+The server's total is bounded too: a job of the queue holds what its checks estimated until it ends, and a check
+that would take the jobs' sum over COMPRESS_MEM_SERVER_MB (default three quarters of the memory) is refused the same
+way (two healings between their steps and an Apply are alive at once). A load is bounded before this, by the
+upload's header (uploads.MAX_PARAMS)."""
 import os
+import threading
 
 from ..errors import CompressError
+from .cancel import current
 
 FACTOR = {  # copies of the float32 weights a kind holds at its peak
     "sizes": 2,    # the model and its serialized bytes
@@ -16,18 +21,43 @@ FACTOR = {  # copies of the float32 weights a kind holds at its peak
 }
 
 
-def budget_mb() -> float:
-    """The most one job may need, in MB: COMPRESS_MEM_BUDGET_MB, else half the machine's memory."""
-    if "COMPRESS_MEM_BUDGET_MB" in os.environ:
+_HELD: dict[int, float] = {}  # queue job id -> the MB its checks estimated, until the job ends (release)
+_LOCK = threading.Lock()
+
+
+def _setting(name: str, share: float) -> float:
+    """os.environ[name] in MB (a number above 0), else this share of the machine's memory."""
+    if name in os.environ:
         try:
-            mb = float(os.environ["COMPRESS_MEM_BUDGET_MB"])
+            mb = float(os.environ[name])
         except ValueError:
             mb = 0.0
         if not mb > 0:
-            raise CompressError(f"COMPRESS_MEM_BUDGET_MB must be a number above 0, got "
-                                f"{os.environ['COMPRESS_MEM_BUDGET_MB'][:20]!r}")
+            raise CompressError(f"{name} must be a number above 0, got {os.environ[name][:20]!r}")
         return mb
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 / 1e6
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share / 1e6
+
+
+def budget_mb() -> float:
+    """The most one job may need, in MB: COMPRESS_MEM_BUDGET_MB, else half the machine's memory."""
+    return _setting("COMPRESS_MEM_BUDGET_MB", 0.5)
+
+
+def server_mb() -> float:
+    """The most the jobs alive at once may need together, in MB: COMPRESS_MEM_SERVER_MB, else 3/4 of the memory."""
+    return _setting("COMPRESS_MEM_SERVER_MB", 0.75)
+
+
+def held_mb() -> float:
+    """What the jobs alive now hold by their estimates, in MB."""
+    with _LOCK:
+        return sum(_HELD.values())
+
+
+def release(job_id: int) -> None:
+    """The job ended: what it held is free (the queue calls this)."""
+    with _LOCK:
+        _HELD.pop(job_id, None)
 
 
 def estimate_mb(kind: str, params: int) -> float:
@@ -41,10 +71,21 @@ def params_of(model) -> int:
 
 def check(kind: str, model, what: str = "", params: int | None = None) -> None:
     """Refuse (one CompressError line) a job of this kind on this model (or these params) whose estimate is over the
-    budget."""
+    budget of one job, or, on the queue, would take the server's jobs together over theirs; else the queue's job
+    holds the estimate until it ends."""
     params = params_of(model) if params is None else params
     need, have = estimate_mb(kind, params), budget_mb()
     if need > have:
         raise CompressError(f"{kind} of {what or 'this model'} needs about {need:,.0f} MB ({params / 1e6:.1f}M "
                             f"params x 4 bytes x {FACTOR[kind]}) and a job here may use {have:,.0f} MB "
                             "(COMPRESS_MEM_BUDGET_MB); nothing was started")
+    job = current()
+    if job is None:  # the CLI or a test calling the library: one job, the per-job bound is the bound
+        return
+    with _LOCK:
+        others, total = sum(v for k, v in _HELD.items() if k != job.id), server_mb()
+        if others + need > total:
+            raise CompressError(f"{kind} of {what or 'this model'} needs about {need:,.0f} MB and the jobs alive on "
+                                f"this server hold about {others:,.0f} MB of the {total:,.0f} MB they may share "
+                                "(COMPRESS_MEM_SERVER_MB): try again when one ends; nothing was started")
+        _HELD[job.id] = max(_HELD.get(job.id, 0.0), need)

@@ -13,7 +13,7 @@ from ..errors import CompressError
 from ..serve.store import alive
 from .run import request_stop, run
 
-_JOBS: dict = {}  # study name -> (the queue job of this server process that runs it, the key that may stop it)
+_JOBS: dict = {}  # study name -> (this server's queue job running it, the key that may stop it, its client)
 KEEP = 50  # ended sweeps' jobs remembered (the page says how one ended); live ones are never forgotten
 SWEEP_LIMITS = {"COMPRESS_SWEEPS_PER_SESSION": 1, "COMPRESS_SWEEPS_PER_SERVER": 3, "COMPRESS_SWEEP_MINUTES": 120}
 
@@ -68,11 +68,13 @@ def plan(bundle, vary: dict, fixed_text: str, objectives, trials: int | None = N
     return {"space": space, "trials": trials, "grid": grid, "minutes": minutes, "cli": cli}
 
 
-def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = ""):
+def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = "", client: str = ""):
     """Run a planned sweep on the server's job queue (a long job: Apply and the other short jobs of every session
     run between its trials and its healing steps). It belongs to its study in the store: a closed tab does not cancel
     it; `key` (a secret the starting browser keeps) may stop it (stop()). Over a limit (limits()) it is refused in one
-    line; a sweep past COMPRESS_SWEEP_MINUTES is cancelled. Returns the queue's job."""
+    line; a sweep past COMPRESS_SWEEP_MINUTES is cancelled. `client`: who asks beyond this session (the browser's
+    address): COMPRESS_SWEEPS_PER_SESSION counts the live sweeps of the session or of the client, so a new tab or a
+    reload does not start another. Returns the queue's job."""
     from ..serve.jobs import queue
     q, lim = queue(), limits()
     minutes = lim["COMPRESS_SWEEP_MINUTES"]
@@ -82,9 +84,11 @@ def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = ""):
     live = [j for j in q.jobs() if j.kind == "sweep" and not j.ended.is_set()]
     if any(j is _JOBS.get(name, (None,))[0] for j in live):
         raise CompressError(f"the sweep {name[:100]} already runs on this server")
-    if sum(j.owner == owner for j in live) >= lim["COMPRESS_SWEEPS_PER_SESSION"]:
-        raise CompressError(f"this session already runs {sum(j.owner == owner for j in live)} sweep(s), the most one "
-                            "session may (COMPRESS_SWEEPS_PER_SESSION): stop it or wait for it to end")
+    clients = {id(j): c for j, _, c in _JOBS.values()}
+    mine = sum(j.owner == owner or bool(client) and clients.get(id(j)) == client for j in live)
+    if mine >= lim["COMPRESS_SWEEPS_PER_SESSION"]:
+        raise CompressError(f"this session (or another tab of this browser) already runs {mine} sweep(s), the most "
+                            "one may (COMPRESS_SWEEPS_PER_SESSION): stop it or wait for it to end")
     if len(live) >= lim["COMPRESS_SWEEPS_PER_SERVER"]:
         raise CompressError(f"this server already runs {len(live)} sweeps, the most it allows "
                             "(COMPRESS_SWEEPS_PER_SERVER): try again when one ends")
@@ -93,8 +97,8 @@ def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = ""):
         out = run_plan(bundle, the_plan, name, between=lambda: q.yield_(job), stop=job.cancel)
         return None if job.cancel.is_set() else out  # cancelled (Stop, its time limit): a "cancelled" job
     job = q.submit("sweep", fn, owner, f"sweep {name}", limit_s=minutes * 60)
-    _JOBS[name] = (job, key)
-    ended = [n for n, (j, _) in _JOBS.items() if j.ended.is_set()]
+    _JOBS[name] = (job, key, client)
+    ended = [n for n, (j, *_) in _JOBS.items() if j.ended.is_set()]
     for n in ended[:max(0, len(_JOBS) - KEEP)]:
         del _JOBS[n]
     return job
@@ -102,7 +106,7 @@ def start(bundle, the_plan: dict, name: str, owner: str = "", key: str = ""):
 
 def may_stop(name: str, key: str | None) -> bool:
     """Is `key` the one the browser that started this server's running sweep `name` keeps?"""
-    job, mine = _JOBS.get(name, (None, ""))
+    job, mine, _ = _JOBS.get(name, (None, "", ""))
     return job is not None and not job.ended.is_set() and bool(key) and bool(mine) and \
         hmac.compare_digest(str(key), mine)
 

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import CompressError
 from ..measure import core as measure
+from ..serve import sandbox
 from ..models.adapters import forward
 from .runtime import _Call, _why, apply_runtime, example, mismatch
 
@@ -95,6 +97,16 @@ def export(model: nn.Module, adapter, example, path: Path) -> None:
                           dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "output")})
 
 
+def _build(model: nn.Module, adapter, example, d: Path, rr: bool, int8: bool) -> None:
+    """Export to d/model.onnx; int8: onnxruntime's dynamic quantization of that export (per channel, rr: 7 bits)."""
+    src = d / ("float.onnx" if int8 else "model.onnx")
+    export(model, adapter, example, src)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        quantize_dynamic(str(src), str(d / "model.onnx"), per_channel=True, reduce_range=rr,
+                         weight_type=QuantType.QInt8)
+
+
 def unsupported(recipe) -> str | None:
     """Why this recipe cannot run in ONNX Runtime here (eager runs instead), known before exporting; or None."""
     if recipe.quant not in QUANTS:
@@ -113,19 +125,17 @@ def apply(model: nn.Module, adapter, recipe, example) -> tuple[nn.Module | None,
     """(OrtModel, None), or (None, why eager runs instead). model: the float model (before any quantization)."""
     if why := unsupported(recipe):
         return None, why
-    quant = recipe.quant
+    quant, rr = recipe.quant, reduce_range()
+    setting = f"int8 dynamic, per-channel{', reduce_range' if rr else ''}" if quant == "int8" else "fp32"
     try:
         with tempfile.TemporaryDirectory() as d:
-            src = Path(d) / "model.onnx"
-            export(model, adapter, example, src)
-            setting = "fp32"
-            if quant == "int8":
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-                dst, rr = Path(d) / "model.int8.onnx", reduce_range()
-                quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=rr, weight_type=QuantType.QInt8)
-                src, setting = dst, f"int8 dynamic, per-channel{', reduce_range' if rr else ''}"
-            ort = OrtModel(src.read_bytes(), setting)
+            # the export and the quantization have no checkpoint inside: on a job they run in a child that Cancel kills
+            sandbox.call(_build, model, adapter, example, Path(d), quant == "int8" and rr, quant == "int8",
+                         what="the ONNX export")
+            ort = OrtModel((Path(d) / "model.onnx").read_bytes(), setting)
         got, want = ort(*example), forward(model, adapter, *example)
+    except CompressError as e:
+        return None, f"onnxruntime failed: {e}"
     except Exception as e:  # noqa: BLE001 - a speed option never breaks a compression: eager runs, with the reason
         return None, f"onnxruntime failed: {_why(e)}"
     why = mismatch("onnxruntime", got, want, 1e-3 if quant == "none" else 0.5)  # int8: only a broken graph
