@@ -1,6 +1,6 @@
 """The load test's sixth, hostile session (issue 24): uploads hostile zips made here from the bundled tinygpt through
-the sidebar (each must be refused in one line, with no exception on the page), starts a sweep at the Trade-offs
-page's maxima on MiniLM (1,000 trials, 5,000 healing steps each), and keeps uploading hostile zips while it runs."""
+the sidebar (each must be refused in one line, with no exception on the page) while a sweep it started first at the
+Trade-offs page's maxima on MiniLM (1,000 trials, 5,000 healing steps each) runs beside the other sessions' work."""
 import tempfile
 import time
 from pathlib import Path
@@ -52,10 +52,12 @@ async def open_uploader(page, url: str) -> None:
             continue
 
 
-async def _uploads(page, url: str, zips: list[Path], log: list, name: str) -> None:
+async def _uploads(page, url: str, zips: list[Path], log: list, name: str, until: float = float("inf")) -> None:
     """Each zip on a fresh page (no earlier refusal still shown), then its own refusal awaited: the load waits its
     turn on the queue behind the other sessions' jobs, so the page's run may end before it does."""
     for z in zips:
+        if time.time() > until:
+            return
         await open_uploader(page, url)
         t0 = time.time()
         await page.locator('input[type="file"]').set_input_files(str(z))
@@ -71,8 +73,7 @@ async def _uploads(page, url: str, zips: list[Path], log: list, name: str) -> No
 
 async def hostile(page, url: str, until: float, log: list, name: str) -> None:
     zips = hostile_zips()
-    await _uploads(page, url, zips, log, name)
-    await page.goto(f"{url}/tradeoffs?model=minilm", timeout=120_000)
+    await page.goto(f"{url}/tradeoffs?model=minilm", timeout=120_000)  # the sweep first: it runs beside everything
     heal = page.get_by_role("spinbutton", name="Healing steps per trial")
     await heal.wait_for(timeout=180_000)
     await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
@@ -87,5 +88,6 @@ async def hostile(page, url: str, until: float, log: list, name: str) -> None:
     log.append({"session": name, "swept": "minilm at the page's maxima (1000 trials, 5000 healing steps)",
                 "errors": await page.locator(ERROR).all_inner_texts(),
                 "exceptions": await page.locator(EXCEPTION).count(), "t": time.time()})
+    await _uploads(page, url, zips, log, name)  # each zip once, then again while the others run
     while time.time() < until:
-        await _uploads(page, url, zips, log, name)
+        await _uploads(page, url, zips, log, name, until)

@@ -273,7 +273,8 @@ def test_impossible_file_names_are_one_line(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, runtime", [("tinygpt", r) for r in ("eager", "freeze", "onnxruntime")]
+@pytest.mark.parametrize("model, runtime", [(m, r) for m in ("tinygpt", "tinyllama") for r in ("eager", "freeze",
+                                                                                         "onnxruntime")]
                          + [("minilm", "onnxruntime")])
 def test_every_bundled_model_uploads_back_with_every_runtime(tmp_path, model, runtime):
     """tinygpt with onnxruntime could not be uploaded back (its export has no attention_mask input). (compile: 40 s
