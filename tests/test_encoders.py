@@ -175,3 +175,26 @@ def test_what_the_family_cannot_do_is_one_line_of_the_table(fam, recipe, why, ti
         C.compress(b, r)
     name = next(iter(recipe))
     assert why in C.field_reason(name, b, C.Recipe().to_dict())  # the control is greyed out with the same words
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_the_learn_pages_attention_maps_are_the_models_own(fam):
+    """Block 1's maps are the eager attention's own probabilities: MPNet's with its relative position bias (after
+    pruning, the columns of the heads that block kept), ModernBERT's local block with its window."""
+    from compress.learn.attention import layer_attention
+    from compress.measure.evaluate import batches
+    m = _model(fam)
+    if fam == "mpnet":  # block 0 keeps heads 0 and 1, block 1 heads 2 and 3
+        prune_heads(m, ADAPTERS[fam], 2, [torch.tensor([4.0, 3, 2, 1]), torch.tensor([1.0, 2, 3, 4])])
+    b = ModelBundle(m, f"tiny-{fam}", ADAPTERS[fam], None, f"{fam}-hash", hf_info(m.config, "test"))
+    text = "The city council met on Tuesday."
+    got = torch.from_numpy(layer_attention(b, text, 1)["maps"])   # (H, T, T)
+    eager = copy.deepcopy(m)
+    eager.set_attn_implementation("eager")
+    ids, mask = batches(b, [text], 1)[0]                             # (random ids without a tokenizer: no padding id)
+    with torch.no_grad():
+        want = eager(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[1][0]
+    assert got.shape == tuple(want.shape) == ((2 if fam == "mpnet" else 4), ids.shape[1], ids.shape[1])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    if fam == "modernbert":  # the window really cuts: a token 3 places away gets nothing
+        assert ids.shape[1] > 4 and float(got[:, 0, 3:].abs().max()) == 0

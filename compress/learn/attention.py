@@ -5,9 +5,12 @@ Attention maps are recomputed from each block's q and k projections (softmax(q k
 decoders), read through the adapter, so every family works the same way; the hooks only record the calling thread's
 forward, because the model is the shared original other sessions may be running. Rotary families (Llama): the
 attention is handed its (cos, sin) position table as position_embeddings and rotates q and k with it, so the maps
-do too; grouped-query attention: each k head serves its group of query heads. (A sliding window, Mistral's, is
-longer than the Learn page's 128 tokens in real models, so it is not drawn.)
+do too; grouped-query attention: each k head serves its group of query heads. What the attention module is called
+with is added as the model adds it: MPNet's relative position bias (its kept heads' columns), and the mask it is
+handed (ModernBERT's local blocks' window, Mistral's sliding window, padding), so the maps are the probabilities the
+model applies.
 """
+import inspect
 import math
 import threading
 
@@ -75,13 +78,16 @@ def _maps(bundle, text: str, layer: int) -> dict:
         if threading.get_ident() == me:
             seen[id(module)] = out[0]                          # (T, width)
 
-    def grab_rope(module, args, kwargs):
-        if threading.get_ident() == me and kwargs.get("position_embeddings") is not None:
-            seen["rope"] = kwargs["position_embeddings"]       # (cos, sin), each (1, T, hd)
+    def grab_call(module, args, kwargs):  # (after MPNet's own pre-hook has picked its kept heads' bias columns)
+        if threading.get_ident() == me:
+            try:
+                seen["call"] = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+            except TypeError:  # (a forward whose signature does not say its arguments: its keywords only)
+                seen["call"] = kwargs
 
     attn = block.get_submodule(adapter.q.rpartition(".")[0])
     handles = [m.register_forward_hook(grab) for m in {id(ql): ql, id(kl): kl}.values()]  # this layer's q, k only
-    handles.append(attn.register_forward_pre_hook(grab_rope, with_kwargs=True))
+    handles.append(attn.register_forward_pre_hook(grab_call, with_kwargs=True))
     try:
         forward(model, adapter, ids, mask)
     finally:
@@ -90,14 +96,20 @@ def _maps(bundle, text: str, layer: int) -> dict:
     hd = head_dim(model, adapter)
     q = seen[id(ql)][:, qr].float().view(t, n, hd).transpose(0, 1)  # (H, T, hd)
     k = seen[id(kl)][:, kr].float().view(t, -1, hd).transpose(0, 1)  # (KV, T, hd)
-    if "rope" in seen:
+    call = seen.get("call", {})
+    if call.get("position_embeddings") is not None:                    # (cos, sin), each (1, T, hd)
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # (the family's own rotation)
-        cos, sin = (x.float() for x in seen["rope"])
+        cos, sin = (x.float() for x in call["position_embeddings"])
         q, k = (x[0] for x in apply_rotary_pos_emb(q[None], k[None], cos, sin))
     k = k.repeat_interleave(n // k.shape[0], 0)                        # (H, T, hd): a k head per query group
     s = q @ k.transpose(1, 2) / math.sqrt(hd)                          # (H, T, T)
+    if call.get("position_bias") is not None:                          # MPNet: (1, H, T, T), added to the scores
+        s = s + call["position_bias"][0].float()
     if adapter.causal:
         s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    m = call.get("attention_mask")
+    if isinstance(m, torch.Tensor):                                    # (1, 1, T or 1, T): True / 0 where it may look
+        s = s.masked_fill(~m[0], float("-inf")) if m.dtype == torch.bool else s + m[0].float()
     return {"tokens": tokens_of(bundle, ids[0].tolist()), "maps": s.softmax(-1).numpy(), "T": t, "layer": layer,
             "text": text}
 

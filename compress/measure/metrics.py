@@ -75,6 +75,9 @@ _TABLE = [
     _quality("retrieval_overlap_docs", "maximize", "the same on the Python docstrings", ENC),
     _quality("bits_per_char", "minimize", "held-out bits per character on the last 10% of pydoc_data.topics "
              "(TinyGPT; lower is better)", DEC, has=_own_quality("bits_per_char")),
+    _quality("bits_per_byte", "minimize", "held-out bits per UTF-8 byte on the last 10% of pydoc_data.topics, as "
+             "its card (the bundled TinyLlama; lower is better)", DEC, has=_own_quality("bits_per_byte"),
+             unit="bits/byte"),
     _quality("bits_per_token", "minimize", "held-out bits per token of the evaluation sentences (Hugging Face "
              "decoders; per token of the model's own tokenizer)", DEC, has=_own_quality("bits_per_token"),
              unit="bits/token"),

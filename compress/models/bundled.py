@@ -7,7 +7,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 
 from . import uploads
-from .adapters import ADAPTERS
+from .adapters import ADAPTERS, TINYLLAMA
 from .bundle import ModelBundle, file_sha256, hf_info
 from ..serve.cache import LRU
 from ..serve.cancel import checkpoint
@@ -59,7 +59,7 @@ def load_tinyllama_bundle() -> ModelBundle:
     if tg.corpus_sha256(tg.load_corpus()) != card["corpus_sha256"]:
         info["note"] = ("this Python's pydoc_data.topics differs from the text the model was trained on (hash "
                         "mismatch with the card): held-out numbers here are not comparable to the card's")
-    return dataclasses.replace(b, name="tinyllama", info=info)
+    return dataclasses.replace(b, name="tinyllama", info=info, adapter=TINYLLAMA)  # its card's quality metric
 
 
 BUNDLED = {"minilm": load_minilm, "tinygpt": load_tinygpt_bundle}  # id -> loader; the UI and the tests iterate over this

