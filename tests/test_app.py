@@ -69,13 +69,21 @@ def test_compress_page_apply_shows_both_sides(app):
     assert len(history) == 1 and history["recipe"][0] == "int8"
 
 
-def test_recipe_is_restored_from_the_link(app):
-    app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16"})
+def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t(app):
+    app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16", "attention": "local", "window": "4"})
     app.run()
     app.switch_page("ui/pages/compress.py").run()
     assert app.radio(key="r_rank_mode").value == "energy"
     assert app.slider(key="r_rank").value == pytest.approx(0.8)
-    assert app.selectbox(key="r_quant").value == "bf16"
+    assert app.selectbox(key="r_quant").value == "bf16" and app.selectbox(key="r_attention").value == "local"
+    app.selectbox(key="seqlen_longest").set_value(512).run()  # the variant alone, over T (seqlen.py)
+    app.button(key="seqlen_run").click().run()
+    assert not app.exception and not app.error
+    words = [c.value for c in app.caption if c.value.startswith("The chart in words: Cost of one forward call")]
+    assert words and "local attention W=4 (ms): 3 points" in words[0] and "sdpa (MB): 3 points" in words[0]
+    table = next(d.value for d in app.dataframe if "T" in d.value.columns)
+    assert sorted(set(table["model"])) == ["eager", "local attention W=4", "sdpa"] and sorted(set(table["T"])) == [
+        128, 256, 512]
 
 
 def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):

@@ -12,7 +12,7 @@ import compress as C
 from conftest import as_bundled
 from compress.models.adapters import ADAPTERS, forward
 from compress.models.bundle import ModelBundle
-from compress.techniques import attention, heal, kernel_attn, pool, sparseattn
+from compress.techniques import attention, heal, kernel_attn, lsh_attn, pool, sparseattn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VARIANTS = [v for v in attention.VARIANTS if v != "none"]
@@ -116,6 +116,31 @@ def test_causal_linear_attention_equals_the_naive_quadratic_sum(features):
     assert torch.allclose(kernel_attn.linear_mix(qf, kf, v, False), (full @ v) / full.sum(-1, keepdim=True), atol=1e-5)
 
 
+@pytest.mark.parametrize("T, c, n", [(37, 40, 4), (16, 16, 8), (37, 5, 1)])
+def test_lsh_attends_within_buckets_and_chunks_as_their_mask_says(T, c, n):
+    g = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(2, 3, T, 8, generator=g) for _ in range(3))
+    m = torch.nn.Module()
+    lsh_attn.add_rotations(m, n, 8, seed=0)
+    same = lsh_attn.bucket(q, m.attn_rotations)[..., :, None] == lsh_attn.bucket(k, m.attn_rotations)[..., None, :]
+    if n > 1:  # one chunk holds every key: a query sees its bucket's keys (all of them if its bucket has none)
+        assert 0 < same.float().mean() < 1
+        allow = torch.where(same.any(-1, keepdim=True), same, True)
+    else:  # one bucket: sorted by position, each chunk of c sees the chunks before and after it
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        allow = (i // c - j // c).abs() <= 1
+    assert torch.allclose(lsh_attn.lsh(m, q, k, v, None, 0.3, c), _naive(q, k, v, allow, 0.3), atol=1e-5)
+
+
+def test_lsh_with_one_bucket_and_one_chunk_is_full_attention(bert16):
+    ids, mask = _ids(bert16)  # (one sentence padded: its padded keys are never read)
+    want = _run(bert16, bert16.model, ids, mask)
+    assert torch.allclose(_run(bert16, _variant(bert16, attention="lsh", buckets=1, window=16), ids, mask), want,
+                          atol=1e-5)
+    some = _run(bert16, _variant(bert16, attention="lsh", buckets=4, window=4), ids, mask)
+    assert torch.isfinite(some).all() and not torch.allclose(some, want, atol=1e-3)
+
+
 def test_favor_approaches_softmax_attention_as_features_grow():
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(1, 1, 32, 16, generator=g) * 0.5 for _ in range(3))
@@ -128,7 +153,7 @@ def test_favor_approaches_softmax_attention_as_features_grow():
     assert err(1024) < err(8) / 3
 
 
-@pytest.mark.parametrize("kw", [dict(attention=v) for v in VARIANTS if v != "lowrank"], ids=str)
+@pytest.mark.parametrize("kw", [dict(attention=v) for v in VARIANTS if v not in attention.ENCODER_ONLY], ids=str)
 def test_decoder_variants_never_see_a_future_token(tiny_gpt, kw):
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
@@ -167,6 +192,8 @@ def test_pooling_by_one_is_the_identity_and_by_two_keeps_every_position(bert16):
     (dict(attention="lowrank", attn_rank=17), "k from 1 to 16"),
     (dict(attention="kernel", features=0), "m must be 1 or more"),
     (dict(attention="kernel", features=17), "m from 1 to 16"),
+    (dict(attention="lsh", buckets=3), "n must be 1 or even"),
+    (dict(attention="lsh", buckets=18), "n from 1 to 16"),
     (dict(attention="local", fnet=True), "choose FNet or an attention variant"),
     (dict(attention="local+strided", heads=1), "keep 2 or more heads"),
     (dict(pool=2, pool_at=2), "pool after 1 to 1"),
@@ -177,7 +204,7 @@ def test_refusals_are_one_line_errors(bert16, kw, words):
         C.compress(bert16, C.Recipe(**kw))
 
 
-@pytest.mark.parametrize("kw, words", [(dict(attention="lowrank", attn_rank=4), "causal"),
+@pytest.mark.parametrize("kw, words", [(dict(attention="lowrank", attn_rank=4), "causal"), (dict(attention="lsh"), "causal"),
                                        (dict(pool=2, pool_at=1), "causal")])
 def test_decoders_refuse_what_would_see_the_future(tiny_gpt, kw, words):
     with pytest.raises(C.CompressError, match=words):
@@ -189,7 +216,7 @@ def bundled(bert16, tiny_gpt, monkeypatch):
     yield from as_bundled(monkeypatch, {"bert16": bert16, "tiny-gpt": tiny_gpt})
 
 
-@pytest.mark.parametrize("model, kw", [("bert16", dict(attention=v, window=3, stride=2, attn_rank=6, features=8))
+@pytest.mark.parametrize("model, kw", [("bert16", dict(attention=v, window=3, stride=2, attn_rank=6, features=8, buckets=4))
                                        for v in VARIANTS] + [("bert16", dict(pool=2, pool_at=1)),
                                                              ("tiny-gpt", dict(attention="kernel", features=8)),
                                                              ("tiny-gpt", dict(attention="local", window=3))], ids=str)
@@ -197,7 +224,7 @@ def test_zip_round_trip_replays_the_variant(bundled, tmp_path, model, kw):
     base = bundled[model]
     comp = C.compress(base, C.Recipe(**kw))
     for m in comp.model.modules():  # learned or drawn tensors must come from the file, not be drawn again
-        for name in ("attn_E", "attn_features"):
+        for name in ("attn_E", "attn_features", "attn_rotations"):
             if hasattr(m, name):
                 getattr(m, name).data.mul_(1.5)
     back = C.load_compressed(C.save_compressed(comp, tmp_path / "m.zip"))

@@ -73,9 +73,10 @@ def test_a_checkpoint_outside_a_job_does_nothing_and_inside_a_cancelled_one_rais
 
 
 @pytest.mark.parametrize("kind", ["spectra", "sizes", "sample", "apply", "heal", "export", "learn", "learn_att",
-                                  "learn_article", "sensitivity"])
+                                  "learn_article", "sensitivity", "learn_var", "seqlen"])
 def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert, tiny_gpt, one_thread):
-    from compress.learn import article, attention, figures
+    from compress.bench import seqlen
+    from compress.learn import article, attention, figures, variants
     spec = C.spectra(tiny_bert)  # (a job of its own on the page, before)
     fresh = lambda: dataclasses.replace(tiny_bert, cache={}, content_hash=str(uuid.uuid4()))  # noqa: E731 - Learn
     #  keeps its results in the bundle and by the content hash
@@ -92,6 +93,8 @@ def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert,
         "learn_article": (lambda j: article.measure(fresh()), 8),
         "sensitivity": (lambda j: C.layer_sensitivity(fresh(), spec), len(
             tiny_bert.adapter.factorizable(tiny_bert.model))),  # one per layer cut at least
+        "learn_var": (lambda j: variants.variants(fresh(), "the cat sat", 1, 0, dict.fromkeys(variants.SETTINGS, 2)), 2),
+        "seqlen": (lambda j: seqlen.of_recipe(tiny_gpt, C.Recipe(attention="local", window=8), 256, log=print), 2),
     }[kind]
     full = _count(fn, kind)
     assert full >= units  # no second of work without a checkpoint: every unit of it passes one

@@ -56,6 +56,10 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
     # efficient attention: a wider window computes more of the grid, a higher rank errs less
     e1, e4 = move(at, "slider", "learn_eff_w", 1)["efficient"], move(at, "slider", "learn_eff_w", 4)["efficient"]
     assert e4["density_fixed"] > e1["density_fixed"] and e4["low_rank"] <= e1["low_rank"]
+    # the library's variants on the layer: a window as long as the sentence is the original attention
+    w1 = move(at, "slider", "learn_var_window", 1)["variants"]
+    wt = move(at, "slider", "learn_var_window", at.slider(key="learn_var_window").max)["variants"]
+    assert wt["local"] < 1e-5 < w1["local"] and w1["kernel"] == wt["kernel"] > 0
     # vocabulary (encoders): keeping more of the table keeps more of the sentence's tokens, a kept one reads itself
     if encoder:
         v1 = move(at, "slider", "learn_vocab_frac", 0.05)["vocabulary"]
@@ -99,6 +103,11 @@ def test_learn_page_on_a_gpt2_upload(tmp_path, monkeypatch):
     at = check_every_section(at, heads=4, blocks=2, healing=False)
     assert "gpt2.zip** (GPT2, generation)" in at.sidebar.caption[-1].value
     assert any("FNet mixes in future tokens" in c.value for c in at.caption)  # its FNet button says why not
+    assert "lowrank" not in at.selectbox(key="learn_var_pick").options  # Linformer refused on a decoder
+    at.selectbox(key="learn_var_pick").set_value("local").run()
+    at.button(key="learn_var_open").click().run()  # the variant drawn, on the Compress page and in its link
+    assert not at.exception and at.session_state["r_attention"] == "local"
+    assert at.query_params["attention"] in ("local", ["local"])
 
 
 def test_compress_captions_link_to_their_learn_section(app):

@@ -213,7 +213,8 @@ def test_hostile_widget_values_on_learn(tinygpt_first):
     at.text_input(key="learn_text").set_value("The for statement").run()
     for kind, key in (("select_slider", "learn_heads_layer"), ("select_slider", "learn_fnet_layer"),
                       ("select_slider", "learn_eff_layer"), ("slider", "learn_eff_w"), ("slider", "learn_fnet_k"),
-                      ("slider", "learn_heads_keep"), ("slider", "learn_layers_k")):
+                      ("slider", "learn_heads_keep"), ("slider", "learn_layers_k"), ("slider", "learn_var_stride"),
+                      ("slider", "learn_var_rank"), ("slider", "learn_var_features")):
         w = getattr(at, kind)(key=key)
         ends = (w.options[0], w.options[-1]) if kind == "select_slider" else (w.min, w.max)
         for v in ends:

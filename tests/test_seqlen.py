@@ -47,6 +47,22 @@ def test_the_crossover_is_where_a_variant_stays_faster():
 def test_the_curve_times_every_variant_the_model_takes(tiny_gpt):
     rows = seqlen.curve(tiny_gpt, (8, 80), runs=7, log=lambda m: None)
     names = {r["model"] for r in rows}
-    assert "sdpa" in names and "lowrank k=64" not in names  # a decoder refuses Linformer
-    assert len(names) == 1 + len(seqlen.VARIANTS) - 1 and {r["T"] for r in rows} == {8, 80}
+    assert "sdpa" in names and "lowrank k=64" not in names and "lsh n=8 c=64" not in names  # encoders only
+    assert len(names) == 1 + len(seqlen.VARIANTS) - 2 and {r["T"] for r in rows} == {8, 80}
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows)
+
+
+def test_the_recipes_curve_stops_at_the_memory_bound_and_refuses_what_it_cannot_time(tiny_gpt, monkeypatch):
+    local = C.Recipe(attention="local", window=8, heads=1)  # (the rest of the recipe is not timed)
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "1.5")  # T=128 fits (~0.9 MB), T=256 does not (~2.4 MB)
+    got = seqlen.of_recipe(tiny_gpt, local, 4096, log=lambda m: None)
+    assert got["variant"] == "local attention W=8" and got["against"] == "sdpa"
+    assert {(r["model"], r["T"]) for r in got["rows"]} == {("sdpa", 128), ("local attention W=8", 128)}
+    assert len(got["notes"]) == 1 and got["notes"][0].startswith("stopped before T=256: ") and not got["slopes"]
+    assert got["crossover"] == seqlen.crossover(got["rows"], got["variant"])
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "0.5")
+    for r, words in ((local, "needs about"), (C.Recipe(), "choose an efficient"),
+                     (C.Recipe(attention="lowrank"), "causal")):
+        with pytest.raises(C.CompressError, match=words):
+            seqlen.of_recipe(tiny_gpt, r, 256, log=lambda m: None)
+

@@ -69,6 +69,8 @@ def expected_params(b, r) -> int:
         total += kept * 2 * r.attn_rank * b.info["max_positions"]
     if r.attention == "kernel":  # Performer's random features per block, stored: (m, head dim)
         total += kept * r.features * hd
+    if r.attention == "lsh":  # the Reformer's random rotations per block, stored: (head dim, buckets / 2)
+        total += kept * hd * (r.buckets // 2)
     if r.emb_rank < 1:
         k = round(r.emb_rank * min(v, c))
         total -= v * c - k * (v + c) if k * (v + c) < v * c else 0

@@ -32,7 +32,7 @@ def _map(z, tokens, title, scale=SEQ, mid=None, height=360):
     return fig
 
 
-def _attention(b, text: str, layer: int, key: str) -> dict | None:
+def layer_maps(b, text: str, layer: int, key: str) -> dict | None:
     """One layer's maps: kept by the model, else one forward on the job queue (learnattn bounds it by heads x T²);
     None when the job failed (said in one line) or was cancelled."""
     for _ in range(2):  # the job awaited may be one an earlier run submitted for another layer: then once more
@@ -43,6 +43,16 @@ def _attention(b, text: str, layer: int, key: str) -> dict | None:
                     f"Learn: attention of layer {layer} of {b.name}") is None:
             return None
     return A.cached(b, text, layer)
+
+
+def two_tokens(b, text, where, label: str, key: str, job: str) -> dict | None:
+    """A layer slider in `where` and that layer's maps; None when the job failed or was cancelled (said), or when
+    the sentence is one token (said: a width slider from 1 to 1 is no slider, Streamlit refuses it)."""
+    att = layer_maps(b, text, where.select_slider(label, list(range(A.layers(b))), key=key), job)
+    if att is not None and att["T"] < 2:
+        st.info("The sentence is one token: type a longer one to compare the patterns.")
+        return None
+    return att
 
 
 def heads(b, text):
@@ -85,7 +95,7 @@ def _maps_csv(att, first, per) -> pd.DataFrame:
 @section
 def _head_maps(b, text):
     layer = st.select_slider("Layer", list(range(A.layers(b))), key="learn_heads_layer")
-    att = _attention(b, text, layer, "heads")
+    att = layer_maps(b, text, layer, "heads")
     if att is None:
         return
     t, n = att["T"], att["maps"].shape[0]
@@ -137,7 +147,7 @@ def fnet(b, text):
     st.header("FNet: what it mixes instead of attention", anchor="fnet")
     c1, c2, c3 = st.columns(3)
     layer = c1.select_slider("Layer (attention it replaces)", list(range(A.layers(b))), key="learn_fnet_layer")
-    att = _attention(b, text, layer, "fnet")
+    att = layer_maps(b, text, layer, "fnet")
     if att is None:
         return
     t, maps = att["T"], att["maps"]                              # (H, T, T)
@@ -178,19 +188,14 @@ def efficient(b, text):
     st.markdown("Full attention costs T² per head. The survey groups the cheaper ones into fixed patterns, strided "
                 "(dilated) patterns, learned patterns (group similar tokens), low-rank (project the keys) and kernels "
                 "(replace the softmax by a feature product). Below each pattern is drawn over this sentence's grid "
-                "against the real map of one head. The Compress page's **Efficient attention** applies local, strided, "
-                "local+strided, lowrank (Linformer) and kernel (Performer) attention to the whole model, to heal and "
-                "measure; learned patterns are not in the library. *Reference: Tay et al. 2020, "
-                "'Efficient transformers: a survey'.*")
+                "against the real map of one head; below them, the Compress page's **Efficient attention** variants "
+                "(local, strided, local+strided, lowrank (Linformer), kernel (Performer), linear, lsh (Reformer)) "
+                "applied to this model's layer. *Reference: Tay et al. 2020, 'Efficient transformers: a survey'.*")
     c1, c2 = st.columns(2)
-    layer = c2.select_slider("Head of layer", list(range(A.layers(b))), key="learn_eff_layer")
-    att = _attention(b, text, layer, "efficient")
+    att = two_tokens(b, text, c2, "Head of layer", "learn_eff_layer", "efficient")
     if att is None:
         return
-    t, head = att["T"], att["maps"][0]                           # (T, T): the layer's first head
-    if t < 2:  # a width slider from 1 to 1 is no slider (Streamlit refuses it)
-        st.info("The sentence is one token: type a longer one to compare the patterns.")
-        return
+    t, layer, head = att["T"], att["layer"], att["maps"][0]     # (T, T): the layer's first head
     w = c1.slider("Width / rank / features w", 1, t, min(4, t), key="learn_eff_w")
     pats = _patterns(cached.model_key(b), text, layer, w, head)
     fig = make_subplots(1, 6, subplot_titles=["this head (full)"] + [f"{n} ({p['density']:.0%})" for n, p in pats.items()],
@@ -214,5 +219,4 @@ def efficient(b, text):
     lr = _patterns(cached.model_key(b), text, layer, max(1, t // 4), head)["low-rank"]["error"]
     predict(f"a rank-{max(1, t // 4)} (T/4) approximation of this head's map: how large is its error?",
             f"**{lr:.3f}** relative error: compare it with the masks' errors in the table at the same w.",
-            "learn_eff_predict")
-    open_in_compress(b, C.Recipe(fnet=True), "learn_eff_open")
+            "learn_eff_predict")  # (the link to Compress: under the library's variants, learn_variants.py)

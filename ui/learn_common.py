@@ -4,6 +4,7 @@ download, the predict-then-reveal question and the "open in Compress" button."""
 import streamlit as st
 
 import compress as C
+from compress.outputs.plots import OKABE_ITO  # noqa: F401 (the sections' palette, colour-blind safe)
 from ui import safe
 from ui.state import set_recipe
 
@@ -24,7 +25,6 @@ STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fne
                 "int4": "quantization", "half": "quantization", "runtime": "article", "vocab": "vocabulary"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 
 
 def section_from_url() -> str | None:

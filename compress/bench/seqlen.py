@@ -21,18 +21,24 @@ from ..techniques import lowrank_attn
 from ..techniques.attention import attention_modules
 from ..measure import core
 from ..measure.metrics import peak_rss_rise_mb
+from ..errors import CompressError
+from ..serve import membound
+from ..serve.cancel import checkpoint
 
 LENGTHS = (128, 256, 512, 1024, 2048, 4096)
 VARIANTS = {"local W=64": Recipe(attention="local", window=64), "strided s=8": Recipe(attention="strided", stride=8),
             "local+strided": Recipe(attention="local+strided", window=64, stride=8),
             "lowrank k=64": Recipe(attention="lowrank", attn_rank=64),
-            "kernel m=64": Recipe(attention="kernel", features=64), "linear": Recipe(attention="linear")}
+            "kernel m=64": Recipe(attention="kernel", features=64), "linear": Recipe(attention="linear"),
+            "lsh n=8 c=64": Recipe(attention="lsh", buckets=8, window=64)}
 
 
 def extend_positions(model: nn.Module, adapter, T: int) -> nn.Module:
     """A copy that takes T tokens: the learned position table tiled to T rows, position-id buffers counted to T,
     Linformer's projections pooled over T positions. For timing: nothing past the trained length was learned."""
     model = copy.deepcopy(model)
+    if not adapter.position_embeddings:  # rotary positions (Llama, ModernBERT): computed for any T
+        return _extend_projections(model, adapter, T)
     table = model.get_submodule(adapter.position_embeddings)
     n = table.weight.shape[0]
     if T <= n:
@@ -45,28 +51,54 @@ def extend_positions(model: nn.Module, adapter, T: int) -> nn.Module:
             holder, _, leaf = name.rpartition(".")
             new = torch.arange(T)[None] if name.endswith("position_ids") else torch.zeros(1, T, dtype=buf.dtype)
             setattr(model.get_submodule(holder) if holder else model, leaf, new)
+    return _extend_projections(model, adapter, T)
+
+
+def _extend_projections(model: nn.Module, adapter, T: int) -> nn.Module:
     for m in attention_modules(model, adapter):
-        if getattr(m, "attn_E", None) is not None:
+        if getattr(m, "attn_E", None) is not None and m.attn_E.shape[1] < T:
             lowrank_attn.add_projections(m, m.attn_E.shape[0], T)
     return model
 
 
-def models(bundle) -> dict:
-    """{name: model}: the original under eager and SDPA attention, then each variant (VARIANTS) it takes."""
+def models(bundle, variants: dict | None = None) -> dict:
+    """{name: model}: the original under eager and SDPA attention, then each variant ({name: Recipe}, default
+    VARIANTS) it takes."""
     out = {}
     for impl in bundle.adapter.attn_runtimes:  # (TinyGPT calls SDPA itself: it has one)
         out[impl] = copy.deepcopy(bundle.model)
         bundle.adapter.set_attn_runtime(out[impl], impl)
-    for name, r in VARIANTS.items():
+    for name, r in (VARIANTS if variants is None else variants).items():
         if pipeline.refusal(bundle, r) is None:
             out[name] = pipeline.compress(bundle, r).model
     return out
 
 
-def curve(bundle, lengths=LENGTHS, runs=7, log=print) -> list[dict]:
-    """A row per (model, T): median ms of one call at batch 1 and the peak-RSS rise of one call, MB."""
-    rows, base = [], models(bundle)
+def activations_mb(bundle, T: int) -> float:
+    """One forward's peak at batch 1 and T tokens, bounded from above as eager attention's: a layer's scores, their
+    softmax and its dropout's copy (heads x T x T float32 each), and T rows of hidden and FFN activations."""
+    heads, hidden = bundle.info.get("heads", 12), bundle.info.get("hidden", 768)
+    return (3 * heads * T * T + 16 * T * hidden) * 4 / 1e6
+
+
+def curve(bundle, lengths=LENGTHS, runs=7, log=print, variants: dict | None = None) -> list[dict]:
+    """A row per (model, T): median ms of one call at batch 1 and the peak-RSS rise of one call, MB. Each length is
+    checked against the memory bound first (each model, its copy with positions extended, one forward's activations):
+    the first length over it ends the curve there (said by log; refused if it is the first). Cancel: between lengths
+    and between timed rounds."""
+    todo = {n: r for n, r in (VARIANTS if variants is None else variants).items() if pipeline.refusal(bundle, r) is None}
+    params = membound.params_of(bundle.model) * (len(bundle.adapter.attn_runtimes) + len(todo))
+    membound.check("seqlen", None, f"{bundle.name} at T={lengths[0]}", params, activations_mb(bundle, lengths[0]))
+    rows, base = [], models(bundle, todo)  # (checked before a copy is made)
     for T in lengths:
+        checkpoint()
+        try:
+            membound.check("seqlen", None, f"{bundle.name} at T={T}", params, activations_mb(bundle, T))
+        except CompressError as e:
+            if not rows:
+                raise
+            log(f"stopped before T={T}: {e}")
+            break
         ms = {k: extend_positions(m, bundle.adapter, T) for k, m in base.items()}
         ids = torch.randint(1000 % bundle.vocab_size, bundle.vocab_size, (1, T), generator=torch.Generator().manual_seed(T))
         mask = torch.ones_like(ids)
@@ -114,3 +146,30 @@ def markdown(model: str, rows: list[dict]) -> str:
         out.append(f"\nOther programs used up to {max(busy):.0%} of the CPUs while a length was timed"
                    + (f" (over {core.BUSY:.0%}: these timings are unreliable)." if max(busy) > core.BUSY else "."))
     return "\n".join(out)
+
+
+def attention_only(r) -> Recipe:
+    """The recipe's attention variant alone: the curve over T compares attention, not the rest of the recipe."""
+    return Recipe(attention=r.attention, window=r.window, stride=r.stride, attn_rank=r.attn_rank, features=r.features)
+
+
+def of_recipe(bundle, r, longest: int = 2048, runs: int = 7, log=print) -> dict:
+    """The Compress page's curve: the original (its attention runtimes) and the recipe's attention variant over
+    LENGTHS up to `longest`. {"rows", "variant" (its name in rows), "against" (the original's fastest runtime name),
+    "crossover" (T or None), "slopes" {name: exponent}, "notes" (what log said: a length the memory bound stopped)}."""
+    v = attention_only(r)
+    if v.attention == "none":
+        raise CompressError("choose an efficient attention variant first: the curve compares it with the original")
+    if why := pipeline.refusal(bundle, v):
+        raise CompressError(why)
+    lengths = [t for t in LENGTHS if t <= longest]
+    if not lengths:
+        raise CompressError(f"the longest T must be at least {LENGTHS[0]}, got {longest}")
+    notes = []
+    name = v.describe()
+    rows = curve(bundle, lengths, runs, lambda m: (notes.append(m), log(m)), {name: v})
+    against = "sdpa" if "sdpa" in bundle.adapter.attn_runtimes else bundle.adapter.attn_runtimes[0]
+    several = len({row["T"] for row in rows}) > 1  # (a slope needs two lengths)
+    slopes = {n: slope(rows, n) for n in dict.fromkeys(row["model"] for row in rows)} if several else {}
+    return {"rows": rows, "variant": name, "against": against, "crossover": crossover(rows, name, against),
+            "slopes": slopes, "notes": [n for n in notes if n.startswith("stopped")]}

@@ -17,7 +17,8 @@ from ..table.steps import STEPS
 ALONE = [Recipe(**ex) for s in STEPS if not s.trains for ex in s.examples if ex not in s.slow]  # from the table
 ATTENTION = [Recipe(attention="local", window=8), Recipe(attention="strided", stride=4),  # short sentences: a small W
              Recipe(attention="local+strided", window=8, stride=4), Recipe(attention="lowrank", attn_rank=128),
-             Recipe(attention="kernel", features=64), Recipe(attention="linear"), Recipe(pool=2, pool_at=2)]
+             Recipe(attention="kernel", features=64), Recipe(attention="linear"),
+             Recipe(attention="lsh", buckets=4, window=8), Recipe(pool=2, pool_at=2)]
 SETS = {
     "techniques": ALONE + [  # each step of the table alone (its examples), then stacked as the article does
         Recipe(emb_bits=2, quant="int8"), Recipe(emb_bits=2, quant="int4"), Recipe(layers=3, emb_bits=2, quant="int4"),

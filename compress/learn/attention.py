@@ -71,7 +71,7 @@ def _maps(bundle, text: str, layer: int) -> dict:
     t = ids.shape[1]
     n = _check(bundle, layer, t)
     block = adapter.block_list(model)[layer]
-    (ql, qr), (kl, kr) = adapter.qkv(block)[:2]
+    (ql, qr), (kl, kr), (vl, vr) = adapter.qkv(block)
     me, seen = threading.get_ident(), {}
 
     def grab(module, args, out):
@@ -86,7 +86,7 @@ def _maps(bundle, text: str, layer: int) -> dict:
                 seen["call"] = kwargs
 
     attn = block.get_submodule(adapter.q.rpartition(".")[0])
-    handles = [m.register_forward_hook(grab) for m in {id(ql): ql, id(kl): kl}.values()]  # this layer's q, k only
+    handles = [m.register_forward_hook(grab) for m in {id(ql): ql, id(kl): kl, id(vl): vl}.values()]  # (this layer)
     handles.append(attn.register_forward_pre_hook(grab_call, with_kwargs=True))
     try:
         forward(model, adapter, ids, mask)
@@ -101,7 +101,8 @@ def _maps(bundle, text: str, layer: int) -> dict:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # (the family's own rotation)
         cos, sin = (x.float() for x in call["position_embeddings"])
         q, k = (x[0] for x in apply_rotary_pos_emb(q[None], k[None], cos, sin))
-    k = k.repeat_interleave(n // k.shape[0], 0)                        # (H, T, hd): a k head per query group
+    v = seen[id(vl)][:, vr].float().view(t, -1, hd).transpose(0, 1)  # (KV, T, hd)
+    k, v = (x.repeat_interleave(n // x.shape[0], 0) for x in (k, v))  # (H, T, hd): a k, v head per query group
     s = q @ k.transpose(1, 2) / math.sqrt(hd)                          # (H, T, T)
     if call.get("position_bias") is not None:                          # MPNet: (1, H, T, T), added to the scores
         s = s + call["position_bias"][0].float()
@@ -111,13 +112,29 @@ def _maps(bundle, text: str, layer: int) -> dict:
     if isinstance(m, torch.Tensor):                                    # (1, 1, T or 1, T): True / 0 where it may look
         s = s.masked_fill(~m[0], float("-inf")) if m.dtype == torch.bool else s + m[0].float()
     return {"tokens": tokens_of(bundle, ids[0].tolist()), "maps": s.softmax(-1).numpy(), "T": t, "layer": layer,
-            "text": text}
+            "text": text, "qkv": torch.stack([q, k, v])}  # (3, H, T, hd): what the efficient variants recompute from
 
 
-def cached(bundle, text: str, layer: int) -> dict | None:
-    """The maps of (text, layer) if this model keeps them (a page reads them without a job), else None."""
+def cached(bundle, text: str, layer: int, slot: str = "learn_attention", key=()) -> dict | None:
+    """The maps of (text, layer) if this model keeps them (a page reads them without a job), else None (slot, key:
+    another figure's kept data, learn/variants.py's)."""
     with _LOCK:
-        return bundle.cache.get("learn_attention", {}).get((text, layer))
+        return bundle.cache.get(slot, {}).get((text, layer, *key))
+
+
+def _nbytes(entry: dict) -> int:
+    return sum(x.nbytes for x in entry.values() if isinstance(x, np.ndarray)) + \
+        sum(x.numel() * x.element_size() for x in entry.values() if isinstance(x, torch.Tensor))
+
+
+def keep(bundle, text: str, layer: int, got: dict, slot: str = "learn_attention", key=()) -> dict:
+    """got kept by the model under (text, layer, *key), its slot's arrays within MAX_CACHE_BYTES (oldest out first)."""
+    with _LOCK:
+        cache = bundle.cache.setdefault(slot, {})
+        cache[text, layer, *key] = got
+        while sum(map(_nbytes, cache.values())) > MAX_CACHE_BYTES and len(cache) > 1:
+            cache.pop(next(iter(cache)))
+    return got
 
 
 def layer_attention(bundle, text: str, layer: int) -> dict:
@@ -129,12 +146,7 @@ def layer_attention(bundle, text: str, layer: int) -> dict:
         return got
     got = _maps(bundle, text, layer)
     checkpoint()  # a Cancel during the forward: nothing kept
-    with _LOCK:
-        cache = bundle.cache.setdefault("learn_attention", {})
-        cache[text, layer] = got
-        while sum(v["maps"].nbytes for v in cache.values()) > MAX_CACHE_BYTES and len(cache) > 1:
-            cache.pop(next(iter(cache)))
-    return got
+    return keep(bundle, text, layer, got)
 
 
 def entropy(maps: np.ndarray) -> np.ndarray:
@@ -169,7 +181,7 @@ PATTERNS = {  # name -> (what it is, an example model, the Compress page's atten
     "strided": ("a local window of w plus every w-th token (a dilated pattern)", "Sparse Transformer",
                 "strided, local+strided"),
     "learned": ("tokens grouped by similarity; each attends within its group (here: the w keys its head weighs most)",
-                "Reformer, Routing Transformer", ""),
+                "Reformer, Routing Transformer", "lsh (hash buckets)"),
     "low-rank": ("keys and values projected to w rows: the T x T map has rank <= w", "Linformer", "lowrank"),
     "kernel": ("softmax(q k^T) replaced by phi(q) phi(k)^T with w random features: every pair, linear cost",
                "Performer", "kernel"),

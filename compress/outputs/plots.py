@@ -8,6 +8,9 @@ from ..table.recipe import Recipe
 from ..sweep.frontier import frontier
 from ..table.steps import FIELDS
 
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]  # colour-blind safe
+
+
 def label(metric: str) -> str:
     """An axis or column title: the metrics table's label (metrics.py), or a quality key's words."""
     return metrics.label(metric)
@@ -70,6 +73,28 @@ def curve(rows: list[dict], field: str, y: str) -> go.Figure:
                       legend={"orientation": "h", "y": 1.1})
     fig.update_yaxes(title_text=label(y), secondary_y=False)
     fig.update_yaxes(title_text="size (MB)", secondary_y=True)
+    return fig
+
+
+def seqlen(rows: list[dict], crossover: int | None = None) -> go.Figure:
+    """Latency and peak memory of one call over T (bench/seqlen.py's rows), a line per model, both axes log: a slope
+    of 1 is linear in T, 2 quadratic; the crossover T marked."""
+    fig = make_subplots(1, 2, subplot_titles=("latency (ms, median)", "peak memory rise (MB)"), horizontal_spacing=0.1)
+    for i, name in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        rs = sorted((r for r in rows if r["model"] == name), key=lambda r: r["T"])
+        for col, y in ((1, "ms"), (2, "peak_mb")):
+            fig.add_trace(go.Scatter(x=[r["T"] for r in rs], y=[max(r[y], 0.1) for r in rs],
+                                     name=f"{name} ({'ms' if col == 1 else 'MB'})",
+                                     mode="lines+markers", legendgroup=name, showlegend=col == 1,
+                                     line={"color": OKABE_ITO[i % len(OKABE_ITO)], "dash": "dot" if i else "solid"}),
+                          1, col)
+    if crossover is not None:
+        fig.add_vline(x=crossover, line_dash="dash", line_color="gray", col=1)
+    fig.update_xaxes(type="log", title_text="T (tokens, batch 1)")
+    fig.update_yaxes(type="log")
+    fig.update_layout(height=380, margin={"t": 60}, legend={"orientation": "h", "y": -0.25},
+                      title="Cost of one forward call over sequence length" +
+                            (f": the variant is faster from T = {crossover}" if crossover else ""))
     return fig
 
 

@@ -18,6 +18,7 @@ FACTOR = {  # copies of the float32 weights a kind holds at its peak
     "apply": 4,    # the shared original, its deep copy being compressed, a step's new layers, activations
     "spectra": 8,  # of the factorizable layers: each in float64 (2), its U and Vh in float64 (4) and float32 (2)
     "heal": 7,     # teacher, student, gradients, AdamW's two moments, the best state so far, activations
+    "seqlen": 2,   # of each model timed over T: it and its copy with positions extended (activations: extra_mb)
 }
 
 
@@ -69,15 +70,16 @@ def params_of(model) -> int:
     return sum(p.numel() for p in getattr(model, "parameters", list)())  # (an ONNX Runtime session has none)
 
 
-def check(kind: str, model, what: str = "", params: int | None = None) -> None:
-    """Refuse (one CompressError line) a job of this kind on this model (or these params) whose estimate is over the
-    budget of one job, or, on the queue, would take the server's jobs together over theirs; else the queue's job
-    holds the estimate until it ends."""
+def check(kind: str, model, what: str = "", params: int | None = None, extra_mb: float = 0.0) -> None:
+    """Refuse (one CompressError line) a job of this kind on this model (or these params) whose estimate (plus
+    extra_mb: activations the kind sizes itself) is over the budget of one job, or, on the queue, would take the
+    server's jobs together over theirs; else the queue's job holds the estimate until it ends."""
     params = params_of(model) if params is None else params
-    need, have = estimate_mb(kind, params), budget_mb()
+    need, have = estimate_mb(kind, params) + extra_mb, budget_mb()
     if need > have:
+        more = f" + {extra_mb:,.0f} MB of activations" if extra_mb else ""
         raise CompressError(f"{kind} of {what or 'this model'} needs about {need:,.0f} MB ({params / 1e6:.1f}M "
-                            f"params x 4 bytes x {FACTOR[kind]}) and a job here may use {have:,.0f} MB "
+                            f"params x 4 bytes x {FACTOR[kind]}{more}) and a job here may use {have:,.0f} MB "
                             "(COMPRESS_MEM_BUDGET_MB); nothing was started")
     job = current()
     if job is None:  # the CLI or a test calling the library: one job, the per-job bound is the bound

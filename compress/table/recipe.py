@@ -86,6 +86,7 @@ class Recipe(_Recipe):
     stride: int = 8
     attn_rank: int = 64
     features: int = 64
+    buckets: int = 8                    # lsh: hash buckets (1 or even)
     pool: int = 1                       # token pooling (1 = none)
     pool_at: int = 2
     vocab: float = 1.0                  # vocabulary kept

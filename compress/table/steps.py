@@ -100,21 +100,23 @@ STEPS = [
               "model was trained with attention."),
     Step("attention", "efficient attention", (
         Field("attention", "choice", "none", "attention scores computed another way, same q, k, v: local window, strided, "
-              "both across heads, lowrank (Linformer), kernel (Performer FAVOR+), linear (elu+1)", "Efficient attention",
-              choices=attention.VARIANTS, widget="select"),
-        Field("window", "int", 32, "local: each token sees the tokens less than W away (a decoder: its W latest)",
-              "Window W (tokens)", lo=0, hi=65536, step=1, off=_off("window", attention.WINDOWED)),
+              "both across heads, lowrank (Linformer), kernel (Performer FAVOR+), linear (elu+1), lsh (Reformer's hash "
+              "buckets)", "Efficient attention", choices=attention.VARIANTS, widget="select"),
+        Field("window", "int", 32, "local: each token sees the tokens less than W away (a decoder: its W latest); "
+              "lsh: the chunk length", "Window W (tokens)", lo=0, hi=65536, step=1, off=_off("window", attention.WINDOWED)),
         Field("stride", "int", 8, "strided: each token sees every s-th token from itself", "Stride s (tokens)", lo=0,
               hi=65536, step=1, off=_off("stride", attention.STRIDED)),
         Field("attn_rank", "int", 64, "lowrank: keys and values projected from T positions to k", "Projected length k",
               lo=0, hi=65536, step=1, off=_off("lowrank", ("lowrank",))),
         Field("features", "int", 64, "kernel: m random features per head", "Random features m", lo=0, hi=65536, step=1,
-              off=_off("kernel", ("kernel",)))),
+              off=_off("kernel", ("kernel",))),
+        Field("buckets", "int", 8, "lsh: hash buckets n (1 or even): a query sees the keys of its bucket in its chunk's "
+              "window", "Hash buckets n", lo=0, hi=65536, step=1, off=_off("lsh", ("lsh",)))),
         apply=lambda ctx, r: attention.apply_attention(ctx.model, ctx.base.adapter, r, ctx.base.info),
         active=lambda r: r.attention != "none", refuse=attention.refuse, describe=attention.describe,
         examples=({"attention": "local", "window": 4}, {"attention": "strided", "stride": 2},
                   {"attention": "local+strided", "window": 4, "stride": 2}, {"attention": "lowrank", "attn_rank": 8},
-                  {"attention": "kernel", "features": 16}, {"attention": "linear"}),
+                  {"attention": "kernel", "features": 16}, {"attention": "linear"}, {"attention": "lsh", "buckets": 4}),
         teach=attention.TEACH),
     Step("pool", "token pooling", (
         Field("pool", "choice", 1, "tokens averaged into one after the first pool_at blocks (1 = none; encoders only)",

@@ -6,10 +6,11 @@ Performer's random features (a buffer: saved with the weights, so a reload runs 
 """
 import torch.nn as nn
 
-from . import kernel_attn, lowrank_attn, sparseattn
+from . import kernel_attn, lowrank_attn, lsh_attn, sparseattn
 
-VARIANTS = ("none", "local", "strided", "local+strided", "lowrank", "kernel", "linear")
-WINDOWED = ("local", "local+strided")
+VARIANTS = ("none", "local", "strided", "local+strided", "lowrank", "kernel", "linear", "lsh")
+WINDOWED = ("local", "local+strided", "lsh")  # (lsh: W is its chunk length)
+ENCODER_ONLY = ("lowrank", "lsh")  # they mix in positions from the whole sequence
 STRIDED = ("strided", "local+strided")
 
 
@@ -27,6 +28,8 @@ def attend(module, q, k, v, valid, scale):
         return lowrank_attn.lowrank(module, q, k, v, valid, scale)
     if kind == "kernel":
         return kernel_attn.kernel(module, q, k, v, valid, scale, causal)
+    if kind == "lsh":
+        return lsh_attn.lsh(module, q, k, v, valid, scale, a["window"])
     return kernel_attn.linear(module, q, k, v, valid, scale, causal)
 
 
@@ -38,15 +41,23 @@ def attention_modules(model: nn.Module, adapter) -> list[nn.Module]:
 
 def apply_attention(model: nn.Module, adapter, r, info: dict) -> nn.Module:
     """Every block's attention computed by the recipe's variant, IN PLACE (the caller deep-copies)."""
-    head_dim = info["hidden"] // info["heads"]
     for i, m in enumerate(attention_modules(model, adapter)):
-        m.attn_args = {"variant": r.attention, "causal": adapter.causal, "window": r.window, "stride": r.stride}
-        if r.attention == "lowrank":
-            lowrank_attn.add_projections(m, r.attn_rank, info["max_positions"])
-        if r.attention == "kernel":
-            kernel_attn.add_features(m, r.features, head_dim, seed=i)  # one draw per layer, the same on every replay
+        install(m, r, adapter.causal, i, info["hidden"] // info["heads"], info["max_positions"])
     adapter.use_attention(model, attend)
     return model
+
+
+def install(m: nn.Module, r, causal: bool, layer: int, head_dim: int, positions: int) -> nn.Module:
+    """One attention module set up for the recipe's variant: its settings, Linformer's E and F, Performer's features
+    (one draw per layer, seeded by its index: the same on every replay, and on the Learn page's drawing)."""
+    m.attn_args = {"variant": r.attention, "causal": causal, "window": r.window, "stride": r.stride}
+    if r.attention == "lowrank":
+        lowrank_attn.add_projections(m, r.attn_rank, positions)
+    if r.attention == "kernel":
+        kernel_attn.add_features(m, r.features, head_dim, seed=layer)
+    if r.attention == "lsh":
+        lsh_attn.add_rotations(m, r.buckets, head_dim, seed=layer)
+    return m
 
 
 def refuse(b, r) -> str | None:
@@ -65,6 +76,9 @@ def refuse(b, r) -> str | None:
         return f"a projection to {r.attn_rank} positions leaves no key to attend to: k must be 1 or more"
     if v == "kernel" and r.features < 1:
         return f"{r.features} random features estimate nothing: m must be 1 or more"
+    if v == "lsh" and (r.buckets < 1 or r.buckets > 1 and r.buckets % 2):
+        return f"the Reformer's hash has n/2 rotations and their opposites, so {r.buckets} buckets cannot be: n must " \
+               "be 1 or even"
     if v == "local+strided" and (r.heads == 1 or isinstance(r.heads, tuple) and min(r.heads) < 2):
         return "local+strided gives half of each block's heads to each pattern: keep 2 or more heads per block"
     if b is None:
@@ -73,6 +87,11 @@ def refuse(b, r) -> str | None:
     if v == "lowrank" and b.adapter.causal:
         return f"Linformer's projection mixes positions from the whole sequence, future ones too, so it cannot apply " \
                f"to {b.name}, a causal (decoder) model"
+    if v == "lsh" and b.adapter.causal:
+        return f"LSH attention sorts the whole sequence by bucket, so which earlier keys a token sees would depend on " \
+               f"later tokens: it cannot apply to {b.name}, a causal (decoder) model"
+    if v == "lsh" and r.buckets > n:
+        return f"{b.name} takes at most {n} positions: {r.buckets} buckets would leave most empty (n from 1 to {n})"
     if v == "lowrank" and r.attn_rank > n:
         return f"{b.name} takes at most {n} positions: a projection to k = {r.attn_rank} would not shorten any " \
                f"sequence (k from 1 to {n})"
@@ -86,7 +105,8 @@ def refuse(b, r) -> str | None:
 
 def describe(r) -> str:
     extra = {"local": f" W={r.window}", "strided": f" stride {r.stride}", "local+strided": f" W={r.window}, stride "
-             f"{r.stride}", "lowrank": f" k={r.attn_rank}", "kernel": f" m={r.features}"}.get(r.attention, "")
+             f"{r.stride}", "lowrank": f" k={r.attn_rank}", "kernel": f" m={r.features}",
+             "lsh": f" {r.buckets} buckets, chunks of {r.window}"}.get(r.attention, "")
     return f"{r.attention} attention{extra}"
 
 
@@ -94,5 +114,7 @@ TEACH = ("Efficient attention (the survey of Tay et al. 2022): the same q, k and
          "way. local: each token sees a window of W (Longformer's sliding window), in blocks, O(T W); strided: every "
          "s-th token (dilated), O(T^2 / s); local+strided: half of the heads each (Sparse Transformer); lowrank: keys "
          "and values projected along the sequence to k positions, learned, initialised by pooling (Linformer; encoders "
-         "only); kernel: Performer's FAVOR+ random features, m per head, O(T m d); linear: elu+1 features. Decoders keep "
-         "causality (a causal band; prefix sums). The rest of the model was trained with full attention: heal it.")
+         "only); kernel: Performer's FAVOR+ random features, m per head, O(T m d); linear: elu+1 features; lsh: queries "
+         "and keys hashed into n buckets by a random rotation, sorted, each query attending the keys of its bucket in "
+         "its chunk of W and the two beside it (Reformer; encoders only). Decoders keep causality (a causal band; "
+         "prefix sums). The rest of the model was trained with full attention: heal it.")

@@ -50,25 +50,25 @@ def local(q, k, v, valid, scale, causal, window):
     band = (rel >= 0) & (rel < window) if causal else rel.abs() < window
     allow = band[None, None] & ok[:, None, :, None, :]                              # (B, 1, nb, n, 3n)
     y = _softmax_mix((qb @ kw.transpose(-1, -2)) * scale, allow, vw)                # (B, H, nb, n, d)
-    return y.reshape(B, H, P, d)[:, :, :T]
+    return y.reshape(B, H, P, -1)[:, :, :T]  # (v's width may differ from q's: the Learn page's v = identity)
 
 
 def strided(q, k, v, valid, scale, causal, stride):
     """Token i sees j with (i - j) % s == 0 (dilated; j <= i for a decoder); a stride of 1 is full attention."""
-    B, H, T, d = q.shape
-    s = stride
+    B, H, T, _ = q.shape
+    s = min(stride, T)  # a stride >= T leaves each token only itself either way (and pads nothing to length s)
     P = math.ceil(T / s) * s
     valid = torch.ones(B, T, dtype=torch.bool, device=q.device) if valid is None else valid
 
     def classes(x):  # (B, H, P, d) -> (B, H, s, P/s, d): position c*s + r goes to class r, place c
-        return _pad_seq(x, P).view(B, H, P // s, s, d).transpose(2, 3)
+        return _pad_seq(x, P).view(B, H, P // s, s, x.shape[-1]).transpose(2, 3)
 
     ok = _pad_seq(valid, P, False).view(B, P // s, s).transpose(1, 2)  # (B, s, P/s)
     allow = ok[:, None, :, None, :]                                      # (B, 1, s, 1, P/s)
     if causal:  # within a class, place c comes before place c' exactly when its position does
         allow = allow & torch.ones(P // s, P // s, dtype=torch.bool, device=q.device).tril()
     y = _softmax_mix((classes(q) @ classes(k).transpose(-1, -2)) * scale, allow, classes(v))  # (B, H, s, P/s, d)
-    return y.transpose(2, 3).reshape(B, H, P, d)[:, :, :T]
+    return y.transpose(2, 3).reshape(B, H, P, -1)[:, :, :T]
 
 
 def local_strided(q, k, v, valid, scale, causal, window, stride):

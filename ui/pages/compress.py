@@ -7,7 +7,7 @@ import streamlit as st
 import compress as C
 from compress.measure import metrics
 from compress.outputs import html as htmlreport
-from ui import cached, guide, jobs, safe, shell, state, takeaway, trial
+from ui import cached, guide, jobs, safe, seqcurve, shell, state, takeaway, trial
 from ui.controls import caption, control, step_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
@@ -285,5 +285,6 @@ with right:
     else:
         show(res)
         glance.markdown(guide.glance(res, recipe))
+    seqcurve.section(b, recipe)  # an attention variant's cost over T, on request
 jobs.history()
 history()

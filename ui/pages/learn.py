@@ -7,7 +7,7 @@ import compress as C
 from compress.learn import figures as L
 from ui import jobs, safe, shell
 from ui.learn_common import SECTIONS, section_from_url
-from ui import learn_article, learn_attention, learn_weights
+from ui import learn_article, learn_attention, learn_variants, learn_weights
 
 b = shell.page()
 st.title("Learn: why each technique works (or fails)")
@@ -25,7 +25,7 @@ text = st.text_input("A sentence for the attention figures (heads, FNet, efficie
 tabs = st.tabs([title for title, _ in SECTIONS.values()], default=section_from_url())
 draw = {"article": learn_article.article, "low-rank": learn_weights.low_rank, "quantization": learn_weights.quantization,
         "heads": learn_attention.heads, "ffn": learn_weights.ffn, "fnet": learn_attention.fnet,
-        "layers": learn_weights.layers, "healing": learn_article.healing, "efficient": learn_attention.efficient,
+        "layers": learn_weights.layers, "healing": learn_article.healing, "efficient": learn_variants.tab,
         "vocabulary": learn_weights.vocabulary}
 for tab, slug in zip(tabs, SECTIONS):
     with tab:  # each tab behind its own boundary: one failing figure leaves the other tabs drawn
