@@ -1,11 +1,12 @@
 """A memory bound per job kind, checked before the job allocates: its estimate is the model's parameters x the bytes
-of a weight (4: float32; 2: bf16/fp16 kept) x the kind's FACTOR, refused in one line when over the budget of one job (COMPRESS_MEM_BUDGET_MB, default
-half the machine's memory). An estimate, not a measure: it counts the copies of the weights a kind holds at once and
-one more for activations (the workloads are bounded elsewhere: evaluate.MAX_WORKLOAD_TOKENS, healing's batch).
-The server's total is bounded too: a job of the queue holds what its checks estimated until it ends, and a check
-that would take the jobs' sum over COMPRESS_MEM_SERVER_MB (default three quarters of the memory) is refused the same
-way (two healings between their steps and an Apply are alive at once). A load is bounded by the upload's parameter
-limit (limits.max_params) and by this, from the config and the weights' headers before it allocates."""
+of a weight (4: float32; 2: bf16/fp16 kept) x the kind's FACTOR, refused in one line when over the budget of one job
+(COMPRESS_MEM_BUDGET_MB, default half the machine's memory). An estimate, not a measure: it counts the copies of the
+weights a kind holds at once and one more for activations (the workloads are bounded elsewhere:
+evaluate.MAX_WORKLOAD_TOKENS, healing's batch). The server's total is bounded too: a job of the queue holds what its
+checks estimated until it ends, and a check that would take the jobs' sum over COMPRESS_MEM_SERVER_MB (default three
+quarters of the memory) is refused the same way (two healings between their steps and an Apply are alive at once). A
+load is bounded by the upload's parameter limit (limits.max_params) and by this, from the config and the weights'
+headers before it allocates (a 1.1B model: 4.4 GB estimated kept in bf16, 8.8 GB widened; RSS peaks 2.86, 6.83 GB)."""
 import os
 import threading
 

@@ -221,7 +221,8 @@ st.markdown("[Skip to the recipe's controls](#recipe)")  # Apply is next, inside
 bar = st.columns([1, 2.2, 4.8], vertical_alignment="center")
 apply = bar[0].button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
 precise = bar[1].button(f"Precise benchmark ({precise_w['batch']} x {precise_w['seq']})",
-                        help=f"The library's default workload: batch {precise_w['batch']} x seq {precise_w['seq']} ids")
+                        help=f"The library's default workload: batch {precise_w['batch']} x seq {precise_w['seq']} "
+                             "ids" + (" (batch 1 over 300M parameters)" if smaller else ""))
 glance = bar[2].empty()  # the result in one line beside the button, filled when it is measured (below)
 left, right = st.columns([1, 2])
 with left:
