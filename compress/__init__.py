@@ -5,6 +5,8 @@ from .table.recipe import Recipe
 from .models.bundle import ModelBundle
 from .models.bundled import BUNDLED, load_model
 from .models.uploads import FAMILIES, MAX_PARAMS, MAX_UPLOAD_BYTES, load_local, load_upload, local_root
+from .models.limits import BIG_PARAMS, default_workload, max_params, max_upload_mb
+from .models.weights import DTYPES
 from .models.adapters import ADAPTERS, conv1d_to_linear, tied_embeddings
 from .techniques.spectrum import Spectrum, has_spectra, layer_report, select_ranks, spectra
 from .techniques.factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
@@ -30,7 +32,7 @@ __all__ = [
     # models
     "BUNDLED", "ModelBundle", "load_model",
     # uploads and architecture adapters
-    "load_upload", "load_local", "local_root", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "FAMILIES", "ADAPTERS", "conv1d_to_linear", "tied_embeddings",
+    "load_upload", "load_local", "local_root", "MAX_UPLOAD_BYTES", "MAX_PARAMS", "max_upload_mb", "max_params", "BIG_PARAMS", "default_workload", "DTYPES", "FAMILIES", "ADAPTERS", "conv1d_to_linear", "tied_embeddings",
     # techniques
     "block_influence", "choose_layers", "drop_layers", "Spectrum", "spectra", "has_spectra", "select_ranks", "layer_report",
     "LowRankLinear", "apply_factorize", "LowRankEmbedding", "factorize_embeddings", "apply_quantize",

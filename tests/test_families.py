@@ -167,7 +167,8 @@ def test_save_and_reload_an_upload(tmp_path, bundles):
     C.save_compressed(c, tmp_path / "saved.zip")
     card = json.loads(zipfile.ZipFile(tmp_path / "saved.zip").read("card.json"))
     assert card["original"] == {"name": Path(b.name).name, "content_hash": b.content_hash,  # never a server path
-                                "architecture": b.info["architecture"], "source": "an upload"}
+                                "architecture": b.info["architecture"], "source": "an upload",
+                                "weights": "float32"}
     with pytest.raises(C.CompressError, match="load that original model first"):
         C.load_compressed(tmp_path / "saved.zip")
     back = C.load_compressed(tmp_path / "saved.zip", originals=[bundles["bert"], b])

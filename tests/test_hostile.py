@@ -77,13 +77,48 @@ def test_a_huge_central_directory_is_refused_from_the_end_record(good, tmp_path,
     refused(z, "more than", tmpdirs)
 
 
-def test_zip64_records_are_refused(good, tmp_path, tmpdirs):
-    z = make_zip(tmp_path / "m.zip", good)
-    data = z.read_bytes()
+def zip64(data: bytes, entries: int | None = None) -> bytes:
+    """A zip rewritten with ZIP64 end records (as a zip tool writes for a model over 4 GB): the classic end record
+    says 0xFFFF / 0xFFFFFFFF, the ZIP64 record the counts (`entries`: a lie about them)."""
     i = data.rfind(b"PK\x05\x06")
-    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, 0, 1)  # a ZIP64 end locator before the end record
-    z.write_bytes(data[:i] + locator + data[i:])
-    refused(z, "ZIP64", tmpdirs)
+    n, cd_size, cd_at = struct.unpack("<HII", data[i + 10:i + 20])
+    n = n if entries is None else entries
+    record = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_at)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, i, 1)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return data[:i] + record + locator + end
+
+
+def test_zip64_loads_with_its_counts_checked(good, tmp_path, tmpdirs, monkeypatch):
+    z = make_zip(tmp_path / "m.zip", good)
+    z.write_bytes(zip64(z.read_bytes()))
+    assert C.load_model(str(z)).info["model_type"] == "bert"  # a ZIP64 zip is a zip
+    z.write_bytes(zip64(make_zip(tmp_path / "n.zip", good).read_bytes(), entries=2**40))  # a count lie, up
+    _one_line(refused(z, "more than 10,000 files", tmpdirs))
+    monkeypatch.setattr(staging, "MAX_ZIP_ENTRIES", 20)  # a count lie, down: 30 entries that say 1
+    many = make_zip(tmp_path / "many.zip", {**good, **{f"junk/{i}": b"" for i in range(30)}})
+    many.write_bytes(zip64(many.read_bytes(), entries=1))
+    _one_line(refused(many, "more than 20 files", tmpdirs))
+    data = z.read_bytes()
+    i = data.rfind(b"PK\x06\x07")
+    z.write_bytes(data[:i + 8] + struct.pack("<Q", 0) + data[i + 16:])  # the locator points at no ZIP64 record
+    _one_line(refused(z, "ZIP64 end record is missing or damaged", tmpdirs))
+
+
+def test_a_zip64_bomb_is_refused_from_its_declared_sizes(good, tmp_path, tmpdirs):
+    z = make_zip(tmp_path / "bomb.zip", {**good, "added_tokens.json": b"{}"})  # its directory record is the last
+    data = z.read_bytes()
+    c, i = data.rfind(b"PK\x01\x02"), data.rfind(b"PK\x05\x06")
+    name_len, extra_len = struct.unpack("<HH", data[c + 28:c + 32])
+    packed = struct.unpack("<I", data[c + 20:c + 24])[0]
+    extra = struct.pack("<HHQQ", 1, 16, 2**42, packed)  # a ZIP64 extra: 4 TB uncompressed, its real packed size
+    record = (data[c:c + 20] + struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF) + data[c + 28:c + 30]
+              + struct.pack("<H", extra_len + len(extra)) + data[c + 32:c + 46 + name_len] + extra
+              + data[c + 46 + name_len:i])
+    end = bytearray(data[i:])
+    end[12:16] = struct.pack("<I", struct.unpack("<I", end[12:16])[0] + len(extra))  # the directory grew
+    z.write_bytes(data[:c] + record + bytes(end))
+    _one_line(refused(z, r"declare 4,194,\d+ MB uncompressed; the limit is 3,200 MB", tmpdirs))
 
 
 def test_local_folders_are_off_unless_the_operator_names_a_root(good, tmp_path, monkeypatch):

@@ -156,10 +156,10 @@ def test_zip_bomb_is_refused_from_declared_sizes_without_extracting(good, tmp_pa
 
 
 def test_real_deflate_bomb_under_a_small_limit(good, tmp_path, tmpdirs, no_extraction, monkeypatch):
-    monkeypatch.setattr(staging, "MAX_UPLOAD_BYTES", 400_000)
+    monkeypatch.setenv("COMPRESS_MAX_UPLOAD_MB", "1")  # the operator's variable: 1 MB
     z = make_zip(tmp_path / "bomb.zip", {**good, "vocab.txt": b"\0" * 5_000_000})  # 5 MB of zeros, ~5 KB zipped
-    assert z.stat().st_size < 400_000  # the zip itself is within the limit; what it unpacks to is not
-    refused(z, "limit", tmpdirs)
+    assert z.stat().st_size < 2**20  # the zip itself is within the limit; what it unpacks to is not
+    refused(z, r"5 MB uncompressed; the limit is 1 MB \(COMPRESS_MAX_UPLOAD_MB", tmpdirs)
 
 
 def test_entry_larger_than_it_declares(good, tmp_path, tmpdirs):
@@ -252,8 +252,11 @@ def test_tokenizer_larger_than_the_vocab_degrades_with_a_note(tmp_path, tmpdirs)
     assert not list(tmpdirs.iterdir())
 
 
-def test_limits_are_importable():
-    assert C.MAX_UPLOAD_BYTES == uploads.MAX_UPLOAD_BYTES == 500 * 2**20 and C.MAX_PARAMS == 200_000_000
+def test_limits_are_importable(monkeypatch):
+    monkeypatch.delenv("COMPRESS_MAX_UPLOAD_MB", raising=False)
+    monkeypatch.delenv("COMPRESS_MAX_PARAMS", raising=False)
+    assert C.MAX_UPLOAD_BYTES == uploads.MAX_UPLOAD_BYTES == C.max_upload_mb() * 2**20 == 3200 * 2**20
+    assert C.MAX_PARAMS == C.max_params() == 1_500_000_000
 
 
 def test_remote_code_is_never_run(good, tmp_path, tmpdirs):

@@ -14,7 +14,9 @@ def bundled(name: str) -> C.ModelBundle:
 
 
 def model_key(bundle) -> str:
-    return f"{bundle.name}:{bundle.content_hash}"
+    """The same upload kept in bf16 and widened shares its weights' hash, not its sizes: the dtype tells them apart."""
+    kept = "kept" in bundle.info.get("dtype", "")
+    return f"{bundle.name}:{bundle.content_hash}" + (":kept" if kept else "")
 
 
 def session_model(b, recipe: C.Recipe) -> C.ModelBundle | None:

@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import runpy
+import shutil
 import sys
 import tempfile
 import threading
@@ -86,42 +87,42 @@ def _public(bundle, name: str):
 
 @safe.guarded("the sidebar's upload")
 def _upload_changed():
+    """The upload written to disk in 1 MB chunks (shutil.copyfileobj) and loaded from there. Streamlit itself holds
+    the uploaded bytes in memory once, in its upload manager, for as long as the file stays in the widget (its
+    server reads a request body whole); nothing here copies them again: no getvalue(), no bytes kept past this call.
+    The file lives until the load job ends (quiet waits for it)."""
     f = st.session_state.upload
     if f is None:
         return
-    data = f.getvalue()
-    key = "upload:" + hashlib.sha256(data).hexdigest()[:16]
+    name = safe.file_name(f.name)
+    with tempfile.TemporaryDirectory(prefix="compress-sidebar-") as d:
+        path = Path(d) / name
+        f.seek(0)
+        with open(path, "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+        del f
+        _load_file(path, name)
+
+
+def _load_file(path: Path, name: str):
+    dtype = st.session_state.get("upload_dtype", C.DTYPES[0])
+    with open(path, "rb") as fh:
+        key = f"upload:{hashlib.file_digest(fh, 'sha256').hexdigest()[:16]}" + ("" if dtype == "float32" else ":kept")
     if key in st.session_state.loaded:
         st.session_state.active = ("upload", key)
-        return
-    name = safe.file_name(f.name)
-    with tempfile.TemporaryDirectory() as d:
-        probe = Path(d) / name
-        probe.write_bytes(data)
-        compressed = C.is_compressed(probe)
-    if compressed:
-        return _open_compressed(data, name)
-    _try_load("upload", key, _staged(data, name, lambda p: _public(C.load_upload(p), name)))
+    elif C.is_compressed(path):
+        _open_compressed(path, name)
+    else:
+        _try_load("upload", key, lambda: _public(C.load_upload(path, dtype), name))
 
 
-def _staged(data: bytes, name: str, load):
-    """load(path) of the upload written to a temp folder the job owns: it lives as long as the job, not this run."""
-    def job():
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / name
-            path.write_bytes(data)
-            return load(path)
-    return job
-
-
-def _open_compressed(data: bytes, name: str):
+def _open_compressed(path: Path, name: str):
     """A compressed model of this app uploaded back: its original becomes the active model, its recipe the controls',
     and the Compress page compares the uploaded model itself (not a rebuild) with the original."""
     loaded = st.session_state.loaded
     try:
         with st.spinner("Rebuilding the compressed model on its original..."):
-            comp = jobs.quiet("load", _staged(data, name, lambda p: C.load_compressed(p, list(loaded.values()))),
-                              f"loading {name}")
+            comp = jobs.quiet("load", lambda: C.load_compressed(path, list(loaded.values())), f"loading {name}")
     except C.CompressError as e:
         st.session_state.load_error = str(e)
         return
@@ -136,9 +137,25 @@ def _open_compressed(data: bytes, name: str):
     st.session_state.auto_apply, st.session_state.load_error = True, None
 
 
+def upload_limit() -> tuple[int, str]:
+    """(the library's upload limit in MB, its words): COMPRESS_MAX_UPLOAD_MB, made the server's limit too. Streamlit's
+    server reads server.maxUploadSize on every upload request, so the one variable sets what the server takes, what
+    the uploader offers and what the library checks (a lower server limit would refuse uploads the library takes)."""
+    try:
+        mb, params = C.max_upload_mb(), C.max_params()
+    except C.CompressError as e:  # a bad value of the operator's variable: the defaults, and say so
+        st.warning(safe.plain(e))
+        mb, params = C.MAX_UPLOAD_BYTES >> 20, C.MAX_PARAMS
+    if st.get_option("server.maxUploadSize") != mb:
+        from streamlit import config
+        config.set_option("server.maxUploadSize", mb, where_defined="COMPRESS_MAX_UPLOAD_MB")
+    return mb, f"at most {mb:,} MB and {params / 1e9:g}B parameters"
+
+
 def sidebar():
     with st.sidebar:
         st.header("Model")
+        mb, limits = upload_limit()  # on every run: the server's limit is set before any upload can reach it
         root = C.local_root()  # folders on this machine: only when the server's operator opted in (README)
         source = st.radio("Source", ["Bundled", "Upload a zip"] + (["Local folder"] if root else []), horizontal=True,
                           key="model_source")
@@ -146,10 +163,15 @@ def sidebar():
             choice = st.selectbox("Bundled model", list(C.BUNDLED), key="model_choice")
             st.session_state.active = ("bundled", choice)
         elif source == "Upload a zip":
+            st.radio("bf16 / fp16 weights", C.DTYPES, key="upload_dtype", horizontal=True,
+                     format_func=lambda d: {"float32": "widen to float32", "keep": "keep as stored"}[d],
+                     help="Widen (the default): every technique and measure runs on float32, twice the memory of "
+                          "bf16. Keep: the original stays in bf16/fp16 (half the memory); an Apply widens its own "
+                          "copy. The Model page and card.json say which.")
             # no type=["zip"]: Streamlit's own check of it raised on every rerun for a name with a NUL (a crafted
             # request); the library reads the bytes as a zip or refuses them in one line, whatever the name says
             st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors), or a compressed "
-                             f"model downloaded from this app; at most {C.MAX_UPLOAD_BYTES // 2**20} MB", key="upload",
+                             f"model downloaded from this app; {limits}", key="upload", max_upload_size=mb,
                              on_change=_upload_changed)
         else:
             path = st.text_input("Folder inside the server's model folder (COMPRESS_LOCAL_ROOT)", key="local_path",

@@ -8,9 +8,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import CompressError
+from .limits import DEFAULT_UPLOAD_MB, UPLOAD_VAR, max_upload_bytes
 from .pooling import MODULES, POOLING
 
-MAX_UPLOAD_BYTES = 500 * 2**20  # the zip, and the files used from it; .streamlit/config.toml maxUploadSize (MB) = 500
+MAX_UPLOAD_BYTES = DEFAULT_UPLOAD_MB * 2**20  # the default; the limit in force is limits.max_upload_bytes()
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ZIP_ENTRIES = 10_000
 MAX_CENTRAL_DIRECTORY = 2 << 20  # bytes of the zip's directory: 10,000 entries with names of ~150 characters
@@ -40,8 +41,9 @@ def refuse_lone_file(p: Path) -> None:
     size = p.stat().st_size
     if size == 0:
         raise CompressError(f"{p.name} is empty")
-    if size > MAX_UPLOAD_BYTES:
-        raise CompressError(f"{p.name} is {size / 2**20:.0f} MB; uploads are limited to {MAX_UPLOAD_BYTES // 2**20} MB")
+    if size > (most := max_upload_bytes()):
+        raise CompressError(f"{p.name} is {size / 2**20:,.0f} MB; uploads are limited to {most // 2**20:,} MB "
+                            f"({UPLOAD_VAR})")
     if p.suffix == ".safetensors":
         raise CompressError(f"{p.name} alone is not enough: upload a zip or folder holding it with its config.json "
                             "(and tokenizer files)")
@@ -132,36 +134,50 @@ def select(files: dict[str, int]) -> dict[str, str]:
             raise CompressError(pickle_msg(pickles[0]))
         raise CompressError("no *.safetensors weights next to config.json")
     total = sum(files[n] for n in used)
-    if total > MAX_UPLOAD_BYTES:
-        raise CompressError(f"the upload's files declare {total / 2**20:.0f} MB uncompressed; the limit is "
-                            f"{MAX_UPLOAD_BYTES // 2**20} MB (nothing was extracted)")
+    if total > (most := max_upload_bytes()):  # a zip bomb's declared sizes; copy_entry holds an entry to its own
+        raise CompressError(f"the upload's files declare {total / 2**20:,.0f} MB uncompressed; the limit is "
+                            f"{most // 2**20:,} MB ({UPLOAD_VAR}; nothing was extracted)")
     return used
 
 
 def open_zip(p: Path) -> zipfile.ZipFile:
-    """Open a zip after checking its end record: the entry count and the directory's size it declares (zipfile
-    would otherwise parse an object per entry first: millions of empty entries fit in the size limit), and no
-    ZIP64 records (a model under the size limit never needs them, and they would carry counts of their own). The
-    count is checked again on the parsed directory, so a patched end record gains nothing."""
+    """Open a zip after checking the entry count and the directory's size its end record declares (zipfile would
+    otherwise parse an object per entry first: millions of empty entries fit in the size limit). A ZIP64 zip (a
+    model over 4 GB, or a zip tool that always writes them) declares both in its ZIP64 end record instead: read and
+    checked the same way. The count is checked again on the parsed directory, so a count that lies gains nothing."""
+    size = p.stat().st_size
     with open(p, "rb") as f:
-        f.seek(max(0, p.stat().st_size - (1 << 16) - 22))
+        f.seek(max(0, size - (1 << 16) - 22))
         tail = f.read()
-    i = tail.rfind(b"PK\x05\x06")
-    if i >= 0 and len(tail) >= i + 22:
-        count, cd_size = struct.unpack("<HI", tail[i + 10:i + 16])
-        if b"PK\x06\x07" in tail[:i] or count == 0xFFFF or cd_size == 0xFFFFFFFF:
-            raise CompressError(f"{p.name} uses ZIP64 records, which a model zip under "
-                                f"{MAX_UPLOAD_BYTES // 2**20} MB never needs; refused")
-        if count > MAX_ZIP_ENTRIES or cd_size > MAX_CENTRAL_DIRECTORY:
-            raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
+        i = tail.rfind(b"PK\x05\x06")
+        if i >= 0 and len(tail) >= i + 22:
+            count, cd_size = struct.unpack("<HI", tail[i + 10:i + 16])
+            if tail[max(0, i - 20):i - 16] == b"PK\x06\x07" or count == 0xFFFF or cd_size == 0xFFFFFFFF:
+                count, cd_size = _zip64_counts(f, tail[max(0, i - 20):i], p.name)
+            if count > MAX_ZIP_ENTRIES or cd_size > MAX_CENTRAL_DIRECTORY:
+                raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
     try:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CompressError(f"{p.name} is not a readable zip file: {e}") from None
+        raise CompressError(f"{p.name} is not a readable zip file: {one_line(e)}") from None
     if len(zf.infolist()) > MAX_ZIP_ENTRIES:
         zf.close()
         raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
     return zf
+
+
+def _zip64_counts(f, locator: bytes, name: str) -> tuple[int, int]:
+    """(entries, directory bytes) of a ZIP64 end record, found by its locator (the 20 bytes before the end record)."""
+    bad = CompressError(f"{name} is not a readable zip file: its ZIP64 end record is missing or damaged")
+    if len(locator) < 20 or locator[:4] != b"PK\x06\x07":
+        raise bad
+    (at,) = struct.unpack("<Q", locator[8:16])
+    f.seek(min(at, 1 << 62))
+    rec = f.read(56)
+    if len(rec) < 56 or rec[:4] != b"PK\x06\x06":
+        raise bad
+    count, cd_size = struct.unpack("<QQ", rec[32:48])  # entries in all, the directory's bytes
+    return count, cd_size
 
 
 def check_index(raw: bytes, weights: set[str]) -> None:

@@ -23,10 +23,14 @@ from .bundle import ModelBundle, file_sha256, hf_info
 from ..serve.cache import LRU
 from ..serve.cancel import checkpoint
 from ..errors import CompressError
+from ..serve import membound
+from .limits import DEFAULT_PARAMS
 from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
-                      one_line, open_zip, quiet, refuse_lone_file, select, st_header, upload_path)
+                      one_line, open_zip, quiet, refuse_lone_file, select, upload_path)
+from .weights import DTYPES, check_finite, check_loading, check_shapes, header, model_class, too_many
 
-MAX_PARAMS = 200_000_000        # declared by the config or the weights, checked before any allocation
+MAX_PARAMS = DEFAULT_PARAMS  # the default; the limit in force (config and weights, before any allocation) is
+#                              limits.max_params(), COMPRESS_MAX_PARAMS
 MAX_LAYERS, MAX_HEADS = 96, 128  # checked on the raw config, before transformers builds anything
 
 FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type values an upload may declare
@@ -39,11 +43,15 @@ _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
 NO_TOKENIZER = "no usable tokenizer: measured on seeded random token ids, so only indicative"
 
 _CACHE = LRU("uploads", 2, "uploaded originals by content (weights + tokenizer files); uploads are big")
-_LOCK = threading.Lock()  # one upload loads at a time: two 500 MB loads at once could exhaust memory
+_LOCK = threading.Lock()  # one upload loads at a time: two 3 GB loads at once could exhaust memory
 
 
-def load_upload(path) -> ModelBundle:
-    """Load a zip or folder upload. Cached by content: the same bytes under another path load once."""
+def load_upload(path, dtype: str = "float32") -> ModelBundle:
+    """Load a zip or folder upload. Cached by content: the same bytes under another path load once. dtype: "float32"
+    widens bf16/fp16 weights to float32 (every technique and measure runs on float32); "keep" keeps them as stored
+    (half the memory; an Apply widens its own working copy). info["dtype"] (and card.json) says which."""
+    if dtype not in DTYPES:
+        raise CompressError(f"dtype must be one of {', '.join(DTYPES)}, got {str(dtype)[:20]!r}")
     p = upload_path(path)
     refuse_lone_file(p)
     with _LOCK:
@@ -52,8 +60,8 @@ def load_upload(path) -> ModelBundle:
             cfg = _stage(p, tmp)  # only the files we use, flat in tmp; config validated before extraction
             weights = sorted(tmp.glob("*.safetensors"))
             content_hash = file_sha256(weights)
-            key = content_hash + file_sha256(sorted(set(tmp.iterdir()) - set(weights)))
-            b = _CACHE.get_or_make(key, lambda: _load_dir(tmp, cfg, str(p.resolve()), content_hash))
+            key = content_hash + file_sha256(sorted(set(tmp.iterdir()) - set(weights))) + dtype
+            b = _CACHE.get_or_make(key, lambda: _load_dir(tmp, cfg, str(p.resolve()), content_hash, dtype))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # weights and tokenizer are in memory by now
     name = str(p.resolve())  # base.json records it, so load_compressed finds the upload again
@@ -67,7 +75,7 @@ def local_root() -> Path | None:
     return Path(root).resolve() if root else None
 
 
-def load_local(path) -> ModelBundle:
+def load_local(path, dtype: str = "float32") -> ModelBundle:
     """A model folder under local_root(), never outside it (links and '..' are resolved first)."""
     root = local_root()
     if root is None:
@@ -79,7 +87,7 @@ def load_local(path) -> ModelBundle:
         raise bad from None
     if not p.is_relative_to(root) or not p.is_dir():
         raise bad
-    return load_upload(p)
+    return load_upload(p, dtype)
 
 
 def clear_cache() -> None:
@@ -161,109 +169,36 @@ def parse_config(raw: bytes):
     tables = vocab + (pos if adapter.position_embeddings else 0) + (getattr(cfg, "type_vocab_size", 0) or 0)
     if not isinstance(tables, int):
         raise CompressError("config.json: the embedding table sizes must be integers")
-    params = tables * h + layers * adapter.block_params(cfg)  # embeddings + blocks, biases aside
-    if params > MAX_PARAMS:
-        raise CompressError(f"config.json declares about {params / 1e6:,.0f}M parameters; the limit is "
-                            f"{MAX_PARAMS / 1e6:.0f}M (nothing was allocated)")
+    too_many(tables * h + layers * adapter.block_params(cfg), "config.json declares about")  # biases aside
     return cfg
 
 
 # ---------------------------------------------------------------- loading the vetted files
 
-def _header(d: Path) -> dict[str, tuple]:
-    """{tensor name: shape} from the safetensors headers (nothing loaded); truncated files are refused."""
-    from safetensors import SafetensorError, safe_open
-    shapes, params = {}, 0
-    for f in sorted(d.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            st_header(fh, f.stat().st_size, name=f.name)  # sized and counted before safetensors parses it
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                for k in st.keys():
-                    s = st.get_slice(k)
-                    shapes[k] = tuple(s.get_shape())
-                    params += torch.Size(shapes[k]).numel() if s.get_dtype() in ("F32", "F16", "BF16", "F64") else 0
-        except SafetensorError as e:
-            raise CompressError(f"{f.name} is truncated or not a safetensors file ({e})") from None
-    if params > MAX_PARAMS:
-        raise CompressError(f"the weights hold {params / 1e6:,.0f}M parameters; the limit is {MAX_PARAMS / 1e6:.0f}M")
-    return shapes
-
-
-def _model_class(task: str):
-    from transformers import AutoModel, AutoModelForCausalLM
-    return AutoModelForCausalLM if task == "generation" else AutoModel
-
-
-def _mismatch(what: str) -> CompressError:
-    return CompressError(f"config.json does not match the weights: {what}")
-
-
-def _check_shapes(cfg, task: str, shapes: dict) -> None:
-    """Compare the shapes the config implies (model built on the meta device: no memory) to the header."""
-    try:  # an unknown activation, a padding id outside the table...: the config, in one line
-        with torch.device("meta"):
-            meta = _model_class(task).from_config(cfg)
-    except Exception as e:  # noqa: BLE001 - transformers' errors on untrusted configs vary
-        raise CompressError(f"config.json does not describe a model that can be built: {one_line(e)}") from None
-    params = sum(t.numel() for t in meta.state_dict().values())  # every table, counted on the meta model
-    if params > MAX_PARAMS:
-        raise CompressError(f"config.json describes {params / 1e6:,.0f}M parameters; the limit is "
-                            f"{MAX_PARAMS / 1e6:.0f}M (nothing was allocated)")
-    pre = meta.base_model_prefix + "."
-    for k, v in meta.state_dict().items():
-        base = k.removeprefix(pre)
-        for cand in (k, base, pre + base):
-            if cand in shapes and shapes[cand] != tuple(v.shape):
-                raise _mismatch(f"{cand} is {list(shapes[cand])} in the weights, the config implies {list(v.shape)}")
-    missing = [k for k, _ in meta.named_parameters()  # (tied tables once) a table the weights lack would be built
-               if k.removeprefix(pre).split(".")[0] != "pooler" and not {k, k.removeprefix(pre), pre + k} & set(shapes)]
-    if missing:  # ... and refused only after: say it before anything is allocated
-        raise _mismatch(f"{len(missing)} tensors are missing from the weights (e.g. {missing[0]})")
-
-
-def _check_loading(model, info: dict) -> None:
-    """Missing block/embedding weights, or weights of layers the config lacks, mean a wrong config."""
-    missing = sorted(k for k in info["missing_keys"] if not k.split(".")[0] == "pooler")  # pooler: unused here
-    if missing:
-        raise _mismatch(f"{len(missing)} tensors are missing from the weights (e.g. {missing[0]})")
-    if info["mismatched_keys"]:
-        raise _mismatch(f"shape mismatch in {sorted(info['mismatched_keys'])[0]}")
-    ours = {n for n, _ in model.named_children()} | {n for n, _ in model.base_model.named_children()}
-    pre = model.base_model_prefix + "."
-    extra = sorted(k for k in info["unexpected_keys"]  # weights of our modules; buffers like position_ids are fine
-                   if k.removeprefix(pre).split(".")[0] in ours and k.endswith((".weight", ".bias")))
-    if extra:  # task heads (cls., score., ...) are fine to drop; extra layers are not
-        raise _mismatch(f"{len(extra)} weights belong to no layer of the config (e.g. {extra[0]})")
-
-
-def _check_finite(model) -> None:
-    for n, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CompressError(f"the weights contain NaN or infinite values (first in {n}); "
-                                "no quality number would mean anything, so the model is refused")
-
-
-def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
+def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBundle:
     adapter = ADAPTERS[cfg.model_type]
     task = adapter.task
-    _check_shapes(cfg, task, _header(d))
+    shapes, stored = header(d)
+    params = check_shapes(cfg, task, shapes)
+    as_dtype = stored if dtype == "keep" and stored in (torch.bfloat16, torch.float16) else torch.float32
+    per = torch.empty((), dtype=as_dtype).element_size()
+    membound.check("load", None, Path(name).name, params=params, per=per)  # before anything is allocated
     try:
         with quiet():
-            model, info = _model_class(task).from_pretrained(
-                d, config=cfg, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
+            model, info = model_class(task).from_pretrained(
+                d, config=cfg, use_safetensors=True, trust_remote_code=False, dtype=as_dtype,
                 output_loading_info=True)
     except Exception as e:  # any failure reading untrusted weights is the upload's fault: say it plainly
         raise CompressError(f"the weights could not be loaded: {one_line(e)}") from e
     checkpoint()  # a Cancel after the one long read: nothing more is checked or built
-    _check_loading(model, info)
-    _check_finite(model)
+    check_loading(model, info)
+    check_finite(model)
     adapter.prepare(model)  # GPT-2's Conv1D, ModernBERT's fused GeGLU: from here on what every technique expects
     tok, why = _tokenizer(d, cfg.vocab_size)
     info = hf_info(cfg, name)
     info["max_positions"] -= adapter.position_offset(cfg)
     info.update(**({} if tok else {"metric_note": NO_TOKENIZER}), tokenizer=tok is not None,
-                params=sum(p.numel() for p in model.parameters()))
+                params=sum(p.numel() for p in model.parameters()), dtype=dtype_words(stored, as_dtype))
     if not adapter.causal:  # sentence-transformers' Pooling / Normalize settings, where the folder has them
         info.update(read_pooling(d, cfg.hidden_size))
         if info.get("pooling", "mean") != "mean":  # the metric's words (the Model page, the card) say how
@@ -272,6 +207,14 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str) -> ModelBundle:
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
     return ModelBundle(model.eval(), name, adapter, tok, content_hash, info)
+
+
+def dtype_words(stored: torch.dtype, held: torch.dtype) -> str:
+    """How the weights are held: 'float32', 'bfloat16, kept' or 'float32, widened from bfloat16'."""
+    name, was = str(held).removeprefix("torch."), str(stored).removeprefix("torch.")
+    if stored == held:
+        return name + (", kept" if held != torch.float32 else "")
+    return f"{name}, {'widened' if stored in (torch.bfloat16, torch.float16) else 'converted'} from {was}"
 
 
 def _tokenizer(d: Path, vocab_size: int):

@@ -30,7 +30,7 @@ from ..techniques.ortrun import OrtModel
 from ..table.recipe import Recipe
 from .onnxcheck import ONNX
 from .tensors import WEIGHTS
-from ..models.staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, copy_entry, listing, one_line, open_zip, refuse_lone_file,
+from ..models.staging import (MAX_CONFIG_BYTES, max_upload_bytes, copy_entry, listing, one_line, open_zip, refuse_lone_file,
                       upload_path)
 
 FORMAT = "compress-model/1"
@@ -47,6 +47,7 @@ def card(bundle: ModelBundle, measured: dict | None = None) -> dict:
     original = {"name": bundle.name if bundle.name in BUNDLED else Path(bundle.name).name,
                 "content_hash": bundle.content_hash, "architecture": info.get("architecture"),
                 "source": info.get("source") if bundle.name in BUNDLED else "an upload",
+                "weights": info.get("dtype", "float32"),  # as loaded: bf16/fp16 kept, or widened to float32
                 **({"license": info["license"]} if info.get("license") else {})}
     import transformers
     return {"format": FORMAT, "original": original, "recipe": bundle.recipe.describe(),
@@ -162,8 +163,8 @@ def _read_all(p: Path) -> dict[str, bytes]:
         zf = None if p.is_dir() else stack.enter_context(open_zip(p))
         files = listing(p, zf)
         used = [n for n in (CARD, RECIPE, WEIGHTS, ONNX) if n in files]
-        if sum(files[n] for n in used) > MAX_UPLOAD_BYTES:
-            raise CompressError(f"the compressed model's files declare more than {MAX_UPLOAD_BYTES // 2**20} MB")
+        if sum(files[n] for n in used) > max_upload_bytes():
+            raise CompressError(f"the compressed model's files declare more than {max_upload_bytes() // 2**20:,} MB")
         for n in (CARD, RECIPE):
             if n not in files:
                 raise CompressError(f"{p.name} is not a compressed model of this app: it has no {n}")

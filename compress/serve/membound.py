@@ -1,18 +1,20 @@
-"""A memory bound per job kind, checked before the job allocates: its estimate is the model's parameters x 4 bytes
-(float32) x the kind's FACTOR, refused in one line when over the budget of one job (COMPRESS_MEM_BUDGET_MB, default
-half the machine's memory). An estimate, not a measure: it counts the copies of the weights a kind holds at once and
-one more for activations (the workloads are bounded elsewhere: evaluate.MAX_WORKLOAD_TOKENS, healing's batch).
-The server's total is bounded too: a job of the queue holds what its checks estimated until it ends, and a check
-that would take the jobs' sum over COMPRESS_MEM_SERVER_MB (default three quarters of the memory) is refused the same
-way (two healings between their steps and an Apply are alive at once). A load is bounded before this, by the
-upload's header (uploads.MAX_PARAMS)."""
+"""A memory bound per job kind, checked before the job allocates: its estimate is the model's parameters x the bytes
+of a weight (4: float32; 2: bf16/fp16 kept) x the kind's FACTOR, refused in one line when over the budget of one job
+(COMPRESS_MEM_BUDGET_MB, default half the machine's memory). An estimate, not a measure: it counts the copies of the
+weights a kind holds at once and one more for activations (the workloads are bounded elsewhere:
+evaluate.MAX_WORKLOAD_TOKENS, healing's batch). The server's total is bounded too: a job of the queue holds what its
+checks estimated until it ends, and a check that would take the jobs' sum over COMPRESS_MEM_SERVER_MB (default three
+quarters of the memory) is refused the same way (two healings between their steps and an Apply are alive at once). A
+load is bounded by the upload's parameter limit (limits.max_params) and by this, from the config and the weights'
+headers before it allocates (a 1.1B model: 4.4 GB estimated kept in bf16, 8.8 GB widened; RSS peaks 2.86, 6.83 GB)."""
 import os
 import threading
 
 from ..errors import CompressError
 from .cancel import current
 
-FACTOR = {  # copies of the float32 weights a kind holds at its peak
+FACTOR = {  # copies of the weights a kind holds at its peak
+    "load": 2,     # the model built, and the safetensors pages read into memory while it is filled
     "sizes": 2,    # the model and its serialized bytes
     "sample": 2,   # the model and one forward's activations
     "apply": 4,    # the shared original, its deep copy being compressed, a step's new layers, activations
@@ -61,25 +63,26 @@ def release(job_id: int) -> None:
         _HELD.pop(job_id, None)
 
 
-def estimate_mb(kind: str, params: int) -> float:
-    """params x 4 bytes x FACTOR[kind], in MB."""
-    return params * 4 * FACTOR[kind] / 1e6
+def estimate_mb(kind: str, params: int, per: int = 4) -> float:
+    """params x `per` bytes x FACTOR[kind], in MB."""
+    return params * per * FACTOR[kind] / 1e6
 
 
 def params_of(model) -> int:
     return sum(p.numel() for p in getattr(model, "parameters", list)())  # (an ONNX Runtime session has none)
 
 
-def check(kind: str, model, what: str = "", params: int | None = None, extra_mb: float = 0.0) -> None:
+def check(kind: str, model, what: str = "", params: int | None = None, extra_mb: float = 0.0, per: int = 4) -> None:
     """Refuse (one CompressError line) a job of this kind on this model (or these params) whose estimate (plus
     extra_mb: activations the kind sizes itself) is over the budget of one job, or, on the queue, would take the
-    server's jobs together over theirs; else the queue's job holds the estimate until it ends."""
+    server's jobs together over theirs; else the queue's job holds the estimate until it ends. per: bytes of a
+    weight."""
     params = params_of(model) if params is None else params
-    need, have = estimate_mb(kind, params) + extra_mb, budget_mb()
+    need, have = estimate_mb(kind, params, per) + extra_mb, budget_mb()
     if need > have:
         more = f" + {extra_mb:,.0f} MB of activations" if extra_mb else ""
-        raise CompressError(f"{kind} of {what or 'this model'} needs about {need:,.0f} MB ({params / 1e6:.1f}M "
-                            f"params x 4 bytes x {FACTOR[kind]}{more}) and a job here may use {have:,.0f} MB "
+        raise CompressError(f"{kind} of {what or 'this model'} needs about {need:,.0f} MB ({params / 1e6:,.1f}M "
+                            f"params x {per} bytes x {FACTOR[kind]}{more}) and a job here may use {have:,.0f} MB "
                             "(COMPRESS_MEM_BUDGET_MB); nothing was started")
     job = current()
     if job is None:  # the CLI or a test calling the library: one job, the per-job bound is the bound

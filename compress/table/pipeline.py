@@ -2,6 +2,8 @@
 reloads by the same walk (export.py)."""
 import copy
 
+import torch
+
 from ..measure.measurement import (STRETCH, WORKLOADS, Measurement, benchmark, measure, numbers, rate_key,  # noqa: F401
                                    row, time_sentences, timing)  # (re-exported: the table's names for them)
 from ..serve import membound
@@ -21,7 +23,10 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
     if why:
         raise CompressError(why)
     membound.check("heal" if recipe.heal_steps and load is None else "apply", base.model, base.name)
-    ctx = Ctx(base, recipe, copy.deepcopy(base.model), **heal_args)  # the original is shared: never mutate it
+    work = copy.deepcopy(base.model)  # the original is shared: never mutate it
+    if any(p.dtype in (torch.bfloat16, torch.float16) for p in work.parameters()):
+        work = work.float()  # bf16/fp16 kept at load (uploads' dtype="keep"): every technique runs on float32
+    ctx = Ctx(base, recipe, work, **heal_args)
     for step in STEPS:
         checkpoint()
         if load is not None and step.name == "runtime":

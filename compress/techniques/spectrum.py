@@ -43,7 +43,8 @@ def compute_spectra(model, adapter) -> dict[str, Spectrum]:
             checkpoint()
             w = model.get_submodule(name).weight.detach()  # (out, in)
             u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
-            out[name] = Spectrum(name, s.numpy(), *w.shape, u.to(w.dtype), vh.to(w.dtype))
+            dt = torch.float32 if w.dtype in (torch.bfloat16, torch.float16) else w.dtype  # (kept bf16: an Apply
+            out[name] = Spectrum(name, s.numpy(), *w.shape, u.to(dt), vh.to(dt))  # factorizes a float32 copy)
     return out
 
 

@@ -213,12 +213,16 @@ def keep_samples(recipe, samples: dict):
 
 
 b = shell.page()
+n_params = b.info.get("params") or C.count_params(b.model)
+live_w, smaller = C.default_workload(n_params, LIVE)  # batch 1 over 300M parameters, and the words saying so
+precise_w = C.default_workload(n_params, PRECISE)[0]
 st.title("Compress", anchor=False)  # (no heading link: one Tab stop fewer before Apply)
 st.markdown("[Skip to the recipe's controls](#recipe)")  # Apply is next, inside a 1,366 x 768 screen; then the result
 bar = st.columns([1, 2.2, 4.8], vertical_alignment="center")
 apply = bar[0].button("Apply", type="primary") or st.session_state.pop("auto_apply", False)
-precise = bar[1].button(f"Precise benchmark ({PRECISE['batch']} x {PRECISE['seq']})",
-                        help=f"The library's default workload: batch {PRECISE['batch']} x seq {PRECISE['seq']} ids")
+precise = bar[1].button(f"Precise benchmark ({precise_w['batch']} x {precise_w['seq']})",
+                        help=f"The library's default workload: batch {precise_w['batch']} x seq {precise_w['seq']} "
+                             "ids" + (" (batch 1 over 300M parameters)" if smaller else ""))
 glance = bar[2].empty()  # the result in one line beside the button, filled when it is measured (below)
 left, right = st.columns([1, 2])
 with left:
@@ -242,10 +246,12 @@ with left:
                     format_func=lambda k: {"ids": "random ids (batch x seq)", "sentences": "real sentences"}[k],
                     help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
     c1, c2 = st.columns(2)
-    batch = c1.number_input("batch", 1, 64, LIVE["batch"], key="live_batch", disabled=kind != "ids")
+    batch = c1.number_input("batch", 1, 64, live_w["batch"], key="live_batch", disabled=kind != "ids")
     most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
     seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
                           disabled=kind != "ids")
+    if smaller:
+        st.caption(f"This model has {smaller}.")
     peer = st.toggle("Also measure the peer (ONNX Runtime int8 of the original)", True, key="peer",
                      help="What a user would pick instead, measured in the same job, on the same workload")
 
@@ -265,7 +271,7 @@ with right:
                     jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again
             else:
                 live = {"kind": "ids", "batch": int(batch), "seq": int(seq)} if kind == "ids" else SENTENCES
-                w = PRECISE if precise else live
+                w = precise_w if precise else live
                 res = jobs.run("apply", measure_job(b, recipe, w, healed, peer), f"{b.name}: {recipe.describe()} ({shape(w)})")
                 if res is not None:
                     record(res)
