@@ -2,6 +2,11 @@
 waits or runs is never forgotten (its tab's reaping needs it), and a job with a time limit is cancelled at it."""
 import threading
 
+import pytest
+
+import compress as C
+import compress.techniques.sensitivity as T
+import compress.techniques.spectrum as S
 from compress.serve import cancel, jobs
 
 
@@ -72,3 +77,33 @@ def test_a_long_job_cancelled_while_it_waits_for_its_turn_ends_without_waiting(t
     assert q.wait(h, 30) and h.state == "cancelled" and "apply" not in order  # ended while the Apply still ran
     release.set()
     assert q.wait(a, 30) and a.state == "done"
+
+
+@pytest.mark.parametrize("kind", ["spectra", "sensitivity"])
+def test_an_apply_waits_for_one_layer_of_a_spectra_or_sensitivity_job(kind, tiny_bert, one_thread):
+    """Spectra and sensitivity of a big model take minutes (a 1.1B Llama: ~67 s a layer's SVD here): they are long
+    kinds that let waiting jobs go first between layers (cancel.turn), so an Apply waits for one layer, not all."""
+    q, layers, paused, go = jobs.Queue(1), [], threading.Event(), threading.Event()
+    spec = C.spectra(tiny_bert)
+    work = {"spectra": lambda j: S.compute_spectra(tiny_bert.model, tiny_bert.adapter),
+            "sensitivity": lambda j: C.layer_sensitivity(tiny_bert, spec)}[kind]
+    real = cancel.turn
+
+    def turn():  # counts the layers begun; pauses at the second, as if at work, while an Apply is submitted
+        layers.append(1)
+        if len(layers) == 2:
+            paused.set()
+            go.wait(60)  # a guard
+        real()
+    old = S.turn, T.turn
+    S.turn = T.turn = turn
+    try:
+        long = q.submit(kind, work, "tab-1")
+        assert paused.wait(120)
+        apply = q.submit("apply", lambda j: len(layers), "tab-2")
+        go.set()
+        assert q.wait(apply, 120) and q.wait(long, 300) and long.state == "done"
+    finally:
+        S.turn, T.turn = old
+    n = len(tiny_bert.adapter.factorizable(tiny_bert.model))
+    assert apply.result == 2 < n  # it ran at the paused job's next turn, not after its last layer

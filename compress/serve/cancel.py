@@ -31,6 +31,17 @@ def running(job):
         _local.job = None
 
 
+def turn() -> None:
+    """Between the units of a long computation (a layer's SVD, a layer's sensitivity): a job of a long kind lets the
+    jobs waiting for the queue go first (jobs.Queue.yield_, itself a checkpoint); any other job only checkpoints. Call
+    it holding no lock: the job may wait here for its next turn."""
+    job = getattr(_local, "job", None)
+    if job is not None and getattr(job, "turn", None) is not None:
+        job.turn()
+    else:
+        checkpoint()
+
+
 def checkpoint() -> None:
     """Raise Cancelled if the current job was cancelled; nothing outside a job. job.checks counts the calls."""
     job = getattr(_local, "job", None)

@@ -23,7 +23,9 @@ from ..errors import CompressError
 
 _LOG = logging.getLogger("compress.serve.jobs")
 
-LONG = {"heal", "sweep"}  # kinds that yield between their steps (trials) instead of holding the queue
+LONG = {"heal", "sweep", "spectra", "sensitivity"}  # kinds that yield between their steps (trials, layers: cancel.turn)
+#  instead of holding the queue
+HOLD = {"heal", "sweep"}  # long kinds that may run for an hour: at most `long` of them started at once
 TAB_BOUND = {"heal"}  # long kinds cancelled when their tab is gone (a sweep belongs to its study and goes on)
 GRACE_S = 120.0  # an owner silent this long has its tab-bound jobs cancelled (a closed tab sends no heartbeat)
 
@@ -46,13 +48,14 @@ class Job:
     started: float | None = None  # when it first held a slot (started - created: how long it waited in line)
     limit_s: float | None = None  # cancelled (with a one-line error) when it has run this long since it started
     checks: int = 0  # the cancel checkpoints it called (cancel.py): after a Cancel, one more at most
+    turn: Callable | None = None  # a long job's yield_ (cancel.turn calls it between the units of its work)
 
 
 class Queue:
     """Every job has a thread of its own, but only `workers` of them hold a slot (run) at a time; the others wait in
     line (FIFO). A long job gives its slot back between steps when anyone waits and goes to the end of the line, so
-    short jobs and other long jobs take turns with it; at most `long` long jobs are started at once (each holds a
-    model: the others wait for one to end)."""
+    short jobs and other long jobs take turns with it; at most `long` healings and sweeps (HOLD: each holds a model for
+    up to an hour) are started at once, the others wait for one to end."""
 
     def __init__(self, workers: int = 1, log=None, keep: int = 200, long: int = 2):
         self.workers, self.log, self.keep, self.long = max(1, workers), log, keep, max(1, long)
@@ -66,6 +69,8 @@ class Queue:
 
     def submit(self, kind: str, fn: Callable, owner: str = "", label: str = "", limit_s: float | None = None) -> Job:
         job = Job(next(self._ids), kind, owner, label, fn, limit_s=limit_s)
+        if kind in LONG:
+            job.turn = lambda: self.yield_(job)
         with self._cv:
             self._waiting.append(job)
             self._jobs[job.id] = job
@@ -131,7 +136,7 @@ class Queue:
         checkpoint()
 
     def _eligible(self, job: Job) -> bool:  # (holding the lock) may it take a free slot now?
-        return job.kind not in LONG or job in self._started or len(self._started) < self.long
+        return job.kind not in HOLD or job in self._started or sum(j.kind in HOLD for j in self._started) < self.long
 
     def _acquire(self, job: Job) -> bool:
         """Wait for this job's turn; False if it was cancelled while waiting to start."""

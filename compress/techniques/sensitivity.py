@@ -25,6 +25,7 @@ from ..models.adapters import forward, set_module
 from ..measure.evaluate import batches, mean_pool, token_kl
 from .factorize import LowRankLinear, apply_factorize
 from ..errors import CompressError
+from ..serve.cancel import turn
 from .spectrum import budget_ranks, compute_spectra, layer_report, select_ranks, spectra
 
 
@@ -74,6 +75,7 @@ def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = 
         ref = [_output(model, bundle, ids, mask) for ids, mask in data]
     sens = {}
     for i, (name, s) in enumerate(spec.items()):
+        turn()  # a long job: waiting jobs go first (one layer's measurement apart)
         dense = model.get_submodule(name)
         set_module(model, name, LowRankLinear.from_linear(dense, cut_rank(s, cut), (s.u, s.s, s.vh)))
         sens[name] = _drop(model, bundle, data, ref)

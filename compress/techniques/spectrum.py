@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..serve.cache import LRU
-from ..serve.cancel import checkpoint
+from ..serve.cancel import turn
 from ..measure.core import single_thread
 from ..serve.membound import check
 from ..errors import CompressError
@@ -38,13 +38,13 @@ def compute_spectra(model, adapter) -> dict[str, Spectrum]:
     10-50x slower here whenever another process kept a core busy; on 1 thread it is steady."""
     check("spectra", model, params=sum(model.get_submodule(n).weight.numel() for n in adapter.factorizable(model)))
     out = {}
-    with single_thread():
-        for name in adapter.factorizable(model):
-            checkpoint()
-            w = model.get_submodule(name).weight.detach()  # (out, in)
+    for name in adapter.factorizable(model):
+        turn()  # a long job: waiting jobs go first, an Apply waits for one layer's SVD at most
+        w = model.get_submodule(name).weight.detach()  # (out, in)
+        with single_thread():  # (per layer: a job waiting for its turn holds no lock)
             u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
-            dt = torch.float32 if w.dtype in (torch.bfloat16, torch.float16) else w.dtype  # (kept bf16: an Apply
-            out[name] = Spectrum(name, s.numpy(), *w.shape, u.to(dt), vh.to(dt))  # factorizes a float32 copy)
+        dt = torch.float32 if w.dtype in (torch.bfloat16, torch.float16) else w.dtype  # (kept bf16: an Apply
+        out[name] = Spectrum(name, s.numpy(), *w.shape, u.to(dt), vh.to(dt))  # factorizes a float32 copy)
     return out
 
 
