@@ -57,6 +57,10 @@ def test_compress_page_apply_shows_both_sides(app):
     sizes = [m for m in app.metric if m.label == "Size"]
     assert len(sizes) == 2 and "x smaller" in sizes[1].delta
     assert float(sizes[1].delta.split("x")[0]) > 3
+    phone = app.table[0].value  # the same comparison as one table (a phone shows it instead of the two columns)
+    assert list(phone.loc["Size"]) == [sizes[0].value, sizes[1].value, sizes[1].delta], phone
+    assert phone.loc["fidelity · our sentences", "Compressed"] == \
+        [m.value for m in app.metric if m.label == "fidelity · our sentences"][1]
     glance = [m.value for m in app.markdown if m.value.startswith("**int8**: ")]  # beside Apply: the same numbers
     assert glance and f"{sizes[1].delta}, " in glance[0] and "[Details](#result)" in glance[0], glance
     for label in ("fidelity · our sentences", "fidelity · Python docs"):  # both sets, each named
@@ -71,9 +75,14 @@ def test_compress_page_apply_shows_both_sides(app):
 
 
 def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t(app):
-    app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16", "attention": "local", "window": "4"})
+    app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16", "ffn": "0.5", "attention": "local",
+                             "window": "4"})
     app.run()
     app.switch_page("ui/pages/compress.py").run()
+    folded = [e.label for e in app.expander if e.label.startswith("More techniques")]
+    assert folded == ["More techniques (in this recipe: FFN 0.5, local attention W=4)"]  # folded controls the link
+    #  set say so
+    assert app.slider(key="r_ffn").value == 0.5
     assert app.radio(key="r_rank_mode").value == "energy"
     assert app.slider(key="r_rank").value == pytest.approx(0.8)
     assert app.selectbox(key="r_quant").value == "bf16" and app.selectbox(key="r_attention").value == "local"

@@ -1,10 +1,16 @@
 """The Compress page's controls, generated from the technique table (compress.STEPS): a widget per field by its
-kind, its label, range and help from the table, greyed out with the reason the library gives (field_reason)."""
+kind, its label, range and help from the table, greyed out with the reason the library gives (field_reason). The few
+steps a newcomer needs come first (FIRST); every other step of the table folds into one expander."""
 import streamlit as st
 
 import compress as C
+from ui import jobs
 from ui.learn_common import SECTIONS, STEP_SECTION
 from ui.state import KEY, values
+
+# shown first, in this order (issue 25: quantization, layers, heads, rank, healing); a step the table gains later
+# lands in the folded "More techniques" on its own
+FIRST = ("int8", "int4", "half", "layers", "heads", "factorize", "heal")
 
 
 def control(name: str, b, where=st) -> str | None:
@@ -60,3 +66,44 @@ def caption(step, reasons) -> None:
 def step_controls(step, b) -> None:
     """A step's controls, then its caption."""
     caption(step, [control(f.name, b) for f in step.fields if f.label])
+
+
+def heal_controls(step, b) -> float:
+    """Healing's controls: steps, learning rate, seed, the time cap, the user's own text; returns the cap (min)."""
+    why = control("heal_steps", b)
+    h1, h2, h3 = st.columns(3)
+    control("heal_lr", b, h1)
+    control("heal_seed", b, h2)
+    minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
+    st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
+                     f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
+                     max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)
+    caption(step, [why])
+    return minutes
+
+
+def folded_label(rest) -> str:
+    """The expander's label: what it holds, and which of its steps the recipe uses (a link's, a preset's)."""
+    try:
+        r = C.Recipe.from_dict(values())
+    except C.CompressError:  # an impossible combination: the page says so in one line beside Apply
+        r = None
+    used = [s.describe(r) for s in rest if r is not None and s.is_active(r)]
+    return "More techniques" + (f" (in this recipe: {', '.join(used)})" if used else
+                                f": {', '.join(s.title for s in rest if s.fields)}")
+
+
+def recipe_controls(b) -> float:
+    """Every step's controls, FIRST first, the rest folded; returns healing's time cap (minutes)."""
+    by = {s.name: s for s in C.STEPS}
+    minutes = 5.0
+    for name in FIRST:
+        if by[name].trains:
+            minutes = heal_controls(by[name], b)
+        else:
+            step_controls(by[name], b)
+    rest = [s for s in C.STEPS if s.name not in FIRST]
+    with st.expander(folded_label(rest), key="more_steps"):
+        for step in rest:
+            step_controls(step, b)
+    return minutes

@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 import compress as C
-from ui import cached, jobs, safe
+from ui import cached, compare, jobs, safe
 from ui.state import KEY, active, init_state, set_recipe
 
 
@@ -34,11 +34,17 @@ _RUN = threading.local()  # per script thread (one per session): did setup() run
 
 
 # Contrast (WCAG AA, measured by tests/contrast.py): Streamlit draws captions at about 3.9:1 and a disabled control's
-# text at 2.3:1; these make them 5:1 or more and about 4:1 (a disabled label needs 3:1 at least).
+# text at 2.3:1, an icon button (the healing text's 'add' once a file is chosen) 3.8:1; these make them 5:1 or more
+# and about 4:1 (a disabled label needs 3:1 at least). Tabs wrap onto a
+# second row rather than scroll out of sight (a 390 px phone showed 4 of Learn's 10); the comparison by the screen's
+# width (ui/compare.py).
 STYLE = """<style>
 [data-testid="stCaptionContainer"] { color: #67635d !important; opacity: 1 !important; }
 .stElementContainer:has(input:disabled, button:disabled, textarea:disabled, [aria-disabled="true"])
-  :is(p, span, label, div[data-testid]) { color: rgba(47, 45, 43, 0.62) !important; }
+  :is(p, span, label, div[data-testid]):not(button:enabled *) { color: rgba(47, 45, 43, 0.62) !important; }
+button:enabled[data-testid="stBaseButton-borderlessIcon"] * { color: #57534e !important; }
+[data-testid="stTabs"] [role="tablist"] { flex-wrap: wrap; overflow-x: visible; row-gap: 0.25rem; }
+""" + compare.NARROW + """
 </style>"""
 
 

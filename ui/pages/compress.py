@@ -1,14 +1,13 @@
-"""Compress: every Recipe control, Apply, and original vs compressed side by side (measured here)."""
+"""Compress: presets and the few controls that matter first (the rest folded), Apply, original vs compressed."""
 import dataclasses
 
 import pandas as pd
 import streamlit as st
 
 import compress as C
-from compress.measure import metrics
 from compress.outputs import html as htmlreport
-from ui import cached, guide, jobs, safe, seqcurve, shell, state, takeaway, trial
-from ui.controls import caption, control, step_controls
+from ui import cached, compare, guide, jobs, safe, seqcurve, shell, state, takeaway, trial
+from ui.controls import recipe_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
 PRECISE = {"kind": "ids", "batch": 8, "seq": 128}  # the library's default workload
@@ -78,7 +77,7 @@ def show(res):
     if res["applied"].get("runtime_reason"):
         st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: "
                    f"{safe.plain(res['applied']['runtime_reason'])}")
-    o, c = res["nums"]["original"], res["nums"]["compressed"]
+    o = res["nums"]["original"]
     st.subheader(f"Original vs compressed: {res['recipe'].describe()}", anchor="result")
     guide.verdict_line(res["nums"]["compressed"]["quality"])
     busy = res["lat"]["compressed"].get("others_busy")
@@ -87,35 +86,7 @@ def show(res):
                    "latencies were measured (this server's other work waits on its job queue; these are other "
                    "programs, e.g. browsers on the same machine). Sizes and quality are exact; press Apply again "
                    "for the speed-up.")
-    cols = st.columns(2)
-    for col, name, n in ((cols[0], "Original", o), (cols[1], "Compressed", c)):
-        lat = res["lat"][name.lower()]
-        col.markdown(f"**{name}**")
-        col.metric("Size", cached.mb(n["size_bytes"]),
-                   None if n is o else f"{o['size_bytes'] / n['size_bytes']:.2f}x smaller", delta_color="off")
-        col.metric("Params", f"{n['params'] / 1e6:.2f} M")
-        col.metric("CPU latency p50", f"{lat['p50']:.1f} ms",
-                   None if n is o else f"{res['lat']['original']['p50'] / lat['p50']:.2f}x faster", delta_color="off")
-        col.caption(f"p10-p90: {lat['p10']:.1f}-{lat['p90']:.1f} ms over {lat['runs']} runs"
-                    + (" (a batch of up to 32 sentences each, tokenization included)"
-                       if res["workload"]["kind"] == "sentences" else ""))
-        for rate in (k for k in metrics.RATES if k in lat):  # the metrics table's rate of this model
-            col.metric(metrics.label(rate), f"{lat[rate]:,.0f}", None if n is o else
-                       f"{lat[rate] / res['lat']['original'][rate]:.2f}x", delta_color="off")
-        for m in (m for m in metrics.own("all") if n.get(m.name) is not None):  # measured on their own
-            col.metric(m.title, f"{n[m.name]:,.1f} {m.unit}", help=m.about)
-        gpu = res["gpu"]
-        if gpu is None:
-            col.caption("GPU latency: no GPU on this machine")
-        else:
-            col.metric("GPU latency p50", f"{gpu[name.lower()]['p50']:.1f} ms" if name.lower() in gpu else "n/a: int8 is CPU-only")
-        for metric, v in n["quality"].items():  # encoders: each set named, the project's and the Python docs
-            col.metric(C.metric_label(metric), f"{v:.4f}")
-        if n is c and "unhealed" in res["nums"]:
-            col.caption("before healing: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
-                                                       for k, v in res["nums"]["unhealed"]["quality"].items())
-                        + guide.heal_line(res["applied"].get("heal"), res["recipe"].heal_steps))
-        col.caption("size breakdown: " + ", ".join(f"{k} {cached.mb(v)}" for k, v in n["size_breakdown"].items()))
+    compare.show(res)
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.machine_line()}. "
                f"Quality: {C.quality_words(b)}")
@@ -228,31 +199,19 @@ left, right = st.columns([1, 2])
 with left:
     st.subheader("Recipe", anchor="recipe")
     guide.presets(b)
-    for step in C.STEPS:  # the technique table, in pipeline order: its controls and what each step does
-        if not step.trains:
-            step_controls(step, b)
-            continue
-        why = control("heal_steps", b)
-        h1, h2, h3 = st.columns(3)
-        control("heal_lr", b, h1)
-        control("heal_seed", b, h2)
-        minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
-        st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
-                         f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
-                         max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)
-        caption(step, [why])
-    st.subheader("Latency workload")
-    kind = st.radio("Workload", list(C.WORKLOADS), horizontal=True, key="live_workload",
+    minutes = recipe_controls(b)
+    fold = st.expander("Latency workload (random ids or real sentences) and the peer", key="workload_box")
+    kind = fold.radio("Workload", list(C.WORKLOADS), horizontal=True, key="live_workload",
                     format_func=lambda k: {"ids": "random ids (batch x seq)", "sentences": "real sentences"}[k],
                     help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
-    c1, c2 = st.columns(2)
+    c1, c2 = fold.columns(2)
     batch = c1.number_input("batch", 1, 64, live_w["batch"], key="live_batch", disabled=kind != "ids")
     most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
     seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
                           disabled=kind != "ids")
     if smaller:
         st.caption(f"This model has {smaller}.")
-    peer = st.toggle("Also measure the peer (ONNX Runtime int8 of the original)", True, key="peer",
+    peer = fold.toggle("Also measure the peer (ONNX Runtime int8 of the original)", True, key="peer",
                      help="What a user would pick instead, measured in the same job, on the same workload")
 
 try:
