@@ -129,7 +129,8 @@ def test_a_bad_link_is_ignored_with_a_message(app):
     assert app.slider(key="r_rank").value == 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # make test-slow only (37 s): the newcomer's browser test applies on MiniLM through the app and
+@pytest.mark.slow  # test_quantize checks MiniLM's int8 fidelity and size in make test
 def test_minilm_default_loads_and_applies():
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()

@@ -76,7 +76,8 @@ def test_what_is_not_exported_runs_eagerly_with_the_reason(quant):
     assert comp.applied["runtime_reason"] == f"onnxruntime runs fp32 or int8 here; {quant} is not exported"
 
 
-def test_cli_says_onnxruntime_ran():
+@pytest.mark.heavy  # make test-slow only (25 s: a second process, tinygpt's quality): the library's onnxruntime tests
+def test_cli_says_onnxruntime_ran():  # and test_quality's CLI apply (the same JSON report) cover it in make test
     out = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--runtime", "onnxruntime",
                           "--batch", "2", "--seq", "16"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

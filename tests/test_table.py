@@ -107,10 +107,11 @@ FIXTURES = ENCODERS + DECODERS
 
 
 def _slow_on(fx, p) -> list:
-    """torch.compile of a Llama-family model (132 s on the 2-core AMD EPYC for Qwen2, against tinygpt's few) only in
-    make test-slow: the eager Qwen2 and the compiled tinygpt cover both halves in make test."""
+    """torch.compile of a Llama-family model (132 s on the 2-core AMD EPYC for Qwen2, against tinygpt's few) or of an
+    encoder (26 s for the tiny BERT) only in make test-slow: the eager Qwen2, the compiled tinygpt and
+    test_runtime's compiled tiny BERT cover them in make test."""
     slow = any(m.name == "slow" for m in p.marks)
-    return [*p.marks, *([pytest.mark.heavy] if slow and fx not in ("tiny_bert", "tiny_gpt") else [])]
+    return [*p.marks, *([pytest.mark.heavy] if slow and fx != "tiny_gpt" else [])]
 
 
 def _on_every_model(params):
