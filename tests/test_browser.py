@@ -106,7 +106,7 @@ def _download(page, sync_api, button: str, path):
     for attempt in range(2):
         _idle(page)  # no run in progress: a rerun redraws the download buttons
         with page.expect_download(timeout=120_000) as got:
-            page.get_by_role("button", name=button).click()
+            page.get_by_role("button", name=button).last.click()  # (a rerun's fading copy may still be there)
         try:
             got.value.save_as(path)
             return path
