@@ -46,6 +46,6 @@ test-fast: $(STAMP)
 test-hostile: $(STAMP)
 	HOSTILE_N=1000 $(VENV)/bin/python -m pytest tests/test_pages_hostile.py -q -rs -k links
 
-# not part of `make test`: five browser sessions against one server for LOAD_MINUTES (default 10), one JSON summary
+# not part of `make test`: six browser sessions (the sixth hostile) against one server for LOAD_MINUTES (default 10), one JSON summary
 loadtest: $(STAMP) browser
 	$(VENV)/bin/python tests/loadtest.py

@@ -1,4 +1,4 @@
-"""Load test (make loadtest; not part of make test): five browser sessions at once against one server for
+"""Load test (make loadtest; not part of make test): five browser sessions and a hostile sixth at once against one server for
 LOAD_MINUTES (default 10), on loopback only. Four apply recipes drawn from a fixed list on MiniLM and tinygpt,
 one of them first uploads a zip, one first runs a small sweep on the Trade-offs page; one heals; a sixth is hostile
 (tests/loadhostile.py: hostile zips through the sidebar, a sweep at the page's maxima). Checks that no page shows an
