@@ -1,5 +1,5 @@
-"""Load test (make loadtest; not part of make test): five browser sessions and a hostile sixth at once against one server for
-LOAD_MINUTES (default 10), on loopback only. Four apply recipes drawn from a fixed list on MiniLM and tinygpt,
+"""Load test (make loadtest; not part of make test): five browser sessions and a hostile sixth at once against one
+server for LOAD_MINUTES (default 10), on loopback only. Four apply recipes drawn from a fixed list on MiniLM and tinygpt,
 one of them first uploads a zip, one first runs a small sweep on the Trade-offs page; one heals; a sixth is hostile
 (tests/loadhostile.py: hostile zips through the sidebar, a sweep at the page's maxima). Checks that no page shows an
 error or another session's recipe, that every Apply ends (the job queue serves them all) and how long it waited for
