@@ -1,10 +1,13 @@
 """ONNX Runtime as a runtime (compress/techniques/ortrun.py): outputs equal PyTorch's (1e-4 max abs on hidden states, 1e-4
-relative on logits) on the evaluation sentences, for MiniLM plain and stacked, tinygpt and every upload family; int8
-through onnxruntime's own quantization; int4 and half fall back to eager with the reason; the size is the file's."""
+relative on logits) on the evaluation sentences, for MiniLM plain, stacked and with a 2-bit table (exported packed),
+tinygpt and every upload family; int8 through onnxruntime's own quantization; int4 stored as int4 and run as int8 (its
+zip holds the int4 weights, a reload builds the same session); half falls back to eager with the reason; the size is
+the file's."""
 import dataclasses
 import json
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -32,8 +35,8 @@ def _pair(base, recipe):
     return ort, C.compress(base, dataclasses.replace(recipe, runtime="eager"))
 
 
-@pytest.mark.parametrize("recipe", [C.Recipe(), C.Recipe(layers=3, heads=8, rank_mode="ratio", rank=0.5)],
-                         ids=["plain", "stacked"])
+@pytest.mark.parametrize("recipe", [C.Recipe(), C.Recipe(layers=3, heads=8, rank_mode="ratio", rank=0.5),
+                                    C.Recipe(layers=2, emb_bits=2)], ids=["plain", "stacked", "2-bit table"])
 def test_minilm_hidden_states_equal_pytorch(minilm, recipe):
     ort, eager = _pair(minilm, recipe)
     got, want = _outputs(ort, minilm), _outputs(eager, minilm)
@@ -68,12 +71,27 @@ def test_int8_through_onnxruntime_is_small_and_faithful(minilm):
     assert 0.9 <= q["fidelity"] < 1.0 and q["fidelity_docs"] >= 0.9
 
 
-@pytest.mark.parametrize("quant", ["int4", "fp16"])
-def test_what_is_not_exported_runs_eagerly_with_the_reason(quant):
+def test_half_is_not_exported_and_runs_eagerly_with_the_reason():
     base = C.load_model("tinygpt")
-    comp = C.compress(base, C.Recipe(quant=quant, runtime="onnxruntime"))
+    comp = C.compress(base, C.Recipe(quant="fp16", runtime="onnxruntime"))
     assert comp.applied["runtime_applied"] == "eager"
-    assert comp.applied["runtime_reason"] == f"onnxruntime runs fp32 or int8 here; {quant} is not exported"
+    assert comp.applied["runtime_reason"] == "onnxruntime runs fp32, int8 or int4 (as int8) here; fp16 is not exported"
+
+
+def test_int4_is_stored_as_int4_and_run_as_int8_and_reloads_to_the_same_session(tmp_path):
+    base = C.load_model("tinygpt")
+    ort, eager = _pair(base, C.Recipe(quant="int4"))
+    assert ort.applied["runtime_setting"].startswith("int4 stored, run as int8")
+    assert C.numbers(ort)["size_bytes"] == C.numbers(eager)["size_bytes"]  # int4's bytes, not the session's int8
+    got, want = _outputs(ort, base, 16), _outputs(eager, base, 16)
+    top1 = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
+    assert top1 >= 0.9 and (got - want).abs().max().item() > 0  # int8's rounding on top of int4's, nothing else
+    path = C.save_compressed(ort, tmp_path / "m.zip")
+    names = zipfile.ZipFile(path).namelist()
+    assert "weights.safetensors" in names and "model.onnx" not in names
+    back = C.load_compressed(path)
+    assert back.applied["runtime_applied"] == "onnxruntime"
+    assert torch.equal(_outputs(back, base, 16), got)
 
 
 @pytest.mark.heavy  # make test-slow only (25 s: a second process, tinygpt's quality): the library's onnxruntime tests
@@ -93,3 +111,17 @@ def test_cli_json_stays_clean_when_onnxruntime_falls_back():
                           "--runtime", "onnxruntime", "--batch", "2", "--seq", "16"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     rep = json.loads(out.stdout)
     assert rep["runtime_applied"] == "eager" and rep["runtime_reason"].startswith("onnxruntime: the 2-bit table")
+
+
+def test_a_zip_saying_onnxruntime_without_its_graph_runs_the_weights_it_holds(tmp_path):
+    """Hand-made: an eager int8 zip whose recipe.json says onnxruntime. The replay's own float model (never healed,
+    never the upload's) must not become the session: the upload's weights run (here eagerly, with the reason)."""
+    base = C.load_model("tinygpt")
+    eager = C.compress(base, C.Recipe(quant="int8"))
+    src, out = C.save_compressed(eager, tmp_path / "e.zip"), tmp_path / "o.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w") as z:
+        for n in zin.namelist():
+            data = zin.read(n)
+            z.writestr(n, json.dumps({**json.loads(data), "runtime": "onnxruntime"}) if n == "recipe.json" else data)
+    back = C.load_compressed(out)
+    assert torch.equal(_outputs(back, base, 16), _outputs(eager, base, 16))

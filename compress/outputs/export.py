@@ -92,7 +92,7 @@ def files(bundle: ModelBundle, measured: dict | None = None) -> dict[str, bytes]
     """Every file of the download, name -> bytes."""
     if bundle.recipe is None:
         raise CompressError("only a compressed model can be saved")
-    onnx = isinstance(bundle.model, OrtModel)
+    onnx = isinstance(bundle.model, OrtModel) and bundle.model.stored  # (int4: its weights; the session is rebuilt)
     out = {ONNX: bundle.model.onnx} if onnx else {}
     if not onnx:
         checkpoint()
@@ -236,8 +236,10 @@ def load_compressed(path, originals=()) -> ModelBundle:
     onnx = recipe.runtime == "onnxruntime" and ONNX in got
     if not onnx and WEIGHTS not in got:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
-    ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else  # (a replay: healing never runs)
-                        (lambda ctx: tensors.load_state(ctx.model, got[WEIGHTS])))
+    def load(ctx):  # the upload's weights; ONNX Runtime is then built from them, never from the replay's own floats
+        tensors.load_state(ctx.model, got[WEIGHTS])
+        ctx.unquantized = None
+    ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else load)  # (a replay: healing never runs)
     if onnx:  # our export of the replay, with the upload's weights
         ctx.model = _onnx(got[ONNX], ctx)
     for k in ("heal",):

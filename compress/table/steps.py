@@ -226,7 +226,7 @@ STEPS = [
          teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
                "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
                "stay float. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with int4 rounding). "
-               "Runs on: any device; on a CPU the unpacking costs time."),
+               "Runs on: any device; the unpacking costs time: with onnxruntime, stored int4 and run as its int8."),
     Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),
          selects=("quant", "fp16", "bf16"), after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
@@ -240,9 +240,9 @@ STEPS = [
         slow=({"runtime": "compile"},),
         teach="freeze: TorchScript trace + freeze + optimize_for_inference (the article's 15-25%); compile: "
               "torch.compile (slow first run); onnxruntime: the model exported to ONNX and run by ONNX Runtime, fp32, "
-              "or with int8 chosen ONNX Runtime's own dynamic int8 (per channel); its size is the .onnx file's. Size is "
-              "measured before this step (onnxruntime: the file); if a runtime cannot apply (onnxruntime: int4, half, "
-              "FNet, 2/4-bit tables), eager runs and the reason is shown."),
+              "or with int8 chosen ONNX Runtime's own dynamic int8 (per channel); its size is the .onnx file's; int4 is "
+              "stored int4 (the zip's weights) and run as int8 from them. Size is measured before this step; if a "
+              "runtime cannot apply (onnxruntime: half, FNet, attention variants), eager runs and the reason is shown."),
 ]
 
 

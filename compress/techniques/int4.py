@@ -2,6 +2,8 @@
 two to a byte, dequantized to float on every call; activations stay float, so it runs on any device. The word
 and position tables are left as they are (a 2/4-bit table is emb_bits). Healing simulates the rounding
 (fake_int4), so a healed model learns the weights int4 will store."""
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -64,3 +66,17 @@ def fake_int4(model: nn.Module, adapter):
     """While inside, the blocks' Linear layers round their weights as Int4Linear stores them (straight-through)."""
     layers = [model.get_submodule(n) for n in _block_linears(model, adapter)]
     return fake_quant(layers, lambda w: fake_round(w, BITS, group_size(w.shape[1])))
+
+
+def unpacked(model: nn.Module) -> nn.Module:
+    """A copy whose Int4Linear layers are nn.Linear layers of the weights they store (what ONNX Runtime is given:
+    it quantizes them to int8 once, when the session is built; the zip keeps the int4 form)."""
+    model = copy.deepcopy(model)
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, Int4Linear)]:
+        layer = nn.Linear(m.in_features, m.out_features, m.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(m.weight(torch.float32))
+            if m.bias is not None:
+                layer.bias.copy_(m.bias)
+        set_module(model, name, layer)
+    return model

@@ -44,8 +44,9 @@ def pack(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Te
 
 def unpack(packed, scale, low, bits: int, group: int, dtype) -> torch.Tensor:
     """(..., C * bits // 8) packed rows and their (..., C // group) scales and minimums -> (..., C) in dtype."""
-    per = 8 // bits
-    q = torch.stack([(packed >> (bits * i)) & (2 ** bits - 1) for i in range(per)], -1).flatten(-2)
+    per, p = 8 // bits, packed.to(torch.int32)  # integer division and remainder, not shifts and masks: these export
+    q = torch.stack([torch.div(p, 2 ** (bits * i), rounding_mode="floor") % 2 ** bits for i in range(per)], -1)  # to ONNX
+    q = q.flatten(-2)
     q = q.to(dtype).unflatten(-1, (-1, group))
     return (q * scale[..., None].to(dtype) + low[..., None].to(dtype)).flatten(-2)
 
@@ -86,8 +87,9 @@ class LowBitEmbedding(Packed):
             new.ref = new.ref.to(w.dtype)
         return new
 
-    def forward(self, ids):  # (B, T) -> (B, T, C): unpack only the rows asked for
-        return unpack(self.packed[ids], self.scale[ids], self.low[ids], self.bits, self.group, self.ref.dtype)
+    def forward(self, ids):  # (B, T) -> (B, T, C): unpack only the rows asked for (the fp16 tables cast before the
+        d = self.ref.dtype  # lookup: ONNX Runtime's int8 quantization would take a Gather from an fp16 table for its own)
+        return unpack(self.packed[ids], self.scale.to(d)[ids], self.low.to(d)[ids], self.bits, self.group, d)
 
     def extra_repr(self):
         return f"vocab={self.num_embeddings}, dim={self.embedding_dim}, bits={self.bits}, group={self.group}"

@@ -3,9 +3,11 @@ batch and sequence dynamic) and run by an onnxruntime InferenceSession, fp32; wi
 exported and quantized by onnxruntime's own dynamic quantization (int8 weights per channel, activations on the fly;
 reduce_range on CPUs without VNNI, as its documentation advises). The module's size is the .onnx file's bytes, and
 its latency and quality come from ONNX Runtime's outputs: it is called like any model (adapters.forward).
-int4, half precision, FNet's FFT and the 2/4-bit tables' bit unpacking are not exported (unsupported(): known
-before exporting): eager runs and the reason says so, as freeze falls back; any other export failure falls back the
-same way, with the exporter's message.
+int4 is stored as int4 and run as int8: the session is built from its unpacked weights (the zip keeps the int4 form
+and no model.onnx; a reload builds the same session), so it is int4's size at ONNX Runtime int8's speed. A 2/4-bit
+word table is exported packed (its rows unpacked after the lookup). Half precision and FNet's FFT are not exported
+(unsupported(): known before exporting): eager runs and the reason says so, as freeze falls back; any other export
+failure falls back the same way, with the exporter's message.
 """
 import contextlib
 import io
@@ -23,9 +25,10 @@ from ..errors import CompressError
 from ..measure import core as measure
 from ..serve import sandbox
 from ..models.adapters import forward
+from . import int4
 from .runtime import _Call, _why, apply_runtime, example, mismatch
 
-QUANTS = ("none", "int8")  # what this runtime runs; other quantizations fall back to eager
+QUANTS = ("none", "int8", "int4")  # what this runtime runs (int4 as int8); others fall back to eager
 
 
 def reduce_range() -> bool:
@@ -37,13 +40,13 @@ class OrtModel(nn.Module):
     """A model as an ONNX Runtime session: forward(ids, mask) -> what adapters.forward returns, on the CPU."""
     runtime = "onnxruntime"
 
-    def __init__(self, onnx: bytes, setting: str):
+    def __init__(self, onnx: bytes, setting: str, stored: bool = True):
         super().__init__()
-        self.onnx, self.setting, self._session = onnx, setting, None
+        self.onnx, self.setting, self._session, self.stored = onnx, setting, None, stored
 
     @property
-    def file_bytes(self) -> int:
-        return len(self.onnx)
+    def file_bytes(self) -> int | None:  # None: built at load from the weights the zip stores (int4), sized as those
+        return len(self.onnx) if self.stored else None
 
     def __getstate__(self):  # a copy opens its own session
         return {**super().__getstate__(), "_session": None}
@@ -110,14 +113,12 @@ def _build(model: nn.Module, adapter, example, d: Path, rr: bool, int8: bool) ->
 def unsupported(recipe) -> str | None:
     """Why this recipe cannot run in ONNX Runtime here (eager runs instead), known before exporting; or None."""
     if recipe.quant not in QUANTS:
-        return f"onnxruntime runs fp32 or int8 here; {recipe.quant} is not exported"
+        return f"onnxruntime runs fp32, int8 or int4 (as int8) here; {recipe.quant} is not exported"
     if recipe.fnet:
         return "onnxruntime: FNet's FFT (aten::fft_fft) has no ONNX export at opset 17"
     if recipe.attention != "none" or recipe.pool != 1:
         return "onnxruntime: the efficient attention and pooling shape their blocks by the sequence's length in Python, " \
                "which an exported graph would fix to one length"
-    if recipe.emb_bits:
-        return f"onnxruntime: the {recipe.emb_bits}-bit table's unpacking (bitwise AND on bytes) has no ONNX export"
     return None
 
 
@@ -125,20 +126,21 @@ def apply(model: nn.Module, adapter, recipe, example) -> tuple[nn.Module | None,
     """(OrtModel, None), or (None, why eager runs instead). model: the float model (before any quantization)."""
     if why := unsupported(recipe):
         return None, why
-    quant, rr = recipe.quant, reduce_range()
-    setting = f"int8 dynamic, per-channel{', reduce_range' if rr else ''}" if quant == "int8" else "fp32"
+    int8, rr = recipe.quant in ("int8", "int4"), reduce_range()
+    setting = f"int8 dynamic, per-channel{', reduce_range' if rr else ''}" if int8 else "fp32"
+    if recipe.quant == "int4":
+        setting = "int4 stored, run as " + setting + " (quantized from the int4 weights when the session is built)"
     try:
         with tempfile.TemporaryDirectory() as d:
             # the export and the quantization have no checkpoint inside: on a job they run in a child that Cancel kills
-            sandbox.call(_build, model, adapter, example, Path(d), quant == "int8" and rr, quant == "int8",
-                         what="the ONNX export")
-            ort = OrtModel((Path(d) / "model.onnx").read_bytes(), setting)
+            sandbox.call(_build, model, adapter, example, Path(d), int8 and rr, int8, what="the ONNX export")
+            ort = OrtModel((Path(d) / "model.onnx").read_bytes(), setting, stored=recipe.quant != "int4")
         got, want = ort(*example), forward(model, adapter, *example)
     except CompressError as e:
         return None, f"onnxruntime failed: {e}"
     except Exception as e:  # noqa: BLE001 - a speed option never breaks a compression: eager runs, with the reason
         return None, f"onnxruntime failed: {_why(e)}"
-    why = mismatch("onnxruntime", got, want, 1e-3 if quant == "none" else 0.5)  # int8: only a broken graph
+    why = mismatch("onnxruntime", got, want, 0.5 if int8 else 1e-3)  # int8: only a broken graph
     return (None, why) if why else (ort, None)
 
 
@@ -148,7 +150,8 @@ def runtime_step(ctx, r):
     ctx.sized_model = ctx.model
     batch = example(b)
     if r.runtime == "onnxruntime":  # exported from the float model; int8 by onnxruntime's own quantization
-        ort, why = apply(ctx.unquantized or ctx.model, b.adapter, r, batch)
+        src = int4.unpacked(ctx.model) if r.quant == "int4" else ctx.unquantized or ctx.model  # int4: what it stores
+        ort, why = apply(src, b.adapter, r, batch)
         ctx.model, ctx.applied["runtime_applied"] = (ort, "onnxruntime") if ort is not None else (ctx.model, "eager")
         ctx.applied.update({"runtime_reason": why} if why else {"runtime_setting": ort.setting})
     else:
