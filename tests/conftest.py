@@ -22,7 +22,7 @@ from compress.models.bundle import ModelBundle  # noqa: E402
 # Files that drive whole pages, sweeps, CLI runs, the browser or real models (seconds to minutes a test): slow as a
 # whole, so that make test-fast (-m "not slow and not heavy": the library's unit tests) stays under a minute.
 SLOW_FILES = {"test_app", "test_app_robust", "test_browser", "test_browser_learn", "test_browser_nav",
-              "test_browser_sweep", "test_cancel", "test_export", "test_guide_page", "test_hostile_zips",
+              "test_browser_sweep", "test_browser_upload", "test_cancel", "test_export", "test_guide_page", "test_hostile_zips",
               "test_learn", "test_learn_page", "test_measurement", "test_pages_hostile", "test_pages_safe",
               "test_peers", "test_pipeline", "test_quality", "test_quantize", "test_static", "test_sweep",
               "test_sweep_limits", "test_sweep_workers", "test_takeaway", "test_tinygpt", "test_tradeoffs_page",
