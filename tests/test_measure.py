@@ -162,3 +162,13 @@ def test_short_rounds_are_judged_in_blocks_long_enough_for_proc_stat(monkeypatch
     lat = measure.latency({"a": lambda: None}, runs=7, kept=kept)
     assert lat["a"]["dropped"] == 3 and lat["a"]["runs"] == 7 and lat["a"]["others_busy"] == 0.0
     assert kept == [5, 6, 7, 8, 9, 10, 11]  # rounds 3-5 (indices 2-4) were one overlapped block, timed again
+
+
+def test_sizes_report_their_progress_and_hold_no_serialized_copy(tiny_bert):
+    seen = []
+    n = C.numbers(tiny_bert, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 3 and seen[0] < 0.5  # both serializations
+    assert n["size_bytes"] == C.size_bytes(tiny_bert.model) and set(n["size_breakdown"]) == {"embeddings", "blocks",
+                                                                                            "rest"}
+    from compress.serve import membound
+    assert membound.FACTOR["sizes"] == 1  # the model alone: its bytes are counted as written (measure/core.py)

@@ -1,5 +1,7 @@
 """Library calls the app caches, with their bounds (README: caches): shared originals (cache_resource), the model
-card's sizes (cache_data), this session's healed models; compressed models live in the library's shared cache."""
+card's sizes (a bounded dict: measured on the queue), this session's healed models; compressed models live in the library's shared cache."""
+import threading
+
 import streamlit as st
 
 import compress as C
@@ -31,7 +33,24 @@ def keep_healed(key, bundle) -> None:
         healed.pop(next(iter(healed)))
 
 
-@st.cache_data(max_entries=64, show_spinner="Measuring size...")
-def sizes(key: str, recipe_json: str, _bundle) -> dict:
+MAX_SIZES = 64  # models whose card numbers are kept (every session's: a few numbers each)
+_SIZES: dict = {}  # model_key -> C.numbers(), oldest first
+_SIZES_LOCK = threading.Lock()
+
+
+def sizes(b) -> dict | None:
+    """The card's size, params and size breakdown of model b: measured once per model as a job of the queue (a 1B
+    model's two serializations take seconds: its progress and Cancel are shown), then kept for every session. None:
+    cancelled or failed (the page was told in one line)."""
     from ui import jobs  # (jobs imports this module)
-    return jobs.quiet("sizes", lambda: C.numbers(_bundle), f"sizes of {_bundle.name}")
+    key = model_key(b)
+    n = _SIZES.get(key)
+    if n is None:
+        n = jobs.run("sizes", lambda job: C.numbers(b, progress=lambda f: job.progress.update(done=f)),
+                     f"sizes of {b.name}")
+        if n is not None:
+            with _SIZES_LOCK:
+                _SIZES[key] = n
+                while len(_SIZES) > MAX_SIZES:
+                    _SIZES.pop(next(iter(_SIZES)))
+    return n

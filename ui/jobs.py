@@ -49,8 +49,9 @@ def run(kind: str, fn, label: str):
     while not job.ended.wait(0.25):
         q.heartbeat(owner())
         ahead = q.position(job) - 1
+        done = job.progress.get("done")  # a fraction the job reports (Apply, sizes, Learn): in steps of 5%
         msg = f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else \
-            f"Running: {job.label}"
+            f"Running: {job.label}" + (f" ({int(done * 20) * 5}%)" if isinstance(done, float) else "")
         if msg != said:  # only on a change: a browser redrawing every 0.25 s would load the CPU being timed
             box.info(msg)
             said = msg

@@ -1,6 +1,5 @@
 """Measurements: serialized size, params, latency percentiles, hardware facts."""
 import fcntl
-import io
 import os
 import platform
 import tempfile
@@ -12,7 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..serve.cancel import checkpoint
+from ..serve.cancel import Cancelled, checkpoint
 from ..errors import CompressError
 
 _BENCH_LOCK = threading.Lock()  # one benchmark at a time in the whole process, or the numbers lie
@@ -57,25 +56,71 @@ def single_thread():
             torch.set_num_threads(n)
 
 
-def _nbytes(obj) -> int:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getbuffer().nbytes
+class _Counter:
+    """A sink for torch.save that keeps no bytes, only their count (the same count as a file or a BytesIO: a test
+    checks), so sizing a 1B model holds nothing but the model; each write (a tensor's storage at most) is a
+    checkpoint of the queue's job and, every 1%, a progress report: written / `total` bytes."""
+
+    def __init__(self, total: int = 0, progress=None, start: int = 0):
+        self.n, self.total, self.progress, self.start, self._said = 0, max(1, total), progress, start, -1
+        self.cancelled = None
+
+    def write(self, b) -> int:
+        n = memoryview(b).nbytes
+        self.n += n
+        try:
+            checkpoint()
+        except Cancelled as e:
+            self.cancelled = e
+            raise
+        if self.progress is not None:
+            pct = min(99, 100 * (self.start + self.n) // self.total)
+            if pct > self._said:
+                self._said = pct
+                self.progress(pct / 100)
+        return n
+
+    def flush(self) -> None:
+        pass
 
 
-def size_bytes(model) -> int:
-    """Exact length of the torch.save(state_dict) buffer, packed int8 weights included."""
-    return _nbytes(model.state_dict())
+def _nbytes(obj, sink: _Counter | None = None) -> int:
+    sink = _Counter() if sink is None else sink
+    sink.n = 0
+    try:
+        torch.save(obj, sink)
+    except RuntimeError:  # a Cancel raised in the sink's write comes back out of torch's C++ writer as a
+        if sink.cancelled is not None:  # RuntimeError: raised again as itself
+            raise sink.cancelled from None
+        raise
+    return sink.n
 
 
-def size_breakdown(model, adapter) -> dict:
-    """Each group serialized on its own (so the parts add up to about, not exactly, the total)."""
+def tensor_bytes(sd: dict) -> int:
+    """The bytes of a state dict's plain tensors (a serialization is a little more; packed weights are not counted)."""
+    return sum(v.numel() * v.element_size() for v in sd.values() if isinstance(v, torch.Tensor) and not v.is_quantized)
+
+
+def size_bytes(model, progress=None, total: int = 0) -> int:
+    """Exact length of the torch.save(state_dict) buffer, packed int8 weights included, counted as it is written
+    (nothing held). progress(fraction) of `total` bytes (default: this serialization's plain tensors)."""
+    sd = model.state_dict()
+    return _nbytes(sd, _Counter(total or tensor_bytes(sd), progress))
+
+
+def size_breakdown(model, adapter, progress=None, total: int = 0, start: int = 0) -> dict:
+    """Each group serialized on its own (so the parts add up to about, not exactly, the total). progress: as
+    size_bytes, from `start` bytes of `total`."""
     sd = model.state_dict()
     groups = {"embeddings": {}, "blocks": {}, "rest": {}}
     for k, v in sd.items():
         g = "embeddings" if k.startswith(adapter.embeddings_prefix) else "blocks" if k.startswith(adapter.blocks + ".") else "rest"
         groups[g][k] = v
-    return {g: _nbytes(d) if d else 0 for g, d in groups.items()}
+    sink, out = _Counter(total or tensor_bytes(sd), progress, start), {}
+    for g, d in groups.items():
+        out[g] = _nbytes(d, sink) if d else 0
+        sink.start += sink.n
+    return out
 
 
 def _numel(v) -> int:

@@ -71,16 +71,19 @@ def time_sentences(calls: dict, runs=7, device="cpu", progress=None) -> tuple[di
     return lat, [g for i in kept for g in stretch(i)]
 
 
-def numbers(bundle: ModelBundle) -> dict:
-    """Size and params, measured before the runtime step (a traced or compiled module holds the same weights)."""
+def numbers(bundle: ModelBundle, progress=None) -> dict:
+    """Size and params, measured before the runtime step (a traced or compiled module holds the same weights).
+    progress(fraction): the two serializations (the whole, then each part) as they are counted."""
     m = bundle.sized_model if bundle.sized_model is not None else bundle.model
     membound.check("sizes", m, bundle.name)
     checkpoint()
-    size = getattr(bundle.model, "file_bytes", None) or core.size_bytes(m)  # onnxruntime: the .onnx file's bytes
-    checkpoint()  # each part serializes the whole model once
+    total = 2 * core.tensor_bytes(m.state_dict())  # each weight is serialized twice: in the whole, in its part
+    size = getattr(bundle.model, "file_bytes", None) or core.size_bytes(m, progress, total)  # onnxruntime: the file
     params = core.count_params(m)
-    checkpoint()
-    return {"size_bytes": size, "params": params, "size_breakdown": core.size_breakdown(m, bundle.adapter)}
+    parts = core.size_breakdown(m, bundle.adapter, progress, total, start=total // 2)
+    if progress is not None:
+        progress(1.0)
+    return {"size_bytes": size, "params": params, "size_breakdown": parts}
 
 
 def timing(lat: dict, recipe=None) -> str:

@@ -15,7 +15,7 @@ from .cancel import current
 
 FACTOR = {  # copies of the weights a kind holds at its peak
     "load": 2,     # the model built, and the safetensors pages read into memory while it is filled
-    "sizes": 2,    # the model and its serialized bytes
+    "sizes": 1,    # the model: its serialization is counted as it is written, never held (measure/core.py)
     "sample": 2,   # the model and one forward's activations
     "apply": 4,    # the shared original, its deep copy being compressed, a step's new layers, activations
     "spectra": 8,  # of the factorizable layers: each in float64 (2), its U and Vh in float64 (4) and float32 (2)

@@ -7,7 +7,9 @@ from ui import cached, shell
 
 b = shell.page()
 st.title(f"Model: {b.name}")
-n = cached.sizes(cached.model_key(b), C.Recipe().to_json(), b)
+n = cached.sizes(b)
+if n is None:  # cancelled or failed: said in one line above
+    st.stop()
 cols = st.columns(5)
 cols[0].metric("Architecture", b.info["architecture"])
 kv = b.info.get("kv_heads", b.info["heads"])  # grouped-query attention: fewer key/value heads than query heads
