@@ -172,3 +172,10 @@ def test_sizes_report_their_progress_and_hold_no_serialized_copy(tiny_bert):
                                                                                             "rest"}
     from compress.serve import membound
     assert membound.FACTOR["sizes"] == 1  # the model alone: its bytes are counted as written (measure/core.py)
+
+
+def test_spectra_report_their_progress_a_layer_at_a_time(tiny_bert):
+    from compress.techniques.spectrum import compute_spectra
+    seen = []
+    spec = compute_spectra(tiny_bert.model, tiny_bert.adapter, seen.append)
+    assert seen == [i / len(spec) for i in range(len(spec))]  # before each layer's SVD: the job shows where it is

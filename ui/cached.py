@@ -1,5 +1,6 @@
 """Library calls the app caches, with their bounds (README: caches): shared originals (cache_resource), the model
-card's sizes (a bounded dict: measured on the queue), this session's healed models; compressed models live in the library's shared cache."""
+card's sizes (a bounded dict, measured on the queue),
+this session's healed models; compressed models live in the library's shared cache."""
 import threading
 
 import streamlit as st

@@ -33,12 +33,15 @@ class Spectrum:
         return (self.m * self.n - 1) // (self.m + self.n)
 
 
-def compute_spectra(model, adapter) -> dict[str, Spectrum]:
+def compute_spectra(model, adapter, progress=None) -> dict[str, Spectrum]:
     """Full SVD (float64) of every factorizable layer. One thread: LAPACK's SVD on 2 threads ran
-    10-50x slower here whenever another process kept a core busy; on 1 thread it is steady."""
+    10-50x slower here whenever another process kept a core busy; on 1 thread it is steady. progress(fraction) after
+    each layer (a 1B model: about a minute or more a layer here)."""
     check("spectra", model, params=sum(model.get_submodule(n).weight.numel() for n in adapter.factorizable(model)))
-    out = {}
-    for name in adapter.factorizable(model):
+    out, names = {}, adapter.factorizable(model)
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i / len(names))
         turn()  # a long job: waiting jobs go first, an Apply waits for one layer's SVD at most
         w = model.get_submodule(name).weight.detach()  # (out, in)
         with single_thread():  # (per layer: a job waiting for its turn holds no lock)
@@ -52,9 +55,10 @@ _CACHE = LRU("spectra", 4, "U, S, Vh of every block Linear of the last models wh
                            "(MiniLM: ~25 MB each)")
 
 
-def spectra(bundle) -> dict[str, Spectrum]:
+def spectra(bundle, progress=None) -> dict[str, Spectrum]:
     """Spectra of a model, computed once per model content (and recipe) while it stays in the cache."""
-    return _CACHE.get_or_make((bundle.content_hash, bundle.recipe), lambda: compute_spectra(bundle.model, bundle.adapter))
+    return _CACHE.get_or_make((bundle.content_hash, bundle.recipe),
+                              lambda: compute_spectra(bundle.model, bundle.adapter, progress))
 
 
 def select_ranks(spec: dict[str, Spectrum], mode: str, x: float) -> dict[str, int | None]:

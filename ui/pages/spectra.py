@@ -16,7 +16,8 @@ st.title("Spectra")
 st.caption("Each Linear layer inside the transformer blocks, W (out x in) = U S Vh. A steep spectrum means a "
            "low rank keeps most of the layer; a flat one means cutting it loses information.")
 spec = C.spectra(b) if C.has_spectra(b) else \
-    jobs.run("spectra", lambda job: C.spectra(b), f"singular values of {b.name} (once per model)")
+    jobs.run("spectra", lambda job: C.spectra(b, lambda f: job.progress.update(done=f)),
+             f"singular values of {b.name} (once per model)")
 if spec is None:
     st.stop()
 sens = b.cache.get("sensitivity")
