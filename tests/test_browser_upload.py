@@ -3,8 +3,8 @@
 A tiny random Qwen2 (tests/builders.py: 4 query heads over 2 key/value heads, SwiGLU, rotary, its own byte-level BPE)
 saved with save_pretrained and its folder zipped as a user would (`zip -r qwen2.zip qwen2`: the files under one
 folder) goes through the sidebar's uploader (a tiny model: the bundled TinyLlama's Apply measured 7x longer); a 25 MB
-file is refused by the uploader itself with Streamlit's one line, and sent anyway by hand (the PUT the browser made for the first file, replayed with a bigger body) the server answers 413
-and goes on serving; then heads (a count the grouped-query control offers) + FFN + int8 are applied on the Compress
+file is refused by the uploader itself with Streamlit's one line, and sent anyway by hand (the PUT the browser made for
+the first file, replayed with a bigger body) the server answers 413 and goes on serving; then heads (a count the grouped-query control offers) + FFN + int8 are applied on the Compress
 page, which shows the size going down and the decoder's quality on both sides, with no error or exception.
 """
 import http.client
