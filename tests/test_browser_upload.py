@@ -4,8 +4,8 @@ A tiny random Qwen2 (tests/builders.py: 4 query heads over 2 key/value heads, Sw
 saved with save_pretrained and its folder zipped as a user would (`zip -r qwen2.zip qwen2`: the files under one
 folder) goes through the sidebar's uploader (a tiny model: the bundled TinyLlama's Apply measured 7x longer); a 25 MB
 file is refused by the uploader itself with Streamlit's one line, and sent anyway by hand (the PUT the browser made for
-the first file, replayed with a bigger body) the server answers 413 and goes on serving; then heads (a count the grouped-query control offers) + FFN + int8 are applied on the Compress
-page, which shows the size going down and the decoder's quality on both sides, with no error or exception.
+the first file, replayed with a bigger body) the server answers 413 and goes on serving; then heads (a count the
+grouped-query control offers) + FFN + int8 are applied on the Compress page, which shows the size going down and the decoder's quality on both sides, with no error or exception.
 """
 import http.client
 import re
@@ -82,7 +82,8 @@ def test_a_llama_zip_through_the_sidebar_heads_ffn_int8_and_the_upload_limit(ser
     from compress.measure import evaluate
     folder = tmp_path / "qwen2"
     folder.mkdir()
-    build_family("qwen2", folder, _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600]))
+    lines = (evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600]
+    build_family("qwen2", folder, _tokenizers(lines))
     tiny = _zip_folder(folder, tmp_path / "qwen2.zip")
     assert tiny.stat().st_size < LIMIT_MB << 20 < OVER
     over = tmp_path / "over.zip"
