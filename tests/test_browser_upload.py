@@ -5,7 +5,8 @@ saved with save_pretrained and its folder zipped as a user would (`zip -r qwen2.
 folder) goes through the sidebar's uploader (a tiny model: the bundled TinyLlama's Apply measured 7x longer); a 25 MB
 file is refused by the uploader itself with Streamlit's one line, and sent anyway by hand (the PUT the browser made for
 the first file, replayed with a bigger body) the server answers 413 and goes on serving; then heads (a count the
-grouped-query control offers) + FFN + int8 are applied on the Compress page, which shows the size going down and the decoder's quality on both sides, with no error or exception.
+grouped-query control offers) + FFN + int8 are applied on the Compress page, which shows the size going down and the
+decoder's quality on both sides, with no error or exception.
 """
 import http.client
 import re
