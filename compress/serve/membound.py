@@ -6,7 +6,10 @@ evaluate.MAX_WORKLOAD_TOKENS, healing's batch). The server's total is bounded to
 checks estimated until it ends, and a check that would take the jobs' sum over COMPRESS_MEM_SERVER_MB (default three
 quarters of the memory) is refused the same way (two healings between their steps and an Apply are alive at once). A
 load is bounded by the upload's parameter limit (limits.max_params) and by this, from the config and the weights'
-headers before it allocates (a 1.1B model: 4.4 GB estimated kept in bf16, 8.8 GB widened; RSS peaks 2.86, 6.83 GB)."""
+headers before it allocates (a 1.1B model: 4.4 GB estimated kept in bf16, 8.8 GB widened; RSS peaks 2.86, 6.83 GB).
+These bound the jobs; what stays loaded after them is bounded by counts (README: the server's memory, measured by
+tests/rssbench.py: a base of 0.6 GB, about 1.3x each bundled model's float32 weights and 2.6x each upload's, whose zip
+Streamlit keeps while it is in the widget: the app's own copy, outside the load's estimate of 2)."""
 import os
 import threading
 
