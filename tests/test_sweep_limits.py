@@ -71,9 +71,9 @@ def test_an_apply_waits_for_one_healing_step_of_a_trial_and_a_cancel_ends_the_tr
     assert sweep.open_study(None, "heals").user_attrs["stop"]  # its other workers stop too
 
 
-@pytest.mark.parametrize("at, trials", [(1, []), (30, [("PRUNED", "stopped")])])  # before any trial; in the first
-def test_a_stop_in_an_unhealed_trial_ends_it_at_the_next_checkpoint(q, tiny_gpt, one_thread, at, trials):
-    paused, go = _pause_in_healing(at, where=None)
+@pytest.mark.parametrize("at, where, trials", [(1, None, []), (3, "objective", [("PRUNED", "stopped")])])  # before
+def test_a_stop_in_an_unhealed_trial_ends_it_at_the_next_checkpoint(q, tiny_gpt, one_thread, at, where, trials):
+    paused, go = _pause_in_healing(at, where=where)  # any trial; in the first (its own checkpoints, not sizing's)
     job = studies.start(tiny_gpt, studies.plan(tiny_gpt, {"layers": "1:2:1"}, "", ["size_mb"]), "plain", "t", "k")
     assert _stop_paused(q, job, "plain", "k", paused, go) == trials
 

@@ -68,6 +68,8 @@ class _Counter:
     def write(self, b) -> int:
         n = memoryview(b).nbytes
         self.n += n
+        if self.cancelled is not None:  # torch's end-of-file write on the way out: the Cancel was already taken
+            return n
         try:
             checkpoint()
         except Cancelled as e:
