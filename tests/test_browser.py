@@ -183,11 +183,11 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
         page.wait_for_url(re.compile(r"heal_corpus=[0-9a-f]{64}"), timeout=30_000)
         _idle(page)
         apply.click()
-        page.get_by_text("Original vs compressed").wait_for(timeout=400_000)  # healed, then measured
+        page.get_by_text("Original vs compressed").wait_for(timeout=1_200_000)  # healed, measured (a guard)
         verdict = page.locator('[data-testid="stAlert"]').filter(has_text=re.compile(
             r"Quality: (kept|some loss|large loss) \(fidelity"))
         verdict.wait_for(timeout=30_000)
-        page.get_by_text("results in both lists").wait_for(timeout=60_000)  # sample outputs rendered
+        page.get_by_text("results in both lists").wait_for(timeout=300_000)  # sample outputs rendered
         glance = page.get_by_text(re.compile(r"^\d+ layers, .*x smaller, .*quality")).bounding_box()  # beside Apply
         assert glance and 0 <= glance["y"] and glance["y"] + glance["height"] <= SCREEN["height"], glance
         _idle(page)
@@ -215,7 +215,7 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
 
         zipped = tmp_path / "model.zip"
         page.get_by_role("button", name="Prepare the compressed model (.zip)").click()
-        page.get_by_role("button", name=re.compile(r"^Download .*\.zip$")).wait_for(timeout=120_000)
+        page.get_by_role("button", name=re.compile(r"^Download .*\.zip$")).wait_for(timeout=600_000)
         _download(page, sync_api, re.compile(r"^Download .*\.zip$"), zipped)
         report = _download(page, sync_api, "Download the report (.html)", tmp_path / "report.html")
         offline = browser.new_context(offline=True)  # the report with no network at all
