@@ -191,8 +191,8 @@ STEPS = [
               off=lambda r: None if r.heal_steps else "only with healing steps"),
         Field("heal_seed", "int", 0, "healing batch order seed", "seed", lo=0, hi=2**31 - 1, step=1,
               aliases=("--seed",), off=lambda r: None if r.heal_steps else "only with healing steps"),
-        Field("heal_text", "choice", "styles", "the default healing text (a family's own, tinygpt's, wins): styles (our "
-              "sentences, Python's reference, scientific docstrings), general (WordNet 3.0: 60,000 sentences) or both",
+        Field("heal_text", "choice", "styles", "the healing text when none is given (a family's own wins: tinygpt's): styles "
+              "(our sentences, Python's reference, scientific docstrings), general (60,000 WordNet sentences) or both",
               "Healing text", choices=HEAL_TEXTS, off=lambda r: None if r.heal_steps or r.vocab != 1 else
               "only with healing or vocabulary pruning"),
         Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing")),
