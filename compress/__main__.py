@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     try:
         from .table import pipeline
         from .models.bundled import load_model
+        if getattr(a, "runs", 7) < 7:  # before any work: a bench would heal for minutes, then fail in its timing
+            raise CompressError("--runs must be at least 7")
         if a.cmd == "bench":
             from .bench import techniques as bench
             one = _recipe(a)
@@ -178,8 +180,6 @@ def main(argv=None) -> int:
             return 0
         if a.cmd != "inspect":
             recipe = _recipe(a)  # validate before the slow model load
-            if a.runs < 7:
-                raise CompressError("--runs must be at least 7")
             _own(a)
         bundle = load_model(a.model)
         if a.cmd == "inspect":

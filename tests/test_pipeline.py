@@ -82,6 +82,8 @@ def _cli(*args):
                                            (["apply", "--quant", "int3"], "quant must be one of none, int8"),
                                            (["apply", "--model", "nope"], "unknown model"),
                                            (["apply", "--runs", "2"], "at least 7"),
+                                           (["bench", "--heal-steps", "150", "--runs", "5"], "at least 7"),
+                                           (["report", "--out", "r.html", "--runs", "3"], "at least 7"),
                                            (["frobnicate"], "invalid choice")])
 def test_cli_bad_arguments_one_line_exit_2(args, message):
     p = _cli(*args)
