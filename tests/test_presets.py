@@ -29,3 +29,9 @@ def test_a_preset_a_model_cannot_take_says_why_in_the_tables_words(tiny_gpt, tin
     assert "has 2 blocks" in presets.reason("about 10x", tiny_gpt)  # 3 of its 2 layers
     with pytest.raises(C.CompressError, match="unknown preset"):
         presets.reason("about 1000x", tiny_gpt)
+
+
+@pytest.mark.parametrize("model, words", [("tinygpt", "bits_per_char: held-out bits"), ("minilm", "fidelity: mean cosine")])
+def test_a_bench_table_says_what_its_quality_columns_are(model, words):
+    head = bench.markdown(model, [{"recipe": "x", "skipped": "why"}], 8, 128).split("\n\n")[1]
+    assert f"Quality: {words}" in head and "Not applicable" not in head

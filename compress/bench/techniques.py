@@ -7,6 +7,7 @@ import dataclasses
 import time
 
 from ..measure import evaluate, core as measure
+from ..measure.metrics import quality_words
 from ..table import pipeline
 from ..models.bundled import load_model
 from ..table.presets import BY_NAME
@@ -90,7 +91,7 @@ def markdown(model: str, rows: list[dict], batch: int, seq: int, workload: str =
                + (f"; GPU {gpu['gpu']}, CUDA {gpu['cuda']}" if gpu else ""))
     shape = f"batch {batch} x seq {seq}" if workload == "ids" else f"workload {pipeline.WORKLOADS[workload]}"
     head = (f"### {model}: {shape}, {machine}\n\nOriginal: measured in the same run, interleaved "
-            f"with each compressed model (p50 of >= 7 runs). Quality: {load_model(model).info.get('metric', '')}.\n\n")
+            f"with each compressed model (p50 of >= 7 runs). Quality: {quality_words(load_model(model))}.\n\n")
     lines = measure.markdown_rows([r for r in rows if "skipped" not in r])
     lines += [f"\nNot applicable: {r['recipe']}: {r['skipped']}." for r in rows if "skipped" in r]
     return head + "\n".join(lines) + "\n"
