@@ -33,8 +33,8 @@ _LABEL = re.compile(r"^\([^)]*\)\s*")  # a definition's leading usage label: (la
 def _files() -> list[Path]:
     files = [WORDNET / f"data.{p}" for p in PARTS]
     if not all(f.is_file() for f in files):
-        raise CompressError(f"the general healing corpus needs WordNet's files in {WORDNET}: run `make wordnet` "
-                            "(or `apt-get install wordnet-base`)")
+        raise CompressError("the general healing corpus needs WordNet 3.0 (Debian's wordnet-base), which is not "
+                            "installed here: run `make wordnet` (or `apt-get install wordnet-base`)")  # no server path
     return files
 
 
