@@ -17,4 +17,3 @@ def field_reason(name: str, bundle, values: dict) -> str | None:
     on = bundle.info[f.most] if f.most and bundle is not None and bundle.info.get(f.most) else f.probe()
     probe = type("R", (), {**values, name: on})
     return refusal(bundle, probe) if refusal(bundle, type("R", (), {**values, name: f.default})) is None else None
-
