@@ -168,12 +168,12 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
         assert _recipe(page) == C.Recipe.from_params(LINK), page.url  # the link's recipe, kept
 
         _pick(page, sync_api, "Start from a preset", "about 10x",
-              lambda: page.wait_for_url(lambda u: "heal_steps=4000" in u, timeout=20_000))
+              lambda: page.wait_for_url(lambda u: "heal_steps=4000" in u, timeout=60_000))
         _idle(page)
         steps = page.get_by_role("spinbutton", name="Healing steps (0 = none)")
         steps.fill("20")
         steps.press("Enter")
-        page.wait_for_url(lambda u: "heal_steps=20&" in u + "&", timeout=20_000)
+        page.wait_for_url(lambda u: "heal_steps=20&" in u + "&", timeout=60_000)
         assert _recipe(page) == TEN, page.url
         _idle(page)  # healing on 40 lines of the user's own text: seconds, where the default corpus's dev checks
         own = tmp_path / "mine.txt"  # (1,000 texts) took minutes on this 2-core machine under load
