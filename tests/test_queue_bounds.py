@@ -4,7 +4,6 @@ import threading
 
 import pytest
 
-import compress as C
 import compress.techniques.sensitivity as T
 import compress.techniques.spectrum as S
 from compress.serve import cancel, jobs
@@ -87,7 +86,7 @@ def test_an_apply_waits_for_one_layer_of_a_spectra_or_sensitivity_job(kind, tiny
     spec = S.compute_spectra(tiny_bert.model, tiny_bert.adapter)  # (not the cache: another test's model may share the
     #  fixture's hash)
     work = {"spectra": lambda j: S.compute_spectra(tiny_bert.model, tiny_bert.adapter),
-            "sensitivity": lambda j: C.layer_sensitivity(tiny_bert, spec)}[kind]
+            "sensitivity": lambda j: T.layer_sensitivity(tiny_bert, spec)}[kind]  # (not C's: it is the cached one)
     real = cancel.turn
 
     def turn():  # counts the layers begun; pauses at the second, as if at work, while an Apply is submitted
