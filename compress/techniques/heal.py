@@ -73,10 +73,13 @@ def calibration_batches(bundle, n: int = 64) -> list[tuple]:
     return batches(bundle, heal_texts(bundle)[:n], batch=16)
 
 
-def split_dev(texts: list[str]) -> tuple[list[str], list[str]]:
+def split_dev(texts: list[str], seen: int | None = None) -> tuple[list[str], list[str]]:
     """Fixed (train, dev): every 10th text is dev (spread over the whole corpus, not one topic at its end),
-    at least 64 dev texts when there are enough, and never more than half."""
-    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, MAX_DEV)
+    at least 64 dev texts when there are enough, and never more than half. seen: the texts a run trains on (steps x
+    batch): its dev set is at most a quarter of that (64 at least), so a short run's ~11 dev checks cost no more than
+    its training (2 steps of 32 checked 1,000 dev texts three times; from 125 steps of 32 the cap is MAX_DEV)."""
+    most = MAX_DEV if seen is None else max(64, min(MAX_DEV, seen // 4))
+    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, most)
     if n_dev < 1:
         raise CompressError("healing needs at least 2 texts (one to train on, one to pick the best state)")
     step = len(texts) / n_dev
@@ -203,7 +206,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     if len(texts) > MAX_HEAL_TEXTS or sum(map(len, texts)) > MAX_HEAL_BYTES:  # checked before any tokenizing
         raise CompressError(f"healing text is limited to {MAX_HEAL_TEXTS:,} lines and {MAX_HEAL_BYTES // 2**20} MB")
     sha = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
-    train, dev_texts = split_dev(texts)
+    train, dev_texts = split_dev(texts, steps * batch)
     dev_b, ref = _dev(teacher, dev_texts)
     better = (lambda a, b: a > b) if teacher.task == "embedding" else (lambda a, b: a < b)
     eval_every = eval_every or max(10, steps // 10)
