@@ -66,20 +66,20 @@ def _url(tmp_path, name="s.sqlite"):
     return f"sqlite:///{tmp_path / name}"
 
 
-def test_grid_sweep_points_equal_single_applies(gpt, tmp_path, one_thread):
-    """A 1-D rank sweep: every combination once, each point's size exactly and quality within 0.001 of compressing
+def test_grid_sweep_points_equal_single_applies(tiny_gpt, tmp_path, one_thread):
+    """A 1-D rank sweep (a tiny random TinyGPT: the machinery, not the bundled model's numbers): every combination once, each point's size exactly and quality within 0.001 of compressing
     that recipe alone; the frontier is the non-dominated points; a rerun of the same sweep adds nothing."""
     space = S.Space("tinygpt", {"rank": S.values("rank", "0.2:1.0:0.4")}, ("bits_per_char", "size_mb"),
                     {"rank_mode": "ratio"})
     lines = []
-    out = sweep.run(gpt, space, "rank", _url(tmp_path), log=lines.append)
+    out = sweep.run(tiny_gpt, space, "rank", _url(tmp_path), log=lines.append)
     assert out["trials"] == {"complete": 3} and len(lines) == 3
     study = sweep.open_study(None, "rank", _url(tmp_path))
     for t in study.trials:
         recipe = C.Recipe.from_json(t.user_attrs["recipe"])
-        comp = C.compress(gpt, recipe)
+        comp = C.compress(tiny_gpt, recipe)
         assert t.user_attrs["size_bytes"] == C.size_bytes(comp.model)
-        assert abs(t.user_attrs["bits_per_char"] - C.quality(comp, gpt)["bits_per_char"]) <= 0.001
+        assert abs(t.user_attrs["bits_per_char"] - C.quality(comp, tiny_gpt)["bits_per_char"]) <= 0.001
         assert t.values == [t.user_attrs["bits_per_char"], t.user_attrs["size_mb"]]
         for k in ("recipe", "machine", "versions", "workload", "wall_s", "params", "x_smaller", "next_token_kl"):
             assert k in t.user_attrs
@@ -89,7 +89,7 @@ def test_grid_sweep_points_equal_single_applies(gpt, tmp_path, one_thread):
         beaten = any(o["bits_per_char"] <= r["bits_per_char"] and o["size_mb"] <= r["size_mb"] and
                      (o["bits_per_char"], o["size_mb"]) != (r["bits_per_char"], r["size_mb"]) for o in rs)
         assert (r["trial"] in best) == (not beaten)
-    again = sweep.run(gpt, space, "rank", _url(tmp_path))
+    again = sweep.run(tiny_gpt, space, "rank", _url(tmp_path))
     assert again["ran_here"] == 0 and again["trials"] == {"complete": 3}
     from compress.__main__ import main  # the study's one-file report, from the store (nothing measured)
     assert main(["report", "--study", "rank", "--storage", _url(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
@@ -106,18 +106,27 @@ def test_frontier_respects_directions_and_constraints():
     assert frontier(rs, ["size_mb"]) == [1]
 
 
-def test_constrained_sweep_finds_a_feasible_recipe(gpt, tmp_path, one_thread):
-    space = S.Space("tinygpt", {"layers": (1, 2, 3, 4), "ffn": (0.5, 1.0)}, ("bits_per_char",), {},
-                    (("size_mb", "<=", 5.0),))
-    out = sweep.run(gpt, space, "find", _url(tmp_path), trials=5, grid=False, seed=0)
+def test_constrained_sweep_finds_a_feasible_recipe(tiny_gpt, tmp_path, one_thread):
+    space = S.Space("tinygpt", {"layers": (1, 2), "ffn": (0.25, 0.5, 0.75, 1.0)}, ("bits_per_char",), {},
+                    (("size_mb", "<=", 0.14),))
+    out = sweep.run(tiny_gpt, space, "find", _url(tmp_path), trials=5, grid=False, seed=0)
     assert out["trials"]["complete"] == 5
     best = out["frontier"]
-    assert best and all(b["size_mb"] <= 5.0 for b in best)
+    assert best and all(b["size_mb"] <= 0.14 for b in best)
     feasible = [r for r in rows(sweep.open_study(None, "find", _url(tmp_path))) if r["feasible"]]
     assert min(r["bits_per_char"] for r in feasible) == best[0]["bits_per_char"]
 
 
-def test_store_failures_are_one_line_and_lose_nothing(gpt, tmp_path):
+def test_more_trials_than_recipes_end_after_each_recipe_once(tiny_gpt, tmp_path, one_thread):
+    """Sampled (not a grid) trials over 2 x 2 values asked 9 times: each recipe measured once, then the sweep ends
+    (it sampled twins, skipped, without end)."""
+    space = S.Space("tinygpt", {"layers": (1, 2), "ffn": (0.5, 1.0)}, ("size_mb",))
+    out = sweep.run(tiny_gpt, space, "more", _url(tmp_path), trials=9, grid=False, seed=0)
+    done = [r for r in rows(sweep.open_study(None, "more", _url(tmp_path))) if r["state"] == "complete"]
+    assert out["trials"]["complete"] == 4 and len({r["recipe"] for r in done}) == 4
+
+
+def test_store_failures_are_one_line_and_lose_nothing(tiny_gpt, tmp_path):
     space = S.Space("tinygpt", {"layers": (1, 2)}, ("size_mb",))
     bad = tmp_path / "corrupt.sqlite"
     bad.write_bytes(b"not a database at all" * 100)
@@ -129,7 +138,7 @@ def test_store_failures_are_one_line_and_lose_nothing(gpt, tmp_path):
             sweep.open_study(space, "s", url)
         assert "\n" not in str(e.value)
     assert bad.read_bytes() == before
-    sweep.run(gpt, space, "mine", _url(tmp_path, "ok.sqlite"))
+    sweep.run(tiny_gpt, space, "mine", _url(tmp_path, "ok.sqlite"))
     other = S.Space("minilm", {"layers": (1, 2)}, ("size_mb",))
     with pytest.raises(C.CompressError, match="is a study of tinygpt, not minilm"):
         sweep.open_study(other, "mine", _url(tmp_path, "ok.sqlite"))
@@ -165,11 +174,11 @@ def test_applies_are_kept_per_session(tmp_path):
     assert [r["model"] for r in store.applies(url=url)] == ["minilm", "tinygpt"]
 
 
-def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(gpt, tmp_path, one_thread):
+def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(tiny_gpt, tmp_path, one_thread):
     """Latency objectives: p10 <= p50 <= p90 and the speedup against the original timed in the same trial; each
     frontier point re-measured once (kept as the study's "remeasured:N"); healing keeps the quality before it too."""
-    space = S.Space("tinygpt", {"layers": (3, 4)}, ("bits_per_char", "speedup"), heal_steps=2, batch=2, seq=32)
-    out = sweep.run(gpt, space, "timed", _url(tmp_path))
+    space = S.Space("tinygpt", {"layers": (1, 2)}, ("bits_per_char", "speedup"), heal_steps=2, batch=2, seq=32)
+    out = sweep.run(tiny_gpt, space, "timed", _url(tmp_path))
     study = sweep.open_study(None, "timed", _url(tmp_path))
     assert out["trials"] == {"complete": 2} and out["remeasured"] == len(out["frontier"]) >= 1
     for t in study.trials:
@@ -180,19 +189,19 @@ def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(gpt, tmp_p
     for f in out["frontier"]:
         again = study.user_attrs[f"remeasured:{f['trial']}"]
         assert f["latency_ms"] == again["latency_ms"]  # the summary calls best what was re-measured
-    assert sweep.run(gpt, space, "timed", _url(tmp_path))["remeasured"] == 0  # once per point
+    assert sweep.run(tiny_gpt, space, "timed", _url(tmp_path))["remeasured"] == 0  # once per point
 
 
-def test_a_sweep_on_the_queue_lets_applies_run_between_its_trials_and_outlives_its_tab(gpt, tmp_path, monkeypatch):
+def test_a_sweep_on_the_queue_lets_applies_run_between_its_trials_and_outlives_its_tab(tiny_gpt, tmp_path, monkeypatch):
     from compress.serve import jobs
     from compress.sweep import studies
     monkeypatch.setattr(jobs, "GRACE_S", 0.1)  # the owner's tab is gone at once: a sweep still goes on
     monkeypatch.setenv("COMPRESS_STORAGE", _url(tmp_path))
     q = jobs.Queue(1)
     monkeypatch.setattr(jobs, "_QUEUE", q)
-    plan = studies.plan(gpt, {"layers": "1:4:1"}, "", ["size_mb"])
-    assert plan["cli"][:6] == ["python", "-m", "compress", "sweep", "--model", "tinygpt"] and plan["grid"] is False
-    job = studies.start(gpt, plan, "queued", owner="tab-1")
+    plan = studies.plan(tiny_gpt, {"ffn": "0.25:1.0:0.25"}, "", ["size_mb"])
+    assert plan["cli"][:6] == ["python", "-m", "compress", "sweep", "--model", "tiny-gpt"] and plan["grid"] is False
+    job = studies.start(tiny_gpt, plan, "queued", owner="tab-1")
     while not job.progress and "queued" not in studies.names(url=_url(tmp_path)):
         time.sleep(0.05)
     apply = q.submit("apply", lambda j: time.time(), owner="tab-2")  # a short job while the sweep runs

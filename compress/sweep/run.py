@@ -138,7 +138,7 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         raise CompressError("more than 2 varied fields: give --trials N (or --grid for every combination)")
     if trials is not None and not 1 <= trials <= MAX_TRIALS:
         raise CompressError(f"--trials must be from 1 to {MAX_TRIALS}, got {trials}")
-    total = min(trials or space.grid_size(), space.grid_size()) if grid else trials
+    total = min(trials or space.grid_size(), space.grid_size())  # (more trials than combinations: each once)
     study = open_study(space, study_name, url)
     made_on = study.user_attrs.get("content_hash")
     if made_on and bundle.content_hash and made_on != bundle.content_hash:
@@ -230,14 +230,14 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
             n = {s: sum(t.state == getattr(State, s) for t in ts) for s in ("COMPLETE", "RUNNING", "WAITING")}
             if n["COMPLETE"] >= total:
                 return study.stop()
-            if n["WAITING"] or n["COMPLETE"] + n["RUNNING"] < total and (not grid or _unvisited(space, ts)):
+            if n["WAITING"] or n["COMPLETE"] + n["RUNNING"] < total and _unvisited(space, ts):
                 return None  # work left for this worker
             if n["RUNNING"] == 0:
                 return study.stop()
             optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed after the grace, retried
             time.sleep(min(2.0, store.HEARTBEAT_S))
 
-    if _done(study, total, grid, space):
+    if _done(study, total, space):
         return summary(study, bundle, space)
     note_worker(study)
     try:
@@ -258,11 +258,11 @@ def _unvisited(space, trials) -> bool:
                for c in itertools.product(*space.vary.values()))
 
 
-def _done(study, total, grid, space) -> bool:
+def _done(study, total, space) -> bool:
     ts = study.get_trials(deepcopy=False)
     if sum(t.state.name == "COMPLETE" for t in ts) >= total:
         return True
-    return grid and not _unvisited(space, ts) and not any(t.state.name in ("RUNNING", "WAITING") for t in ts)
+    return not _unvisited(space, ts) and not any(t.state.name in ("RUNNING", "WAITING") for t in ts)
 
 
 def note_worker(study, ended: bool = False) -> None:
