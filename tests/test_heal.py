@@ -132,8 +132,8 @@ def test_split_dev_is_fixed_and_disjoint(texts):
 def test_a_short_runs_dev_set_is_sized_to_its_training():
     """~11 dev checks a run: a 2-step run of 32 texts checks 64 dev texts, not 1,000; from 125 steps, the full set."""
     texts = [f"text {i}" for i in range(50_000)]
-    assert [len(split_dev(texts, seen)[1]) for seen in (64, 32 * 10, 32 * 124, 32 * 125, None)] == [64, 80, 992,
-                                                                                                      1000, 1000]
+    assert [len(split_dev(texts, seen)[1]) for seen in (64, 32 * 10, 32 * 124, 32 * 125, 32 * 4000, None)] == \
+        [64, 80, 992, 1000, 1000, 1000]
     short, full = split_dev(texts, 64)[1], split_dev(texts)[1]
     assert short[0] != full[0] and not set(short) & set(split_dev(texts, 64)[0])  # still spread, still disjoint
 

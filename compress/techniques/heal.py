@@ -74,12 +74,9 @@ def calibration_batches(bundle, n: int = 64) -> list[tuple]:
 
 
 def split_dev(texts: list[str], seen: int | None = None) -> tuple[list[str], list[str]]:
-    """Fixed (train, dev): every 10th text is dev (spread over the whole corpus, not one topic at its end),
-    at least 64 dev texts when there are enough, and never more than half. seen: the texts a run trains on (steps x
-    batch): its dev set is at most a quarter of that (64 at least), so a short run's ~11 dev checks cost no more than
-    its training (2 steps of 32 checked 1,000 dev texts three times; from 125 steps of 32 the cap is MAX_DEV)."""
-    most = MAX_DEV if seen is None else max(64, min(MAX_DEV, seen // 4))
-    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, most)
+    """Fixed (train, dev): every 10th text is dev (spread over the corpus), 64+ when there are enough, never over half,
+    at most seen // 4 (seen: the texts a run trains on): a short run's ~11 dev checks cost no more than its training."""
+    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, MAX_DEV, MAX_DEV if seen is None else max(64, seen // 4))
     if n_dev < 1:
         raise CompressError("healing needs at least 2 texts (one to train on, one to pick the best state)")
     step = len(texts) / n_dev
