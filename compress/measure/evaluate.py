@@ -34,6 +34,7 @@ def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0
 
 
 MAX_WORKLOAD_TOKENS = 64 * 256
+MAX_REF_BYTES = 64 << 20  # the original's next-token log-probs kept per bundle up to this (tinygpt's: 32 MB; a 32k vocabulary's: GBs)
 
 
 def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +158,17 @@ def _set_quality(bundle, original, name: str) -> dict:
 
 def quality(bundle, original) -> dict:
     """Quality of bundle against the uncompressed original, per task (module docstring). Encoders: on the project's
-    set (fidelity, retrieval_overlap) and on every other set, its name appended (fidelity_docs, ...)."""
+    set (fidelity, retrieval_overlap) and on every other set, its name appended (fidelity_docs, ...). The original's
+    own is measured once (kept in its cache)."""
+    if bundle is original and "own_quality" in original.cache:
+        return dict(original.cache["own_quality"])
+    out = _quality(bundle, original)
+    if bundle is original:
+        original.cache["own_quality"] = dict(out)
+    return out
+
+
+def _quality(bundle, original) -> dict:
     if bundle.task == "generation":
         return {**bundle.adapter.extra_quality(bundle), **next_token_agreement(bundle, original)}
     if bundle.task != "embedding":
@@ -186,9 +197,16 @@ def next_token_agreement(bundle, original) -> dict:
     adapter lists it, bits_per_token: the compressed model's cross-entropy on the next real token, in bits."""
     kl, agree, n, nll, m = 0.0, 0, 0, 0.0, 0
     batch = max(1, min(64, (1 << 25) // (128 * original.vocab_size)))  # (B, T, V) log-probs stay near 128 MB
-    for ids, mask in batches(original, eval_set()[0], batch):
-        lp_ref = _finite(forward(original.model, original.adapter, ids, mask).float(), original).log_softmax(-1)
-        lp = _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle).log_softmax(-1)  # (B, T, V)
+    refs = original.cache.get(("next_token_ref", batch))
+    keep = []
+    for i, (ids, mask) in enumerate(batches(original, eval_set()[0], batch)):
+        lp_ref = refs[i] if refs else \
+            _finite(forward(original.model, original.adapter, ids, mask).float(), original).log_softmax(-1)
+        lp = lp_ref if bundle is original else \
+            _finite(forward(bundle.model, bundle.adapter, ids, mask).float(), bundle).log_softmax(-1)  # (B, T, V)
+        if keep is not None and not refs:  # the original's, kept for the next model while they stay small
+            keep.append(lp_ref)
+            keep = keep if sum(x.numel() for x in keep) * 4 <= MAX_REF_BYTES else None
         real = mask.bool()                                                                            # (B, T)
         kl += float(token_kl(lp_ref, lp)[real].sum())
         agree += int((lp_ref.argmax(-1) == lp.argmax(-1))[real].sum())
@@ -196,6 +214,8 @@ def next_token_agreement(bundle, original) -> dict:
         pairs = real[:, :-1] & real[:, 1:]  # position t predicts token t + 1: both real
         nll -= float(lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0][pairs].sum())
         m += int(pairs.sum())
+    if keep and not refs:
+        original.cache[("next_token_ref", batch)] = keep
     out = {"next_token_kl": round(max(0.0, kl / n), 6), "top1_agreement": round(agree / n, 4)}
     if "bits_per_token" in bundle.adapter.extra_metrics:
         out["bits_per_token"] = round(nll / max(1, m) / math.log(2), 4)
