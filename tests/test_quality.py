@@ -21,6 +21,22 @@ def test_encoder_quality_names_both_sets_and_labels_them(tiny_bert):
     assert C.metric_label("bits_per_char") == "bits per char"
 
 
+def test_a_decoders_reference_is_kept_under_its_bound_and_gives_the_same_numbers(tiny_gpt, monkeypatch):
+    """The original's own quality once per bundle; its next-token log-probs kept while small: the same numbers either
+    way, and none kept over the bound (a 32k vocabulary's would take GBs)."""
+    comp = C.compress(tiny_gpt, C.Recipe(quant="int8"))
+    tiny_gpt.cache.clear()
+    monkeypatch.setattr(evaluate, "MAX_REF_BYTES", 0)
+    fresh = C.quality(comp, tiny_gpt)
+    assert not [k for k in tiny_gpt.cache if k[0] == "next_token_ref"]
+    monkeypatch.setattr(evaluate, "MAX_REF_BYTES", 64 << 20)
+    assert C.quality(comp, tiny_gpt) == fresh and [k for k in tiny_gpt.cache if k[0] == "next_token_ref"]
+    assert C.quality(comp, tiny_gpt) == fresh  # from the kept reference
+    own = C.quality(tiny_gpt, tiny_gpt)
+    assert own["next_token_kl"] == 0.0 and own["top1_agreement"] == 1.0 and tiny_gpt.cache["own_quality"] == own
+    assert C.quality(tiny_gpt, tiny_gpt) == own and fresh["next_token_kl"] > 0
+
+
 def test_neighbour_agreement_and_similarity_correlation_need_no_common_width():
     g = torch.Generator().manual_seed(0)
     ref = torch.nn.functional.normalize(torch.randn(60, 16, generator=g), dim=-1)
