@@ -67,8 +67,9 @@ def _url(tmp_path, name="s.sqlite"):
 
 
 def test_grid_sweep_points_equal_single_applies(tiny_gpt, tmp_path, one_thread):
-    """A 1-D rank sweep (a tiny random TinyGPT: the machinery, not the bundled model's numbers): every combination once, each point's size exactly and quality within 0.001 of compressing
-    that recipe alone; the frontier is the non-dominated points; a rerun of the same sweep adds nothing."""
+    """A 1-D rank sweep (a tiny random TinyGPT: the machinery, not the bundled model's numbers): every combination
+    once, each point's size exactly and quality within 0.001 of compressing that recipe alone; the frontier is the
+    non-dominated points; a rerun of the same sweep adds nothing."""
     space = S.Space("tinygpt", {"rank": S.values("rank", "0.2:1.0:0.4")}, ("bits_per_char", "size_mb"),
                     {"rank_mode": "ratio"})
     lines = []

@@ -34,7 +34,7 @@ def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0
 
 
 MAX_WORKLOAD_TOKENS = 64 * 256
-MAX_REF_BYTES = 64 << 20  # the original's next-token log-probs kept per bundle up to this (tinygpt's: 32 MB; a 32k vocabulary's: GBs)
+MAX_REF_BYTES = 64 << 20  # the original's next-token log-probs, kept per bundle up to this (tinygpt: 32 MB; 32k: GBs)
 
 
 def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
