@@ -96,9 +96,10 @@ def _pick(page, sync_api, name: str, value: str, then):
         page.keyboard.press("Enter")
         try:
             return then()
-        except (AssertionError, sync_api.TimeoutError):
+        except (AssertionError, sync_api.TimeoutError) as e:
             if attempt == 2:
-                raise
+                shown = page.locator('[data-testid="stSelectbox"]').filter(has_text=name).inner_text()
+                raise AssertionError(f"{value!r} not taken: the box shows {shown!r}, the URL is {page.url}") from e
 
 
 def _download(page, sync_api, button: str, path):

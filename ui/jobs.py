@@ -142,9 +142,16 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
     st.session_state.heal_plan = (recipe.heal_steps, minutes)
 
 
+def heal_progress():
+    """The healing job's progress, polled every second while there is one; no timer while nothing heals (a rerun of
+    the page every second loads the CPU being timed and races the user's clicks: a CI run's preset was lost)."""
+    if st.session_state.get("heal_job") is not None:
+        _heal_poll()
+
+
 @st.fragment(run_every=1.0)
 @guarded("the healing progress")  # a fragment's rerun runs outside the page's boundary
-def heal_progress():
+def _heal_poll():
     job = st.session_state.get("heal_job")
     if job is None:
         return
