@@ -52,6 +52,12 @@ def test_the_curve_times_every_variant_the_model_takes(tiny_gpt):
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows)
 
 
+def test_the_curve_compares_the_recipes_attention_alone_with_all_its_parameters():
+    r = C.Recipe(layers=2, quant="int8", attention="lsh", buckets=4, window=16, heal_steps=5)
+    assert seqlen.attention_only(r) == C.Recipe(attention="lsh", buckets=4, window=16)  # (buckets were dropped)
+    assert seqlen.attention_only(C.Recipe(layers=2)) == C.Recipe()
+
+
 def test_the_recipes_curve_stops_at_the_memory_bound_and_refuses_what_it_cannot_time(tiny_gpt, monkeypatch):
     local = C.Recipe(attention="local", window=8, heads=1)  # (the rest of the recipe is not timed)
     monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "1.5")  # T=128 fits (~0.9 MB), T=256 does not (~2.4 MB)

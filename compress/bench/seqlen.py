@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..models.adapters import forward, set_module
 from ..table import pipeline
 from ..table.recipe import Recipe
+from ..table.steps import STEPS
 from ..techniques import lowrank_attn
 from ..techniques.attention import attention_modules
 from ..measure import core
@@ -149,8 +150,10 @@ def markdown(model: str, rows: list[dict]) -> str:
 
 
 def attention_only(r) -> Recipe:
-    """The recipe's attention variant alone: the curve over T compares attention, not the rest of the recipe."""
-    return Recipe(attention=r.attention, window=r.window, stride=r.stride, attn_rank=r.attn_rank, features=r.features)
+    """The recipe's attention variant alone, every field of the table's attention step (window, buckets...): the curve
+    over T compares attention, not the rest of the recipe."""
+    step = next(s for s in STEPS if s.name == "attention")
+    return Recipe(**{f.name: getattr(r, f.name) for f in step.fields})
 
 
 def of_recipe(bundle, r, longest: int = 2048, runs: int = 7, log=print) -> dict:
