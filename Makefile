@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast test-slow test-hostile loadtest browser postgres
+.PHONY: run test test-fast test-slow test-hostile loadtest browser postgres wordnet
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install -q -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP)
+run: $(STAMP) wordnet
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port $(PORT)
 
 # Debian's chromium for the real-browser test (playwright cannot download its own here).
@@ -28,18 +28,24 @@ postgres:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } || \
 	  echo "postgresql is not installed and cannot be (not root): the many-workers test will skip (fails under CI=true)"
 
+# Debian's WordNet 3.0 (wordnet-base, 1:3.0-37 here), the source of the general healing corpus (compress/measure/general.py).
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null; } || \
+	  echo "wordnet-base is not installed and cannot be (not root): heal_text general / both will refuse"
+
 # every test but the heavy end-to-end duplicates, in TEST_WORKERS processes (pytest-xdist, one file per worker at a
 # time, one torch thread each); the 25 slowest are listed with their seconds
 TEST_WORKERS ?= 2
-test: $(STAMP) browser postgres
+test: $(STAMP) browser postgres wordnet
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not heavy" -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # not part of `make test`: the heavy end-to-end cases a cheaper test covers (real-model round trips, CLI on MiniLM)
-test-slow: $(STAMP) browser postgres
+test-slow: $(STAMP) browser postgres wordnet
 	$(VENV)/bin/python -m pytest tests -q -rs -m heavy --durations=15
 
 # the inner loop (under a minute): the library's unit tests, none of those marked slow (tests/conftest.py) or heavy
-test-fast: $(STAMP)
+test-fast: $(STAMP) wordnet
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow and not heavy" -n $(TEST_WORKERS) --dist loadfile
 
 # not part of `make test`: every page under 1,000 hostile links each (make test runs 30 a page), minutes

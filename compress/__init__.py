@@ -1,6 +1,7 @@
 """compress: transformer compression trade-offs, measured. Never imports streamlit."""
 from .errors import CompressError
-from .table.steps import FIELDS, STEPS, field_reason, refusal
+from .table.steps import FIELDS, STEPS, refusal
+from .table.reasons import field_reason
 from .table.recipe import Recipe
 from .models.bundle import ModelBundle
 from .models.bundled import BUNDLED, load_model
@@ -15,6 +16,7 @@ from .techniques.quantize import apply_quantize
 from .measure.core import BUSY, count_params, cpu_info, gpu_info, latency, machine_line, size_breakdown, size_bytes
 from .measure.evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
 from .measure.texts import EVAL_SETS, heal_corpus, near_duplicates
+from .measure.general import HEAL_TEXTS, general_corpus
 from .techniques.heal import MAX_HEAL_BYTES, HealResult, heal_texts
 from .techniques.sensitivity import allocate, cached as layer_sensitivity
 from .techniques.layers import block_influence, choose_layers, drop_layers
@@ -41,7 +43,7 @@ __all__ = [
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "BUSY", "machine_line", "cpu_info", "gpu_info", "quality", "search", "eval_set",
     "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
-    "near_duplicates",
+    "near_duplicates", "general_corpus", "HEAL_TEXTS",
     # pipeline
     "Measurement", "measure_compression", "METRICS", "quality_words",
     "compress", "compressed_model", "peer_model", "PEER", "job_queue", "default_store", "record_apply", "applies", "storage_url", "benchmark", "numbers", "row", "timing", "report", "save_compressed", "load_compressed", "is_compressed", "zip_bytes", "cache_policy",

@@ -69,12 +69,13 @@ def step_controls(step, b) -> None:
 
 
 def heal_controls(step, b) -> float:
-    """Healing's controls: steps, learning rate, seed, the time cap, the user's own text; returns the cap (min)."""
+    """Healing's controls: steps, learning rate, seed, the time cap, which text, the user's own; returns the cap (min)."""
     why = control("heal_steps", b)
     h1, h2, h3 = st.columns(3)
     control("heal_lr", b, h1)
     control("heal_seed", b, h2)
     minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
+    control("heal_text", b)
     st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
                      f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
                      max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ..errors import CompressError
 from ..measure import metrics as table
 from ..table.recipe import Recipe
-from ..table.steps import FIELDS, field_reason, refusal
+from ..table.steps import FIELDS, refusal
+from ..table.reasons import field_reason
 
 # name: (direction, what it is): a view of the metrics table (compress/measure/metrics.py), which says which model
 # and workload has which metric.

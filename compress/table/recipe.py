@@ -99,6 +99,7 @@ class Recipe(_Recipe):
     heal_steps: int = 0                 # healing
     heal_lr: float = 3e-4
     heal_seed: int = 0
+    heal_text: str = "styles"           # the default healing text: styles, general or both
     heal_corpus: str = ""
     quant: str = "none"                 # quantization (int8, int4, half)
     quant_embeddings: bool = True

@@ -14,6 +14,7 @@ from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, or
                           static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..techniques.factorize import factorize_embeddings
+from ..measure.general import HEAL_TEXTS
 from .fields import Field
 from .step import Step, family_refusals
 
@@ -133,7 +134,8 @@ STEPS = [
         Field("vocab_cover", "choice", "nearest", "what a dropped token reads: nearest (the kept row of highest cosine) "
               "or resplit (the mean of the rows of its kept word pieces)", "Dropped tokens read", choices=vocab.COVERS,
               off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning")),
-        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base, ctx.texts or heal.heal_texts(ctx.base),
+        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
+                                         ctx.texts or heal.heal_texts(ctx.base, r.heal_text),
                                          round(r.vocab * ctx.base.vocab_size), r.vocab_cover),
         active=lambda r: r.vocab != 1, refuse=vocab.refuse, teach=vocab.TEACH,
         describe=lambda r: f"vocabulary {r.vocab:g}" + (" (resplit)" if r.vocab_cover == "resplit" else ""),
@@ -189,16 +191,22 @@ STEPS = [
               off=lambda r: None if r.heal_steps else "only with healing steps"),
         Field("heal_seed", "int", 0, "healing batch order seed", "seed", lo=0, hi=2**31 - 1, step=1,
               aliases=("--seed",), off=lambda r: None if r.heal_steps else "only with healing steps"),
+        Field("heal_text", "choice", "styles", "the healing text when none is given (a family's own wins: tinygpt's): styles "
+              "(our sentences, Python's reference, scientific docstrings), general (60,000 WordNet sentences) or both",
+              "Healing text", choices=HEAL_TEXTS, off=lambda r: None if r.heal_steps or r.vocab != 1 else
+              "only with healing or vocabulary pruning"),
         Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing")),
         apply=lambda ctx, r: heal.heal_step(ctx, r, rounding_steps(r)), active=lambda r: r.heal_steps > 0, trains=True,
         refuse=lambda b, r: "this model has no tokenizer, so there is no text to heal it on"
         if r.heal_steps and b is not None and b.tokenizer is None else None,
-        describe=lambda r: f"healed {r.heal_steps} steps", examples=({"heal_steps": 3},),
+        describe=lambda r: f"healed {r.heal_steps} steps" + ("" if r.heal_text == "styles" else f" on {r.heal_text}"),
+        examples=({"heal_steps": 3},),
         teach="Healing: a short distillation from the original (teacher) into the compressed model before "
-              "quantization: it learns to give the original's outputs again on the healing text (default: 2,000+ "
-              "everyday sentences written for this project; tinygpt: its training split). The best state on a dev "
-              "split is kept. With int8 or int4 chosen it trains with their rounding simulated, so it learns the model "
-              "they will run. Runs in the background; Stop keeps the best state so far."),
+              "quantization: it learns to give the original's outputs again on the healing text (styles: our "
+              "sentences, Python's reference, scientific docstrings; general: WordNet's glosses as sentences; both; "
+              "tinygpt: its training split). A dev split's best state is kept. With int8 or int4 chosen it trains "
+              "with their rounding simulated, so it learns the model they will run. Runs in the background; Stop "
+              "keeps the best state so far."),
     Step("static_bits", "static table bits",
          apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
          active=lambda r: r.static and r.emb_bits != 0, after_heal=True,
@@ -281,20 +289,3 @@ def refusal(bundle, r) -> str | None:
         if why:
             return why
     return None
-
-
-def field_reason(name: str, bundle, values: dict) -> str | None:
-    """Why the control of field `name` is greyed out for this model and these values, or None. A field already
-    off its default stays usable, so a value that came from a link can always be undone."""
-    f = FIELDS[name]
-    ns = type("R", (), dict(values))  # the values as attributes (they may not form a valid Recipe)
-    if f.off is not None and (why := f.off(ns)):
-        return why
-    if values.get(name, f.default) != f.default:
-        return None
-    # a count probes with the model's own (keeping all is always a valid count: 1 is not, under grouped-query
-    # attention), so a control is greyed out only by what refuses the technique itself
-    on = bundle.info[f.most] if f.most and bundle is not None and bundle.info.get(f.most) else f.probe()
-    probe = type("R", (), {**values, name: on})
-    return refusal(bundle, probe) if refusal(bundle, type("R", (), {**values, name: f.default})) is None else None
-

@@ -34,7 +34,7 @@ from ..models.adapters import forward
 from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
-from ..measure.texts import heal_corpus
+from ..measure.general import healing_text
 
 
 @dataclass
@@ -60,12 +60,11 @@ MAX_HEAL_TEXTS, MAX_HEAL_BYTES = 100_000, 8 << 20  # a user's healing text, chec
 MAX_DEV = 1_000  # dev texts: measured every tenth of the run, so they bound each check's time
 
 
-def heal_texts(teacher) -> list[str]:
-    """Default healing text: the family's own (TinyGPT: its training split in windows), else the healing corpus
-    (texts.heal_corpus: the project's sentences, then Python's language reference and numpy / scipy / pandas
-    docstrings). Never an evaluation set."""
+def heal_texts(teacher, which: str = "styles") -> list[str]:
+    """Default healing text: the family's own (TinyGPT: its training split in windows), else the recipe's heal_text
+    (measure/general.py: styles, general or both). Never an evaluation set."""
     own = teacher.adapter.heal_texts()
-    return own if own is not None else list(heal_corpus())
+    return own if own is not None else healing_text(which)
 
 
 def calibration_batches(bundle, n: int = 64) -> list[tuple]:
@@ -296,5 +295,6 @@ def heal_step(ctx, r, rounding: list) -> None:
     with contextlib.ExitStack() as stack:  # heal the model that quantization will run
         for s in rounding:
             stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
-        ctx.applied["heal"] = heal(ctx.model, ctx.base, ctx.texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
+        texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
+        ctx.applied["heal"] = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
                                    minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop).to_dict()
