@@ -78,3 +78,34 @@ def test_cli_reports_the_sentence_workload():  # the CLI's other tests its JSON;
     out = json.loads(p.stdout)
     assert out["workload"]["kind"] == "sentences" and out["workload"]["texts"] == evaluate.sentence_count()
     assert out["compressed"]["latency_ms"]["tokens_per_s"] > 0 and out["workload"]["runs"] >= 7
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt"])
+def test_the_passages_workload_is_the_evaluation_text_in_windows(fixture, request):
+    """Real text at a chosen length: both evaluation sets joined into one token stream, cut into batch x seq."""
+    b = request.getfixturevalue(fixture)
+    ids, mask = evaluate.passages(b, 3, 40)
+    assert ids.shape == mask.shape == (3, 40) and bool(mask.all())
+    texts = [s for name in C.EVAL_SETS for s in evaluate.eval_set(name)[0]]
+    enc = b.tokenizer(texts[:10], padding=True, return_tensors="pt")
+    stream = enc["input_ids"][enc["attention_mask"].bool()].tolist()
+    assert ids.flatten().tolist()[:len(stream[:120])] == stream[:120]  # the sentences themselves, in order
+    assert torch.equal(evaluate.shaped(b, "passages", 3, 40)[0], ids)  # the same every call
+    assert not torch.equal(evaluate.shaped(b, "ids", 3, 40)[0], ids)  # random ids are another input
+    many = evaluate.passages(b, 64, 64)[0]  # longer than the stream for tinygpt's bytes? it repeats, never runs out
+    assert many.shape == (64, 64)
+    with pytest.raises(C.CompressError, match="seq <= the model's"):
+        evaluate.passages(b, 1, b.info["max_positions"] + 1)
+    m = C.measure_compression(b, C.compress(b, C.Recipe(quant="int8")), "passages", 2, 16, 7)
+    d = m.to_dict()
+    assert d["workload"]["kind"] == "passages" and (d["workload"]["batch"], d["workload"]["seq"]) == (2, 16)
+    assert d["compressed"]["latency_ms"]["p50"] > 0
+    from compress.outputs.html import workload_text
+    assert workload_text(d["workload"]) == f"{C.WORKLOADS['passages']} (2x16)"
+
+
+def test_the_passages_workload_needs_a_tokenizer(tiny_bert):
+    import dataclasses
+    bare = dataclasses.replace(tiny_bert, tokenizer=None)
+    with pytest.raises(C.CompressError, match="no tokenizer"):
+        evaluate.passages(bare, 2, 16)

@@ -89,7 +89,8 @@ def markdown(model: str, rows: list[dict], batch: int, seq: int, workload: str =
     cpu, gpu = measure.cpu_info(), measure.gpu_info()
     machine = (f"CPU {measure.machine_line(cpu)}"
                + (f"; GPU {gpu['gpu']}, CUDA {gpu['cuda']}" if gpu else ""))
-    shape = f"batch {batch} x seq {seq}" if workload == "ids" else f"workload {pipeline.WORKLOADS[workload]}"
+    shape = f"workload {pipeline.WORKLOADS[workload]}" if workload == "sentences" else \
+        f"batch {batch} x seq {seq}" + (" of real text" if workload == "passages" else "")
     head = (f"### {model}: {shape}, {machine}\n\nOriginal: measured in the same run, interleaved "
             f"with each compressed model (p50 of >= 7 runs). Quality: {quality_words(load_model(model))}.\n\n")
     lines = measure.markdown_rows([r for r in rows if "skipped" not in r])

@@ -47,6 +47,27 @@ def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
     return random_batches(bundle, batch, seq, batch, seed=0)[0]
 
 
+def passages(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real text in windows (B, T): both evaluation sets' sentences, tokenized as the model reads a sentence (with its
+    special tokens), joined into one token stream and cut into batch rows of seq tokens, the stream repeated when it
+    is shorter than batch x seq; an all-ones mask. Long real text at a chosen length, where the sentences workload
+    has its own short lengths."""
+    workload(bundle, batch, seq)  # the same bounds as random ids
+    if bundle.tokenizer is None:
+        raise CompressError("this model has no tokenizer, so there is no real text to time: use the ids workload")
+    texts = [s for name in EVAL_SETS for s in eval_set(name)[0]]
+    enc = bundle.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+    stream = enc["input_ids"][enc["attention_mask"].bool()].tolist()  # (row by row: the sentences in order)
+    ids = torch.tensor(stream * -(-batch * seq // len(stream)))[:batch * seq].view(batch, seq)
+    ids = ids.clamp_(0, bundle.vocab_size - 1)  # (a pruned vocabulary maps ids inside the model: the original's range)
+    return ids, torch.ones_like(ids)
+
+
+def shaped(bundle, kind: str, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of a batch x seq workload: seeded random ids ("ids") or real text in windows ("passages")."""
+    return (passages if kind == "passages" else workload)(bundle, batch, seq)
+
+
 def sentence_groups(batch: int = 32) -> list[list[str]]:
     """The sentences of every evaluation set, in batches: the real-text latency workload."""
     texts = [s for name in EVAL_SETS for s in eval_set(name)[0]]

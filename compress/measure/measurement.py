@@ -17,6 +17,7 @@ from ..serve.cancel import checkpoint
 from ..errors import CompressError
 
 WORKLOADS = {"ids": "seeded random token ids, batch x seq",
+             "passages": "real text, both evaluation sets' sentences joined and cut into batch x seq tokens",
              "sentences": "both evaluation sets' sentences in batches of 32, dynamic padding, tokenization timed too"}
 STRETCH = 8  # sentence batches per timed run: a model is timed as it embeds a stretch of text, not one batch after
 #              the other model evicted its table from the caches (a lookup table's first batch after MiniLM: ~10x)
@@ -39,8 +40,8 @@ def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, 
         if compressed.recipe and compressed.recipe.quant == "int8":
             models.pop("compressed")  # dynamic int8 kernels are CPU-only
         models = {k: copy.deepcopy(m).to("cuda") for k, m in models.items()}
-    if workload == "ids":
-        ids, mask = (t.to(device) for t in evaluate.workload(original, batch, seq))
+    if workload != "sentences":  # batch x seq: random ids or real text in windows
+        ids, mask = (t.to(device) for t in evaluate.shaped(original, workload, batch, seq))
         fns = {k: (lambda m=m: forward(m, original.adapter, ids, mask)) for k, m in models.items()}
         return core.latency(fns, runs=runs, device=device, progress=progress)
 
@@ -205,7 +206,8 @@ def measure(original: ModelBundle, compressed: ModelBundle, workload: str = "ids
     share = 0.5 if peer is not None else 1.0
     lat = benchmark(original, compressed, batch, seq, runs, workload=workload,
                     progress=progress and (lambda f: progress(f * share))) if timed else None
-    shape = {"batch": batch, "seq": seq} if workload == "ids" else {"batch": 32, "texts": evaluate.sentence_count()}
+    shape = {"batch": 32, "texts": evaluate.sentence_count()} if workload == "sentences" else \
+        {"batch": batch, "seq": seq}
     card = core.gpu_info()  # the machine's GPU (None: none), in the workload even where gpu=False skips its timing
     w = {"kind": workload, **shape, "runs": lat["original"]["runs"] if lat else 0, **core.cpu_info(), "gpu": card}
     o = dataclasses.replace(base, latency_ms=lat and lat["original"]) if base is not None \

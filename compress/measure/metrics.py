@@ -10,7 +10,7 @@ from typing import Callable
 from .evaluate import batches, metric_label
 
 TASKS = ("embedding", "generation")
-WORKLOADS = ("ids", "sentences")
+WORKLOADS = ("ids", "passages", "sentences")
 KINDS = ("quality", "size", "speed", "memory")
 
 

@@ -56,6 +56,6 @@ BIG_NOTE = ("over {big} parameters: the default latency workload is batch 1, not
 
 def default_workload(params: int, w: dict) -> tuple[dict, str]:
     """(an ids workload as offered by default for a model of `params` parameters, why it was made smaller or "")."""
-    if params <= BIG_PARAMS or w.get("kind") != "ids":
+    if params <= BIG_PARAMS or w.get("kind") == "sentences":
         return dict(w), ""
     return {**w, "batch": 1}, BIG_NOTE.format(big=params_words(BIG_PARAMS))

@@ -67,7 +67,8 @@ def context(space: Space) -> dict:
             "threads": torch.get_num_threads(), "versions": json.dumps(
                 {"torch": torch.__version__, "transformers": transformers.__version__,
                  "optuna": _optuna().__version__, "python": platform.python_version()}),
-            "workload": f"{space.workload} {space.batch}x{space.seq}" if space.workload == "ids" else space.workload,
+            "workload": space.workload if space.workload == "sentences" else
+            f"{space.workload} {space.batch}x{space.seq}",
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 

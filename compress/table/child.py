@@ -15,9 +15,10 @@ from ..measure import evaluate
 
 
 def inputs(bundle, workload: dict):
-    """The workload's first batch: seeded random ids (batch x seq), or the first 32 evaluation sentences."""
-    if workload["kind"] == "ids":
-        return evaluate.workload(bundle, workload["batch"], workload["seq"])
+    """The workload's first batch: seeded random ids or real text (batch x seq), or the first 32 evaluation
+    sentences."""
+    if workload["kind"] != "sentences":
+        return evaluate.shaped(bundle, workload["kind"], workload["batch"], workload["seq"])
     return evaluate.batches(bundle, evaluate.sentence_groups(32)[0], 32)[0]
 
 
