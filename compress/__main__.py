@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--seqlen", type=lambda t: [int(x) for x in t.split(",")], help="instead: latency and peak "
                     "memory at batch 1 over these lengths (e.g. 128,256,512,1024), eager vs SDPA vs each efficient "
                     "attention, positions extended past the model's (timing only); run with MALLOC_MMAP_THRESHOLD_=131072")
+    bp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="--seqlen: time the curve on this device "
+                    "(cuda: where a GPU is; memory is then the peak CUDA allocation's rise)")
     _recipe_args(bp)  # a recipe given by flags (or --recipe) is benched alone, instead of --set
     rp = sub.add_parser("report", help="one self-contained HTML file: a recipe vs its original and the peer (measured "
                                        "here, as apply does), or a stored Trade-offs study (--study)")
@@ -154,7 +156,8 @@ def main(argv=None) -> int:
             log = lambda m: print(m, file=sys.stderr)  # noqa: E731
             if a.seqlen:
                 from .bench import seqlen
-                md = seqlen.markdown(a.model, seqlen.curve(load_model(a.model), a.seqlen, a.runs, log))
+                rows = seqlen.curve(load_model(a.model), a.seqlen, a.runs, log, device=a.device)
+                md = seqlen.markdown(a.model, rows, a.device)
             elif a.set == "cover":  # nearest vs re-split dropped tokens (compress/bench/cover.py)
                 from .bench import cover
                 md = cover.markdown(load_model(a.model), log)

@@ -44,3 +44,12 @@ def test_int4_linear_on_the_gpu_matches_its_cpu_unpacking():
     layer = Int4Linear.from_linear(torch.nn.Linear(256, 96))
     x = torch.randn(5, 256)
     torch.testing.assert_close(copy.deepcopy(layer).cuda()(x.cuda()).cpu(), layer(x), atol=1e-4, rtol=1e-4)
+
+
+def test_the_curve_over_t_runs_on_the_gpu(tiny_gpt):
+    from compress.bench import seqlen
+    rows = seqlen.curve(tiny_gpt, (8, 64), runs=7, log=lambda m: None, device="cuda")
+    assert {r["T"] for r in rows} == {8, 64} and "sdpa" in {r["model"] for r in rows}
+    assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows)
+    assert f"GPU {torch.cuda.get_device_name(0)}" in seqlen.markdown("tiny-gpt", rows, "cuda")
+    assert next(tiny_gpt.model.parameters()).device.type == "cpu"  # the shared original never moves

@@ -58,6 +58,13 @@ def test_the_curve_compares_the_recipes_attention_alone_with_all_its_parameters(
     assert seqlen.attention_only(C.Recipe(layers=2)) == C.Recipe()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: tests/test_gpu.py times the curve on it")
+def test_the_curve_on_a_gpu_is_refused_in_one_line_where_there_is_none(tiny_gpt):
+    for device, words in (("cuda", "no CUDA GPU on this machine"), ("tpu", "device must be cpu or cuda")):
+        with pytest.raises(C.CompressError, match=words):
+            seqlen.curve(tiny_gpt, (8,), log=lambda m: None, device=device)
+
+
 def test_the_recipes_curve_stops_at_the_memory_bound_and_refuses_what_it_cannot_time(tiny_gpt, monkeypatch):
     local = C.Recipe(attention="local", window=8, heads=1)  # (the rest of the recipe is not timed)
     monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "1.5")  # T=128 fits (~0.9 MB), T=256 does not (~2.4 MB)

@@ -82,11 +82,29 @@ def activations_mb(bundle, T: int) -> float:
     return (3 * heads * T * T + 16 * T * hidden) * 4 / 1e6
 
 
-def curve(bundle, lengths=LENGTHS, runs=7, log=print, variants: dict | None = None) -> list[dict]:
-    """A row per (model, T): median ms of one call at batch 1 and the peak-RSS rise of one call, MB. Each length is
-    checked against the memory bound first (each model, its copy with positions extended, one forward's activations):
-    the first length over it ends the curve there (said by log; refused if it is the first). Cancel: between lengths
-    and between timed rounds."""
+def _peak_mb(m, adapter, ids, mask, device: str) -> float:
+    """One call's memory: the rise of the peak RSS (CPU), or of the peak CUDA allocation over what the model holds."""
+    if device == "cpu":
+        return peak_rss_rise_mb(types.SimpleNamespace(model=m, adapter=adapter), ids, mask)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        forward(m, adapter, ids, mask)
+    torch.cuda.synchronize()
+    return round((torch.cuda.max_memory_allocated() - held) / 1e6, 1)
+
+
+def curve(bundle, lengths=LENGTHS, runs=7, log=print, variants: dict | None = None, device: str = "cpu") -> list[dict]:
+    """A row per (model, T): median ms of one call at batch 1 and the memory of one call (the peak-RSS rise, MB; on
+    a GPU the peak CUDA allocation's rise). Each length is checked against the memory bound first (each model, its
+    copy with positions extended, one forward's activations): the first length over it ends the curve there (said by
+    log; refused if it is the first). Cancel: between lengths and between timed rounds. device="cuda": timed with
+    CUDA events on copies moved to the GPU (where one is)."""
+    if device not in ("cpu", "cuda"):
+        raise CompressError(f"device must be cpu or cuda, got {str(device)[:40]!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CompressError("no CUDA GPU on this machine: time the curve on the cpu")
     todo = {n: r for n, r in (VARIANTS if variants is None else variants).items() if pipeline.refusal(bundle, r) is None}
     params = membound.params_of(bundle.model) * (len(bundle.adapter.attn_runtimes) + len(todo))
     membound.check("seqlen", None, f"{bundle.name} at T={lengths[0]}", params, activations_mb(bundle, lengths[0]))
@@ -100,12 +118,14 @@ def curve(bundle, lengths=LENGTHS, runs=7, log=print, variants: dict | None = No
                 raise
             log(f"stopped before T={T}: {e}")
             break
-        ms = {k: extend_positions(m, bundle.adapter, T) for k, m in base.items()}
+        ms = {k: extend_positions(m, bundle.adapter, T).to(device) for k, m in base.items()}
         ids = torch.randint(1000 % bundle.vocab_size, bundle.vocab_size, (1, T), generator=torch.Generator().manual_seed(T))
+        ids = ids.to(device)
         mask = torch.ones_like(ids)
-        lat = core.latency({k: (lambda m=m: forward(m, bundle.adapter, ids, mask)) for k, m in ms.items()}, runs=runs)
+        lat = core.latency({k: (lambda m=m: forward(m, bundle.adapter, ids, mask)) for k, m in ms.items()}, runs=runs,
+                           device=device)
         for k, m in ms.items():
-            mb = peak_rss_rise_mb(types.SimpleNamespace(model=m, adapter=bundle.adapter), ids, mask)
+            mb = _peak_mb(m, bundle.adapter, ids, mask, device)
             rows.append({"model": k, "T": T, "ms": round(lat[k]["p50"], 2), "peak_mb": mb,
                          "others_busy": lat[k]["others_busy"]})
             log(f"T={T} {k}: {lat[k]['p50']:.1f} ms, {mb} MB")
@@ -130,13 +150,14 @@ def slope(rows: list[dict], name: str) -> float:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
-def markdown(model: str, rows: list[dict]) -> str:
+def markdown(model: str, rows: list[dict], device: str = "cpu") -> str:
     """Latency (ms) and peak memory (MB) per model and T, with the crossover against SDPA and the slope."""
     ts = sorted({r["T"] for r in rows})
     names = list(dict.fromkeys(r["model"] for r in rows))
     cell = {(r["model"], r["T"]): r for r in rows}
     head = "| " + " | ".join(["attention"] + [f"T={t} ms / MB" for t in ts] + ["slope", "faster than SDPA from"]) + " |"
-    out = [f"{model}, batch 1, one forward call, {core.machine_line()}", "", head,
+    where = core.machine_line() if device == "cpu" else f"GPU {core.gpu_info()['gpu']} (peak CUDA allocation)"
+    out = [f"{model}, batch 1, one forward call, {where}", "", head,
            "|" + "---|" * (len(ts) + 3)]
     for n in names:
         cx = "" if n in ("eager", "sdpa") else (f"T={c}" if (c := crossover(rows, n)) else f"none up to {ts[-1]}")
