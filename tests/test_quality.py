@@ -30,10 +30,13 @@ def test_a_decoders_reference_is_kept_under_its_bound_and_gives_the_same_numbers
     fresh = C.quality(comp, tiny_gpt)
     assert not [k for k in tiny_gpt.cache if k[0] == "next_token_ref"]
     monkeypatch.setattr(evaluate, "MAX_REF_BYTES", 64 << 20)
+    comp.cache.clear()  # (its quality is kept too: measured again here, with the original's reference kept)
     assert C.quality(comp, tiny_gpt) == fresh and [k for k in tiny_gpt.cache if k[0] == "next_token_ref"]
+    comp.cache.clear()
     assert C.quality(comp, tiny_gpt) == fresh  # from the kept reference
     own = C.quality(tiny_gpt, tiny_gpt)
-    assert own["next_token_kl"] == 0.0 and own["top1_agreement"] == 1.0 and tiny_gpt.cache["own_quality"] == own
+    key = ("quality", tiny_gpt.name, tiny_gpt.content_hash)
+    assert own["next_token_kl"] == 0.0 and own["top1_agreement"] == 1.0 and tiny_gpt.cache[key] == own
     assert C.quality(tiny_gpt, tiny_gpt) == own and fresh["next_token_kl"] > 0
 
 
@@ -109,3 +112,19 @@ def test_the_passages_workload_needs_a_tokenizer(tiny_bert):
     bare = dataclasses.replace(tiny_bert, tokenizer=None)
     with pytest.raises(C.CompressError, match="no tokenizer"):
         evaluate.passages(bare, 2, 16)
+
+
+def test_a_bundles_quality_is_measured_once_per_original(tiny_bert, monkeypatch):
+    """The peer (and any cached recipe) is measured once: later Applies read its quality from its cache; another
+    original is another key; the returned dict is a copy (a caller's change never reaches the cache)."""
+    comp = C.compress(tiny_bert, C.Recipe(quant="int8"))
+    calls = []
+    real = evaluate._quality
+    monkeypatch.setattr(evaluate, "_quality", lambda b, o: calls.append((b, o)) or real(b, o))
+    first = C.quality(comp, tiny_bert)
+    first["fidelity"] = -1.0
+    again = C.quality(comp, tiny_bert)
+    assert len(calls) == 1 and again["fidelity"] > 0 and again == real(comp, tiny_bert)
+    other = C.compress(tiny_bert, C.Recipe(quant="int8"))  # another bundle: measured on its own
+    C.quality(other, tiny_bert)
+    assert len(calls) == 2

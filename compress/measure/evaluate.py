@@ -179,14 +179,13 @@ def _set_quality(bundle, original, name: str) -> dict:
 
 def quality(bundle, original) -> dict:
     """Quality of bundle against the uncompressed original, per task (module docstring). Encoders: on the project's
-    set (fidelity, retrieval_overlap) and on every other set, its name appended (fidelity_docs, ...). The original's
-    own is measured once (kept in its cache)."""
-    if bundle is original and "own_quality" in original.cache:
-        return dict(original.cache["own_quality"])
-    out = _quality(bundle, original)
-    if bundle is original:
-        original.cache["own_quality"] = dict(out)
-    return out
+    set (fidelity, retrieval_overlap) and on every other set, its name appended (fidelity_docs, ...). Measured once
+    per pair and kept in the bundle's cache (a bundle is never changed after it is made): the original's own, and the
+    peer's or a cached recipe's at every later Apply, are not measured again."""
+    key = ("quality", original.name, original.content_hash)
+    if key not in bundle.cache:
+        bundle.cache[key] = _quality(bundle, original)
+    return dict(bundle.cache[key])
 
 
 def _quality(bundle, original) -> dict:
