@@ -103,15 +103,16 @@ def _pick(page, sync_api, name: str, value: str, then):
 
 
 def _download(page, sync_api, button: str, path):
-    """Click a download button and save the file (asked once more when a rerun of the page cancelled it)."""
+    """Click a download button and save the file (asked once more when a rerun of the page cancelled it, or the click
+    met a button a rerun was replacing: a CI run's report never came)."""
     for attempt in range(2):
         _idle(page)  # no run in progress: a rerun redraws the download buttons
-        with page.expect_download(timeout=120_000) as got:
-            page.get_by_role("button", name=button).last.click()  # (a rerun's fading copy may still be there)
         try:
+            with page.expect_download(timeout=120_000) as got:
+                page.get_by_role("button", name=button).last.click()  # (a rerun's fading copy may still be there)
             got.value.save_as(path)
             return path
-        except sync_api.Error:
+        except sync_api.Error:  # (TimeoutError is one)
             if attempt:
                 raise
 

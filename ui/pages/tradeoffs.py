@@ -242,9 +242,9 @@ def studies_section():
         st.dataframe(table, hide_index=True)
         c1, c2 = st.columns(2)
         c1.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
-                           mime="text/csv", key="tr_csv")
+                           mime="text/csv", key="tr_csv", on_click="ignore")
         c2.download_button("Download the report (.html)", functools.partial(htmlreport.study_of, name),
-                           file_name=f"{name}-report.html".replace(" ", "_"), mime="text/html", key="tr_report",
+                           file_name=f"{name}-report.html".replace(" ", "_"), mime="text/html", key="tr_report", on_click="ignore",
                            help="One self-contained file: the frontier plot, the frontier and every trial, the "
                                 "space and the machine (the store's numbers; nothing is measured again)")
     live(stat["active"])
