@@ -21,7 +21,7 @@ from .techniques.heal import MAX_HEAL_BYTES, HealResult, heal_texts
 from .techniques.sensitivity import allocate, cached as layer_sensitivity
 from .techniques.layers import block_influence, choose_layers, drop_layers
 from .measure.measurement import Measurement, measure as measure_compression
-from .measure.metrics import METRICS, quality_words
+from .measure.metrics import METRICS, has_shape, quality_words
 from .table.pipeline import PEER, WORKLOADS, benchmark, compress, compressed_model, numbers, peer_model, report, row, timing
 from .outputs.export import is_compressed, load_compressed, save_compressed, zip_bytes
 from .serve.jobs import queue as job_queue

@@ -42,7 +42,7 @@ def notes(res, side: str) -> list[str]:
     n, lat = res["nums"][side], res["lat"][side]
     out = [f"p10-p90: {lat['p10']:.1f}-{lat['p90']:.1f} ms over {lat['runs']} runs"
            + (" (a batch of up to 32 sentences each, tokenization included)"
-              if res["workload"]["kind"] == "sentences" else "")]
+              if not metrics.has_shape(res["workload"]["kind"]) else "")]
     if res["gpu"] is None:
         out.append("GPU latency: no GPU on this machine")
     if side == "compressed" and "unhealed" in res["nums"]:

@@ -7,7 +7,7 @@ import dataclasses
 import time
 
 from ..measure import evaluate, core as measure
-from ..measure.metrics import quality_words
+from ..measure.metrics import has_shape, quality_words
 from ..table import pipeline
 from ..models.bundled import load_model
 from ..table.presets import BY_NAME
@@ -89,8 +89,8 @@ def markdown(model: str, rows: list[dict], batch: int, seq: int, workload: str =
     cpu, gpu = measure.cpu_info(), measure.gpu_info()
     machine = (f"CPU {measure.machine_line(cpu)}"
                + (f"; GPU {gpu['gpu']}, CUDA {gpu['cuda']}" if gpu else ""))
-    shape = f"workload {pipeline.WORKLOADS[workload]}" if workload == "sentences" else \
-        f"batch {batch} x seq {seq}" + (" of real text" if workload == "passages" else "")
+    shape = f"batch {batch} x seq {seq}" + (" of real text" if workload == "passages" else "") \
+        if has_shape(workload) else f"workload {pipeline.WORKLOADS[workload]}"
     head = (f"### {model}: {shape}, {machine}\n\nOriginal: measured in the same run, interleaved "
             f"with each compressed model (p50 of >= 7 runs). Quality: {quality_words(load_model(model))}.\n\n")
     lines = measure.markdown_rows([r for r in rows if "skipped" not in r])

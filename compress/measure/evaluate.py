@@ -37,13 +37,18 @@ MAX_WORKLOAD_TOKENS = 64 * 256
 MAX_REF_BYTES = 64 << 20  # the original's next-token log-probs, kept per bundle up to this (tinygpt: 32 MB; 32k: GBs)
 
 
-def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded random token ids (B, T) and an all-ones mask: the same input for every model (latency)."""
+def check_shape(bundle, batch: int, seq: int) -> None:
+    """The bounds of every batch x seq workload: within the model's positions and the token limit."""
     if batch < 1 or seq < 1 or seq > bundle.info.get("max_positions", 1 << 30):
         raise CompressError(f"batch and seq must be >= 1 and seq <= the model's {bundle.info.get('max_positions')} positions")
     if batch * seq > MAX_WORKLOAD_TOKENS:  # one user's batch 64 x seq 2048 would hold the benchmark lock for minutes
         raise CompressError(f"batch x seq = {batch * seq:,} tokens; a latency workload is limited to "
                             f"{MAX_WORKLOAD_TOKENS:,} (e.g. 64 x 256)")
+
+
+def workload(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random token ids (B, T) and an all-ones mask: the same input for every model (latency)."""
+    check_shape(bundle, batch, seq)
     return random_batches(bundle, batch, seq, batch, seed=0)[0]
 
 
@@ -52,11 +57,10 @@ def passages(bundle, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
     special tokens), joined into one token stream and cut into batch rows of seq tokens, the stream repeated when it
     is shorter than batch x seq; an all-ones mask. Long real text at a chosen length, where the sentences workload
     has its own short lengths."""
-    workload(bundle, batch, seq)  # the same bounds as random ids
+    check_shape(bundle, batch, seq)
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so there is no real text to time: use the ids workload")
-    texts = [s for name in EVAL_SETS for s in eval_set(name)[0]]
-    enc = bundle.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+    enc = bundle.tokenizer(eval_sentences(), padding=True, truncation=False, return_tensors="pt")
     stream = enc["input_ids"][enc["attention_mask"].bool()].tolist()  # (row by row: the sentences in order)
     ids = torch.tensor(stream * -(-batch * seq // len(stream)))[:batch * seq].view(batch, seq)
     ids = ids.clamp_(0, bundle.vocab_size - 1)  # (a pruned vocabulary maps ids inside the model: the original's range)
@@ -68,9 +72,14 @@ def shaped(bundle, kind: str, batch: int, seq: int) -> tuple[torch.Tensor, torch
     return (passages if kind == "passages" else workload)(bundle, batch, seq)
 
 
+def eval_sentences() -> list[str]:
+    """The sentences of every evaluation set, in order."""
+    return [s for name in EVAL_SETS for s in eval_set(name)[0]]
+
+
 def sentence_groups(batch: int = 32) -> list[list[str]]:
     """The sentences of every evaluation set, in batches: the real-text latency workload."""
-    texts = [s for name in EVAL_SETS for s in eval_set(name)[0]]
+    texts = eval_sentences()
     return [texts[i:i + batch] for i in range(0, len(texts), batch)]
 
 

@@ -206,8 +206,8 @@ def measure(original: ModelBundle, compressed: ModelBundle, workload: str = "ids
     share = 0.5 if peer is not None else 1.0
     lat = benchmark(original, compressed, batch, seq, runs, workload=workload,
                     progress=progress and (lambda f: progress(f * share))) if timed else None
-    shape = {"batch": 32, "texts": evaluate.sentence_count()} if workload == "sentences" else \
-        {"batch": batch, "seq": seq}
+    shape = {"batch": batch, "seq": seq} if metrics.has_shape(workload) else \
+        {"batch": 32, "texts": evaluate.sentence_count()}
     card = core.gpu_info()  # the machine's GPU (None: none), in the workload even where gpu=False skips its timing
     w = {"kind": workload, **shape, "runs": lat["original"]["runs"] if lat else 0, **core.cpu_info(), "gpu": card}
     o = dataclasses.replace(base, latency_ms=lat and lat["original"]) if base is not None \
@@ -217,7 +217,7 @@ def measure(original: ModelBundle, compressed: ModelBundle, workload: str = "ids
         g = benchmark(original, compressed, batch, seq, runs, device="cuda", workload=workload)
         o.gpu_latency_ms, c.gpu_latency_ms = g.get("original"), g.get("compressed")
     m = Measurement(compressed.recipe, w, o, c, compressed.layers, dict(compressed.applied),
-                    rate=rate_key(original) if workload == "sentences" else None, versions=versions())
+                    rate=None if metrics.has_shape(workload) else rate_key(original), versions=versions())
     for x in metrics.own(own):
         if x.available(original, workload):
             for s, b in ((o, original), (c, compressed)):

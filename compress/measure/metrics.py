@@ -11,6 +11,12 @@ from .evaluate import batches, metric_label
 
 TASKS = ("embedding", "generation")
 WORKLOADS = ("ids", "passages", "sentences")
+
+
+def has_shape(kind: str) -> bool:
+    """A batch x seq workload (ids, passages); "sentences" has the evaluation sentences' own shapes."""
+    return kind != "sentences"
+
 KINDS = ("quality", "size", "speed", "memory")
 
 

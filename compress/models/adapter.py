@@ -61,8 +61,9 @@ class Adapter:
     def export_ready(self, model: nn.Module) -> nn.Module:
         """A copy the ONNX exporter traces right: transformers' sdpa attention traced wrong (MiniLM's hidden states
         off by 1.3); eager attention exports exactly (3e-6)."""
+        from transformers import PreTrainedModel
         m = copy.deepcopy(model)
-        if hasattr(m, "set_attn_implementation"):
+        if isinstance(m, PreTrainedModel):  # (the static end's table is not one: it has no attention to switch)
             m.set_attn_implementation("eager")
         return m
 

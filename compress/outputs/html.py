@@ -42,7 +42,7 @@ OWN = tuple(m.name for m in metrics.own("all"))  # the metrics measured on their
 
 def workload_text(w: dict) -> str:
     from ..table.pipeline import WORKLOADS
-    return WORKLOADS[w["kind"]] if w["kind"] == "sentences" else f"{WORKLOADS[w['kind']]} ({w['batch']}x{w['seq']})"
+    return f"{WORKLOADS[w['kind']]} ({w['batch']}x{w['seq']})" if metrics.has_shape(w["kind"]) else WORKLOADS[w["kind"]]
 
 
 def mb(n) -> str:  # the app's formats, so every number the page shows reads the same here

@@ -15,6 +15,7 @@ import time
 
 from ..measure import core as measure
 from ..measure.measurement import Side
+from ..measure.metrics import has_shape
 from ..table import pipeline
 from ..serve import store
 from ..serve.cancel import Cancelled
@@ -67,8 +68,8 @@ def context(space: Space) -> dict:
             "threads": torch.get_num_threads(), "versions": json.dumps(
                 {"torch": torch.__version__, "transformers": transformers.__version__,
                  "optuna": _optuna().__version__, "python": platform.python_version()}),
-            "workload": space.workload if space.workload == "sentences" else
-            f"{space.workload} {space.batch}x{space.seq}",
+            "workload": f"{space.workload} {space.batch}x{space.seq}" if has_shape(space.workload) else
+            space.workload,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 

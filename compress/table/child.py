@@ -12,12 +12,13 @@ from ..models.bundled import load_model
 from . import pipeline
 from .recipe import Recipe
 from ..measure import evaluate
+from ..measure.metrics import has_shape
 
 
 def inputs(bundle, workload: dict):
     """The workload's first batch: seeded random ids or real text (batch x seq), or the first 32 evaluation
     sentences."""
-    if workload["kind"] != "sentences":
+    if has_shape(workload["kind"]):
         return evaluate.shaped(bundle, workload["kind"], workload["batch"], workload["seq"])
     return evaluate.batches(bundle, evaluate.sentence_groups(32)[0], 32)[0]
 

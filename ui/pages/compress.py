@@ -16,7 +16,7 @@ MAX_TEXT = 500  # characters of a prompt or a search: a 5 MB prompt held the que
 
 
 def shape(w) -> str:
-    return "sentences" if w["kind"] == "sentences" else f"{w['batch']}x{w['seq']}"
+    return f"{w['batch']}x{w['seq']}" if C.has_shape(w["kind"]) else "sentences"
 
 
 def measure_job(b, recipe, w, healed=None, peer=False):
@@ -206,10 +206,10 @@ with left:
                                           "sentences": "real sentences"}[k],
                     help="; ".join(f"{k}: {v}" for k, v in C.WORKLOADS.items()))
     c1, c2 = fold.columns(2)
-    batch = c1.number_input("batch", 1, 64, live_w["batch"], key="live_batch", disabled=kind == "sentences")
+    batch = c1.number_input("batch", 1, 64, live_w["batch"], key="live_batch", disabled=not C.has_shape(kind))
     most = b.info.get("max_positions", 512)  # an upload may have fewer positions than the default
     seq = c2.number_input("sequence length", 1, most, min(LIVE["seq"], most), key="live_seq",
-                          disabled=kind == "sentences")
+                          disabled=not C.has_shape(kind))
     if smaller:
         st.caption(f"This model has {smaller}.")
     peer = fold.toggle("Also measure the peer (ONNX Runtime int8 of the original)", True, key="peer",
@@ -230,7 +230,7 @@ with right:
                 if st.session_state.get("heal_job") is None:  # healing takes minutes: in the background;
                     jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again
             else:
-                live = SENTENCES if kind == "sentences" else {"kind": kind, "batch": int(batch), "seq": int(seq)}
+                live = {"kind": kind, "batch": int(batch), "seq": int(seq)} if C.has_shape(kind) else SENTENCES
                 w = precise_w if precise else live
                 res = jobs.run("apply", measure_job(b, recipe, w, healed, peer), f"{b.name}: {recipe.describe()} ({shape(w)})")
                 if res is not None:
