@@ -5,17 +5,17 @@ encoders: loss = 1 - cos(mean-pooled student, teacher embedding)
 decoders: loss = KL(teacher || student) of the next-token distributions (temperature 1)
           + ce_weight * LM cross-entropy on the text
 Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen. A fixed dev split of the
-healing text (never the evaluation set) is measured every eval_every steps; the best state by that dev metric is
-loaded into the student at the end, so healing never makes it worse. Runs before quantization: the student must be a
-float model (nn.Linear / LowRankLinear); when a step that rounds weights follows (int8, int4: the table's `simulate`),
-the heal step runs it inside that rounding, so it trains (and picks its best state) on the model quantization will
-run. With fewer layers (layers.py) each student block's hidden state is matched to the teacher block it came from;
-with token pooling (pool.py) only the blocks before it (the later ones are shorter: the output loss trains them).
-
+healing text (never the evaluation set) is measured every eval_every steps; the best state by that dev metric is loaded
+into the student at the end, so healing never makes it worse. Runs before quantization: the student must be a float
+model (nn.Linear / LowRankLinear); when a step that rounds weights follows (int8, int4: the table's `simulate`), the
+heal step runs it inside that rounding, so it trains (and picks its best state) on the model quantization will run.
+With fewer layers (layers.py) each student block's hidden state is matched to the teacher block it came from; with
+token pooling (pool.py) only the blocks before it (the later ones are shorter: the output loss trains them).
+The static end (a StaticModel) is fitted instead to the teacher's embeddings, labeled once (tokenlearn.py).
 Defaults, measured on MiniLM at Recipe(rank_mode="ratio", rank=0.5), 300 steps, batch 32, 2 CPU threads (held-out
-fidelity 0.706 unhealed; ~80 s on an idle 2-core box): lr 5e-5 / 1e-4 / 3e-4 gave 0.901 / 0.913 / 0.926 without
-hidden-state matching and 0.907 / 0.921 / 0.936 with hidden_weight 1; at lr 3e-4 hidden_weight 3 gave 0.940 (10: 0.944
-but lower retrieval overlap), 1000 steps 0.954. Training only the factorized layers gave 0.930; also training the
+fidelity 0.706 unhealed; ~80 s on an idle 2-core box): lr 5e-5 / 1e-4 / 3e-4 gave 0.901 / 0.913 / 0.926 without hidden-
+state matching and 0.907 / 0.921 / 0.936 with hidden_weight 1; at lr 3e-4 hidden_weight 3 gave 0.940 (10: 0.944 but
+lower retrieval overlap), 1000 steps 0.954. Training only the factorized layers gave 0.930; also training the
 embeddings 0.942, 25% slower, lower retrieval overlap. (Joining texts, mix 0.5, came later: 0.9395 here; it helps long
 runs of heavier recipes, see mix below.) TinyGPT at ratio 0.25: next-token KL 0.162 -> 0.041 (lr 3e-4) / 0.033 (1e-3);
 LM cross-entropy (ce_weight 0.1) lowered bits/char a little (1.735 -> 1.725) but raised the KL: off by default.
@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -35,29 +35,11 @@ from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
 from ..measure.general import healing_text
-
-
-@dataclass
-class HealResult:
-    model: nn.Module       # the student, with the best state (by dev metric) loaded
-    steps_run: int
-    best_step: int         # 0: no step beat the unhealed student, which is kept
-    dev_before: float
-    dev_after: float       # dev metric of the returned state
-    seconds: float
-    stopped: bool          # the stop event ended it
-    ended: str = "done"    # why it ended: "done" (every step), "Stop", "time cap" or "diverged"
-    history: list = field(default_factory=list)  # one dict per dev evaluation: step, loss, dev, seconds
-    corpus_sha256: str = ""  # of the texts used (train + dev), newline-joined
-    metric: str = ""       # "fidelity" (higher is better) or "next_token_kl" (lower is better)
-
-    def to_dict(self) -> dict:
-        """Everything but the model (dataclasses.asdict would deep-copy the model first)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
-
+from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev
+from .static import StaticModel
+from .tokenlearn import fit as fit_static
 
 MAX_HEAL_TEXTS, MAX_HEAL_BYTES = 100_000, 8 << 20  # a user's healing text, checked before it is tokenized
-MAX_DEV = 1_000  # dev texts: measured every tenth of the run, so they bound each check's time
 
 
 def heal_texts(teacher, which: str = "styles") -> list[str]:
@@ -72,22 +54,10 @@ def calibration_batches(bundle, n: int = 64) -> list[tuple]:
     return batches(bundle, heal_texts(bundle)[:n], batch=16)
 
 
-def split_dev(texts: list[str], seen: int | None = None) -> tuple[list[str], list[str]]:
-    """Fixed (train, dev): every 10th text is dev (spread over the corpus), 64+ when there are enough, never over half,
-    at most seen // 4 (seen: the texts a run trains on): a short run's ~11 dev checks cost no more than its training."""
-    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, MAX_DEV, MAX_DEV if seen is None else max(64, seen // 4))
-    if n_dev < 1:
-        raise CompressError("healing needs at least 2 texts (one to train on, one to pick the best state)")
-    step = len(texts) / n_dev
-    dev_idx = {int(i * step + step - 1) for i in range(n_dev)}
-    return [t for i, t in enumerate(texts) if i not in dev_idx], [texts[i] for i in sorted(dev_idx)]
-
-
 def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
     """The parameters healing may change: everything inside the transformer blocks, and a factorized
     word-embedding table (its SVD truncation is an approximation healing can repair); the static end: its table."""
     from .factorize import LowRankEmbedding
-    from .static import StaticModel
     emb = model.get_submodule(adapter.word_embeddings)
     table = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()]
     if isinstance(model, StaticModel):  # no blocks: the table is all there is
@@ -145,53 +115,18 @@ def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
     return loss
 
 
-@torch.no_grad()
-def dev_metric(student: nn.Module, teacher, dev: list, ref=None) -> float:
-    """Encoders: mean cosine to the teacher's embeddings (fidelity); decoders: next-token KL in nats/token.
-    dev: [(ids, mask)] batches; ref: the teacher's pooled embeddings per batch (encoders), to compute once."""
-    ad = teacher.adapter
-    if teacher.task == "embedding":
-        ref = ref or [mean_pool(forward(teacher.model, ad, i, m), m) for i, m in dev]
-        cos = [F.cosine_similarity(mean_pool(forward(student, ad, i, m), m), r, dim=-1) for (i, m), r in zip(dev, ref)]
-        return float(torch.cat(cos).mean())
-    kl, n = 0.0, 0
-    for ids, mask in dev:
-        lp_t = forward(teacher.model, ad, ids, mask).float().log_softmax(-1)
-        lp_s = forward(student, ad, ids, mask).float().log_softmax(-1)
-        real = mask.bool()
-        kl += float((lp_t.exp() * (lp_t - lp_s)).sum(-1)[real].sum())
-        n += int(real.sum())
-    return max(0.0, kl / max(1, n))
-
-
-def _dev(teacher, dev_texts):
-    """The dev batches, and (encoders) the teacher's pooled embeddings of them, computed once."""
-    dev_b = batches(teacher, dev_texts, 64)
-    if teacher.task != "embedding":
-        return dev_b, None
-    with torch.no_grad():
-        return dev_b, [mean_pool(forward(teacher.model, teacher.adapter, i, m), m) for i, m in dev_b]
-
-
-def _lr_scale(frac: float, warmup: float) -> float:
-    """Linear warmup, then cosine down to 10%, as a fraction of the run done."""
-    scale = frac / warmup if frac < warmup else \
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
-    return max(scale, 0.01)
-
-
 def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int = 300, lr: float = 3e-4,
          seed: int = 0, minutes: float | None = None, batch: int = 32, progress=None, stop=None,
          hidden_weight: float = 3.0, ce_weight: float = 0.0, eval_every: int | None = None,
          warmup: float = 0.05, mix: float = 0.5) -> HealResult:
     """Distill teacher (the original ModelBundle) into student (its compressed float model), in place.
 
-    Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a
-    threading.Event) is set; always returns with the best dev state loaded. progress(dict(step, steps,
-    loss, dev, seconds_left)) is called after every step. texts: None = heal_texts(teacher).
-    hidden_weight applies to encoders, ce_weight to decoders; seed fixes the batch order. mix (encoders): the chance
-    a training text is joined to the end of another (_mix): at 800 steps on a 10x MiniLM recipe 0.5 gave held-out
-    fidelity 0.857 vs 0.852 without (dev 0.883 vs 0.878). Over 60 lines: one loop sharing its locals."""
+    Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a threading.Event) is
+    set; always returns with the best dev state loaded. progress(dict(step, steps, loss, dev, seconds_left)) is called
+    after every step. texts: None = heal_texts(teacher). hidden_weight applies to encoders, ce_weight to decoders; seed
+    fixes the batch order. mix (encoders): the chance a training text is joined to the end of another (_mix): at 800
+    steps on a 10x MiniLM recipe 0.5 gave held-out fidelity 0.857 vs 0.852 without (dev 0.883 vs 0.878). Over 60
+    lines: one loop sharing its locals."""
     t0 = time.perf_counter()
     if teacher.tokenizer is None:
         raise CompressError("this model has no tokenizer, so there is no text to heal it on")
@@ -202,17 +137,16 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     if len(texts) > MAX_HEAL_TEXTS or sum(map(len, texts)) > MAX_HEAL_BYTES:  # checked before any tokenizing
         raise CompressError(f"healing text is limited to {MAX_HEAL_TEXTS:,} lines and {MAX_HEAL_BYTES // 2**20} MB")
     sha = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    params = [p for _, p in trainable(student, teacher.adapter)]
+    if isinstance(student, StaticModel):  # the static end: fitted to the teacher's embeddings, labeled once
+        return fit_static(student, teacher, texts, sha, steps, lr, seed, minutes, progress, stop, params)
     train, dev_texts = split_dev(texts, steps * batch)
-    dev_b, ref = _dev(teacher, dev_texts)
+    dev_b, ref = dev_batches(teacher, dev_texts)
     better = (lambda a, b: a > b) if teacher.task == "embedding" else (lambda a, b: a < b)
     eval_every = eval_every or max(10, steps // 10)
-
-    params = [p for _, p in trainable(student, teacher.adapter)]
     was_grad = {p: p.requires_grad for p in student.parameters()}
-    for p in student.parameters():
-        p.requires_grad_(False)  # everything outside the blocks stays as the original had it
-    for p in params:
-        p.requires_grad_(True)
+    for p in student.parameters():  # only the trainable ones: everything else stays as the original had it
+        p.requires_grad_(any(p is q for q in params))
     was_training = student.training
     student.eval()  # dropout off: the student learns exactly the function it will run
     g = torch.Generator().manual_seed(seed)
@@ -220,7 +154,6 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
 
     def evaluate_dev():
         return dev_metric(student, teacher, dev_b, ref)
-
     dev = dev_before = evaluate_dev()
     best, best_dev, best_step = [p.detach().clone() for p in params], dev_before, 0
     eval_secs = time.perf_counter() - t0  # the final dev check must fit in the cap too
@@ -235,7 +168,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
                 ended = "Stop" if stopped else "time cap"
                 break
             for grp in opt.param_groups:  # over whichever ends first: the steps or the time cap
-                grp["lr"] = lr * _lr_scale(max(step / steps, elapsed / cap), warmup)
+                grp["lr"] = lr * lr_scale(max(step / steps, elapsed / cap), warmup)
             if pos + batch > len(order):  # a fresh seeded shuffle each epoch
                 order, pos = torch.randperm(len(train), generator=g).tolist(), 0
             chosen = [train[i] for i in order[pos:pos + batch]]

@@ -1,7 +1,8 @@
 """The static end: the whole transformer replaced by one token table distilled from it (Model2Vec's method, Tulkens &
 van Dongen 2024: each token through the model, Zipf/SIF weighting, mean pooling), kept in the original's output
 width so its sentence embeddings are compared with the original's like any recipe's (fidelity is defined). Healing
-then trains the table to match the transformer's sentence embeddings on the healing text. Encoders only.
+then fits the table to the transformer's sentence embeddings of the healing text, labeled once (tokenlearn.py: the
+Tokenlearn way). Encoders only.
 
 A sentence's embedding is the mean of its tokens' rows: no attention, no layers; a lookup and an average.
 """
@@ -22,14 +23,13 @@ class StaticModel(nn.Module):
     (`path`: BERT's embeddings.word_embeddings, ModernBERT's embeddings.tok_embeddings), so the table's own techniques
     (rank, int8) apply to it."""
 
-    def __init__(self, table: torch.Tensor, teacher_layers: int, path: str = "embeddings.word_embeddings"):
+    def __init__(self, table: torch.Tensor, path: str = "embeddings.word_embeddings"):
         super().__init__()
         holder, self.path = self, path
         for name in path.split(".")[:-1]:
             holder.add_module(name, nn.Module())
             holder = getattr(holder, name)
         holder.add_module(path.rpartition(".")[2], nn.Embedding.from_pretrained(table, freeze=False))
-        self.kept_blocks = [teacher_layers - 1]  # healing's hidden-state loss: the table matches the last layer
 
     def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, inputs_embeds=None, **_):
         h = self.get_submodule(self.path)(input_ids) if inputs_embeds is None else inputs_embeds
@@ -64,7 +64,7 @@ def distill_table(bundle) -> torch.Tensor:
 def apply_static(ctx) -> None:
     """The static step: ctx.model becomes a StaticModel of the base's distilled table (a copy: healing trains it)."""
     b = ctx.base
-    ctx.model = StaticModel(distill_table(b).clone(), b.info["layers"], b.adapter.word_embeddings)
+    ctx.model = StaticModel(distill_table(b).clone(), b.adapter.word_embeddings)
     ctx.applied["kept_blocks"] = []
 
 

@@ -1,0 +1,80 @@
+"""What healing and the static end's fit share: the result record, the fixed dev split of the healing text, the dev
+batches and metric by which the best state is kept, and the learning-rate schedule."""
+import math
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import CompressError
+from ..measure.evaluate import batches, mean_pool
+from ..models.adapters import forward
+
+
+@dataclass
+class HealResult:
+    model: nn.Module       # the student, with the best state (by dev metric) loaded
+    steps_run: int
+    best_step: int         # 0: no step beat the unhealed student, which is kept
+    dev_before: float
+    dev_after: float       # dev metric of the returned state
+    seconds: float
+    stopped: bool          # the stop event ended it
+    ended: str = "done"    # why it ended: "done" (every step), "Stop", "time cap" or "diverged"
+    history: list = field(default_factory=list)  # one dict per dev evaluation: step, loss, dev, seconds
+    corpus_sha256: str = ""  # of the texts used (train + dev), newline-joined
+    metric: str = ""       # "fidelity" (higher is better) or "next_token_kl" (lower is better)
+
+    def to_dict(self) -> dict:
+        """Everything but the model (dataclasses.asdict would deep-copy the model first)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
+MAX_DEV = 1_000  # dev texts: measured every tenth of the run, so they bound each check's time
+
+
+def split_dev(texts: list[str], seen: int | None = None) -> tuple[list[str], list[str]]:
+    """Fixed (train, dev): every 10th text is dev (spread over the corpus), 64+ when there are enough, never over half,
+    at most seen // 4 (seen: the texts a run trains on): a short run's ~11 dev checks cost no more than its training."""
+    n_dev = min(max(64, len(texts) // 10), len(texts) // 2, MAX_DEV, MAX_DEV if seen is None else max(64, seen // 4))
+    if n_dev < 1:
+        raise CompressError("healing needs at least 2 texts (one to train on, one to pick the best state)")
+    step = len(texts) / n_dev
+    dev_idx = {int(i * step + step - 1) for i in range(n_dev)}
+    return [t for i, t in enumerate(texts) if i not in dev_idx], [texts[i] for i in sorted(dev_idx)]
+
+
+@torch.no_grad()
+def dev_metric(student: nn.Module, teacher, dev: list, ref=None) -> float:
+    """Encoders: mean cosine to the teacher's embeddings (fidelity); decoders: next-token KL in nats/token.
+    dev: [(ids, mask)] batches; ref: the teacher's pooled embeddings per batch (encoders), to compute once."""
+    ad = teacher.adapter
+    if teacher.task == "embedding":
+        ref = ref or [mean_pool(forward(teacher.model, ad, i, m), m) for i, m in dev]
+        cos = [F.cosine_similarity(mean_pool(forward(student, ad, i, m), m), r, dim=-1) for (i, m), r in zip(dev, ref)]
+        return float(torch.cat(cos).mean())
+    kl, n = 0.0, 0
+    for ids, mask in dev:
+        lp_t = forward(teacher.model, ad, ids, mask).float().log_softmax(-1)
+        lp_s = forward(student, ad, ids, mask).float().log_softmax(-1)
+        real = mask.bool()
+        kl += float((lp_t.exp() * (lp_t - lp_s)).sum(-1)[real].sum())
+        n += int(real.sum())
+    return max(0.0, kl / max(1, n))
+
+
+def dev_batches(teacher, dev_texts):
+    """The dev batches, and (encoders) the teacher's pooled embeddings of them, computed once."""
+    dev_b = batches(teacher, dev_texts, 64)
+    if teacher.task != "embedding":
+        return dev_b, None
+    with torch.no_grad():
+        return dev_b, [mean_pool(forward(teacher.model, teacher.adapter, i, m), m) for i, m in dev_b]
+
+
+def lr_scale(frac: float, warmup: float) -> float:
+    """Linear warmup, then cosine down to 10%, as a fraction of the run done."""
+    scale = frac / warmup if frac < warmup else \
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
+    return max(scale, 0.01)

@@ -1,0 +1,77 @@
+"""The static end's Tokenlearn fit (compress/techniques/tokenlearn.py): the teacher's sentence embeddings labeled once,
+the table fitted to them by cosine; what Stop, the time cap and the cache do."""
+import threading
+
+import torch
+import torch.nn.functional as F
+
+import compress as C
+from compress.measure import evaluate
+from compress.techniques import heal, tokenlearn
+
+TEXTS = [f"Sentence {i} says the {w} is {a} today." for i, (w, a) in enumerate(
+    (w, a) for w in ("river", "garden", "market", "kitchen", "bridge", "library", "harbour", "meadow")
+    for a in ("quiet", "crowded", "flooded", "closed", "bright", "cold"))]
+
+
+def _static(bundle):
+    return C.compress(bundle, C.Recipe(static=True))
+
+
+def test_each_target_is_the_teachers_embedding_of_that_text_alone(tiny_bert):
+    texts = TEXTS[:20] + ["A much longer text than the others, so that the batches have to pad it to its length."]
+    ids_l, y = tokenlearn.targets(tiny_bert, texts)
+    for i in (0, 7, 20):  # labeled in batches sorted by length; each in its own place
+        want = evaluate.embed(tiny_bert, [texts[i]])[0]
+        torch.testing.assert_close(F.normalize(y[i], dim=0), want, rtol=1e-4, atol=1e-5)
+        assert ids_l[i].tolist() == tiny_bert.tokenizer(texts[i])["input_ids"]
+    assert tokenlearn.targets(tiny_bert, texts)[1] is y  # labeled once: the second call reads the cache
+
+
+def test_the_fit_raises_dev_fidelity_and_keeps_the_best_state(tiny_bert):
+    student = _static(tiny_bert).model
+    before = student.embeddings.word_embeddings.weight.detach().clone()
+    h = heal.heal(student, tiny_bert, TEXTS, steps=40, lr=1e-2)
+    assert h.metric == "fidelity" and h.steps_run == 40 and h.ended == "done"
+    assert h.dev_after > h.dev_before + 0.02 and h.best_step > 0
+    assert [r["step"] for r in h.history] == [0, 10, 20, 30, 40]
+    assert h.dev_after == max(r["dev"] for r in h.history)
+    _, dev = heal.split_dev(TEXTS, 40 * tokenlearn.BATCH)
+    dev_b, ref = heal.dev_batches(tiny_bert, dev)
+    assert heal.dev_metric(student, tiny_bert, dev_b, ref) == h.dev_after  # the best state is the one loaded
+    assert not torch.equal(student.embeddings.word_embeddings.weight, before)
+
+
+def test_a_fit_whose_first_step_would_not_help_keeps_the_distilled_table(tiny_bert):
+    student = _static(tiny_bert).model
+    before = student.embeddings.word_embeddings.weight.detach().clone()
+    h = heal.heal(student, tiny_bert, TEXTS, steps=10, lr=1e3)  # a step far too big
+    assert h.best_step == 0 and h.dev_after == h.dev_before
+    assert torch.equal(student.embeddings.word_embeddings.weight, before)
+
+
+def test_a_stop_before_the_fit_labels_nothing_and_changes_nothing(tiny_bert):
+    student, stop = _static(tiny_bert).model, threading.Event()
+    stop.set()
+    before = student.embeddings.word_embeddings.weight.detach().clone()
+    labeled = {k for k in tiny_bert.cache if isinstance(k, tuple) and k[0] == "tokenlearn_targets"}
+    h = heal.heal(student, tiny_bert, TEXTS[:30], steps=5, lr=1e-2, stop=stop)
+    assert h.stopped and h.ended == "Stop" and h.steps_run == 0
+    assert torch.equal(student.embeddings.word_embeddings.weight, before)
+    assert {k for k in tiny_bert.cache if isinstance(k, tuple) and k[0] == "tokenlearn_targets"} == labeled
+
+
+def test_a_short_run_labels_only_what_it_reads(tiny_bert, monkeypatch):
+    monkeypatch.setattr(tokenlearn, "BATCH", 4)
+    seen = []
+    real = tokenlearn.targets
+    monkeypatch.setattr(tokenlearn, "targets", lambda t, texts, stop=None: seen.append(len(texts)) or real(t, texts))
+    heal.heal(_static(tiny_bert).model, tiny_bert, TEXTS, steps=3, lr=1e-2)
+    assert seen == [12]  # 3 steps of 4 texts, not the 40-odd of the training split
+
+
+def test_progress_reports_every_step_with_the_dev_score(tiny_bert):
+    reports = []
+    heal.heal(_static(tiny_bert).model, tiny_bert, TEXTS, steps=12, lr=1e-2, progress=reports.append)
+    assert [r["step"] for r in reports] == list(range(1, 13))
+    assert all(r["steps"] == 12 and isinstance(r["loss"], float) and 0 < r["dev"] <= 1 for r in reports)
