@@ -65,8 +65,13 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
         v1 = move(at, "slider", "learn_vocab_frac", 0.05)["vocabulary"]
         v2 = move(at, "slider", "learn_vocab_frac", 1.0)["vocabulary"]
         assert v2["kept"] > v1["kept"] and v1["cos_nearest"] < 0.99 < v2["cos_nearest"]
+        # static table: a smaller SIF a weighs frequent tokens less; the plain mean does not depend on it
+        s1, s6 = move(at, "select_slider", "learn_static_a", 1e-2)["static"], \
+            move(at, "select_slider", "learn_static_a", 1e-6)["static"]
+        assert s6["lightest"] < s1["lightest"] <= 1 and s1["plain"] == s6["plain"]
+        assert abs(s1["cosine"] - s1["plain"]) < abs(s6["cosine"] - s6["plain"]) + 1e-6
     else:
-        assert "vocabulary" not in figures(at)
+        assert "vocabulary" not in figures(at) and "static" not in figures(at)
     # healing: the best state kept only gets better as more steps are shown
     if healing:
         h = figures(at)["healing"]

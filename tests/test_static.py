@@ -82,3 +82,16 @@ def test_a_low_bit_static_table_saves_and_reloads_as_it_runs(tiny_bert, tmp_path
     back = C.load_compressed(C.save_compressed(comp, tmp_path / "s"), [tiny_bert])
     texts = ["A sentence to embed.", "Another one, longer than the first sentence."]
     torch.testing.assert_close(evaluate.embed(back, texts), evaluate.embed(comp, texts))
+
+
+def test_the_learn_figures_bag_is_the_static_tables_mean_of_the_sentences_rows(tiny_bert):
+    from compress.learn import bag
+    text = "The dough rests overnight in the fridge."
+    d = bag.bag(tiny_bert, text)
+    ids = tiny_bert.tokenizer(text, add_special_tokens=False)["input_ids"]
+    rows = static.distill_table(tiny_bert)[ids]  # the same rows, SIF-weighted
+    want = torch.nn.functional.cosine_similarity(rows.mean(0), evaluate.embed(tiny_bert, [text])[0], dim=0)
+    assert d["cosine"] == pytest.approx(float(want), abs=1e-5) and len(d["weight"]) == len(ids)
+    assert all(x > y for x, y in zip(bag.bag(tiny_bert, text, 1.0)["weight"], d["weight"]))  # a larger a: all weigh more
+    with pytest.raises(C.CompressError, match="no tokens"):
+        bag.bag(tiny_bert, "")

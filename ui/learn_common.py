@@ -19,10 +19,12 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "healing": ("Healing", "how healing wins quality back"),
     "efficient": ("Efficient attention", "the attention patterns of the survey"),
     "vocabulary": ("Vocabulary", "what a dropped token reads"),
+    "static": ("Static table", "a sentence as a bag of tokens"),
 }
 STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
                 "emb_bits": "quantization", "factorize": "low-rank", "heal": "healing", "int8": "quantization",
-                "int4": "quantization", "half": "quantization", "runtime": "article", "vocab": "vocabulary"}
+                "int4": "quantization", "half": "quantization", "runtime": "article", "vocab": "vocabulary",
+                "static": "static"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
 

@@ -54,8 +54,9 @@ STEPS = [
         teach="Static (Model2Vec's method, Tulkens & van Dongen 2024): every token of the vocabulary is run through "
               "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
               "tokens' rows: no attention, no layers, a lookup and an average (MiniLM's: ~110x the real sentences per "
-              "second). It loses word order and context, so heal it (it learns the transformer's sentence embeddings) "
-              "and shrink it with the table's own controls (vocabulary, rank or bits, int8)."),
+              "second). It loses word order and context, so heal it: the table is fitted to the transformer's "
+              "embeddings of the healing text, labeled once (Tokenlearn's way; 'both' texts: more to fit), and "
+              "shrink it with the table's own controls (vocabulary, rank or bits, int8)."),
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),

@@ -1,0 +1,38 @@
+"""The Learn page's static-table figure: a sentence as the mean of its tokens' rows. Each row is the original's
+embedding of that token alone, weighted by SIF (a / (a + p), p the token's Zipf probability by vocabulary rank); the
+figure shows each token's weight and how close the bag of rows comes to the transformer's own embedding of the
+sentence, weighted and not. Only the sentence's tokens are run (one short forward), not the whole vocabulary."""
+import torch
+import torch.nn.functional as F
+
+from ..errors import CompressError
+from ..measure.evaluate import embed, mean_pool
+from ..models.adapters import forward
+from ..table.recipe import Recipe
+from ..techniques import static
+
+MAX_TOKENS = 48  # a figure's bars
+
+
+@torch.no_grad()
+def bag(bundle, text: str, sif_a: float = static.SIF_A) -> dict:
+    """tokens, each one's SIF weight, and the cosine to the transformer's sentence embedding of the weighted and the
+    plain mean of the rows."""
+    if why := static.refuse(bundle, Recipe(static=True)):
+        raise CompressError(why)
+    if not 0 < sif_a <= 1:
+        raise CompressError("SIF's a must be in (0, 1]")
+    tok = bundle.tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
+    if not ids:
+        raise CompressError("the sentence has no tokens")
+    pre = list(tok("", add_special_tokens=True)["input_ids"])  # e.g. [CLS] [SEP]: each token between them
+    one = torch.tensor([pre[:1] + [t] + pre[1:] for t in ids])
+    rows = mean_pool(forward(bundle.model, bundle.adapter, one, torch.ones_like(one)), torch.ones_like(one))  # (n, C)
+    n = bundle.vocab_size
+    p = (1 / torch.tensor(ids, dtype=torch.float64).add(1)) / (1 / torch.arange(1, n + 1, dtype=torch.float64)).sum()
+    w = (sif_a / (sif_a + p)).float()
+    whole = embed(bundle, [text])[0]  # the transformer's (normalized) embedding of the sentence
+    return {"tokens": tok.convert_ids_to_tokens(ids), "weight": w.tolist(),
+            "cosine": float(F.cosine_similarity((w[:, None] * rows).mean(0), whole, dim=0)),
+            "cosine_plain": float(F.cosine_similarity(rows.mean(0), whole, dim=0))}
