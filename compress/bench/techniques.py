@@ -47,9 +47,8 @@ SETS = {
         Recipe(static=True), Recipe(static=True, quant="int8"), Recipe(static=True, emb_rank=0.5, quant="int8"),
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
     "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/bench/peers.py)
-              Recipe(static=True, quant="int8", heal_steps=1600, heal_lr=1e-2),
-              Recipe(static=True, vocab=0.5, quant="int8", heal_steps=1600, heal_lr=1e-2),
-              Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2)],  # healed as packed
+              Recipe(static=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=1e-2, heal_text="both"),
+              Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2, heal_text="both")],  # packed
     "gpu": [Recipe(quant="fp16"), Recipe(quant="bf16"), Recipe(heads=2, ffn=0.5), Recipe(rank_mode="ratio", rank=0.5),
             Recipe(heads=2, ffn=0.5, rank_mode="ratio", rank=0.5), Recipe(layers=3, emb_bits=2, quant="int4"),
             Recipe(fnet=True), Recipe(quant="int8")],  # what a GPU runs (int8 stays on the CPU: its GPU cells n/a)
