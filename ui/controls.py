@@ -76,6 +76,7 @@ def heal_controls(step, b) -> float:
     control("heal_seed", b, h2)
     minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
     control("heal_text", b)
+    control("heal_relations", b)
     st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
                      f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
                      max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)

@@ -101,6 +101,7 @@ class Recipe(_Recipe):
     heal_seed: int = 0
     heal_text: str = "styles"           # the default healing text: styles, general or both
     heal_corpus: str = ""
+    heal_relations: bool = False        # also distil the last block's attention relations (MiniLM v2)
     quant: str = "none"                 # quantization (int8, int4, half)
     quant_embeddings: bool = True
     runtime: str = "eager"

@@ -10,8 +10,8 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, runtime, sensitivity,
-                          static, vocab)
+from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, relations, runtime,
+                          sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..techniques.factorize import factorize_embeddings
 from ..measure.general import HEAL_TEXTS
@@ -196,18 +196,22 @@ STEPS = [
               "(our sentences, Python's reference, scientific docstrings), general (60,000 WordNet sentences) or both",
               "Healing text", choices=HEAL_TEXTS, off=lambda r: None if r.heal_steps or r.vocab != 1 else
               "only with healing or vocabulary pruning"),
-        Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing")),
+        Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing"),
+        Field("heal_relations", "bool", False, "also distil the last block's attention relations (MiniLM v2)",
+              "attention relations (MiniLM v2)", off=lambda r: None if r.heal_steps else "only with healing steps")),
         apply=lambda ctx, r: heal.heal_step(ctx, r, rounding_steps(r)), active=lambda r: r.heal_steps > 0, trains=True,
         refuse=lambda b, r: "this model has no tokenizer, so there is no text to heal it on"
-        if r.heal_steps and b is not None and b.tokenizer is None else None,
-        describe=lambda r: f"healed {r.heal_steps} steps" + ("" if r.heal_text == "styles" else f" on {r.heal_text}"),
+        if r.heal_steps and b is not None and b.tokenizer is None else relations.refuse(b, r),
+        describe=lambda r: f"healed {r.heal_steps} steps" + ("" if r.heal_text == "styles" else f" on {r.heal_text}")
+        + (" with attention relations" if r.heal_relations else ""),
         examples=({"heal_steps": 3},),
         teach="Healing: a short distillation from the original (teacher) into the compressed model before "
               "quantization: it learns to give the original's outputs again on the healing text (styles: our "
               "sentences, Python's reference, scientific docstrings; general: WordNet's glosses as sentences; both; "
               "tinygpt: its training split). A dev split's best state is kept. With int8 or int4 chosen it trains "
-              "with their rounding simulated, so it learns the model they will run. Runs in the background; Stop "
-              "keeps the best state so far."),
+              "with their rounding simulated, so it learns the model they will run. Attention relations (MiniLM v2): "
+              "the last block also learns the original's query, key and value self-relations. Runs in the "
+              "background; Stop keeps the best state so far."),
     Step("static_bits", "static table bits",
          apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
          active=lambda r: r.static and r.emb_bits != 0, after_heal=True,

@@ -2,6 +2,7 @@
 
 encoders: loss = 1 - cos(mean-pooled student, teacher embedding)
           + hidden_weight * mean over layers of |h_s - h_t|^2 / |h_t|^2 (real tokens only)
+          + relation_weight * the last block's attention relations (MiniLM v2: relations.py; heal_relations)
 decoders: loss = KL(teacher || student) of the next-token distributions (temperature 1)
           + ce_weight * LM cross-entropy on the text
 Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen. A fixed dev split of the
@@ -35,6 +36,7 @@ from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
 from ..measure.general import healing_text
+from . import relations
 from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev
 from .static import StaticModel
 from .tokenlearn import fit as fit_static
@@ -83,27 +85,36 @@ def _hidden(model, ids, mask):  # encoders: the per-layer hidden states, embeddi
     return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:]
 
 
-def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
+def _embedding_loss(student, teacher, ids, mask, hidden_weight):
+    ad = teacher.adapter
+    if hidden_weight:
+        with torch.no_grad():
+            hs_t = _hidden(teacher.model, ids, mask)
+        hs_s = _hidden(student, ids, mask)
+        h_t, h_s = hs_t[-1], (hs_s[-1] if hs_s[-1].shape == hs_t[-1].shape else forward(student, ad, ids, mask))
+        if len(hs_s) < len(hs_t):  # fewer layers: each student block matches the teacher block it came from
+            hs_t = [hs_t[i] for i in student.kept_blocks]
+    else:
+        with torch.no_grad():
+            h_t = forward(teacher.model, ad, ids, mask)
+        h_s = forward(student, ad, ids, mask)
+    loss = 1 - F.cosine_similarity(mean_pool(h_s, mask), mean_pool(h_t, mask), dim=-1).mean()
+    if hidden_weight:
+        real = mask.bool()  # (B, T): padding positions carry no meaning, leave them out
+        rel = [((s - t)[real].pow(2).mean() / t[real].pow(2).mean()) for s, t in zip(hs_s, hs_t)
+               if s.shape == t.shape]
+        loss = loss + hidden_weight * torch.stack(rel).mean()
+    return loss
+
+
+def _loss(student, teacher, ids, mask, hidden_weight, ce_weight, relation_weight=0.0):
     ad = teacher.adapter
     if teacher.task == "embedding":
-        if hidden_weight:
-            with torch.no_grad():
-                hs_t = _hidden(teacher.model, ids, mask)
-            hs_s = _hidden(student, ids, mask)
-            h_t, h_s = hs_t[-1], (hs_s[-1] if hs_s[-1].shape == hs_t[-1].shape else forward(student, ad, ids, mask))
-            if len(hs_s) < len(hs_t):  # fewer layers: each student block matches the teacher block it came from
-                hs_t = [hs_t[i] for i in student.kept_blocks]
-        else:
-            with torch.no_grad():
-                h_t = forward(teacher.model, ad, ids, mask)
-            h_s = forward(student, ad, ids, mask)
-        loss = 1 - F.cosine_similarity(mean_pool(h_s, mask), mean_pool(h_t, mask), dim=-1).mean()
-        if hidden_weight:
-            real = mask.bool()  # (B, T): padding positions carry no meaning, leave them out
-            rel = [((s - t)[real].pow(2).mean() / t[real].pow(2).mean()) for s, t in zip(hs_s, hs_t)
-                   if s.shape == t.shape]
-            loss = loss + hidden_weight * torch.stack(rel).mean()
-        return loss
+        with contextlib.ExitStack() as stack:  # relations: the last blocks' q, k, v outputs of the forwards below
+            rel_t, rel_s = (stack.enter_context(relations.capture(m, ad)) if relation_weight else None
+                            for m in (teacher.model, student))
+            loss = _embedding_loss(student, teacher, ids, mask, hidden_weight)
+        return loss + relation_weight * relations.loss(rel_s, rel_t, mask) if relation_weight else loss
     with torch.no_grad():
         lp_t = forward(teacher.model, ad, ids, mask).float().log_softmax(-1)  # (B, T, V)
     logits = forward(student, ad, ids, mask).float()
@@ -118,13 +129,13 @@ def _loss(student, teacher, ids, mask, hidden_weight, ce_weight):
 def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int = 300, lr: float = 3e-4,
          seed: int = 0, minutes: float | None = None, batch: int = 32, progress=None, stop=None,
          hidden_weight: float = 3.0, ce_weight: float = 0.0, eval_every: int | None = None,
-         warmup: float = 0.05, mix: float = 0.5) -> HealResult:
+         warmup: float = 0.05, mix: float = 0.5, relation_weight: float = 0.0) -> HealResult:
     """Distill teacher (the original ModelBundle) into student (its compressed float model), in place.
 
     Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a threading.Event) is
     set; always returns with the best dev state loaded. progress(dict(step, steps, loss, dev, seconds_left)) is called
     after every step. texts: None = heal_texts(teacher). hidden_weight applies to encoders, ce_weight to decoders; seed
-    fixes the batch order. mix (encoders): the chance a training text is joined to the end of another (_mix): at 800
+    fixes the batch order; relation_weight (encoders): relations.py. mix (encoders): the chance a training text is joined to the end of another (_mix): at 800
     steps on a 10x MiniLM recipe 0.5 gave held-out fidelity 0.857 vs 0.852 without (dev 0.883 vs 0.878). Over 60
     lines: one loop sharing its locals."""
     t0 = time.perf_counter()
@@ -176,7 +187,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
                 chosen = _mix(chosen, train, mix, g)
             ids, mask = batches(teacher, chosen, batch)[0]
             pos += batch
-            loss = _loss(student, teacher, ids, mask, hidden_weight, ce_weight)
+            loss = _loss(student, teacher, ids, mask, hidden_weight, ce_weight, relation_weight)
             if not torch.isfinite(loss):
                 ended = "diverged"  # the best state so far is restored below
                 break
@@ -230,4 +241,5 @@ def heal_step(ctx, r, rounding: list) -> None:
             stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
         texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
         ctx.applied["heal"] = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
-                                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop).to_dict()
+                                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop,
+                                   relation_weight=relations.WEIGHT if r.heal_relations else 0.0).to_dict()
