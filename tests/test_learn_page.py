@@ -70,8 +70,13 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
             move(at, "select_slider", "learn_static_a", 1e-6)["static"]
         assert s6["lightest"] < s1["lightest"] <= 1 and s1["plain"] == s6["plain"]
         assert abs(s1["cosine"] - s1["plain"]) < abs(s6["cosine"] - s6["plain"]) + 1e-6
+        # attention relations: each row a distribution over the keys; another relation, another map
+        rq = move(at, "slider", "learn_rel_head", 1)["relations"]
+        rv = move(at, "radio", "learn_rel_kind", "v")["relations"]
+        assert rq["head"] == 1 and rv["kind"] == "v" and rq["rowsum"] == pytest.approx(1, abs=1e-4)
+        assert rq["entropy"] != rv["entropy"]
     else:
-        assert "vocabulary" not in figures(at) and "static" not in figures(at)
+        assert not {"vocabulary", "static", "relations"} & set(figures(at))
     # healing: the best state kept only gets better as more steps are shown
     if healing:
         h = figures(at)["healing"]

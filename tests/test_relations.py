@@ -4,6 +4,7 @@ recipe has no attention on every token."""
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,18 @@ def test_the_table_heals_with_relations_and_refuses_them_without_attention(tiny_
             C.Recipe(heal_steps=2, heal_relations=True, **bad)
     assert "encoders" in C.refusal(tiny_gpt, C.Recipe(heal_steps=2, heal_relations=True))
     assert C.refusal(tiny_bert, C.Recipe(fnet=True, heal_relations=True)) is None  # no healing: nothing to refuse
+
+
+def test_the_learn_figures_maps_are_the_relations_healing_copies(tiny_bert, tiny_gpt):
+    from compress.learn import relmaps
+    text = "The dough rests overnight in the fridge."
+    d = relmaps.relation_maps(tiny_bert, text)
+    enc = tiny_bert.tokenizer(text, return_tensors="pt")
+    t = _captured(tiny_bert, tiny_bert.model, enc["input_ids"], enc["attention_mask"])
+    for n in "qkv":
+        want = R.log_relations(t[n], d["heads"][n], enc["attention_mask"].bool())[0].exp()
+        np.testing.assert_allclose(d["maps"][n], want.numpy(), atol=1e-6)
+        np.testing.assert_allclose(d["maps"][n].sum(-1), 1, atol=1e-5)
+        assert ((0 <= d["entropy"][n]) & (d["entropy"][n] <= math.log2(len(d["tokens"])) + 1e-6)).all()
+    with pytest.raises(C.CompressError, match="encoders"):
+        relmaps.relation_maps(tiny_gpt, text)

@@ -1,4 +1,6 @@
-"""Learn sections drawn on a sentence: every head's attention, what FNet mixes instead, efficient-attention patterns."""
+"""Learn sections drawn on a sentence: every head's attention, what FNet mixes instead, efficient-attention patterns,
+the self-attention relations relation healing copies."""
+import dataclasses
 import functools
 import html
 import math
@@ -12,8 +14,10 @@ from plotly.subplots import make_subplots
 import compress as C
 from compress.learn import figures as L
 from compress.learn import attention as A
+from compress.learn import relmaps as R
+from compress.table import presets as P
 from ui import cached, charts, jobs, safe
-from ui.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, predict, section
+from ui.learn_common import DIV, OKABE_ITO, SEQ, csv, meta, open_in_compress, or_say, predict, section
 
 MAX_LABELS = 40    # token labels on an axis (tinygpt's bytes: a 100-byte sentence is 100 tokens)
 MAX_CELLS = 2**19  # numbers one figure of maps sends to the browser (about 3 MB of JSON): heads shown at a time
@@ -220,3 +224,34 @@ def efficient(b, text):
     predict(f"a rank-{max(1, t // 4)} (T/4) approximation of this head's map: how large is its error?",
             f"**{lr:.3f}** relative error: compare it with the masks' errors in the table at the same w.",
             "learn_eff_predict")  # (the link to Compress: under the library's variants, learn_variants.py)
+
+
+_RELATIONS = ("Healing can copy more than the output: with **attention relations** (MiniLM v2) the compressed "
+              "model's last block also learns the original's self-relations: for the query, key and value "
+              "projections X of the sentence's tokens, softmax(X Xᵀ / √d) per relation head, rows the tokens that "
+              "ask, columns what they relate to. Relations are token x token whatever the width, so a model with "
+              "fewer heads, or factorized projections, can learn them all the same. *Reference: Wang et al. 2021, "
+              "'MiniLMv2: multi-head self-attention relation distillation'.*")
+
+
+@section
+def relations(b, text):
+    st.header("Attention relations: what relation healing copies", anchor="relations")
+    st.markdown(_RELATIONS)
+    if (d := or_say(b, lambda: R.relation_maps(b, text))) is None:
+        return
+    c1, c2 = st.columns(2)
+    kind = c1.radio("Relation", list(R.KINDS), format_func=R.KINDS.get, horizontal=True, key="learn_rel_kind")
+    head = c2.slider("Relation head", 0, d["heads"][kind] - 1, 0, key="learn_rel_head")
+    m = d["maps"][kind][head]
+    fig = _map(m, d["tokens"], f"{R.KINDS[kind]} relation, head {head} of {d['heads'][kind]}, the last block: "
+               f"{d['entropy'][kind][head]:.2f} bits a row")
+    charts.show(st, meta(fig, figure="relations", kind=kind, head=head, entropy=float(d["entropy"][kind][head]),
+                         rowsum=float(m.sum(-1).mean())), key="learn_rel_fig")
+    most = min(R.KINDS, key=lambda n: float(d["entropy"][n].mean()))
+    predict("which of the three relations is the most peaked (each token relating to few others)?",
+            f"Here the **{R.KINDS[most]}** relation: mean " + ", ".join(
+                f"{R.KINDS[n]} {float(d['entropy'][n].mean()):.2f}" for n in R.KINDS) + " bits a row (uniform over "
+            f"{len(d['tokens'])} tokens: {math.log2(len(d['tokens'])):.2f}).", "learn_rel_predict")
+    ten = dataclasses.replace(P.BY_NAME["about 10x"].build(), heal_relations=True)
+    open_in_compress(b, ten, "learn_rel_open")

@@ -20,6 +20,7 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "efficient": ("Efficient attention", "the attention patterns of the survey"),
     "vocabulary": ("Vocabulary", "what a dropped token reads"),
     "static": ("Static table", "a sentence as a bag of tokens"),
+    "relations": ("Attention relations", "what relation healing copies"),
 }
 STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
                 "emb_bits": "quantization", "factorize": "low-rank", "heal": "healing", "int8": "quantization",
@@ -58,6 +59,15 @@ def predict(question: str, answer: str, key: str) -> None:
     """A question for the class; the answer shows only when the expander is opened."""
     with st.expander(f"Predict, then reveal: {question}", key=key):
         st.markdown(answer)
+
+
+def or_say(b, data):
+    """The figure's data, or None once the page says in one line why the model has none."""
+    try:
+        return data()
+    except C.CompressError as e:
+        st.caption(f"Not for {b.name}: {e}")
+        return None
 
 
 def open_in_compress(b, recipe: C.Recipe | None, key: str, why: str | None = None) -> None:

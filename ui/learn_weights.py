@@ -12,7 +12,7 @@ from compress.learn import bag as LB
 from compress.learn import vocab as LV
 from compress.table import presets as P
 from ui import charts
-from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, predict, section
+from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, or_say, predict, section
 
 
 def _heat(fig, z, col, scale=DIV, mid=0.0, name=""):
@@ -176,15 +176,6 @@ def layers(b):
     open_in_compress(b, C.Recipe(layers=0 if k == n else k), "learn_layers_open")
 
 
-def _or_say(b, data):
-    """The figure's data, or None once the page says in one line why the model has none."""
-    try:
-        return data()
-    except C.CompressError as e:
-        st.caption(f"Not for {b.name}: {e}")
-        return None
-
-
 _VOCAB = ("Vocabulary pruning keeps the token-table rows of the healing text's tokens. A token of your sentence "
           "that was dropped reads another row: the kept row nearest its own (nearest), or the mean of the rows "
           "of the kept word pieces it re-splits into, as the tokenizer would cut it without it (resplit). The "
@@ -197,7 +188,7 @@ def vocabulary(b, text):
     st.header("Vocabulary: what a dropped token reads", anchor="vocabulary")
     st.markdown(_VOCAB)
     frac = st.slider("Vocabulary kept (fraction of tokens)", 0.05, 1.0, 0.25, 0.05, key="learn_vocab_frac")
-    if (d := _or_say(b, lambda: LV.cover(b, text, frac))) is None:
+    if (d := or_say(b, lambda: LV.cover(b, text, frac))) is None:
         return
     fig = go.Figure([go.Bar(x=list(range(len(d["tokens"]))), y=d["cosine"][c], name=c, marker_color=OKABE_ITO[i],
                             customdata=d["reads"][c], hovertemplate="%{customdata}: %{y:.3f}<extra>" + c + "</extra>")
@@ -229,7 +220,7 @@ def static_table(b, text):
     st.markdown(_STATIC)
     a = st.select_slider("SIF's a (smaller: rare tokens weigh more)", [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], 1e-5,
                          format_func=lambda v: f"{v:g}", key="learn_static_a")
-    if (d := _or_say(b, lambda: LB.bag(b, text, a))) is None:
+    if (d := or_say(b, lambda: LB.bag(b, text, a))) is None:
         return
     fig = go.Figure(go.Bar(x=list(range(len(d["tokens"]))), y=d["weight"], marker_color=OKABE_ITO[0],
                            hovertemplate="%{y:.3f}<extra></extra>"))

@@ -19,16 +19,17 @@ if not L.prepared(b):  # spectra, head and neuron scores, Block Influence: once 
     if done is None and not L.prepared(b):
         st.stop()
 sentences = C.eval_set("project")[0]
-text = st.text_input("A sentence for the attention figures (heads, FNet, efficient attention), the vocabulary and the "
-                     "static table", sentences[0],
+text = st.text_input("A sentence for the attention figures (heads, FNet, efficient attention, relations), the "
+                     "vocabulary and the static table", sentences[0],
                      key="learn_text", max_chars=300)
 
 tabs = st.tabs([title for title, _ in SECTIONS.values()], default=section_from_url())
 draw = {"article": learn_article.article, "low-rank": learn_weights.low_rank, "quantization": learn_weights.quantization,
         "heads": learn_attention.heads, "ffn": learn_weights.ffn, "fnet": learn_attention.fnet,
         "layers": learn_weights.layers, "healing": learn_article.healing, "efficient": learn_variants.tab,
-        "vocabulary": learn_weights.vocabulary, "static": learn_weights.static_table}
-ON_TEXT = ("heads", "fnet", "efficient", "vocabulary", "static")  # the sections drawn on the sentence above
+        "vocabulary": learn_weights.vocabulary, "static": learn_weights.static_table,
+        "relations": learn_attention.relations}
+ON_TEXT = ("heads", "fnet", "efficient", "vocabulary", "static", "relations")  # the sections drawn on the sentence above
 for tab, slug in zip(tabs, SECTIONS):
     with tab:  # each tab behind its own boundary: one failing figure leaves the other tabs drawn
         safe.guard(lambda: draw[slug](b, text) if slug in ON_TEXT else draw[slug](b),
