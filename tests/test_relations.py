@@ -98,3 +98,19 @@ def test_the_learn_figures_maps_are_the_relations_healing_copies(tiny_bert, tiny
         assert ((0 <= d["entropy"][n]) & (d["entropy"][n] <= math.log2(len(d["tokens"])) + 1e-6)).all()
     with pytest.raises(C.CompressError, match="encoders"):
         relmaps.relation_maps(tiny_gpt, text)
+
+
+def test_a_fused_projection_is_split_into_query_key_and_value():
+    from compress.models.adapters import ADAPTERS
+    from encoder_models import perturbed, tiny_encoder
+    ad = ADAPTERS["modernbert"]
+    model = ad.prepare(perturbed(tiny_encoder("modernbert", hidden=32, vocab=300)[0]))
+    ids, mask = torch.randint(5, 300, (2, 9)), torch.ones(2, 9, dtype=torch.long)
+    with R.capture(model, ad) as out, torch.no_grad():
+        forward(model, ad, ids, mask)
+    with torch.no_grad():
+        whole = ad.block_list(model)[-1].get_submodule(ad.q)(model.embeddings(ids))  # any input: the split's shape
+    assert [out[n].shape[-1] for n in "qkv"] == [32, 32, 32] == [whole.shape[-1] // 3] * 3
+    assert float(R.loss(out, out, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert not torch.equal(out["q"], out["k"])  # three different projections, not one read three times
+

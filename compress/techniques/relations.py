@@ -34,12 +34,13 @@ def capture(model, adapter):
     """During the forwards inside, the last block's q, k and v outputs: yields a dict filled by the next forward."""
     block, out, hooks = adapter.block_list(model)[-1], {}, []
     try:
-        for name in "qkv":
+        for name in "q" if adapter.fused_qkv else "qkv":
             try:
                 mod = block.get_submodule(getattr(adapter, name))
             except AttributeError:
                 raise CompressError("attention relations need the blocks' query, key and value projections") from None
-            hooks.append(mod.register_forward_hook(lambda _m, _i, o, n=name: out.__setitem__(n, o)))
+            hooks.append(mod.register_forward_hook(  # a fused projection (ModernBERT's Wqkv): [q | k | v]
+                lambda _m, _i, o, n=name: out.update(zip("qkv", o.chunk(3, -1)) if adapter.fused_qkv else {n: o})))
         yield out
     finally:
         for h in hooks:
