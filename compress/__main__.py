@@ -107,9 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", help="a UTF-8 .txt to heal on (one sentence or paragraph per line)")
     bp = sub.add_parser("bench", help="each technique alone and stacked: a markdown table (BENCHMARKS.md)")
     bp.add_argument("--model", default="minilm")
-    bp.add_argument("--set", default="techniques", choices=["techniques", "healed", "tenx", "twentyx", "vocab", "quick",
-                                                          "attention", "attention-healed",
-                                                          "onnx", "static", "peers", "gpu", "cover"])
+    from .bench.techniques import SETS
+    bp.add_argument("--set", default="techniques", choices=[*SETS, "cover"])
     bp.add_argument("--batch", type=int, default=8)
     bp.add_argument("--seq", type=int, default=128)
     bp.add_argument("--runs", type=int, default=7)
@@ -117,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--text", help="heal the healed recipes on this UTF-8 .txt instead of the default corpus")
     bp.add_argument("--md", help="append the table to this markdown file")
     bp.add_argument("--peers", action="store_true", help="beside what a user would pick instead (ONNX Runtime fp32 "
-                    "and int8 per channel, Model2Vec's distill, made in a venv of its own), in one process: --set "
-                    "peers, or the recipe given by flags, against them")
+                    "and int8 per channel, Model2Vec's distill, made in a venv of its own), in one process: the peers "
+                    "set, another --set, or the recipe given by flags, against them")
     bp.add_argument("--seqlen", type=lambda t: [int(x) for x in t.split(",")], help="instead: latency and peak "
                     "memory at batch 1 over these lengths (e.g. 128,256,512,1024), eager vs SDPA vs each efficient "
                     "attention, positions extended past the model's (timing only); run with MALLOC_MMAP_THRESHOLD_=131072")
@@ -140,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     sweepcli.add_args(sp)
     _workload_arg(sp)
     sub.add_parser("table", help="the technique table as markdown (README's, generated from compress/table/steps.py)")
+    fp = sub.add_parser("frontier", help="README's frontier figure (SVG) from the measured points' CSV")
+    fp.add_argument("--csv", default="assets/frontier.csv")
+    fp.add_argument("--out", default="assets/frontier.svg")
     return p
 
 
@@ -163,8 +165,9 @@ def main(argv=None) -> int:
                 md = cover.markdown(load_model(a.model), log)
             elif a.peers:
                 from .bench import peers
-                md = peers.table(load_model(a.model), [one] if one != Recipe() else bench.SETS["peers"], a.batch,
-                                 a.seq, a.runs, _texts(a), log)
+                chosen = bench.SETS["peers" if a.set == "techniques" else a.set]  # --set's recipes, else the peers'
+                md = peers.table(load_model(a.model), [one] if one != Recipe() else chosen, a.batch, a.seq, a.runs,
+                                 _texts(a), log)
             else:
                 rows = bench.run(a.model, [one] if one != Recipe() else bench.SETS[a.set], a.batch, a.seq, a.runs,
                                  log=log, workload=a.workload, text=_texts(a))
@@ -180,6 +183,10 @@ def main(argv=None) -> int:
             return _report(a)
         if a.cmd == "table":
             print(technique_table())
+            return 0
+        if a.cmd == "frontier":
+            from .outputs import frontier_svg
+            frontier_svg.write(a.csv, a.out)
             return 0
         if a.cmd != "inspect":
             recipe = _recipe(a)  # validate before the slow model load

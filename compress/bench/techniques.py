@@ -46,6 +46,8 @@ SETS = {
     "static": [  # the static end: the transformer replaced by a token table (compress/techniques/static.py), then healed
         Recipe(static=True), Recipe(static=True, quant="int8"), Recipe(static=True, emb_rank=0.5, quant="int8"),
         Recipe(static=True, quant="int8", heal_steps=400, heal_lr=1e-2)],
+    "static-dims": [Recipe(static=True, vocab=0.49, emb_rank=f, quant="int8", heal_steps=1600, heal_lr=1e-2,
+                           heal_text="both") for f in (0.67, 0.34)],  # the fitted table at 256 and 128 dimensions
     "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/bench/peers.py)
               Recipe(static=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=1e-2, heal_text="both"),
               Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2, heal_text="both")],  # packed
