@@ -129,7 +129,7 @@ def test_a_llama_zip_through_the_sidebar_heads_ffn_int8_and_the_upload_limit(ser
         recipe = _recipe(page)
         page.get_by_role("button", name="Apply", exact=True).click()
         page.get_by_text("Original vs compressed").wait_for(timeout=400_000)  # (timings wait for the machine's lock)
-        page.get_by_text("Sample outputs").wait_for(timeout=60_000)
+        page.get_by_text("Sample outputs", exact=True).wait_for(timeout=60_000)  # the report's caption says it too
         _idle(page)
         metrics = {}
         for m in page.locator('.st-key-cmp_wide [data-testid="stMetric"]').all():

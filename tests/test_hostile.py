@@ -140,11 +140,11 @@ def test_local_folders_are_off_unless_the_operator_names_a_root(good, tmp_path, 
 
 
 def test_healing_text_is_bounded_before_it_is_tokenized(tiny_bert, monkeypatch):
-    from compress.techniques import heal
+    from compress.techniques import heal, healdev
     monkeypatch.setattr(heal, "MAX_HEAL_TEXTS", 100)
     with pytest.raises(C.CompressError, match="limited to 100 lines"):
         C.compress(tiny_bert, C.Recipe(heal_steps=1), texts=["a sentence of a user's own text"] * 101)
-    assert len(heal.split_dev([f"text {i}" for i in range(50_000)])[1]) == heal.MAX_DEV
+    assert len(healdev.split_dev([f"text {i}" for i in range(50_000)])[1]) == healdev.MAX_DEV
 
 
 def test_work_is_bounded_with_a_message_naming_the_limit(tiny_gpt, monkeypatch):
