@@ -44,9 +44,9 @@ def expected_params(b, r) -> int:
     a, blocks = b.adapter, b.adapter.block_list(b.model)
     L, H, c = len(blocks), b.info["heads"], b.info["hidden"]
     v = round(r.vocab * b.vocab_size)  # the table's rows (vocabulary pruning keeps a fraction)
-    if r.static:  # one token table, nothing else (a factorized one: rows x k + k x hidden)
+    if r.static:  # one token table (a factorized one: rows x k + k x hidden), and q, k, v, o of its attention layer
         k = round(r.emb_rank * min(v, c))
-        return v * c if r.emb_rank == 1 or k * (v + c) >= v * c else k * (v + c)
+        return (v * c if r.emb_rank == 1 or k * (v + c) >= v * c else k * (v + c)) + r.static_attn * 4 * (c * c + c)
     block = blocks[0]
     bias = {p: int(block.get_submodule(p).bias is not None) for p in (a.q, a.k, a.v, a.ffn_in, a.ffn_gate) if p}
     hd, ff, kv = c // H, block.get_submodule(a.ffn_in).out_features, b.info.get("kv_heads", H)

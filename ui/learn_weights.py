@@ -209,6 +209,8 @@ _STATIC = ("The static end replaces the whole transformer by one table: a senten
            "token alone, weighted by how rare the token is (SIF: a / (a + p), p its Zipf probability), so 'the' and "
            "'.' count less than 'dough'. Healing then fits the table to the original's embeddings of many whole "
            "texts, labeled once (the Tokenlearn way); the fit learns each row's length, which is the token's weight. "
+           "One small attention layer over the rows (Compress: 'with one attention layer') lets the tokens see "
+           "each other again before the mean, still without word order. "
            "The figure: each token's weight, and how close the bag of rows comes to the transformer's embedding of "
            "your sentence before any fit. *Reference: Arora et al. 2017 (SIF); Tulkens & van Dongen 2024, "
            "Model2Vec and Tokenlearn.*")

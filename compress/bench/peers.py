@@ -113,6 +113,7 @@ def run(base, recipes, batch=8, seq=128, runs=7, text=None, log=print) -> tuple[
     ids = evaluate.workload(base, batch, seq)
     built = {"fp32 (the original, eager)": (base, None)}
     for name, r in ORT + [(f"project: {r.describe()}", r) for r in recipes]:
+        name = name if name not in built else f"{name} (#{len(built)})"  # recipes that differ in no described field
         log(f"peers: building {name}")
         c = pipeline.compress(base, r, texts=text)
         built[name] = (c, pipeline.numbers(c)["size_bytes"])

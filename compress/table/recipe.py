@@ -76,6 +76,7 @@ class Recipe(_Recipe):
     """One compression: a field per control of the technique table (steps.STEPS), in its order, with the table's
     defaults (tests/test_recipe.py checks them against it: a new step's fields are added here too)."""
     static: bool = False                # static token table
+    static_attn: bool = False           # one attention layer over it
     layers: int = 0                     # fewer layers (0 = all)
     heads: int | tuple[int, ...] = 0    # heads kept per block (0 = all), or one count per block
     head_score: str = "weight"

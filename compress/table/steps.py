@@ -10,8 +10,8 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, relations, runtime,
-                          sensitivity, static, vocab)
+from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, relations,
+                          runtime, sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..techniques.factorize import factorize_embeddings
 from ..measure.general import HEAL_TEXTS
@@ -48,15 +48,19 @@ STEPS = [
     Step("static", "static token table", (
         Field("static", "bool", False, "the whole transformer replaced by a token table distilled from it: a "
               "sentence is the mean of its tokens' rows (encoders only)", "Static: a token table instead of the "
-              "transformer"),),
-        apply=lambda ctx, r: static.apply_static(ctx), changes_blocks=True, refuse=static.refuse,
-        describe=lambda r: "static table", examples=({"static": True},),
+              "transformer"),
+        Field("static_attn", "bool", False, "one small attention layer over the static table's rows, fitted with it",
+              "with one attention layer", off=lambda r: None if r.static else "only with the static table")),
+        apply=lambda ctx, r: static.apply_static(ctx, r.static_attn), active=lambda r: r.static, changes_blocks=True,
+        refuse=static.refuse, describe=lambda r: "static table" + (" + one attention layer" if r.static_attn else ""),
+        examples=({"static": True}, {"static": True, "static_attn": True}),
         teach="Static (Model2Vec's method, Tulkens & van Dongen 2024): every token of the vocabulary is run through "
               "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
               "tokens' rows: no attention, no layers, a lookup and an average (MiniLM's: ~110x the real sentences per "
               "second). It loses word order and context, so heal it: the table is fitted to the transformer's "
               "embeddings of the healing text, labeled once (Tokenlearn's way; 'both' texts: more to fit), and "
-              "shrink it with the table's own controls (vocabulary, rank or bits, int8)."),
+              "shrink it with the table's own controls (vocabulary, rank or bits, int8). With one attention layer "
+              "over the rows (fitted with them) the tokens see each other again, still without positions."),
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),

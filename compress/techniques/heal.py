@@ -62,8 +62,8 @@ def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
     from .factorize import LowRankEmbedding
     emb = model.get_submodule(adapter.word_embeddings)
     table = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()]
-    if isinstance(model, StaticModel):  # no blocks: the table is all there is
-        return table
+    if isinstance(model, StaticModel):  # no blocks: the table is all there is, and its attention layer if any
+        return table + ([(f"mix.{n}", p) for n, p in model.mix.named_parameters()] if model.mix is not None else [])
     blocks = [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()]
     return blocks + (table if isinstance(emb, LowRankEmbedding) else [])
 

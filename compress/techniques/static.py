@@ -8,6 +8,7 @@ A sentence's embedding is the mean of its tokens' rows: no attention, no layers;
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import CompressError
@@ -17,22 +18,49 @@ SIF_A = 1e-5  # SIF's a: a token of probability p is weighted a / (a + p) (Arora
 BATCH = 1024  # tokens per forward pass while distilling
 
 
+class Mix(nn.Module):
+    """One small self-attention layer over the table's rows (`static_attn`): h + o(softmax(q kᵀ / √d) v), per head,
+    padded keys left out, no positions (the rows have none). o starts at zero: before the fit the model is the plain
+    table, and the fit (tokenlearn.py) trains the layer with the rows."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads if heads and width % heads == 0 else 1
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        nn.init.zeros_(self.o.weight)
+        nn.init.zeros_(self.o.bias)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, c = h.shape
+        def split(x):
+            return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        keep = None
+        if mask is not None:  # a text with no real token attends to everything rather than to nothing (NaN)
+            real = mask.bool()
+            keep = (real | ~real.any(-1, keepdim=True))[:, None, None, :]
+        a = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)), split(self.v(h)), attn_mask=keep)
+        return h + self.o(a.transpose(1, 2).reshape(b, t, c))
+
+
 class StaticModel(nn.Module):
     """forward(input_ids, attention_mask) -> the rows of its tokens, as an encoder's last hidden state (the mean pooling
     every encoder gets makes the sentence embedding). The table sits where the adapter looks for the word table
     (`path`: BERT's embeddings.word_embeddings, ModernBERT's embeddings.tok_embeddings), so the table's own techniques
-    (rank, int8) apply to it."""
+    (rank, int8) apply to it. heads > 0: one small attention layer (Mix) over the rows before the pooling."""
 
-    def __init__(self, table: torch.Tensor, path: str = "embeddings.word_embeddings"):
+    def __init__(self, table: torch.Tensor, path: str = "embeddings.word_embeddings", heads: int = 0):
         super().__init__()
         holder, self.path = self, path
         for name in path.split(".")[:-1]:
             holder.add_module(name, nn.Module())
             holder = getattr(holder, name)
         holder.add_module(path.rpartition(".")[2], nn.Embedding.from_pretrained(table, freeze=False))
+        self.mix = Mix(table.shape[1], heads) if heads else None
 
     def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, inputs_embeds=None, **_):
         h = self.get_submodule(self.path)(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.mix is not None:
+            h = self.mix(h, attention_mask)
         return BaseModelOutput(last_hidden_state=h, hidden_states=(h, h) if output_hidden_states else None)
 
 
@@ -61,10 +89,14 @@ def distill_table(bundle) -> torch.Tensor:
     return table
 
 
-def apply_static(ctx) -> None:
-    """The static step: ctx.model becomes a StaticModel of the base's distilled table (a copy: healing trains it)."""
+def apply_static(ctx, attn: bool = False) -> None:
+    """The static step: ctx.model becomes a StaticModel of the base's distilled table (a copy: healing trains it);
+    attn: with one attention layer over it, as many heads as the original's blocks have."""
     b = ctx.base
-    ctx.model = StaticModel(distill_table(b).clone(), b.adapter.word_embeddings)
+    with torch.random.fork_rng():  # the attention layer's start (its q, k, v): seeded, the caller's RNG untouched
+        torch.manual_seed(0)
+        ctx.model = StaticModel(distill_table(b).clone(), b.adapter.word_embeddings,
+                                int(b.info.get("heads") or 1) if attn else 0)
     ctx.applied["kept_blocks"] = []
 
 
