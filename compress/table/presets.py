@@ -39,8 +39,9 @@ PRESETS = [
            XEON, "3,000 steps: 16.5 min", "twentyx"),
     Preset("static", dict(static=True, vocab=0.49, quant="int8", heal_lr=1e-2, heal_steps=1600, heal_text="both"),
            "5.93 MB, 15.3x smaller, 221x the real sentences per second of fp32 MiniLM, fidelity 0.802 / 0.761, "
-           "neighbour agreement 0.467 (encoders only)", EPYC, "65,678 texts labeled once (3-20 min by load), then 1,600 "
-           "fit steps (3 min)", "the static end fitted the Tokenlearn way"),
+           "neighbour agreement 0.467 (encoders only)", EPYC,
+           "65,678 texts labeled once (3-20 min by load), then 1,600 fit steps (3 min)",
+           "the static end fitted the Tokenlearn way"),
 ]
 BY_NAME = {p.name: p for p in PRESETS}
 
