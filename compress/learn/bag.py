@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CompressError
-from ..measure.evaluate import embed, mean_pool
-from ..models.adapters import forward
+from ..measure.evaluate import embed
 from ..table.recipe import Recipe
 from ..techniques import static
 
@@ -26,12 +25,8 @@ def bag(bundle, text: str, sif_a: float = static.SIF_A) -> dict:
     ids = tok(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
     if not ids:
         raise CompressError("the sentence has no tokens")
-    pre = list(tok("", add_special_tokens=True)["input_ids"])  # e.g. [CLS] [SEP]: each token between them
-    one = torch.tensor([pre[:1] + [t] + pre[1:] for t in ids])
-    rows = mean_pool(forward(bundle.model, bundle.adapter, one, torch.ones_like(one)), torch.ones_like(one))  # (n, C)
-    n = bundle.vocab_size
-    p = (1 / torch.tensor(ids, dtype=torch.float64).add(1)) / (1 / torch.arange(1, n + 1, dtype=torch.float64)).sum()
-    w = (sif_a / (sif_a + p)).float()
+    rows = static.one_token_rows(bundle, ids)  # (n, C): the static table's rows before their weights
+    w = static.sif_weights(ids, bundle.vocab_size, sif_a)
     whole = embed(bundle, [text])[0]  # the transformer's (normalized) embedding of the sentence
     return {"tokens": tok.convert_ids_to_tokens(ids), "weight": w.tolist(),
             "cosine": float(F.cosine_similarity((w[:, None] * rows).mean(0), whole, dim=0)),

@@ -2,13 +2,13 @@
 the original's last block's query-query, key-key and value-value relations per relation head, each row a query token
 whose weights over the keys sum to 1, and how peaked each relation is (mean entropy of its rows, in bits). The numbers
 are techniques/relations.py's (one short forward of the sentence's first MAX_TOKENS tokens)."""
-import numpy as np
 import torch
 
 from ..errors import CompressError
 from ..models.adapters import forward
 from ..table.recipe import Recipe
 from ..techniques import relations
+from .attention import entropy
 
 MAX_TOKENS = 48  # a figure's rows and columns
 KINDS = {"q": "query-query", "k": "key-key", "v": "value-value"}
@@ -31,6 +31,5 @@ def relation_maps(bundle, text: str) -> dict:
     for n in KINDS:
         heads[n] = relations.heads(out[n].shape[-1], out[n].shape[-1])
         maps[n] = relations.log_relations(out[n], heads[n], mask.bool())[0].exp().numpy()
-        p = np.clip(maps[n], 1e-12, 1)
-        ent[n] = -(p * np.log2(p)).sum(-1).mean(-1)
+        ent[n] = entropy(maps[n])
     return {"tokens": bundle.tokenizer.convert_ids_to_tokens(ids[0]), "maps": maps, "heads": heads, "entropy": ent}

@@ -135,9 +135,9 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a threading.Event) is
     set; always returns with the best dev state loaded. progress(dict(step, steps, loss, dev, seconds_left)) is called
     after every step. texts: None = heal_texts(teacher). hidden_weight applies to encoders, ce_weight to decoders; seed
-    fixes the batch order; relation_weight (encoders): relations.py. mix (encoders): the chance a training text is joined to the end of another (_mix): at 800
-    steps on a 10x MiniLM recipe 0.5 gave held-out fidelity 0.857 vs 0.852 without (dev 0.883 vs 0.878). Over 60
-    lines: one loop sharing its locals."""
+    fixes the batch order; relation_weight (encoders): relations.py. mix (encoders): the chance a training text is
+    joined to the end of another (_mix): at 800 steps on a 10x MiniLM recipe 0.5 gave held-out fidelity 0.857 vs 0.852
+    without (dev 0.883 vs 0.878). Over 60 lines: one loop sharing its locals."""
     t0 = time.perf_counter()
     if teacher.tokenizer is None:
         raise CompressError("this model has no tokenizer, so there is no text to heal it on")

@@ -70,23 +70,35 @@ def distill_table(bundle) -> torch.Tensor:
     around it, mean-pooled), weighted by SIF under Zipf's law over the vocabulary's order. Once per model."""
     if "static_table" in bundle.cache:
         return bundle.cache["static_table"]
-    from ..models.adapters import forward
-    from ..measure.evaluate import mean_pool
-    tok, n = bundle.tokenizer, bundle.vocab_size
-    if tok is None:
+    if bundle.tokenizer is None:
         raise CompressError("the static table is distilled by running each token of the tokenizer through the model; "
                             f"{bundle.name} has no tokenizer")
-    rows, pre = [], list(tok("", add_special_tokens=True)["input_ids"])  # e.g. [CLS] [SEP]: t goes between
-    for start in range(0, n, BATCH):
-        ids = torch.tensor([pre[:1] + [t] + pre[1:] for t in range(start, min(n, start + BATCH))])
-        mask = torch.ones_like(ids)
-        rows.append(mean_pool(forward(bundle.model, bundle.adapter, ids, mask), mask))
-    table = torch.cat(rows)
-    rank = torch.arange(1, n + 1, dtype=table.dtype)
-    p = (1 / rank) / (1 / rank).sum()  # Zipf: WordPiece / BPE vocabularies are roughly in frequency order
-    table = table * (SIF_A / (SIF_A + p))[:, None]
+    n = bundle.vocab_size
+    table = one_token_rows(bundle, range(n)) * sif_weights(range(n), n)[:, None]
     bundle.cache["static_table"] = table
     return table
+
+
+@torch.no_grad()
+def one_token_rows(bundle, ids) -> torch.Tensor:
+    """(len(ids), hidden): the original's mean-pooled embedding of each one-token text (its special tokens around
+    it), BATCH tokens a forward."""
+    from ..models.adapters import forward
+    from ..measure.evaluate import mean_pool
+    ids, rows = list(ids), []
+    pre = list(bundle.tokenizer("", add_special_tokens=True)["input_ids"])  # e.g. [CLS] [SEP]: t goes between
+    for start in range(0, len(ids), BATCH):
+        one = torch.tensor([pre[:1] + [t] + pre[1:] for t in ids[start:start + BATCH]])
+        mask = torch.ones_like(one)
+        rows.append(mean_pool(forward(bundle.model, bundle.adapter, one, mask), mask))
+    return torch.cat(rows)
+
+
+def sif_weights(ids, n: int, a: float = SIF_A) -> torch.Tensor:
+    """SIF's a / (a + p) of each token, p its probability under Zipf's law over a vocabulary of n in frequency order
+    (WordPiece / BPE vocabularies roughly are)."""
+    zipf = 1 / torch.arange(1, n + 1, dtype=torch.float32)
+    return a / (a + zipf[torch.as_tensor(list(ids), dtype=torch.long)] / zipf.sum())
 
 
 def apply_static(ctx, attn: bool = False) -> None:
