@@ -106,6 +106,15 @@ def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):
     assert "layers = 5 does not fit tiny-bert, which has 2 blocks" in said and "heads = 9" in said
 
 
+def test_a_count_equal_to_the_model_s_shows_as_all_silently(app):
+    """layers = 2 on tiny-bert's 2 blocks (a sweep's range ends at n): the slider's "all", no message."""
+    app.query_params.update({"layers": "2", "heads": "4"})
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    assert not app.exception and not [i for i in app.info if "set back" in i.value or "does not fit" in i.value]
+    assert app.select_slider(key="r_layers").value == 0 and app.select_slider(key="r_heads").value == 0
+
+
 def test_a_gqa_model_offers_equal_groups_only_and_sets_other_counts_back(monkeypatch):
     """A Llama-family model, 4 query heads over 2 key/value heads: the heads control offers 2 and all; a link's 3
     is set back to all with the library's reason."""

@@ -26,7 +26,9 @@ def control(name: str, b, where=st) -> str | None:
             where.info(f"{f.label} (from the link): {list(v)}")
             return why
         counts = [k for k in (f.allowed(b) if f.allowed else range(1, n)) if k < n] + [0]  # (GQA: equal groups)
-        if v > n:  # from a link or another model: a count this model cannot take
+        if v == n:  # all n (a sweep's default range ends at n): the slider's "all" option, the same recipe
+            st.session_state[key] = 0
+        elif v > n:  # from a link or another model: a count this model cannot take
             st.session_state[key] = 0
             where.info(f"{name} = {v} does not fit {b.name}, which has {n} {f.unit}: set back to all.")
         elif 0 < v < n and v not in counts:  # a count this model refuses (grouped-query attention: unequal groups)
