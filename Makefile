@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast test-slow test-hostile loadtest browser postgres wordnet
+.PHONY: run test test-fast test-slow test-hostile loadtest browser postgres wordnet corpora
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install -q -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP) wordnet
+run: $(STAMP) corpora
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port $(PORT)
 
 # Debian's chromium for the real-browser test (playwright cannot download its own here).
@@ -32,20 +32,30 @@ postgres:
 wordnet:
 	@test -f /usr/share/wordnet/data.noun || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null; } || \
-	  echo "wordnet-base is not installed and cannot be (not root): heal_text general / both will refuse"
+	  echo "wordnet-base is not installed and cannot be (not root): heal_text general / both / all will refuse"
+
+# FOLDOC (Debian's dict-foldoc 20230119-1, GNU FDL), the computing part of heal_text all (compress/measure/computing.py):
+# its two dictd files unpacked into data/corpora/, not installed (the package would pull a dictionary server).
+FOLDOC := dict-foldoc=20230119-1
+corpora: wordnet
+	@test -f data/corpora/foldoc.index || { mkdir -p data/corpora/deb && cd data/corpora/deb && \
+	  { apt-get download -qq $(FOLDOC) 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    apt-get download -qq $(FOLDOC) 2>/dev/null; }; } && dpkg-deb -x dict-foldoc_*.deb x && \
+	  mv x/usr/share/dictd/foldoc.dict.dz x/usr/share/dictd/foldoc.index .. && cd .. && rm -rf deb; } || \
+	  echo "FOLDOC could not be fetched (apt-get download $(FOLDOC)): heal_text all will refuse"
 
 # every test but the heavy end-to-end duplicates, in TEST_WORKERS processes (pytest-xdist, one file per worker at a
 # time, one torch thread each); the 25 slowest are listed with their seconds
 TEST_WORKERS ?= 2
-test: $(STAMP) browser postgres wordnet
+test: $(STAMP) browser postgres corpora
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not heavy" -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # not part of `make test`: the heavy end-to-end cases a cheaper test covers (real-model round trips, CLI on MiniLM)
-test-slow: $(STAMP) browser postgres wordnet
+test-slow: $(STAMP) browser postgres corpora
 	$(VENV)/bin/python -m pytest tests -q -rs -m heavy --durations=15
 
 # the inner loop (under a minute): the library's unit tests, none of those marked slow (tests/conftest.py) or heavy
-test-fast: $(STAMP) wordnet
+test-fast: $(STAMP) corpora
 	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow and not heavy" -n $(TEST_WORKERS) --dist loadfile
 
 # not part of `make test`: every page under 1,000 hostile links each (make test runs 30 a page), minutes

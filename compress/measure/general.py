@@ -6,24 +6,22 @@ definition, then quoted usage examples. A sentence is an example as written, or 
 ("A kill is the destruction of an enemy plane or ship or tank or missile."; "To wreck is to ..."; "Quickly means
 ..."). Kept: 6-40 words, ASCII, a capital first, no backquotes, once each (ignoring case), and no near duplicate of
 either evaluation set (texts.near_duplicates); then SIZE of them, ordered by the sha256 of each sentence (a fixed
-shuffle). Built once (~10 s) and cached, with its sha256, in data/heal/ (git-ignored); rebuilt when the source files
-or BUILD change.
+shuffle). Built once (~2 s) and cached, with its sha256, in data/heal/ (corpus.py); rebuilt when the source files
+or BUILD change. healing_text: the recipe's heal_text, this corpus with the others.
 """
-import hashlib
-import json
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import CompressError
-from .texts import ASSETS, EVAL_SETS, eval_set, heal_corpus, near_duplicates
+from .computing import computing_corpus
+from .corpus import cached, keep, sha256, unseen
+from .texts import heal_corpus
 
 WORDNET = Path("/usr/share/wordnet")
 PARTS = ("noun", "verb", "adj", "adv")
-CACHE = ASSETS.parent / "data" / "heal"
 SIZE = 60_000
-HEAL_TEXTS = ("styles", "general", "both")  # the recipe's heal_text: which default healing text
+HEAL_TEXTS = ("styles", "general", "both", "all")  # the recipe's heal_text: which default healing text
 BUILD = 2  # raise when the sentences made change, so every cache is rebuilt
 _QUOTED = re.compile(r'"([^"]*)"')
 _MARKER = re.compile(r"\([a-z]+\)$")  # adjectives' (a), (p), (ip)
@@ -74,74 +72,34 @@ def sentences(pos: str, lemma: str, definition: str, examples: list[str]) -> lis
     return out
 
 
-def _keep(s: str) -> bool:
-    return 6 <= len(s.split()) <= 40 and s.isascii() and s[0].isupper() and "--" not in s and "`" not in s
-
-
-def source_sha256() -> str:
-    """Of the four source files and BUILD: the cache's key."""
-    h = hashlib.sha256(str(BUILD).encode())
-    for f in _files():
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def build(size: int = SIZE) -> list[str]:
     """The corpus, made from the source files (no cache)."""
     seen, candidates = set(), []
     for f in _files():
         for syn in synsets(f):
             for s in sentences(*syn):
-                if _keep(s) and (k := s.lower()) not in seen:
+                if keep(s) and (k := s.lower()) not in seen:
                     seen.add(k)
                     candidates.append(s)
-    candidates.sort(key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-    evals = [t for name in EVAL_SETS for t in eval_set(name)[0] + eval_set(name)[2]]
-    out = []
-    for i in range(0, len(candidates), size):  # in hash order, chunk by chunk, until there are enough
-        chunk = candidates[i:i + size]
-        out += [s for s, dup in zip(chunk, near_duplicates(chunk, evals)) if not dup]
-        if len(out) >= size:
-            break
-    return out[:size]
-
-
-def sha256(texts) -> str:
-    """As healing hashes its texts (heal.HealResult.corpus_sha256): newline-joined."""
-    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    return unseen(candidates, size)
 
 
 @lru_cache(maxsize=1)
 def general_corpus() -> tuple[str, ...]:
-    """The general healing corpus: read from data/heal/general.txt when built from these source files, else built
-    and written there (atomically: processes may build it at once)."""
-    key = source_sha256()
-    text, meta = CACHE / "general.txt", CACHE / "general.json"
-    try:
-        info = json.loads(meta.read_text())
-        lines = tuple(text.read_text(encoding="utf-8").splitlines())
-        if info.get("source") == key and sha256(lines) == info.get("sha256"):
-            return lines
-    except (OSError, ValueError):
-        pass
-    lines = tuple(build())
-    CACHE.mkdir(parents=True, exist_ok=True)
-    for path, body in ((text, "".join(s + "\n" for s in lines)),
-                       (meta, json.dumps({"source": key, "sha256": sha256(lines), "sentences": len(lines),
-                                          "wordnet": str(WORDNET), "build": BUILD}, indent=1))):
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, path)
-    return lines
+    """The general healing corpus: read from data/heal/general.txt when built from these source files, else built."""
+    return cached("general", _files(), BUILD, build, {"wordnet": str(WORDNET)})
 
 
 def healing_text(which: str = "styles") -> list[str]:
-    """The default healing text of encoders: styles (texts.heal_corpus), general (this corpus) or both, interleaved
-    evenly (each text placed at its fraction of its own list, so both run through the whole of the other)."""
+    """The default healing text of encoders: styles (texts.heal_corpus), general (this corpus), both, or all (both and
+    FOLDOC's computing sentences, computing.py), interleaved evenly (each text placed at its fraction of its own list,
+    so each runs through the whole of the others)."""
     if which not in HEAL_TEXTS:
         raise CompressError(f"heal_text must be one of {', '.join(HEAL_TEXTS)}, got {which!r}")
-    if which != "both":
-        return list(heal_corpus() if which == "styles" else general_corpus())
-    a, b = heal_corpus(), general_corpus()
-    placed = [(i / len(a), 0, t) for i, t in enumerate(a)] + [(i / len(b), 1, t) for i, t in enumerate(b)]
+    parts = {"styles": [heal_corpus], "general": [general_corpus], "both": [heal_corpus, general_corpus],
+             "all": [heal_corpus, general_corpus, computing_corpus]}[which]
+    lists = [part() for part in parts]
+    if len(lists) == 1:
+        return list(lists[0])
+    placed = [(i / len(texts), k, t) for k, texts in enumerate(lists) for i, t in enumerate(texts)]
     return [t for _, _, t in sorted(placed, key=lambda x: x[:2])]

@@ -58,7 +58,7 @@ STEPS = [
               "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
               "tokens' rows: no attention, no layers, a lookup and an average (MiniLM's: ~110x the real sentences per "
               "second). It loses word order and context, so heal it: the table is fitted to the transformer's "
-              "embeddings of the healing text, labeled once (Tokenlearn's way; 'both' texts: more to fit), and "
+              "embeddings of the healing text, labeled once (Tokenlearn's way; 'all' texts: more to fit), and "
               "shrink it with the table's own controls (vocabulary, rank or bits, int8). With one attention layer "
               "over the rows (fitted with them) the tokens see each other again, still without positions."),
     Step("layers", "fewer layers", (
@@ -196,8 +196,8 @@ STEPS = [
               off=lambda r: None if r.heal_steps else "only with healing steps"),
         Field("heal_seed", "int", 0, "healing batch order seed", "seed", lo=0, hi=2**31 - 1, step=1,
               aliases=("--seed",), off=lambda r: None if r.heal_steps else "only with healing steps"),
-        Field("heal_text", "choice", "styles", "the healing text when none is given (a family's own wins: tinygpt's): styles "
-              "(our sentences, Python's reference, scientific docstrings), general (60,000 WordNet sentences) or both",
+        Field("heal_text", "choice", "styles", "the healing text when none is given (a family's own wins): styles "
+              "(ours, Python's reference, docstrings), general (60,000 WordNet sentences), both, or all (+ FOLDOC's)",
               "Healing text", choices=HEAL_TEXTS, off=lambda r: None if r.heal_steps or r.vocab != 1 else
               "only with healing or vocabulary pruning"),
         Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing"),
@@ -210,12 +210,12 @@ STEPS = [
         + (" with attention relations" if r.heal_relations else ""),
         examples=({"heal_steps": 3},),
         teach="Healing: a short distillation from the original (teacher) into the compressed model before "
-              "quantization: it learns to give the original's outputs again on the healing text (styles: our "
-              "sentences, Python's reference, scientific docstrings; general: WordNet's glosses as sentences; both; "
-              "tinygpt: its training split). A dev split's best state is kept. With int8 or int4 chosen it trains "
-              "with their rounding simulated, so it learns the model they will run. Attention relations (MiniLM v2): "
-              "the last block also learns the original's query, key and value self-relations. Runs in the "
-              "background; Stop keeps the best state so far."),
+              "quantization: it learns to give the original's outputs again on the healing text (styles: ours, "
+              "Python's reference, docstrings; general: WordNet's glosses as sentences; both; all: both and FOLDOC's "
+              "computing sentences; tinygpt: its training split). A dev split's best state is kept. With int8 or "
+              "int4 chosen it trains with their rounding simulated, so it learns the model they will run. Attention "
+              "relations (MiniLM v2): the last block also learns the original's query, key and value self-relations. "
+              "Runs in the background; Stop keeps the best state so far."),
     Step("static_bits", "static table bits",
          apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
          active=lambda r: r.static and r.emb_bits != 0, after_heal=True,
