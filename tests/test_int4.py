@@ -1,5 +1,6 @@
 """Weight-only int4 (compress/techniques/int4.py): packing within half a step, output error, size, the healing simulation
 matching what int4 stores, and a save / reload round trip."""
+import copy
 import math
 
 import pytest
@@ -34,7 +35,7 @@ def test_weights_are_stored_within_half_a_step_in_half_a_byte_each():
 def test_healing_simulation_rounds_like_int4_and_passes_gradients(tiny_gpt):
     model = C.compress(tiny_gpt, C.Recipe()).model
     ids = torch.randint(0, 256, (2, 12))
-    real = apply_int4(C.compress(tiny_gpt, C.Recipe()).model, tiny_gpt.adapter)
+    real = apply_int4(C.compress(tiny_gpt, C.Recipe()).model, tiny_gpt.adapter, tables=False)  # (tables: 8 bits)
     with fake_int4(model, tiny_gpt.adapter):
         fake = forward(model, tiny_gpt.adapter, ids)
         fake.sum().backward()
@@ -58,3 +59,32 @@ def test_int4_model_is_smaller_and_reloads_identically(tiny_gpt, recipe, tmp_pat
     assert torch.equal(forward(again.model, again.adapter, ids), forward(comp.model, comp.adapter, ids))
     assert C.numbers(again)["size_bytes"] == C.numbers(comp)["size_bytes"]
     C.load_model.cache_clear()
+
+
+def test_int4_stores_the_tables_in_8_bits_unless_told_or_tied(tiny_bert, tiny_gpt, tmp_path, monkeypatch):
+    """With quant_embeddings (the default) the word and position tables are 8-bit rows, as int8 stores them: smaller,
+    the same output within the rounding, reloaded identically; off, or a table tied to the LM head, they stay."""
+    from compress.techniques.lowbit import LowBitEmbedding
+    a = tiny_bert.adapter
+    comp, plain = (C.compress(tiny_bert, C.Recipe(quant="int4", quant_embeddings=e)) for e in (True, False))
+    for path in (a.word_embeddings, a.position_embeddings):
+        assert isinstance(comp.model.get_submodule(path), LowBitEmbedding) and comp.model.get_submodule(path).bits == 8
+        assert type(plain.model.get_submodule(path)) is torch.nn.Embedding
+    table = tiny_bert.model.get_submodule(a.word_embeddings).weight
+    rows = comp.model.get_submodule(a.word_embeddings)(torch.arange(table.shape[0]))
+    assert (rows - table).abs().max() <= (table.max() - table.min()) / 255  # within one 8-bit step of its group
+    saved = C.numbers(plain)["size_bytes"] - C.numbers(comp)["size_bytes"]
+    n = sum(plain.model.get_submodule(p).weight.numel() for p in (a.word_embeddings, a.position_embeddings))
+    assert 2.5 * n < saved < 3 * n  # 4 bytes a weight became 1 (and a scale and minimum per group)
+    ids = torch.randint(5, 100, (2, 12))
+    torch.testing.assert_close(forward(comp.model, a, ids), forward(plain.model, a, ids), atol=0.05, rtol=0.05)
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    C.load_model.cache_clear()
+    again = C.load_compressed(C.save_compressed(comp, tmp_path / "m"))
+    C.load_model.cache_clear()
+    assert torch.equal(forward(again.model, a, ids), forward(comp.model, a, ids))
+    assert C.numbers(again)["size_bytes"] == C.numbers(comp)["size_bytes"]
+    tied = copy.deepcopy(tiny_gpt.model)
+    tied.lm_head.weight = tied.wte.weight  # a word table that is its output layer's weight: left as it is
+    tied = apply_int4(tied, tiny_gpt.adapter)
+    assert type(tied.wte) is torch.nn.Embedding and isinstance(tied.wpe, LowBitEmbedding)

@@ -107,10 +107,11 @@ def test_cli_says_onnxruntime_ran():  # and test_quality's CLI apply (the same J
 @pytest.mark.heavy  # make test-slow only: test_what_is_not_exported_runs_eagerly_with_the_reason covers the library
 def test_cli_json_stays_clean_when_onnxruntime_falls_back():
     """A fallback is one reason in the CLI's one JSON object (the exporter's graph dump on a failure never gets in)."""
-    out = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--emb-bits", "2",
-                          "--runtime", "onnxruntime", "--batch", "2", "--seq", "16"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "compress", "apply", "--model", "tinygpt", "--quant", "fp16",
+                          "--runtime", "onnxruntime", "--batch", "2", "--seq", "16"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)  # (the 2-bit table, once a fallback, now runs in ONNX Runtime)
     rep = json.loads(out.stdout)
-    assert rep["runtime_applied"] == "eager" and rep["runtime_reason"].startswith("onnxruntime: the 2-bit table")
+    assert rep["runtime_applied"] == "eager" and rep["runtime_reason"].startswith("onnxruntime runs fp32, int8")
 
 
 def test_a_zip_saying_onnxruntime_without_its_graph_runs_the_weights_it_holds(tmp_path):

@@ -228,8 +228,8 @@ STEPS = [
     Step("int8", "dynamic int8", (
         Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
               widget="select"),
-        Field("quant_embeddings", "bool", True, "with int8: the word and position tables in int8 too (per-row)",
-              "Quantize word embeddings too (int8 only)", off=lambda r: None if r.quant == "int8" else "only with int8")),
+        Field("quant_embeddings", "bool", True, "with int8 / int4: the word and position tables in 8 bits too",
+              "Quantize the tables too", off=lambda r: None if r.quant in ("int8", "int4") else "only with int8/int4")),
         apply=quantize.replace_model(quantize.quantize_model), selects=("quant", "int8"), after_heal=True,
         simulate=lambda model, adapter, r: quantize.fake_int8(model),
         describe=lambda r: "int8" + ("" if r.quant_embeddings else " (no emb)"), examples=({"quant": "int8"},),
@@ -237,13 +237,13 @@ STEPS = [
               "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
-    Step("int4", "weight-only int4", apply=quantize.replace_model(lambda m, a, r: int4.apply_int4(m, a)),
+    Step("int4", "weight-only int4", apply=quantize.replace_model(int4.int4_model),
          selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
          describe=lambda r: "int4", examples=({"quant": "int4"},),
          teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
                "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
-               "stay float. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with int4 rounding). "
-               "Runs on: any device; the unpacking costs time: with onnxruntime, stored int4 and run as its int8."),
+               "stay float; tables in 8 bits. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with "
+               "int4 rounding). Runs on: any device; unpacking costs time: with onnxruntime stored int4, run as int8."),
     Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),
          selects=("quant", "fp16", "bf16"), after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "

@@ -1,15 +1,16 @@
 """Weight-only int4 for the Linear layers inside the blocks: group-wise asymmetric 4-bit weights (lowbit.pack),
-two to a byte, dequantized to float on every call; activations stay float, so it runs on any device. The word
-and position tables are left as they are (a 2/4-bit table is emb_bits). Healing simulates the rounding
-(fake_int4), so a healed model learns the weights int4 will store."""
+two to a byte, dequantized to float on every call; activations stay float, so it runs on any device. With
+quant_embeddings (as int8 does) the word and position tables are stored in 8 bits (LowBitEmbedding at 8 bits: only
+the rows looked up are unpacked, on any device); a 2/4-bit table (emb_bits) and a table tied to an output layer stay as
+they are. Healing simulates the rounding of the blocks (fake_int4), so a healed model learns the weights int4 stores."""
 import copy
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.adapters import set_module
-from .lowbit import Packed, fake_round, group_size, pack, unpack
+from ..models.adapters import set_module, tied_embeddings
+from .lowbit import LowBitEmbedding, Packed, fake_round, group_size, pack, unpack
 from .quantize import fake_quant
 
 BITS = 4
@@ -55,11 +56,21 @@ def _block_linears(model: nn.Module, adapter) -> list[str]:
     return [f"{adapter.blocks}.{n}" for n, m in adapter.block_list(model).named_modules() if type(m) is nn.Linear]
 
 
-def apply_int4(model: nn.Module, adapter) -> nn.Module:
-    """Every nn.Linear inside the blocks (factorized ones' two halves too) as an Int4Linear, in place."""
+def apply_int4(model: nn.Module, adapter, tables: bool = True) -> nn.Module:
+    """Every nn.Linear inside the blocks (factorized ones' two halves too) as an Int4Linear, in place; tables: the
+    plain word and position tables (not a tied one) in 8 bits."""
     for name in _block_linears(model, adapter):
         set_module(model, name, Int4Linear.from_linear(model.get_submodule(name)))
+    present = dict(model.named_modules())
+    for path in (adapter.word_embeddings, adapter.position_embeddings) if tables else ():
+        if type(present.get(path)) is nn.Embedding and not (path == adapter.word_embeddings and
+                                                            tied_embeddings(model, adapter)):
+            set_module(model, path, LowBitEmbedding.from_embedding(present[path], 8))
     return model
+
+
+def int4_model(model: nn.Module, adapter, r) -> nn.Module:  # the table's int4 step
+    return apply_int4(model, adapter, r.quant_embeddings)
 
 
 def fake_int4(model: nn.Module, adapter):
