@@ -5,8 +5,9 @@ dictd files foldoc.dict.dz and foldoc.index, unpacked into data/corpora/ by `mak
 pulls a dictionary server). The index gives each entry's offset and length (base64 digits); an entry is its headwords,
 then paragraphs: a definition ("<programming> A data structure in which ..."), notes, references in [brackets] and a
 date in (parentheses). A sentence is one of a definition's or a note's sentences with the markup taken out
-({cross-references} keep their words; (URLs), <addresses>, <subject> labels and a leading (pronunciation) go). Kept as the WordNet
-corpus keeps its own (corpus.keep, then no near duplicate of either evaluation set), in the order of their sha256.
+({cross-references} keep their words; (URLs), <addresses>, <subject> labels and a leading (pronunciation) go; one
+with an address left is dropped). Kept as the WordNet corpus keeps its own (corpus.keep, then no near duplicate of
+either evaluation set), in the order of their sha256.
 """
 import gzip
 import re

@@ -1,4 +1,4 @@
-"""Packed low-bit weights: rows stored at 2 or 4 bits, asymmetric, one fp16 scale and minimum per group of a row,
+"""Packed low-bit weights: rows stored at 2, 4 or 8 bits, asymmetric, one fp16 scale and minimum per group of a row,
 8 // bits values to a byte. Used by the word table at 2/4 bits (LowBitEmbedding, here) and by int4 (int4.py)."""
 import contextlib
 
@@ -62,9 +62,9 @@ class Packed(nn.Module):
 
 
 class LowBitEmbedding(Packed):
-    """A token table at 2 or 4 bits per weight. Only the looked-up rows are unpacked, so it costs little time.
-    MiniLM's table (11.7M weights, half the model): 4-bit g128 keeps fidelity 0.998, 2-bit 0.953 at 3.3 MB, where
-    a rank-96 factorization (int8, 3.0 MB) keeps 0.70."""
+    """A token table at 2 or 4 bits per weight (8: int4's word and position tables, int4.py). Only the looked-up rows
+    are unpacked, so it costs little time. MiniLM's table (11.7M weights, half the model): 4-bit g128 keeps fidelity
+    0.998, 2-bit 0.953 at 3.3 MB, where a rank-96 factorization (int8, 3.0 MB) keeps 0.70."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, bits: int, padding_idx=None):
         super().__init__()
