@@ -50,11 +50,9 @@ SETS = {
                            heal_text="both") for f in (0.67, 0.34)],  # the fitted table at 256 and 128 dimensions
     "static-attn": [Recipe(static=True, static_attn=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=3e-3,
                            heal_text="both")],  # the fitted table with one attention layer
-    "static-all": [Recipe(static=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=1e-2, heal_text="all"),
-                   Recipe(static=True, static_attn=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=3e-3,
-                          heal_text="all"),  # the fitted table on all three corpora (FOLDOC's too), alone and
-                   Recipe(static=True, vocab=0.49, emb_rank=0.67, quant="int8", heal_steps=1600, heal_lr=1e-2,
-                          heal_text="all")],  # with one attention layer, and at 256 dimensions
+    "static-all": [BY_NAME["static"].build(),  # the preset: the fitted table on all three corpora (FOLDOC's too),
+                   dataclasses.replace(BY_NAME["static"].build(), static_attn=True, heal_lr=3e-3),  # with one
+                   dataclasses.replace(BY_NAME["static"].build(), emb_rank=0.67)],  # attention layer; 256 dimensions
     "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/bench/peers.py)
               Recipe(static=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=1e-2, heal_text="both"),
               Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2, heal_text="both")],  # packed
