@@ -160,7 +160,7 @@ def main(argv=None) -> int:
                 from .bench import seqlen
                 rows = seqlen.curve(load_model(a.model), a.seqlen, a.runs, log, device=a.device)
                 md = seqlen.markdown(a.model, rows, a.device)
-            elif a.set == "cover":  # nearest vs re-split dropped tokens (compress/bench/cover.py)
+            elif a.set == "cover":  # what dropped tokens read, each cover (compress/bench/cover.py)
                 from .bench import cover
                 md = cover.markdown(load_model(a.model), log)
             elif a.peers:

@@ -45,6 +45,25 @@ def test_kept_tokens_give_the_originals_output_and_others_read_their_nearest_row
     assert 0.5 < q["fidelity"] < 1 and 0.5 < q["fidelity_docs"] < 1
 
 
+def test_output_cover_reads_the_kept_token_the_original_embeds_most_like_the_dropped_one(tiny_bert):
+    from compress.techniques.static import distill_table
+    comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, vocab_cover="output"))
+    near = C.compress(tiny_bert, C.Recipe(vocab=0.1))
+    table = comp.model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    full = tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    keep = vocab.keep_order(tiny_bert.tokenizer, heal_texts(tiny_bert), tiny_bert.vocab_size)[:table.shape[0]]
+    out = torch.nn.functional.normalize(distill_table(tiny_bert), dim=-1)  # each token alone, through the original
+    dropped = [t for t in range(2000, 30000, 997) if t not in set(keep)][:5]
+    for t in dropped:
+        want = keep[int((out[keep] @ out[t]).argmax())]
+        torch.testing.assert_close(table[comp.model.vocab_index[t].long()], full[want])
+        assert comp.model.vocab_index[keep[7]].item() == 7  # a kept token reads its own row
+    assert any(comp.model.vocab_index[t] != near.model.vocab_index[t] for t in dropped)  # not nearest's mapping
+    assert C.numbers(comp)["size_bytes"] == C.numbers(near)["size_bytes"] and "(output)" in comp.recipe.describe()
+    q = C.quality(comp, tiny_bert)
+    assert 0.5 < q["fidelity"] < 1 and 0.5 < q["fidelity_docs"] < 1
+
+
 def test_it_stacks_with_the_tables_bits_int8_and_healing(tiny_bert):
     comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, emb_bits=2, quant="int8", heal_steps=2))
     assert "LowBit" in type(comp.model.get_submodule(tiny_bert.adapter.word_embeddings)).__name__
@@ -147,10 +166,11 @@ def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
     from compress.learn import vocab as LV
     d = LV.cover(tiny_bert, "the dough rests overnight", 0.05)
     toks = tiny_bert.tokenizer.tokenize("the dough rests overnight")
-    assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit"}
+    assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit", "output"}
     for c in d["cosine"]:
         for s, kept, reads, cos in zip(toks, d["kept"][c], d["reads"][c], d["cosine"][c]):
             assert (reads == s) == kept and (cos == pytest.approx(1, abs=1e-5)) == kept and -1 <= cos <= 1 + 1e-5
     assert any("+" in r for r in d["reads"]["resplit"]) and not any("+" in r for r in d["reads"]["nearest"])
+    assert d["kept"]["output"] == d["kept"]["nearest"] and d["reads"]["output"] != d["reads"]["nearest"]
     with pytest.raises(C.CompressError, match="decoder"):
         LV.cover(tiny_gpt, "the dough", 0.5)

@@ -1,6 +1,7 @@
-"""Token coverage of vocabulary pruning (`python -m compress bench --set cover`): what a dropped token reads, nearest
-kept row vs its re-split kept pieces, unhealed, on both evaluation sets, and on the sentences holding a token the
-healing text never used (the tokens pruning drops first: the words a user's text has and the healing text lacks).
+"""Token coverage of vocabulary pruning (`python -m compress bench --set cover`): what a dropped token reads (each of
+vocab.COVERS: nearest kept row, its re-split kept pieces, the kept token nearest by the original's output), unhealed,
+on both evaluation sets, and on the sentences holding a token the healing text never used (the tokens pruning drops
+first: the words a user's text has and the healing text lacks).
 """
 import torch
 
@@ -8,9 +9,10 @@ from ..measure import evaluate
 from ..measure.texts import EVAL_SETS, eval_set
 from ..table import pipeline
 from ..table.recipe import Recipe
+from ..techniques import vocab
 from ..techniques.heal import heal_texts
 
-RECIPES = [Recipe(vocab=v, vocab_cover=c) for v in (0.25, 0.1) for c in ("nearest", "resplit")]
+RECIPES = [Recipe(vocab=v, vocab_cover=c) for v in (0.25, 0.1) for c in vocab.COVERS]
 
 
 def unseen(bundle, texts: list[str], healing: list[str]) -> tuple[float, list[bool]]:

@@ -1,11 +1,13 @@
 """The Learn page's vocabulary figure: the tokens of a sentence at a vocabulary fraction, kept or dropped, and what a
-dropped one reads under each cover (nearest kept row, or the mean of its re-split kept pieces), with the cosine of
-that to its own row in the original table. Only the sentence's tokens are compared (not the whole vocabulary)."""
+dropped one reads under each cover (nearest kept row, the mean of its re-split kept pieces, or the kept token whose
+output is nearest), with the cosine of that to its own row in the original table. Only the sentence's tokens are
+compared (not the whole vocabulary)."""
 import torch
 
 from ..errors import CompressError
 from ..table.recipe import Recipe
 from ..techniques import vocab as V
+from ..techniques.static import distill_table
 from ..techniques.heal import heal_texts
 
 MAX_TOKENS = 48  # a figure's bars
@@ -21,13 +23,16 @@ def cover(bundle, text: str, fraction: float) -> dict:
     ids = tok(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
     out = {"tokens": tok.convert_ids_to_tokens(ids), "kept": {}, "reads": {}, "cosine": {}}
     for name in V.COVERS:
+        near = unit
         keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit")[:n]
         kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
         reads = []
         for t, s in zip(ids, out["tokens"]):
             rows = [kept[s]] if s in kept else V.split(s, kept, V._prefix(tok)) if name == "resplit" else None
-            if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine
-                rows = [int((unit[keep] @ unit[t]).argmax())]
+            if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine (output: of its output)
+                if name == "output" and near is unit:  # the original's one-token embeddings, only when needed
+                    near = torch.nn.functional.normalize(distill_table(bundle), dim=-1)
+                rows = [int((near[keep] @ near[t]).argmax())]
             reads.append(rows)
         out["kept"][name] = [s in kept for s in out["tokens"]]
         out["reads"][name] = [" + ".join(tok.convert_ids_to_tokens([keep[r] for r in rows])) for rows in reads]

@@ -134,17 +134,17 @@ STEPS = [
         examples=({"pool": 2, "pool_at": 1},), teach=pool.TEACH),
     Step("vocab", "vocabulary pruning", (
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
-              "tokens first; every other token reads its nearest kept row", "Vocabulary kept (fraction of tokens)",
-              lo=0.05),
-        Field("vocab_cover", "choice", "nearest", "what a dropped token reads: nearest (the kept row of highest cosine) "
-              "or resplit (the mean of the rows of its kept word pieces)", "Dropped tokens read", choices=vocab.COVERS,
-              off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning")),
+              "tokens first; the others read a kept row", "Vocabulary kept (fraction of tokens)", lo=0.05),
+        Field("vocab_cover", "choice", "nearest", "what a dropped token reads: nearest (the kept row of highest "
+              "cosine), resplit (its kept pieces' mean row) or output (the kept token embedded most like it)",
+              "Dropped tokens read", choices=vocab.COVERS, off=lambda r: None if r.vocab != 1 else
+              "only with vocabulary pruning")),
         apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
                                          ctx.texts or heal.heal_texts(ctx.base, r.heal_text),
                                          round(r.vocab * ctx.base.vocab_size), r.vocab_cover),
         active=lambda r: r.vocab != 1, refuse=vocab.refuse, teach=vocab.TEACH,
-        describe=lambda r: f"vocabulary {r.vocab:g}" + (" (resplit)" if r.vocab_cover == "resplit" else ""),
-        examples=({"vocab": 0.25}, {"vocab": 0.25, "vocab_cover": "resplit"})),
+        describe=lambda r: f"vocabulary {r.vocab:g}" + ("" if r.vocab_cover == "nearest" else f" ({r.vocab_cover})"),
+        examples=tuple({"vocab": 0.25, "vocab_cover": c} for c in vocab.COVERS)),
     Step("emb_rank", "embedding rank", (
         Field("emb_rank", "fraction", 1.0, "word-embedding table at rank X * hidden",
               "Word-embedding rank (fraction of hidden size)", lo=0.05),),

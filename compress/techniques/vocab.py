@@ -15,6 +15,11 @@ attention mask, the mean pooling over it and the teacher's per-token targets wou
 model's output, and an export would need a tokenizer of its own; the mean of the pieces keeps one row per token,
 so it runs in the same forward pre-hook and exports to ONNX as a gather and a mean. (The sum of the rows measured
 the same as the mean, and re-tokenizing inside the forward barely better: BENCHMARKS.md, token coverage.)
+
+cover = "output": nearest, by the model's own output instead of its input table: a dropped token reads the kept row
+whose one-token text the original embeds most like its own (cosine of static.distill_table's rows, the original's
+sentence embedding of each token alone, computed once per model). The same index as nearest, so it saves, exports
+and reloads as nearest does.
 """
 import functools
 import hashlib
@@ -25,18 +30,20 @@ import torch
 import torch.nn as nn
 
 from ..models.adapters import set_module, tied_embeddings
+from .static import distill_table
 from ..errors import CompressError
 
 CHUNK = 4096  # dropped tokens compared with the kept rows at a time (bounds the similarity matrix's memory)
 CAP = 4  # pieces a re-split token may read (MiniLM at 0.25: 6% of the dropped tokens need more and read their nearest)
-COVERS = ("nearest", "resplit")
+COVERS = ("nearest", "resplit", "output")
 TEACH = ("Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the healing "
          "text first, most frequent first). MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table "
          "is half of the model. A dropped token reads the kept row nearest its own (nearest: MiniLM's 'relax' reads "
          "'chill'), or resplit: it is cut into kept word pieces as the tokenizer would cut it without it ('roll' + "
          "'##s', 're' + '##la' + '##x') and reads the mean of their rows (on MiniLM unhealed at 0.25 it kept less "
-         "than nearest: fidelity 0.884 vs 0.924; a word's row is far from the mean of its pieces'). Heal afterwards; "
-         "check the second evaluation set (text the healing never saw).")
+         "than nearest: fidelity 0.884 vs 0.924; a word's row is far from the mean of its pieces'), or output: "
+         "the kept token the original embeds most like it, alone (0.929 vs 0.924: about the same). Heal "
+         "afterwards; check the second evaluation set (text the healing never saw).")
 
 
 def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = False) -> list[int]:
@@ -147,7 +154,7 @@ def cached_order(bundle, texts: list[str], alphabet: bool = False) -> list[int]:
 
 def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: str = "nearest") -> nn.Module:
     """The word table cut to n rows (the bundle's keep order over texts), in place; model.vocab_index maps every
-    token to its row (cover "resplit": to the rows of its kept pieces)."""
+    token to its row (cover "resplit": to the rows of its kept pieces; "output": nearest by the original's output)."""
     table = model.get_submodule(adapter.word_embeddings)
     v = table.weight.shape[0]
     if bundle.tokenizer is None:
@@ -156,7 +163,8 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
         raise CompressError(f"keep between 1 and the model's {v:,} tokens, got {n:,}")
     keep = cached_order(bundle, texts, alphabet=cover == "resplit")[:n]
     resplit = resplit_map(bundle.tokenizer, table.weight, keep) if cover == "resplit" else None
-    model.register_buffer("vocab_index", nearest_map(table.weight, keep) if resplit is None else resplit)
+    near = None if resplit is not None else distill_table(bundle) if cover == "output" else table.weight
+    model.register_buffer("vocab_index", nearest_map(near, keep) if resplit is None else resplit)
     small = nn.Embedding(n, table.weight.shape[1], padding_idx=None).to(table.weight.device, table.weight.dtype)
     small.weight.data.copy_(table.weight.data[keep])
     set_module(model, adapter.word_embeddings, small)
