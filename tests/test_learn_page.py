@@ -65,6 +65,9 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
         v1 = move(at, "slider", "learn_vocab_frac", 0.05)["vocabulary"]
         v2 = move(at, "slider", "learn_vocab_frac", 1.0)["vocabulary"]
         assert v2["kept"] > v1["kept"] and v1["cos_nearest"] < 0.99 < v2["cos_nearest"]
+        assert "cos_output" not in v1  # the output cover runs every token through the model: only when asked
+        vo = move(at, "toggle", "learn_vocab_output", True)["vocabulary"]
+        assert vo["cos_output"] > 0.99 and vo["cos_nearest"] == v2["cos_nearest"]  # at 1.0 every token reads itself
         # static table: a smaller SIF a weighs frequent tokens less; the plain mean does not depend on it
         s1, s6 = move(at, "select_slider", "learn_static_a", 1e-2)["static"], \
             move(at, "select_slider", "learn_static_a", 1e-6)["static"]

@@ -64,6 +64,25 @@ def test_output_cover_reads_the_kept_token_the_original_embeds_most_like_the_dro
     assert 0.5 < q["fidelity"] < 1 and 0.5 < q["fidelity_docs"] < 1
 
 
+def test_output_cover_is_refused_on_the_static_table_whose_nearest_row_it_already_is(tiny_bert):
+    with pytest.raises(C.CompressError, match="choose vocab_cover nearest"):
+        C.compress(tiny_bert, C.Recipe(static=True, vocab=0.1, vocab_cover="output"))
+    assert C.refusal(tiny_bert, C.Recipe(static=True, vocab_cover="output")) is None  # no pruning: nothing to cover
+
+
+@pytest.mark.parametrize("template, want", [(lambda ids: [101] + ids + [102], ([101], [102])),  # BERT
+                                            (lambda ids: ids + [102], ([], [102])),  # all after
+                                            (lambda ids: ids + [102, 101], ([], [102, 101])),  # XLNet-like
+                                            (lambda ids: [101, 101] + ids + [102], ([101, 101], [102]))])
+def test_a_one_token_text_sits_where_the_tokenizer_puts_a_word(template, want):
+    from compress.techniques import static
+
+    def tok(text, add_special_tokens=True):
+        ids = {"the": [7], "": []}[text]
+        return {"input_ids": template(ids) if add_special_tokens else ids}
+    assert static._template(tok) == want
+
+
 def test_it_stacks_with_the_tables_bits_int8_and_healing(tiny_bert):
     comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, emb_bits=2, quant="int8", heal_steps=2))
     assert "LowBit" in type(comp.model.get_submodule(tiny_bert.adapter.word_embeddings)).__name__
@@ -164,7 +183,7 @@ def test_the_cover_bench_counts_unseen_tokens_and_measures_both_covers(tiny_bert
 
 def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
     from compress.learn import vocab as LV
-    d = LV.cover(tiny_bert, "the dough rests overnight", 0.05)
+    d = LV.cover(tiny_bert, "the dough rests overnight", 0.05, output=True)
     toks = tiny_bert.tokenizer.tokenize("the dough rests overnight")
     assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit", "output"}
     for c in d["cosine"]:

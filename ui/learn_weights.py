@@ -11,7 +11,7 @@ from compress.learn import figures as L
 from compress.learn import bag as LB
 from compress.learn import vocab as LV
 from compress.table import presets as P
-from ui import charts
+from ui import charts, jobs
 from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, or_say, predict, section
 
 
@@ -189,8 +189,13 @@ def vocabulary(b, text):
     st.header("Vocabulary: what a dropped token reads", anchor="vocabulary")
     st.markdown(_VOCAB)
     frac = st.slider("Vocabulary kept (fraction of tokens)", 0.05, 1.0, 0.25, 0.05, key="learn_vocab_frac")
+    output = st.toggle("Also output (runs each of the model's tokens through it alone, once: a job)",
+                       key="learn_vocab_output")
     if (d := or_say(b, lambda: LV.cover(b, text, frac))) is None:
         return
+    if output and jobs.run("learn_vocab", lambda job: LV.distill_table(b) is not None,
+                           f"Learn: each of the {b.vocab_size:,} tokens of {b.name} alone") is not None:
+        d = LV.cover(b, text, frac, output=True)  # its table is in the model's cache now
     fig = go.Figure([go.Bar(x=list(range(len(d["tokens"]))), y=d["cosine"][c], name=c, marker_color=OKABE_ITO[i],
                             customdata=d["reads"][c], hovertemplate="%{customdata}: %{y:.3f}<extra>" + c + "</extra>")
                      for i, c in enumerate(d["cosine"])])

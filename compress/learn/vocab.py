@@ -1,7 +1,8 @@
 """The Learn page's vocabulary figure: the tokens of a sentence at a vocabulary fraction, kept or dropped, and what a
 dropped one reads under each cover (nearest kept row, the mean of its re-split kept pieces, or the kept token whose
-output is nearest), with the cosine of that to its own row in the original table. Only the sentence's tokens are
-compared (not the whole vocabulary)."""
+output is nearest), with the cosine of that to its own row in the original table. Nearest and resplit compare only
+the sentence's tokens with the kept rows; output needs every token of the vocabulary run through the model once
+(static.distill_table, kept in the bundle's cache): only when asked (the page runs it as a job first)."""
 import torch
 
 from ..errors import CompressError
@@ -13,8 +14,9 @@ from ..techniques.heal import heal_texts
 MAX_TOKENS = 48  # a figure's bars
 
 
-def cover(bundle, text: str, fraction: float) -> dict:
-    """tokens, kept (under each cover), what each reads (token strings), and its cosine to its own row."""
+def cover(bundle, text: str, fraction: float, output: bool = False) -> dict:
+    """tokens, kept (under each cover), what each reads (token strings), and its cosine to its own row; output: the
+    output cover too."""
     if why := V.refuse(bundle, Recipe(vocab=fraction, vocab_cover="resplit")):
         raise CompressError(why)
     tok, n = bundle.tokenizer, round(fraction * bundle.vocab_size)
@@ -22,7 +24,7 @@ def cover(bundle, text: str, fraction: float) -> dict:
     unit = torch.nn.functional.normalize(table, dim=-1)
     ids = tok(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
     out = {"tokens": tok.convert_ids_to_tokens(ids), "kept": {}, "reads": {}, "cosine": {}}
-    for name in V.COVERS:
+    for name in V.COVERS if output else [c for c in V.COVERS if c != "output"]:
         near = unit
         keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit")[:n]
         kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
@@ -30,7 +32,7 @@ def cover(bundle, text: str, fraction: float) -> dict:
         for t, s in zip(ids, out["tokens"]):
             rows = [kept[s]] if s in kept else V.split(s, kept, V._prefix(tok)) if name == "resplit" else None
             if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine (output: of its output)
-                if name == "output" and near is unit:  # the original's one-token embeddings, only when needed
+                if name == "output" and near is unit:  # the original's one-token embeddings
                     near = torch.nn.functional.normalize(distill_table(bundle), dim=-1)
                 rows = [int((near[keep] @ near[t]).argmax())]
             reads.append(rows)

@@ -26,7 +26,8 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
     work = copy.deepcopy(base.model)  # the original is shared: never mutate it
     if any(p.dtype in (torch.bfloat16, torch.float16) for p in work.parameters()):
         work = work.float()  # bf16/fp16 kept at load (uploads' dtype="keep"): every technique runs on float32
-    ctx = Ctx(base, recipe, work, **heal_args)
+    replay = load is not None and recipe.runtime != "onnxruntime"  # an ONNX zip is checked against the steps' model
+    ctx = Ctx(base, recipe, work, replay=replay, **heal_args)
     for step in STEPS:
         checkpoint()
         if load is not None and step.name == "runtime":

@@ -49,6 +49,7 @@ class Ctx:
     minutes: float | None = None
     progress: Callable | None = None
     stop: object = None
+    replay: bool = False            # an eager zip rebuilt (pipeline.walk's load): its saved weights replace the steps'
     layers: list = field(default_factory=list)   # the per-layer factorization report
     applied: dict = field(default_factory=dict)  # what was done: kept_blocks, heal, runtime_applied (+ reason)
     sized_model: object = None      # the model before the runtime step (what size is measured on)

@@ -141,7 +141,7 @@ STEPS = [
               "only with vocabulary pruning")),
         apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
                                          ctx.texts or heal.heal_texts(ctx.base, r.heal_text),
-                                         round(r.vocab * ctx.base.vocab_size), r.vocab_cover),
+                                         round(r.vocab * ctx.base.vocab_size), r.vocab_cover, ctx.replay),
         active=lambda r: r.vocab != 1, refuse=vocab.refuse, teach=vocab.TEACH,
         describe=lambda r: f"vocabulary {r.vocab:g}" + ("" if r.vocab_cover == "nearest" else f" ({r.vocab_cover})"),
         examples=tuple({"vocab": 0.25, "vocab_cover": c} for c in vocab.COVERS)),

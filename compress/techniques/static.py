@@ -86,12 +86,25 @@ def one_token_rows(bundle, ids) -> torch.Tensor:
     from ..models.adapters import forward
     from ..measure.evaluate import mean_pool
     ids, rows = list(ids), []
-    pre = list(bundle.tokenizer("", add_special_tokens=True)["input_ids"])  # e.g. [CLS] [SEP]: t goes between
+    before, after = _template(bundle.tokenizer)
     for start in range(0, len(ids), BATCH):
-        one = torch.tensor([pre[:1] + [t] + pre[1:] for t in ids[start:start + BATCH]])
+        one = torch.tensor([before + [t] + after for t in ids[start:start + BATCH]])
         mask = torch.ones_like(one)
         rows.append(mean_pool(forward(bundle.model, bundle.adapter, one, mask), mask))
     return torch.cat(rows)
+
+
+def _template(tok) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a one-token text (BERT: [CLS] | [SEP]; others may put
+    all after, or two before), read off its encoding of a word that is one token; else the first of those around
+    an empty text before it and the rest after."""
+    for word in ("the", "a", "is"):
+        plain, full = tok(word, add_special_tokens=False)["input_ids"], list(tok(word)["input_ids"])
+        if len(plain) == 1 and full.count(plain[0]) == 1:
+            i = full.index(plain[0])
+            return full[:i], full[i + 1:]
+    pre = list(tok("", add_special_tokens=True)["input_ids"])
+    return pre[:1], pre[1:]
 
 
 def sif_weights(ids, n: int, a: float = SIF_A) -> torch.Tensor:

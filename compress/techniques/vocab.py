@@ -19,7 +19,8 @@ the same as the mean, and re-tokenizing inside the forward barely better: BENCHM
 cover = "output": nearest, by the model's own output instead of its input table: a dropped token reads the kept row
 whose one-token text the original embeds most like its own (cosine of static.distill_table's rows, the original's
 sentence embedding of each token alone, computed once per model). The same index as nearest, so it saves, exports
-and reloads as nearest does.
+and reloads as nearest does (an eager zip's reload reads its saved index instead of computing it). Refused on the
+static table, whose rows are those outputs already (its nearest row is output's).
 """
 import functools
 import hashlib
@@ -152,9 +153,11 @@ def cached_order(bundle, texts: list[str], alphabet: bool = False) -> list[int]:
     return got[1]
 
 
-def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: str = "nearest") -> nn.Module:
+def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: str = "nearest",
+          replay: bool = False) -> nn.Module:
     """The word table cut to n rows (the bundle's keep order over texts), in place; model.vocab_index maps every
-    token to its row (cover "resplit": to the rows of its kept pieces; "output": nearest by the original's output)."""
+    token to its row (cover "resplit": to the rows of its kept pieces; "output": nearest by the original's output;
+    replay: a saved model rebuilt, whose saved index replaces this one, so output's is not computed)."""
     table = model.get_submodule(adapter.word_embeddings)
     v = table.weight.shape[0]
     if bundle.tokenizer is None:
@@ -163,7 +166,7 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
         raise CompressError(f"keep between 1 and the model's {v:,} tokens, got {n:,}")
     keep = cached_order(bundle, texts, alphabet=cover == "resplit")[:n]
     resplit = resplit_map(bundle.tokenizer, table.weight, keep) if cover == "resplit" else None
-    near = None if resplit is not None else distill_table(bundle) if cover == "output" else table.weight
+    near = None if resplit is not None else distill_table(bundle) if cover == "output" and not replay else table.weight
     model.register_buffer("vocab_index", nearest_map(near, keep) if resplit is None else resplit)
     small = nn.Embedding(n, table.weight.shape[1], padding_idx=None).to(table.weight.device, table.weight.dtype)
     small.weight.data.copy_(table.weight.data[keep])
@@ -175,6 +178,9 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
 
 def refuse(b, r) -> str | None:
     """The table's refusal for vocabulary pruning (b None: the recipe alone)."""
+    if r.vocab != 1 and r.static and r.vocab_cover == "output":
+        return ("the static table's rows are the original's outputs already, so its nearest row is the output cover's: "
+                "choose vocab_cover nearest")
     if r.vocab == 1 or b is None:
         return None
     if b.adapter.causal or tied_embeddings(b.model, b.adapter):
