@@ -25,15 +25,13 @@ def cover(bundle, text: str, fraction: float, output: bool = False) -> dict:
     ids = tok(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS]
     out = {"tokens": tok.convert_ids_to_tokens(ids), "kept": {}, "reads": {}, "cosine": {}}
     for name in V.COVERS if output else [c for c in V.COVERS if c != "output"]:
-        near = unit
+        near = torch.nn.functional.normalize(distill_table(bundle), dim=-1) if name == "output" else unit
         keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit")[:n]
         kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
         reads = []
         for t, s in zip(ids, out["tokens"]):
             rows = [kept[s]] if s in kept else V.split(s, kept, V._prefix(tok)) if name == "resplit" else None
             if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine (output: of its output)
-                if name == "output" and near is unit:  # the original's one-token embeddings
-                    near = torch.nn.functional.normalize(distill_table(bundle), dim=-1)
                 rows = [int((near[keep] @ near[t]).argmax())]
             reads.append(rows)
         out["kept"][name] = [s in kept for s in out["tokens"]]

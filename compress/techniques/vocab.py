@@ -165,13 +165,15 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
     if not 1 <= n <= v:
         raise CompressError(f"keep between 1 and the model's {v:,} tokens, got {n:,}")
     keep = cached_order(bundle, texts, alphabet=cover == "resplit")[:n]
-    resplit = resplit_map(bundle.tokenizer, table.weight, keep) if cover == "resplit" else None
-    near = None if resplit is not None else distill_table(bundle) if cover == "output" and not replay else table.weight
-    model.register_buffer("vocab_index", nearest_map(near, keep) if resplit is None else resplit)
+    if cover == "resplit":
+        index = resplit_map(bundle.tokenizer, table.weight, keep)
+    else:  # a replay's index is replaced by the saved one: the input table's is enough there
+        index = nearest_map(distill_table(bundle) if cover == "output" and not replay else table.weight, keep)
+    model.register_buffer("vocab_index", index)
     small = nn.Embedding(n, table.weight.shape[1], padding_idx=None).to(table.weight.device, table.weight.dtype)
     small.weight.data.copy_(table.weight.data[keep])
     set_module(model, adapter.word_embeddings, small)
-    hook = _map_ids if resplit is None else functools.partial(_cover_ids, adapter.word_embeddings)
+    hook = _map_ids if cover != "resplit" else functools.partial(_cover_ids, adapter.word_embeddings)
     model.register_forward_pre_hook(hook, with_kwargs=True)
     return model
 
