@@ -80,7 +80,8 @@ def test_real_models_download_and_upload_back_identically(tmp_path, model, recip
     size = C.numbers(comp)["size_bytes"]
     assert C.numbers(back)["size_bytes"] == size
     tok = sum(i.compress_size for i in zipfile.ZipFile(path).infolist() if i.filename.startswith("tokenizer/"))
-    assert abs(os.path.getsize(path) - tok - size) <= 0.02 * size  # the zip's size is close to the card's
+    assert abs(os.path.getsize(path) - tok - size) <= 0.01 * size + 25_000  # close to the card's (torch.save's
+    # pickle, what the card counts, is ~20 KB more than safetensors' header on these models whatever their size)
     texts = C.eval_set("project")[0]  # every evaluation sentence: embeddings, or logits of every batch
     if base.task == "embedding":
         diff = (evaluate.embed(back, texts) - evaluate.embed(comp, texts)).abs().max().item()

@@ -7,7 +7,7 @@ import torch
 
 import compress as C
 from compress.models.adapters import forward
-from compress.techniques.int4 import Int4Linear
+from compress.techniques.int4 import LowBitLinear
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
@@ -41,7 +41,7 @@ def test_compressed_model_gives_on_the_gpu_what_it_gives_on_the_cpu(tiny_gpt, re
 
 def test_int4_linear_on_the_gpu_matches_its_cpu_unpacking():
     torch.manual_seed(0)
-    layer = Int4Linear.from_linear(torch.nn.Linear(256, 96))
+    layer = LowBitLinear.from_linear(torch.nn.Linear(256, 96))
     x = torch.randn(5, 256)
     torch.testing.assert_close(copy.deepcopy(layer).cuda()(x.cuda()).cpu(), layer(x), atol=1e-4, rtol=1e-4)
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import compress as C
+from compress.models.bundle import ModelBundle
 from compress.models.adapters import forward
-from compress.techniques.int4 import Int4Linear, apply_int4, fake_int4
+from compress.techniques.int4 import LowBitLinear, apply_int4, fake_int4
 from compress.techniques.lowbit import group_size
 
 
@@ -19,7 +20,7 @@ def test_group_size_divides_the_row():
 def test_weights_are_stored_within_half_a_step_in_half_a_byte_each():
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 96)
-    q = Int4Linear.from_linear(lin)
+    q = LowBitLinear.from_linear(lin)
     w, back = lin.weight.detach(), q.weight(torch.float32)
     step = q.scale.float().repeat_interleave(q.group, dim=1)  # (out, in): each weight's group scale
     assert ((w - back).abs() <= step / 2 + 1e-3 * step + 1e-6).all()
@@ -52,7 +53,9 @@ def test_int4_model_is_smaller_and_reloads_identically(tiny_gpt, recipe, tmp_pat
     comp = C.compress(tiny_gpt, C.Recipe(**recipe))
     float_model = C.compress(tiny_gpt, C.Recipe(**{**recipe, "quant": "none", "heal_steps": 0})).model
     linears = [m for m in float_model.blocks.modules() if type(m) is torch.nn.Linear]
-    assert len([m for m in comp.model.modules() if isinstance(m, Int4Linear)]) == len(linears)  # factors too
+    packed = [m for m in comp.model.modules() if isinstance(m, LowBitLinear)]
+    assert [m.bits for m in packed].count(4) == len(linears)  # factors too
+    assert [m.bits for m in packed].count(8) == 1 and comp.model.lm_head.bits == 8  # the untied head, as int8 has it
     assert C.numbers(comp)["size_bytes"] < 0.6 * C.numbers(tiny_gpt)["size_bytes"]
     again = C.load_compressed(C.save_compressed(comp, tmp_path / "m"))
     ids = torch.randint(0, 256, (2, 12))
@@ -88,3 +91,24 @@ def test_int4_stores_the_tables_in_8_bits_unless_told_or_tied(tiny_bert, tiny_gp
     tied.lm_head.weight = tied.wte.weight  # a word table that is its output layer's weight: left as it is
     tied = apply_int4(tied, tiny_gpt.adapter)
     assert type(tied.wte) is torch.nn.Embedding and isinstance(tied.wpe, LowBitEmbedding)
+    assert type(tied.lm_head) is torch.nn.Linear and tied.lm_head.weight is tied.wte.weight  # still one table
+
+
+def test_int4_stores_a_pooler_in_8_bits_as_int8_does(tiny_bert):
+    """A Linear outside the blocks (BERT's pooler: MiniLM's 0.59 MB in fp32, unused by its mean-pooled sentence
+    embedding) is stored in 8 bits with the tables, as int8 stores it; it still computes what it computed."""
+    from transformers import BertModel
+    torch.manual_seed(0)
+    pooled = ModelBundle(BertModel(tiny_bert.model.config, add_pooling_layer=True).eval(), "tiny-bert-pooler",
+                         tiny_bert.adapter, tiny_bert.tokenizer, "tiny-bert-pooler-hash", tiny_bert.info)
+    comp, plain = (C.compress(pooled, C.Recipe(quant="int4", quant_embeddings=e)) for e in (True, False))
+    assert isinstance(comp.model.pooler.dense, LowBitLinear) and comp.model.pooler.dense.bits == 8
+    assert type(plain.model.pooler.dense) is torch.nn.Linear
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(comp.model.pooler.dense(x), plain.model.pooler.dense(x), atol=0.02, rtol=0.02)
+    n = plain.model.pooler.dense.weight.numel()
+    saved = C.numbers(plain)["size_bytes"] - C.numbers(comp)["size_bytes"]
+    tables = sum(plain.model.get_submodule(p).weight.numel() for p in (tiny_bert.adapter.word_embeddings,
+                                                                          tiny_bert.adapter.position_embeddings))
+    assert 2.5 * (n + tables) < saved < 3 * (n + tables)  # 4 bytes a weight became 1, the pooler's too

@@ -228,7 +228,7 @@ STEPS = [
     Step("int8", "dynamic int8", (
         Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
               widget="select"),
-        Field("quant_embeddings", "bool", True, "with int8 / int4: the word and position tables in 8 bits too",
+        Field("quant_embeddings", "bool", True, "with int8 / int4: the tables (int4: and a pooler) in 8 bits too",
               "Quantize the tables too", off=lambda r: None if r.quant in ("int8", "int4") else "only with int8/int4")),
         apply=quantize.replace_model(quantize.quantize_model), selects=("quant", "int8"), after_heal=True,
         simulate=lambda model, adapter, r: quantize.fake_int8(model),
@@ -240,10 +240,10 @@ STEPS = [
     Step("int4", "weight-only int4", apply=quantize.replace_model(int4.int4_model),
          selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
          describe=lambda r: "int4", examples=({"quant": "int4"},),
-         teach="int4 (weight-only): every Linear inside the blocks stored in 4 bits, one fp16 scale and minimum per "
-               "group of 128 inputs (64 or 32 where 128 does not divide), unpacked to float on every call; activations "
-               "stay float; tables in 8 bits. ~6x smaller blocks, more loss than int8 (heal with it on: it trains with "
-               "int4 rounding). Runs on: any device; unpacking costs time: with onnxruntime stored int4, run as int8."),
+         teach="int4 (weight-only): every Linear in the blocks in 4 bits, one fp16 scale and minimum per group of 128 "
+               "inputs (64 or 32 where 128 does not divide), unpacked to float per call; activations stay float; "
+               "tables and other Linears (a pooler) in 8 bits. ~6x smaller blocks, more loss than int8 (heal with it "
+               "on: it trains with int4 rounding). Runs on: any device; with onnxruntime stored int4, run as int8."),
     Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),
          selects=("quant", "fp16", "bf16"), after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "

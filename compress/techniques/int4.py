@@ -1,8 +1,10 @@
 """Weight-only int4 for the Linear layers inside the blocks: group-wise asymmetric 4-bit weights (lowbit.pack),
 two to a byte, dequantized to float on every call; activations stay float, so it runs on any device. With
-quant_embeddings (as int8 does) the word and position tables are stored in 8 bits (LowBitEmbedding at 8 bits: only
-the rows looked up are unpacked, on any device); a 2/4-bit table (emb_bits) and a table tied to an output layer stay as
-they are. Healing simulates the rounding of the blocks (fake_int4), so a healed model learns the weights int4 stores."""
+quant_embeddings everything else is stored in 8 bits, as int8 stores it: the word and position tables (LowBitEmbedding
+at 8 bits: only the rows looked up are unpacked, on any device) and the Linear layers outside the blocks (a pooler, an
+untied LM head: LowBitLinear at 8 bits); a 2/4-bit table (emb_bits), a table tied to an output layer and that layer stay
+as they are. Healing simulates the rounding of the blocks (fake_int4), so a healed model learns the weights int4
+stores (what lies outside the blocks does not heal)."""
 import copy
 
 import torch
@@ -11,19 +13,21 @@ import torch.nn.functional as F
 
 from ..models.adapters import set_module, tied_embeddings
 from .lowbit import LowBitEmbedding, Packed, fake_round, group_size, pack, unpack
-from .quantize import fake_quant
+from .quantize import fake_quant, tied_head
 
 BITS = 4
 
 
-class Int4Linear(Packed):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, group: int | None = None):
+class LowBitLinear(Packed):
+    """A Linear whose weight is packed at `bits` (4 inside the blocks, 8 outside them) per weight."""
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, group: int | None = None,
+                 bits: int = BITS):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features, self.out_features, self.bits = in_features, out_features, bits
         self.rows, self.width = out_features, in_features
         self.group = group or group_size(in_features)
         n = in_features // self.group
-        self.register_buffer("packed", torch.zeros(out_features, in_features * BITS // 8, dtype=torch.uint8))
+        self.register_buffer("packed", torch.zeros(out_features, in_features * bits // 8, dtype=torch.uint8))
         self.register_buffer("scale", torch.ones(out_features, n, dtype=torch.float16))
         self.register_buffer("low", torch.zeros(out_features, n, dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -32,24 +36,24 @@ class Int4Linear(Packed):
         return self.rows * self.width + (self.out_features if self.bias is not None else 0)
 
     @classmethod
-    def from_linear(cls, layer: nn.Linear) -> "Int4Linear":
+    def from_linear(cls, layer: nn.Linear, bits: int = BITS) -> "LowBitLinear":
         w = layer.weight.detach()
-        new = cls(layer.in_features, layer.out_features, layer.bias is not None).to(w.device)
+        new = cls(layer.in_features, layer.out_features, layer.bias is not None, bits=bits).to(w.device)
         with torch.no_grad():
-            for buf, value in zip((new.packed, new.scale, new.low), pack(w, BITS, new.group)):
+            for buf, value in zip((new.packed, new.scale, new.low), pack(w, bits, new.group)):
                 buf.copy_(value)
             if layer.bias is not None:
                 new.bias.copy_(layer.bias)
         return new
 
     def weight(self, dtype) -> torch.Tensor:  # (out, in), unpacked on every call: only the packed form is kept
-        return unpack(self.packed, self.scale, self.low, BITS, self.group, dtype)
+        return unpack(self.packed, self.scale, self.low, self.bits, self.group, dtype)
 
     def forward(self, x):  # (..., in) -> (..., out)
         return F.linear(x, self.weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self):
-        return f"in={self.in_features}, out={self.out_features}, group={self.group}"
+        return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group}"
 
 
 def _block_linears(model: nn.Module, adapter) -> list[str]:
@@ -57,10 +61,14 @@ def _block_linears(model: nn.Module, adapter) -> list[str]:
 
 
 def apply_int4(model: nn.Module, adapter, tables: bool = True) -> nn.Module:
-    """Every nn.Linear inside the blocks (factorized ones' two halves too) as an Int4Linear, in place; tables: the
-    plain word and position tables (not a tied one) in 8 bits."""
-    for name in _block_linears(model, adapter):
-        set_module(model, name, Int4Linear.from_linear(model.get_submodule(name)))
+    """Every nn.Linear inside the blocks (factorized ones' two halves too) as a 4-bit LowBitLinear, in place; tables:
+    the plain word and position tables and the Linear layers outside the blocks in 8 bits (not a tied table or
+    head)."""
+    inside, head = _block_linears(model, adapter), tied_head(model, adapter)
+    outside = [n for n, m in model.named_modules()
+               if tables and type(m) is nn.Linear and n not in inside + [head]]
+    for name in inside + outside:
+        set_module(model, name, LowBitLinear.from_linear(model.get_submodule(name), BITS if name in inside else 8))
     present = dict(model.named_modules())
     for path in (adapter.word_embeddings, adapter.position_embeddings) if tables else ():
         if type(present.get(path)) is nn.Embedding and not (path == adapter.word_embeddings and
@@ -74,16 +82,16 @@ def int4_model(model: nn.Module, adapter, r) -> nn.Module:  # the table's int4 s
 
 
 def fake_int4(model: nn.Module, adapter):
-    """While inside, the blocks' Linear layers round their weights as Int4Linear stores them (straight-through)."""
+    """While inside, the blocks' Linear layers round their weights as LowBitLinear stores them (straight-through)."""
     layers = [model.get_submodule(n) for n in _block_linears(model, adapter)]
     return fake_quant(layers, lambda w: fake_round(w, BITS, group_size(w.shape[1])))
 
 
 def unpacked(model: nn.Module) -> nn.Module:
-    """A copy whose Int4Linear layers are nn.Linear layers of the weights they store (what ONNX Runtime is given:
-    it quantizes them to int8 once, when the session is built; the zip keeps the int4 form)."""
+    """A copy whose LowBitLinear layers are nn.Linear layers of the weights they store (what ONNX Runtime is given:
+    it quantizes them to int8 once, when the session is built; the zip keeps the packed form)."""
     model = copy.deepcopy(model)
-    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, Int4Linear)]:
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, LowBitLinear)]:
         layer = nn.Linear(m.in_features, m.out_features, m.bias is not None)
         with torch.no_grad():
             layer.weight.copy_(m.weight(torch.float32))
