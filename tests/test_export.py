@@ -1,5 +1,6 @@
 """The download zip (compress/outputs/export.py): weights as the model runs them, the card, the tokenizer, a README whose
 ONNX Runtime snippet runs without this library; upload back gives identical outputs; hostile zips are refused."""
+import copy
 import io
 import json
 import os
@@ -65,6 +66,19 @@ def test_zip_round_trip_is_identical(bundled, tmp_path, model, recipe):
     assert card["size_bytes"] == C.numbers(comp)["size_bytes"]
     tok = sum(i.compress_size for i in zipfile.ZipFile(path).infolist() if i.filename.startswith("tokenizer/"))
     assert os.path.getsize(path) <= card["size_bytes"] + tok + 20_000  # (torch.save's pickle is the larger here)
+
+
+def test_an_int4_zip_with_float_linears_outside_the_blocks_opens_as_saved(bundled, tmp_path):
+    """int4 once kept the Linears outside the blocks (MiniLM's pooler, tinygpt's head) in float: such a zip, saved
+    before they were stored in 8 bits, opens with them in float, as it was saved."""
+    base = bundled["tiny-gpt"]
+    comp = C.compress(base, C.Recipe(quant="int4"))
+    assert comp.model.lm_head.bits == 8
+    comp.model.lm_head = copy.deepcopy(base.model.lm_head)  # the zip an older version wrote
+    back = C.load_compressed(C.save_compressed(comp, tmp_path / "old.zip"))
+    assert type(back.model.lm_head) is torch.nn.Linear and torch.equal(back.model.lm_head.weight, base.model.lm_head.weight)
+    assert back.model.blocks[0].attn.q.bits == 4
+    assert _same(back, comp, base, torch.randint(5, 250, (3, 11))) <= 1e-6
 
 
 @pytest.mark.heavy  # make test-slow only: the tiny round trips above, test_hostile_zips' bundled

@@ -26,6 +26,7 @@ from ..models.bundle import ModelBundle
 from ..errors import CompressError
 from ..serve.cancel import checkpoint
 from ..models.bundled import BUNDLED, load_model
+from ..techniques import int4
 from ..techniques.ortrun import OrtModel
 from ..table.recipe import Recipe
 from .onnxcheck import ONNX
@@ -237,7 +238,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
     if not onnx and WEIGHTS not in got:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
     def load(ctx):  # the upload's weights; ONNX Runtime is then built from them, never from the replay's own floats
-        tensors.load_state(ctx.model, got[WEIGHTS])
+        tensors.load_state(ctx.model, got[WEIGHTS], fit=int4.saved_float)
         ctx.unquantized = None
     ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else load)  # (a replay: healing never runs)
     if onnx:  # our export of the replay, with the upload's weights

@@ -118,12 +118,16 @@ def _leaves(sd: dict) -> int:
     return sum(len(v) if isinstance(v, tuple) else 1 for v in sd.values())
 
 
-def load_state(model: torch.nn.Module, raw: bytes) -> None:
-    """The file's weights into the model the recipe built; every tensor must be used and match."""
-    want = model.state_dict()
-    most = 3 * _leaves(want) + 8  # (a quantized tensor is three: its integers, scales and zero points)
+def load_state(model: torch.nn.Module, raw: bytes, fit=None) -> None:
+    """The file's weights into the model the recipe built; every tensor must be used and match. fit(model, names),
+    given the file's tensor names first, may shape the model as an older version of a step saved it."""
+    most = 3 * _leaves(model.state_dict()) + 8  # (a quantized tensor is three: its integers, scales and zero points)
     with io.BytesIO(raw) as f:  # the metadata (dtypes, axes, tied names) from the header, sized and counted first
-        meta = st_header(f, len(raw), most, 4096 + 512 * most, WEIGHTS).get("__metadata__") or {}
+        head = st_header(f, len(raw), most, 4096 + 512 * most, WEIGHTS)
+    meta = head.get("__metadata__") or {}
+    if fit:
+        fit(model, set(head) - {"__metadata__"})
+    want = model.state_dict()
     try:
         flat = st_load(raw)
     except Exception as e:  # noqa: BLE001 - an untrusted file: any failure to parse it is the file's fault

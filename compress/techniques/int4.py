@@ -77,6 +77,14 @@ def apply_int4(model: nn.Module, adapter, tables: bool = True) -> nn.Module:
     return model
 
 
+def saved_float(model: nn.Module, names: set) -> None:
+    """A zip saved before int4 stored the Linears outside the blocks in 8 bits holds them in float: those layers
+    become float Linears again, so its weights load as they were saved (tensors.load_state's fit)."""
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, LowBitLinear) and m.bits == 8]:
+        if f"{name}.weight" in names and f"{name}.packed" not in names:
+            set_module(model, name, nn.Linear(m.in_features, m.out_features, m.bias is not None))
+
+
 def int4_model(model: nn.Module, adapter, r) -> nn.Module:  # the table's int4 step
     return apply_int4(model, adapter, r.quant_embeddings)
 
