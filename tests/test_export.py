@@ -76,7 +76,8 @@ def test_an_int4_zip_with_float_linears_outside_the_blocks_opens_as_saved(bundle
     assert comp.model.lm_head.bits == 8
     comp.model.lm_head = copy.deepcopy(base.model.lm_head)  # the zip an older version wrote
     back = C.load_compressed(C.save_compressed(comp, tmp_path / "old.zip"))
-    assert type(back.model.lm_head) is torch.nn.Linear and torch.equal(back.model.lm_head.weight, base.model.lm_head.weight)
+    head = back.model.lm_head
+    assert type(head) is torch.nn.Linear and torch.equal(head.weight, base.model.lm_head.weight)
     assert back.model.blocks[0].attn.q.bits == 4
     assert _same(back, comp, base, torch.randint(5, 250, (3, 11))) <= 1e-6
 
