@@ -64,11 +64,11 @@ def apply_int4(model: nn.Module, adapter, tables: bool = True) -> nn.Module:
     """Every nn.Linear inside the blocks (factorized ones' two halves too) as a 4-bit LowBitLinear, in place; tables:
     the plain word and position tables and the Linear layers outside the blocks in 8 bits (not a tied table or
     head)."""
-    inside, head = _block_linears(model, adapter), tied_head(model, adapter)
-    outside = [n for n, m in model.named_modules()
-               if tables and type(m) is nn.Linear and n not in inside + [head]]
-    for name in inside + outside:
-        set_module(model, name, LowBitLinear.from_linear(model.get_submodule(name), BITS if name in inside else 8))
+    bits, head = dict.fromkeys(_block_linears(model, adapter), BITS), tied_head(model, adapter)
+    if tables:
+        bits |= {n: 8 for n, m in model.named_modules() if type(m) is nn.Linear and n not in bits and n != head}
+    for name, b in bits.items():
+        set_module(model, name, LowBitLinear.from_linear(model.get_submodule(name), b))
     present = dict(model.named_modules())
     for path in (adapter.word_embeddings, adapter.position_embeddings) if tables else ():
         if type(present.get(path)) is nn.Embedding and not (path == adapter.word_embeddings and
