@@ -58,7 +58,9 @@ def test_sweep_then_click_a_frontier_point(server):
         page.get_by_role("button", name="Start sweep").click()
         page.get_by_text("3 of 3 trials complete").wait_for(timeout=240_000)
         frontier = page.locator(".js-plotly-plot").first.locator("g.trace.scatter").last.locator("path.point")
-        frontier.first.wait_for(timeout=60_000)
+        # the progress line can show 3 of 3 while the chart drawn with fewer trials is still up (Streamlit replaces
+        # elements one after the other): wait for the frontier's second point rather than count the one shown now
+        sync_api.expect(frontier.nth(1)).to_be_attached(timeout=60_000)
         assert frontier.count() >= 2  # the smallest and the best points at least
         _idle(page)
         page.screenshot(path=str(SHOT), full_page=True)
