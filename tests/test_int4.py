@@ -112,3 +112,29 @@ def test_int4_stores_a_pooler_in_8_bits_as_int8_does(tiny_bert):
     tables = sum(plain.model.get_submodule(p).weight.numel() for p in (tiny_bert.adapter.word_embeddings,
                                                                           tiny_bert.adapter.position_embeddings))
     assert 2.5 * (n + tables) < saved < 3 * (n + tables)  # 4 bytes a weight became 1, the pooler's too
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_a_row_of_odd_width_packs_with_a_padded_last_byte(bits):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(461, 5)  # an FFN cut to 0.3 of 1536: 461 wide, 8 // bits does not divide it
+    w, q = lin.weight.detach(), LowBitLinear.from_linear(lin, bits)
+    assert q.packed.shape == (5, -(-461 * bits // 8))
+    step = q.scale.float().repeat_interleave(q.group, dim=1)
+    assert q.weight(torch.float32).shape == w.shape
+    assert ((w - q.weight(torch.float32)).abs() <= step / 2 + 1e-3 * step + 1e-6).all()
+
+
+def test_int4_on_an_ffn_of_odd_width_saves_and_reloads(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setitem(C.BUNDLED, "tiny-bert", lambda: tiny_bert)
+    C.load_model.cache_clear()
+    recipe = C.Recipe(ffn=0.35, emb_bits=2, quant="int4")  # 45 of 128 FFN units: odd, as FFN 0.3 of MiniLM (461)
+    comp = C.compress(tiny_bert, recipe)
+    assert comp.model.encoder.layer[0].output.dense.in_features == 45  # it used to fail to pack (231 vs 230)
+    again = C.load_compressed(C.save_compressed(comp, tmp_path / "m"))
+    ids = torch.randint(0, 1000, (2, 12))
+    assert torch.equal(forward(again.model, again.adapter, ids), forward(comp.model, comp.adapter, ids))
+    close = C.compress(tiny_bert, C.Recipe(ffn=0.35, emb_bits=2)).model
+    a, b = forward(comp.model, comp.adapter, ids), forward(close, comp.adapter, ids)
+    assert torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min() > 0.9
+    C.load_model.cache_clear()

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.adapters import set_module, tied_embeddings
-from .lowbit import LowBitEmbedding, Packed, fake_round, group_size, pack, unpack
+from .lowbit import LowBitEmbedding, Packed, fake_round, group_size, pack, packed_width, unpack
 from .quantize import fake_quant, tied_head
 
 BITS = 4
@@ -27,7 +27,7 @@ class LowBitLinear(Packed):
         self.rows, self.width = out_features, in_features
         self.group = group or group_size(in_features)
         n = in_features // self.group
-        self.register_buffer("packed", torch.zeros(out_features, in_features * bits // 8, dtype=torch.uint8))
+        self.register_buffer("packed", torch.zeros(out_features, packed_width(in_features, bits), dtype=torch.uint8))
         self.register_buffer("scale", torch.ones(out_features, n, dtype=torch.float16))
         self.register_buffer("low", torch.zeros(out_features, n, dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None

@@ -1,5 +1,5 @@
 """Packed low-bit weights: rows stored at 2, 4 or 8 bits, asymmetric, one fp16 scale and minimum per group of a row,
-8 // bits values to a byte. Used by the word table at 2/4 bits (LowBitEmbedding, here) and by int4 (int4.py)."""
+8 // bits values to a byte (a row whose width is not a multiple of that ends in a zero-padded byte). Used by the word table at 2/4 bits (LowBitEmbedding, here) and by int4 (int4.py)."""
 import contextlib
 
 import torch
@@ -16,6 +16,11 @@ def group_size(width: int, largest: int = GROUP) -> int:
     while g >= 32 and width % g:
         g //= 2
     return g if g >= 32 and width % g == 0 else width
+
+
+def packed_width(width: int, bits: int) -> int:
+    """Bytes per packed row: width values, 8 // bits to a byte, the last byte padded."""
+    return -(-width * bits // 8)
 
 
 def round_groups(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,18 +40,19 @@ def fake_round(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
 
 
 def pack(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(packed uint8 (R, C * bits // 8), scale fp16, low fp16 (R, C // group))."""
+    """(packed uint8 (R, packed_width(C, bits)), scale fp16, low fp16 (R, C // group))."""
     q, scale, low = round_groups(w, bits, group)
     q, per = q.to(torch.uint8), 8 // bits
+    q = torch.nn.functional.pad(q, (0, packed_width(q.shape[1], bits) * per - q.shape[1]))
     packed = sum(q[:, i::per] << (bits * i) for i in range(per)).to(torch.uint8)
     return packed, scale.half(), low.half()
 
 
 def unpack(packed, scale, low, bits: int, group: int, dtype) -> torch.Tensor:
-    """(..., C * bits // 8) packed rows and their (..., C // group) scales and minimums -> (..., C) in dtype."""
+    """(..., packed_width(C, bits)) packed rows and their (..., C // group) scales and minimums -> (..., C) in dtype."""
     per, p = 8 // bits, packed.to(torch.int32)  # integer division and remainder, not shifts and masks: these export
     q = torch.stack([torch.div(p, 2 ** (bits * i), rounding_mode="floor") % 2 ** bits for i in range(per)], -1)  # to ONNX
-    q = q.flatten(-2)
+    q = q.flatten(-2)[..., :scale.shape[-1] * group]  # the padding of a row's last byte dropped
     q = q.to(dtype).unflatten(-1, (-1, group))
     return (q * scale[..., None].to(dtype) + low[..., None].to(dtype)).flatten(-2)
 
@@ -72,7 +78,8 @@ class LowBitEmbedding(Packed):
         self.rows, self.width = num_embeddings, embedding_dim
         self.group = GROUP if embedding_dim % GROUP == 0 else embedding_dim
         n_groups = embedding_dim // self.group
-        self.register_buffer("packed", torch.zeros(num_embeddings, embedding_dim * bits // 8, dtype=torch.uint8))
+        self.register_buffer("packed", torch.zeros(num_embeddings, packed_width(embedding_dim, bits),
+                                                          dtype=torch.uint8))
         self.register_buffer("scale", torch.ones(num_embeddings, n_groups, dtype=torch.float16))
         self.register_buffer("low", torch.zeros(num_embeddings, n_groups, dtype=torch.float16))
         self.register_buffer("ref", torch.zeros(0), persistent=False)  # follows .to(dtype): the output dtype
