@@ -52,7 +52,8 @@ def unpack(packed, scale, low, bits: int, group: int, dtype) -> torch.Tensor:
     """(..., packed_width(C, bits)) packed rows and their (..., C // group) scales and minimums -> (..., C) in dtype."""
     per, p = 8 // bits, packed.to(torch.int32)  # integer division and remainder, not shifts and masks: these export
     q = torch.stack([torch.div(p, 2 ** (bits * i), rounding_mode="floor") % 2 ** bits for i in range(per)], -1)  # to ONNX
-    q = q.flatten(-2)[..., :scale.shape[-1] * group]  # the padding of a row's last byte dropped
+    q, width = q.flatten(-2), scale.shape[-1] * group
+    q = q[..., :width] if q.shape[-1] != width else q  # the padding of a row's last byte dropped
     q = q.to(dtype).unflatten(-1, (-1, group))
     return (q * scale[..., None].to(dtype) + low[..., None].to(dtype)).flatten(-2)
 
