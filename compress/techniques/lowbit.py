@@ -1,5 +1,6 @@
 """Packed low-bit weights: rows stored at 2, 4 or 8 bits, asymmetric, one fp16 scale and minimum per group of a row,
-8 // bits values to a byte (a row whose width is not a multiple of that ends in a zero-padded byte). Used by the word table at 2/4 bits (LowBitEmbedding, here) and by int4 (int4.py)."""
+8 // bits values to a byte (a row whose width is not a multiple of that ends in a zero-padded byte). Used by the word
+table at 2/4 bits (LowBitEmbedding, here) and by int4 (int4.py)."""
 import contextlib
 
 import torch
@@ -79,8 +80,8 @@ class LowBitEmbedding(Packed):
         self.rows, self.width = num_embeddings, embedding_dim
         self.group = GROUP if embedding_dim % GROUP == 0 else embedding_dim
         n_groups = embedding_dim // self.group
-        self.register_buffer("packed", torch.zeros(num_embeddings, packed_width(embedding_dim, bits),
-                                                          dtype=torch.uint8))
+        packed = torch.zeros(num_embeddings, packed_width(embedding_dim, bits), dtype=torch.uint8)
+        self.register_buffer("packed", packed)
         self.register_buffer("scale", torch.ones(num_embeddings, n_groups, dtype=torch.float16))
         self.register_buffer("low", torch.zeros(num_embeddings, n_groups, dtype=torch.float16))
         self.register_buffer("ref", torch.zeros(0), persistent=False)  # follows .to(dtype): the output dtype
