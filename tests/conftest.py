@@ -69,19 +69,23 @@ def tiny_bert(minilm):
     return ModelBundle(model, "tiny-bert", ADAPTERS["bert"], minilm.tokenizer, "tiny-bert-hash", info)
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt():
+def make_tiny_gpt(name: str = "tiny-gpt", heads: int = 2, width: int = 32) -> ModelBundle:
     """A random 2-layer TinyGPT with weights large enough that its next-token distributions are not flat."""
     from compress.models.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
     torch.manual_seed(0)
-    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
+    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=heads, n_embd=width, dropout=0.0)).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.3)
-    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 2, "hidden": 32,
+    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": heads, "hidden": width,
             "vocab_size": 256, "max_positions": 64, "source": "test"}
-    return ModelBundle(model, "tiny-gpt", ADAPTERS["tinygpt"], ByteTokenizer(), "tiny-gpt-hash", info)
+    return ModelBundle(model, name, ADAPTERS["tinygpt"], ByteTokenizer(), f"{name}-hash", info)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt():
+    return make_tiny_gpt()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import compress as C
-from compress.models.adapters import ADAPTERS, forward
-from compress.models.bundle import ModelBundle
+from compress.models.adapters import forward
+from conftest import make_tiny_gpt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,26 +80,13 @@ def _upload(family, d, tokenizers):
     return C.load_upload(d)
 
 
-def _tinygpt():
-    from compress.models.tinygpt import ByteTokenizer, GPTConfig, TinyGPT
-    torch.manual_seed(0)
-    model = TinyGPT(GPTConfig(block_size=64, n_layer=2, n_head=3, n_embd=45, dropout=0.0)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3)
-    info = {"architecture": "TinyGPT", "model_type": "tinygpt", "layers": 2, "heads": 3, "hidden": 45,
-            "vocab_size": 256, "max_positions": 64, "source": "test"}
-    return ModelBundle(model, "odd-tinygpt", ADAPTERS["tinygpt"], ByteTokenizer(), "odd-tinygpt-hash", info)
-
-
 @pytest.fixture(scope="module")
 def odd_models(tmp_path_factory):
     from builders import _tokenizers
     from compress.measure import evaluate
     toks = _tokenizers((evaluate.ASSETS / "heal" / "sentences.txt").read_text().splitlines()[:600])
     made = {f: _upload(f, tmp_path_factory.mktemp(f), toks) for f in ("bert", "modernbert", "qwen2")}
-    return {**made, "tinygpt": _tinygpt()}
+    return {**made, "tinygpt": make_tiny_gpt("odd-tinygpt", heads=3, width=45)}
 
 
 @pytest.fixture
