@@ -75,3 +75,35 @@ def test_progress_reports_every_step_with_the_dev_score(tiny_bert):
     heal.heal(_static(tiny_bert).model, tiny_bert, TEXTS, steps=12, lr=1e-2, progress=reports.append)
     assert [r["step"] for r in reports] == list(range(1, 13))
     assert all(r["steps"] == 12 and isinstance(r["loss"], float) and 0 < r["dev"] <= 1 for r in reports)
+
+
+def _projector(b: torch.Tensor) -> torch.Tensor:  # (r, C) rows spanning a subspace -> its orthogonal projector (C, C)
+    q = torch.linalg.qr(b.double().T).Q
+    return q @ q.T
+
+
+def test_a_low_rank_table_restarts_in_the_targets_principal_directions(tiny_bert):
+    student = C.compress(tiny_bert, C.Recipe(static=True, emb_rank=0.25)).model
+    t = student.embeddings.word_embeddings
+    before = t.up(t.emb.weight).detach().double()
+    _, y = tokenlearn.targets(tiny_bert, TEXTS)
+    tokenlearn.pca_start(student, y)
+    top = torch.linalg.svd(y.double(), full_matrices=False)[2][:t.rank]
+    p = _projector(top)
+    torch.testing.assert_close(_projector(t.up.weight.T), p)  # the map up spans the targets' top r directions
+    torch.testing.assert_close(t.up(t.emb.weight).double(), before @ p, rtol=1e-4, atol=1e-5)  # the table, projected
+    assert not torch.allclose(_projector(top), _projector(torch.linalg.svd(before)[2][:t.rank]), atol=1e-3)
+
+
+def test_the_fit_starts_a_low_rank_table_from_the_pca_and_a_full_one_as_it_was(tiny_bert):
+    low = C.compress(tiny_bert, C.Recipe(static=True, emb_rank=0.25)).model
+    h = heal.heal(low, tiny_bert, TEXTS, steps=3, lr=1e3)  # steps far too big: the start is the state kept
+    assert h.best_step == 0
+    t = low.embeddings.word_embeddings
+    train, _ = heal.split_dev(TEXTS, 3 * tokenlearn.BATCH)
+    _, y = tokenlearn.targets(tiny_bert, train[:3 * tokenlearn.BATCH])
+    torch.testing.assert_close(_projector(t.up.weight.T), _projector(torch.linalg.svd(y.double())[2][:t.rank]))
+    full = _static(tiny_bert).model
+    before = full.embeddings.word_embeddings.weight.detach().clone()
+    tokenlearn.pca_start(full, y)
+    assert torch.equal(full.embeddings.word_embeddings.weight, before)

@@ -215,6 +215,8 @@ _STATIC = ("The static end replaces the whole transformer by one table: a senten
            "token alone, weighted by how rare the token is (SIF: a / (a + p), p its Zipf probability), so 'the' and "
            "'.' count less than 'dough'. Healing then fits the table to the original's embeddings of many whole "
            "texts, labeled once (the Tokenlearn way); the fit learns each row's length, which is the token's weight. "
+           "At fewer dimensions (Compress: embedding rank) the rows restart in the principal directions of those "
+           "texts' embeddings (Tokenlearn's PCA), mapped back to the original's width so fidelity stays defined. "
            "One small attention layer over the rows (Compress: 'with one attention layer') lets the tokens see "
            "each other again before the mean, still without word order. "
            "The figure: each token's weight, and how close the bag of rows comes to the transformer's embedding of "

@@ -53,6 +53,7 @@ SETS = {
     "static-all": [BY_NAME["static"].build(),  # the preset: the fitted table on all three corpora (FOLDOC's too),
                    dataclasses.replace(BY_NAME["static"].build(), static_attn=True, heal_lr=3e-3),  # with one
                    dataclasses.replace(BY_NAME["static"].build(), emb_rank=0.67)],  # attention layer; 256 dimensions
+    "static-pca": [dataclasses.replace(BY_NAME["static"].build(), emb_rank=f) for f in (0.67, 0.34)],  # 256, 128
     "peers": [Recipe(quant="int8"),  # beside ONNX Runtime and Model2Vec (bench --peers, compress/bench/peers.py)
               Recipe(static=True, vocab=0.49, quant="int8", heal_steps=1600, heal_lr=1e-2, heal_text="both"),
               Recipe(static=True, vocab=0.5, emb_bits=2, heal_steps=1600, heal_lr=1e-2, heal_text="both")],  # packed

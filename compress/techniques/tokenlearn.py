@@ -7,6 +7,9 @@ batch with the teacher again), so a run sees each text many times and can take b
 No per-token targets: a table has no context; matching each row to the transformer's contextual token states (heal.py's
 hidden-state loss) pulls the mean away from the sentence's embedding. Frequency weighting: the distilled rows start
 SIF-weighted under Zipf (static.py), and the fit learns each row's norm, which is its token's weight in the mean.
+PCA: Tokenlearn fits fewer dimensions to its targets reduced by PCA; here a table at a lower rank (emb_rank) restarts
+in the targets' principal directions (pca_start), so its sentence embedding stays in the original's width (fidelity
+stays defined). Measured against the table's own SVD on MiniLM at 128 / 256 dimensions (BENCHMARKS.md): within 0.007.
 The rounding of the steps after healing (int8, a 2/4-bit table) is simulated by the caller, as for heal.py.
 """
 import hashlib
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from ..measure.evaluate import batches, mean_pool
 from ..models.adapters import forward
 from ..serve.cancel import checkpoint
+from .factorize import LowRankEmbedding
 from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev
 
 BATCH = 256  # texts per step: a step is cheap, a big batch is a steadier cosine
@@ -49,6 +53,19 @@ def targets(teacher, texts: list[str], stop=None) -> tuple[list[torch.Tensor], t
     return teacher.cache[key]
 
 
+@torch.no_grad()
+def pca_start(student, y: torch.Tensor) -> None:
+    """A low-rank table (rows (V, r) times up (r -> C)) restarted in the targets' r principal directions: up = the
+    top r right singular vectors of the targets (N, C) (uncentered PCA: the directions that carry most of them), the
+    rows = the table as it was, projected onto them. A full table, or fewer targets than r, is left as it is."""
+    for t in student.modules():
+        if isinstance(t, LowRankEmbedding) and len(y) >= t.rank:
+            b = torch.linalg.svd(y.double(), full_matrices=False)[2][:t.rank].to(t.up.weight.device)  # (r, C)
+            full = t.up(t.emb.weight).double()
+            t.emb.weight.copy_((full @ b.T).to(t.emb.weight.dtype))
+            t.up.weight.copy_(b.T.to(t.up.weight.dtype))
+
+
 def _padded(ids_l: list[torch.Tensor], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) ids and mask of the chosen texts, right-padded with id 0 (masked out)."""
     rows = [ids_l[i] for i in idx]
@@ -68,6 +85,8 @@ def fit(student, teacher, texts: list[str], sha: str, steps: int, lr: float, see
     train = train[:max(1, steps * BATCH)]  # a short run labels only what it will read
     dev_b, ref = dev_batches(teacher, dev_texts)
     ids_l, y = targets(teacher, train, stop)
+    if ids_l:
+        pca_start(student, y)
     g = torch.Generator().manual_seed(seed)
     for p in params:
         p.requires_grad_(True)
