@@ -107,3 +107,15 @@ def test_the_fit_starts_a_low_rank_table_from_the_pca_and_a_full_one_as_it_was(t
     before = full.embeddings.word_embeddings.weight.detach().clone()
     tokenlearn.pca_start(full, y)
     assert torch.equal(full.embeddings.word_embeddings.weight, before)
+
+
+def test_targets_that_are_not_finite_or_too_few_leave_the_low_rank_table_as_it_is(tiny_bert):
+    low = C.compress(tiny_bert, C.Recipe(static=True, emb_rank=0.25)).model
+    t = low.embeddings.word_embeddings
+    before = [t.emb.weight.detach().clone(), t.up.weight.detach().clone()]
+    _, y = tokenlearn.targets(tiny_bert, TEXTS)
+    bad = y.clone()
+    bad[3, 0] = float("nan")
+    for targets in (bad, y[:t.rank - 1]):
+        tokenlearn.pca_start(low, targets)  # no error: the fit that follows says what went wrong, if anything
+        assert torch.equal(t.emb.weight, before[0]) and torch.equal(t.up.weight, before[1])

@@ -57,9 +57,10 @@ def targets(teacher, texts: list[str], stop=None) -> tuple[list[torch.Tensor], t
 def pca_start(student, y: torch.Tensor) -> None:
     """A low-rank table (rows (V, r) times up (r -> C)) restarted in the targets' r principal directions: up = the
     top r right singular vectors of the targets (N, C) (uncentered PCA: the directions that carry most of them), the
-    rows = the table as it was, projected onto them. A full table, or fewer targets than r, is left as it is."""
+    rows = the table as it was, projected onto them. A full table, fewer targets than r or a target that is not finite
+    (a model that outputs NaN: the fit then ends "diverged") leave it as it is."""
     for t in student.modules():
-        if isinstance(t, LowRankEmbedding) and len(y) >= t.rank:
+        if isinstance(t, LowRankEmbedding) and len(y) >= t.rank and bool(torch.isfinite(y).all()):
             b = torch.linalg.svd(y.double(), full_matrices=False)[2][:t.rank].to(t.up.weight.device)  # (r, C)
             full = t.up(t.emb.weight).double()
             t.emb.weight.copy_((full @ b.T).to(t.emb.weight.dtype))
