@@ -14,15 +14,20 @@ NARROW = """@media (max-width: 640px) { .st-key-cmp_wide { display: none !import
 @media (min-width: 641px) { .st-key-cmp_narrow { display: none !important; } }"""
 
 
+def change(x: float, better: str, worse: str) -> str:
+    """A ratio as the badge says it: '4.00x smaller', or '-2.50x larger' (the minus turns the badge's arrow down)."""
+    return ("" if x >= 1 else "-") + guide.ratio(x, better, worse)
+
+
 def rows(res) -> list[dict]:
     """Each measure of the last Apply: its label, the original's and the compressed model's value, the change."""
     o, c, lo, lc, gpu = (res["nums"]["original"], res["nums"]["compressed"], res["lat"]["original"],
                          res["lat"]["compressed"], res["gpu"])
     out = [{"measure": "Size", "Original": cached.mb(o["size_bytes"]), "Compressed": cached.mb(c["size_bytes"]),
-            "change": f"{o['size_bytes'] / c['size_bytes']:.2f}x smaller"},
+            "change": change(o["size_bytes"] / c["size_bytes"], "smaller", "larger")},
            {"measure": "Params", "Original": f"{o['params'] / 1e6:.2f} M", "Compressed": f"{c['params'] / 1e6:.2f} M"},
            {"measure": "CPU latency p50", "Original": f"{lo['p50']:.1f} ms", "Compressed": f"{lc['p50']:.1f} ms",
-            "change": f"{lo['p50'] / lc['p50']:.2f}x faster"}]
+            "change": change(lo["p50"] / lc["p50"], "faster", "slower")}]
     out += [{"measure": metrics.label(k), "Original": f"{lo[k]:,.0f}", "Compressed": f"{lc[k]:,.0f}",
              "change": f"{lc[k] / lo[k]:.2f}x"} for k in metrics.RATES if k in lc]  # the model's rate
     out += [{"measure": m.title, "help": m.about, **{side: f"{n[m.name]:,.1f} {m.unit}" if n.get(m.name) is not None

@@ -45,16 +45,22 @@ ENDED = {"done": "all steps run", "Stop": "stopped by Stop", "time cap": "stoppe
          "diverged": "stopped: the loss diverged"}  # heal.HealResult.ended, in words
 
 
+def ratio(x: float, better: str, worse: str) -> str:
+    """original / compressed in words: '4.00x smaller', or '2.50x larger' when it is below 1."""
+    return f"{x:.2f}x {better}" if x >= 1 else f"{1 / x:.2f}x {worse}"
+
+
 def glance(res: dict, recipe) -> str:
     """The last Apply in one line, beside the Apply button: size, speed (with its timing flag), the quality verdict;
     whether it is the recipe the controls hold now."""
     o, c, lo, lc = res["nums"]["original"], res["nums"]["compressed"], res["lat"]["original"], res["lat"]["compressed"]
     how, v = C.timing(lc, res["recipe"]), verdict(c["quality"])
     speed = "no change in speed (nothing chosen)" if how == "no change" else \
-        f"{lo['p50'] / lc['p50']:.2f}x faster" + ("" if how == "reliable" else f" (timing {how})")
+        ratio(lo["p50"] / lc["p50"], "faster", "slower") + ("" if how == "reliable" else f" (timing {how})")
     return (f"**{res['recipe'].describe()}**" + ("" if res["recipe"] == recipe else " (the last applied; Apply for "
                                                  "the controls' recipe)")
-            + f": {cached.mb(c['size_bytes'])}, {o['size_bytes'] / c['size_bytes']:.2f}x smaller, {speed}"
+            + f": {cached.mb(c['size_bytes'])}, {ratio(o['size_bytes'] / c['size_bytes'], 'smaller', 'larger')}, "
+            + speed
             + (f"; quality **{v['verdict']}** ({C.metric_label(v['metric'])} {v['value']:.4f})" if v else "")
             + ". [Details](#result)")
 

@@ -259,7 +259,7 @@ def complete(bundle, prompt: str, max_new_tokens: int = 20, greedy: bool = True,
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot continue a text")
     membound.check("sample", bundle.model, bundle.name)
-    ids = bundle.tokenizer(prompt, return_tensors="pt")["input_ids"]  # (1, T)
+    ids = bundle.tokenizer(_unicode(prompt), return_tensors="pt")["input_ids"]  # (1, T)
     start = ids.shape[1]
     if start == 0:
         raise CompressError("give a prompt to continue")
@@ -283,7 +283,18 @@ def search(bundle, query: str, name: str = "project", k: int = 5) -> list[dict]:
         raise CompressError("this model has no tokenizer, so it cannot search texts")
     membound.check("sample", bundle.model, bundle.name)
     sentences, topics, _ = eval_set(name)
-    scores = _eval_embeddings(bundle, name)[0] @ embed(bundle, [query])[0]
+    scores = _eval_embeddings(bundle, name)[0] @ embed(bundle, [_unicode(query)])[0]
     top = scores.topk(k)
     return [{"sentence": sentences[i], "topic": topics[i], "score": round(float(s), 4)}
             for s, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def _unicode(text) -> str:
+    """A user's text as the tokenizer takes it: a str that is valid Unicode (a lone surrogate is not)."""
+    if not isinstance(text, str):
+        raise CompressError(f"the text must be a string, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CompressError("the text holds characters that are not valid Unicode (a lone surrogate)") from None
+    return text

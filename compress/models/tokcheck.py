@@ -1,6 +1,8 @@
 """An upload's tokenizer files (staging.TOKENIZER_FILES), checked before transformers or the tokenizers library parse
 them: each file sized, free of NUL bytes, UTF-8, its JSON nested at most MAX_DEPTH deep and of the types a tokenizer
-has, its counts (vocabulary, merges, added tokens) and token lengths bounded; a tokenizer that asks for its own code
+has, its counts (vocabulary, merges, added tokens) and token lengths bounded, and how much its Replace steps can
+lengthen a text bounded (a chain of them grows it geometrically, inside the tokenizers library, where neither a
+Cancel nor the job's memory bound reaches); a tokenizer that asks for its own code
 (auto_map) or names a class outside the built-in ones of the upload families is refused. Each refusal is one
 CompressError line; uploads.py then loads the model without its tokenizer and says why (the model does not need one:
 it is measured on seeded random ids). A chat template (Jinja code) is dropped unread, never rendered; so are the
@@ -17,6 +19,7 @@ MAX_MERGES = 2_000_000            # BPE merges (Llama 3's: 280,147)
 MAX_ADDED = 20_000                # added and special tokens (real ones: a few to a few thousand)
 MAX_TOKEN_CHARS = 4096            # one token's text
 MAX_DEPTH = 32                    # JSON nesting (a real tokenizer.json: under 10)
+MAX_GROWTH = 64                   # how many times its Replace steps may lengthen a text, at most (real ones: 1 to 3)
 FAMILY_CLASSES = ("Bert", "DistilBert", "Roberta", "MPNet", "GPT2", "Llama", "CodeLlama", "Qwen2", "PreTrained")
 CLASSES = {f"{f}Tokenizer{s}" for f in FAMILY_CLASSES for s in ("", "Fast")} | {"TokenizersBackend"}
 DROPPED = ("chat_template",)      # tokenizer_config.json keys removed before loading (and every "*_file" key)
@@ -85,6 +88,27 @@ def _tokenizer_json(name: str, d: dict) -> None:
         _refuse(name, "its merges are not a list")
     _count(name, "merges", len(model.get("merges", [])), MAX_MERGES)
     _tokens(name, d.get("added_tokens") or [])
+    _replaces(name, d)
+
+
+def _replaces(name: str, d: dict) -> None:
+    """Refuse Replace steps (normalizer or decoder, however nested) that together may lengthen a text more than
+    MAX_GROWTH times: each by len(content) / len(its string pattern) at most, or 1 + len(content) for a regex or an
+    empty pattern (one that may match between any two characters)."""
+    growth, stack = 1.0, [v for k, v in d.items() if k != "model"]  # (the model's vocabulary holds no step)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if v.get("type") == "Replace":
+                pat, content = v.get("pattern"), v.get("content")
+                text = pat.get("String") if isinstance(pat, dict) else None
+                n = len(content) if isinstance(content, str) else MAX_TOKEN_CHARS
+                growth *= max(1.0, n / len(text)) if isinstance(text, str) and text else 1.0 + n
+                if growth > MAX_GROWTH:
+                    _refuse(name, f"its Replace steps may lengthen a text more than {MAX_GROWTH} times")
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
 
 
 def _config(name: str, d: dict) -> dict:

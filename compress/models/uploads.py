@@ -40,6 +40,10 @@ _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
            **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()},
            **{a.kv_heads_attr: MAX_HEADS for a in ADAPTERS.values() if a.kv_heads_attr},
            **{k: most for a in ADAPTERS.values() for k, most in a.extra_counts}}
+MIN_POSITIONS = 8  # positions a text may use, at least (fewer: every sentence is cut to a token or two)
+MAX_SINUSOIDAL = 2**21  # DistilBERT's sinusoidal table, positions x hidden: its default is 512 x 768
+RUNTIME = dict(return_dict=True, output_hidden_states=False, output_attentions=False, torchscript=False,
+               chunk_size_feed_forward=0, pruned_heads={})  # set as a config's runtime switches are by default
 NO_TOKENIZER = "no usable tokenizer: measured on seeded random token ids, so only indicative"
 
 _CACHE = LRU("uploads", 2, "uploaded originals by content (weights + tokenizer files); uploads are big")
@@ -87,6 +91,9 @@ def load_local(path, dtype: str = "float32") -> ModelBundle:
         raise bad from None
     if not p.is_relative_to(root) or not p.is_dir():
         raise bad
+    for f in listing(p, None):  # a link inside it to a file elsewhere (a hub cache's links stay inside the root)
+        if not (p / f).resolve().is_relative_to(root):
+            raise CompressError(f"{str(path)[:100]!r} holds a link to a file outside the model folder; refused")
     return load_upload(p, dtype)
 
 
@@ -165,6 +172,17 @@ def parse_config(raw: bytes):
             raise CompressError(f"config.json: {k} must be a positive integer, got {v!r}")
     if h % heads:
         raise CompressError(f"config.json: hidden size {h} is not divisible by its {heads} attention heads")
+    usable = pos - ADAPTERS[mt].position_offset(cfg)  # RoBERTa's positions start after its padding id
+    if usable < MIN_POSITIONS:
+        raise CompressError(f"config.json: {pos} positions leave {usable} for a text"
+                            + (" (its padding id takes the first ones)" if usable < pos else "")
+                            + f"; at least {MIN_POSITIONS} are needed to measure anything")
+    if getattr(cfg, "sinusoidal_pos_embds", False) and pos * h > MAX_SINUSOIDAL:  # a Python loop: no Cancel
+        raise CompressError(f"config.json: sinusoidal positions of {pos:,} x {h} are computed one number at a time "
+                            f"when the model is built; at most {MAX_SINUSOIDAL:,} here")
+    for k, v in RUNTIME.items():  # how forward returns, not what the weights are: the adapters expect the defaults
+        if getattr(cfg, k, v) != v:  # (a switch this config does not have is not added)
+            setattr(cfg, k, v)
     adapter = ADAPTERS[mt]  # every embedding table (BERT: token types; rotary families have no position table)
     tables = vocab + (pos if adapter.position_embeddings else 0) + (getattr(cfg, "type_vocab_size", 0) or 0)
     if not isinstance(tables, int):
@@ -233,6 +251,9 @@ def _tokenizer(d: Path, vocab_size: int):
         return None, f"its tokenizer could not be loaded ({one_line(e)})"
     if len(tok) > vocab_size:
         return None, f"its tokenizer has {len(tok)} tokens but the model only {vocab_size}"
+    top = max(tok.get_vocab().values(), default=0)  # ids, not the count: a sparse vocabulary can name row 999,999
+    if top >= vocab_size:
+        return None, f"its tokenizer gives token id {top:,} but the model's table has {vocab_size:,} rows"
     if tok.pad_token is None:  # GPT-2 has no pad token; padded positions are masked out anyway
         if tok.eos_token is None:
             return None, "its tokenizer has no padding or end-of-text token"

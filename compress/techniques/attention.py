@@ -92,9 +92,14 @@ def refuse(b, r) -> str | None:
                f"later tokens: it cannot apply to {b.name}, a causal (decoder) model"
     if v == "lsh" and r.buckets > n:
         return f"{b.name} takes at most {n} positions: {r.buckets} buckets would leave most empty (n from 1 to {n})"
-    if v == "lowrank" and r.attn_rank > n:
-        return f"{b.name} takes at most {n} positions: a projection to k = {r.attn_rank} would not shorten any " \
-               f"sequence (k from 1 to {n})"
+    cols, most = lowrank_attn.columns(n), lowrank_attn.MAX_ENTRIES  # Linformer's positions, its numbers at most
+    if v == "lowrank" and r.attn_rank > cols:
+        return f"{b.name} takes at most {cols} positions{'' if cols == n else ' under Linformer'}: a projection to " \
+               f"k = {r.attn_rank} would not shorten any sequence (k from 1 to {cols})"
+    entries = 3 * b.info["layers"] * r.attn_rank * cols
+    if v == "lowrank" and entries > most:
+        return f"Linformer's projections of k = {r.attn_rank} over {cols:,} positions in {b.info['layers']} blocks " \
+               f"would hold {entries:,} numbers; at most {most:,} (k up to {most // (3 * b.info['layers'] * cols)})"
     if v == "kernel" and r.features > n:
         return f"with m = {r.features} features per head a kernel costs more than full attention at every length " \
                f"{b.name} takes (at most {n} positions): m from 1 to {n}"
