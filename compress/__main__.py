@@ -263,6 +263,8 @@ def _heal(bundle, recipe, a):
     unhealed = pipeline.compress(bundle, dataclasses.replace(recipe, heal_steps=0, runtime="eager"))
 
     def progress(p):
+        if "labeled" in p:  # the static fit's labeling, before its steps
+            return print(f"labeling {p['labeled']:,}/{p['texts']:,} texts with the original", file=sys.stderr)
         print(f"heal step {p['step']}/{p['steps']} loss {p['loss']:.4f} dev {p.get('dev')} "
               f"({p.get('seconds_left', 0):.0f} s left)", file=sys.stderr)
     healed = pipeline.compress(bundle, recipe, texts=texts, minutes=a.minutes, progress=progress)

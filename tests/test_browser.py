@@ -232,6 +232,10 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
         titles = view.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => ["
                                "d.querySelector('.gtitle')?.textContent, d.querySelector('.g-xtitle')?.textContent, "
                                "d.querySelector('.g-ytitle')?.textContent])")
+        spill = view.evaluate("[...document.querySelectorAll('.plotly-graph-div')].filter(d => {const s = d."
+                              "querySelector('.main-svg').getBoundingClientRect(); return s.width > d.getBoundingClient"
+                              "Rect().width + 1 || s.right > document.body.getBoundingClientRect().right + 1})"
+                              ".map(d => d.id)")  # a chart wider than its column or the page is cut (the size one was)
         browser.close()
     assert fits == [True] and "x smaller" in table and metrics["Size"][1] in table and small == [], small
     with zipfile.ZipFile(zipped) as z:
@@ -239,6 +243,7 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
         card = json.loads(z.read("card.json"))
     assert got.to_cli() == TEN.to_cli() and card["size_bytes"] > 0, (got, card)  # the preset, healed 20 steps
     assert all(all(t) for t in titles), titles  # every chart: a title and both axis titles, drawn
+    assert spill == [], spill
     assert not [w for w in ("/work/", "/tmp", "site-packages", str(ROOT)) if w in text]  # no server path
     assert len(plots) == 3 and all(n > 0 for n in plots)  # every plot rendered with its data
     assert [u for u in fetched if not u.startswith("file://")] == []

@@ -13,8 +13,12 @@ def test_a_preset_fills_the_controls_and_apply_shows_a_verdict(app):
     assert not app.exception
     assert app.session_state["r_quant"] == "int8"
     assert any("Measured on MiniLM" in c.value and "3.87x smaller" in c.value for c in app.caption)
+    assert app.number_input(key="heal_minutes").value == 5.0  # no healing: the cap is left as it was
     box.set_value("about 10x").run()
     assert any("cannot apply to tiny-bert" in c.value for c in app.caption)
+    box.set_value("static").run()  # its labeling and 1,600 steps need more than the default 5 min
+    assert not app.exception and app.number_input(key="heal_minutes").value == 15.0
+    assert any("set healing's time cap to 15 min" in c.value for c in app.caption)
     box.set_value("about 4x").run()
     next(b for b in app.button if b.label == "Apply").click().run()
     assert not app.exception

@@ -11,6 +11,13 @@ def test_before_the_first_step_it_says_what_it_does_not_a_made_up_count():
     assert "?" not in text and "s left" not in text
 
 
+def test_while_the_static_fit_labels_its_texts_it_says_how_many():
+    done, text = heal_status({"labeled": 4096, "texts": 91434}, 1600, 15.0)
+    assert done == 0.0 and "labels the texts once, 4,096 of 91,434" in text and "time cap 15 min" in text
+    done, text = heal_status({"labeled": 91370, "texts": 91434, "step": 3, "steps": 1600}, 1600, 15.0)
+    assert "3 of 1600 steps run" in text and "labels" not in text  # the steps, once they run
+
+
 def test_while_it_runs_the_steps_of_how_many_and_the_time_left():
     done, text = heal_status({"step": 8, "steps": 30, "loss": 0.125, "dev": 0.9, "seconds_left": 40.4}, 30, 0.5)
     assert done == pytest.approx(8 / 30)

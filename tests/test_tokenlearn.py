@@ -65,14 +65,18 @@ def test_a_short_run_labels_only_what_it_reads(tiny_bert, monkeypatch):
     monkeypatch.setattr(tokenlearn, "BATCH", 4)
     seen = []
     real = tokenlearn.targets
-    monkeypatch.setattr(tokenlearn, "targets", lambda t, texts, stop=None: seen.append(len(texts)) or real(t, texts))
+    monkeypatch.setattr(tokenlearn, "targets", lambda t, texts, *a: seen.append(len(texts)) or real(t, texts))
     heal.heal(_static(tiny_bert).model, tiny_bert, TEXTS, steps=3, lr=1e-2)
     assert seen == [12]  # 3 steps of 4 texts, not the 40-odd of the training split
 
 
 def test_progress_reports_every_step_with_the_dev_score(tiny_bert):
     reports = []
-    heal.heal(_static(tiny_bert).model, tiny_bert, TEXTS, steps=12, lr=1e-2, progress=reports.append)
+    heal.heal(_static(tiny_bert).model, tiny_bert, TEXTS[1:], steps=12, lr=1e-2, progress=reports.append)
+    labeling = [r for r in reports if "labeled" in r]  # labeling first (these texts are not in the cache yet)
+    assert labeling and labeling[0] == {"labeled": 0, "texts": len(TEXTS) - 1 - len(heal.split_dev(TEXTS[1:], 12 *
+                                                                                 tokenlearn.BATCH)[1])}
+    reports = reports[len(labeling):]
     assert [r["step"] for r in reports] == list(range(1, 13))
     assert all(r["steps"] == 12 and isinstance(r["loss"], float) and 0 < r["dev"] <= 1 for r in reports)
 
@@ -119,3 +123,30 @@ def test_targets_that_are_not_finite_or_too_few_leave_the_low_rank_table_as_it_i
     for targets in (bad, y[:t.rank - 1]):
         tokenlearn.pca_start(low, targets)  # no error: the fit that follows says what went wrong, if anything
         assert torch.equal(t.emb.weight, before[0]) and torch.equal(t.up.weight, before[1])
+
+
+def test_the_time_cap_ends_labeling_with_whole_random_blocks_and_nothing_cached(tiny_bert, monkeypatch):
+    """Labeling may take a share of the time cap: at `until` it returns the blocks labeled so far (a seeded random
+    share of the text, not its shortest texts) uncached; a cap that comes before one whole block fits nothing."""
+    import types
+    clock = iter(range(10**6))
+    monkeypatch.setattr(tokenlearn, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(tokenlearn, "LABEL", 4)
+    monkeypatch.setattr(tokenlearn, "BLOCK", 8)
+    texts = TEXTS[2:]
+    ids_l, y = tokenlearn.targets(tiny_bert, texts, until=5)  # 5 batches of 4 labeled: 2 whole blocks of 8
+    assert len(ids_l) == len(y) == 16
+    assert not [k for k in tiny_bert.cache if isinstance(k, tuple) and k[0] == "tokenlearn_targets"
+                and tiny_bert.cache[k][1] is y]  # a partial labeling is not cached
+    first = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:16].tolist()
+    assert {tuple(x.tolist()) for x in ids_l} == {tuple(tiny_bert.tokenizer(texts[i])["input_ids"]) for i in first}
+    for ids, row in zip(ids_l[:3], y[:3]):
+        text = tiny_bert.tokenizer.decode(ids[1:-1])
+        want = evaluate.embed(tiny_bert, [text])[0]
+        torch.testing.assert_close(F.normalize(row, dim=0), want, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(tokenlearn, "time", __import__("time"))
+    student = _static(tiny_bert).model
+    before = student.embeddings.word_embeddings.weight.detach().clone()
+    h = heal.heal(student, tiny_bert, TEXTS[3:], steps=5, lr=1e-2, minutes=1e-9)
+    assert h.ended == "time cap" and h.steps_run == 0
+    assert torch.equal(student.embeddings.word_embeddings.weight, before)

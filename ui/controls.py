@@ -76,7 +76,8 @@ def heal_controls(step, b) -> float:
     h1, h2, h3 = st.columns(3)
     control("heal_lr", b, h1)
     control("heal_seed", b, h2)
-    minutes = h3.number_input("time cap (min)", 0.5, 60.0, 5.0, step=0.5, key="heal_minutes")
+    st.session_state.setdefault("heal_minutes", 5.0)  # (a preset sets it: no value= here, so no Session State clash)
+    minutes = h3.number_input("time cap (min)", 0.5, 60.0, step=0.5, key="heal_minutes")
     control("heal_text", b)
     control("heal_relations", b)
     st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "

@@ -14,6 +14,8 @@ def _use():
     name = st.session_state.get("preset")
     if name in P.BY_NAME:
         state.set_recipe(P.BY_NAME[name].build())
+        if P.BY_NAME[name].minutes:  # the healing time cap its steps need (the default 5 min would cut them short)
+            st.session_state["heal_minutes"] = P.BY_NAME[name].minutes
 
 
 def presets(b) -> None:
@@ -28,6 +30,7 @@ def presets(b) -> None:
         if why[name]:
             st.caption(f"{name} cannot apply to {b.name}: {why[name]}.")
         st.caption(f"Measured on {p.measured_on}: {p.gives}." + (f" Healing: {p.healing}." if p.healing else "")
+                   + (f" Choosing it set healing's time cap to {p.minutes:g} min." if p.minutes else "")
                    + f" (BENCHMARKS.md, {p.source})")
 
 
@@ -70,6 +73,9 @@ def heal_status(p: dict, planned: int, minutes: float) -> tuple[float, str]:
     its first step it says what it is doing, never a step count or a time it has not measured."""
     cap = f"time cap {minutes:g} min"
     ran = p.get("step")
+    if not isinstance(ran, int) and isinstance(p.get("labeled"), int) and isinstance(p.get("texts"), int):
+        return 0.0, (f"Healing: the original labels the texts once, {p['labeled']:,} of {p['texts']:,} (up to 80% of "
+                     f"the cap); 0 of {planned} steps run, {cap}")
     if not isinstance(ran, int):
         return 0.0, f"Healing: preparing (compressing, then the unhealed dev score); 0 of {planned} steps run, {cap}"
     nums = "".join(f", {k} {p[k]:.4f}" for k in ("loss", "dev") if isinstance(p.get(k), float))

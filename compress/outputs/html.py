@@ -21,7 +21,9 @@ STYLE = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-wid
          "color:#222}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
          "text-align:left}th{background:#f2f2f2}.lead{font-size:1.15em;background:#f6f8fa;padding:.8em;"
          "border-left:4px solid #0072B2}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap}"
-         ".cols{display:flex;gap:2em}.cols>div{flex:1}")
+         ".cols{display:flex;gap:2em}.cols>div{flex:1;min-width:0}"
+         ".two{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:2em}")  # (a grid: the first chart is
+#          drawn into half the width before the second exists; a flex row would give it all, the chart kept that width)
 
 
 def result(rep: dict, recipe: Recipe) -> dict:
@@ -90,7 +92,8 @@ class _Figs:
 
     def __call__(self, fig: go.Figure) -> str:
         self.n += 1
-        return pio.to_html(fig, full_html=False, include_plotlyjs=self.n == 1, config={"displaylogo": False},
+        return pio.to_html(fig, full_html=False, include_plotlyjs=self.n == 1,
+                           config={"displaylogo": False, "responsive": True},
                            div_id=f"fig{self.n}") + f"<p class='alt'>The chart in words: {_e(plots.in_words(fig))}</p>"
 
 
@@ -167,7 +170,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
     body = (f"<h1>{_e(name)}, compressed: {_e(recipe.describe())}</h1>"
             f"<p class='lead'>{_e(summary(name, res, machine))}</p>"
             f"<h2>Original vs compressed</h2>{_table(rows)}{peer_line}"
-            f"<div class='cols'><div>{figs(bars)}</div><div>{figs(lat)}</div></div>{figs(qual)}"
+            f"<div class='two'><div>{figs(bars)}</div><div>{figs(lat)}</div></div>{figs(qual)}"
             f"<h2>The recipe</h2><p>{_e(recipe.describe())}</p><pre>{_e(recipe.to_json())}</pre>"
             + (f"<p>Runtime: {_e(res['applied'].get('runtime_applied'))} "
                f"{_e(res['applied'].get('runtime_setting') or res['applied'].get('runtime_reason') or '')}</p>")

@@ -17,6 +17,7 @@ class Preset:
     measured_on: str      # model and machine
     healing: str          # what its healing took there ("" when it needs none)
     source: str           # BENCHMARKS.md's section
+    minutes: float = 0.0  # the healing time cap its steps need here (the app's default cap would stop them early)
 
     def build(self) -> Recipe:
         return Recipe(**self.recipe)
@@ -32,17 +33,17 @@ PRESETS = [
                              heal_steps=4000),
            "8.9 MB, 10.17x smaller, 3.05-3.55x faster, fidelity 0.895 / 0.903 after 4,000 healing steps",
            XEON, "4,000 steps: 16 min alone on two threads (72 min on one thread beside two benches)",
-           "10x smaller at fidelity 0.9: the product goal reached"),
+           "10x smaller at fidelity 0.9: the product goal reached", 45.0),
     Preset("about 20x", dict(layers=3, vocab=0.36, emb_bits=2, quant="int4", runtime="onnxruntime", heal_lr=1e-3,
                              heal_steps=3000),
            "4.52 MB, 20.09x smaller, 4.25x faster (8 x 128, ONNX Runtime), fidelity 0.856 / 0.882 after 3,000 healing "
            "steps (short of 0.9 on our sentences)", EPYC, "3,000 steps: 28 min",
-           "20x with every head and 35% of the vocabulary"),
+           "20x with every head and 35% of the vocabulary", 45.0),
     Preset("static", dict(static=True, vocab=0.49, quant="int8", heal_lr=1e-2, heal_steps=1600, heal_text="all"),
            "5.93 MB, 15.3x smaller, 194x the real sentences per second of fp32 MiniLM, fidelity 0.807 / 0.807, "
            "neighbour agreement 0.485 (encoders only)", EPYC,
            "91,434 texts labeled once (7.5 min on an EPYC beside other work), then 1,600 fit steps (under 1 min)",
-           "a computing corpus for the static end"),
+           "a computing corpus for the static end", 15.0),
 ]
 BY_NAME = {p.name: p for p in PRESETS}
 

@@ -21,27 +21,39 @@ import torch.nn.functional as F
 
 from ..measure.evaluate import batches, mean_pool
 from ..models.adapters import forward
-from ..serve.cancel import checkpoint
+from ..serve.cancel import checkpoint, turn
 from .factorize import LowRankEmbedding
 from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev
 
 BATCH = 256  # texts per step: a step is cheap, a big batch is a steadier cosine
 LABEL = 64  # texts per teacher forward while labeling
+LABEL_SHARE = 0.8  # of the time cap labeling may take: the fit's steps get the rest
+BLOCK = 4096  # texts per labeling block (a multiple of LABEL): a time cap keeps whole blocks
 
 
 @torch.no_grad()
-def targets(teacher, texts: list[str], stop=None) -> tuple[list[torch.Tensor], torch.Tensor]:
+def targets(teacher, texts: list[str], stop=None, until: float = math.inf,
+            progress=None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Each text's token ids (its real tokens, as the model reads them) and the teacher's mean-pooled embedding of it,
-    (N, C); kept in the teacher's cache by the texts' hash (a second static recipe on the same text labels nothing)."""
+    (N, C); kept in the teacher's cache by the texts' hash (a second static recipe on the same text labels nothing).
+    Labeled in seeded blocks of BLOCK texts (like lengths batched within a block), other sessions' jobs let in between
+    batches; at `until` (perf_counter) labeling ends and the blocks labeled so far are returned (not cached): a
+    random share of the text, not its shortest. progress({"labeled": k, "texts": n}) after each batch."""
     key = ("tokenlearn_targets", hashlib.sha256("\n".join(texts).encode()).hexdigest())
     if key in teacher.cache:
         return teacher.cache[key]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like lengths: little padding
+    perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0)).tolist()
+    order = [i for b in range(0, len(perm), BLOCK) for i in sorted(perm[b:b + BLOCK], key=lambda i: len(texts[i]))]
     ids_l, ys = [None] * len(texts), None
     for start in range(0, len(texts), LABEL):
-        checkpoint()
+        turn()  # a Cancel ends it; anyone waiting for the queue goes first
         if stop is not None and stop.is_set():
             return [], None  # a Stop while labeling: nothing to fit (and nothing kept in the cache)
+        if time.perf_counter() >= until:  # the time cap: fit what is labeled, whole blocks
+            done = [i for i in order[:start - start % BLOCK]]
+            return [ids_l[i] for i in done], (ys[done] if done else None)
+        if progress is not None:
+            progress({"labeled": start, "texts": len(texts)})
         chunk = order[start:start + LABEL]
         (ids, mask), = batches(teacher, [texts[i] for i in chunk], LABEL)
         y = mean_pool(forward(teacher.model, teacher.adapter, ids, mask), mask)  # (B, C)
@@ -85,7 +97,7 @@ def fit(student, teacher, texts: list[str], sha: str, steps: int, lr: float, see
     train, dev_texts = split_dev(texts, steps * BATCH)
     train = train[:max(1, steps * BATCH)]  # a short run labels only what it will read
     dev_b, ref = dev_batches(teacher, dev_texts)
-    ids_l, y = targets(teacher, train, stop)
+    ids_l, y = targets(teacher, train, stop, t0 + cap * LABEL_SHARE, progress)
     if ids_l:
         pca_start(student, y)
     g = torch.Generator().manual_seed(seed)
@@ -95,8 +107,9 @@ def fit(student, teacher, texts: list[str], sha: str, steps: int, lr: float, see
     dev = dev_before = dev_metric(student, teacher, dev_b, ref)
     best, best_dev, best_step = [p.detach().clone() for p in params], dev, 0
     history = [{"step": 0, "loss": None, "dev": dev, "seconds": round(time.perf_counter() - t0, 2)}]
-    every, order, step, ended, losses = max(10, steps // 10), [], 0, "done", []
     stopped = stop is not None and stop.is_set()
+    every, order, step, losses = max(10, steps // 10), [], 0, []
+    ended = "done" if ids_l or stopped else "time cap"  # (the cap came before a whole block was labeled)
     while step < steps and not stopped and ids_l:
         checkpoint()
         elapsed = time.perf_counter() - t0
