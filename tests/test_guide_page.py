@@ -19,6 +19,10 @@ def test_a_preset_fills_the_controls_and_apply_shows_a_verdict(app):
     box.set_value("static").run()  # its labeling and 1,600 steps need more than the default 5 min
     assert not app.exception and app.number_input(key="heal_minutes").value == 15.0
     assert any("set healing's time cap to 15 min" in c.value for c in app.caption)
+    assert not [c for c in app.caption if "no longer hold" in c.value]
+    app.session_state["r_vocab"] = 0.3  # a control moved: the preset's numbers are not this recipe's any more
+    app.run()
+    assert any("no longer hold static's recipe" in c.value for c in app.caption)
     box.set_value("about 4x").run()
     next(b for b in app.button if b.label == "Apply").click().run()
     assert not app.exception

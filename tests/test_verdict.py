@@ -19,3 +19,10 @@ def test_verdict_by_the_stated_thresholds(quality, word):
 
 def test_no_judged_metric_no_verdict():
     assert verdict({}) is None and verdict({"fidelity": float("nan")}) is None and verdict({"bpc": 1.7}) is None
+
+
+def test_a_healed_result_is_told_to_heal_longer_not_to_heal():
+    q = {"fidelity": 0.77}
+    assert verdict(q)["hint"].startswith("Heal it") and "a sweep on the Trade-offs page" in verdict(q)["hint"]
+    assert verdict(q, healed=True)["hint"].startswith("It was healed: heal longer")
+    assert "more steps" in verdict({"fidelity": 0.9}, healed=True)["hint"]

@@ -29,14 +29,21 @@ def presets(b) -> None:
         p = P.BY_NAME[name]
         if why[name]:
             st.caption(f"{name} cannot apply to {b.name}: {why[name]}.")
+        try:
+            changed = state.current_recipe() != p.build()  # a control moved since: the numbers are not its own
+        except C.CompressError:
+            changed = True
+        if changed:
+            st.caption(f"The controls no longer hold {name}'s recipe (changed since it was chosen): these are the "
+                       "preset's numbers, not the current recipe's.")
         st.caption(f"Measured on {p.measured_on}: {p.gives}." + (f" Healing: {p.healing}." if p.healing else "")
                    + (f" Choosing it set healing's time cap to {p.minutes:g} min." if p.minutes else "")
                    + f" (BENCHMARKS.md, {p.source})")
 
 
-def verdict_line(quality: dict) -> None:
+def verdict_line(quality: dict, healed: bool = False) -> None:
     """Kept / some loss / large loss of these quality numbers, with the thresholds and what to try next."""
-    v = verdict(quality)
+    v = verdict(quality, healed)
     if v is None:
         return
     say = st.success if v["verdict"] == "kept" else st.info if v["verdict"] == "some loss" else st.warning  # (not

@@ -17,16 +17,20 @@ THRESHOLDS = [  # why these numbers: int8 (no visible change in search results) 
     Threshold("top1_agreement", 0.95, 0.8, what="next-token top-1 agreement with the original"),
 ]
 HINTS = {"kept": "", "some loss": "Healing (a few hundred steps) usually wins most of it back.",
-         "large loss": "Heal it (the article: factorization and pruning need it), or pick a gentler point on the "
-                       "Trade-offs page's frontier."}
+         "large loss": "Heal it (the article: factorization and pruning need it), or pick a gentler recipe (a sweep "
+                       "on the Trade-offs page draws the frontier)."}
+HEALED = {"kept": "", "some loss": "It was healed: more steps (and a longer time cap) may win more back.",
+          "large loss": "It was healed: heal longer (more steps, a longer time cap), or pick a gentler recipe (a sweep "
+                        "on the Trade-offs page draws the frontier)."}
 
 
-def verdict(quality: dict) -> dict | None:
-    """{"verdict", "metric", "value", "rule", "hint"} for a result's quality numbers, or None if none is judged."""
+def verdict(quality: dict, healed: bool = False) -> dict | None:
+    """{"verdict", "metric", "value", "rule", "hint"} for a result's quality numbers, or None if none is judged;
+    healed: the hint says to heal longer rather than to heal."""
     for t in THRESHOLDS:
         v = quality.get(t.metric)
         if isinstance(v, (int, float)) and v == v:
             word = "kept" if v >= t.kept else "some loss" if v >= t.some else "large loss"
             rule = f"{t.what}: kept at >= {t.kept}, some loss at >= {t.some}, large loss below"
-            return {"verdict": word, "metric": t.metric, "value": v, "rule": rule, "hint": HINTS[word]}
+            return {"verdict": word, "metric": t.metric, "value": v, "rule": rule, "hint": (HEALED if healed else HINTS)[word]}
     return None

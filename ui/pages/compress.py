@@ -79,7 +79,7 @@ def show(res):
                    f"{safe.plain(res['applied']['runtime_reason'])}")
     o = res["nums"]["original"]
     st.subheader(f"Original vs compressed: {res['recipe'].describe()}", anchor="result")
-    guide.verdict_line(res["nums"]["compressed"]["quality"])
+    guide.verdict_line(res["nums"]["compressed"]["quality"], bool(res["applied"].get("heal")))
     busy = res["lat"]["compressed"].get("others_busy")
     if busy is not None and busy > C.BUSY:
         st.warning(f"Timing unreliable: other processes on this machine used {busy:.0%} of its CPUs while these "
