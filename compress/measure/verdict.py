@@ -32,5 +32,6 @@ def verdict(quality: dict, healed: bool = False) -> dict | None:
         if isinstance(v, (int, float)) and v == v:
             word = "kept" if v >= t.kept else "some loss" if v >= t.some else "large loss"
             rule = f"{t.what}: kept at >= {t.kept}, some loss at >= {t.some}, large loss below"
-            return {"verdict": word, "metric": t.metric, "value": v, "rule": rule, "hint": (HEALED if healed else HINTS)[word]}
+            hint = (HEALED if healed else HINTS)[word]
+            return {"verdict": word, "metric": t.metric, "value": v, "rule": rule, "hint": hint}
     return None
