@@ -38,7 +38,7 @@ def targets(teacher, texts: list[str], stop=None, until: float = math.inf,
     (N, C); kept in the teacher's cache by the texts' hash (a second static recipe on the same text labels nothing).
     Labeled in seeded blocks of BLOCK texts (like lengths batched within a block), other sessions' jobs let in between
     batches; at `until` (perf_counter) labeling ends and the blocks labeled so far are returned (not cached): a
-    random share of the text, not its shortest. progress({"labeled": k, "texts": n}) after each batch."""
+    random share of the text, not its shortest. progress({"labeled": k, "texts": n}) before each batch."""
     key = ("tokenlearn_targets", hashlib.sha256("\n".join(texts).encode()).hexdigest())
     if key in teacher.cache:
         return teacher.cache[key]
@@ -50,7 +50,7 @@ def targets(teacher, texts: list[str], stop=None, until: float = math.inf,
         if stop is not None and stop.is_set():
             return [], None  # a Stop while labeling: nothing to fit (and nothing kept in the cache)
         if time.perf_counter() >= until:  # the time cap: fit what is labeled, whole blocks
-            done = [i for i in order[:start - start % BLOCK]]
+            done = order[:start - start % BLOCK]
             return [ids_l[i] for i in done], (ys[done] if done else None)
         if progress is not None:
             progress({"labeled": start, "texts": len(texts)})
