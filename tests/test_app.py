@@ -63,6 +63,9 @@ def test_compress_page_apply_shows_both_sides(app):
         [m.value for m in app.metric if m.label == "fidelity · our sentences"][1]
     glance = [m.value for m in app.markdown if m.value.startswith("**int8**: ")]  # beside Apply: the same numbers
     assert glance and f"{sizes[1].delta}, " in glance[0] and "[Details](#result)" in glance[0], glance
+    w = app.session_state["result"]["workload"]  # the speed names the workload it was timed on (a preset's: 8 x 128)
+    assert f"x {'faster' if 'faster' in glance[0] else 'slower'} on " in glance[0] and f"({w['batch']}x{w['seq']})" \
+        in glance[0], glance
     for label in ("fidelity · our sentences", "fidelity · Python docs"):  # both sets, each named
         fidelity = [float(m.value) for m in app.metric if m.label == label]
         assert fidelity[0] == 1.0 and 0.9 < fidelity[1] <= 1.0
