@@ -29,3 +29,9 @@ def test_a_preset_fills_the_controls_and_apply_shows_a_verdict(app):
     said = [m.value for m in [*app.success, *app.info, *app.warning] if m.value.startswith("Quality: **")]
     assert len(said) == 1 and "fidelity" in said[0] and ">= 0.95" in said[0]
     assert C.Recipe(**presets.BY_NAME["about 4x"].recipe) == app.session_state["result"]["recipe"]
+
+
+def test_the_speed_names_its_workload_and_nothing_where_a_result_does_not_say_it():
+    from ui.guide import timed_on
+    assert timed_on({"kind": "ids", "batch": 8, "seq": 32}).endswith("(8x32)")
+    assert timed_on(None) == timed_on({}) == timed_on({"kind": "ids"}) == ""

@@ -61,13 +61,21 @@ def ratio(x: float, better: str, worse: str) -> str:
     return f"{x:.2f}x {better}" if x >= 1 else f"{1 / x:.2f}x {worse}"
 
 
+def timed_on(w) -> str:
+    """' on token ids (8x32)': the workload a speed was timed on, or nothing where a result does not say it."""
+    try:
+        return f" on {workload_text(w)}"
+    except (KeyError, TypeError):
+        return ""
+
+
 def glance(res: dict, recipe) -> str:
     """The last Apply in one line, beside the Apply button: size, speed (with its timing flag), the quality verdict;
     whether it is the recipe the controls hold now."""
     o, c, lo, lc = res["nums"]["original"], res["nums"]["compressed"], res["lat"]["original"], res["lat"]["compressed"]
     how, v = C.timing(lc, res["recipe"]), verdict(c["quality"])
     speed = "no change in speed (nothing chosen)" if how == "no change" else \
-        ratio(lo["p50"] / lc["p50"], "faster", "slower") + f" on {workload_text(res['workload'])}" \
+        ratio(lo["p50"] / lc["p50"], "faster", "slower") + timed_on(res.get("workload")) \
         + ("" if how == "reliable" else f" (timing {how})")  # (the presets' speeds name theirs: 8 x 128)
     return (f"**{res['recipe'].describe()}**" + ("" if res["recipe"] == recipe else " (the last applied; Apply for "
                                                  "the controls' recipe)")
