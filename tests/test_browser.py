@@ -139,6 +139,7 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
         _idle(page)
         nav = page.locator('[data-testid="stSidebarNav"] a')
         assert [n.split("\n")[-1] for n in nav.all_inner_texts()] == PAGES  # the first session of a fresh server
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # a visitor's toolbar (.streamlit/config.toml)
         apply = page.get_by_role("button", name="Apply", exact=True)
         box = apply.bounding_box()
         assert box and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= SCREEN["width"] \
