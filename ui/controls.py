@@ -54,20 +54,38 @@ def control(name: str, b, where=st) -> str | None:
     return why
 
 
-def caption(step, reasons) -> None:
-    """A step's teaching text, why its controls are greyed out by the model or the other fields, and a link to the
-    Learn page's section that shows the technique working (learn_common.STEP_SECTION)."""
-    why = [r for r in dict.fromkeys(reasons) if r and not r.startswith("only with")]
-    st.caption(step.teach + "".join(f" Disabled: {r}." for r in why))
+def _shown(reasons) -> list[str]:  # "only with int8/int4" is said by the greyed control itself
+    return [r for r in dict.fromkeys(reasons) if r and not r.startswith("only with")]
+
+
+def caption(step, reasons, text: str | None = None) -> None:
+    """A step's teaching text (or `text`), why its controls are greyed out by the model or the other fields, and a
+    link to the Learn page's section that shows the technique working (learn_common.STEP_SECTION)."""
+    st.caption((step.teach if text is None else text) + "".join(f" Disabled: {r}." for r in _shown(reasons)))
     slug = STEP_SECTION.get(step.name)
     if slug:
         st.page_link("ui/pages/learn.py", label=f"See it on the model: Learn, {SECTIONS[slug][0]}",
                      icon=":material/school:", query_params={"section": slug})
 
 
+def _recipe():
+    try:
+        return C.Recipe.from_dict(values())
+    except C.CompressError:  # an impossible combination: the page says so in one line beside Apply
+        return None
+
+
 def step_controls(step, b) -> None:
-    """A step's controls, then its caption."""
-    caption(step, [control(f.name, b) for f in step.fields if f.label])
+    """A step's controls, then its caption. Steps that are values of one field (Quantization: int8, int4, fp16 /
+    bf16) teach only the value chosen; with none chosen, one line names the values."""
+    why = [control(f.name, b) for f in step.fields if f.label]
+    r = _recipe()
+    if not step.selects or _shown(why) or (r is not None and step.is_active(r)):
+        caption(step, why)
+    elif step.fields and r is not None and getattr(r, step.selects[0]) == C.FIELDS[step.selects[0]].default:
+        f = C.FIELDS[step.selects[0]]  # the table's field: the values every selecting step adds
+        caption(step, why, f"{f.label}: choose one of {', '.join(str(c) for c in f.choices if c != f.default)} "
+                           "to read what it stores and where it runs.")
 
 
 def heal_controls(step, b) -> float:
@@ -89,10 +107,7 @@ def heal_controls(step, b) -> float:
 
 def folded_label(rest) -> str:
     """The expander's label: what it holds, and which of its steps the recipe uses (a link's, a preset's)."""
-    try:
-        r = C.Recipe.from_dict(values())
-    except C.CompressError:  # an impossible combination: the page says so in one line beside Apply
-        r = None
+    r = _recipe()
     used = [s.describe(r) for s in rest if r is not None and s.is_active(r)]
     return "More techniques" + (f" (in this recipe: {', '.join(used)})" if used else
                                 f": {', '.join(s.title for s in rest if s.fields)}")

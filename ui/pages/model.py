@@ -7,6 +7,8 @@ from ui import cached, shell
 
 b = shell.page()
 st.title(f"Model: {b.name}")
+st.page_link("ui/pages/compress.py", label="Start here: Compress. Pick a preset (or move a slider), press Apply, "
+             "and see original and compressed side by side", icon=":material/arrow_forward:")
 n = cached.sizes(b)
 if n is None:  # cancelled or failed: said in one line above
     st.stop()
