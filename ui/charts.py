@@ -1,11 +1,12 @@
 """Every chart with its text alternative: the figure, then a caption saying in words what it shows (plots.in_words),
 for a screen reader and for anyone who cannot read the colours."""
 from compress.outputs.plots import in_words
+from ui.safe import plain
 
 
 def show(where, fig, **kw):
     """where.plotly_chart(fig, **kw) (its selection event, where asked), then the figure in words beneath it."""
     event = where.plotly_chart(fig, **kw)
-    where.caption("The chart in words: " + in_words(fig))
+    where.caption("The chart in words: " + plain(in_words(fig)))  # (its labels may be an upload's tokens)
     return event
 

@@ -6,6 +6,7 @@ import streamlit as st
 import compress as C
 from ui import jobs
 from ui.learn_common import SECTIONS, STEP_SECTION
+from ui.safe import plain
 from ui.state import KEY, values
 
 # shown first, in this order (issue 25: quantization, layers, heads, rank, healing); a step the table gains later
@@ -17,7 +18,7 @@ def control(name: str, b, where=st) -> str | None:
     """One widget for Recipe field `name` (session key r_<name>), for model b; returns why it is greyed out."""
     f, key = C.FIELDS[name], KEY + name
     why = C.field_reason(name, b, values())
-    kw = {"key": key, "disabled": bool(why), "help": f"{f.help}. Disabled: {why}." if why else f.help,
+    kw = {"key": key, "disabled": bool(why), "help": f"{f.help}. Disabled: {plain(why)}." if why else f.help,
           "persist_state": "session"}  # else Streamlit drops the value on a page switch: a link's recipe was lost
     if f.kind in ("count", "counts"):
         n = b.info[f.most]
@@ -61,7 +62,7 @@ def _shown(reasons) -> list[str]:  # "only with int8/int4" is said by the greyed
 def caption(step, reasons, text: str | None = None) -> None:
     """A step's teaching text (or `text`), why its controls are greyed out by the model or the other fields, and a
     link to the Learn page's section that shows the technique working (learn_common.STEP_SECTION)."""
-    st.caption((step.teach if text is None else text) + "".join(f" Disabled: {r}." for r in _shown(reasons)))
+    st.caption((step.teach if text is None else text) + "".join(f" Disabled: {plain(r)}." for r in _shown(reasons)))
     slug = STEP_SECTION.get(step.name)
     if slug:
         st.page_link("ui/pages/learn.py", label=f"See it on the model: Learn, {SECTIONS[slug][0]}",

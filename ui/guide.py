@@ -29,7 +29,7 @@ def presets(b) -> None:
     if name in P.BY_NAME:
         p = P.BY_NAME[name]
         if why[name]:
-            st.caption(f"{name} cannot apply to {b.name}: {why[name]}.")
+            st.caption(f"{name} cannot apply to {b.name}: {safe.plain(why[name])}.")
         try:
             changed = state.current_recipe() != p.build()  # a control moved since: the numbers are not its own
         except C.CompressError:

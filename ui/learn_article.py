@@ -6,7 +6,7 @@ import streamlit as st
 import compress as C
 from compress.learn import article as ART
 from compress.bench import healcurve
-from ui import cached, charts, jobs
+from ui import cached, charts, jobs, safe
 from ui.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
 
 
@@ -26,7 +26,7 @@ def _article_table(b):
     try:
         measured = ART.stored(b)
     except C.CompressError as e:
-        st.warning(f"The results store cannot be read, so nothing measured is shown: {e}")
+        st.warning(f"The results store cannot be read, so nothing measured is shown: {safe.plain(e)}")
         measured = {}
     missing = [t for t in ART.CLAIMS if t not in measured]
     if missing and st.button(f"Measure the {len(missing)} missing row(s) on this machine (about 10 s each)",
@@ -37,7 +37,7 @@ def _article_table(b):
             try:
                 ART.record(jobs.owner(), b, got)
             except C.CompressError as e:
-                st.warning(f"Measured, but not kept in the results store: {e}")
+                st.warning(f"Measured, but not kept in the results store: {safe.plain(e)}")
             measured = {**measured, **got}
             st.session_state.setdefault("learn_measured", {})[cached.model_key(b)] = measured
     measured = {**st.session_state.get("learn_measured", {}).get(cached.model_key(b), {}), **measured}

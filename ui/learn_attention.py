@@ -2,7 +2,6 @@
 the self-attention relations relation healing copies."""
 import dataclasses
 import functools
-import html
 import math
 
 import numpy as np
@@ -25,7 +24,7 @@ MAX_PER_PAGE = 16  # heads in one figure at most, whatever the sentence's length
 
 
 def _axis(tokens):
-    return [html.escape(t) for t in tokens] if len(tokens) <= MAX_LABELS else None  # plotly renders tags in ticks
+    return safe.labels(tokens) if len(tokens) <= MAX_LABELS else None  # plotly renders tags in ticks
 
 
 def _map(z, tokens, title, scale=SEQ, mid=None, height=360):

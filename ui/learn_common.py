@@ -51,7 +51,7 @@ def meta(fig, **numbers):
 def csv(build, name: str, key: str, rows: int) -> None:
     """The figure's data as a CSV built when the button is clicked (build() -> DataFrame), not on every run: a
     layer's maps were a 2.1M-row table rebuilt on each rerun."""
-    st.download_button(f"Download the data (CSV, {rows:,} rows)", lambda: build().to_csv(index=False).encode(),
+    st.download_button(f"Download the data (CSV, {rows:,} rows)", lambda: safe.csv_bytes(build()),
                        f"{name}.csv", "text/csv", key=key, on_click="ignore")
 
 
@@ -66,7 +66,7 @@ def or_say(b, data):
     try:
         return data()
     except C.CompressError as e:
-        st.caption(f"Not for {b.name}: {e}")
+        st.caption(f"Not for {b.name}: {safe.plain(e)}")
         return None
 
 

@@ -11,7 +11,7 @@ from compress.learn import figures as L
 from compress.learn import bag as LB
 from compress.learn import vocab as LV
 from compress.table import presets as P
-from ui import charts, jobs
+from ui import charts, jobs, safe
 from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, or_say, predict, section
 
 
@@ -194,12 +194,14 @@ def vocabulary(b, text):
     if (d := or_say(b, lambda: LV.cover(b, text, frac))) is None:
         return
     if output and jobs.run("learn_vocab", lambda job: LV.distill_table(b) is not None,
-                           f"Learn: each of the {b.vocab_size:,} tokens of {b.name} alone") is not None:
+                           f"Learn: each of the {b.vocab_size:,} tokens of {b.name} alone",
+                           key=b.content_hash) is not None:
         d = LV.cover(b, text, frac, output=True)  # its table is in the model's cache now
     fig = go.Figure([go.Bar(x=list(range(len(d["tokens"]))), y=d["cosine"][c], name=c, marker_color=OKABE_ITO[i],
-                            customdata=d["reads"][c], hovertemplate="%{customdata}: %{y:.3f}<extra>" + c + "</extra>")
+                            customdata=safe.labels(d["reads"][c]),
+                            hovertemplate="%{customdata}: %{y:.3f}<extra>" + c + "</extra>")
                      for i, c in enumerate(d["cosine"])])
-    fig.update_xaxes(tickvals=list(range(len(d["tokens"]))), ticktext=d["tokens"])
+    fig.update_xaxes(tickvals=list(range(len(d["tokens"]))), ticktext=safe.labels(d["tokens"]))
     kept = sum(d["kept"]["nearest"])
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, yaxis_title="cosine to its own row", barmode="group",
                       title=f"{kept} of {len(d['tokens'])} tokens kept at {frac:g}")
@@ -234,7 +236,7 @@ def static_table(b, text):
         return
     fig = go.Figure(go.Bar(x=list(range(len(d["tokens"]))), y=d["weight"], marker_color=OKABE_ITO[0],
                            hovertemplate="%{y:.3f}<extra></extra>"))
-    fig.update_xaxes(tickvals=list(range(len(d["tokens"]))), ticktext=d["tokens"])
+    fig.update_xaxes(tickvals=list(range(len(d["tokens"]))), ticktext=safe.labels(d["tokens"]))
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, yaxis_title="weight in the mean (SIF)",
                       title=f"cosine to the transformer: {d['cosine']:.3f} weighted, {d['cosine_plain']:.3f} plain")
     charts.show(st, meta(fig, figure="static", cosine=d["cosine"], plain=d["cosine_plain"],

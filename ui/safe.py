@@ -2,6 +2,7 @@
 paths, upload file names the disk takes, and the boundary where an unexpected exception becomes one line and a log
 entry (never a traceback, never a page broken on every rerun)."""
 import functools
+import html
 import logging
 import re
 from pathlib import PurePath
@@ -12,6 +13,7 @@ import compress as C
 
 LOG = logging.getLogger("compress.app")
 MAX_NAME = 60  # characters of an upload's file name kept: at most 240 bytes (a name of 255+ bytes raised writing it)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation: CommonMark lets each be backslash-escaped
 
 
@@ -19,6 +21,21 @@ def plain(text) -> str:
     """Text to show inside markdown (st.warning, st.caption...) as it is: no link, image, emphasis, colour directive
     or HTML of a crafted link takes effect; line breaks become spaces (no block of markdown can start)."""
     return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def labels(texts) -> list[str]:
+    """Texts of an upload (its tokens) as a chart's labels (ticks, hover data): plotly renders a subset of HTML there
+    (a link, a style), so their <, > and & are escaped (the library cuts them to length: compress.learn.shown)."""
+    return [html.escape(str(t), quote=False) for t in texts]
+
+
+def csv_bytes(table) -> bytes:
+    """A DataFrame as CSV bytes for a download, every text cell (and column name) that a spreadsheet would read as a
+    formula (starting with = + - @, a tab or a carriage return) kept as text by a leading apostrophe (OWASP's advice):
+    its cells may be an upload's tokens or a card's keys."""
+    def cell(v):
+        return "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v
+    return table.rename(columns=cell).map(cell).to_csv(index=False).encode()
 
 
 def file_name(raw: str) -> str:

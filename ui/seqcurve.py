@@ -7,7 +7,7 @@ import streamlit as st
 import compress as C
 from compress.bench import seqlen
 from compress.outputs import plots
-from ui import cached, charts, jobs
+from ui import cached, charts, jobs, safe
 
 LONGEST = [t for t in seqlen.LENGTHS if t >= 512]
 
@@ -41,7 +41,7 @@ def section(b, recipe) -> None:
                 + f". {C.machine_line()}; positions beyond the trained ones tiled for timing; memory: the rise of this "
                 "server's peak RSS during one call (other sessions' work can add to it).")
     for note in got["notes"]:
-        st.info(note)
+        st.info(safe.plain(note))
     st.dataframe(pd.DataFrame(got["rows"]).rename(columns={"ms": "ms (median)", "peak_mb": "peak MB rise",
                                                            "others_busy": "other programs' CPU share"}),
                  hide_index=True)

@@ -64,7 +64,10 @@ def setup():
 def run(nav) -> None:
     """The page, through the one boundary every page runs behind (safe.guard): an exception that is not the
     library's is one line and a log entry, not a broken page on every rerun."""
-    safe.guard(nav.run, f"the {nav.title} page")
+    try:
+        safe.guard(nav.run, f"the {nav.title} page")
+    finally:  # (st.stop passes through) a Cancel's mark holds for the run its click caused, no later one
+        st.session_state.pop("cancelled", None)
 
 
 MAX_LOADED = 2  # uploaded / local models kept per session (each is a whole model); the oldest goes first
@@ -80,6 +83,7 @@ def _try_load(kind: str, key: str, load):
                 loaded.pop(next(iter(loaded)))
         st.session_state.active = (kind, key)
         st.session_state.load_error = None
+        st.session_state.pop("uploaded", None)  # a compressed upload's message and comparison belong to it alone
     except C.CompressError as e:
         st.session_state.load_error = str(e)
 
@@ -87,7 +91,8 @@ def _try_load(kind: str, key: str, load):
 def _public(bundle, name: str):
     """The upload under its file name: the library names it by the temp path it was loaded from, which every
     visitor would read in histories and reports."""
-    name = f"upload-{name}" if name in C.BUNDLED else name  # never taken for the bundled model of that name
+    looks_bundled = name.lower() in C.BUNDLED or not name.isascii()  # (a Cyrillic і makes "mіnilm" read as minilm)
+    name = f"upload-{name}" if looks_bundled else name  # never taken for a bundled model
     return dataclasses.replace(bundle, name=name, info={**bundle.info, "source": f"an upload ({name})"})
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ..models.adapters import forward
 from ..errors import CompressError
+from . import shown
 from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches
 from ..techniques.heads import head_dim, heads_per_layer
@@ -33,7 +34,7 @@ _LOCK = threading.Lock()        # the cache is filled on the queue's worker and 
 def tokens_of(bundle, ids: list[int]) -> list[str]:
     if bundle.tokenizer is None:
         return [f"#{i}" for i in ids]
-    return [bundle.tokenizer.decode([i]).strip() or repr(bundle.tokenizer.decode([i])) for i in ids]
+    return shown([bundle.tokenizer.decode([i]).strip() or repr(bundle.tokenizer.decode([i])) for i in ids])
 
 
 def layers(bundle) -> int:

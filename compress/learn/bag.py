@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CompressError
+from . import shown
 from ..measure.evaluate import embed
 from ..table.recipe import Recipe
 from ..techniques import static
@@ -28,6 +29,6 @@ def bag(bundle, text: str, sif_a: float = static.SIF_A) -> dict:
     rows = static.one_token_rows(bundle, ids)  # (n, C): the static table's rows before their weights
     w = static.sif_weights(ids, bundle.vocab_size, sif_a)
     whole = embed(bundle, [text])[0]  # the transformer's (normalized) embedding of the sentence
-    return {"tokens": tok.convert_ids_to_tokens(ids), "weight": w.tolist(),
+    return {"tokens": shown(tok.convert_ids_to_tokens(ids)), "weight": w.tolist(),
             "cosine": float(F.cosine_similarity((w[:, None] * rows).mean(0), whole, dim=0)),
             "cosine_plain": float(F.cosine_similarity(rows.mean(0), whole, dim=0))}

@@ -5,6 +5,7 @@ are techniques/relations.py's (one short forward of the sentence's first MAX_TOK
 import torch
 
 from ..errors import CompressError
+from . import shown
 from ..models.adapters import forward
 from ..table.recipe import Recipe
 from ..techniques import relations
@@ -32,4 +33,5 @@ def relation_maps(bundle, text: str) -> dict:
         heads[n] = relations.heads(out[n].shape[-1], out[n].shape[-1])
         maps[n] = relations.log_relations(out[n], heads[n], mask.bool())[0].exp().numpy()
         ent[n] = entropy(maps[n])
-    return {"tokens": bundle.tokenizer.convert_ids_to_tokens(ids[0]), "maps": maps, "heads": heads, "entropy": ent}
+    tokens = shown(bundle.tokenizer.convert_ids_to_tokens(ids[0]))
+    return {"tokens": tokens, "maps": maps, "heads": heads, "entropy": ent}

@@ -6,6 +6,7 @@ the sentence's tokens with the kept rows; output needs every token of the vocabu
 import torch
 
 from ..errors import CompressError
+from . import shown
 from ..table.recipe import Recipe
 from ..techniques import vocab as V
 from ..techniques.static import distill_table
@@ -35,7 +36,7 @@ def cover(bundle, text: str, fraction: float, output: bool = False) -> dict:
                 rows = [int((near[keep] @ near[t]).argmax())]
             reads.append(rows)
         out["kept"][name] = [s in kept for s in out["tokens"]]
-        out["reads"][name] = [" + ".join(tok.convert_ids_to_tokens([keep[r] for r in rows])) for rows in reads]
+        out["reads"][name] = [" + ".join(shown(tok.convert_ids_to_tokens([keep[r] for r in rows]))) for rows in reads]
         means = [table[[keep[r] for r in rows]].mean(0) for rows in reads]  # what each token reads, (C,) each
         out["cosine"][name] = [float(unit[t] @ torch.nn.functional.normalize(m, dim=0)) for t, m in zip(ids, means)]
-    return out
+    return {**out, "tokens": shown(out["tokens"])}

@@ -53,6 +53,13 @@ def _tokens(name: str, ts) -> None:
         _token(name, t)
 
 
+def _lengths(name: str, what: str, texts, most: int = MAX_TOKEN_CHARS) -> None:
+    """Every vocabulary entry (or merge) a text of at most `most` characters: a token is shown on the Learn page and
+    decoded into samples, so one of megabytes would be too."""
+    if any(not isinstance(t, str) or len(t) > most for t in texts):
+        _refuse(name, f"a {what} is not a text of at most {most} characters")
+
+
 def _depth(x) -> int:
     """How deep a parsed JSON value nests (iterative: a deep file cannot exhaust the stack here)."""
     most, stack = 0, [(x, 1)]
@@ -84,9 +91,13 @@ def _tokenizer_json(name: str, d: dict) -> None:
     if kind is None or not isinstance(model.get("vocab"), kind):
         _refuse(name, "its model is not a BPE, WordPiece, WordLevel or Unigram model with a vocabulary")
     _count(name, "vocabulary entries", len(model["vocab"]), MAX_VOCAB)
+    _lengths(name, "vocabulary entry", model["vocab"] if kind is dict else [p[0] if isinstance(p, list) and p else p
+                                                                         for p in model["vocab"]])
     if not isinstance(model.get("merges", []), list):
         _refuse(name, "its merges are not a list")
     _count(name, "merges", len(model.get("merges", [])), MAX_MERGES)
+    _lengths(name, "merge", [" ".join(map(str, m)) if isinstance(m, list) else m for m in model.get("merges", [])],
+             2 * MAX_TOKEN_CHARS + 1)
     _tokens(name, d.get("added_tokens") or [])
     _replaces(name, d)
 
@@ -124,6 +135,7 @@ def _config(name: str, d: dict) -> dict:
     for k in ("added_tokens_decoder", "additional_special_tokens", "extra_special_tokens"):
         if d.get(k) is not None:
             _tokens(name, d[k])
+    _tokens(name, [v for k, v in d.items() if k.endswith("_token") and v and isinstance(v, (str, dict))])  # unk_token
     return {k: v for k, v in d.items() if k not in DROPPED and not k.endswith(("_file", "_files"))}
 
 
@@ -163,5 +175,4 @@ def check_files(d: Path, names=TOKENIZER_FILES) -> None:
             _count(name, "entries", len(v), MAX_VOCAB if name == "vocab.json" else MAX_ADDED)
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in v.values()):
                 _refuse(name, "its ids are not all integers")
-            if name == "added_tokens.json":
-                _tokens(name, list(v))
+            _tokens(name, list(v)) if name == "added_tokens.json" else _lengths(name, "vocabulary entry", v)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from ..measure import core as measure, metrics
-from . import onnxcheck, tensors
+from . import cardcheck, onnxcheck, tensors
 from ..table import pipeline
 from ..models.bundle import ModelBundle
 from ..errors import CompressError
@@ -233,6 +233,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
         raise CompressError(f"{CARD} or {RECIPE} is not valid JSON: {one_line(e)}") from None
     if not isinstance(c, dict) or c.get("format") != FORMAT:
         raise CompressError(f"{CARD} is not of this app's format ({FORMAT})")
+    c = cardcheck.checked(c)  # the uploader's claims: what the app reads of them, bounded (cardcheck.py)
     base = _original(c, originals)
     onnx = recipe.runtime == "onnxruntime" and ONNX in got
     if not onnx and WEIGHTS not in got:

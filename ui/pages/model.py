@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import compress as C
-from ui import cached, shell
+from ui import cached, safe, shell
 
 b = shell.page()
 st.title(f"Model: {b.name}")
@@ -27,6 +27,6 @@ st.markdown(f"**Task:** {b.task}  \n**Quality metrics:** {C.quality_words(b)}  \
             f"**Weights:** {b.info.get('dtype', 'float32')}  \n"
             f"**Source:** {b.info['source']}  \n**Content hash:** `{b.content_hash[:16]}`")
 if b.info.get("note"):
-    st.warning(b.info["note"])
+    st.warning(safe.plain(b.info["note"]))  # (it may quote the upload's files)
 st.caption(f"Measured on {C.cpu_info()['cpu']} ({C.cpu_info()['threads']} threads). Size = bytes of the "
            "serialized state dict; each part serialized on its own.")

@@ -77,7 +77,7 @@ try:
                f"stop it. This server runs at most {lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep(s) per session, "
                f"{lim['COMPRESS_SWEEPS_PER_SERVER']:g} in all, {lim['COMPRESS_SWEEP_MINUTES']:g} min each.")
 except C.CompressError as e:  # a bad setting of the server: said here, and Start says it again
-    st.warning(str(e))
+    st.warning(safe.plain(e))
 metrics = S.metrics_for(b)
 quality = [m for m in metrics if m in S.QUALITY]
 
@@ -195,7 +195,7 @@ def studies_section():
         try:
             start(studies.resume_plan(study), "", name)
         except C.CompressError as e:
-            st.error(str(e))
+            st.error(safe.plain(e))
         else:
             st.rerun()
     if stat["stopping"] and stat["active"]:
@@ -241,7 +241,7 @@ def studies_section():
         table = pd.DataFrame(rows)
         st.dataframe(table, hide_index=True)
         c1, c2 = st.columns(2)
-        c1.download_button("Download CSV", table.to_csv(index=False), file_name=f"{name}.csv".replace(" ", "_"),
+        c1.download_button("Download CSV", safe.csv_bytes(table), file_name=f"{name}.csv".replace(" ", "_"),
                            mime="text/csv", key="tr_csv", on_click="ignore")
         c2.download_button("Download the report (.html)", functools.partial(htmlreport.study_of, name),
                            file_name=f"{name}-report.html".replace(" ", "_"), mime="text/html", key="tr_report", on_click="ignore",
