@@ -48,7 +48,7 @@ def sizes(b) -> dict | None:
     n = _SIZES.get(key)
     if n is None:
         n = jobs.run("sizes", lambda job: C.numbers(b, progress=lambda f: job.progress.update(done=f)),
-                     f"sizes of {b.name}")
+                     f"sizes of {b.name}", key=key)
         if n is not None:
             with _SIZES_LOCK:
                 _SIZES[key] = n

@@ -2,6 +2,7 @@
 waited for here with its place in the queue shown and a Cancel button; healing runs there in the background and
 yields to waiting jobs between its steps. Every run of the page is a heartbeat: a closed tab's healing is cancelled."""
 import hashlib
+import os
 import threading
 import uuid
 
@@ -34,35 +35,93 @@ def owner() -> str:
     return st.session_state.setdefault("sid", uuid.uuid4().hex)
 
 
-def run(kind: str, fn, label: str):
+def run(kind: str, fn, label: str, key=None):
     """Run fn(job) on the queue and wait for it here; its result, or None when it failed or was cancelled (said in
-    one line). A job this session is still waiting for (the page was rerun by a click) is waited for again."""
-    q, pending = queue(), st.session_state.setdefault("pending", {})  # kind -> the job this session awaits
+    one line). A job this session is still waiting for (the page was rerun by a click) is waited for again, unless
+    `key` (what the job computes: a model, a sample) differs: then that job is cancelled and this one started (a
+    result for another model would be kept under this one's key). Cancel stops the job however the click arrives:
+    read during the wait (_asked), or by its callback at the start of the run it caused (a button that started the
+    job is not pressed in that run; a fragment's click does not interrupt the run that waits)."""
+    q, pending = queue(), st.session_state.setdefault("pending", {})  # kind -> (the job this session awaits, key)
     q.heartbeat(owner())
-    job = pending.get(kind)
-    if job is None or job.ended.is_set():
-        job = pending[kind] = q.submit(kind, fn, owner(), label)
-    slot, box = st.empty(), st.empty()
-    if slot.button("Cancel", key=f"cancel_{job.id}"):  # shown while it waits or runs
+    if st.session_state.get("cancelled") == (kind, key, label):  # the run its Cancel caused: not started again
+        st.session_state.pop("cancelled")
+        st.info(plain(f"{label}: cancelled"))
+        return None
+    job, had = pending.get(kind, (None, None))
+    if job is not None and had != key:
         q.cancel(job)
-    said = None
+    if job is None or job.ended.is_set() or had != key:
+        job = q.submit(kind, fn, owner(), label, limit_s=limit_s(kind))
+        pending[kind] = (job, key)
+    slot, box = st.empty(), st.empty()
+    cancel = f"cancel_{job.id}"
+    slot.button("Cancel", key=cancel, on_click=_cancel, args=(job, (kind, key, label)))  # shown while it waits or runs
+    said, nudged = None, False
     while not job.ended.wait(0.25):
         q.heartbeat(owner())
+        asked = _asked(cancel)
+        if asked in ("cancel", "stop"):  # Cancel clicked, or the tab closed: nobody waits for it any more
+            q.cancel(job)
         ahead = q.position(job) - 1
         done = job.progress.get("done")  # a fraction the job reports (Apply, sizes, Learn): in steps of 5%
         msg = f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else \
             f"Running: {job.label}" + (f" ({int(done * 20) * 5}%)" if isinstance(done, float) else "")
-        if msg != said:  # only on a change: a browser redrawing every 0.25 s would load the CPU being timed
-            box.info(msg)
-            said = msg
+        if msg != said or (asked == "rerun" and not nudged):  # on a change (a browser redrawing every 0.25 s would
+            box.info(plain(msg))  # load the CPU being timed), or once to let Streamlit end this run for a click's
+            said = msg  # (a click in a fragment does not end it: then this waits on, redrawing only on a change)
+        nudged = asked == "rerun"
     slot.empty()
     box.empty()
     pending.pop(kind, None)
     if job.state == "failed":
-        st.error(job.error)
+        st.error(plain(job.error))
     elif job.state != "done":
-        st.info(f"{job.label}: {job.state}")
+        st.info(plain(f"{job.label}: {job.state}"))
     return take(job)
+
+
+def _cancel(job, ident) -> None:
+    """Cancel's callback: the job cancelled, and the run the click caused does not start it again (run())."""
+    queue().cancel(job)
+    st.session_state.get("pending", {}).pop(ident[0], None)
+    st.session_state.cancelled = ident
+    st.toast(plain(f"{ident[2]}: cancelled"))  # (a run that does not wait for it again says nothing else)
+
+
+def _asked(button: str) -> str | None:
+    """What Streamlit holds for this session while this run waits: "stop" (the tab closed or reloaded), "cancel" (a
+    click on `button`, waiting in the rerun it asked for), "rerun" (another click) or None. A click is otherwise read
+    only by the next run, and a click inside a fragment does not end the run that waits (Streamlit queues it), so
+    the wait reads it here. Streamlit's own state (1.67, pinned in requirements.txt), read defensively: None when
+    it is not there (then Cancel acts at the next run, by its callback)."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+        req = get_script_run_ctx().script_requests
+        with req._lock:
+            state, widgets = req._state, req._rerun_data.widget_states
+    except Exception:  # noqa: BLE001 - another Streamlit: the callback still cancels
+        return None
+    if state == ScriptRequestType.STOP:
+        return "stop"
+    if state != ScriptRequestType.RERUN:
+        return None
+    clicked = bool(button) and widgets is not None and any(w.id.endswith(button) and w.trigger_value
+                                                           for w in widgets.widgets)
+    return "cancel" if clicked else "rerun"
+
+
+def limit_s(kind: str) -> float | None:
+    """The time limit of a job the pages wait for (COMPRESS_JOB_MINUTES, default 30): none for healing (its own
+    cap) and sweeps (theirs)."""
+    if kind in ("heal", "sweep"):
+        return None
+    try:
+        minutes = float(os.environ.get("COMPRESS_JOB_MINUTES", "30"))
+    except ValueError:
+        minutes = 30.0
+    return 60.0 * minutes if minutes > 0 else None
 
 
 def take(job):
@@ -75,10 +134,12 @@ def quiet(kind: str, fn, label: str):
     """Run fn() on the queue and wait for it without widgets (a sidebar callback, a cached function): its result,
     or the library's CompressError with the job's one-line message. For short work: loading a model, its sizes."""
     q, me = queue(), owner()
-    job = q.submit(kind, lambda job: fn(), me, label)
+    job = q.submit(kind, lambda job: fn(), me, label, limit_s=limit_s(kind))
     try:  # no session_state in the loop: reading it lets a rerun (a click elsewhere) end this run mid-wait
         while not job.ended.wait(0.25):
             q.heartbeat(me)
+            if _asked("") == "stop":  # the tab closed or reloaded: nobody waits for this load
+                q.cancel(job)
     except BaseException:
         q.cancel(job)  # this run ended anyway: a job that has not started is not run for nobody
         raise
@@ -167,7 +228,10 @@ def _heal_poll():
             done, text = guide.heal_status(p, *st.session_state.heal_plan)
             st.progress(done, text=text)
         if st.button("Stop (keeps the best state so far)", key="heal_stop"):
-            job.stop.set()  # not job.cancel: that drops the healing (a closed tab's)
+            if "step" in p or "labeled" in p:  # (the static fit's labeling ends on Stop too)
+                job.stop.set()  # not job.cancel: that drops the healing (a closed tab's)
+            else:  # before healing began (sensitivity, the static table's distillation): nothing to keep: dropped
+                q.cancel(job)
         return
     st.session_state.heal_job = None
     if job.state == "failed":

@@ -24,6 +24,8 @@ FACTOR = {  # copies of the weights a kind holds at its peak
     "spectra": 8,  # of the factorizable layers: each in float64 (2), its U and Vh in float64 (4) and float32 (2)
     "heal": 7,     # teacher, student, gradients, AdamW's two moments, the best state so far, activations
     "seqlen": 2,   # of each model timed over T: it and its copy with positions extended (activations: extra_mb)
+    "sensitivity": 2,  # the copy whose layers are swapped one at a time, and one forward's activations
+    "distill": 1,  # one forward's activations over the shared original (its vocab x hidden table: extra_mb)
 }
 
 

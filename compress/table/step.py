@@ -1,5 +1,6 @@
 """Step (one entry of the technique table, steps.py) and Ctx (what the steps build, step by step). The steps'
 apply functions live with their techniques (compress/techniques/)."""
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -46,7 +47,8 @@ class Ctx:
     recipe: object
     model: object
     texts: list | None = None       # healing text (None = the default corpus)
-    minutes: float | None = None
+    minutes: float | None = None   # healing's time cap, counted from `started` (the steps before it spend it too)
+    started: float = field(default_factory=time.perf_counter)
     progress: Callable | None = None
     stop: object = None
     replay: bool = False            # an eager zip rebuilt (pipeline.walk's load): its saved weights replace the steps'

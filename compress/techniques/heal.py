@@ -229,6 +229,11 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
                       history, sha, "fidelity" if teacher.task == "embedding" else "next_token_kl")
 
 
+def left(ctx) -> float | None:
+    """The minutes of the cap the steps before healing left it (sensitivity, a static table's distillation)."""
+    return None if ctx.minutes is None else max(0.0, ctx.minutes - (time.perf_counter() - ctx.started) / 60)
+
+
 def heal_step(ctx, r, rounding: list) -> None:
     """The table's heal step: ctx.model healed inside the rounding of the steps after it (rounding: those steps)."""
     digest = hashlib.sha256("\n".join(ctx.texts).encode()).hexdigest() if ctx.texts else ""
@@ -241,5 +246,5 @@ def heal_step(ctx, r, rounding: list) -> None:
             stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
         texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
         ctx.applied["heal"] = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
-                                   minutes=ctx.minutes, progress=ctx.progress, stop=ctx.stop,
+                                   minutes=left(ctx), progress=ctx.progress, stop=ctx.stop,
                                    relation_weight=relations.WEIGHT if r.heal_relations else 0.0).to_dict()

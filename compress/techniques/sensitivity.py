@@ -25,6 +25,7 @@ from ..models.adapters import forward, set_module
 from ..measure.evaluate import batches, mean_pool, token_kl
 from .factorize import LowRankLinear, apply_factorize
 from ..errors import CompressError
+from ..serve import membound
 from ..serve.cancel import turn
 from .spectrum import budget_ranks, compute_spectra, layer_report, select_ranks, spectra
 
@@ -70,6 +71,7 @@ def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = 
     if bundle.tokenizer is None and texts is None:
         texts = [""] * 64  # no tokenizer: evaluate.batches falls back to seeded random ids
     data = batches(bundle, texts if texts is not None else calibration_texts(bundle), 32)
+    membound.check("sensitivity", bundle.model, bundle.name)  # before the copy
     model = copy.deepcopy(bundle.model).eval()  # the original is shared: swap layers in a copy only
     with torch.no_grad():
         ref = [_output(model, bundle, ids, mask) for ids, mask in data]

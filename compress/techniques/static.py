@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import CompressError
+from ..serve import membound
 
 SIF_A = 1e-5  # SIF's a: a token of probability p is weighted a / (a + p) (Arora et al. 2017; 1e-5 kept the most
 #               fidelity of 1e-3, 1e-4, 1e-5 on MiniLM before healing: 0.28, 0.32, 0.39)
@@ -74,6 +75,7 @@ def distill_table(bundle) -> torch.Tensor:
         raise CompressError("the static table is distilled by running each token of the tokenizer through the model; "
                             f"{bundle.name} has no tokenizer")
     n = bundle.vocab_size
+    membound.check("distill", bundle.model, bundle.name, extra_mb=n * bundle.info["hidden"] * 4 / 1e6)  # the table
     table = one_token_rows(bundle, range(n)) * sif_weights(range(n), n)[:, None]
     bundle.cache["static_table"] = table
     return table

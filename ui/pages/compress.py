@@ -173,7 +173,7 @@ def sampled(recipe, what, fn, label: str):
     session's next runs (every click on the page regenerated them: 200 tokens x 4 continuations on tinygpt)."""
     key = (cached.model_key(b), recipe.to_json(), what)
     got = st.session_state.get("sample_of", {}).get(key)
-    if got is None and (got := jobs.run("sample", fn, label)) is not None:
+    if got is None and (got := jobs.run("sample", fn, label, key=key)) is not None:
         st.session_state.sample_of = {key: got}  # the last one only: a session holds one set of samples
     return got
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 import compress as C
 from compress.learn import figures as L
-from ui import jobs, safe, shell
+from ui import cached, jobs, safe, shell
 from ui.learn_common import SECTIONS, section_from_url
 from ui import learn_article, learn_attention, learn_variants, learn_weights
 
@@ -15,7 +15,7 @@ st.caption(f"Every figure below is drawn from **{b.name}**'s own weights and fro
            "only that figure redraws. Each section ends with a button that opens its recipe on the Compress page.")
 if not L.prepared(b):  # spectra, head and neuron scores, Block Influence: once per model, on the job queue
     done = jobs.run("learn", lambda job: L.prepare(b, lambda f: job.progress.update(done=f)),
-                    f"Learn: decompositions and scores of {b.name} (once per model)")
+                    f"Learn: decompositions and scores of {b.name} (once per model)", key=cached.model_key(b))
     if done is None and not L.prepared(b):
         st.stop()
 sentences = C.eval_set("project")[0]

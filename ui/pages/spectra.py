@@ -17,7 +17,7 @@ st.caption("Each Linear layer inside the transformer blocks, W (out x in) = U S 
            "low rank keeps most of the layer; a flat one means cutting it loses information.")
 spec = C.spectra(b) if C.has_spectra(b) else \
     jobs.run("spectra", lambda job: C.spectra(b, lambda f: job.progress.update(done=f)),
-             f"singular values of {b.name} (once per model)")
+             f"singular values of {b.name} (once per model)", key=cached.model_key(b))
 if spec is None:
     st.stop()
 sens = b.cache.get("sensitivity")
@@ -91,9 +91,11 @@ st.subheader("Per-layer sensitivity")
 st.caption("The quality drop when ONLY this layer is factorized hard (rank 0.1 x min(m, n)), measured on 64 "
            "sentences of the healing text (never the evaluation set). Layers that hurt most when cut deserve more "
            "rank: the budget mode's sensitivity allocation spends parameters there.")
-if sens is None and st.button("Measure sensitivity (each layer cut and measured once)"):
+measure = st.button("Measure sensitivity (each layer cut and measured once)") if sens is None else False
+if sens is None and (measure or jobs.waiting("sensitivity")):  # (a rerun while it runs waits for it again)
     sens = jobs.run("sensitivity", lambda job: C.layer_sensitivity(
-        b, spec, progress=lambda p: job.progress.update(done=p["done"] / p["total"])), f"sensitivity of {b.name}")
+        b, spec, progress=lambda p: job.progress.update(done=p["done"] / p["total"])), f"sensitivity of {b.name}",
+        key=cached.model_key(b))
 if sens is not None:
     sdf = pd.DataFrame({"layer": list(sens), "drop": list(sens.values())})
     charts.show(st, px.bar(sdf, x="layer", y="drop", height=380,

@@ -1,0 +1,72 @@
+"""The pages' side of the job queue (ui/jobs.py), from a hostile review: a job this session awaits is never handed
+back for another key (a model switched while sizes were measured showed, and cached for every session, the other
+model's numbers), Cancel's callback keeps the run it caused from starting the job again, every job the pages wait for
+has a time limit, and the kinds that copy a model are bounded in memory."""
+import threading
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import compress as C
+from compress.serve import membound
+from compress.serve.cancel import checkpoint
+from compress.techniques import sensitivity, static
+from ui import safe
+
+
+def _script():
+    import streamlit as st
+    from ui import jobs
+    got = jobs.run("sizes", lambda job: "mine", "sizes of mine", key="mine")
+    st.write(f"got {got}")
+
+
+@pytest.fixture
+def blocked():
+    """A job of the kind 'sizes' for another model, running on the app's queue until released."""
+    from ui import jobs
+    release = threading.Event()
+    def theirs(job):
+        while not release.wait(0.05):
+            checkpoint()  # as the library's loops do: a cancelled job ends here
+        return "theirs"
+    job = jobs.queue().submit("sizes", theirs, "x", "sizes of theirs")
+    yield job
+    release.set()
+
+
+def test_a_pending_job_for_another_key_is_cancelled_not_handed_back(blocked):
+    at = AppTest.from_function(_script, default_timeout=60)
+    at.session_state["pending"] = {"sizes": (blocked, "theirs")}  # awaited on an earlier run, for another model
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.markdown] == ["got mine"]
+    assert blocked.ended.wait(10) and blocked.state == "cancelled"
+
+
+def test_the_run_a_cancel_caused_does_not_start_the_job_again():
+    at = AppTest.from_function(_script, default_timeout=60)
+    at.session_state["cancelled"] = ("sizes", "mine", "sizes of mine")  # what Cancel's callback leaves
+    at.run()
+    assert [m.value for m in at.markdown] == ["got None"]
+    assert any(i.value == safe.plain("sizes of mine: cancelled") for i in at.info)
+    at.run()  # the next run is the user's: the job runs
+    assert [m.value for m in at.markdown] == ["got mine"]
+
+
+def test_every_job_the_pages_wait_for_has_a_time_limit(monkeypatch):
+    from ui import jobs
+    assert jobs.limit_s("apply") == 30 * 60 and jobs.limit_s("load") == 30 * 60
+    assert jobs.limit_s("heal") is None and jobs.limit_s("sweep") is None  # their own caps
+    monkeypatch.setenv("COMPRESS_JOB_MINUTES", "2")
+    assert jobs.limit_s("sizes") == 120
+
+
+def test_sensitivity_and_the_token_table_are_bounded_in_memory(tiny_bert, monkeypatch):
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "0.001")
+    fresh = C.ModelBundle(tiny_bert.model, "t", tiny_bert.adapter, tiny_bert.tokenizer, "t" * 64, dict(tiny_bert.info))
+    for fn in (lambda: sensitivity.layer_sensitivity(tiny_bert, C.spectra(tiny_bert)),
+               lambda: static.distill_table(fresh)):
+        with pytest.raises(C.CompressError, match="nothing was started"):
+            fn()
+    assert {"sensitivity", "distill"} <= set(membound.FACTOR)
