@@ -109,9 +109,12 @@ def test_a_cards_numbers_and_healing_record_are_checked_at_load(bundled, weight_
     assert cardcheck.number(10**15) and not cardcheck.number(10**16) and not cardcheck.number(float("inf"))
 
 
-def test_a_hostile_card_uploaded_back_leaves_compress_and_learn_working(bundled, weight_zips, app, tmp_path):
-    heal = {"metric": "fidelity", "history": BAD_HISTORY + [{"step": 0, "dev": 0.5}], "steps_run": 3,
-            "best_step": 3, "seconds": 1e300, "dev_before": 0.5, "dev_after": 0.7}
+@pytest.mark.parametrize("history", [BAD_HISTORY + [{"step": 0, "dev": 0.5}],
+                                     [{"step": 0, "dev": 0.5}, {"step": 1e300, "dev": 0.6}]],  # one point is left
+                         ids=["points", "one point"])  # (as a run whose cap was spent before its first step has)
+def test_a_hostile_card_uploaded_back_leaves_compress_and_learn_working(bundled, weight_zips, app, tmp_path, history):
+    heal = {"metric": "fidelity", "history": history, "steps_run": 3, "best_step": 3, "seconds": 1e300,
+            "dev_before": 0.5, "dev_after": 0.7}
     files = {**weight_zips["int8"], "card.json": _card(weight_zips, size_bytes=10**400, quality={"fidelity": 1e400},
                                                        heal=heal)}
     app.run()

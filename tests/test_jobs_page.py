@@ -70,3 +70,45 @@ def test_sensitivity_and_the_token_table_are_bounded_in_memory(tiny_bert, monkey
         with pytest.raises(C.CompressError, match="nothing was started"):
             fn()
     assert {"sensitivity", "distill"} <= set(membound.FACTOR)
+
+
+def _closing_tab_script():
+    import time
+    from compress.serve.cancel import checkpoint
+    from ui import jobs
+
+    def slow(job):  # 20 s of work with the library's checkpoints between its parts
+        for _ in range(400):
+            time.sleep(0.05)
+            checkpoint()
+        return "late"
+    q, calls = jobs.queue(), []
+    real = q.heartbeat
+
+    class Stop(BaseException):  # what Streamlit raises in a run whose session has ended
+        pass
+
+    def beat(owner):  # the tab closes while the run waits: the session's run is stopped at its next call
+        calls.append(owner)
+        if len(calls) > 2:
+            jobs._asked = lambda button: "stop"
+            raise Stop()
+        real(owner)
+    q.heartbeat = beat
+    try:
+        jobs.run("apply", slow, "an apply", key="k")
+    except Stop:
+        pass
+    finally:
+        q.heartbeat = real
+
+
+def test_a_closed_tab_cancels_the_job_its_run_waited_for():
+    from ui import jobs
+    asked = jobs._asked
+    try:
+        AppTest.from_function(_closing_tab_script, default_timeout=60).run()
+    finally:
+        jobs._asked = asked
+    job = next(j for j in reversed(jobs.queue().jobs()) if j.label == "an apply")
+    assert job.ended.wait(10) and job.state == "cancelled"

@@ -19,11 +19,15 @@ APP = str(ROOT / "app.py")
 
 
 @pytest.mark.parametrize("text", ["![x](http://evil.example/a.png)", "[a](javascript:alert(1))", "<script>x</script>",
-                                  ":red[x] $x$ **b** `c` # h", "a\n\n- b\n> c", "\\![x](y)"])
+                                  ":red[x] $x$ **b** `c` # h", "a\n\n- b\n> c", "\\![x](y)",
+                                  "go to https://evil.example", "www.evil.example/x", "WWW.evil.example",
+                                  "mail me@evil.example"])
 def test_plain_leaves_no_markdown_construct(text):
     out = safe.plain(text)
     unescaped = re.sub(r"\\[!-/:-@\[-`{-~]", "", out)  # what is left once every escaped character is taken out
     assert "\n" not in out and not set(unescaped) & set("![]()<>:*`#$\\"), (text, out)
+    shown = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", out)  # the text as markdown shows it: no bare address to autolink
+    assert not re.search(r"(?i)://|www\.|@\w", shown) and shown.replace("\u2060", "") == " ".join(text.split())
 
 
 @pytest.mark.parametrize("raw", ["x" * 300 + ".zip", "a\x00b.zip", "../../etc/passwd", "/tmp/x/y.zip", "日本" * 200,

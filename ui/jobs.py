@@ -57,20 +57,25 @@ def run(kind: str, fn, label: str, key=None):
     slot, box = st.empty(), st.empty()
     cancel = f"cancel_{job.id}"
     slot.button("Cancel", key=cancel, on_click=_cancel, args=(job, (kind, key, label)))  # shown while it waits or runs
-    said, nudged = None, False
-    while not job.ended.wait(0.25):
-        q.heartbeat(owner())
-        asked = _asked(cancel)
-        if asked in ("cancel", "stop"):  # Cancel clicked, or the tab closed: nobody waits for it any more
+    said, nudged, me = None, False, owner()  # (no session state in the loop: a closed tab's run raises there)
+    try:
+        while not job.ended.wait(0.25):
+            q.heartbeat(me)
+            asked = _asked(cancel)
+            if asked in ("cancel", "stop"):  # Cancel clicked, or the tab closed: nobody waits for it any more
+                q.cancel(job)
+            ahead = q.position(job) - 1
+            done = job.progress.get("done")  # a fraction the job reports (Apply, sizes, Learn): in steps of 5%
+            msg = f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else \
+                f"Running: {job.label}" + (f" ({int(done * 20) * 5}%)" if isinstance(done, float) else "")
+            if msg != said or (asked == "rerun" and not nudged):  # on a change (a browser redrawing every 0.25 s
+                box.info(plain(msg))  # would load the CPU being timed), or once to let Streamlit end this run for
+                said = msg  # a click's (a click in a fragment does not end it: then this waits on)
+            nudged = asked == "rerun"
+    except BaseException:  # Streamlit ended this run: for a rerun the job stays this session's, for a closed tab
+        if _asked("") == "stop":  # or a reload nobody waits for it
             q.cancel(job)
-        ahead = q.position(job) - 1
-        done = job.progress.get("done")  # a fraction the job reports (Apply, sizes, Learn): in steps of 5%
-        msg = f"Waiting: {ahead} job(s) of other sessions ahead of yours: {job.label}" if ahead >= 0 else \
-            f"Running: {job.label}" + (f" ({int(done * 20) * 5}%)" if isinstance(done, float) else "")
-        if msg != said or (asked == "rerun" and not nudged):  # on a change (a browser redrawing every 0.25 s would
-            box.info(plain(msg))  # load the CPU being timed), or once to let Streamlit end this run for a click's
-            said = msg  # (a click in a fragment does not end it: then this waits on, redrawing only on a change)
-        nudged = asked == "rerun"
+        raise
     slot.empty()
     box.empty()
     pending.pop(kind, None)

@@ -85,7 +85,8 @@ def healing(b):
     hist = pd.DataFrame(curve["history"])
     higher = curve["metric"] == "fidelity"
     last = int(hist["step"].max())
-    upto = st.slider("Steps shown", 0, last, last, step=max(1, last // 30), key="learn_heal_steps")
+    upto = st.slider("Steps shown", 0, last, last, step=max(1, last // 30), key="learn_heal_steps") if last else 0
+    # (a run whose time cap was spent before its first step has one point: no range to slide over)
     shown = hist[hist["step"] <= upto]
     best = shown["dev"].cummax() if higher else shown["dev"].cummin()
     fig = go.Figure(go.Scatter(x=shown["step"], y=shown["dev"], mode="lines+markers", name=f"dev {curve['metric']}",

@@ -14,13 +14,16 @@ import compress as C
 LOG = logging.getLogger("compress.app")
 MAX_NAME = 60  # characters of an upload's file name kept: at most 240 bytes (a name of 255+ bytes raised writing it)
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_AUTOLINK = re.compile(r"(:(?=//)|(?i:www)(?=\.)|@)")  # where GFM's autolinks start: scheme://, www., a@b
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation: CommonMark lets each be backslash-escaped
 
 
 def plain(text) -> str:
     """Text to show inside markdown (st.warning, st.caption...) as it is: no link, image, emphasis, colour directive
-    or HTML of a crafted link takes effect; line breaks become spaces (no block of markdown can start)."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+    or HTML of a crafted link takes effect; line breaks become spaces (no block of markdown can start); a bare address
+    (https://, www., a@b) is not turned into a link (Streamlit's markdown links them even escaped: a word joiner,
+    invisible, breaks each)."""
+    return _MARKDOWN.sub(r"\\\1", _AUTOLINK.sub("\\1\u2060", " ".join(str(text).split())))
 
 
 def labels(texts) -> list[str]:
