@@ -161,27 +161,6 @@ def test_a_store_that_cannot_be_opened_is_one_line(tmp_path, content):
     assert "\n" not in str(e.value)
 
 
-def test_a_page_run_that_ends_while_waiting_cancels_its_job_before_it_runs(monkeypatch):
-    """A click elsewhere ends the page's run mid-wait (Streamlit raises a BaseException there): the load it waited
-    for must not run later for nobody (an upload's temp file would be gone by then)."""
-    from ui import jobs as page_jobs
-    q, gate, ran = jobs.Queue(1), threading.Event(), []
-    monkeypatch.setattr(C, "job_queue", lambda: q)
-    first = q.submit("apply", lambda job: gate.wait(10))
-
-    class Rerun(BaseException):
-        pass
-
-    def beat(owner):
-        raise Rerun()
-    monkeypatch.setattr(q, "heartbeat", beat)
-    with pytest.raises(Rerun):
-        page_jobs.quiet("load", lambda: ran.append("loaded"), "loading m.zip")
-    load = next(j for j in q.jobs() if j.kind == "load")
-    gate.set()
-    assert q.wait(first, 10) and q.wait(load, 10) and load.state == "cancelled" and ran == []
-
-
 def test_the_app_wires_the_queue_to_the_results_store_once(tmp_path, monkeypatch):
     """The queue logs plain rows to what the app gives it; ui/jobs.py gives the store's record, and the first wiring
     marks the jobs a killed server left running as interrupted."""

@@ -2,7 +2,10 @@
 back for another key (a model switched while sizes were measured showed, and cached for every session, the other
 model's numbers), Cancel's callback keeps the run it caused from starting the job again, every job the pages wait for
 has a time limit, and the kinds that copy a model are bounded in memory."""
+import hashlib
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -112,3 +115,22 @@ def test_a_closed_tab_cancels_the_job_its_run_waited_for():
         jobs._asked = asked
     job = next(j for j in reversed(jobs.queue().jobs()) if j.label == "an apply")
     assert job.ended.wait(10) and job.state == "cancelled"
+
+
+def test_an_upload_is_loaded_by_the_page_with_a_cancel_and_its_folder_removed(app, good, tmp_path):
+    """The upload is staged by the widget's callback and loaded by the sidebar's run through run() (its Cancel and
+    place in line; a callback can show neither). Cancelled: the model that was active stays and nothing staged is
+    left; then loaded: the folder it was read from is removed."""
+    from test_uploads import make_zip
+    raw = make_zip(tmp_path / "m.zip", good).read_bytes()
+    key = f"upload:{hashlib.sha256(raw).hexdigest()[:16]}"
+    app.run()
+    app.radio(key="model_source").set_value("Upload a zip").run()
+    app.session_state["cancelled"] = ("load", key, f"loading {key}")  # what its Cancel's callback leaves
+    app.file_uploader(key="upload").upload("m.zip", raw).run()
+    assert not app.exception and "tiny-bert" in app.sidebar.caption[-1].value
+    assert any("cancelled" in i.value for i in app.sidebar.info) and "staged" not in app.session_state
+    app.file_uploader(key="upload").upload("m2.zip", raw).run()  # chosen again: loaded
+    assert not app.exception and "m2.zip" in app.sidebar.caption[-1].value
+    assert "staged" not in app.session_state
+    assert not [p for p in Path(tempfile.gettempdir()).glob("compress-sidebar-*") if (p / "m2.zip").exists()]

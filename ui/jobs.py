@@ -35,13 +35,14 @@ def owner() -> str:
     return st.session_state.setdefault("sid", uuid.uuid4().hex)
 
 
-def run(kind: str, fn, label: str, key=None):
+def run(kind: str, fn, label: str, key=None, failure: str = "show"):
     """Run fn(job) on the queue and wait for it here; its result, or None when it failed or was cancelled (said in
     one line). A job this session is still waiting for (the page was rerun by a click) is waited for again, unless
     `key` (what the job computes: a model, a sample) differs: then that job is cancelled and this one started (a
     result for another model would be kept under this one's key). Cancel stops the job however the click arrives:
     read during the wait (_asked), or by its callback at the start of the run it caused (a button that started the
-    job is not pressed in that run; a fragment's click does not interrupt the run that waits)."""
+    job is not pressed in that run; a fragment's click does not interrupt the run that waits). failure "raise": a
+    failed job's one line is raised as a CompressError (the caller says it its own way), not shown here."""
     q, pending = queue(), st.session_state.setdefault("pending", {})  # kind -> (the job this session awaits, key)
     q.heartbeat(owner())
     if st.session_state.get("cancelled") == (kind, key, label):  # the run its Cancel caused: not started again
@@ -79,6 +80,8 @@ def run(kind: str, fn, label: str, key=None):
     slot.empty()
     box.empty()
     pending.pop(kind, None)
+    if job.state == "failed" and failure == "raise":
+        raise C.CompressError(job.error)
     if job.state == "failed":
         st.error(plain(job.error))
     elif job.state != "done":
@@ -133,24 +136,6 @@ def take(job):
     """A done job's result, handed over once: the queue keeps its last jobs, not their models or spectra."""
     res, job.result = (job.result if job.state == "done" else None), None
     return res
-
-
-def quiet(kind: str, fn, label: str):
-    """Run fn() on the queue and wait for it without widgets (a sidebar callback, a cached function): its result,
-    or the library's CompressError with the job's one-line message. For short work: loading a model, its sizes."""
-    q, me = queue(), owner()
-    job = q.submit(kind, lambda job: fn(), me, label, limit_s=limit_s(kind))
-    try:  # no session_state in the loop: reading it lets a rerun (a click elsewhere) end this run mid-wait
-        while not job.ended.wait(0.25):
-            q.heartbeat(me)
-            if _asked("") == "stop":  # the tab closed or reloaded: nobody waits for this load
-                q.cancel(job)
-    except BaseException:
-        q.cancel(job)  # this run ended anyway: a job that has not started is not run for nobody
-        raise
-    if job.state != "done":
-        raise C.CompressError(job.error or f"{label}: {job.state}")
-    return take(job)
 
 
 def waiting(kind: str) -> bool:

@@ -78,7 +78,10 @@ def _try_load(kind: str, key: str, load):
     try:
         with st.spinner("Loading and checking the model..."):
             loaded = st.session_state.loaded
-            loaded[key] = jobs.quiet("load", load, f"loading {key}")  # on the queue: never beside a timing
+            got = jobs.run("load", lambda job: load(), f"loading {key}", key=key, failure="raise")  # on the queue
+            if got is None:  # cancelled (said in one line): the model that was active stays
+                return
+            loaded[key] = got
             while len(loaded) > MAX_LOADED:
                 loaded.pop(next(iter(loaded)))
         st.session_state.active = (kind, key)
@@ -98,21 +101,33 @@ def _public(bundle, name: str):
 
 @safe.guarded("the sidebar's upload")
 def _upload_changed():
-    """The upload written to disk in 1 MB chunks (shutil.copyfileobj) and loaded from there. Streamlit itself holds
+    """The upload written to disk in 1 MB chunks (shutil.copyfileobj), to be loaded from there by the sidebar's run
+    (_load_staged: with the queue's Cancel and place in line, which a callback cannot show). Streamlit itself holds
     the uploaded bytes in memory once, in its upload manager, for as long as the file stays in the widget (its
-    server reads a request body whole); nothing here copies them again: no getvalue(), no bytes kept past this call.
-    The file lives until the load job ends (quiet waits for it)."""
-    f = st.session_state.upload
+    server reads a request body whole); nothing here copies them again: no getvalue(), no bytes kept past this call."""
+    f, old = st.session_state.upload, st.session_state.pop("staged", None)
+    if old is not None:
+        old[0].cleanup()
     if f is None:
         return
-    name = safe.file_name(f.name)
-    with tempfile.TemporaryDirectory(prefix="compress-sidebar-") as d:
-        path = Path(d) / name
-        f.seek(0)
-        with open(path, "wb") as out:
-            shutil.copyfileobj(f, out, 1 << 20)
-        del f
+    name, d = safe.file_name(f.name), tempfile.TemporaryDirectory(prefix="compress-sidebar-")
+    path = Path(d.name) / name  # (the folder goes when the load ends, or with the session: the object's finalizer)
+    f.seek(0)
+    with open(path, "wb") as out:
+        shutil.copyfileobj(f, out, 1 << 20)
+    st.session_state.staged = (d, path, name)
+
+
+def _load_staged():
+    """The staged upload loaded, waited for here with a Cancel; a run a click ends mid-load leaves it staged, and the
+    next run waits for the same job again. Its folder is removed once the load has ended, however it ended."""
+    d, path, name = st.session_state.staged
+    try:
         _load_file(path, name)
+    except C.CompressError as e:  # (reading its hash: the folder was cleaned up under a stale stage)
+        st.session_state.load_error = str(e)
+    st.session_state.pop("staged", None)
+    d.cleanup()
 
 
 def _load_file(path: Path, name: str):
@@ -133,9 +148,12 @@ def _open_compressed(path: Path, name: str):
     loaded = st.session_state.loaded
     try:
         with st.spinner("Rebuilding the compressed model on its original..."):
-            comp = jobs.quiet("load", lambda: C.load_compressed(path, list(loaded.values())), f"loading {name}")
+            comp = jobs.run("load", lambda job: C.load_compressed(path, list(loaded.values())), f"loading {name}",
+                            key=str(path), failure="raise")
     except C.CompressError as e:
         st.session_state.load_error = str(e)
+        return
+    if comp is None:  # cancelled
         return
     mine = next((k for k, m in loaded.items() if m.content_hash == comp.content_hash), None)
     st.session_state.active = ("upload", mine) if mine else ("bundled", comp.name)
@@ -184,10 +202,12 @@ def sidebar():
             st.file_uploader(f"Hugging Face model folder as .zip (config.json + *.safetensors), or a compressed "
                              f"model downloaded from this app; {limits}", key="upload", max_upload_size=mb,
                              on_change=_upload_changed)
+            if st.session_state.get("staged"):
+                _load_staged()
         else:
             path = st.text_input("Folder inside the server's model folder (COMPRESS_LOCAL_ROOT)", key="local_path",
                                  max_chars=300)  # the folder itself is the operator's: not shown to visitors
-            if st.button("Load folder") and path:
+            if (st.button("Load folder") or jobs.waiting("load")) and path:  # (a rerun mid-load waits again)
                 _try_load("local", "local:" + path, lambda: _public(C.load_local(path), safe.file_name(path)))
         if st.session_state.get("load_error"):
             st.error(f"Could not load that model: {safe.plain(st.session_state.load_error)}")
