@@ -124,9 +124,13 @@ def _load_staged():
     d, path, name = st.session_state.staged
     try:
         _load_file(path, name)
-    except C.CompressError as e:  # (reading its hash: the folder was cleaned up under a stale stage)
+    except C.CompressError as e:  # (is_compressed reading a bad zip)
         st.session_state.load_error = str(e)
-    st.session_state.pop("staged", None)
+    except Exception:  # the sidebar's boundary says it in one line; unstaged, so not retried on every run
+        st.session_state.pop("staged", None)
+        d.cleanup()
+        raise
+    st.session_state.pop("staged", None)  # (a Streamlit rerun mid-load passes through: the job is still reading)
     d.cleanup()
 
 
