@@ -296,16 +296,3 @@ def test_spectra_page_measures_sensitivity_and_allocates_by_it(app):
     app.switch_page("ui/pages/spectra.py").run()
     assert not app.exception and not app.info
     assert _metric(app, "Mean energy kept").value != spectral  # the ranks now follow the measured drops
-
-
-def test_quantization_teaches_only_the_value_chosen(app):
-    app.run()
-    app.switch_page("ui/pages/compress.py").run()
-    steps = {s.name: s.teach for s in C.STEPS}
-    shown = lambda: [c.value for c in app.caption]  # noqa: E731
-    assert not any(steps[n] in c for c in shown() for n in ("int8", "int4", "half"))
-    assert any(c.startswith("Quantization: choose one of int8, int4, fp16, bf16") for c in shown())
-    app.selectbox(key="r_quant").set_value("int4").run()
-    assert any(steps["int4"] in c for c in shown())
-    assert not any(steps[n] in c for c in shown() for n in ("int8", "half"))
-    assert not any(c.startswith("Quantization: choose one") for c in shown())

@@ -1,5 +1,6 @@
 """The Compress page's guides (ui/guide.py): a preset fills the controls with its measured recipe (one this model
-cannot take says why), and an Apply shows a quality verdict with its thresholds."""
+cannot take says why), an Apply shows a quality verdict with its thresholds, and the Quantization control teaches
+the value chosen."""
 import compress as C
 from compress.table import presets
 
@@ -35,3 +36,16 @@ def test_the_speed_names_its_workload_and_nothing_where_a_result_does_not_say_it
     from ui.guide import timed_on
     assert timed_on({"kind": "ids", "batch": 8, "seq": 32}).endswith("(8x32)")
     assert timed_on(None) == timed_on({}) == timed_on({"kind": "ids"}) == ""
+
+
+def test_quantization_teaches_only_the_value_chosen(app):
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    steps = {s.name: s.teach for s in C.STEPS}
+    shown = lambda: [c.value for c in app.caption]  # noqa: E731
+    assert not any(steps[n] in c for c in shown() for n in ("int8", "int4", "half"))
+    assert any(c.startswith("Quantization: choose one of int8, int4, fp16, bf16") for c in shown())
+    app.selectbox(key="r_quant").set_value("int4").run()
+    assert any(steps["int4"] in c for c in shown())
+    assert not any(steps[n] in c for c in shown() for n in ("int8", "half"))
+    assert not any(c.startswith("Quantization: choose one") for c in shown())
