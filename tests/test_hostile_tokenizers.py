@@ -68,6 +68,7 @@ def _cases(files):
         ("a long vocabulary entry", _model(files, vocab={"[UNK]": 0, "x" * 5000: 1}), "a vocabulary entry is not a"),
         ("a long Unigram piece", _model(files, type="Unigram", vocab=[["x" * 5000, 0.0]]), "a vocabulary entry is not"),
         ("a long merge", _model(files, type="BPE", vocab={}, merges=[["x" * 5000, "y" * 5000]]), "a merge is not a"),
+        ("a long vocab.txt line", {**files, "vocab.txt": "[UNK]\n" + "x" * 5000}, "a line is not a text"),
         ("a long vocab.json entry", {**files, "vocab.json": json.dumps({"x" * 5000: 0})}, "a vocabulary entry is"),
         ("a long unk_token", _with(files, cfg, unk_token="x" * 5000), "not a text of 1 to"),
         ("an AddedToken unk_token", _with(files, cfg, unk_token={"content": "x" * 5000}), "not a text of 1 to"),

@@ -158,8 +158,7 @@ def check_files(d: Path, names=TOKENIZER_FILES) -> None:
         if name in ("vocab.txt", "merges.txt"):
             lines = text.splitlines()
             _count(name, "lines", len(lines), MAX_VOCAB if name == "vocab.txt" else MAX_MERGES)
-            if max(map(len, lines), default=0) > MAX_TOKEN_CHARS:
-                _refuse(name, f"a line is longer than {MAX_TOKEN_CHARS} characters")
+            _lengths(name, "line", lines)
         elif name == "tokenizer.json":
             _tokenizer_json(name, _json(name, text))
         elif name == "tokenizer_config.json":

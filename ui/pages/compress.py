@@ -157,9 +157,8 @@ def uploaded(recipe):
     if not up or up["key"] != (cached.model_key(b), recipe.to_json()):
         return
     c = up["card"]
-    size, q = c.get("size_bytes"), c.get("quality") if isinstance(c.get("quality"), dict) else {}  # (an upload's)
-    said = safe.plain(", ".join(f"{C.metric_label(k)[:60]} {v:.4f}" for k, v in list(q.items())[:10]
-                                if isinstance(v, (int, float))))  # the card's own keys: plain text
+    size, q = c.get("size_bytes"), c.get("quality", {})  # (checked at load: compress/outputs/cardcheck.py)
+    said = safe.plain(", ".join(f"{C.metric_label(k)[:60]} {v:.4f}" for k, v in list(q.items())[:10]))  # its keys
     which = b.name if b.name in C.BUNDLED else "the upload it was made from"
     st.info(f"Comparing the uploaded compressed model with its original, {which}. Its card says "
             + (f"{size / 1e6:.2f} MB" if isinstance(size, int) else "no size") + (f", {said}" if said else "")
