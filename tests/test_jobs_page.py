@@ -47,6 +47,24 @@ def test_a_pending_job_for_another_key_is_cancelled_not_handed_back(blocked):
     assert blocked.ended.wait(10) and blocked.state == "cancelled"
 
 
+def _waits():
+    import streamlit as st
+    from ui import jobs
+    st.write(f"waits {jobs.waiting('sizes', 'mine')}")
+
+
+@pytest.mark.parametrize("had", ["mine", "theirs"])
+def test_a_job_is_waited_for_again_only_for_the_key_it_computes(blocked, had):
+    at = AppTest.from_function(_waits, default_timeout=60)
+    at.session_state["pending"] = {"sizes": (blocked, had)}  # a click reran the page: the model may have changed
+    at.run()
+    assert [m.value for m in at.markdown] == [f"waits {had == 'mine'}"]
+    if had == "mine":
+        assert not blocked.ended.wait(0.5) and "sizes" in at.session_state["pending"]
+    else:  # the other model's job: not started again by the page (its button was not pressed), cancelled
+        assert blocked.ended.wait(10) and blocked.state == "cancelled" and at.session_state["pending"] == {}
+
+
 def test_the_run_a_cancel_caused_does_not_start_the_job_again():
     at = AppTest.from_function(_script, default_timeout=60)
     at.session_state["cancelled"] = ("sizes", "mine", "sizes of mine")  # what Cancel's callback leaves

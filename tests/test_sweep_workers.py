@@ -73,7 +73,7 @@ def test_a_killed_worker_loses_nothing_and_the_study_resumes(gpt, tmp_path, monk
     """kill -9 of a SQLite sweep worker mid-trial: the store opens, the finished trials are kept, the running one is
     failed after the heartbeat grace, and resuming the study completes it."""
     from compress.sweep import studies
-    monkeypatch.setattr(store, "HEARTBEAT_S", 1.0)
+    monkeypatch.setenv("COMPRESS_HEARTBEAT_S", "1")
     monkeypatch.setattr(store, "_STORAGES", {})
     url = _url(tmp_path)
     env = {**os.environ, "COMPRESS_HEARTBEAT_S": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}

@@ -2,13 +2,13 @@
 waited for here with its place in the queue shown and a Cancel button; healing runs there in the background and
 yields to waiting jobs between its steps. Every run of the page is a heartbeat: a closed tab's healing is cancelled."""
 import hashlib
-import os
 import threading
 import uuid
 
 import streamlit as st
 
 import compress as C
+from compress.serve.settings import number
 from ui import cached, guide
 from ui.safe import guarded, plain  # another session's label (its prompt): plain text, never markdown
 from ui.state import KEY
@@ -125,11 +125,7 @@ def limit_s(kind: str) -> float | None:
     cap) and sweeps (theirs)."""
     if kind in ("heal", "sweep"):
         return None
-    try:
-        minutes = float(os.environ.get("COMPRESS_JOB_MINUTES", "30"))
-    except ValueError:
-        minutes = 30.0
-    return 60.0 * minutes if minutes > 0 else None
+    return 60.0 * number("COMPRESS_JOB_MINUTES", 30)
 
 
 def take(job):
@@ -138,9 +134,17 @@ def take(job):
     return res
 
 
-def waiting(kind: str) -> bool:
-    """Does this session await a job of this kind (submitted on an earlier run of the page)?"""
-    return kind in st.session_state.get("pending", {})
+def waiting(kind: str, key) -> bool:
+    """Does this session await a job of this kind for this key (what it computes: submitted on an earlier run of the
+    page)? One for another key (the model or the settings changed while it ran) is cancelled, not waited for: its
+    result would be shown and kept under this key."""
+    pending = st.session_state.get("pending", {})
+    job, had = pending.get(kind, (None, key))
+    if job is not None and had != key:
+        queue().cancel(job)
+        pending.pop(kind)
+        st.toast(plain(f"{job.label}: cancelled (what it was computing changed)"))
+    return job is not None and had == key
 
 
 def history():

@@ -22,9 +22,10 @@ def section(b, recipe) -> None:
                            help="Timing only beyond the model's trained positions (they are tiled): quality means "
                                 "nothing there")
     key = (cached.model_key(b), v.to_json(), longest)
-    if c2.button(f"Time the original and {v.describe()} over T (batch 1)", key="seqlen_run") or jobs.waiting("seqlen"):
+    run = c2.button(f"Time the original and {v.describe()} over T (batch 1)", key="seqlen_run")
+    if run or jobs.waiting("seqlen", key):
         got = jobs.run("seqlen", lambda job: {"key": key, **seqlen.of_recipe(b, v, longest, log=lambda m: None)},
-                       f"{b.name}: {v.describe()} over T up to {longest}")
+                       f"{b.name}: {v.describe()} over T up to {longest}", key=key)
         if got is not None:  # (its own key: a job awaited from an earlier run may be for other settings)
             st.session_state.seqlen = got
     got = st.session_state.get("seqlen")

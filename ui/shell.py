@@ -211,7 +211,8 @@ def sidebar():
         else:
             path = st.text_input("Folder inside the server's model folder (COMPRESS_LOCAL_ROOT)", key="local_path",
                                  max_chars=300)  # the folder itself is the operator's: not shown to visitors
-            if (st.button("Load folder") or jobs.waiting("load")) and path:  # (a rerun mid-load waits again)
+            if (st.button("Load folder") or jobs.waiting("load", "local:" + path)) and path:  # (a rerun mid-load
+                #  waits again; a path changed meanwhile cancels it)
                 _try_load("local", "local:" + path, lambda: _public(C.load_local(path), safe.file_name(path)))
         if st.session_state.get("load_error"):
             st.error(f"Could not load that model: {safe.plain(st.session_state.load_error)}")

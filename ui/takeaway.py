@@ -40,13 +40,13 @@ def section(b, res):
     c1, c2 = st.columns(2)
     z = st.session_state.get("zip")
     if z is None or z["key"] != key:
-        if c1.button("Prepare the compressed model (.zip)", key="zip_prepare") or jobs.waiting("export"):
+        if c1.button("Prepare the compressed model (.zip)", key="zip_prepare") or jobs.waiting("export", key):
             mine = cached.session_model(b, recipe)
 
             def fn(job):  # on the queue: a cache miss compresses, then the weights are serialized
                 comp = mine or C.compressed_model(b, recipe)
                 return C.zip_bytes(comp, measured(res)), res["nums"]["compressed"]["size_bytes"]
-            got = jobs.run("export", fn, f"{b.name}: zip of {recipe.describe()}")
+            got = jobs.run("export", fn, f"{b.name}: zip of {recipe.describe()}", key=key)
             if got is not None:
                 st.session_state.zip = z = {"key": key, "data": got[0], "model_bytes": got[1]}
     if z is not None and z["key"] == key:

@@ -9,9 +9,7 @@ operator sets it once; the library, the CLI and the app's uploader all follow it
 The defaults take GPT-2 small (124M, 548 MB of float32), bert-base, all-mpnet-base-v2 and Llama 3.2 1B in bf16
 (1.24B, 2.47 GB). Memory is bounded apart, per job (serve/membound.py): a load is refused before it allocates when
 params x bytes per weight x membound.FACTOR["load"] is over the budget."""
-import os
-
-from ..errors import CompressError
+from ..serve.settings import number
 
 PARAMS_VAR, UPLOAD_VAR = "COMPRESS_MAX_PARAMS", "COMPRESS_MAX_UPLOAD_MB"
 DEFAULT_PARAMS = 1_500_000_000
@@ -19,27 +17,14 @@ DEFAULT_UPLOAD_MB = 3_200  # .streamlit/config.toml's maxUploadSize says the sam
 BIG_PARAMS = 300_000_000  # above this, the app's default latency workload is one sequence, not a batch of 8
 
 
-def _positive_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        v = int(raw.replace("_", ""))
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise CompressError(f"{name} must be a whole number above 0, got {raw[:20]!r}")
-    return v
-
-
 def max_params() -> int:
     """Parameters an upload may have: COMPRESS_MAX_PARAMS, else 1.5 billion."""
-    return _positive_int(PARAMS_VAR, DEFAULT_PARAMS)
+    return number(PARAMS_VAR, DEFAULT_PARAMS, whole=True)
 
 
 def max_upload_mb() -> int:
     """MB an upload may take, zipped and unzipped: COMPRESS_MAX_UPLOAD_MB, else 3,200."""
-    return _positive_int(UPLOAD_VAR, DEFAULT_UPLOAD_MB)
+    return number(UPLOAD_VAR, DEFAULT_UPLOAD_MB, whole=True)
 
 
 def max_upload_bytes() -> int:

@@ -10,7 +10,6 @@ never opens a store. No streamlit here: the pages only submit, poll and show.
 """
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from typing import Callable
 from . import membound
 from .cancel import Cancelled, checkpoint, running
 from ..errors import CompressError
+from .settings import number
 
 _LOG = logging.getLogger("compress.serve.jobs")
 
@@ -245,7 +245,6 @@ def queue() -> Queue:
     with _LOCK:
         if _QUEUE is None:
             if _LIBC is not None:  # one malloc arena per job thread would each keep their freed pages: at most 2
-                _LIBC.mallopt(-8, int(os.environ.get("MALLOC_ARENA_MAX", "2")))  # M_ARENA_MAX
-            _QUEUE = Queue(int(os.environ.get("COMPRESS_WORKERS", "1")),
-                           long=int(os.environ.get("COMPRESS_LONG_JOBS", "2")))
+                _LIBC.mallopt(-8, number("MALLOC_ARENA_MAX", 2, whole=True))  # M_ARENA_MAX
+            _QUEUE = Queue(number("COMPRESS_WORKERS", 1, whole=True), long=number("COMPRESS_LONG_JOBS", 2, whole=True))
         return _QUEUE

@@ -14,6 +14,7 @@ import os
 import threading
 
 from ..errors import CompressError
+from .settings import number
 from .cancel import current
 
 FACTOR = {  # copies of the weights a kind holds at its peak
@@ -35,15 +36,7 @@ _LOCK = threading.Lock()
 
 def _setting(name: str, share: float) -> float:
     """os.environ[name] in MB (a number above 0), else this share of the machine's memory."""
-    if name in os.environ:
-        try:
-            mb = float(os.environ[name])
-        except ValueError:
-            mb = 0.0
-        if not mb > 0:
-            raise CompressError(f"{name} must be a number above 0, got {os.environ[name][:20]!r}")
-        return mb
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share / 1e6
+    return number(name, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share / 1e6)
 
 
 def budget_mb() -> float:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path, PurePath
 
 from ..errors import CompressError
+from .settings import number
 
 _GLOBAL = threading.Lock()
 
@@ -118,7 +119,11 @@ def _fail(url, e) -> CompressError:
 _STORAGES: dict = {}
 _ENGINES: dict = {}
 LOCK_WAIT_S = 30.0  # how long a write waits for a SQLite file another process holds, then says so
-HEARTBEAT_S = float(os.environ.get("COMPRESS_HEARTBEAT_S", "10"))  # a running trial's heartbeat; 3 missed: failed
+
+
+def heartbeat_s() -> float:
+    """A running trial's heartbeat (COMPRESS_HEARTBEAT_S, default 10 s); 3 missed: failed."""
+    return number("COMPRESS_HEARTBEAT_S", 10.0)
 
 
 def optuna_storage(url: str | None = None):
@@ -132,8 +137,8 @@ def optuna_storage(url: str | None = None):
             try:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.x
                 _STORAGES[url] = optuna.storages.RDBStorage(
-                    url, engine_kwargs=kw, heartbeat_interval=max(1, round(HEARTBEAT_S)),
-                    grace_period=max(3, round(3 * HEARTBEAT_S)),
+                    url, engine_kwargs=kw, heartbeat_interval=max(1, round(heartbeat_s())),
+                    grace_period=max(3, round(3 * heartbeat_s())),
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             except Exception as e:  # noqa: BLE001 - a bad URL, a server that does not answer, a corrupt or locked file
                 raise _fail(url, e) from None

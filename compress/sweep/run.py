@@ -237,7 +237,7 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
             if n["RUNNING"] == 0:
                 return study.stop()
             optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed after the grace, retried
-            time.sleep(min(2.0, store.HEARTBEAT_S))
+            time.sleep(min(2.0, store.heartbeat_s()))
 
     if _done(study, total, space):
         return summary(study, bundle, space)

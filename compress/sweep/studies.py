@@ -5,11 +5,11 @@ minutes (SWEEP_LIMITS); only the browser that started one (it holds its key) or 
 No streamlit here."""
 import hmac
 import json
-import os
 import socket
 
 from ..serve import store
 from ..errors import CompressError
+from ..serve.settings import number
 from ..serve.store import alive
 from .run import request_stop, run
 
@@ -20,15 +20,7 @@ SWEEP_LIMITS = {"COMPRESS_SWEEPS_PER_SESSION": 1, "COMPRESS_SWEEPS_PER_SERVER": 
 
 def limits() -> dict:
     """SWEEP_LIMITS, each from the environment when set there (a number > 0)."""
-    out = {}
-    for k, default in SWEEP_LIMITS.items():
-        try:
-            out[k] = float(os.environ.get(k, default))
-        except ValueError:
-            raise CompressError(f"{k} must be a number, got {os.environ[k][:20]!r}") from None
-        if not out[k] > 0:
-            raise CompressError(f"{k} must be above 0, got {os.environ[k][:20]!r}")
-    return out
+    return {k: float(number(k, default)) for k, default in SWEEP_LIMITS.items()}
 
 
 def names(model: str | None = None, url: str | None = None) -> list[str]:

@@ -222,16 +222,18 @@ except C.CompressError as e:
 state.put_in_url(b, recipe)
 
 with right:
-    if apply or precise or jobs.waiting("apply"):
+    mk = cached.model_key(b)  # an Apply awaited for another model is cancelled (its recipe's changes keep it)
+    if apply or precise or jobs.waiting("apply", mk):
         try:  # every measurement runs on the server's job queue: never timed while other work runs
             healed = cached.session_model(b, recipe)
-            if recipe.heal_steps and healed is None and not jobs.waiting("apply"):
+            if recipe.heal_steps and healed is None and not jobs.waiting("apply", mk):
                 if st.session_state.get("heal_job") is None:  # healing takes minutes: in the background;
                     jobs.start_healing(b, recipe, minutes)     # when it ends, Apply runs again
             else:
                 live = {"kind": kind, "batch": int(batch), "seq": int(seq)} if C.has_shape(kind) else SENTENCES
                 w = precise_w if precise else live
-                res = jobs.run("apply", measure_job(b, recipe, w, healed, peer), f"{b.name}: {recipe.describe()} ({shape(w)})")
+                res = jobs.run("apply", measure_job(b, recipe, w, healed, peer),
+                               f"{b.name}: {recipe.describe()} ({shape(w)})", key=mk)
                 if res is not None:
                     record(res)
         except C.CompressError as e:

@@ -92,7 +92,7 @@ st.caption("The quality drop when ONLY this layer is factorized hard (rank 0.1 x
            "sentences of the healing text (never the evaluation set). Layers that hurt most when cut deserve more "
            "rank: the budget mode's sensitivity allocation spends parameters there.")
 measure = st.button("Measure sensitivity (each layer cut and measured once)") if sens is None else False
-if sens is None and (measure or jobs.waiting("sensitivity")):  # (a rerun while it runs waits for it again)
+if sens is None and (measure or jobs.waiting("sensitivity", cached.model_key(b))):  # (a rerun waits for it again)
     sens = jobs.run("sensitivity", lambda job: C.layer_sensitivity(
         b, spec, progress=lambda p: job.progress.update(done=p["done"] / p["total"])), f"sensitivity of {b.name}",
         key=cached.model_key(b))
