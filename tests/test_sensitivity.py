@@ -64,3 +64,13 @@ def test_a_sensitive_layer_gets_more_rank(tiny_bert):
     r_flat = allocate(spec, flat, 0.4)
     r_hot = allocate(spec, {**flat, hot: 100.0}, 0.4)
     assert (r_hot[hot] or 10**9) > r_flat[hot]
+
+
+def test_a_healings_time_cap_bounds_its_sensitivity(tiny_bert):
+    """Sensitivity runs inside a healing job (which has no queue time limit, only its cap): it spends the cap and
+    stops with one line once the cap is gone, nothing cached."""
+    r = C.Recipe(rank_mode="budget", rank=0.5, allocate="sensitivity", heal_steps=3)
+    with pytest.raises(C.CompressError, match=r"time cap ran out while sensitivity was measured \(0 of \d+ layers\)"):
+        C.compress(tiny_bert, r, minutes=1e-9)
+    assert "sensitivity" not in tiny_bert.cache
+    assert C.compress(tiny_bert, r, minutes=5).applied["heal"] is not None  # a cap it fits in: measured and healed

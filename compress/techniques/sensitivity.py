@@ -16,6 +16,7 @@ TinyGPT next-tok KL  x=0.3: 0.417 -> 0.347   x=0.5: 0.068 -> 0.042   x=0.7: 0.01
 (MiniLM) or 24 (TinyGPT) forwards of 64 texts: ~5 s on 2 idle cores.
 """
 import copy
+import time
 import dataclasses
 
 import torch
@@ -65,9 +66,10 @@ def _drop(model, bundle, data, ref) -> float:
 
 
 def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = None,
-                      progress=None) -> dict[str, float]:
+                      progress=None, until: float | None = None) -> dict[str, float]:
     """{layer: quality drop when only that layer is factorized at rank round(cut * min(m, n))}.
-    bundle: an original (float) model; spec: its spectra. progress(dict(layer, done, total)) per layer."""
+    bundle: an original (float) model; spec: its spectra. progress(dict(layer, done, total)) per layer. until: a
+    time.perf_counter() past which it stops with one line (a healing's time cap, which it spends)."""
     if bundle.tokenizer is None and texts is None:
         texts = [""] * 64  # no tokenizer: evaluate.batches falls back to seeded random ids
     data = batches(bundle, texts if texts is not None else calibration_texts(bundle), 32)
@@ -78,6 +80,9 @@ def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = 
     sens = {}
     for i, (name, s) in enumerate(spec.items()):
         turn()  # a long job: waiting jobs go first (one layer's measurement apart)
+        if until is not None and time.perf_counter() > until:
+            raise CompressError(f"the healing's time cap ran out while sensitivity was measured ({i} of {len(spec)} "
+                                "layers): give it more minutes, or allocate the ranks by spectra")
         dense = model.get_submodule(name)
         set_module(model, name, LowRankLinear.from_linear(dense, cut_rank(s, cut), (s.u, s.s, s.vh)))
         sens[name] = _drop(model, bundle, data, ref)
@@ -87,10 +92,10 @@ def layer_sensitivity(bundle, spec, cut: float = 0.1, texts: list[str] | None = 
     return sens
 
 
-def cached(bundle, spec=None, progress=None) -> dict[str, float]:
+def cached(bundle, spec=None, progress=None, until: float | None = None) -> dict[str, float]:
     """layer_sensitivity at the default cut, measured once per bundle (kept in bundle.cache)."""
     if "sensitivity" not in bundle.cache:
-        bundle.cache["sensitivity"] = layer_sensitivity(bundle, spec or spectra(bundle), progress=progress)
+        bundle.cache["sensitivity"] = layer_sensitivity(bundle, spec or spectra(bundle), progress=progress, until=until)
     return bundle.cache["sensitivity"]
 
 
@@ -118,7 +123,8 @@ def factorize_step(ctx, r, structural: bool):
         spec = compute_spectra(ctx.model, b.adapter)
         measured = dataclasses.replace(b, model=ctx.model, cache={})
     if r.rank_mode == "budget" and r.allocate == "sensitivity":
-        ranks = allocate(spec, cached(measured, spec, ctx.progress), r.rank)
+        until = None if ctx.minutes is None else ctx.started + 60 * ctx.minutes  # a healing's cap counts it
+        ranks = allocate(spec, cached(measured, spec, ctx.progress, until), r.rank)
     else:
         ranks = select_ranks(spec, r.rank_mode, r.rank)
     apply_factorize(ctx.model, ranks, spec)
