@@ -18,6 +18,7 @@ from .measure.evaluate import complete, eval_set, metric_label, next_token_agree
 from .measure.texts import EVAL_SETS, heal_corpus, near_duplicates
 from .measure.general import HEAL_TEXTS, general_corpus
 from .techniques.heal import MAX_HEAL_BYTES, HealResult, heal_texts
+from .techniques.healdev import read_heal_text
 from .techniques.sensitivity import allocate, cached as layer_sensitivity
 from .techniques.layers import block_influence, choose_layers, drop_layers
 from .measure.measurement import Measurement, measure as measure_compression
@@ -38,7 +39,7 @@ __all__ = [
     # techniques
     "block_influence", "choose_layers", "drop_layers", "Spectrum", "spectra", "has_spectra", "select_ranks", "layer_report",
     "LowRankLinear", "apply_factorize", "LowRankEmbedding", "factorize_embeddings", "apply_quantize",
-    "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts", "MAX_HEAL_BYTES",
+    "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts", "MAX_HEAL_BYTES", "read_heal_text",
     "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "BUSY", "machine_line", "cpu_info", "gpu_info", "quality", "search", "eval_set",

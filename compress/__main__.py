@@ -2,11 +2,13 @@
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from .sweep import cli as sweepcli
 from .errors import CompressError
 from .table.recipe import Recipe
+from .techniques.healdev import MAX_HEAL_BYTES, read_heal_text
 from .table.steps import FIELDS
 
 
@@ -65,9 +67,14 @@ def _texts(a) -> list[str] | None:
     if not getattr(a, "text", None):
         return None
     try:
-        return [t.strip() for t in open(a.text, encoding="utf-8").read().splitlines() if t.strip()]
-    except (OSError, UnicodeDecodeError) as e:
+        with open(a.text, "rb") as f:  # a bigger file is refused by its size, not read whole
+            if (size := os.fstat(f.fileno()).st_size) > MAX_HEAL_BYTES:
+                raise CompressError(f"--text {a.text} is {size / 2**20:.1f} MB; healing text is limited to "
+                                    f"{MAX_HEAL_BYTES >> 20} MB")
+            data = f.read(MAX_HEAL_BYTES + 1)
+    except OSError as e:
         raise CompressError(f"cannot read --text {a.text}: {e}") from None
+    return read_heal_text(data, f"--text {a.text}")
 
 
 def _recipe(a) -> Recipe:

@@ -156,8 +156,8 @@ def history():
         with st.expander(f"This session's jobs ({len(mine)})"):
             st.dataframe([{k: r[k] for k in ("kind", "label", "state", "error")} for r in mine], hide_index=True)
     if lost:
-        st.caption(f"{len(lost)} job(s) were interrupted by a restart of the server (the latest: {plain(lost[0]['label'])}); "
-                   "press Apply or Heal again to redo them.")
+        st.caption(f"{len(lost)} job(s) were interrupted by a restart of the server; if one was yours, press Apply "
+                   "or Heal again to redo it.")  # (not their labels: another session's prompt or file name)
 
 
 @guarded("the healing text's upload")  # a callback runs outside the page's boundary
@@ -167,17 +167,10 @@ def heal_text_changed():
     st.session_state.heal_texts, st.session_state[KEY + "heal_corpus"] = None, ""
     if f is None:
         return
-    if f.size > C.MAX_HEAL_BYTES:
-        st.session_state.heal_error = f"{f.name} is {f.size / 2**20:.0f} MB; healing text is limited to " \
-                                      f"{C.MAX_HEAL_BYTES // 2**20} MB"
-        return
-    try:
-        texts = [t.strip() for t in f.getvalue().decode("utf-8").splitlines() if t.strip()]
-    except UnicodeDecodeError:
-        st.session_state.heal_error = f"{f.name} is not UTF-8 text"
-        return
-    if len(texts) < 20:
-        st.session_state.heal_error = f"{f.name} has {len(texts)} non-empty lines; healing needs at least 20"
+    try:  # every limit of the library's, as it is read (a file of short lines would be millions of strings)
+        texts = C.read_heal_text(f.getvalue(), f.name)
+    except C.CompressError as e:
+        st.session_state.heal_error = str(e)
         return
     st.session_state.heal_texts = texts
     st.session_state[KEY + "heal_corpus"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()

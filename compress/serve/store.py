@@ -19,6 +19,7 @@ from .settings import number
 _GLOBAL = threading.Lock()
 
 DATA = Path(__file__).resolve().parents[2] / "data"
+KEEP_JOBS = 100_000  # rows of the job log kept when a server process starts (older ones are deleted)
 
 
 class Store:
@@ -50,9 +51,14 @@ class Store:
             self.last_error = str(e)
 
     def interrupt_stale(self) -> int:
-        """Jobs of a server process of this machine that is gone and never ended them: marked interrupted."""
+        """Jobs of a server process of this machine that is gone and never ended them: marked interrupted. The log
+        keeps its newest KEEP_JOBS rows (it is a log: the results are the Applies' and the sweeps' tables)."""
         t = self._jobs
         with self._lock, self._engine.begin() as db:
+            old = db.execute(t.select().with_only_columns(t.c.created).order_by(t.c.created.desc())
+                             .offset(KEEP_JOBS).limit(1)).scalar()
+            if old is not None:
+                db.execute(t.delete().where(t.c.created <= old))
             rows = db.execute(t.select().with_only_columns(t.c.key, t.c.pid).where(
                 t.c.state.in_(("queued", "running")), t.c.host == self.host)).all()
             gone = [key for key, pid in rows if pid != self.pid and not alive(pid)]
@@ -149,14 +155,16 @@ def optuna_storage(url: str | None = None):
 def _schema() -> dict:
     """The store's own tables (beside Optuna's): every Apply made in the app, and the job log."""
     import sqlalchemy as sa
-    meta, c = sa.MetaData(), sa.Column
+    meta, c, ix = sa.MetaData(), sa.Column, sa.Index  # indexes for every read of a page (no table scan per rerun)
     return {"applies": sa.Table("compress_applies", meta, c("id", sa.Integer, primary_key=True), c("created", sa.Float),
                                 c("session", sa.String(64)), c("model", sa.String(300)), c("recipe", sa.Text),
-                                c("row", sa.Text)),
+                                c("row", sa.Text), ix("compress_applies_session", "session", "id")),
             "jobs": sa.Table("jobs", meta, c("key", sa.String(300), primary_key=True), c("kind", sa.String(40)),
                              c("owner", sa.String(64)), c("label", sa.Text), c("state", sa.String(20)),
                              c("error", sa.Text), c("created", sa.Float), c("updated", sa.Float),
-                             c("host", sa.String(255)), c("pid", sa.Integer), c("started", sa.Float))}
+                             c("host", sa.String(255)), c("pid", sa.Integer), c("started", sa.Float),
+                             ix("jobs_created", "created"), ix("jobs_owner_created", "owner", "created"),
+                             ix("jobs_state", "state"))}
 
 
 def _table(url: str, name: str):
@@ -171,6 +179,8 @@ def _table(url: str, name: str):
                         url, **({"connect_args": {"timeout": LOCK_WAIT_S}} if url.startswith("sqlite") else {}))
                 engine, table = _ENGINES[url], _schema()[name]
                 table.create(engine, checkfirst=True)
+                for index in table.indexes:  # a store of before has the table, not its indexes
+                    index.create(engine, checkfirst=True)
                 if name == "jobs" and "started" not in {col["name"] for col in sa.inspect(engine).get_columns("jobs")}:
                     with engine.begin() as db:  # a store of before
                         db.execute(sa.text("ALTER TABLE jobs ADD COLUMN started FLOAT"))

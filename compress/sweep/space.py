@@ -18,7 +18,12 @@ from ..table.reasons import field_reason
 # and workload has which metric.
 METRICS = {n: (m.direction, m.about) for n, m in table.METRICS.items()}
 QUALITY = {n for n, m in table.METRICS.items() if m.kind == "quality"}
-MAX_VALUES = 1000  # values one varied field may list (a sweep of more is not a sweep a page can show)
+MAX_VALUES = 1000  # values the varied fields may list, together (a sweep of more is not one a page can show; Optuna
+#  stores every value of every varied field with each trial)
+MAX_CHECKS = 5000  # recipes check() may build to find a refused value a partner (each ~0.2 ms: the page waits)
+MAX_HEAL_STEPS = 5000  # healing steps per trial
+UNFIXED = {"heal_steps": "healing steps per trial are the sweep's own (--heal-steps, at most 5000)",
+           "heal_corpus": "a sweep heals on the default healing text"}
 TIMED = {n for n, m in table.METRICS.items() if m.timed}
 _OPS = {"<=": lambda v, b: v - b, ">=": lambda v, b: b - v}  # <= 0: feasible (Optuna's constraints convention)
 
@@ -217,6 +222,12 @@ def check(space: Space, bundle) -> Space:
         raise CompressError("an objective is listed twice")
     if not space.vary:
         raise CompressError("vary at least one field, e.g. --vary rank=0.1:1.0:0.1")
+    if (n := sum(map(len, space.vary.values()))) > MAX_VALUES:
+        raise CompressError(f"the varied fields list {n:,} values together; at most {MAX_VALUES:,}")
+    if not 0 <= space.heal_steps <= MAX_HEAL_STEPS:
+        raise CompressError(f"healing steps per trial: 0 to {MAX_HEAL_STEPS:,}, got {space.heal_steps:,}")
+    if bad := UNFIXED.keys() & space.fixed.keys():
+        raise CompressError(f"{min(bad)} is not fixed: {UNFIXED[min(bad)]}")
     base = space.recipe({})
     if why := refusal(bundle, base):
         raise CompressError(f"the fixed recipe is impossible: {why}")
@@ -230,11 +241,18 @@ def check(space: Space, bundle) -> Space:
         if not turns_on:
             raise CompressError(f"varying {name} does nothing here ({why}): fix or vary the field that turns it on, "
                                 f"e.g. --fixed rank_mode=ratio")
+    budget = MAX_CHECKS  # recipes built below for all refused values together
     for name, vs in space.vary.items():  # each value possible with some values of the other varied fields
         others = {k: v for k, v in space.vary.items() if k != name}
         for v in vs:
-            if why := refusal(bundle, space.recipe({name: v})):
-                combos = itertools.islice(itertools.product(*others.values()), 2000)
-                if not any(refusal(bundle, space.recipe({**dict(zip(others, c)), name: v})) is None for c in combos):
-                    raise CompressError(f"--vary {name}={FIELDS[name].text(v)}: {why}")
+            if not (why := refusal(bundle, space.recipe({name: v}))):
+                continue
+            for c in itertools.islice(itertools.product(*others.values()), 2000):
+                if (budget := budget - 1) < 0:
+                    raise CompressError(f"too many refused values to check (over {MAX_CHECKS:,} recipes): vary fewer "
+                                        "values, or fix the field that turns them on")
+                if refusal(bundle, space.recipe({**dict(zip(others, c)), name: v})) is None:
+                    break
+            else:
+                raise CompressError(f"--vary {name}={FIELDS[name].text(v)}: {why}")
     return space

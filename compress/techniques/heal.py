@@ -37,11 +37,10 @@ from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
 from ..measure.general import healing_text
 from . import relations
-from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev
+from .healdev import MAX_HEAL_BYTES, MAX_HEAL_TEXTS, HealResult, dev_batches, dev_metric, lr_scale, split_dev
 from .static import StaticModel
 from .tokenlearn import fit as fit_static
 
-MAX_HEAL_TEXTS, MAX_HEAL_BYTES = 100_000, 8 << 20  # a user's healing text, checked before it is tokenized
 
 
 def heal_texts(teacher, which: str = "styles") -> list[str]:

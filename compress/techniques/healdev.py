@@ -1,6 +1,8 @@
-"""What healing and the static end's fit share: the result record, the fixed dev split of the healing text, the dev
-batches and metric by which the best state is kept, and the learning-rate schedule."""
+"""What healing and the static end's fit share: a user's healing text read within its limits, the result record,
+the fixed dev split of the healing text, the dev batches and metric by which the best state is kept, and the
+learning-rate schedule."""
 import math
+import re
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -10,6 +12,31 @@ import torch.nn.functional as F
 from ..errors import CompressError
 from ..measure.evaluate import batches, mean_pool
 from ..models.adapters import forward
+
+MAX_HEAL_TEXTS, MAX_HEAL_BYTES = 100_000, 8 << 20  # a user's healing text, checked before it is tokenized
+MIN_HEAL_TEXTS = 20
+_LINE = re.compile(r"[^\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")  # a line between str.splitlines' breaks
+
+
+def read_heal_text(data: bytes, name: str) -> list[str]:
+    """A user's healing text file (its bytes) as its non-empty stripped lines, each limit checked as it is read: at
+    most MAX_HEAL_BYTES, UTF-8, at most MAX_HEAL_TEXTS lines (counted while splitting: a file of 8 MB of one-character
+    lines never becomes millions of strings), at least MIN_HEAL_TEXTS."""
+    if len(data) > MAX_HEAL_BYTES:
+        raise CompressError(f"{name} is {len(data) / 2**20:.1f} MB; healing text is limited to {MAX_HEAL_BYTES >> 20} MB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CompressError(f"{name} is not UTF-8 text") from None
+    lines = []
+    for m in _LINE.finditer(text):
+        if t := m.group().strip():
+            if len(lines) == MAX_HEAL_TEXTS:
+                raise CompressError(f"{name} has more than {MAX_HEAL_TEXTS:,} lines; healing text is limited to that")
+            lines.append(t)
+    if len(lines) < MIN_HEAL_TEXTS:
+        raise CompressError(f"{name} has {len(lines)} non-empty lines; healing needs at least {MIN_HEAL_TEXTS}")
+    return lines
 
 
 @dataclass

@@ -74,7 +74,8 @@ st.caption(f"Sweeps are Optuna studies in the results store ({store.shown(url)})
 try:
     lim = studies.limits()
     st.caption(f"A healing trial lets an Apply in after each healing step. Only the browser that started a sweep can "
-               f"stop it. This server runs at most {lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep(s) per session, "
+               f"stop it: its address holds the sweep's key after a reload, so share the address without its "
+               f"`key=` (anyone who opens it with the key may stop the sweep). This server runs at most {lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep(s) per session, "
                f"{lim['COMPRESS_SWEEPS_PER_SERVER']:g} in all, {lim['COMPRESS_SWEEP_MINUTES']:g} min each.")
 except C.CompressError as e:  # a bad setting of the server: said here, and Start says it again
     st.warning(safe.plain(e))
@@ -99,7 +100,7 @@ with sweep_tab:
     budget = c1.radio("Budget", ["trials", "minutes"], horizontal=True, key="tr_budget",
                       help="<= 2 fields with no trial count: every combination (grid)")
     amount = c2.number_input(budget, 1, 1000, 10 if budget == "trials" else 5, key=f"tr_amount_{budget}")
-    heal = c3.number_input("Healing steps per trial", 0, 5000, 0, step=50, key="tr_heal")
+    heal = c3.number_input("Healing steps per trial", 0, S.MAX_HEAL_STEPS, 0, step=50, key="tr_heal")
     n_trials = int(amount) if budget == "trials" else None
     grid = budget == "trials" and len(fields) <= 2
     size = 0
