@@ -3,7 +3,8 @@ any SQLAlchemy URL (COMPRESS_STORAGE, or --storage: postgresql+psycopg2://... wh
 It holds the Optuna studies of the sweeps (sweep.py), every Apply made in the app (tagged with its browser session),
 and the job log (a Store: the queue's rows, jobs.py; the local file by default, any URL works): what each server process
 was given and how each job ended, so a restarted server shows the jobs it lost as interrupted. All through SQLAlchemy
-Core. A store that cannot be opened is one CompressError line; nothing in it is ever deleted by this module."""
+Core. A store that cannot be opened is one CompressError line; nothing in it is ever deleted by this module but the
+job log's oldest rows (Store.interrupt_stale keeps its newest KEEP_JOBS)."""
 import functools
 import json
 import os
