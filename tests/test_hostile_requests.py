@@ -97,3 +97,9 @@ def test_the_job_log_is_indexed_kept_bounded_and_another_sessions_label_never_sh
 def _history():
     from ui import jobs
     jobs.history()
+
+
+def test_a_healing_field_is_never_varied(tiny_gpt):
+    """--vary heal_steps=100000 went round the per-trial bound: only the fields the page offers (variable()) vary."""
+    with pytest.raises(C.CompressError, match="heal_steps cannot be varied"):
+        studies.plan(tiny_gpt, {"rank": "0.5", "heal_steps": "100000"}, "rank_mode=ratio", ["size_mb"], 1)

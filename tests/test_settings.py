@@ -25,7 +25,8 @@ READS = {  # each variable -> what reads it, and the value it gives for "7"
 @pytest.mark.parametrize("bad", ["lots", "0", "-2", "nan", "inf", "1e999"])
 def test_a_bad_setting_is_one_line_naming_it(name, bad, monkeypatch):
     monkeypatch.setenv(name, bad)
-    with pytest.raises(C.CompressError, match=f"^{name} must be a (whole )?number above 0, got '{re.escape(bad)}'$"):
+    with pytest.raises(C.CompressError, match=f"^{name} must be a (whole )?number above 0 and at most [^,]+, got "
+                                              f"'{re.escape(bad)}'$"):
         READS[name][0]()
 
 
@@ -40,8 +41,17 @@ def test_a_good_setting_is_read_when_used(name, monkeypatch):
 def test_the_queue_refuses_a_bad_worker_count(monkeypatch):
     monkeypatch.setattr(qjobs, "_QUEUE", None)
     monkeypatch.setenv("COMPRESS_WORKERS", "two")
-    with pytest.raises(C.CompressError, match="^COMPRESS_WORKERS must be a whole number above 0, got 'two'$"):
+    with pytest.raises(C.CompressError, match="^COMPRESS_WORKERS must be a whole number above 0 and at most 1e\\+15, "
+                                              "got 'two'$"):
         qjobs.queue()
+
+
+@pytest.mark.parametrize("name", ["COMPRESS_JOB_MINUTES", "COMPRESS_SWEEP_MINUTES", "COMPRESS_HEARTBEAT_S"])
+def test_a_time_too_long_for_a_timer_is_refused(name, monkeypatch):
+    """A job's time limit is a threading.Timer: 1e9 minutes overflowed the platform's time_t in the timer's thread."""
+    monkeypatch.setenv(name, "1e9")
+    with pytest.raises(C.CompressError, match=f"^{name} must be a number above 0 and at most (1e\\+06|3600), got '1e9'$"):
+        READS[name][0]()
 
 
 def test_no_setting_is_parsed_outside_settings():

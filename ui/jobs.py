@@ -8,7 +8,7 @@ import uuid
 import streamlit as st
 
 import compress as C
-from compress.serve.settings import number
+from compress.serve.settings import MAX_MINUTES, number
 from ui import cached, guide
 from ui.safe import guarded, plain  # another session's label (its prompt): plain text, never markdown
 from ui.state import KEY
@@ -35,7 +35,7 @@ def owner() -> str:
     return st.session_state.setdefault("sid", uuid.uuid4().hex)
 
 
-def run(kind: str, fn, label: str, key=None, failure: str = "show"):
+def run(kind: str, fn, label: str, *, key, failure: str = "show"):
     """Run fn(job) on the queue and wait for it here; its result, or None when it failed or was cancelled (said in
     one line). A job this session is still waiting for (the page was rerun by a click) is waited for again, unless
     `key` (what the job computes: a model, a sample) differs: then that job is cancelled and this one started (a
@@ -125,7 +125,7 @@ def limit_s(kind: str) -> float | None:
     cap) and sweeps (theirs)."""
     if kind in ("heal", "sweep"):
         return None
-    return 60.0 * number("COMPRESS_JOB_MINUTES", 30)
+    return 60.0 * number("COMPRESS_JOB_MINUTES", 30, most=MAX_MINUTES)
 
 
 def take(job):

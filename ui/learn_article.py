@@ -32,7 +32,7 @@ def _article_table(b):
     if missing and st.button(f"Measure the {len(missing)} missing row(s) on this machine (about 10 s each)",
                              key="learn_art_measure", type="primary"):
         got = jobs.run("learn_article", lambda job: ART.measure(b, lambda f: job.progress.update(done=f)),
-                       f"{b.name}: the article's recipes measured")
+                       f"{b.name}: the article's recipes measured", key=cached.model_key(b))  # (never another's rows)
         if got is not None:
             try:
                 ART.record(jobs.owner(), b, got)

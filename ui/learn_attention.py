@@ -43,7 +43,7 @@ def layer_maps(b, text: str, layer: int, key: str) -> dict | None:
         if got is not None:
             return got
         if jobs.run(f"learn_att_{key}", lambda job: A.layer_attention(b, text, layer),
-                    f"Learn: attention of layer {layer} of {b.name}") is None:
+                    f"Learn: attention of layer {layer} of {b.name}", key=(cached.model_key(b), text, layer)) is None:
             return None
     return A.cached(b, text, layer)
 

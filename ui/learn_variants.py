@@ -35,7 +35,8 @@ def _variants(b, text, layer, head, settings) -> dict | None:
         if got is not None:
             return got
         if jobs.run("learn_var", lambda job: V.variants(b, text, layer, head, settings),
-                    f"Learn: efficient-attention variants of layer {layer} of {b.name}") is None:
+                    f"Learn: efficient-attention variants of layer {layer} of {b.name}",
+                    key=(cached.model_key(b), text, layer, head, repr(settings))) is None:
             return None
     return V.cached(b, text, layer, head, settings)
 

@@ -7,9 +7,12 @@ import os
 
 from ..errors import CompressError
 
+MAX_MINUTES = 1e6  # a time limit in minutes (about two years: a timer of more overflows the platform's time_t)
 
-def number(name: str, default: float, whole: bool = False, least: float = 0.0):
-    """os.environ[name] as a number above `least` (whole: an int, underscores allowed), else `default`."""
+
+def number(name: str, default: float, whole: bool = False, least: float = 0.0, most: float = 1e15):
+    """os.environ[name] as a number above `least` and at most `most` (whole: an int, underscores allowed), else
+    `default`."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -17,6 +20,7 @@ def number(name: str, default: float, whole: bool = False, least: float = 0.0):
         v = int(raw.replace("_", "")) if whole else float(raw)
     except ValueError:
         v = math.nan
-    if not (math.isfinite(v) and v > least):
-        raise CompressError(f"{name} must be a {'whole ' if whole else ''}number above {least:g}, got {raw[:20]!r}")
+    if not (math.isfinite(v) and least < v <= most):
+        raise CompressError(f"{name} must be a {'whole ' if whole else ''}number above {least:g} and at most "
+                            f"{most:g}, got {raw[:20]!r}")
     return v

@@ -130,7 +130,7 @@ LOCK_WAIT_S = 30.0  # how long a write waits for a SQLite file another process h
 
 def heartbeat_s() -> float:
     """A running trial's heartbeat (COMPRESS_HEARTBEAT_S, default 10 s); 3 missed: failed."""
-    return number("COMPRESS_HEARTBEAT_S", 10.0)
+    return number("COMPRESS_HEARTBEAT_S", 10.0, most=3600)
 
 
 def optuna_storage(url: str | None = None):

@@ -222,6 +222,8 @@ def check(space: Space, bundle) -> Space:
         raise CompressError("an objective is listed twice")
     if not space.vary:
         raise CompressError("vary at least one field, e.g. --vary rank=0.1:1.0:0.1")
+    if bad := sorted(space.vary.keys() - set(variable())):
+        raise CompressError(f"{bad[0]} cannot be varied: the fields a sweep varies are {', '.join(variable())}")
     if (n := sum(map(len, space.vary.values()))) > MAX_VALUES:
         raise CompressError(f"the varied fields list {n:,} values together; at most {MAX_VALUES:,}")
     if not 0 <= space.heal_steps <= MAX_HEAL_STEPS:

@@ -9,7 +9,7 @@ import socket
 
 from ..serve import store
 from ..errors import CompressError
-from ..serve.settings import number
+from ..serve.settings import MAX_MINUTES, number
 from ..serve.store import alive
 from .run import request_stop, run
 
@@ -20,7 +20,7 @@ SWEEP_LIMITS = {"COMPRESS_SWEEPS_PER_SESSION": 1, "COMPRESS_SWEEPS_PER_SERVER": 
 
 def limits() -> dict:
     """SWEEP_LIMITS, each from the environment when set there (a number > 0)."""
-    return {k: float(number(k, default)) for k, default in SWEEP_LIMITS.items()}
+    return {k: float(number(k, default, most=MAX_MINUTES)) for k, default in SWEEP_LIMITS.items()}
 
 
 def names(model: str | None = None, url: str | None = None) -> list[str]:
