@@ -44,6 +44,8 @@ def _same(a, b, base, ids):
     ("tiny-bert", dict(vocab=0.1, vocab_cover="resplit", quant="int8", runtime="onnxruntime")),
     ("tiny-bert", dict(vocab=0.1, vocab_cover="output", quant="int8")),  # reloaded: the saved index, not recomputed
     ("tiny-bert", dict(vocab=0.1, vocab_cover="output", runtime="onnxruntime")),
+    ("tiny-bert", dict(vocab=0.1, vocab_cover="sparse", emb_bits=2, quant="int8", heal_steps=3)),  # saved, not refitted
+    ("tiny-bert", dict(vocab=0.1, vocab_cover="sparse", quant="int8", runtime="onnxruntime")),
     ("tiny-gpt", dict(quant="int8", emb_bits=2)),
     ("tiny-gpt", dict(layers=1, quant="int4", heal_steps=3)),
     ("tiny-gpt", dict(quant="fp16"))])

@@ -180,7 +180,8 @@ def test_an_onnx_zip_uploads_back_and_runs_our_graph_with_its_weights(bundled, o
 
 @pytest.fixture(scope="module")
 def weight_zips(tiny_bert):
-    recipes = {"int8": dict(quant="int8"), "bits": dict(emb_bits=2), "vocab": dict(vocab=0.1)}
+    recipes = {"int8": dict(quant="int8"), "bits": dict(emb_bits=2), "vocab": dict(vocab=0.1),
+               "sparse": dict(vocab=0.1, vocab_cover="sparse")}
     return {k: _files(C.compress(tiny_bert, C.Recipe(**r))) for k, r in recipes.items()}
 
 
@@ -213,7 +214,8 @@ WEIGHT_CASES = [
     ("int8", _set(".zero_points", float("nan")), "zero point that is NaN"),
     ("int8", _nan_float, "NaN"), ("bits", _set("word_embeddings.scale", 0.0), "zero or negative"),
     ("bits", _set("word_embeddings.low", float("inf")), "NaN or infinite"),
-    ("vocab", _set("vocab_index", 32_000), "indices outside"), ("vocab", _set("vocab_index", -1), "indices outside")]
+    ("vocab", _set("vocab_index", 32_000), "indices outside"), ("vocab", _set("vocab_index", -1), "indices outside"),
+    ("sparse", _set("vocab_index", -1), "indices outside"), ("sparse", _set("vocab_weight", float("nan")), "NaN")]
 
 
 @pytest.mark.parametrize("kind, edit, match", WEIGHT_CASES)

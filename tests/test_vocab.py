@@ -165,6 +165,33 @@ def test_resplit_kept_tokens_give_the_originals_output_and_an_old_recipe_reads_n
     assert C.Recipe(vocab_cover="resplit").describe() == "original"  # inactive without pruning
 
 
+def test_sparse_a_dropped_token_reads_the_least_squares_sum_of_its_atoms(tiny_bert):
+    comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, vocab_cover="sparse"))
+    keep = vocab.cached_order(tiny_bert, heal_texts(tiny_bert))[:round(0.1 * tiny_bert.vocab_size)]
+    full = tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight.detach()
+    index, weight = comp.model.vocab_index.long(), comp.model.vocab_weight.float()
+    assert index.shape == weight.shape == (tiny_bert.vocab_size, vocab.ATOMS)
+    assert comp.model.vocab_weight.dtype == torch.float16  # stored: 2 bytes a weight
+    assert index[keep[7]].tolist() == [7, 0, 0, 0] and weight[keep[7]].tolist() == [1, 0, 0, 0]  # a kept token: itself
+    near = vocab.nearest_map(full, keep).long()
+    dropped = [t for t in range(0, tiny_bert.vocab_size, 97) if t not in set(keep)]
+    for t in dropped:
+        atoms = full[keep][index[t]]  # (ATOMS, C), distinct
+        assert len(set(index[t].tolist())) == vocab.ATOMS
+        left = full[t] - weight[t] @ atoms
+        assert (atoms @ left).abs().max() < 2e-2 * full[t].norm() ** 2  # least squares: what is left is orthogonal
+        cos = torch.nn.functional.cosine_similarity
+        assert cos(weight[t] @ atoms, full[t], dim=0) >= cos(full[keep][near[t]], full[t], dim=0) - 1e-3
+    seen = {}  # what the model's entrance passes on for a dropped token: that sum, of the kept table's rows
+    parent = tiny_bert.adapter.word_embeddings.rsplit(".", 1)[0]
+    comp.model.get_submodule(parent).register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+    with torch.no_grad():
+        forward(comp.model, tiny_bert.adapter, torch.tensor([[dropped[0], keep[7]]]))
+    table = comp.model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    torch.testing.assert_close(seen["inputs_embeds"][0], torch.stack([
+        weight[dropped[0]] @ table[index[dropped[0]]], table[7]]), atol=1e-3, rtol=1e-3)
+
+
 def test_resplit_is_refused_for_a_tokenizer_without_word_pieces(tiny_bert):
     no_pieces = C.ModelBundle(tiny_bert.model, "no-pieces", tiny_bert.adapter, object(), "h", tiny_bert.info)
     assert vocab.refuse(no_pieces, C.Recipe(vocab=0.5)) is None
@@ -185,11 +212,14 @@ def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
     from compress.learn import vocab as LV
     d = LV.cover(tiny_bert, "the dough rests overnight", 0.05, output=True)
     toks = tiny_bert.tokenizer.tokenize("the dough rests overnight")
-    assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit", "output"}
+    assert d["tokens"] == toks and set(d["cosine"]) == set(d["reads"]) == {"nearest", "resplit", "output", "sparse"}
     for c in d["cosine"]:
         for s, kept, reads, cos in zip(toks, d["kept"][c], d["reads"][c], d["cosine"][c]):
             assert (reads == s) == kept and (cos == pytest.approx(1, abs=1e-5)) == kept and -1 <= cos <= 1 + 1e-5
     assert any("+" in r for r in d["reads"]["resplit"]) and not any("+" in r for r in d["reads"]["nearest"])
     assert d["kept"]["output"] == d["kept"]["nearest"] and d["reads"]["output"] != d["reads"]["nearest"]
+    dropped = [i for i, k in enumerate(d["kept"]["sparse"]) if not k]  # a weighted sum rebuilds more of its row
+    assert dropped and all(d["cosine"]["sparse"][i] >= d["cosine"]["nearest"][i] - 1e-4 for i in dropped)
+    assert all(d["reads"]["sparse"][i].count(" ") == 2 * vocab.ATOMS - 1 for i in dropped)  # "+0.41 tea -0.12 ..."
     with pytest.raises(C.CompressError, match="decoder"):
         LV.cover(tiny_gpt, "the dough", 0.5)

@@ -179,9 +179,11 @@ def layers(b):
 _VOCAB = ("Vocabulary pruning keeps the token-table rows of the healing text's tokens. A token of your sentence "
           "that was dropped reads another row: the kept row nearest its own (nearest), the mean of the rows "
           "of the kept word pieces it re-splits into, as the tokenizer would cut it without it (resplit), or the "
-          "row of the kept token the original embeds most like it when each stands alone (output). The "
-          "bars: the cosine of what it reads to its own row (1 = kept). *Reference: Abdaoui et al. 2020, 'Load "
-          "what you need: smaller versions of multilingual BERT' (the table cut to the tokens in use).*")
+          "row of the kept token the original embeds most like it when each stands alone (output), or a weighted "
+          "sum of four kept rows chosen to rebuild its own (sparse: orthogonal matching pursuit; fewer rows are kept "
+          "for the same size). The bars: the cosine of what it reads to its own row (1 = kept). *References: "
+          "Abdaoui et al. 2020, 'Load what you need: smaller versions of multilingual BERT' (the table cut to the "
+          "tokens in use); Pati et al. 1993, orthogonal matching pursuit.*")
 
 
 @section

@@ -1,6 +1,6 @@
 """The Learn page's vocabulary figure: the tokens of a sentence at a vocabulary fraction, kept or dropped, and what a
-dropped one reads under each cover (nearest kept row, the mean of its re-split kept pieces, or the kept token whose
-output is nearest), with the cosine of that to its own row in the original table. Nearest and resplit compare only
+dropped one reads under each cover (nearest kept row, the mean of its re-split kept pieces, the kept token whose
+output is nearest, or a weighted sum of kept rows that rebuilds its own), with the cosine of that to its own row in the original table. Nearest and resplit compare only
 the sentence's tokens with the kept rows; output needs every token of the vocabulary run through the model once
 (static.distill_table, kept in the bundle's cache): only when asked (the page runs it as a job first)."""
 import torch
@@ -29,14 +29,20 @@ def cover(bundle, text: str, fraction: float, output: bool = False) -> dict:
         near = torch.nn.functional.normalize(distill_table(bundle), dim=-1) if name == "output" else unit
         keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit")[:n]
         kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
-        reads = []
+        reads, weights = [], []
         for t, s in zip(ids, out["tokens"]):
             rows = [kept[s]] if s in kept else V.split(s, kept, V._prefix(tok)) if name == "resplit" else None
+            w = None
+            if name == "sparse" and not rows:  # its atoms and their weights
+                rows, w = (x[0].tolist() for x in V.pursuit(table[t:t + 1], table[keep]))
             if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine (output: of its output)
                 rows = [int((near[keep] @ near[t]).argmax())]
             reads.append(rows)
+            weights.append(w or [1 / len(rows)] * len(rows))  # a mean: each 1/n
         out["kept"][name] = [s in kept for s in out["tokens"]]
-        out["reads"][name] = [" + ".join(shown(tok.convert_ids_to_tokens([keep[r] for r in rows]))) for rows in reads]
-        means = [table[[keep[r] for r in rows]].mean(0) for rows in reads]  # what each token reads, (C,) each
+        words = [shown(tok.convert_ids_to_tokens([keep[r] for r in rows])) for rows in reads]
+        out["reads"][name] = [" ".join(f"{x:+.2f} {p}" for x, p in zip(w, ps)) if name == "sparse" and len(ps) > 1
+                              else " + ".join(ps) for ps, w in zip(words, weights)]
+        means = [(torch.tensor(w)[:, None] * table[[keep[r] for r in rows]]).sum(0) for rows, w in zip(reads, weights)]
         out["cosine"][name] = [float(unit[t] @ torch.nn.functional.normalize(m, dim=0)) for t, m in zip(ids, means)]
     return {**out, "tokens": shown(out["tokens"])}

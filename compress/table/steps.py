@@ -136,9 +136,9 @@ STEPS = [
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
               "tokens first; the others read a kept row", "Vocabulary kept (fraction of tokens)", lo=0.05),
         Field("vocab_cover", "choice", "nearest", "what a dropped token reads: nearest (the kept row of highest "
-              "cosine), resplit (its kept pieces' mean row) or output (the kept token embedded most like it)",
-              "Dropped tokens read", choices=vocab.COVERS, off=lambda r: None if r.vocab != 1 else
-              "only with vocabulary pruning")),
+              "cosine), resplit (its kept pieces' mean row), output (the kept token embedded most like it) or sparse "
+              "(a weighted sum of 4 kept rows that rebuilds its own)", "Dropped tokens read", choices=vocab.COVERS,
+              off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning")),
         apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
                                          ctx.texts or heal.heal_texts(ctx.base, r.heal_text),
                                          round(r.vocab * ctx.base.vocab_size), r.vocab_cover, ctx.replay),

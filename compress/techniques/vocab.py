@@ -21,6 +21,11 @@ whose one-token text the original embeds most like its own (cosine of static.dis
 sentence embedding of each token alone, computed once per model). The same index as nearest, so it saves, exports
 and reloads as nearest does (an eager zip's reload reads its saved index instead of computing it). Refused on the
 static table, whose rows are those outputs already (its nearest row is output's).
+
+cover = "sparse": a dropped token reads a weighted sum of ATOMS kept rows, chosen to rebuild its own row (orthogonal
+matching pursuit: the kept row most like what is left, ATOMS times, the weights by least squares each time), stored
+as (vocab, ATOMS) indices and fp16 weights (MiniLM: 0.49 MB, the price of ~15% of the rows at 2 bits). The entrance
+passes inputs_embeds as resplit does; a reload reads the saved indices and weights instead of fitting them.
 """
 import functools
 import hashlib
@@ -36,15 +41,20 @@ from ..errors import CompressError
 
 CHUNK = 4096  # dropped tokens compared with the kept rows at a time (bounds the similarity matrix's memory)
 CAP = 4  # pieces a re-split token may read (MiniLM at 0.25: 6% of the dropped tokens need more and read their nearest)
-COVERS = ("nearest", "resplit", "output")
+ATOMS = 4  # kept rows a sparse cover mixes (MiniLM at 2 bits, 1.14 MB of table: 4 atoms and 22% of the rows kept
+#  0.904 / 0.915 unhealed against nearest's 36% 0.900 / 0.917, retrieval 0.729 against 0.682 on our sentences;
+#  healed in the 20x recipe at 23%: 0.866 / 0.887 against 0.859 / 0.885; BENCHMARKS.md)
+COVERS = ("nearest", "resplit", "output", "sparse")
 TEACH = ("Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the healing "
          "text first, most frequent first). MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table "
          "is half of the model. A dropped token reads the kept row nearest its own (nearest: MiniLM's 'relax' reads "
          "'chill'), or resplit: it is cut into kept word pieces as the tokenizer would cut it without it ('roll' + "
          "'##s', 're' + '##la' + '##x') and reads the mean of their rows (on MiniLM unhealed at 0.25 it kept less "
          "than nearest: fidelity 0.884 vs 0.924; a word's row is far from the mean of its pieces'), or output: "
-         "the kept token the original embeds most like it, alone (0.929 vs 0.924: about the same). Heal "
-         "afterwards; check the second evaluation set (text the healing never saw).")
+         "the kept token the original embeds most like it, alone (0.929 vs 0.924: about the same), or sparse: a "
+         f"weighted sum of {ATOMS} kept rows that rebuilds its own row (fewer rows kept for the same MB; on MiniLM "
+         "the same fidelity as nearest and better search results). Heal afterwards; check the second evaluation set "
+         "(text the healing never saw).")
 
 
 def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = False) -> list[int]:
@@ -73,6 +83,38 @@ def nearest_map(table: torch.Tensor, keep: list[int]) -> torch.Tensor:
         index[s:s + CHUNK] = (unit[s:s + CHUNK] @ kept.T).argmax(-1)
     index[torch.tensor(keep)] = torch.arange(len(keep))
     return index.to(near_dtype(len(keep)))
+
+
+@torch.no_grad()
+def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int = ATOMS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, k) rows of atoms and (b, k) weights whose weighted sum rebuilds each row of x (b, C): orthogonal matching
+    pursuit, the atom of highest |cosine| with what is left, then least squares on all chosen so far."""
+    unit, left, chosen = nn.functional.normalize(atoms.float(), dim=-1), x.float(), []
+    for _ in range(min(k, len(atoms))):
+        score = (left @ unit.T).abs()
+        for c in chosen:
+            score.scatter_(1, c[:, None], -1.0)  # never chosen twice
+        chosen.append(score.argmax(-1))
+        parts = atoms.float()[torch.stack(chosen, 1)]  # (b, j, C)
+        w = torch.linalg.lstsq(parts.transpose(1, 2), x.float().unsqueeze(-1)).solution.squeeze(-1)  # (b, j)
+        left = x.float() - (w.unsqueeze(-1) * parts).sum(1)
+    return torch.stack(chosen, 1), w
+
+
+def sparse_map(table: torch.Tensor, keep: list[int], replay: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vocab, ATOMS) kept rows and fp16 weights per token: a kept token its own row (weight 1), a dropped one its
+    pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nearest's, not fitted)."""
+    v, k = len(table), min(ATOMS, len(keep))
+    index, weight = torch.zeros(v, k, dtype=torch.long), torch.zeros(v, k)
+    if replay:
+        index[:, 0] = nearest_map(table, keep).long()
+    else:
+        for s in range(0, v, CHUNK):
+            index[s:s + CHUNK], weight[s:s + CHUNK] = pursuit(table[s:s + CHUNK], table[keep], k)
+    kept = torch.tensor(keep)
+    index[kept], weight[kept] = 0, 0.0
+    index[kept, 0], weight[kept, 0] = torch.arange(len(keep)), 1.0
+    return index.to(near_dtype(len(keep))), weight.half()
 
 
 def near_dtype(n: int) -> torch.dtype:
@@ -126,12 +168,15 @@ def resplit_map(tokenizer, table: torch.Tensor, keep: list[int]) -> torch.Tensor
     return index.to(near_dtype(len(keep)))
 
 
-def _cover_ids(path, model, args, kwargs):  # a forward pre-hook: token ids -> the mean of their pieces' rows
-    ids = args[0] if args else kwargs.pop("input_ids")
+def _cover_ids(path, weighted, model, args, kwargs):  # a forward pre-hook: token ids -> the mean of their pieces'
+    ids = args[0] if args else kwargs.pop("input_ids")  # rows (weighted: the weighted sum of their atoms' rows)
     pieces = model.vocab_index[ids].long()  # (B, T, CAP), -1: no piece
     have = (pieces >= 0).unsqueeze(-1)
     rows = model.get_submodule(path)(pieces.clamp(min=0).reshape(-1)).view(*pieces.shape, -1)  # (B, T, CAP, C)
-    kwargs["inputs_embeds"] = (rows * have).sum(-2) / have.sum(-2).clamp(min=1)
+    if weighted:
+        kwargs["inputs_embeds"] = (rows * model.vocab_weight[ids].to(rows.dtype).unsqueeze(-1)).sum(-2)
+    else:
+        kwargs["inputs_embeds"] = (rows * have).sum(-2) / have.sum(-2).clamp(min=1)
     return (None, *args[1:]) if args else args, kwargs
 
 
@@ -167,13 +212,17 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
     keep = cached_order(bundle, texts, alphabet=cover == "resplit")[:n]
     if cover == "resplit":
         index = resplit_map(bundle.tokenizer, table.weight, keep)
+    elif cover == "sparse":
+        index, weight = sparse_map(table.weight, keep, replay)
+        model.register_buffer("vocab_weight", weight.to(table.weight.device))
     else:  # a replay's index is replaced by the saved one: the input table's is enough there
         index = nearest_map(distill_table(bundle) if cover == "output" and not replay else table.weight, keep)
     model.register_buffer("vocab_index", index)
     small = nn.Embedding(n, table.weight.shape[1], padding_idx=None).to(table.weight.device, table.weight.dtype)
     small.weight.data.copy_(table.weight.data[keep])
     set_module(model, adapter.word_embeddings, small)
-    hook = _map_ids if cover != "resplit" else functools.partial(_cover_ids, adapter.word_embeddings)
+    hook = _map_ids if cover in ("nearest", "output") else functools.partial(_cover_ids, adapter.word_embeddings,
+                                                                             cover == "sparse")
     model.register_forward_pre_hook(hook, with_kwargs=True)
     return model
 
