@@ -11,7 +11,7 @@ import torch
 
 import compress as C
 from compress.__main__ import parse_recipe
-from compress.techniques import ortrun
+from compress.techniques import ortrun, vocab
 from compress.models.adapters import forward
 from compress.table.step import Step
 
@@ -44,9 +44,11 @@ def expected_params(b, r) -> int:
     a, blocks = b.adapter, b.adapter.block_list(b.model)
     L, H, c = len(blocks), b.info["heads"], b.info["hidden"]
     v = round(r.vocab * b.vocab_size)  # the table's rows (vocabulary pruning keeps a fraction)
+    cover = b.vocab_size * min(vocab.ATOMS, v) if r.vocab != 1 and r.vocab_cover == "sparse" else 0  # its weights
     if r.static:  # one token table (a factorized one: rows x k + k x hidden), and q, k, v, o of its attention layer
         k = round(r.emb_rank * min(v, c))
-        return (v * c if r.emb_rank == 1 or k * (v + c) >= v * c else k * (v + c)) + r.static_attn * 4 * (c * c + c)
+        return (v * c if r.emb_rank == 1 or k * (v + c) >= v * c else k * (v + c)) + r.static_attn * 4 * (c * c + c) \
+            + cover
     block = blocks[0]
     bias = {p: int(block.get_submodule(p).bias is not None) for p in (a.q, a.k, a.v, a.ffn_in, a.ffn_gate) if p}
     hd, ff, kv = c // H, block.get_submodule(a.ffn_in).out_features, b.info.get("kv_heads", H)
@@ -64,7 +66,8 @@ def expected_params(b, r) -> int:
             k = max(1, round(r.rank * min(m, n)))
             removed += m * n - k * (m + n) if k * (m + n) < m * n else 0
     kept = r.layers or L
-    total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed - (b.vocab_size - v) * c
+    total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed - (b.vocab_size - v) * c \
+        + cover
     if r.attention == "lowrank":  # Linformer's E and F per block: (k, positions) each
         total += kept * 2 * r.attn_rank * b.info["max_positions"]
     if r.attention == "kernel":  # Performer's random features per block, stored: (m, head dim)
