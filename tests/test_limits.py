@@ -33,7 +33,8 @@ def test_each_variable_sets_its_limit_in_one_line(bf16_zip, monkeypatch):
         C.load_upload(bf16_zip)
     assert "\n" not in str(e.value)
     monkeypatch.setenv("COMPRESS_MAX_PARAMS", "a lot")
-    with pytest.raises(C.CompressError, match="COMPRESS_MAX_PARAMS must be a whole number above 0 and at most 1e\\+15, got 'a lot'"):
+    with pytest.raises(C.CompressError,
+                       match="COMPRESS_MAX_PARAMS must be a whole number above 0 and at most 1e\\+15, got 'a lot'"):
         C.load_upload(bf16_zip)
     monkeypatch.delenv("COMPRESS_MAX_PARAMS")
     monkeypatch.setenv("COMPRESS_MAX_UPLOAD_MB", "1_000")

@@ -50,7 +50,8 @@ def test_the_queue_refuses_a_bad_worker_count(monkeypatch):
 def test_a_time_too_long_for_a_timer_is_refused(name, monkeypatch):
     """A job's time limit is a threading.Timer: 1e9 minutes overflowed the platform's time_t in the timer's thread."""
     monkeypatch.setenv(name, "1e9")
-    with pytest.raises(C.CompressError, match=f"^{name} must be a number above 0 and at most (1e\\+06|3600), got '1e9'$"):
+    with pytest.raises(C.CompressError,
+                       match=f"^{name} must be a number above 0 and at most (1e\\+06|3600), got '1e9'$"):
         READS[name][0]()
 
 

@@ -1,7 +1,7 @@
 """The Learn page's vocabulary figure: the tokens of a sentence at a vocabulary fraction, kept or dropped, and what a
 dropped one reads under each cover (nearest kept row, the mean of its re-split kept pieces, the kept token whose
-output is nearest, or a weighted sum of kept rows that rebuilds its own), with the cosine of that to its own row in the original table. Nearest and resplit compare only
-the sentence's tokens with the kept rows; output needs every token of the vocabulary run through the model once
+output is nearest, or a weighted sum of kept rows that rebuilds its own), with the cosine of that to its own row in
+the original table. Nearest, resplit and sparse compare only the sentence's tokens with the kept rows; output needs every token of the vocabulary run through the model once
 (static.distill_table, kept in the bundle's cache): only when asked (the page runs it as a job first)."""
 import torch
 

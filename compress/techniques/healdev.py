@@ -23,7 +23,8 @@ def read_heal_text(data: bytes, name: str) -> list[str]:
     most MAX_HEAL_BYTES, UTF-8, at most MAX_HEAL_TEXTS lines (counted while splitting: a file of 8 MB of one-character
     lines never becomes millions of strings), at least MIN_HEAL_TEXTS."""
     if len(data) > MAX_HEAL_BYTES:
-        raise CompressError(f"{name} is {len(data) / 2**20:.1f} MB; healing text is limited to {MAX_HEAL_BYTES >> 20} MB")
+        raise CompressError(f"{name} is {len(data) / 2**20:.1f} MB; healing text is limited to "
+                            f"{MAX_HEAL_BYTES >> 20} MB")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

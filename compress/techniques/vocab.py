@@ -103,7 +103,8 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int = ATOMS) -> tuple[torch
 
 def sparse_map(table: torch.Tensor, keep: list[int], replay: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(vocab, ATOMS) kept rows and fp16 weights per token: a kept token its own row (weight 1), a dropped one its
-    pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nearest's, not fitted)."""
+    pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nearest's rows, zero
+    weights: nothing fitted)."""
     v, k = len(table), min(ATOMS, len(keep))
     index, weight = torch.zeros(v, k, dtype=torch.long), torch.zeros(v, k)
     if replay:
