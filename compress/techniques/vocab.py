@@ -105,14 +105,15 @@ def sparse_map(table: torch.Tensor, keep: list[int], replay: bool = False) -> tu
     """(vocab, ATOMS) kept rows and fp16 weights per token: a kept token its own row (weight 1), a dropped one its
     pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nearest's rows, zero
     weights: nothing fitted)."""
-    v, k = len(table), min(ATOMS, len(keep))
+    v, k, kept = len(table), min(ATOMS, len(keep)), torch.tensor(keep)
     index, weight = torch.zeros(v, k, dtype=torch.long), torch.zeros(v, k)
     if replay:
         index[:, 0] = nearest_map(table, keep).long()
-    else:
-        for s in range(0, v, CHUNK):
-            index[s:s + CHUNK], weight[s:s + CHUNK] = pursuit(table[s:s + CHUNK], table[keep], k)
-    kept = torch.tensor(keep)
+    else:  # the dropped tokens only (a kept token reads itself, set below)
+        dropped = torch.ones(v, dtype=torch.bool).index_fill_(0, kept, False).nonzero().squeeze(1)
+        for s in range(0, len(dropped), CHUNK):
+            part = dropped[s:s + CHUNK]
+            index[part], weight[part] = pursuit(table[part], table[keep], k)
     index[kept], weight[kept] = 0, 0.0
     index[kept, 0], weight[kept, 0] = torch.arange(len(keep)), 1.0
     return index.to(near_dtype(len(keep))), weight.half()
