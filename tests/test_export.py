@@ -55,6 +55,7 @@ def test_zip_round_trip_is_identical(bundled, tmp_path, model, recipe):
     path = C.save_compressed(comp, tmp_path / "m.zip")
     names = set(zipfile.ZipFile(path).namelist())
     onnx = comp.applied["runtime_applied"] == "onnxruntime"
+    assert onnx == (recipe.get("runtime") == "onnxruntime"), comp.applied.get("runtime_reason")  # no silent eager
     assert {"card.json", "recipe.json", "README.md", "model.onnx" if onnx else "weights.safetensors"} <= names
     assert ("weights.safetensors" in names) != onnx  # the weights once, as the model runs them
     assert any(n.startswith("tokenizer/") for n in names) == (model == "tiny-bert")

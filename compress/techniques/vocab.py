@@ -176,7 +176,8 @@ def _cover_ids(path, weighted, model, args, kwargs):  # a forward pre-hook: toke
     have = (pieces >= 0).unsqueeze(-1)
     rows = model.get_submodule(path)(pieces.clamp(min=0).reshape(-1)).view(*pieces.shape, -1)  # (B, T, CAP, C)
     if weighted:
-        kwargs["inputs_embeds"] = (rows * model.vocab_weight[ids].to(rows.dtype).unsqueeze(-1)).sum(-2)
+        kwargs["inputs_embeds"] = (rows * model.vocab_weight.to(rows.dtype)[ids].unsqueeze(-1)).sum(-2)  # cast first:
+        #  an fp16 gather in the export is one onnxruntime's int8 pass cannot quantize (an invalid graph)
     else:
         kwargs["inputs_embeds"] = (rows * have).sum(-2) / have.sum(-2).clamp(min=1)
     return (None, *args[1:]) if args else args, kwargs
