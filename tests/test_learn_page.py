@@ -68,6 +68,8 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
         assert "cos_output" not in v1  # the output cover runs every token through the model: only when asked
         vo = move(at, "toggle", "learn_vocab_output", True)["vocabulary"]
         assert vo["cos_output"] > 0.99 and vo["cos_nearest"] == v2["cos_nearest"]  # at 1.0 every token reads itself
+        ve = move(at, "radio", "learn_vocab_keep", "english")["vocabulary"]  # the rows kept by English too
+        assert ve["keep_by"] == "english" and vo["keep_by"] == "text" and ve["kept"] == v2["kept"]  # at 1.0: all
         # static table: a smaller SIF a weighs frequent tokens less; the plain mean does not depend on it
         s1, s6 = move(at, "select_slider", "learn_static_a", 1e-2)["static"], \
             move(at, "select_slider", "learn_static_a", 1e-6)["static"]

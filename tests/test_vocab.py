@@ -1,5 +1,7 @@
 """Vocabulary pruning (compress/techniques/vocab.py): the word table keeps the healing text's tokens, every other token reads
 its nearest kept row; a text of kept tokens gives exactly what the original gives."""
+from collections import Counter
+
 import pytest
 import torch
 
@@ -154,6 +156,32 @@ def test_resplit_every_token_of_the_alphabet_re_splits_into_kept_pieces(tiny_ber
             assert all(p.startswith("##") == (i > 0 or tokens[t].startswith("##")) for i, p in enumerate(pieces))
 
 
+def test_english_keep_ranks_the_texts_tokens_by_their_share_of_the_text_plus_of_english(tiny_bert):
+    tok, v = tiny_bert.tokenizer, tiny_bert.vocab_size
+    shares = vocab.english_shares(tok)
+    assert abs(sum(shares.values()) - 1) < 1e-9 and max(shares, key=shares.get) == tok.convert_tokens_to_ids("the")
+    order = vocab.keep_order(tok, TEXTS, v, keep="english")
+    assert sorted(order) == list(range(v))
+    special = [t for t in tok.all_special_ids if 0 <= t < v]
+    counts = Counter(t for s in TEXTS for t in tok(s, add_special_tokens=False)["input_ids"])
+    score = {t: counts[t] / sum(counts.values()) + shares.get(t, 0.0) for t in counts.keys() | shares.keys()
+             if t not in special}  # ([UNK] has a share: English words outside the vocabulary)
+    ranked = order[len(special):len(special) + len(score)]
+    assert set(ranked) == set(score)
+    assert all(score[a] >= score[b] for a, b in zip(ranked, ranked[1:]))  # by that sum, highest first
+    people = tok.convert_tokens_to_ids("people")  # everyday English the texts never use: kept early now
+    assert people not in counts and order.index(people) < 200 < vocab.keep_order(tok, TEXTS, v).index(people)
+    comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, vocab_keep="english"), texts=TEXTS)
+    n, full = round(0.1 * v), tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    table = comp.model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    torch.testing.assert_close(table, full[order[:n]])  # the first n of that order, each its own row
+    assert comp.model.vocab_index[people].item() == order.index(people)
+    assert C.Recipe(vocab=0.1, vocab_keep="english").describe() == "vocabulary 0.1 (english)"
+    old = C.Recipe(vocab=0.1).to_dict()
+    del old["vocab_keep"]
+    assert C.Recipe.from_dict(old).vocab_keep == "text"  # a recipe saved before it keeps by the text
+
+
 def test_resplit_kept_tokens_give_the_originals_output_and_an_old_recipe_reads_nearest(tiny_bert):
     comp, keep = _resplit(tiny_bert)
     ids = torch.tensor([tiny_bert.tokenizer("The model is in the file, and it is on the list.")["input_ids"]])
@@ -222,5 +250,15 @@ def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
     dropped = [i for i, k in enumerate(d["kept"]["sparse"]) if not k]  # a weighted sum rebuilds more of its row
     assert dropped and all(d["cosine"]["sparse"][i] >= d["cosine"]["nearest"][i] - 1e-4 for i in dropped)
     assert all(d["reads"]["sparse"][i].count(" ") == 2 * vocab.ATOMS - 1 for i in dropped)  # "+0.41 tea -0.12 ..."
+    text = "my grandmother baked cookies for the kids and watched football"  # rows kept by English too: the order's first n, no other
+    got = {}
+    for by in vocab.KEEPS:
+        n = round(0.05 * tiny_bert.vocab_size)
+        kept = set(vocab.keep_order(tiny_bert.tokenizer, heal_texts(tiny_bert), tiny_bert.vocab_size, keep=by)[:n])
+        d = LV.cover(tiny_bert, text, 0.05, keep_by=by)
+        ids = tiny_bert.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert d["kept"]["nearest"] == [t in kept for t in ids]
+        got[by] = sum(d["kept"]["nearest"])
+    assert got["english"] > got["text"]  # 'kids', 'football': everyday words our healing text seldom uses
     with pytest.raises(C.CompressError, match="decoder"):
         LV.cover(tiny_gpt, "the dough", 0.5)

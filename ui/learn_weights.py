@@ -181,9 +181,12 @@ _VOCAB = ("Vocabulary pruning keeps the token-table rows of the healing text's t
           "of the kept word pieces it re-splits into, as the tokenizer would cut it without it (resplit), or the "
           "row of the kept token the original embeds most like it when each stands alone (output), or a weighted "
           "sum of four kept rows chosen to rebuild its own (sparse: orthogonal matching pursuit; fewer rows are kept "
-          "for the same size). The bars: the cosine of what it reads to its own row (1 = kept). *References: "
+          "for the same size). Which rows are kept: the healing text's tokens by count (text), or by their share "
+          "of it plus their share of English (english: wordfreq's frequencies of 100,000 English words), so a "
+          "sentence of everyday prose finds more of its own rows. The bars: the cosine of what it reads to its own "
+          "row (1 = kept). *References: "
           "Abdaoui et al. 2020, 'Load what you need: smaller versions of multilingual BERT' (the table cut to the "
-          "tokens in use); Pati et al. 1993, orthogonal matching pursuit.*")
+          "tokens in use); Pati et al. 1993, orthogonal matching pursuit; Speer 2022, wordfreq.*")
 
 
 @section
@@ -193,12 +196,15 @@ def vocabulary(b, text):
     frac = st.slider("Vocabulary kept (fraction of tokens)", 0.05, 1.0, 0.25, 0.05, key="learn_vocab_frac")
     output = st.toggle("Also output (runs each of the model's tokens through it alone, once: a job)",
                        key="learn_vocab_output")
-    if (d := or_say(b, lambda: LV.cover(b, text, frac))) is None:
+    by = st.radio("Rows kept by", LV.KEEPS, horizontal=True, key="learn_vocab_keep",
+                  help="text: the healing text's tokens, most frequent first; english: by their share of the healing "
+                       "text plus of English (wordfreq's word frequencies), so words of everyday prose keep their rows")
+    if (d := or_say(b, lambda: LV.cover(b, text, frac, keep_by=by))) is None:
         return
     if output and jobs.run("learn_vocab", lambda job: LV.distill_table(b) is not None,
                            f"Learn: each of the {b.vocab_size:,} tokens of {b.name} alone",
                            key=b.content_hash) is not None:
-        d = LV.cover(b, text, frac, output=True)  # its table is in the model's cache now
+        d = LV.cover(b, text, frac, output=True, keep_by=by)  # its table is in the model's cache now
     fig = go.Figure([go.Bar(x=list(range(len(d["tokens"]))), y=d["cosine"][c], name=c, marker_color=OKABE_ITO[i],
                             customdata=safe.labels(d["reads"][c]),
                             hovertemplate="%{customdata}: %{y:.3f}<extra>" + c + "</extra>")
@@ -207,11 +213,12 @@ def vocabulary(b, text):
     kept = sum(d["kept"]["nearest"])
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, yaxis_title="cosine to its own row", barmode="group",
                       title=f"{kept} of {len(d['tokens'])} tokens kept at {frac:g}")
-    charts.show(st, meta(fig, figure="vocabulary", kept=kept, **{f"cos_{c}": float(np.mean(v)) for c, v in
+    charts.show(st, meta(fig, figure="vocabulary", kept=kept, keep_by=by, **{f"cos_{c}": float(np.mean(v)) for c, v in
                                                                  d["cosine"].items()}), key="learn_vocab_fig")
     st.dataframe(pd.DataFrame({"token": d["tokens"], **{f"{c} reads": v for c, v in d["reads"].items()}}),
                  hide_index=True)
-    open_in_compress(b, C.Recipe(vocab=frac, vocab_cover="resplit") if frac < 1 else None, "learn_vocab_open")
+    open_in_compress(b, C.Recipe(vocab=frac, vocab_cover="resplit", vocab_keep=by) if frac < 1 else None,
+                     "learn_vocab_open")
 
 
 _STATIC = ("The static end replaces the whole transformer by one table: a sentence is the mean of its tokens' rows, "

@@ -2,7 +2,8 @@
 dropped one reads under each cover (nearest kept row, the mean of its re-split kept pieces, the kept token whose
 output is nearest, or a weighted sum of kept rows that rebuilds its own), with the cosine of that to its own row in
 the original table. Nearest, resplit and sparse compare only the sentence's tokens with the kept rows; output needs every token of the vocabulary run through the model once
-(static.distill_table, kept in the bundle's cache): only when asked (the page runs it as a job first)."""
+(static.distill_table, kept in the bundle's cache): only when asked (the page runs it as a job first). The rows kept
+are the healing text's tokens by count, or (keep_by "english") by their share of it plus of English."""
 import torch
 
 from ..errors import CompressError
@@ -13,11 +14,12 @@ from ..techniques.static import distill_table
 from ..techniques.heal import heal_texts
 
 MAX_TOKENS = 48  # a figure's bars
+KEEPS = V.KEEPS  # which rows are kept
 
 
-def cover(bundle, text: str, fraction: float, output: bool = False) -> dict:
+def cover(bundle, text: str, fraction: float, output: bool = False, keep_by: str = "text") -> dict:
     """tokens, kept (under each cover), what each reads (token strings), and its cosine to its own row; output: the
-    output cover too."""
+    output cover too; keep_by: which rows are kept (V.KEEPS)."""
     if why := V.refuse(bundle, Recipe(vocab=fraction, vocab_cover="resplit")):
         raise CompressError(why)
     tok, n = bundle.tokenizer, round(fraction * bundle.vocab_size)
@@ -27,7 +29,7 @@ def cover(bundle, text: str, fraction: float, output: bool = False) -> dict:
     out = {"tokens": tok.convert_ids_to_tokens(ids), "kept": {}, "reads": {}, "cosine": {}}
     for name in V.COVERS if output else [c for c in V.COVERS if c != "output"]:
         near = torch.nn.functional.normalize(distill_table(bundle), dim=-1) if name == "output" else unit
-        keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit")[:n]
+        keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit", keep=keep_by)[:n]
         kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
         reads, weights = [], []
         for t, s in zip(ids, out["tokens"]):

@@ -92,6 +92,7 @@ class Recipe(_Recipe):
     pool_at: int = 2
     vocab: float = 1.0                  # vocabulary kept
     vocab_cover: str = "nearest"        # what a dropped token reads
+    vocab_keep: str = "text"            # which rows are kept: the healing text's tokens (+ English's)
     emb_rank: float = 1.0               # word-embedding rank
     emb_bits: int = 0                   # word-embedding bits (0 = float)
     rank_mode: str = "none"             # low rank of the blocks' layers

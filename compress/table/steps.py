@@ -10,10 +10,9 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import (attention, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize, relations,
-                          runtime, sensitivity, static, vocab)
+from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize,
+                          relations, runtime, sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
-from ..techniques.factorize import factorize_embeddings
 from ..measure.general import HEAL_TEXTS
 from .fields import Field
 from .step import Step, family_refusals
@@ -138,17 +137,21 @@ STEPS = [
         Field("vocab_cover", "choice", "nearest", "what a dropped token reads: nearest (the kept row of highest "
               "cosine), resplit (its kept pieces' mean row), output (the kept token embedded most like it) or sparse "
               "(a weighted sum of 4 kept rows that rebuilds its own)", "Dropped tokens read", choices=vocab.COVERS,
-              off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning")),
-        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base,
-                                         ctx.texts or heal.heal_texts(ctx.base, r.heal_text),
-                                         round(r.vocab * ctx.base.vocab_size), r.vocab_cover, ctx.replay),
+              off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning"),
+        Field("vocab_keep", "choice", "text", "which rows are kept: text (the healing text's tokens, most frequent "
+              "first) or english (by their share of the healing text plus of English, wordfreq's list)", "Rows kept by",
+              choices=vocab.KEEPS, off=lambda r: None if r.vocab != 1 else "only with vocabulary pruning")),
+        apply=lambda ctx, r: vocab.prune(ctx.model, ctx.base.adapter, ctx.base, ctx.texts or heal.heal_texts(
+            ctx.base, r.heal_text), round(r.vocab * ctx.base.vocab_size), r.vocab_cover, ctx.replay, r.vocab_keep),
         active=lambda r: r.vocab != 1, refuse=vocab.refuse, teach=vocab.TEACH,
-        describe=lambda r: f"vocabulary {r.vocab:g}" + ("" if r.vocab_cover == "nearest" else f" ({r.vocab_cover})"),
-        examples=tuple({"vocab": 0.25, "vocab_cover": c} for c in vocab.COVERS)),
+        describe=lambda r: f"vocabulary {r.vocab:g}" + "".join(f" ({v})" for v in (r.vocab_cover, r.vocab_keep)
+                                                             if v not in ("nearest", "text")),
+        examples=tuple({"vocab": 0.25, "vocab_cover": c} for c in vocab.COVERS)
+        + ({"vocab": 0.25, "vocab_keep": "english"},)),
     Step("emb_rank", "embedding rank", (
         Field("emb_rank", "fraction", 1.0, "word-embedding table at rank X * hidden",
               "Word-embedding rank (fraction of hidden size)", lo=0.05),),
-        apply=lambda ctx, r: factorize_embeddings(ctx.model, ctx.base.adapter, r.emb_rank),
+        apply=lambda ctx, r: factorize.factorize_embeddings(ctx.model, ctx.base.adapter, r.emb_rank),
         refuse=lambda b, r: None if r.emb_rank == 1 else
         "choose one way to shrink the word-embedding table: a lower rank or fewer bits (on MiniLM 2 bits keep more: "
         "fidelity 0.95 vs 0.70 at rank 0.25, same size)" if r.emb_bits else
@@ -183,11 +186,7 @@ STEPS = [
         describe=lambda r: f"rank {r.rank_mode} {r.rank:g}"
                            + (" (sensitivity)" if r.rank_mode == "budget" and r.allocate == "sensitivity" else ""),
         examples=({"rank_mode": "ratio", "rank": 0.5},),
-        teach="Low-rank factorization: each Linear W (m x n) becomes two thinner ones, rank r, initialised from the "
-              "SVD (spectral init). Saves params when r (m + n) < m n. Expect quality to drop fast below ~0.5 without "
-              "healing: the article says it 'definitely needs fine-tuning'. budget mode: spectral spends the budget "
-              "where singular values carry most energy per parameter; sensitivity where cutting a layer measurably "
-              "hurts quality most (each layer is cut and measured once)."),
+        teach=factorize.TEACH),
     Step("heal", "healing", (
         Field("heal_steps", "int", 0, "distillation steps from the original after the steps above (0 = none)",
               "Healing steps (0 = none)", lo=0, hi=100_000, step=50, aliases=("--steps",)),

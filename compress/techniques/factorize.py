@@ -10,6 +10,12 @@ from ..models.adapters import set_module, tied_embeddings
 from ..serve.cancel import checkpoint
 from ..errors import CompressError
 
+TEACH = ("Low-rank factorization: each Linear W (m x n) becomes two thinner ones, rank r, initialised from the SVD "
+         "(spectral init). Saves params when r (m + n) < m n. Expect quality to drop fast below ~0.5 without healing: "
+         "the article says it 'definitely needs fine-tuning'. budget mode: spectral spends the budget where singular "
+         "values carry most energy per parameter; sensitivity where cutting a layer measurably hurts quality most "
+         "(each layer is cut and measured once).")
+
 
 class LowRankLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):

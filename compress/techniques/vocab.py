@@ -5,6 +5,12 @@ healing corpus uses 7,486 of its 30,522 tokens. A token's ids are mapped at the 
 int16 / int32 per token, saved with the weights), so the table's other techniques (bits, rank, int8) apply to the
 smaller table as to the full one. Encoders only: a decoder's output layer scores every token of the vocabulary.
 
+keep = "english": the rows are ranked by the healing text's token frequencies plus English's (each a share of its
+whole): wordfreq's ENGLISH most frequent English words (wordfreq 3.1.1, code Apache-2.0, data CC BY-SA 4.0: Wikipedia,
+subtitles, news, books, web text), each word's frequency added to each of its tokens. Tokens of general prose the
+healing text never used then keep their own rows (MiniLM at 0.36, unhealed: 0.909 / 0.925 against 0.900 / 0.917 by
+the text alone, and 0.871 against 0.860 on fortune quotes, prose never tuned on; BENCHMARKS.md).
+
 cover = "resplit": a dropped token is re-split into kept pieces (greedy longest match over the kept vocabulary, as
 WordPiece does, with its continuation prefix "##"; BPE / Unigram: plain substrings) and reads the mean of their rows:
 the index holds CAP rows per token (-1: none) and the entrance passes the model inputs_embeds. The alphabet (every
@@ -45,6 +51,8 @@ ATOMS = 4  # kept rows a sparse cover mixes (MiniLM at 2 bits, 1.14 MB of table:
 #  0.904 / 0.915 unhealed against nearest's 36% 0.900 / 0.917, retrieval 0.729 against 0.682 on our sentences;
 #  healed in the 20x recipe at 23%: 0.866 / 0.887 against 0.859 / 0.885; BENCHMARKS.md)
 COVERS = ("nearest", "resplit", "output", "sparse")
+KEEPS = ("text", "english")  # which rows are kept: the healing text's tokens, or those and English's
+ENGLISH = 100_000  # wordfreq's most frequent English words that rank the tokens of keep "english"
 TEACH = ("Vocabulary pruning: the token table keeps only the rows of the tokens real text uses (those of the healing "
          "text first, most frequent first). MiniLM's healing corpus uses a quarter of its 30,522 tokens, and the table "
          "is half of the model. A dropped token reads the kept row nearest its own (nearest: MiniLM's 'relax' reads "
@@ -53,17 +61,24 @@ TEACH = ("Vocabulary pruning: the token table keeps only the rows of the tokens 
          "than nearest: fidelity 0.884 vs 0.924; a word's row is far from the mean of its pieces'), or output: "
          "the kept token the original embeds most like it, alone (0.929 vs 0.924: about the same), or sparse: a "
          f"weighted sum of {ATOMS} kept rows that rebuilds its own row (fewer rows kept for the same MB; on MiniLM "
-         "the same fidelity as nearest and better search results). Heal afterwards; check the second evaluation set "
+         "the same fidelity as nearest and better search results). Rows kept by english: by their share of the "
+         "healing text plus their share of English (wordfreq's word frequencies), so everyday words the healing "
+         "text never used keep their rows. Heal afterwards; check the second evaluation set "
          "(text the healing never saw).")
 
 
-def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = False) -> list[int]:
+def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = False,
+               keep: str = "text") -> list[int]:
     """Token ids by priority: special tokens, (alphabet: the single-character pieces of every character of the texts'
-    tokens), then the texts' tokens by count, then the rest in vocabulary order (BERT's [unusedN] placeholders last)."""
+    tokens), then the texts' tokens by count (keep "english": by their share of the texts plus their share of
+    English, so English's tokens come in too), then the rest in vocabulary order (BERT's [unusedN] placeholders last)."""
     counts = Counter()
     for i in range(0, len(texts), 256):
         for ids in tokenizer(texts[i:i + 256], add_special_tokens=False)["input_ids"]:
             counts.update(ids)
+    if keep == "english":
+        total, eng = sum(counts.values()) or 1, english_shares(tokenizer)
+        counts = Counter({t: counts[t] / total + eng.get(t, 0.0) for t in counts.keys() | eng.keys()})
     special = [t for t in tokenizer.all_special_ids if 0 <= t < vocab_size]
     seen = [t for t, _ in counts.most_common() if t < vocab_size]
     if alphabet:
@@ -71,6 +86,21 @@ def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = Fa
     unused = re.compile(r"\[unused\d+\]")
     rest = sorted(range(vocab_size), key=lambda t: (bool(unused.fullmatch(tokenizer.convert_ids_to_tokens(t) or "")), t))
     return list(dict.fromkeys(special + seen + rest))
+
+
+def english_shares(tokenizer) -> dict[int, float]:
+    """Each token's share of English: the frequencies of wordfreq's ENGLISH most frequent words, each word (with a
+    space before it: the form of a word inside a sentence) tokenized and its frequency added to each of its tokens."""
+    import wordfreq
+    top = sorted(wordfreq.get_frequency_dict("en").items(), key=lambda kv: -kv[1])[:ENGLISH]
+    shares = Counter()
+    for i in range(0, len(top), 4096):
+        part = top[i:i + 4096]
+        for (_, f), ids in zip(part, tokenizer([" " + w for w, _ in part], add_special_tokens=False)["input_ids"]):
+            for t in ids:
+                shares[t] += f
+    total = sum(shares.values()) or 1.0
+    return {t: f / total for t, f in shares.items()}
 
 
 @torch.no_grad()
@@ -190,29 +220,29 @@ def _map_ids(model, args, kwargs):  # a forward pre-hook: token ids -> rows of t
     return args, kwargs
 
 
-def cached_order(bundle, texts: list[str], alphabet: bool = False) -> list[int]:
+def cached_order(bundle, texts: list[str], alphabet: bool = False, keep: str = "text") -> list[int]:
     """keep_order of the bundle's tokenizer over texts, remembered for the last text given (an Apply of another
     fraction does not tokenize the healing corpus again)."""
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
-    got = bundle.cache.get(("vocab_order", alphabet))
+    got = bundle.cache.get(("vocab_order", alphabet, keep))
     if got is None or got[0] != digest:
-        got = bundle.cache[("vocab_order", alphabet)] = (digest, keep_order(bundle.tokenizer, texts, bundle.vocab_size,
-                                                                            alphabet))
+        got = bundle.cache[("vocab_order", alphabet, keep)] = (
+            digest, keep_order(bundle.tokenizer, texts, bundle.vocab_size, alphabet, keep))
     return got[1]
 
 
 def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: str = "nearest",
-          replay: bool = False) -> nn.Module:
+          replay: bool = False, keep_by: str = "text") -> nn.Module:
     """The word table cut to n rows (the bundle's keep order over texts), in place; model.vocab_index maps every
     token to its row (cover "resplit": to the rows of its kept pieces; "output": nearest by the original's output;
-    replay: a saved model rebuilt, whose saved index replaces this one, so output's is not computed)."""
+    replay: a saved model rebuilt, whose saved index replaces this one, so output's is not computed; keep_by: KEEPS)."""
     table = model.get_submodule(adapter.word_embeddings)
     v = table.weight.shape[0]
     if bundle.tokenizer is None:
         raise CompressError("vocabulary pruning keeps the tokens of the healing text; this model has no tokenizer")
     if not 1 <= n <= v:
         raise CompressError(f"keep between 1 and the model's {v:,} tokens, got {n:,}")
-    keep = cached_order(bundle, texts, alphabet=cover == "resplit")[:n]
+    keep = cached_order(bundle, texts, alphabet=cover == "resplit", keep=keep_by)[:n]
     if cover == "resplit":
         index = resplit_map(bundle.tokenizer, table.weight, keep)
     elif cover == "sparse":
