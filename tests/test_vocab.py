@@ -250,7 +250,7 @@ def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
     dropped = [i for i, k in enumerate(d["kept"]["sparse"]) if not k]  # a weighted sum rebuilds more of its row
     assert dropped and all(d["cosine"]["sparse"][i] >= d["cosine"]["nearest"][i] - 1e-4 for i in dropped)
     assert all(d["reads"]["sparse"][i].count(" ") == 2 * vocab.ATOMS - 1 for i in dropped)  # "+0.41 tea -0.12 ..."
-    text = "my grandmother baked cookies for the kids and watched football"  # rows kept by English too: the order's first n, no other
+    text = "my grandmother baked cookies for the kids and watched football"  # kept: the order's first n, no other
     got = {}
     for by in vocab.KEEPS:
         n = round(0.05 * tiny_bert.vocab_size)

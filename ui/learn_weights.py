@@ -213,8 +213,8 @@ def vocabulary(b, text):
     kept = sum(d["kept"]["nearest"])
     fig.update_layout(height=300, margin={"t": 40, "b": 10}, yaxis_title="cosine to its own row", barmode="group",
                       title=f"{kept} of {len(d['tokens'])} tokens kept at {frac:g}")
-    charts.show(st, meta(fig, figure="vocabulary", kept=kept, keep_by=by, **{f"cos_{c}": float(np.mean(v)) for c, v in
-                                                                 d["cosine"].items()}), key="learn_vocab_fig")
+    charts.show(st, meta(fig, figure="vocabulary", kept=kept, keep_by=by,
+                         **{f"cos_{c}": float(np.mean(v)) for c, v in d["cosine"].items()}), key="learn_vocab_fig")
     st.dataframe(pd.DataFrame({"token": d["tokens"], **{f"{c} reads": v for c, v in d["reads"].items()}}),
                  hide_index=True)
     open_in_compress(b, C.Recipe(vocab=frac, vocab_cover="resplit", vocab_keep=by) if frac < 1 else None,

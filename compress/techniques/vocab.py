@@ -8,7 +8,7 @@ smaller table as to the full one. Encoders only: a decoder's output layer scores
 keep = "english": the rows are ranked by the healing text's token frequencies plus English's (each a share of its
 whole): wordfreq's ENGLISH most frequent English words (wordfreq 3.1.1, code Apache-2.0, data CC BY-SA 4.0: Wikipedia,
 subtitles, news, books, web text), each word's frequency added to each of its tokens. Tokens of general prose the
-healing text never used then keep their own rows (MiniLM at 0.36, unhealed: 0.909 / 0.925 against 0.900 / 0.917 by
+healing text never used then keep their own rows (MiniLM at 0.36, unhealed: 0.908 / 0.925 against 0.900 / 0.917 by
 the text alone, and 0.871 against 0.860 on fortune quotes, prose never tuned on; BENCHMARKS.md).
 
 cover = "resplit": a dropped token is re-split into kept pieces (greedy longest match over the kept vocabulary, as
@@ -71,7 +71,7 @@ def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = Fa
                keep: str = "text") -> list[int]:
     """Token ids by priority: special tokens, (alphabet: the single-character pieces of every character of the texts'
     tokens), then the texts' tokens by count (keep "english": by their share of the texts plus their share of
-    English, so English's tokens come in too), then the rest in vocabulary order (BERT's [unusedN] placeholders last)."""
+    English, so English's tokens come in too), then the rest in vocabulary order ([unusedN] placeholders last)."""
     counts = Counter()
     for i in range(0, len(texts), 256):
         for ids in tokenizer(texts[i:i + 256], add_special_tokens=False)["input_ids"]:
