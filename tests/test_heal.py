@@ -156,3 +156,21 @@ def test_tinygpt_heals_on_its_training_split_only(tiny_gpt):
     windows = heal_texts(tiny_gpt)
     assert len(windows) > 1000 and all(w in train for w in windows[-3:])
     assert sum(map(len, windows)) <= len(train) and held_out[:200] not in "".join(windows)
+
+
+def test_the_hidden_state_weight_is_a_recipe_field_that_reaches_the_loss(tiny_bert, tiny_gpt, texts, monkeypatch):
+    """heal_hidden (--heal-hidden): the weight of the kept blocks' hidden-state term is the recipe's, so a row measured
+    at another weight is one printed command; a decoder or a static table, which never use it, refuse another."""
+    from compress.techniques import heal as H
+    seen, real = [], H.heal
+    monkeypatch.setattr(H, "heal", lambda *a, **k: seen.append(k["hidden_weight"]) or real(*a, **k))
+    outs = [C.compress(tiny_bert, C.Recipe(heads=3, heal_steps=3, heal_lr=3e-3, heal_hidden=w), texts=texts)
+            for w in (0, 10)]
+    assert seen == [0, 10] and [o.recipe.heal_hidden for o in outs] == [0, 10]
+    zero, ten = (next(h["loss"] for h in o.applied["heal"]["history"] if h["loss"] is not None) for o in outs)
+    assert ten > zero + 0.01  # the same batches from the same start: at 10 the loss holds the hidden-state term
+    assert "hidden-state weight 0" in outs[0].recipe.describe() and "hidden" not in C.Recipe(heal_steps=3).describe()
+    assert "leave it at 3" in C.refusal(tiny_gpt, C.Recipe(heal_steps=2, heal_hidden=0))
+    with pytest.raises(C.CompressError, match="hidden-state weight"):
+        C.Recipe(static=True, heal_steps=2, heal_hidden=1)
+    assert C.refusal(tiny_gpt, C.Recipe(heal_hidden=0)) is None  # no healing: nothing to refuse

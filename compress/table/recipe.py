@@ -104,6 +104,7 @@ class Recipe(_Recipe):
     heal_text: str = "styles"           # the default healing text: styles, general or both
     heal_corpus: str = ""
     heal_relations: bool = False        # also distil the last block's attention relations (MiniLM v2)
+    heal_hidden: int = 3                # weight of the kept blocks' hidden states matched to the original's (encoders)
     quant: str = "none"                 # quantization (int8, int4, half)
     quant_embeddings: bool = True
     runtime: str = "eager"

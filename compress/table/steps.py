@@ -11,7 +11,7 @@ are generated from this list: a new technique is one module plus one entry here.
 import dataclasses
 
 from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize,
-                          relations, runtime, sensitivity, static, vocab)
+                          runtime, sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..measure.general import HEAL_TEXTS
 from .fields import Field
@@ -201,20 +201,17 @@ STEPS = [
               "only with healing or vocabulary pruning"),
         Field("heal_corpus", "text", "", "sha256 of the healing text ('' = the default corpus); set by healing"),
         Field("heal_relations", "bool", False, "also distil the last block's attention relations (MiniLM v2)",
-              "attention relations (MiniLM v2)", off=lambda r: None if r.heal_steps else "only with healing steps")),
+              "attention relations (MiniLM v2)", off=lambda r: None if r.heal_steps else "only with healing steps"),
+        Field("heal_hidden", "choice", 3, "weight of the hidden-state term: each kept block's hidden states matched to "
+              "the original block it came from (encoders; 0 = the pooled output only)", "hidden-state weight",
+              choices=(0, 1, 3, 10), off=lambda r: None if r.heal_steps else "only with healing steps")),
         apply=lambda ctx, r: heal.heal_step(ctx, r, rounding_steps(r)), active=lambda r: r.heal_steps > 0, trains=True,
-        refuse=lambda b, r: "this model has no tokenizer, so there is no text to heal it on"
-        if r.heal_steps and b is not None and b.tokenizer is None else relations.refuse(b, r),
+        refuse=heal.refuse,
         describe=lambda r: f"healed {r.heal_steps} steps" + ("" if r.heal_text == "styles" else f" on {r.heal_text}")
-        + (" with attention relations" if r.heal_relations else ""),
+        + (" with attention relations" if r.heal_relations else "")
+        + (f" (hidden-state weight {r.heal_hidden})" if r.heal_hidden != 3 else ""),
         examples=({"heal_steps": 3},),
-        teach="Healing: a short distillation from the original (teacher) into the compressed model before "
-              "quantization: it learns to give the original's outputs again on the healing text (styles: ours, "
-              "Python's reference, docstrings; general: WordNet's glosses as sentences; both; all: both and FOLDOC's "
-              "computing sentences; tinygpt: its training split). A dev split's best state is kept. With int8 or "
-              "int4 chosen it trains with their rounding simulated, so it learns the model they will run. Attention "
-              "relations (MiniLM v2): the last block also learns the original's query, key and value self-relations. "
-              "Runs in the background; Stop keeps the best state so far."),
+        teach=heal.TEACH),
     Step("static_bits", "static table bits",
          apply=lambda ctx, r: lowbit.low_bit_embeddings(ctx.model, ctx.base.adapter, r.emb_bits),
          active=lambda r: r.static and r.emb_bits != 0, after_heal=True,

@@ -41,6 +41,16 @@ from .healdev import MAX_HEAL_BYTES, MAX_HEAL_TEXTS, HealResult, dev_batches, de
 from .static import StaticModel
 from .tokenlearn import fit as fit_static
 
+TEACH = ("Healing: a short distillation from the original (teacher) into the compressed model before quantization: it "
+         "learns to give the original's outputs again on the healing text (styles: ours, Python's reference, "
+         "docstrings; general: WordNet's glosses as sentences; both; all: both and FOLDOC's computing sentences; "
+         "tinygpt: its training split). An encoder matches the original's sentence embedding and, weighted by the "
+         "hidden-state weight, each kept block's hidden states to those of the original block it came from (keep "
+         "blocks 0, 4, 5 of six: they learn blocks 0, 4, 5's). A dev split's best state is kept. With int8 or int4 "
+         "chosen it trains with their rounding simulated, so it learns the model they will run. Attention relations "
+         "(MiniLM v2): the last block also learns the original's query, key and value self-relations. Runs in the "
+         "background; Stop keeps the best state so far.")
+
 
 
 def heal_texts(teacher, which: str = "styles") -> list[str]:
@@ -233,6 +243,16 @@ def left(ctx) -> float | None:
     return None if ctx.minutes is None else max(0.0, ctx.minutes - (time.perf_counter() - ctx.started) / 60)
 
 
+def refuse(bundle, r) -> str | None:
+    """Why this recipe cannot heal as asked (None: it can)."""
+    if r.heal_steps and bundle is not None and bundle.tokenizer is None:
+        return "this model has no tokenizer, so there is no text to heal it on"
+    if r.heal_steps and r.heal_hidden != 3 and (r.static or bundle is not None and bundle.task != "embedding"):
+        return ("the hidden-state weight is for healing an encoder's blocks (a decoder heals on next-token KL, a static "
+                "table is fitted to the original's embeddings): leave it at 3")
+    return relations.refuse(bundle, r)
+
+
 def heal_step(ctx, r, rounding: list) -> None:
     """The table's heal step: ctx.model healed inside the rounding of the steps after it (rounding: those steps)."""
     digest = hashlib.sha256("\n".join(ctx.texts).encode()).hexdigest() if ctx.texts else ""
@@ -246,4 +266,5 @@ def heal_step(ctx, r, rounding: list) -> None:
         texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
         ctx.applied["heal"] = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
                                    minutes=left(ctx), progress=ctx.progress, stop=ctx.stop,
+                                   hidden_weight=r.heal_hidden,
                                    relation_weight=relations.WEIGHT if r.heal_relations else 0.0).to_dict()
