@@ -28,10 +28,12 @@ postgres:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } || \
 	  echo "postgresql is not installed and cannot be (not root): the many-workers test will skip (fails under CI=true)"
 
-# Debian's WordNet 3.0 (wordnet-base, 1:3.0-37 here), the source of the general healing corpus (compress/measure/general.py).
+# Debian's WordNet 3.0, pinned, the source of the general healing corpus (compress/measure/general.py; a test checks
+# the corpus's sha256 against assets/heal/README.md's).
+WORDNET := wordnet-base=1:3.0-37
 wordnet:
 	@test -f /usr/share/wordnet/data.noun || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null; } || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(WORDNET) >/dev/null; } || \
 	  echo "wordnet-base is not installed and cannot be (not root): heal_text general / both / all will refuse"
 
 # FOLDOC (Debian's dict-foldoc 20230119-1, GNU FDL), the computing part of heal_text all (compress/measure/computing.py):

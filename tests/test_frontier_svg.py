@@ -24,6 +24,11 @@ def test_each_point_is_drawn_once_per_set_with_its_label(tmp_path):
     assert out.count("<circle") == len(rows) + 1 and out.count("<polygon") == len(rows) + 1  # + the legend's
     assert "a &lt;b&gt;" in out and "<b>" not in out  # labels escaped
     assert out == F.svg(rows, "t")  # deterministic
+    assert "<tspan font-weight=\"bold\">1</tspan> a &lt;b&gt;" in out and "</tspan> c</text>" in out  # the key: by size
+    assert 'fill="white" stroke=' not in out  # no heal_steps column: none drawn as not healed
+    rows[1]["heal_steps"] = "0"
+    hollow = F.svg(rows, "t")
+    assert hollow.count('fill="white" stroke=') == 2 and "c (not healed)" in hollow  # its two markers, its key line
 
 
 def test_the_frontier_keeps_only_points_no_other_beats():

@@ -213,3 +213,21 @@ def test_shipped_healing_curves():
 def test_short_names():
     assert L.short("encoder.layer.3.attention.self.query") == "3.attention.self.query"
     assert math.isclose(L.CORNER, 48)
+
+
+def test_the_healing_block_map_is_the_blocks_fewer_layers_keeps_and_what_healing_matches(tiny_bert, tiny_gpt):
+    """Learn's healing table: kept block i learns the original block the layers step kept i-th (the model's own
+    kept_blocks after compress, which healing indexes the teacher's hidden states by); a decoder has no such map."""
+    b = copy.copy(tiny_bert)
+    b.cache = {}
+    n = tiny_bert.info["layers"]
+    for k in range(1, n + 1):
+        rows = article.block_map(b, k)
+        kept = C.compress(b, C.Recipe(layers=k)).model.kept_blocks
+        assert [r["kept block"] for r in rows] == list(range(k))
+        assert [r["learns original block"] for r in rows] == kept
+        assert [r["original block's influence"] for r in rows] == [round(b.cache["block_influence"][j], 4) for j in kept]
+    with pytest.raises(C.CompressError, match="encoder's blocks"):
+        article.block_map(tiny_gpt, 1)
+    with pytest.raises(C.CompressError, match="encoder's blocks"):
+        article.block_map(b, n + 1)

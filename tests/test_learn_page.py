@@ -80,6 +80,12 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
         rv = move(at, "radio", "learn_rel_kind", "v")["relations"]
         assert rq["head"] == 1 and rv["kind"] == "v" and rq["rowsum"] == pytest.approx(1, abs=1e-4)
         assert rq["entropy"] != rv["entropy"]
+        # healing: kept block i learns the original block Fewer layers kept in its place
+        for k in (1, blocks):
+            at.slider(key="learn_heal_blocks").set_value(k).run()
+            table = next(d.value for d in at.dataframe if "learns original block" in d.value.columns)
+            assert list(table["kept block"]) == list(range(k)) and len(set(table["learns original block"])) == k
+        assert list(table["learns original block"]) == list(range(blocks))  # every block kept: each its own
     else:
         assert not {"vocabulary", "static", "relations"} & set(figures(at))
     # healing: the best state kept only gets better as more steps are shown

@@ -77,6 +77,7 @@ def healing(b):
                 "(the original as teacher, its outputs as targets) moves the remaining weights to make up for it. "
                 "Most of the gain comes in the first steps; the best state on a dev split is kept. *Reference: Hinton "
                 "et al. 2015, 'Distilling the knowledge in a neural network'.*")
+    _sources(b)
     curve = _curve(b)
     if curve is None:
         st.info(f"No healing curve for {b.name} yet: heal a recipe on the Compress page (Healing steps > 0), then come "
@@ -110,3 +111,29 @@ def healing(b):
             f"**{gain:.0%}** of it, by step {int(early['step'].iloc[-1])} of {last}.", "learn_heal_predict")
     open_in_compress(b, C.Recipe.from_json(curve["recipe"]), "learn_heal_open")
 
+
+_TEXTS = ("**What it learns from.** The healing text (Compress: Healing text): *styles*, ours (the project's "
+          "sentences, Python's language reference, scientific docstrings: 5,678 texts, the default); *general*, "
+          "60,000 sentences made from WordNet 3.0's glosses and examples; *both* of them; *all*, both and 25,756 "
+          "sentences of FOLDOC, the dictionary of computing (assets/heal/README.md: sources, licences, sha256). The "
+          "text moves quality between kinds of text more than it adds: MiniLM's 20x recipe healed on *styles* keeps "
+          "about 0.89 on the Python docs and 0.77 on general prose never tuned on, on *both* 0.86 and 0.80 "
+          "(BENCHMARKS.md). An encoder learns the original's sentence embedding and, weighted by the hidden-state "
+          "weight (default 3; at 0 only the embedding: 0.833 / 0.853 at 20x after 600 steps, against 0.844 / 0.867), "
+          "each kept block's hidden states: those of the original block it came from, below.")
+
+
+@section
+def _sources(b):
+    st.markdown(_TEXTS)
+    n = int(b.info.get("layers") or 0)
+    if b.task != "embedding" or n < 2:
+        st.caption(f"{b.name} heals on the original's next-token distributions (KL), not on hidden states: no block "
+                   "mapping." if b.task != "embedding" else f"{b.name} has one block: it learns that block.")
+        return
+    k = st.slider("Blocks kept (Fewer layers)", 1, n, max(1, n // 2), key="learn_heal_blocks")
+    rows = ART.block_map(b, k)
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption(f"With {k} of {n} blocks, Fewer layers keeps the {k} of highest influence (how much a block changes "
+               "its input), in their order; while healing, each kept block's hidden states are pulled toward those of "
+               "the original block in its row.")

@@ -1,19 +1,21 @@
 """README's frontier figure: measured points (size in MB, fidelity on both evaluation sets) from a CSV
 (assets/frontier.csv: one row per measured model, each with the BENCHMARKS.md section it comes from) drawn as one
 static SVG by hand, so that it renders on any page without a browser or an image library (plotly's static export
-needs kaleido). Log size on x, fidelity on y, one marker per set, each set's frontier (no point both smaller and
-better) joined. `python -m compress frontier` redraws it; a test checks the committed SVG is this CSV's."""
+needs kaleido). Log size on x, fidelity on y, one marker per set (hollow where the point was not healed), each set's
+frontier (no point both smaller and better) joined; each point numbered beside its markers, the numbers named in a
+key under the plot. `python -m compress frontier` redraws it; a test checks the committed SVG is this CSV's."""
 import csv
 import math
 from html import escape
 
 from ..errors import CompressError
 
-W, H, L, R, T, B = 760, 440, 60, 20, 40, 50  # canvas and margins (px)
+W, H, L, R, T, B = 760, 440, 60, 20, 40, 50  # the plot's canvas and margins (px); the key adds KEY_ROW px a row below
+KEY_ROW, KEY_COLS = 13, 2
 X_LO, X_HI, Y_LO, Y_HI = 1.0, 100.0, 0.5, 1.0  # MB (log), fidelity
 SETS = (("fidelity", "our sentences", "#0072B2", "circle"), ("fidelity_docs", "Python docs", "#D55E00", "diamond"))
-TITLE = "MiniLM compressed: size against fidelity, healed (measured points, BENCHMARKS.md)"
-CHAR_PX, LINE_PX = 4.6, 11  # a 9 px label's width per character and its line height, to keep labels apart
+TITLE = "MiniLM compressed: size against fidelity (measured points, BENCHMARKS.md; hollow: not healed)"
+NUM_PX, LINE_PX = 12, 10  # a point number's width and height (px), to keep numbers apart
 GUIDES = ((90.9 / 20, "20x"), (90.9 / 10, "10x"), (90.9 / 4, "4x"))  # MiniLM's 90.9 MB divided
 
 
@@ -48,17 +50,24 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def _marker(shape: str, x: float, y: float, colour: str) -> str:
+def _marker(shape: str, x: float, y: float, colour: str, hollow: bool = False) -> str:
+    paint = f'fill="white" stroke="{colour}" stroke-width="1.5"' if hollow else f'fill="{colour}"'
     if shape == "circle":
-        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{colour}"/>'
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" {paint}/>'
     pts = " ".join(f"{x + dx:.1f},{y + dy:.1f}" for dx, dy in ((0, -5.5), (5.5, 0), (0, 5.5), (-5.5, 0)))
-    return f'<polygon points="{pts}" fill="{colour}"/>'
+    return f'<polygon points="{pts}" {paint}/>'
+
+
+def _unhealed(r: dict) -> bool:
+    return str(r.get("heal_steps", "")).strip() in ("0", "0.0")
 
 
 def svg(rows: list[dict], title: str) -> str:
     """The figure as SVG text (deterministic: the same rows give the same bytes)."""
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-           'font-family="sans-serif" font-size="11">', f'<rect width="{W}" height="{H}" fill="white"/>',
+    rows = sorted(rows, key=lambda r: (r["size_mb"], r["label"]))  # numbered by size
+    height = H + KEY_ROW * -(-len(rows) // KEY_COLS) + 10
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" '
+           'font-family="sans-serif" font-size="11">', f'<rect width="{W}" height="{height}" fill="white"/>',
            f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{escape(title)}</text>']
     for mb in (1, 2, 5, 10, 20, 50, 100):
         out.append(f'<line x1="{_x(mb):.1f}" y1="{T}" x2="{_x(mb):.1f}" y2="{H - B}" stroke="#eee"/>'
@@ -77,17 +86,25 @@ def svg(rows: list[dict], title: str) -> str:
     for k, (key, name, colour, shape) in enumerate(SETS):
         line = " ".join(f"{_x(s):.1f},{_y(f):.1f}" for s, f in pareto([(r["size_mb"], r[key]) for r in rows]))
         out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        out += [_marker(shape, _x(r["size_mb"]), _y(r[key]), colour) for r in rows]
+        out += [_marker(shape, _x(r["size_mb"]), _y(r[key]), colour, _unhealed(r)) for r in rows]
         out.append(_marker(shape, W - R - 150, T + 14 + 16 * k, colour) +
                    f'<text x="{W - R - 140}" y="{T + 18 + 16 * k}">{name}</text>')
-    placed = []  # each point's name beside its higher marker, moved down past any name already there
-    for r in sorted(rows, key=lambda r: -max(r["fidelity"], r["fidelity_docs"])):
-        x, y = _x(r["size_mb"]) + 7, _y(max(r["fidelity"], r["fidelity_docs"])) - 6
-        w = CHAR_PX * len(r["label"])
-        while any(x < x1 and x0 < x + w and abs(y - y0) < LINE_PX for x0, x1, y0 in placed):
-            y += LINE_PX
-        placed.append((x, x + w, y))
-        out.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="9" fill="#333">{escape(r["label"])}</text>')
+    marks = [(_x(r["size_mb"]), _y(r[key])) for r in rows for key, *_ in SETS]
+    placed = []  # each point's number beside its higher marker: right, left, above or below, the first place free
+    for n, r in enumerate(rows, 1):  # (of the other numbers and of every marker)
+        px, py = _x(r["size_mb"]), _y(max(r["fidelity"], r["fidelity_docs"]))
+        spots = [(px + 7 + d, py + 4 + v) for v in (0, -LINE_PX, LINE_PX, -2 * LINE_PX, 2 * LINE_PX) for d in (0, -22)]
+        x, y = next(((x, y) for x, y in spots if not any(abs(x - x0) < NUM_PX and abs(y - y0) < LINE_PX
+                                                          for x0, y0 in placed)
+                     and not any(abs(x + 5 - mx) < 10 and abs(y - 3 - my) < 9 for mx, my in marks)), spots[0])
+        placed.append((x, y))
+        out.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="9" font-weight="bold" fill="#333">{n}</text>')
+    per = -(-len(rows) // KEY_COLS)
+    for n, r in enumerate(rows, 1):
+        col, row = divmod(n - 1, per)
+        out.append(f'<text x="{L - 40 + col * (W - L + 20) / KEY_COLS:.1f}" y="{H + KEY_ROW * row:.1f}" font-size="9" '
+                   f'fill="#333"><tspan font-weight="bold">{n}</tspan> {escape(r["label"])}'
+                   f'{" (not healed)" if _unhealed(r) else ""}</text>')
     return "\n".join(out + ["</svg>"]) + "\n"
 
 
