@@ -93,3 +93,17 @@ def test_from_dict_rejects_unknown_fields_and_bad_json():
         Recipe.from_json("{rank: 0.5")
     with pytest.raises(CompressError, match="JSON object"):
         Recipe.from_json("[1, 2]")
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e309"])
+def test_json_nan_and_infinity_are_one_line_naming_the_field_for_every_number_kind(text):
+    """Python's json reads NaN, Infinity and 1e309 (int() of them raises ValueError / OverflowError): every field that
+    takes a number says what it takes instead, from a recipe.json or a link alike."""
+    kinds = {f.kind: name for name, f in FIELDS.items()}
+    for kind in ("count", "counts", "int", "fraction", "float"):
+        name = kinds[kind]
+        value = f"[{text}]" if kind == "counts" else text
+        with pytest.raises(CompressError, match=f"^{name} must be"):
+            Recipe.from_json(f'{{"{name}": {value}}}')
+        with pytest.raises(CompressError, match=f"^{name} must be"):
+            Recipe.from_params({name: text.lower().replace("infinity", "inf")})

@@ -162,6 +162,32 @@ def test_real_deflate_bomb_under_a_small_limit(good, tmp_path, tmpdirs, no_extra
     refused(z, r"5 MB uncompressed; the limit is 1 MB \(COMPRESS_MAX_UPLOAD_MB", tmpdirs)
 
 
+@pytest.mark.parametrize("method, name", [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA")])
+def test_bzip2_and_lzma_entries_are_refused_before_they_are_inflated(good, tmp_path, tmpdirs, monkeypatch, method, name):
+    """zipfile inflates bzip2 and LZMA a whole megabyte of input at a time, before any size is compared (a 1.5 KB
+    bzip2 entry of zeros is 4 GB): such an entry is refused from the directory, never opened; the compressed-model
+    path (its card and recipe) reads the same directory."""
+    z = tmp_path / "bz.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in good.items():
+            zf.writestr(n, data)
+        zf.writestr("config.json.bak", b"\0" * 20_000_000, compress_type=method)  # 20 MB of zeros, a few KB zipped
+    _patch_declared_size(z, "config.json.bak", 100)
+    assert z.stat().st_size < 2 * sum(len(v) for v in good.values()) + 100_000
+    opened = []
+    real = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, n, *a, **k: opened.append(getattr(n, "filename", n))
+                        or real(self, n, *a, **k))
+    refused(z, f"compressed with {name}; only stored or deflated", tmpdirs)
+    assert "config.json.bak" not in opened
+    back = tmp_path / "back.zip"
+    with zipfile.ZipFile(back, "w", method) as zf:
+        zf.writestr("card.json", "{}")
+        zf.writestr("recipe.json", "{}")
+    with pytest.raises(C.CompressError, match=f"compressed with {name}"):
+        C.load_compressed(back)
+
+
 def test_entry_larger_than_it_declares(good, tmp_path, tmpdirs):
     z = make_zip(tmp_path / "m.zip", good)
     _patch_declared_size(z, "model.safetensors", 1000)  # lies: the data is bigger; at most 1000 bytes are read

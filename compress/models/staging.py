@@ -104,6 +104,7 @@ def listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
             raise CompressError(f"the zip holds an unsafe path {i.filename!r} (it points outside the upload); refused")
         if stat.S_ISLNK(i.external_attr >> 16):
             raise CompressError(f"the zip holds a symbolic link {i.filename!r}; refused")
+        _method(i)
         if not i.is_dir():
             out[i.filename] = i.file_size
     return out
@@ -196,9 +197,19 @@ def check_index(raw: bytes, weights: set[str]) -> None:
                             f"(e.g. {bad[0][:80]!r}); refused")
 
 
+def _method(info) -> None:
+    """Only stored and deflated entries: zipfile inflates deflate in bounded pieces, but bzip2 and LZMA a whole
+    megabyte of input in one call, before any size is compared (a 1.5 KB bzip2 entry of zeros took 4 GB)."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        name = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}.get(info.compress_type, f"method {info.compress_type}")
+        raise CompressError(f"{info.filename[:80]!r} is compressed with {name}; only stored or deflated zip entries are "
+                            "accepted (what zip, Python and every OS's compress command write by default)")
+
+
 def copy_entry(zf, info, dst) -> None:
     """Copy one entry into a file object, never more bytes than it declared (zipfile also checks the CRC)."""
     n = 0
+    _method(info)
     try:
         with zf.open(info) as src:
             while chunk := src.read(1 << 20):
@@ -210,6 +221,8 @@ def copy_entry(zf, info, dst) -> None:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # bad CRC, cut data, encrypted
         raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename}: {e})") from None
+    except MemoryError:
+        raise CompressError(f"{info.filename[:80]!r} could not be unpacked within this server's memory; refused") from None
 
 
 def extract(zf, info, dest: Path) -> None:

@@ -1,5 +1,6 @@
 """Field: one Recipe field as the technique table declares it (kind, range, default, help, control), and the
 one parser / checker per kind that the Recipe, the CLI, the URL and the app's controls all use."""
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -114,8 +115,8 @@ class Field:
         return next((c for c in self.choices if c != self.default), self.default)
 
 
-def _num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _num(x) -> bool:  # a finite number: JSON's NaN, Infinity and 1e309 are not (int() of them raises)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _show(v) -> str:
