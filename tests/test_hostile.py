@@ -47,6 +47,7 @@ def test_a_shard_index_naming_its_own_shard_loads(good, tmp_path, tmpdirs):
     (dict(pad_token_id=10**6), "can be built"),
     (dict(attn_implementation="kernels-community/flash-attn"), "only the built-in"),
     (dict(_attn_implementation="some-org/some-kernel"), "only the built-in"),
+    (dict(num_labels=50_000_000), "num_labels = 50,000,000 is more than 10000"),  # 50M label strings, twice: ~40 GB
 ])
 def test_configs_that_would_allocate_fetch_or_crash_are_refused_first(good, tmp_path, tmpdirs, changes, match):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -86,7 +86,26 @@ def _cases(files):
         ("a custom class", _with(files, cfg, tokenizer_class="EvilTokenizer"), "'EvilTokenizer' is not a built-in"),
         ("another family's class", _with(files, cfg, tokenizer_class="T5Tokenizer"), "'T5Tokenizer' is not a"),
         ("remote code", _with(files, cfg, auto_map={"AutoTokenizer": ["evil.Tok", None]}), "'auto_map'"),
+        ("a backtracking Split", _pipeline(files, pre_tokenizer={"type": "Split", "pattern": {
+            "Regex": r"[\s\S]*[\s\S]*\d"}, "behavior": "Isolated", "invert": False}), "a regular expression this app"),
+        ("an exponential Replace", _pipeline(files, normalizer={"type": "Sequence", "normalizers": [{
+            "type": "Replace", "pattern": {"Regex": r"(?:\D|\D)*?\d"}, "content": ""}]}), "does not know"),
+        ("WordPiece's longest word", _model(files, type="WordPiece", unk_token="[UNK]", continuing_subword_prefix="##",
+                                            max_input_chars_per_word=10**12), "max_input_chars_per_word is 1000000000000"),
+        ("a special token of 9 ids", _pipeline(files, post_processor=_template(ids=[3] * 9)), "adds 9 ids to every"),
+        ("a template of 17 pieces", _pipeline(files, post_processor=_template(pieces=17)), "more than 16 pieces"),
     ]
+
+
+def _pipeline(files, **steps) -> dict:
+    return {**files, "tokenizer.json": json.dumps({**json.loads(files["tokenizer.json"]), **steps})}
+
+
+def _template(ids=(3,), pieces=3) -> dict:
+    sep = {"SpecialToken": {"id": "[SEP]", "type_id": 0}}
+    return {"type": "TemplateProcessing", "single": [sep] * (pieces - 1) + [{"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {
+                "[SEP]": {"id": "[SEP]", "ids": list(ids), "tokens": ["[SEP]"] * len(ids)}}}
 
 
 def _write(d, files):
@@ -143,3 +162,24 @@ def test_a_chat_template_and_file_paths_are_dropped_unread(good, tok_files, tmp_
     b = C.load_model(str(make_zip(tmp_path / "m.zip", {**good, **files})))
     assert b.tokenizer is not None and b.tokenizer.chat_template is None and "note" not in b.info
     assert b.tokenizer("w1 w2")["input_ids"] == [4 + 1, 4 + 2]
+
+
+def test_the_families_regular_expressions_pass_and_tokenize(tok_files, tmp_path):
+    """The patterns of the upload families' tokenizers (Qwen2's and Llama 3's Split, a whitespace Replace) are the
+    ones accepted: such a tokenizer passes and tokenizes as its pattern says; a one-character change is refused."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+    llama3 = PRETOKENIZE_REGEX.replace(r"\p{N}|", r"\p{N}{1,3}|")
+    for i, pattern in enumerate((PRETOKENIZE_REGEX, llama3)):
+        t = Tokenizer(models.WordLevel({"[UNK]": 0, "Hi": 1, " there": 2, "1": 3, "2": 4, "3": 5, "123": 6},
+                                         unk_token="[UNK]"))
+        t.normalizer = normalizers.Replace(Regex(" {2,}"), " ")
+        t.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+        d = tmp_path / f"ok{i}"
+        d.mkdir()
+        (d / "tokenizer.json").write_text(t.to_str())
+        tokcheck.check_files(d)
+        assert t.encode("Hi   there123").ids == ([1, 2, 3, 4, 5] if i == 0 else [1, 2, 6])  # digits: one / up to 3
+        (d / "tokenizer.json").write_text(t.to_str().replace(r"\\p{L}+|", r"\\p{L}*|", 1))
+        with pytest.raises(C.CompressError, match="does not know"):
+            tokcheck.check_files(d)

@@ -19,9 +19,10 @@ import torch
 from ..models.adapters import forward
 from ..models.pooling import pool
 from ..serve import membound
+from ..serve.cancel import checkpoint
 from . import wordcache
 from ..errors import CompressError
-from .texts import ASSETS, EVAL_SETS, eval_set  # noqa: F401  (ASSETS, eval_set: re-exported)
+from .texts import ASSETS, EVAL_SETS, eval_set, metric_label  # noqa: F401  (all but EVAL_SETS: re-exported)
 
 
 
@@ -92,16 +93,20 @@ def batches(bundle, texts: list[str], batch: int = 64) -> list[tuple]:
     if bundle.tokenizer is None:
         return random_batches(bundle, len(texts), batch=batch, seed=len(texts))
     max_len = min(128, bundle.info.get("max_positions", 128))
-    fast = _backend(bundle, max_len)
-    if fast is not None:  # a word cache or the Rust tokenizer itself: the same ids as the call below, faster
-        if callable(fast):
-            return [fast(texts[i:i + batch]) for i in range(0, len(texts), batch)]
-        encs = [fast.encode_batch(texts[i:i + batch]) for i in range(0, len(texts), batch)]
-        return [tuple(torch.from_numpy(np.array([getattr(e, k) for e in enc], dtype=np.int64))
-                      for k in ("ids", "attention_mask")) for enc in encs]
-    encs = [bundle.tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-            for i in range(0, len(texts), batch)]
-    return [(e["input_ids"], e["attention_mask"]) for e in encs]
+    fast, out = _backend(bundle, max_len), []
+    for i in range(0, len(texts), batch):  # a Cancel is heard between batches (a healing text of 8 MB is many)
+        checkpoint()
+        chunk = texts[i:i + batch]
+        if callable(fast):  # a word cache or the Rust tokenizer itself: the same ids as the call below, faster
+            out.append(fast(chunk))
+        elif fast is not None:
+            enc = fast.encode_batch(chunk)
+            out.append(tuple(torch.from_numpy(np.array([getattr(e, k) for e in enc], dtype=np.int64))
+                             for k in ("ids", "attention_mask")))
+        else:
+            e = bundle.tokenizer(chunk, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            out.append((e["input_ids"], e["attention_mask"]))
+    return out
 
 
 def _backend(bundle, max_len: int):
@@ -207,17 +212,6 @@ def _quality(bundle, original) -> dict:
         suffix = "" if name == "project" else f"_{name}"
         out.update({k + suffix: v for k, v in _set_quality(bundle, original, name).items()})
     return out
-
-
-def metric_label(key: str) -> str:
-    """A quality key in words, with the evaluation set it was measured on (encoders): "fidelity · Python docs"."""
-    for name, (*_, short) in EVAL_SETS.items():
-        if key.endswith("_" + name):
-            return f"{key.removesuffix('_' + name).replace('_', ' ')} · {short}"
-    return key.replace("_", " ") + (f" · {EVAL_SETS['project'][-1]}" if key in _ENCODER_KEYS else "")
-
-
-_ENCODER_KEYS = {"fidelity", "retrieval_overlap", "neighbour_agreement", "similarity_spearman"}
 
 
 @torch.no_grad()

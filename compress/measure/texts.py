@@ -64,3 +64,14 @@ def near_duplicates(texts, against, n: int = 4, share: float = 0.5) -> list[bool
         hits = Counter(i for g in grams for i in index.get(g, ()))
         out.append(" ".join(w) in exact or (bool(hits) and max(hits.values()) >= share * len(grams)))
     return out
+
+
+def metric_label(key: str) -> str:
+    """A quality key in words, with the evaluation set it was measured on (encoders): "fidelity · Python docs"."""
+    for name, (*_, short) in EVAL_SETS.items():
+        if key.endswith("_" + name):
+            return f"{key.removesuffix('_' + name).replace('_', ' ')} · {short}"
+    return key.replace("_", " ") + (f" · {EVAL_SETS['project'][-1]}" if key in _ENCODER_KEYS else "")
+
+
+_ENCODER_KEYS = {"fidelity", "retrieval_overlap", "neighbour_agreement", "similarity_spearman"}

@@ -1,8 +1,9 @@
 """An upload's tokenizer files (staging.TOKENIZER_FILES), checked before transformers or the tokenizers library parse
 them: each file sized, free of NUL bytes, UTF-8, its JSON nested at most MAX_DEPTH deep and of the types a tokenizer
-has, its counts (vocabulary, merges, added tokens) and token lengths bounded, and how much its Replace steps can
+has, its counts (vocabulary, merges, added tokens) and token lengths bounded, how much its Replace steps can
 lengthen a text bounded (a chain of them grows it geometrically, inside the tokenizers library, where neither a
-Cancel nor the job's memory bound reaches); a tokenizer that asks for its own code
+Cancel nor the job's memory bound reaches), and so its time: only known regular expressions, WordPiece's longest word
+bounded, the ids a post-processor's template adds bounded; a tokenizer that asks for its own code
 (auto_map) or names a class outside the built-in ones of the upload families is refused. Each refusal is one
 CompressError line; uploads.py then loads the model without its tokenizer and says why (the model does not need one:
 it is measured on seeded random ids). A chat template (Jinja code) is dropped unread, never rendered; so are the
@@ -24,6 +25,18 @@ FAMILY_CLASSES = ("Bert", "DistilBert", "Roberta", "MPNet", "GPT2", "Llama", "Co
 CLASSES = {f"{f}Tokenizer{s}" for f in FAMILY_CLASSES for s in ("", "Fast")} | {"TokenizersBackend"}
 DROPPED = ("chat_template",)      # tokenizer_config.json keys removed before loading (and every "*_file" key)
 _MODELS = {"BPE": dict, "WordPiece": dict, "WordLevel": dict, "Unigram": list}  # tokenizer.json's model: its vocab
+MAX_WORD_CHARS = 200              # WordPiece's max_input_chars_per_word (BERT's and MPNet's: 100); cost grows as n^3
+MAX_SPECIAL_IDS = 8               # ids one special token of a post-processor's template adds (real ones: 1)
+MAX_TEMPLATE = 16                 # pieces of a template (real ones: 3 to 6)
+# The regular expressions a tokenizer.json may hold (a Split pre-tokenizer's, a Replace's): those of the upload
+# families' tokenizers as transformers writes them. Any other is refused: Oniguruma backtracks, and an unknown pattern
+# can take minutes on one line (or panic), inside the tokenizers library where neither Cancel nor a time cap reaches.
+KNOWN_REGEX = frozenset((
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",  # Qwen2
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",  # Llama 3
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",  # GPT-2's, written out
+    r" {2,}", r"\s+", r"\A +| +\z", r"\A▁",  # whitespace normalizers of transformers' converters
+))
 
 
 def _refuse(name: str, why: str):
@@ -98,28 +111,61 @@ def _tokenizer_json(name: str, d: dict) -> None:
     _count(name, "merges", len(model.get("merges", [])), MAX_MERGES)
     _lengths(name, "merge", [" ".join(map(str, m)) if isinstance(m, list) else m for m in model.get("merges", [])],
              2 * MAX_TOKEN_CHARS + 1)
+    n = model.get("max_input_chars_per_word", 100)
+    if isinstance(n, bool) or not isinstance(n, int) or n > MAX_WORD_CHARS:
+        _refuse(name, f"its max_input_chars_per_word is {str(n)[:20]}; at most {MAX_WORD_CHARS} (BERT's: 100): "
+                      "WordPiece's time on a long word grows with its cube")
     _tokens(name, d.get("added_tokens") or [])
     _replaces(name, d)
+    _patterns(name, d)
+    _template(name, d.get("post_processor"))
+
+
+def _steps(d: dict):
+    """Every dict of the pipeline (normalizer, pre-tokenizer, post-processor, decoder), however nested."""
+    stack = [v for k, v in d.items() if k != "model"]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            yield v
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _patterns(name: str, d: dict) -> None:
+    for v in _steps(d):
+        if "Regex" in v and v["Regex"] not in KNOWN_REGEX:
+            _refuse(name, f"it uses a regular expression this app does not know ({str(v['Regex'])[:40]!r}): an unknown "
+                          "one can take minutes on one line where no Cancel reaches; the patterns of GPT-2, Llama 3 "
+                          "and Qwen2 are accepted")
+
+
+def _template(name: str, post) -> None:
+    """A post-processor's template adds its special tokens' ids to every text, after truncation: bounded."""
+    for v in _steps({"post_processor": post}) if post is not None else ():
+        ids = v.get("ids")
+        if ids is not None and (not isinstance(ids, list) or len(ids) > MAX_SPECIAL_IDS):
+            _refuse(name, f"a special token of its post-processor adds {len(ids) if isinstance(ids, list) else '?'} "
+                          f"ids to every text; at most {MAX_SPECIAL_IDS}")
+        for k in ("single", "pair"):
+            if k in v and (not isinstance(v[k], list) or len(v[k]) > MAX_TEMPLATE):
+                _refuse(name, f"its post-processor's {k} template has more than {MAX_TEMPLATE} pieces")
 
 
 def _replaces(name: str, d: dict) -> None:
     """Refuse Replace steps (normalizer or decoder, however nested) that together may lengthen a text more than
     MAX_GROWTH times: each by len(content) / len(its string pattern) at most, or 1 + len(content) for a regex or an
     empty pattern (one that may match between any two characters)."""
-    growth, stack = 1.0, [v for k, v in d.items() if k != "model"]  # (the model's vocabulary holds no step)
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            if v.get("type") == "Replace":
-                pat, content = v.get("pattern"), v.get("content")
-                text = pat.get("String") if isinstance(pat, dict) else None
-                n = len(content) if isinstance(content, str) else MAX_TOKEN_CHARS
-                growth *= max(1.0, n / len(text)) if isinstance(text, str) and text else 1.0 + n
-                if growth > MAX_GROWTH:
-                    _refuse(name, f"its Replace steps may lengthen a text more than {MAX_GROWTH} times")
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
+    growth = 1.0
+    for v in _steps(d):
+        if v.get("type") == "Replace":
+            pat, content = v.get("pattern"), v.get("content")
+            text = pat.get("String") if isinstance(pat, dict) else None
+            n = len(content) if isinstance(content, str) else MAX_TOKEN_CHARS
+            growth *= max(1.0, n / len(text)) if isinstance(text, str) and text else 1.0 + n
+            if growth > MAX_GROWTH:
+                _refuse(name, f"its Replace steps may lengthen a text more than {MAX_GROWTH} times")
 
 
 def _config(name: str, d: dict) -> dict:

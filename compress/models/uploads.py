@@ -39,7 +39,8 @@ FAMILIES = tuple(k for k, a in ADAPTERS.items() if a.uploadable)  # model_type v
 _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
            **{a.heads_attr: MAX_HEADS for a in ADAPTERS.values()},
            **{a.kv_heads_attr: MAX_HEADS for a in ADAPTERS.values() if a.kv_heads_attr},
-           **{k: most for a in ADAPTERS.values() for k, most in a.extra_counts}}
+           **{k: most for a in ADAPTERS.values() for k, most in a.extra_counts},
+           "num_labels": 10_000}  # transformers builds id2label and label2id of that many entries while parsing
 MIN_POSITIONS = 8  # positions a text may use, at least (fewer: every sentence is cut to a token or two)
 MAX_SINUSOIDAL = 2**21  # DistilBERT's sinusoidal table, positions x hidden: its default is 512 x 768
 RUNTIME = dict(return_dict=True, output_hidden_states=False, output_attentions=False, torchscript=False,
