@@ -230,15 +230,31 @@ def _raw_header(n_entries: int) -> bytes:
 
 
 @pytest.mark.parametrize("raw, match", [
-    (_raw_header(300_000), "header is"),  # a million empty tensors cost nothing: the header's bytes are counted
+    (_raw_header(5_000), "header is"),  # a million empty tensors cost nothing: the header's bytes are counted
+    (_raw_header(300_000), "declares 17,588,899 bytes where"),  # (more than the recipe's model holds: never read)
     (_raw_header(2_000)[:-1] + b"}", "tensors"),
     ((10**12).to_bytes(8, "little") + b"{}", "truncated"),
     (b"\x05\x00\x00\x00\x00\x00\x00\x00[[[[[", "not JSON"),
-    (b"abc", "truncated")], ids=["bloat", "count", "length", "json", "short"])
+    (b"abc", "truncated")], ids=["bloat", "declared", "count", "length", "json", "short"])
 def test_weights_headers_are_sized_and_counted_before_parsing(bundled, weight_zips, tmp_path, monkeypatch, raw, match):
     import safetensors.torch
     monkeypatch.setattr(safetensors.torch, "load", lambda *a: pytest.fail("parsed past a limit"))
     refused(tmp_path, {**weight_zips["int8"], "weights.safetensors": raw}, match)
+
+
+def test_weights_that_declare_more_than_the_recipes_model_holds_are_never_read(bundled, weight_zips, tmp_path,
+                                                                               monkeypatch):
+    """A deflate bomb as weights.safetensors (40 KB of zip for 40 MB of zeros): its declared size is compared
+    with what the replayed recipe's model holds (4 times its size: an older int4 zip's float tables) before a byte of
+    it is inflated; a real file of the same recipe reads as before."""
+    from compress.models import staging
+    read = []
+    real = staging.copy_entry
+    monkeypatch.setattr("compress.outputs.export.copy_entry", lambda zf, info, dst: read.append(info.filename)
+                        or real(zf, info, dst))
+    refused(tmp_path, {**weight_zips["int8"], "weights.safetensors": b"\0" * 40_000_000},
+            "declares 40,000,000 bytes where this recipe's model holds at most")
+    assert "weights.safetensors" not in read and {"card.json", "recipe.json"} <= set(read)
 
 
 # ---------------------------------------------------------------- card, recipe, names

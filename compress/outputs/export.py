@@ -157,14 +157,15 @@ def is_compressed(path) -> bool:
         return False
 
 
-def _read_all(p: Path) -> dict[str, bytes]:
-    """The files load uses, with an upload's limits: safe names, declared sizes, entry counts, small JSON."""
+def _read_all(p: Path, names=(CARD, RECIPE), most: int | None = None) -> tuple[set, dict[str, bytes]]:
+    """(the files present, the files `names` read) with an upload's limits: safe names, declared sizes, entry counts,
+    small JSON; most: the largest size one of them may declare (the weights: what the replayed recipe's model holds),
+    checked before a byte of it is read."""
     refuse_lone_file(p)
     with contextlib.ExitStack() as stack:
         zf = None if p.is_dir() else stack.enter_context(open_zip(p))
         files = listing(p, zf)
-        used = [n for n in (CARD, RECIPE, WEIGHTS, ONNX) if n in files]
-        if sum(files[n] for n in used) > max_upload_bytes():
+        if sum(files[n] for n in (CARD, RECIPE, WEIGHTS, ONNX) if n in files) > max_upload_bytes():
             raise CompressError(f"the compressed model's files declare more than {max_upload_bytes() // 2**20:,} MB")
         for n in (CARD, RECIPE):
             if n not in files:
@@ -172,13 +173,22 @@ def _read_all(p: Path) -> dict[str, bytes]:
             if files[n] > MAX_CONFIG_BYTES:
                 raise CompressError(f"{n} is {files[n]:,} bytes; a real one is a few KB")
         out = {}
-        for n in used:
+        for n in (n for n in names if n in files):
+            if most is not None and files[n] > most:
+                raise CompressError(f"{n} declares {files[n]:,} bytes where this recipe's model holds at most "
+                                    f"{most:,}: not this recipe's weights (nothing of it was read)")
             if zf is None:
                 out[n] = (p / n).read_bytes()
             else:
                 copy_entry(zf, zf.getinfo(n), buf := io.BytesIO())
                 out[n] = buf.getvalue()
-    return out
+    return set(files), out
+
+
+def _most_bytes(model) -> int:
+    """What a weights file of this model may hold: 4 times its size (an older int4 zip kept its 8-bit tables in
+    float), plus room for the header."""
+    return 4 * measure.size_bytes(model) + 2**20
 
 
 def _original(c: dict, originals) -> ModelBundle:
@@ -200,14 +210,17 @@ def _original(c: dict, originals) -> ModelBundle:
                         "first (upload it), then load this file again")
 
 
-def _onnx(raw: bytes, ctx) -> OrtModel:
+def _onnx(p: Path, ctx) -> OrtModel:
     """The upload's model.onnx is never run: our own export of the replayed recipe (ctx.model) with the upload's
-    weights put in (onnxcheck.merge), checked to compute the model its recipe builds (int8's rounding allowed)."""
+    weights put in (onnxcheck.merge), checked to compute the model its recipe builds (int8's rounding allowed). It is
+    read only if it declares no more than our export (onnxcheck.parse's bound)."""
     from ..models.adapters import forward
     from ..techniques.runtime import example, mismatch
     if not isinstance(ctx.model, OrtModel):
         raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
                             f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")
+    ours = len(ctx.model.onnx)
+    raw = _read_all(p, (ONNX,), ours + ours // 50 + onnxcheck.SLACK)[1][ONNX]
     ort, ids = OrtModel(onnxcheck.merge(raw, ctx.model.onnx), ctx.model.setting), example(ctx.base)
     try:
         got = ort(*ids)
@@ -225,7 +238,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
     `originals` (ModelBundles, e.g. the uploads loaded in a session) with the content hash the card names. The
     bundle's info["card"] is the card it came with."""
     p = upload_path(path, "a saved compressed model")
-    got = _read_all(p)
+    present, got = _read_all(p)
     try:
         c = json.loads(got[CARD].decode("utf-8"))
         recipe = Recipe.from_json(got[RECIPE].decode("utf-8"))
@@ -235,15 +248,16 @@ def load_compressed(path, originals=()) -> ModelBundle:
         raise CompressError(f"{CARD} is not of this app's format ({FORMAT})")
     c = cardcheck.checked(c)  # the uploader's claims: what the app reads of them, bounded (cardcheck.py)
     base = _original(c, originals)
-    onnx = recipe.runtime == "onnxruntime" and ONNX in got
-    if not onnx and WEIGHTS not in got:
+    onnx = recipe.runtime == "onnxruntime" and ONNX in present
+    if not onnx and WEIGHTS not in present:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
     def load(ctx):  # the upload's weights; ONNX Runtime is then built from them, never from the replay's own floats
-        tensors.load_state(ctx.model, got[WEIGHTS], fit=int4.saved_float)
+        tensors.load_state(ctx.model, _read_all(p, (WEIGHTS,), _most_bytes(ctx.model))[1][WEIGHTS],
+                           fit=int4.saved_float)
         ctx.unquantized = None
     ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else load)  # (a replay: healing never runs)
     if onnx:  # our export of the replay, with the upload's weights
-        ctx.model = _onnx(got[ONNX], ctx)
+        ctx.model = _onnx(p, ctx)
     for k in ("heal",):
         if isinstance(c.get(k), dict):
             ctx.applied[k] = c[k]
