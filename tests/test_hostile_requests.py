@@ -43,6 +43,16 @@ def test_the_pages_healing_upload_holds_no_more_lines_than_healing_takes():
     assert [m.value for m in at.markdown][0].startswith("texts 25 error")
 
 
+def test_a_healing_upload_past_its_size_is_refused_from_its_size_never_copied(monkeypatch):
+    """Streamlit holds a widget to the server's one upload limit (the model uploader's 3,200 MB), not the 8 MB the
+    healing widget shows: a body sent by hand past it is refused from its size, before getvalue copies it."""
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+    monkeypatch.setattr(UploadedFile, "getvalue", lambda self: pytest.fail("copied before its size was checked"))
+    at = AppTest.from_function(_heal_upload, default_timeout=60).run()
+    at.file_uploader(key="heal_file").upload("big.txt", b"a sentence\n" * 800_000).run()  # 8.4 MB
+    assert [m.value for m in at.markdown] == ["texts 0 error big.txt is 8.4 MB; healing text is limited to 8 MB"]
+
+
 @pytest.mark.parametrize("vary, fixed, heal, says", [
     ({"ffn": "0.001:0.6:0.001", "rank": "0.001:0.5:0.001"}, "", 0, "list 1,100 values together; at most 1,000"),
     ({"quant": "none,int8"}, "heal_steps=100000", 0, "heal_steps is not fixed"),

@@ -9,6 +9,7 @@ import streamlit as st
 
 import compress as C
 from compress.serve.settings import MAX_MINUTES, number
+from compress.techniques.healdev import heal_size
 from ui import cached, guide
 from ui.safe import guarded, plain  # another session's label (its prompt): plain text, never markdown
 from ui.state import KEY
@@ -167,7 +168,8 @@ def heal_text_changed():
     st.session_state.heal_texts, st.session_state[KEY + "heal_corpus"] = None, ""
     if f is None:
         return
-    try:  # every limit of the library's, as it is read (a file of short lines would be millions of strings)
+    try:  # every limit of the library's, as it is read (a file of short lines would be millions of strings); the size
+        heal_size(f.size, f.name)  # first: a body sent past the widget's limit by hand is never copied
         texts = C.read_heal_text(f.getvalue(), f.name)
     except C.CompressError as e:
         st.session_state.heal_error = str(e)

@@ -18,13 +18,17 @@ MIN_HEAL_TEXTS = 20
 _LINE = re.compile(r"[^\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")  # a line between str.splitlines' breaks
 
 
+def heal_size(n: int, name: str) -> None:
+    """A healing text of n bytes, refused past MAX_HEAL_BYTES (an upload's size is checked before it is copied)."""
+    if n > MAX_HEAL_BYTES:
+        raise CompressError(f"{name} is {n / 2**20:.1f} MB; healing text is limited to {MAX_HEAL_BYTES >> 20} MB")
+
+
 def read_heal_text(data: bytes, name: str) -> list[str]:
     """A user's healing text file (its bytes) as its non-empty stripped lines, each limit checked as it is read: at
     most MAX_HEAL_BYTES, UTF-8, at most MAX_HEAL_TEXTS lines (counted while splitting: a file of 8 MB of one-character
     lines never becomes millions of strings), at least MIN_HEAL_TEXTS."""
-    if len(data) > MAX_HEAL_BYTES:
-        raise CompressError(f"{name} is {len(data) / 2**20:.1f} MB; healing text is limited to "
-                            f"{MAX_HEAL_BYTES >> 20} MB")
+    heal_size(len(data), name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
