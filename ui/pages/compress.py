@@ -59,6 +59,9 @@ def history():
     except C.CompressError as e:
         st.error(safe.plain(e))
         return
+    mine = jobs.owner()[:8]  # another visitor's upload is theirs: its file name ("acme-confidential.zip") stays hidden
+    rows = [r if r["session"] == mine or r["model"] in C.BUNDLED else {**r, "model": "another session's upload"}
+            for r in rows]
     if rows:
         st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json"]).rename(columns=C.metric_label), hide_index=True)
     else:
