@@ -145,6 +145,24 @@ def test_a_bad_link_is_ignored_with_a_message(app):
     assert app.slider(key="r_rank").value == 1.0
 
 
+def test_a_links_healing_time_cap_travels_with_its_steps(app):
+    """A preset's 45 minutes go into the link beside its healing steps, and a session opened from the link gets them
+    (the default 5 would cut the healing short, and nothing said so); a cap outside 0.5-60 min is ignored, said."""
+    app.query_params.update({"heal_steps": "400", "heal_minutes": "45"})
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    assert app.number_input(key="heal_minutes").value == 45 and app.query_params["heal_minutes"] in ("45", ["45"])
+    app.number_input(key="heal_minutes").set_value(5.0).run()  # the default cap: left out of the link
+    assert "heal_minutes" not in app.query_params
+    for bad in ("1e9", "nan", "ten"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params.update({"model": "tiny-bert", "heal_steps": "400", "heal_minutes": bad})
+        at.run()
+        assert any("healing time cap was ignored" in w.value for w in at.warning), bad
+        at.switch_page("ui/pages/compress.py").run()
+        assert at.number_input(key="heal_minutes").value == 5.0
+
+
 @pytest.mark.heavy  # make test-slow only (37 s): the newcomer's browser test applies on MiniLM through the app and
 @pytest.mark.slow  # test_quantize checks MiniLM's int8 fidelity and size in make test
 def test_minilm_default_loads_and_applies():

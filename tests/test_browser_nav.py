@@ -46,3 +46,27 @@ def test_a_shared_link_keeps_its_recipe_on_every_page():
 def idle(page):
     page.wait_for_timeout(1000)  # a click's run shows its status widget first
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
+
+
+@pytest.mark.slow
+def test_a_preset_resets_the_greyed_out_controls_the_browser_still_holds():
+    """After the sidebar's switch to a decoder, presets "about 4x", "static" (refused there), "about 4x": Apply must
+    measure the recipe the controls show. The browser sent back the values of greyed-out controls (static, vocab)
+    that the second preset had reset, and Apply ran the static table (a newcomer's review found it; AppTest does not
+    keep a browser's widget values, so only a browser shows it)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from compress.table.presets import BY_NAME
+    from test_browser import _pick, _recipe
+    with serve() as url, sync_api.sync_playwright() as p:
+        page = p.chromium.launch(executable_path=CHROMIUM, args=ARGS).new_page(viewport={"width": 1366, "height": 900})
+        page.goto(f"{url}/compress", timeout=120_000)
+        page.get_by_text("Quantization", exact=True).wait_for(timeout=120_000)
+        _pick(page, sync_api, "Bundled model", "tinygpt", lambda: page.wait_for_url("**model=tinygpt**", timeout=60_000))
+        for name in ("about 4x", "static", "about 4x"):
+            _pick(page, sync_api, "Start from a preset", name, lambda: idle(page))
+        assert _recipe(page) == BY_NAME["about 4x"].build()
+        page.get_by_role("button", name="Apply", exact=True).click()
+        page.get_by_text("Quality: ").first.wait_for(timeout=300_000)  # measured: the verdict's line
+        idle(page)
+        alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
+        assert _recipe(page) == BY_NAME["about 4x"].build() and not [a for a in alerts if "static" in a], alerts

@@ -181,6 +181,13 @@ def test_article_table_says_the_difference_in_words(tiny_bert, tiny_gpt):
     stored = [{"model": "tiny-bert", "recipe_json": C.Recipe(quant="int8").to_json(), "x smaller": 3.9},
               {"model": "other", "recipe_json": C.Recipe(runtime="freeze").to_json(), "x faster": 1.2}]
     assert list(article.stored(tiny_bert, stored)) == ["dynamic int8"]
+    int8 = C.Recipe(quant="int8").to_json()  # newest first: a busy machine's timing, then an idle one's
+    busy = {"model": "tiny-bert", "recipe_json": int8, "x faster": 0.8, "timing": "unreliable: other programs used 70%"}
+    idle = {"model": "tiny-bert", "recipe_json": int8, "x faster": 1.66, "timing": "reliable"}
+    assert article.stored(tiny_bert, [busy, idle])["dynamic int8"] is idle  # the reliable one grades the article
+    assert article.stored(tiny_bert, [idle, busy])["dynamic int8"] is idle
+    only = {r["technique"]: r for r in article.table(tiny_bert, article.stored(tiny_bert, [busy]))}["dynamic int8"]
+    assert only["measured speed"] == "0.80x (unreliable)" and "timing unreliable: other programs" in only["in plain words"]
     got = article.measure(tiny_gpt)  # FNet refused for a decoder, the rest measured
     assert "future tokens" in got["FNet"]["skipped"] and got["dynamic int8"]["x smaller"] > 2
 

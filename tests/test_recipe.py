@@ -107,3 +107,19 @@ def test_json_nan_and_infinity_are_one_line_naming_the_field_for_every_number_ki
             Recipe.from_json(f'{{"{name}": {value}}}')
         with pytest.raises(CompressError, match=f"^{name} must be"):
             Recipe.from_params({name: text.lower().replace("infinity", "inf")})
+
+
+def test_a_healing_cut_short_says_how_far_it_got():
+    """The result's title, the line beside Apply and History say what ran: 19 of 60 steps by the time cap, or a Stop
+    at step 6 that kept the unhealed model; a healing that ran every step reads as the recipe does."""
+    r = Recipe(layers=3, heal_steps=60)
+    assert r.ran({}) == r.describe() == "3 layers, healed 60 steps"
+    assert r.ran({"heal": {"steps_run": 60, "best_step": 60, "ended": "done"}}) == r.describe()
+    assert r.ran({"heal": {"steps_run": 19, "best_step": 19, "ended": "time cap"}}) == \
+        "3 layers, healed 19 of 60 steps (time cap)"
+    assert r.ran({"heal": {"steps_run": 6, "best_step": 0, "ended": "Stop"}}) == \
+        "3 layers, healed 6 of 60 steps (Stop, the unhealed model kept)"
+    for card in ("healed", None, [1], {"steps_run": 1e400}, {"steps_run": True}, {"steps_run": -3}):  # uploaded: any shape
+        assert r.ran({"heal": card}) == r.describe()
+    assert r.ran({"heal": {"steps_run": 5, "best_step": 5, "ended": "<script>x</script>"}}) == \
+        "3 layers, healed 5 of 60 steps (stopped)"  # its words are ours, never the card's

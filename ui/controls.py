@@ -7,7 +7,7 @@ import compress as C
 from ui import jobs
 from ui.learn_common import SECTIONS, STEP_SECTION
 from ui.safe import plain
-from ui.state import KEY, values
+from ui.state import CAP, HELD, KEY, MINUTES, values
 
 # shown first, in this order (issue 25: quantization, layers, heads, rank, healing); a step the table gains later
 # lands in the folded "More techniques" on its own
@@ -18,6 +18,11 @@ def control(name: str, b, where=st) -> str | None:
     """One widget for Recipe field `name` (session key r_<name>), for model b; returns why it is greyed out."""
     f, key = C.FIELDS[name], KEY + name
     why = C.field_reason(name, b, values())
+    held = st.session_state.setdefault(HELD, {})  # key -> (value, greyed out) as this control was last shown
+    if held.get(key, (None, False))[1] and st.session_state.get(key, f.default) != held[key][0]:  # it was greyed out:
+        st.session_state[key] = held[key][0]  # not moved by the user; its browser sent back a value a preset had reset
+        why = C.field_reason(name, b, values())
+    held[key] = (st.session_state.get(key, f.default), bool(why))
     kw = {"key": key, "disabled": bool(why), "help": f"{f.help}. Disabled: {plain(why)}." if why else f.help,
           "persist_state": "session"}  # else Streamlit drops the value on a page switch: a link's recipe was lost
     if f.kind in ("count", "counts"):
@@ -28,12 +33,12 @@ def control(name: str, b, where=st) -> str | None:
             return why
         counts = [k for k in (f.allowed(b) if f.allowed else range(1, n)) if k < n] + [0]  # (GQA: equal groups)
         if v == n:  # all n (a sweep's default range ends at n): the slider's "all" option, the same recipe
-            st.session_state[key] = 0
+            st.session_state[key], held[key] = 0, (0, bool(why))
         elif v > n:  # from a link or another model: a count this model cannot take
-            st.session_state[key] = 0
+            st.session_state[key], held[key] = 0, (0, bool(why))
             where.info(f"{name} = {v} does not fit {b.name}, which has {n} {f.unit}: set back to all.")
         elif 0 < v < n and v not in counts:  # a count this model refuses (grouped-query attention: unequal groups)
-            st.session_state[key] = 0
+            st.session_state[key], held[key] = 0, (0, bool(why))
             where.info(f"{C.refusal(b, C.Recipe(**{name: v}))}: set back to all.")
         where.select_slider(f.label, counts, format_func=lambda v: f"all {n}" if v == 0 else str(v),
                             **{**kw, "disabled": kw["disabled"] or n < 2})
@@ -90,15 +95,16 @@ def step_controls(step, b) -> None:
 
 
 def heal_controls(step, b) -> float:
-    """Healing's controls: steps, learning rate, seed, the time cap, which text, the user's own; returns the cap (min)."""
+    """Healing's controls: steps, learning rate, seed, the time cap, which text, the user's own; returns the cap."""
     why = control("heal_steps", b)
     h1, h2, h3 = st.columns(3)
     control("heal_lr", b, h1)
     control("heal_seed", b, h2)
-    st.session_state.setdefault("heal_minutes", 5.0)  # (a preset sets it: no value= here, so no Session State clash)
-    minutes = h3.number_input("time cap (min)", 0.5, 60.0, step=0.5, key="heal_minutes")
+    st.session_state.setdefault(MINUTES, 5.0)  # (a preset or a link sets it: no value= here, no Session State clash)
+    minutes = h3.number_input("time cap (min)", *CAP, step=0.5, key=MINUTES)
     control("heal_text", b)
     control("heal_relations", b)
+    control("heal_hidden", b)
     st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
                      f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
                      max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)

@@ -12,7 +12,7 @@ import streamlit as st
 
 import compress as C
 from ui import cached, compare, jobs, safe
-from ui.state import KEY, active, init_state, set_recipe
+from ui.state import KEY, MINUTES, active, init_state, set_recipe
 
 
 def page() -> C.ModelBundle:
@@ -54,7 +54,7 @@ def setup():
     st.html(STYLE)
     init_state()
     for k in list(st.session_state):  # keep widget values alive while their page is not shown
-        if k.startswith(KEY) or k == "model_choice":
+        if k.startswith(KEY) or k in ("model_choice", MINUTES):
             st.session_state[k] = st.session_state[k]
     sidebar()
     if st.session_state.get("url_error"):  # the link's own text inside: plain, never markdown

@@ -5,6 +5,8 @@ import compress as C
 from ui import cached
 
 KEY = "r_"  # widget keys of recipe fields: r_rank_mode, r_rank, ... (kept alive across pages by setup())
+HELD = "held_values"  # each recipe control's value as the server last set or showed it, and whether greyed out
+MINUTES, CAP = "heal_minutes", (0.5, 60.0)  # healing's time cap (minutes): its widget key and link parameter, its range
 
 
 def active() -> C.ModelBundle:
@@ -26,14 +28,27 @@ def init_state():
         st.session_state.url_error = f"The recipe in the link was ignored: {e}"
         recipe = C.Recipe()
     set_recipe(recipe)
+    cap = st.query_params.get(MINUTES)
+    if cap is not None:  # healing's time cap travels with its steps (a preset's 45 min: 5 would cut its healing short)
+        try:
+            minutes = float(cap)
+        except ValueError:
+            minutes = None
+        if minutes is not None and CAP[0] <= minutes <= CAP[1]:
+            st.session_state[MINUTES] = minutes
+        else:
+            st.session_state.url_error = (f"The link's healing time cap was ignored: {MINUTES} must be a number of "
+                                          f"minutes from {CAP[0]:g} to {CAP[1]:g}")
     if st.query_params.get("model") in C.BUNDLED:
         st.session_state.model_choice = st.query_params["model"]
 
 
 def set_recipe(recipe: C.Recipe):
     """The recipe into the widgets' session keys (a link's, or a trial's from the Trade-offs page)."""
+    held = st.session_state.setdefault(HELD, {})
     for k, v in recipe.to_dict().items():
         st.session_state[KEY + k] = tuple(v) if isinstance(v, list) else v
+        held[KEY + k] = (st.session_state[KEY + k], False)  # (shown again below: its greying out is known then)
 
 
 def values() -> dict:
@@ -46,8 +61,10 @@ def current_recipe() -> C.Recipe:
     return C.Recipe.from_dict(values())
 
 
-def put_in_url(bundle, recipe: C.Recipe):
+def put_in_url(bundle, recipe: C.Recipe, minutes: float = 5.0):
     params = recipe.to_params()
+    if recipe.heal_steps and minutes != 5.0:  # (the default cap is left out, as the recipe's defaults are not)
+        params[MINUTES] = f"{minutes:g}"
     if bundle.name in C.BUNDLED:
         params["model"] = bundle.name
     st.query_params.from_dict(params)

@@ -167,7 +167,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
             f"<div><h3>{_e(k)}</h3><ol>" + "".join(f"<li>{_e(x)}</li>" for x in v) + "</ol></div>"
             for k, v in samples.items() if not k.startswith("_")) + "</div>" + \
             (f"<p>{_e(samples['_note'])}</p>" if samples.get("_note") else "")
-    body = (f"<h1>{_e(name)}, compressed: {_e(recipe.describe())}</h1>"
+    body = (f"<h1>{_e(name)}, compressed: {_e(recipe.ran(res.get('applied') or {}))}</h1>"
             f"<p class='lead'>{_e(summary(name, res, machine))}</p>"
             f"<h2>Original vs compressed</h2>{_table(rows)}{peer_line}"
             f"<div class='two'><div>{figs(bars)}</div><div>{figs(lat)}</div></div>{figs(qual)}"

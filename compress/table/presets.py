@@ -32,7 +32,8 @@ PRESETS = [
     Preset("about 10x", dict(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3,
                              heal_steps=4000),
            "8.9 MB, 10.17x smaller, 3.05-3.55x faster, fidelity 0.895 / 0.903 after 4,000 healing steps",
-           XEON, "4,000 steps: 16 min alone on two threads (72 min on one thread beside two benches)",
+           XEON, "4,000 steps: about 17 min alone on two threads (3,725 took 16; 72 min on one thread beside two "
+           "benches)",
            "10x smaller at fidelity 0.9: the product goal reached", 45.0),
     Preset("about 20x", dict(layers=3, vocab=0.36, vocab_keep="english", emb_bits=2, quant="int4",
                              runtime="onnxruntime", heal_lr=1e-3, heal_steps=3000),

@@ -70,6 +70,16 @@ class _Recipe:
     def describe(self) -> str:
         return ", ".join(s.describe(self) for s in STEPS if s.is_active(self)) or "original"
 
+    def ran(self, applied: dict) -> str:
+        """describe() as it ran (applied: the compressed bundle's): a healing cut short says how far it got."""
+        h, asked = applied.get("heal") if isinstance(applied, dict) else None, f"healed {self.heal_steps} steps"
+        run = h.get("steps_run") if isinstance(h, dict) else None  # (an uploaded card's record: any shape)
+        if type(run) is not int or not 0 <= run < self.heal_steps:
+            return self.describe()
+        ended = h.get("ended") if h.get("ended") in ("time cap", "Stop", "diverged") else "stopped"
+        kept = "" if h.get("best_step") else ", the unhealed model kept"
+        return self.describe().replace(asked, f"healed {run} of {self.heal_steps} steps ({ended}{kept})")
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe(_Recipe):

@@ -41,8 +41,8 @@ def record(res):
     """A finished Apply: the result shown, and a row of the history in the results store (tagged with this browser
     session; a store that fails says so in one line and the result is still shown)."""
     st.session_state.result = res
-    row = {"recipe": res["recipe"].describe(), **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"],
-                                                        res["recipe"]),
+    row = {"recipe": res["recipe"].ran(res["applied"]),
+           **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"], res["recipe"]),
            "workload": shape(res["workload"])}
     try:
         C.record_apply(jobs.owner(), b.name, res["recipe"].to_json(), row)
@@ -81,7 +81,7 @@ def show(res):
         st.warning(f"Runtime {res['recipe'].runtime} could not apply, so eager ran: "
                    f"{safe.plain(res['applied']['runtime_reason'])}")
     o = res["nums"]["original"]
-    st.subheader(f"Original vs compressed: {res['recipe'].describe()}", anchor="result")
+    st.subheader(f"Original vs compressed: {res['recipe'].ran(res['applied'])}", anchor="result")
     guide.verdict_line(res["nums"]["compressed"]["quality"], bool(res["applied"].get("heal")))
     busy = res["lat"]["compressed"].get("others_busy")
     if busy is not None and busy > C.BUSY:
@@ -222,7 +222,7 @@ try:
 except C.CompressError as e:
     right.error(f"Impossible recipe: {safe.plain(e)}")
     st.stop()
-state.put_in_url(b, recipe)
+state.put_in_url(b, recipe, minutes)
 
 with right:
     mk = cached.model_key(b)  # an Apply awaited for another model is cancelled (its recipe's changes keep it)
