@@ -188,6 +188,7 @@ def test_article_table_says_the_difference_in_words(tiny_bert, tiny_gpt):
     assert article.stored(tiny_bert, [idle, busy])["dynamic int8"] is idle
     only = {r["technique"]: r for r in article.table(tiny_bert, article.stored(tiny_bert, [busy]))}["dynamic int8"]
     assert only["measured speed"] == "0.80x (unreliable)" and "timing unreliable: other programs" in only["in plain words"]
+    assert list(article.measure(tiny_gpt, only=["dynamic int8"])) == ["dynamic int8"]  # the missing rows only
     got = article.measure(tiny_gpt)  # FNet refused for a decoder, the rest measured
     assert "future tokens" in got["FNet"]["skipped"] and got["dynamic int8"]["x smaller"] > 2
 

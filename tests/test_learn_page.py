@@ -43,6 +43,9 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
     one = move(at, "slider", "learn_heads_keep", 1)["head_scores"]
     every = move(at, "slider", "learn_heads_keep", heads)["head_scores"]
     assert one["removed"] == blocks * (heads - 1) and every["removed"] == 0
+    spec = next(json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")
+                if (json.loads(c.proto.spec)["layout"].get("meta") or {}).get("figure") == "head_scores")
+    assert spec["yaxis"]["autorange"] == spec["yaxis2"]["autorange"] == "reversed"  # the two maps' rows line up
     assert move(at, "select_slider", "learn_heads_layer", blocks - 1)["head_maps"]["layer"] == blocks - 1
     # FFN: keeping more neurons keeps more of the importance
     f1, f2 = move(at, "slider", "learn_ffn_frac", 0.2)["ffn"], move(at, "slider", "learn_ffn_frac", 0.8)["ffn"]
@@ -102,6 +105,10 @@ def test_learn_page_on_a_tiny_bert(app):
     app.run()
     at = check_every_section(app, heads=4, blocks=2, healing=False, encoder=True)
     assert any("heal a recipe" in i.value for i in at.info)
+    at.button(key="learn_art_measure").click().run()  # the article's rows measured: the button goes, the table fills
+    assert not at.exception and not [b for b in at.button if b.key == "learn_art_measure"]
+    table = next(d.value for d in at.dataframe if "in plain words" in d.value.columns)
+    assert "not measured yet" not in set(table["in plain words"])
     at.button(key="learn_lr_open").click().run()  # open in Compress: the recipe is set in the widgets
     assert not at.exception
     assert at.session_state["r_rank_mode"] == "ratio" and at.session_state["r_rank"] == pytest.approx(0.6)

@@ -28,10 +28,11 @@ def _article_table(b):
     except C.CompressError as e:
         st.warning(f"The results store cannot be read, so nothing measured is shown: {safe.plain(e)}")
         measured = {}
+    measured = {**st.session_state.get("learn_measured", {}).get(cached.model_key(b), {}), **measured}
     missing = [t for t in ART.CLAIMS if t not in measured]
-    if missing and st.button(f"Measure the {len(missing)} missing row(s) on this machine (about 10 s each)",
-                             key="learn_art_measure", type="primary"):
-        got = jobs.run("learn_article", lambda job: ART.measure(b, lambda f: job.progress.update(done=f)),
+    if missing and st.button(f"Measure the {len(missing)} missing row(s) on this machine (about 10 s each when it is "
+                             "idle)", key="learn_art_measure", type="primary"):
+        got = jobs.run("learn_article", lambda job: ART.measure(b, lambda f: job.progress.update(done=f), missing),
                        f"{b.name}: the article's recipes measured", key=cached.model_key(b))  # (never another's rows)
         if got is not None:
             try:
@@ -40,7 +41,7 @@ def _article_table(b):
                 st.warning(f"Measured, but not kept in the results store: {safe.plain(e)}")
             measured = {**measured, **got}
             st.session_state.setdefault("learn_measured", {})[cached.model_key(b)] = measured
-    measured = {**st.session_state.get("learn_measured", {}).get(cached.model_key(b), {}), **measured}
+            st.rerun()  # the button's count and the table from what is measured now
     rows = pd.DataFrame(ART.table(b, measured))
     st.dataframe(rows, hide_index=True, column_config={"in plain words": st.column_config.TextColumn(width="large")})
     cpu = C.cpu_info()

@@ -127,7 +127,8 @@ def _head_scores(b):
         fig.add_trace(go.Heatmap(z=s, colorscale=SEQ, zmin=0, zmax=1, showscale=col == 2, text=np.where(gone, "x", ""),
                                  texttemplate="%{text}", hovertemplate="layer %{y}, head %{x}: %{z:.2f}<extra></extra>"),
                       1, col)
-    fig.update_yaxes(autorange="reversed", title_text="layer", col=1)
+    fig.update_yaxes(autorange="reversed")  # layer 0 on top in both maps, so their rows line up
+    fig.update_yaxes(title_text="layer", col=1)
     fig.update_xaxes(title_text="head")
     agree = float((L.heads_removed(w, keep) == L.heads_removed(g, keep)).mean())
     fig.update_layout(height=320, margin={"t": 60, "b": 10},

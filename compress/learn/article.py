@@ -55,10 +55,10 @@ def _reliable(row: dict) -> bool:
     return not str(row.get("timing", "")).startswith("unreliable")
 
 
-def measure(bundle, progress=None) -> dict[str, dict]:
-    """Compress and measure each technique's recipe here (size, interleaved latency, quality): {technique: row}; a
-    recipe this model refuses gets {"skipped": reason}."""
-    out, todo = {}, recipes(bundle)
+def measure(bundle, progress=None, only=None) -> dict[str, dict]:
+    """Compress and measure each technique's recipe here (size, interleaved latency, quality), or those named in
+    `only`: {technique: row}; a recipe this model refuses gets {"skipped": reason}."""
+    out, todo = {}, {t: r for t, r in recipes(bundle).items() if only is None or t in only}
     for i, (t, r) in enumerate(todo.items()):
         why = refusal(bundle, r)
         if why:
