@@ -61,7 +61,8 @@ def test_a_preset_resets_the_greyed_out_controls_the_browser_still_holds():
         page = p.chromium.launch(executable_path=CHROMIUM, args=ARGS).new_page(viewport={"width": 1366, "height": 900})
         page.goto(f"{url}/compress", timeout=120_000)
         page.get_by_text("Quantization", exact=True).wait_for(timeout=120_000)
-        _pick(page, sync_api, "Bundled model", "tinygpt", lambda: page.wait_for_url("**model=tinygpt**", timeout=60_000))
+        _pick(page, sync_api, "Bundled model", "tinygpt",
+              lambda: page.wait_for_url("**model=tinygpt**", timeout=60_000))
         for name in ("about 4x", "static", "about 4x"):
             _pick(page, sync_api, "Start from a preset", name, lambda: idle(page))
         assert _recipe(page) == BY_NAME["about 4x"].build()

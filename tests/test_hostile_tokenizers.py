@@ -91,7 +91,7 @@ def _cases(files):
         ("an exponential Replace", _pipeline(files, normalizer={"type": "Sequence", "normalizers": [{
             "type": "Replace", "pattern": {"Regex": r"(?:\D|\D)*?\d"}, "content": ""}]}), "does not know"),
         ("WordPiece's longest word", _model(files, type="WordPiece", unk_token="[UNK]", continuing_subword_prefix="##",
-                                            max_input_chars_per_word=10**12), "max_input_chars_per_word is 1000000000000"),
+                                            max_input_chars_per_word=10**12), "max_input_chars_per_word is 10000000"),
         ("a special token of 9 ids", _pipeline(files, post_processor=_template(ids=[3] * 9)), "adds 9 ids to every"),
         ("a template of 17 pieces", _pipeline(files, post_processor=_template(pieces=17)), "more than 16 pieces"),
     ]

@@ -187,7 +187,8 @@ def test_article_table_says_the_difference_in_words(tiny_bert, tiny_gpt):
     assert article.stored(tiny_bert, [busy, idle])["dynamic int8"] is idle  # the reliable one grades the article
     assert article.stored(tiny_bert, [idle, busy])["dynamic int8"] is idle
     only = {r["technique"]: r for r in article.table(tiny_bert, article.stored(tiny_bert, [busy]))}["dynamic int8"]
-    assert only["measured speed"] == "0.80x (unreliable)" and "timing unreliable: other programs" in only["in plain words"]
+    assert only["measured speed"] == "0.80x (unreliable)"
+    assert "timing unreliable: other programs" in only["in plain words"]
     assert list(article.measure(tiny_gpt, only=["dynamic int8"])) == ["dynamic int8"]  # the missing rows only
     got = article.measure(tiny_gpt)  # FNet refused for a decoder, the rest measured
     assert "future tokens" in got["FNet"]["skipped"] and got["dynamic int8"]["x smaller"] > 2
@@ -234,7 +235,8 @@ def test_the_healing_block_map_is_the_blocks_fewer_layers_keeps_and_what_healing
         kept = C.compress(b, C.Recipe(layers=k)).model.kept_blocks
         assert [r["kept block"] for r in rows] == list(range(k))
         assert [r["learns original block"] for r in rows] == kept
-        assert [r["original block's influence"] for r in rows] == [round(b.cache["block_influence"][j], 4) for j in kept]
+        scores = b.cache["block_influence"]
+        assert [r["original block's influence"] for r in rows] == [round(scores[j], 4) for j in kept]
     with pytest.raises(C.CompressError, match="encoder's blocks"):
         article.block_map(tiny_gpt, 1)
     with pytest.raises(C.CompressError, match="encoder's blocks"):

@@ -119,7 +119,7 @@ def test_a_healing_cut_short_says_how_far_it_got():
         "3 layers, healed 19 of 60 steps (time cap)"
     assert r.ran({"heal": {"steps_run": 6, "best_step": 0, "ended": "Stop"}}) == \
         "3 layers, healed 6 of 60 steps (Stop, the unhealed model kept)"
-    for card in ("healed", None, [1], {"steps_run": 1e400}, {"steps_run": True}, {"steps_run": -3}):  # uploaded: any shape
+    for card in ("healed", None, [1], {"steps_run": 1e400}, {"steps_run": True}, {"steps_run": -3}):  # a card's: any
         assert r.ran({"heal": card}) == r.describe()
     assert r.ran({"heal": {"steps_run": 5, "best_step": 5, "ended": "<script>x</script>"}}) == \
         "3 layers, healed 5 of 60 steps (stopped)"  # its words are ours, never the card's

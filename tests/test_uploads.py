@@ -163,7 +163,8 @@ def test_real_deflate_bomb_under_a_small_limit(good, tmp_path, tmpdirs, no_extra
 
 
 @pytest.mark.parametrize("method, name", [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA")])
-def test_bzip2_and_lzma_entries_are_refused_before_they_are_inflated(good, tmp_path, tmpdirs, monkeypatch, method, name):
+def test_bzip2_and_lzma_entries_are_refused_before_they_are_inflated(good, tmp_path, tmpdirs, monkeypatch, method,
+                                                                     name):
     """zipfile inflates bzip2 and LZMA a whole megabyte of input at a time, before any size is compared (a 1.5 KB
     bzip2 entry of zeros is 4 GB): such an entry is refused from the directory, never opened; the compressed-model
     path (its card and recipe) reads the same directory."""

@@ -77,8 +77,8 @@ def glance(res: dict, recipe) -> str:
     speed = "no change in speed (nothing chosen)" if how == "no change" else \
         ratio(lo["p50"] / lc["p50"], "faster", "slower") + timed_on(res.get("workload")) \
         + ("" if how == "reliable" else f" (timing {how})")  # (the presets' speeds name theirs: 8 x 128)
-    return (f"**{res['recipe'].ran(res['applied'])}**" + ("" if res["recipe"] == recipe else " (the last applied; Apply for "
-                                                 "the controls' recipe)")
+    return (f"**{res['recipe'].ran(res['applied'])}**"
+            + ("" if res["recipe"] == recipe else " (the last applied; Apply for the controls' recipe)")
             + f": {cached.mb(c['size_bytes'])}, {ratio(o['size_bytes'] / c['size_bytes'], 'smaller', 'larger')}, "
             + speed
             + (f"; quality **{v['verdict']}** ({C.metric_label(v['metric'])} {v['value']:.4f})" if v else "")

@@ -83,13 +83,12 @@ def quantization(b):
     st.markdown("int8 stores each weight as one of 256 levels times a scale; with one scale per output row "
                 "(per-channel) an outlier row no longer coarsens every other row's grid, as one scale for the whole "
                 "matrix (per-tensor) does. At 4 and 2 bits a scale and a minimum per group of a row keep the error "
-                "bounded. int4 (Compress: Quantization int4) stores the blocks' weights so, two to a byte; in PyTorch "
-                "they are unpacked on every call, and with runtime ONNX Runtime they are unpacked once when the session "
-                "is built and run as ONNX Runtime's per-channel int8: the zip keeps int4's size, the run has int8's "
-                "speed (MiniLM's 20x recipes, 4.5 MB, ran 3.4x to 4.6x faster than fp32 on 8 x 128 tokens, by CPU: "
-                "BENCHMARKS.md). "
-                "*Reference: Jacob et al. 2018, 'Quantization and training of neural networks for efficient "
-                "integer-arithmetic-only inference'.*")
+                "bounded. int4 (Compress: Quantization int4) stores the blocks' weights so, two to a byte; in "
+                "PyTorch they are unpacked on every call, and with runtime ONNX Runtime they are unpacked once when "
+                "the session is built and run as ONNX Runtime's per-channel int8: the zip keeps int4's size, the run "
+                "has int8's speed (MiniLM's 20x recipes, 4.5 MB, ran 3.4x to 4.6x faster than fp32 on 8 x 128 "
+                "tokens, by CPU: BENCHMARKS.md). *Reference: Jacob et al. 2018, 'Quantization and training of neural "
+                "networks for efficient integer-arithmetic-only inference'.*")
     layers = L.linear_layers(b)
     c1, c2, c3 = st.columns([3, 1, 2])
     layer = c1.selectbox("Layer", layers, index=min(4, len(layers) - 1), format_func=L.short, key="learn_q_layer")
@@ -258,7 +257,7 @@ def static_table(b, text):
     predict("does weighting rare tokens up bring the bag of rows closer to the transformer on your sentence?",
             f"Here: **{d['cosine']:.3f}** weighted (a = {a:g}) against **{d['cosine_plain']:.3f}** for the plain "
             "mean. On MiniLM's evaluation sets the weighted table keeps fidelity 0.39 before any fit (a = 1e-3: "
-            "0.28); fitted to the transformer's embeddings of 91,434 texts (healing text 'all') it reaches 0.807 on both "
-            "sets (BENCHMARKS.md, a computing corpus for the static end).",
+            "0.28); fitted to the transformer's embeddings of 91,434 texts (healing text 'all') it reaches 0.807 on "
+            "both sets (BENCHMARKS.md, a computing corpus for the static end).",
             "learn_static_predict")
     open_in_compress(b, P.BY_NAME["static"].build(), "learn_static_open")  # the "static" preset

@@ -129,7 +129,7 @@ def recipe_of(bundle, technique: str) -> Recipe:
 
 def block_map(bundle, k: int) -> list[dict]:
     """Which original block each of k kept blocks learns from while healing (its hidden states are matched to that
-    block's, weighted by heal_hidden): the blocks Fewer layers keeps, by block influence (cached as the step caches it)."""
+    block's, weighted by heal_hidden): the blocks Fewer layers keeps, by block influence (cached as its step does)."""
     from ..techniques.heal import calibration_batches
     from ..techniques.layers import block_influence, choose_layers
     n = bundle.info.get("layers") or 0

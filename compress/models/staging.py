@@ -201,9 +201,10 @@ def _method(info) -> None:
     """Only stored and deflated entries: zipfile inflates deflate in bounded pieces, but bzip2 and LZMA a whole
     megabyte of input in one call, before any size is compared (a 1.5 KB bzip2 entry of zeros took 4 GB)."""
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        name = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}.get(info.compress_type, f"method {info.compress_type}")
-        raise CompressError(f"{info.filename[:80]!r} is compressed with {name}; only stored or deflated zip entries are "
-                            "accepted (what zip, Python and every OS's compress command write by default)")
+        name = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}.get(info.compress_type,
+                                                                           f"method {info.compress_type}")
+        raise CompressError(f"{info.filename[:80]!r} is compressed with {name}; only stored or deflated zip entries "
+                            "are accepted (what zip, Python and every OS's compress command write by default)")
 
 
 def copy_entry(zf, info, dst) -> None:
@@ -222,7 +223,8 @@ def copy_entry(zf, info, dst) -> None:
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # bad CRC, cut data, encrypted
         raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename}: {e})") from None
     except MemoryError:
-        raise CompressError(f"{info.filename[:80]!r} could not be unpacked within this server's memory; refused") from None
+        raise CompressError(f"{info.filename[:80]!r} could not be unpacked within this server's memory; "
+                            "refused") from None
 
 
 def extract(zf, info, dest: Path) -> None:

@@ -248,8 +248,8 @@ def refuse(bundle, r) -> str | None:
     if r.heal_steps and bundle is not None and bundle.tokenizer is None:
         return "this model has no tokenizer, so there is no text to heal it on"
     if r.heal_steps and r.heal_hidden != 3 and (r.static or bundle is not None and bundle.task != "embedding"):
-        return ("the hidden-state weight is for healing an encoder's blocks (a decoder heals on next-token KL, a static "
-                "table is fitted to the original's embeddings): leave it at 3")
+        return ("the hidden-state weight is for healing an encoder's blocks (a decoder heals on next-token KL, a "
+                "static table is fitted to the original's embeddings): leave it at 3")
     return relations.refuse(bundle, r)
 
 
