@@ -134,6 +134,6 @@ def test_a_lone_surrogate_is_a_clean_error(tiny_gpt, tiny_bert):
 
 def test_the_comparisons_badge_says_larger_and_slower_when_a_model_grows():
     from ui import compare, guide
-    assert compare.change(4.0, "smaller", "larger") == "4.00x smaller"
-    assert compare.change(0.4, "smaller", "larger") == "-2.50x larger"  # the minus turns the arrow down
+    assert compare.change(4.0, "smaller", "larger") == {"change": "4.00x smaller", "arrow": "up"}
+    assert compare.change(0.4, "smaller", "larger") == {"change": "2.50x larger", "arrow": "down"}  # no "-2.50x"
     assert guide.ratio(0.1, "faster", "slower") == "10.00x slower"

@@ -14,9 +14,10 @@ NARROW = """@media (max-width: 640px) { .st-key-cmp_wide { display: none !import
 @media (min-width: 641px) { .st-key-cmp_narrow { display: none !important; } }"""
 
 
-def change(x: float, better: str, worse: str) -> str:
-    """A ratio as the badge says it: '4.00x smaller', or '-2.50x larger' (the minus turns the badge's arrow down)."""
-    return ("" if x >= 1 else "-") + guide.ratio(x, better, worse)
+def change(x: float, better: str, worse: str) -> dict:
+    """A ratio as the badge says it, '4.00x smaller' or '2.50x larger', and which way its arrow points (no minus: a
+    "-1.15x slower" read as a double negative)."""
+    return {"change": guide.ratio(x, better, worse), "arrow": "up" if x >= 1 else "down"}
 
 
 def rows(res) -> list[dict]:
@@ -24,10 +25,10 @@ def rows(res) -> list[dict]:
     o, c, lo, lc, gpu = (res["nums"]["original"], res["nums"]["compressed"], res["lat"]["original"],
                          res["lat"]["compressed"], res["gpu"])
     out = [{"measure": "Size", "Original": cached.mb(o["size_bytes"]), "Compressed": cached.mb(c["size_bytes"]),
-            "change": change(o["size_bytes"] / c["size_bytes"], "smaller", "larger")},
+            **change(o["size_bytes"] / c["size_bytes"], "smaller", "larger")},
            {"measure": "Params", "Original": f"{o['params'] / 1e6:.2f} M", "Compressed": f"{c['params'] / 1e6:.2f} M"},
            {"measure": "CPU latency p50", "Original": f"{lo['p50']:.1f} ms", "Compressed": f"{lc['p50']:.1f} ms",
-            "change": change(lo["p50"] / lc["p50"], "faster", "slower")}]
+            **change(lo["p50"] / lc["p50"], "faster", "slower")}]
     out += [{"measure": metrics.label(k), "Original": f"{lo[k]:,.0f}", "Compressed": f"{lc[k]:,.0f}",
              "change": f"{lc[k] / lo[k]:.2f}x"} for k in metrics.RATES if k in lc]  # the model's rate
     out += [{"measure": m.title, "help": m.about, **{side: f"{n[m.name]:,.1f} {m.unit}" if n.get(m.name) is not None
@@ -66,7 +67,7 @@ def show(res) -> None:
             col.markdown(f"**{side}**")
             for r in table:
                 col.metric(r["measure"], r[side], r.get("change") if side == "Compressed" else None,
-                           delta_color="off", help=r.get("help"))
+                           delta_color="off", delta_arrow=r.get("arrow", "auto"), help=r.get("help"))
             for line in notes(res, side.lower()):
                 col.caption(line)
     with st.container(key="cmp_narrow"):
