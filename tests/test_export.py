@@ -124,6 +124,7 @@ def test_readme_onnx_snippet_runs_without_this_library(bundled, tmp_path, monkey
     with zipfile.ZipFile(C.save_compressed(comp, tmp_path / "m.zip")) as z:
         z.extractall(tmp_path / "x")
     readme = (tmp_path / "x" / "README.md").read_text()
+    assert "`make run` there installs it" in readme  # where the library comes from, for whoever receives the zip
     code = re.findall(r"```python\n(.*?)```", readme.split("without this library")[1], re.S)[0]
     assert len(code.strip().splitlines()) <= 10
     monkeypatch.chdir(tmp_path / "x")

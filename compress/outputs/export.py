@@ -70,7 +70,9 @@ def _readme(c: dict, onnx: bool, tokenizer: bool) -> str:
     name, mb = c["original"]["name"], c["size_bytes"] / 1e6
     text = (f"# {name}, compressed: {c['recipe']}\n\n{mb:.2f} MB ({c['params']:,} parameters), made by the "
             f"transformer compression explorer on {c['date'][:10]}. card.json holds its measurements, recipe.json its "
-            f"recipe.\n\n## Load it with this library\n\n```python\nimport compress\nm = compress.load_compressed("
+            f"recipe.\n\n## Load it with this library\n\n`compress` is the Python package of the explorer's repository "
+            f"(its `compress/` folder; `make run` there installs it with the app). From that folder:\n\n"
+            f"```python\nimport compress\nm = compress.load_compressed("
             f"'this.zip')  # the original ({name}, sha256 {c['original']['content_hash'][:12]}...) must be at hand:\n"
             f"# bundled, or passed: compress.load_compressed('this.zip', originals=[compress.load_model('path')])\n```\n")
     if onnx:
