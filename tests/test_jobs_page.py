@@ -160,3 +160,43 @@ def test_an_upload_is_loaded_by_the_page_with_a_cancel_and_its_folder_removed(ap
     assert not app.exception and "m2.zip" in app.sidebar.caption[-1].value
     assert "staged" not in app.session_state
     assert not [p for p in Path(tempfile.gettempdir()).glob("compress-sidebar-*") if (p / "m2.zip").exists()]
+
+
+def _heal_twice():
+    import streamlit as st
+    import compress as C
+    from ui import jobs
+    try:
+        jobs.start_healing(C.load_model("tinygpt"), C.Recipe(heal_steps=10), 1.0)
+        st.write("started")
+    except C.CompressError as e:
+        st.write(f"refused: {e}")
+
+
+def test_one_healing_at_a_time_per_visitor_so_two_tabs_cannot_take_both_long_slots(monkeypatch):
+    """A second tab (another session, the same browser address) is refused while the first one's healing lives; the
+    address behind a reverse proxy is the one it appended to X-Forwarded-For, only when the operator says so."""
+    from ui import jobs
+    release = threading.Event()
+    def waits(bundle, recipe, texts=None, minutes=None, stop=None, progress=None):
+        while not release.wait(0.05):
+            checkpoint()
+    monkeypatch.setattr(C, "compress", waits)
+    monkeypatch.setattr(jobs, "client", lambda: "203.0.113.7")
+    try:
+        first, second = (AppTest.from_function(_heal_twice, default_timeout=60).run() for _ in range(2))
+        assert [m.value for m in first.markdown] == ["started"]
+        assert [m.value for m in second.markdown][0].startswith("refused: this session (or another tab of this browser)")
+        monkeypatch.setattr(jobs, "client", lambda: "198.51.100.9")  # another visitor: its own healing
+        assert [m.value for m in AppTest.from_function(_heal_twice, default_timeout=60).run().markdown] == ["started"]
+    finally:
+        release.set()
+        assert all(j.ended.wait(30) for j, _ in jobs._HEALERS)  # (a job left running aborts the interpreter's exit)
+    monkeypatch.undo()
+    import streamlit as st
+    headers = {"X-Forwarded-For": "6.6.6.6, 192.0.2.44"}  # (the browser's claim, then what the proxy appended)
+    monkeypatch.setattr(type(st.context), "headers", property(lambda self: headers))
+    monkeypatch.setattr(type(st.context), "ip_address", property(lambda self: "10.0.0.1"))  # the proxy
+    assert jobs.client() == "10.0.0.1"  # not trusted unless the operator says so
+    monkeypatch.setenv("COMPRESS_TRUSTED_PROXY", "1")
+    assert jobs.client() == "192.0.2.44"

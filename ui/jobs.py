@@ -2,6 +2,7 @@
 waited for here with its place in the queue shown and a Cancel button; healing runs there in the background and
 yields to waiting jobs between its steps. Every run of the page is a heartbeat: a closed tab's healing is cancelled."""
 import hashlib
+import os
 import threading
 import uuid
 
@@ -34,6 +35,16 @@ def queue():
 def owner() -> str:
     """This browser session's id on the queue."""
     return st.session_state.setdefault("sid", uuid.uuid4().hex)
+
+
+def client() -> str:
+    """Who asks beyond this session: the browser's address ("" on localhost), or behind a reverse proxy the operator
+    names (COMPRESS_TRUSTED_PROXY=1) the address it appended to X-Forwarded-For: else the whole room is one client."""
+    if os.environ.get("COMPRESS_TRUSTED_PROXY") == "1":
+        forwarded = (st.context.headers.get("X-Forwarded-For") or "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:64]
+    return st.context.ip_address or ""
 
 
 def run(kind: str, fn, label: str, *, key, failure: str = "show"):
@@ -178,16 +189,24 @@ def heal_text_changed():
     st.session_state[KEY + "heal_corpus"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
 
 
+_HEALERS: list = []  # (a healing job, the client that started it), for one healing at a time per visitor
+
+
 def start_healing(b, recipe: C.Recipe, minutes: float):
     """Heal on the queue (in the background: it outlives this run of the page); heal_progress polls it."""
-    q, texts = queue(), st.session_state.get("heal_texts")
+    q, texts, me, who = queue(), st.session_state.get("heal_texts"), owner(), client()
+    _HEALERS[:] = [(j, c) for j, c in _HEALERS if not j.ended.is_set()]
+    if any(j.owner == me or who and c == who for j, c in _HEALERS):  # two tabs would take both long-job slots
+        raise C.CompressError("this session (or another tab of this browser) is already healing a model: one healing "
+                              "at a time per visitor; Stop it or wait for it to end")
 
     def fn(job):  # no streamlit calls in here: it runs on the queue's worker
         def progress(p):
             job.progress.update(p)
             q.yield_(job)  # waiting Apply jobs of other sessions run now, between two steps
         return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.stop, progress=progress)
-    st.session_state.heal_job = q.submit("heal", fn, owner(), f"healing {b.name}: {recipe.describe()}")
+    st.session_state.heal_job = q.submit("heal", fn, me, f"healing {b.name}: {recipe.describe()}")
+    _HEALERS.append((st.session_state.heal_job, who))
     st.session_state.heal_key = (cached.model_key(b), recipe.to_json())
     st.session_state.heal_plan = (recipe.heal_steps, minutes)
 

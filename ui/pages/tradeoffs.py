@@ -32,7 +32,7 @@ def start(the_plan: dict, what: str, name: str | None = None):
     """Start (or resume) a sweep; this browser keeps its key (in the session and the URL: a reload keeps Stop)."""
     name, key = name or f"{b.name} {what} {time.strftime('%Y-%m-%d %H:%M:%S')}", secrets.token_urlsafe(16)
     jobs.queue()  # the server's queue, wired to the results store, before the sweep joins it
-    studies.start(b, the_plan, name, jobs.owner(), key, st.context.ip_address or "")  # (None on localhost)
+    studies.start(b, the_plan, name, jobs.owner(), key, jobs.client())
     st.session_state.setdefault("tr_keys", {})[name] = key
     st.query_params.update(study=name, key=key)
     st.session_state.tr_cli = " ".join(shlex.quote(x) for x in the_plan["cli"])
