@@ -22,7 +22,9 @@ def test_while_it_runs_the_steps_of_how_many_and_the_time_left():
     done, text = heal_status({"step": 8, "steps": 30, "loss": 0.125, "dev": 0.9, "seconds_left": 40.4}, 30, 0.5)
     assert done == pytest.approx(8 / 30)
     assert "8 of 30 steps run" in text and "loss 0.1250" in text and "dev 0.9000" in text
-    assert "about 40 s left" in text and "time cap 0.5 min" in text
+    assert "about 40 s left" in text and "time cap 0.5 min" in text and "at this pace" not in text  # 30 fit
+    done, text = heal_status({"step": 6, "steps": 60, "seconds_left": 240.0}, 60, 5.0)  # 6 steps in 60 s, 240 s left
+    assert "at this pace about 30 of 60 steps will run before the cap" in text
     done, text = heal_status({"step": 30, "steps": 30, "seconds_left": 0.0}, 30, 5.0)
     assert done == 1.0 and "final dev check" in text and "0 s left" not in text
 

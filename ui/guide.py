@@ -98,7 +98,10 @@ def heal_status(p: dict, planned: int, minutes: float) -> tuple[float, str]:
     nums = "".join(f", {k} {p[k]:.4f}" for k in ("loss", "dev") if isinstance(p.get(k), float))
     left = p.get("seconds_left")
     when = f"about {left:.0f} s left" if isinstance(left, (int, float)) and left >= 1 else "the final dev check"
-    return min(1.0, ran / max(1, planned)), f"Healing: {ran} of {planned} steps run{nums}; {when} ({cap})"
+    spent = minutes * 60 - left if isinstance(left, (int, float)) else 0  # (the cap counts from the Apply's start)
+    fits = ran + int(left * ran / spent) if ran and spent > 0 else planned
+    pace = f"; at this pace about {fits} of {planned} steps will run before the cap" if fits < planned else ""
+    return min(1.0, ran / max(1, planned)), f"Healing: {ran} of {planned} steps run{nums}; {when} ({cap}){pace}"
 
 
 def heal_line(h, planned: int | None = None) -> str:
