@@ -186,7 +186,8 @@ def test_one_healing_at_a_time_per_visitor_so_two_tabs_cannot_take_both_long_slo
     try:
         first, second = (AppTest.from_function(_heal_twice, default_timeout=60).run() for _ in range(2))
         assert [m.value for m in first.markdown] == ["started"]
-        assert [m.value for m in second.markdown][0].startswith("refused: this session (or another tab of this browser)")
+        said = [m.value for m in second.markdown][0]
+        assert said.startswith("refused: this session (or another tab of this browser)")
         monkeypatch.setattr(jobs, "client", lambda: "198.51.100.9")  # another visitor: its own healing
         assert [m.value for m in AppTest.from_function(_heal_twice, default_timeout=60).run().markdown] == ["started"]
     finally:
