@@ -3,7 +3,6 @@ seconds and without allocating the model, leaving nothing behind and reading not
 import json
 import resource
 import struct
-import time
 
 import pytest
 
@@ -51,10 +50,8 @@ def test_a_shard_index_naming_its_own_shard_loads(good, tmp_path, tmpdirs):
 ])
 def test_configs_that_would_allocate_fetch_or_crash_are_refused_first(good, tmp_path, tmpdirs, changes, match):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
     _one_line(refused(make_zip(tmp_path / "m.zip", with_config(good, **changes)), match, tmpdirs))
-    assert time.perf_counter() - t0 < 30  # generous: the point is "not a minute of building 20,000 layers"
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KB: no table was allocated
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KB: no table (no 20,000 layers) built
 
 
 def test_a_deeply_nested_config_is_one_line(good, tmp_path, tmpdirs):

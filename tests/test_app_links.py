@@ -1,0 +1,93 @@
+"""A shared link on the Compress page, in AppTest (split from tests/test_app.py): its recipe restored into the
+controls, counts a model cannot take set back to all with a message, a bad link ignored with one, and healing's time
+cap kept beside its steps."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import compress as C
+from test_app import APP
+from ui import safe
+
+
+
+def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t(app):
+    app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16", "ffn": "0.5", "attention": "local",
+                             "window": "4"})
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    folded = [e.label for e in app.expander if e.label.startswith("More techniques")]
+    assert folded == ["More techniques (in this recipe: FFN 0.5, local attention W=4)"]  # folded controls the link
+    #  set say so
+    assert app.slider(key="r_ffn").value == 0.5
+    assert app.radio(key="r_rank_mode").value == "energy"
+    assert app.slider(key="r_rank").value == pytest.approx(0.8)
+    assert app.selectbox(key="r_quant").value == "bf16" and app.selectbox(key="r_attention").value == "local"
+    app.selectbox(key="seqlen_longest").set_value(512).run()  # the variant alone, over T (seqlen.py)
+    app.button(key="seqlen_run").click().run()
+    assert not app.exception and not app.error
+    words = [c.value for c in app.caption if c.value.startswith("The chart in words: Cost of one forward call")]
+    assert words and all(safe.plain(s) in words[0]
+                         for s in ("local attention W=4 (ms): 3 points", "sdpa (MB): 3 points"))
+    table = next(d.value for d in app.dataframe if "T" in d.value.columns)
+    assert sorted(set(table["model"])) == ["eager", "local attention W=4", "sdpa"] and sorted(set(table["T"])) == [
+        128, 256, 512]
+
+
+def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):
+    app.query_params.update({"layers": "5", "heads": "9"})  # tiny-bert: 2 blocks of 4 heads
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    assert not app.exception
+    assert app.select_slider(key="r_layers").value == 0 and app.select_slider(key="r_heads").value == 0
+    said = " ".join(i.value for i in app.info)
+    assert "layers = 5 does not fit tiny-bert, which has 2 blocks" in said and "heads = 9" in said
+
+
+def test_a_count_equal_to_the_model_s_shows_as_all_silently(app):
+    """layers = 2 on tiny-bert's 2 blocks (a sweep's range ends at n): the slider's "all", no message."""
+    app.query_params.update({"layers": "2", "heads": "4"})
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    assert not app.exception and not [i for i in app.info if "set back" in i.value or "does not fit" in i.value]
+    assert app.select_slider(key="r_layers").value == 0 and app.select_slider(key="r_heads").value == 0
+
+
+def test_a_gqa_model_offers_equal_groups_only_and_sets_other_counts_back(monkeypatch):
+    """A Llama-family model, 4 query heads over 2 key/value heads: the heads control offers 2 and all; a link's 3
+    is set back to all with the library's reason."""
+    from test_llama import _bundle, _model
+    monkeypatch.setitem(C.BUNDLED, "tiny-llama", lambda: _bundle(_model("llama"), "llama"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"model": "tiny-llama", "heads": "3"})
+    at.run()
+    at.switch_page("ui/pages/compress.py").run()
+    assert not at.exception
+    heads = at.select_slider(key="r_heads")
+    assert heads.value == 0 and list(heads.options) == ["2", "all 4"]
+    assert "keep 2, 4 heads per block, got 3: set back to all" in " ".join(i.value for i in at.info)
+
+
+def test_a_bad_link_is_ignored_with_a_message(app):
+    app.query_params.update({"rank": "7"})
+    app.run()
+    assert any("recipe in the link was ignored" in w.value for w in app.warning)
+    app.switch_page("ui/pages/compress.py").run()
+    assert app.slider(key="r_rank").value == 1.0
+
+
+def test_a_links_healing_time_cap_travels_with_its_steps(app):
+    """A preset's 45 minutes go into the link beside its healing steps, and a session opened from the link gets them
+    (the default 5 would cut the healing short, and nothing said so); a cap outside 0.5-60 min is ignored, said."""
+    app.query_params.update({"heal_steps": "400", "heal_minutes": "45"})
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    assert app.number_input(key="heal_minutes").value == 45 and app.query_params["heal_minutes"] in ("45", ["45"])
+    app.number_input(key="heal_minutes").set_value(5.0).run()  # the default cap: left out of the link
+    assert "heal_minutes" not in app.query_params
+    for bad in ("1e9", "nan", "ten"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params.update({"model": "tiny-bert", "heal_steps": "400", "heal_minutes": bad})
+        at.run()
+        assert any("healing time cap was ignored" in w.value for w in at.warning), bad
+        at.switch_page("ui/pages/compress.py").run()
+        assert at.number_input(key="heal_minutes").value == 5.0
