@@ -231,13 +231,13 @@ def test_the_healing_block_map_is_the_blocks_fewer_layers_keeps_and_what_healing
     b.cache = {}
     n = tiny_bert.info["layers"]
     for k in range(1, n + 1):
-        rows = article.block_map(b, k)
+        rows = L.block_map(b, k)
         kept = C.compress(b, C.Recipe(layers=k)).model.kept_blocks
         assert [r["kept block"] for r in rows] == list(range(k))
         assert [r["learns original block"] for r in rows] == kept
         scores = b.cache["block_influence"]
         assert [r["original block's influence"] for r in rows] == [round(scores[j], 4) for j in kept]
     with pytest.raises(C.CompressError, match="encoder's blocks"):
-        article.block_map(tiny_gpt, 1)
+        L.block_map(tiny_gpt, 1)
     with pytest.raises(C.CompressError, match="encoder's blocks"):
-        article.block_map(b, n + 1)
+        L.block_map(b, n + 1)

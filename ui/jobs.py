@@ -190,23 +190,25 @@ def heal_text_changed():
 
 
 _HEALERS: list = []  # (a healing job, the client that started it), for one healing at a time per visitor
+_HEALERS_LOCK = threading.Lock()
 
 
 def start_healing(b, recipe: C.Recipe, minutes: float):
     """Heal on the queue (in the background: it outlives this run of the page); heal_progress polls it."""
     q, texts, me, who = queue(), st.session_state.get("heal_texts"), owner(), client()
-    _HEALERS[:] = [(j, c) for j, c in _HEALERS if not j.ended.is_set()]
-    if any(j.owner == me or who and c == who for j, c in _HEALERS):  # two tabs would take both long-job slots
-        raise C.CompressError("this session (or another tab of this browser) is already healing a model: one healing "
-                              "at a time per visitor; Stop it or wait for it to end")
 
     def fn(job):  # no streamlit calls in here: it runs on the queue's worker
         def progress(p):
             job.progress.update(p)
             q.yield_(job)  # waiting Apply jobs of other sessions run now, between two steps
         return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.stop, progress=progress)
-    st.session_state.heal_job = q.submit("heal", fn, me, f"healing {b.name}: {recipe.describe()}")
-    _HEALERS.append((st.session_state.heal_job, who))
+    with _HEALERS_LOCK:  # (two tabs' clicks run at once, each on its own script thread: checked and added as one)
+        _HEALERS[:] = [(j, c) for j, c in _HEALERS if not j.ended.is_set()]
+        if any(j.owner == me or who and c == who for j, c in _HEALERS):  # two tabs would take both long-job slots
+            raise C.CompressError("this session (or another tab of this browser) is already healing a model: one "
+                                  "healing at a time per visitor; Stop it or wait for it to end")
+        st.session_state.heal_job = q.submit("heal", fn, me, f"healing {b.name}: {recipe.describe()}")
+        _HEALERS.append((st.session_state.heal_job, who))
     st.session_state.heal_key = (cached.model_key(b), recipe.to_json())
     st.session_state.heal_plan = (recipe.heal_steps, minutes)
 

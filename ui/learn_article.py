@@ -5,6 +5,7 @@ import streamlit as st
 
 import compress as C
 from compress.learn import article as ART
+from compress.learn import figures as L
 from compress.bench import healcurve
 from ui import cached, charts, jobs, safe
 from ui.learn_common import OKABE_ITO, csv, meta, open_in_compress, predict, section
@@ -133,7 +134,7 @@ def _sources(b):
                    "mapping." if b.task != "embedding" else f"{b.name} has one block: it learns that block.")
         return
     k = st.slider("Blocks kept (Fewer layers)", 1, n, max(1, n // 2), key="learn_heal_blocks")
-    rows = ART.block_map(b, k)
+    rows = L.block_map(b, k)
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.caption(f"With {k} of {n} blocks, Fewer layers keeps the {k} of highest influence (how much a block changes "
                "its input), in their order; while healing, each kept block's hidden states are pulled toward those of "

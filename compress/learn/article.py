@@ -123,20 +123,3 @@ def recipe_of(bundle, technique: str) -> Recipe:
     if technique not in CLAIMS:
         raise CompressError(f"unknown technique {technique!r}")
     return recipes(bundle)[technique]
-
-
-
-
-def block_map(bundle, k: int) -> list[dict]:
-    """Which original block each of k kept blocks learns from while healing (its hidden states are matched to that
-    block's, weighted by heal_hidden): the blocks Fewer layers keeps, by block influence (cached as its step does)."""
-    from ..techniques.heal import calibration_batches
-    from ..techniques.layers import block_influence, choose_layers
-    n = bundle.info.get("layers") or 0
-    if bundle.task != "embedding" or not 1 <= k <= n:
-        raise CompressError("the block mapping is for an encoder's blocks, 1 to its number of blocks kept")
-    if "block_influence" not in bundle.cache:
-        bundle.cache["block_influence"] = block_influence(bundle.model, bundle.adapter, calibration_batches(bundle))
-    scores = bundle.cache["block_influence"]
-    return [{"kept block": i, "learns original block": j, "original block's influence": round(scores[j], 4)}
-            for i, j in enumerate(choose_layers(scores, k))]

@@ -199,6 +199,17 @@ def layers_kept(bundle, k: int) -> dict:
     return {"influence": bi, "kept": kept, "lowest_kept": min(bi[i] for i in kept)}
 
 
+def block_map(bundle, k: int) -> list[dict]:
+    """Which original block each of k kept blocks learns from while healing (its hidden states are matched to that
+    block's, weighted by heal_hidden): the blocks Fewer layers keeps (layers_kept)."""
+    n = bundle.info.get("layers") or 0
+    if bundle.task != "embedding" or not 1 <= k <= n:
+        raise CompressError("the block mapping is for an encoder's blocks, 1 to its number of blocks kept")
+    d = layers_kept(bundle, k)
+    return [{"kept block": i, "learns original block": j, "original block's influence": round(d["influence"][j], 4)}
+            for i, j in enumerate(d["kept"])]
+
+
 def prepare(bundle, progress=None) -> None:
     """Everything the page reads that takes a moment, once per model (for the job queue): spectra, head scores
     (weight and gradient), FFN scores, Block Influence."""
