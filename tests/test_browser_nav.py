@@ -71,3 +71,32 @@ def test_a_preset_resets_the_greyed_out_controls_the_browser_still_holds():
         idle(page)
         alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
         assert _recipe(page) == BY_NAME["about 4x"].build() and not [a for a in alerts if "static" in a], alerts
+
+
+@pytest.mark.slow
+def test_a_learn_tab_is_in_the_link_a_teacher_copies():
+    """Clicking a Learn tab writes its section (and the bundled model) into the address; that address opened in a fresh
+    browser shows the same tab on the same model (a newcomer's review: a teacher could not copy the tab shown)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serve() as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(f"{url}/learn?model=tinygpt", timeout=120_000)
+        page.get_by_role("tab", name="Fewer layers").wait_for(timeout=180_000)
+        idle(page)
+        page.get_by_role("tab", name="Fewer layers").click()
+        page.wait_for_url(lambda u: "section=layers" in u, timeout=60_000)
+        idle(page)
+        link = page.url
+        got = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(link).query))
+        assert got == {"section": "layers", "model": "tinygpt"}
+        page.context.close()
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(link, timeout=120_000)
+        tab = page.get_by_role("tab", name="Fewer layers")
+        tab.wait_for(timeout=180_000)
+        idle(page)
+        assert tab.get_attribute("aria-selected") == "true"
+        assert page.get_by_role("tab", name="Article vs this machine").get_attribute("aria-selected") == "false"
+        assert "tinygpt" in page.locator('[data-testid="stSidebar"]').inner_text()
+        browser.close()

@@ -36,6 +36,15 @@ def section_from_url() -> str | None:
     return SECTIONS[slug][0] if slug in SECTIONS else None
 
 
+def section_to_url(b, key: str):
+    """The open tab (and a bundled model) into the address, so a teacher can copy the link to the tab shown."""
+    slug = next((s for s, (title, _) in SECTIONS.items() if title == st.session_state.get(key)), None)
+    if slug:
+        st.query_params["section"] = slug
+    if b.name in C.BUNDLED:
+        st.query_params["model"] = b.name
+
+
 def section(fn):
     """A section's figure as a fragment: its widgets rerun only it (outside the page's boundary, so it has its own):
     a CompressError is one line, any other exception one line and a log entry."""

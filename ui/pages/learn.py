@@ -6,7 +6,7 @@ import streamlit as st
 import compress as C
 from compress.learn import figures as L
 from ui import cached, jobs, safe, shell
-from ui.learn_common import SECTIONS, section_from_url
+from ui.learn_common import SECTIONS, section_from_url, section_to_url
 from ui import learn_article, learn_attention, learn_variants, learn_weights
 
 b = shell.page()
@@ -23,7 +23,9 @@ text = st.text_input("A sentence for the attention figures (heads, FNet, efficie
                      "vocabulary and the static table", sentences[0],
                      key="learn_text", max_chars=300)
 
-tabs = st.tabs([title for title, _ in SECTIONS.values()], default=section_from_url())
+# a tab click writes its section into the address (a link to the tab shown) and reruns the page (its figures are cached)
+tabs = st.tabs([title for title, _ in SECTIONS.values()], default=section_from_url(), key="learn_tab",
+               on_change=section_to_url, args=(b, "learn_tab"))
 draw = {"article": learn_article.article, "low-rank": learn_weights.low_rank, "quantization": learn_weights.quantization,
         "heads": learn_attention.heads, "ffn": learn_weights.ffn, "fnet": learn_attention.fnet,
         "layers": learn_weights.layers, "healing": learn_article.healing, "efficient": learn_variants.tab,
