@@ -47,6 +47,16 @@ def test_an_unreliable_timing_is_marked_in_the_sentence_and_the_table():
     assert "(unreliable: CPUs busy)" in html
 
 
+def test_the_peers_speed_up_names_the_run_of_the_original_it_is_against():
+    """The peer is timed against its own interleaved run of the original, not the original row above it: a newcomer
+    read 24.5 ms beside the original's 192.3 ms and '44.71x faster'."""
+    peer = _res()
+    peer["lat"] = {"original": {**LAT, "p50": 40.0, "others_busy": 0.01}, "compressed": {**LAT, "others_busy": 0.01}}
+    html = htmlreport.comparison(_card(), _res(), peer=peer, machine="a CPU")
+    assert "4.00x (against its own run of the original: 40.0 ms)" in html  # 40 / 10, not the original row's 30 / 10
+    assert "3.00x</td>" in html  # the compressed row: against the original row itself, said plainly
+
+
 def test_public_keeps_words_and_drops_paths():
     assert htmlreport.public("loaded /tmp/compress-upload-x/my model.zip, ok") == "loaded …/my model.zip, ok"
     assert htmlreport.public("ratio 1/2 and http://x/y stay") == "ratio 1/2 and http://x/y stay"
@@ -71,6 +81,8 @@ def test_a_chart_in_words_says_its_title_axes_and_each_traces_values():
                              "attention: a 3 x 2 map, values from 0.1 to 0.6.")
     bars = go.Figure(go.Bar(x=[1, 2], y=["int8", "none"], name="size"))  # categories are counted, not ranged
     assert in_words(bars) == "A chart; size: 2 points, values 2 categories."
+    same = go.Figure(go.Scatter(x=[7.6, 7.6, 3.8, 7.6], y=[0, 0, 0.06, 0], name="frontier"))  # three equal trials
+    assert in_words(same) == "A chart; frontier: 4 points at 2 places, values from 0 to 0.06."
 
 
 def test_every_chart_of_the_report_has_its_words():

@@ -140,6 +140,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
         rows.append({"": label[k], "size": mb(s["size_bytes"]), "x smaller": f"{o['size_bytes'] / s['size_bytes']:.2f}x",
                      "params": f"{s['params'] / 1e6:.2f} M", "CPU latency p50": f"{lat['p50']:.1f} ms",
                      "p10-p90": f"{lat['p10']:.1f}-{lat['p90']:.1f} ms", "x faster": f"{base_p50 / lat['p50']:.2f}x"
+                     + (f" (against its own run of the original: {base_p50:.1f} ms)" if "o_lat" in s else "")
                      + (" (unreliable: CPUs busy)" if unreliable(lat) else ""),
                      **{metric_label(m): f"{v:.4f}" for m, v in s["quality"].items()},
                      **{metrics.label(r): f"{lat[r]:,.0f}" for r in metrics.RATES if r in lat},

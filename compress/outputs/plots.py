@@ -124,5 +124,6 @@ def in_words(fig: go.Figure) -> str:
             z = np.asarray(t.z, dtype=float)
             parts.append(f"{name}: a {' x '.join(map(str, z.shape))} map, values {span(z.ravel())}")
         elif getattr(t, "y", None) is not None:
-            parts.append(f"{name}: {len(t.y)} points, values {span(t.y)}")
+            at = len(set(zip(t.x, t.y))) if getattr(t, "x", None) is not None else len(t.y)
+            parts.append(f"{name}: {len(t.y)} points{f' at {at} places' if at < len(t.y) else ''}, values {span(t.y)}")
     return "; ".join(parts) + "."

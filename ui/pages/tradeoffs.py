@@ -241,6 +241,8 @@ def studies_section():
         st.caption("The trials' table and CSV appear when the sweep ends.")
     else:
         table = pd.DataFrame(rows)
+        first = [c for c in ("trial", "state", *sp["vary"], *sp["objectives"], "on_frontier") if c in table]
+        table = table[list(dict.fromkeys(first + list(table)))]  # what the study varied and asked first: it was off-screen
         st.dataframe(table, hide_index=True)
         c1, c2 = st.columns(2)
         c1.download_button("Download CSV", safe.csv_bytes(table), file_name=f"{name}.csv".replace(" ", "_"),
