@@ -242,7 +242,7 @@ def studies_section():
     else:
         table = pd.DataFrame(rows)
         first = [c for c in ("trial", "state", *sp["vary"], *sp["objectives"], "on_frontier") if c in table]
-        table = table[list(dict.fromkeys(first + list(table)))]  # what the study varied and asked first: it was off-screen
+        table = table[list(dict.fromkeys(first + list(table)))]  # what it varied and asked first (was off-screen)
         st.dataframe(table, hide_index=True)
         c1, c2 = st.columns(2)
         c1.download_button("Download CSV", safe.csv_bytes(table), file_name=f"{name}.csv".replace(" ", "_"),
