@@ -134,6 +134,8 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport=SCREEN, accept_downloads=True)
+        away = []  # the app works offline: a page's material icon fetched its favicon from fonts.gstatic.com
+        page.on("request", lambda r: away.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else 0)
         page.goto(f"{server}/compress?{urllib.parse.urlencode(LINK)}", timeout=60_000)
         page.get_by_text("Quantization", exact=True).wait_for(timeout=90_000)
         _idle(page)
@@ -248,6 +250,7 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
     assert not [w for w in ("/work/", "/tmp", "site-packages", str(ROOT)) if w in text]  # no server path
     assert len(plots) == 3 and all(n > 0 for n in plots)  # every plot rendered with its data
     assert [u for u in fetched if not u.startswith("file://")] == []
+    assert away == [], away  # the app fetched nothing from another host either
     shown = [v for k, vs in metrics.items() if k in ("Size", "CPU latency p50") or k.startswith(("fidelity", "retri"))
              for v in vs]
     assert shown and [v for v in shown if v not in text] == []  # every number the page showed

@@ -202,14 +202,15 @@ def efficient(b, text):
     t, layer, head = att["T"], att["layer"], att["maps"][0]     # (T, T): the layer's first head
     w = c1.slider("Width / rank / features w", 1, t, min(4, t), key="learn_eff_w")
     pats = _patterns(cached.model_key(b), text, layer, w, head)
-    fig = make_subplots(1, 6, subplot_titles=["this head (full)"] + [f"{n} ({p['density']:.0%})" for n, p in pats.items()],
-                        horizontal_spacing=0.02)
+    fig = make_subplots(1, 6, subplot_titles=["this head<br>(full)"] + [f"{n}<br>({p['density']:.0%})"
+                                                                        for n, p in pats.items()], horizontal_spacing=0.02)
+    fig.update_annotations(font_size=12)
     fig.add_trace(go.Heatmap(z=head, colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, 1)
     for i, p in enumerate(pats.values(), 2):
         fig.add_trace(go.Heatmap(z=p["grid"], colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, i)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=260, margin={"t": 60, "b": 10},
+    fig.update_layout(height=280, margin={"t": 80, "b": 10},
                       title=f"w = {w} over {t} tokens (title: share of the T x T grid computed)")
     charts.show(st, meta(fig, figure="efficient", w=w, **{n.replace("-", "_"): p["error"] for n, p in pats.items()},
                          density_fixed=pats["fixed"]["density"]), key="learn_eff_fig")

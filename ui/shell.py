@@ -182,7 +182,7 @@ def upload_limit() -> tuple[int, str]:
     if st.get_option("server.maxUploadSize") != mb:
         from streamlit import config
         config.set_option("server.maxUploadSize", mb, where_defined="COMPRESS_MAX_UPLOAD_MB")
-    return mb, f"at most {mb:,} MB and {params / 1e9:g}B parameters"
+    return mb, f"at most {mb:,} MB ({mb / 1024:.2g} GB) and {params / 1e9:g}B parameters"  # (the box rounds: "3GB")
 
 
 def sidebar():

@@ -63,7 +63,7 @@ def show(t: dict) -> None:
               "download.")
     guide.verdict_line(row)
     got = numbers(row)
-    for i in range(0, len(got), 4):
-        for col, (label, v) in zip(st.columns(4), got[i:i + 4]):
-            col.metric(label, v)
+    for i in range(0, len(got), 3):  # three a row: at four, "x smaller than the original" was cut to "the ori…"
+        for col, (label, v) in zip(st.columns(3), got[i:i + 3]):
+            col.metric(label, v, help=label)
     st.button("Apply: measure it again here", type="primary", key="trial_apply", on_click=_again)

@@ -52,8 +52,9 @@ def record(res):
 
 def history():
     """Every Apply kept in the results store: this session's, or every session's (it survives a restart)."""
+    head = st.empty()  # the heading first, its toggle right above the table it switches
     every = st.toggle("Every session's", key="history_all")
-    st.subheader("History" + (" (every session)" if every else " (this session)"))
+    head.subheader("History" + (" (every session)" if every else " (this session)"))
     try:
         rows = C.applies(None if every else jobs.owner())
     except C.CompressError as e:

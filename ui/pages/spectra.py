@@ -71,7 +71,9 @@ def cut():
         fig.add_vline(x=r - 1, line_dash="dash", annotation_text=f"rank {r}")
     fig.update_layout(title=f"{layer} ({s.m}x{s.n}){'' if r else ': kept dense'}", xaxis_title="index",
                       yaxis=dict(type="log", title="normalized singular value"),
-                      yaxis2=dict(overlaying="y", side="right", range=[0, 1.02], title="energy"), height=380)
+                      yaxis2=dict(overlaying="y", side="right", range=[0, 1.02], title="energy", tickmode="linear",
+                                  tick0=0, dtick=0.2, showgrid=False),  # 0, 0.2, ... 1 (they were 0.074, 0.155, ...)
+                      legend=dict(orientation="h", y=-0.25), height=400)  # under the plot: it hid the top ticks
     charts.show(left, fig)
     energy = rep.pivot(index="block", columns="kind", values="energy_kept")
     labels = rep.assign(label=rep["rank"].astype(str).where(~rep["dense"], "dense"))
