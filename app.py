@@ -4,7 +4,7 @@ import streamlit as st
 from ui import safe, shell
 
 st.set_page_config(page_title="Transformer compression explorer", layout="wide",
-                   page_icon="assets/icon.png")  # a local file: a page's material icon fetched its SVG from fonts.gstatic.com
+                   page_icon="assets/icon.png")  # local: a page's material icon fetched its SVG from fonts.gstatic.com
 safe.guard(shell.setup, "the sidebar")
 nav = st.navigation([st.Page("ui/pages/model.py", title="Model", icon=":material/description:", default=True),
                      st.Page("ui/pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
