@@ -89,7 +89,8 @@ def test_stop_returns_the_best_state(tiny_bert, texts):
     stop = threading.Event()
 
     def progress(d):
-        assert set(d) == {"step", "steps", "loss", "dev", "seconds_left"}
+        assert set(d) == {"step", "steps", "loss", "dev", "dev_step", "seconds_left", "cap_left", "per_step"}
+        assert d["cap_left"] is None and d["per_step"] > 0 and d["dev_step"] <= d["step"]  # no time cap here
         if d["step"] == 12:
             stop.set()
 
@@ -105,8 +106,10 @@ def test_steps_and_minutes_cap(tiny_bert, texts):
     student = _student(tiny_bert)
     r = heal(student, tiny_bert, texts, steps=3, batch=8)
     assert r.steps_run == 3 and r.ended == "done"
-    r = heal(student, tiny_bert, texts, steps=10**6, minutes=0.02, batch=8)
+    seen = []
+    r = heal(student, tiny_bert, texts, steps=10**6, minutes=0.02, batch=8, progress=seen.append)
     assert r.steps_run < 10**6 and not r.stopped and r.ended == "time cap"  # (how many steps fit depends on the load)
+    assert seen and all(0 <= d["seconds_left"] <= d["cap_left"] <= 1.2 for d in seen)  # the cap comes first here
     assert r.history[-1]["step"] == r.steps_run  # and the last state was still measured on the dev split
     r = heal(student, tiny_bert, texts, steps=10, minutes=0)
     assert r.steps_run == 0 and r.dev_after == r.dev_before and r.best_step == 0

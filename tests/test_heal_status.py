@@ -23,8 +23,14 @@ def test_while_it_runs_the_steps_of_how_many_and_the_time_left():
     assert done == pytest.approx(8 / 30)
     assert "8 of 30 steps run" in text and "loss 0.1250" in text and "dev 0.9000" in text
     assert "about 40 s left" in text and "time cap 0.5 min" in text and "at this pace" not in text  # 30 fit
-    done, text = heal_status({"step": 6, "steps": 60, "seconds_left": 240.0}, 60, 5.0)  # 6 steps in 60 s, 240 s left
+    done, text = heal_status({"step": 6, "steps": 60, "seconds_left": 240.0, "cap_left": 240.0, "per_step": 10.0},
+                             60, 5.0)  # 6 steps in 60 s, 240 s before the cap: 24 more
     assert "at this pace about 30 of 60 steps will run before the cap" in text
+    # the steps finish long before the cap (a newcomer saw "about 1 of 10 steps will run" at step 1 of 10 that all ran)
+    done, text = heal_status({"step": 1, "steps": 10, "dev": 0.631, "dev_step": 0, "seconds_left": 81.0,
+                              "cap_left": 2690.0, "per_step": 9.0}, 10, 45.0)
+    assert "at this pace" not in text and "about 81 s left" in text
+    assert "dev 0.6310 (at step 0)" in text  # the last dev check, with its step: not mistaken for this step's
     done, text = heal_status({"step": 30, "steps": 30, "seconds_left": 0.0}, 30, 5.0)
     assert done == 1.0 and "final dev check" in text and "0 s left" not in text
 

@@ -95,11 +95,14 @@ def heal_status(p: dict, planned: int, minutes: float) -> tuple[float, str]:
                      f"the cap); 0 of {planned} steps run, {cap}")
     if not isinstance(ran, int):
         return 0.0, f"Healing: preparing (compressing, then the unhealed dev score); 0 of {planned} steps run, {cap}"
-    nums = "".join(f", {k} {p[k]:.4f}" for k in ("loss", "dev") if isinstance(p.get(k), float))
+    nums = f", loss {p['loss']:.4f}" if isinstance(p.get("loss"), float) else ""
+    if isinstance(p.get("dev"), float):  # measured every few steps: said with the step it was measured at
+        nums += f", dev {p['dev']:.4f}" + (f" (at step {p['dev_step']})" if isinstance(p.get("dev_step"), int) else "")
     left = p.get("seconds_left")
     when = f"about {left:.0f} s left" if isinstance(left, (int, float)) and left >= 1 else "the final dev check"
-    spent = minutes * 60 - left if isinstance(left, (int, float)) else 0  # (the cap counts from the Apply's start)
-    fits = ran + int(left * ran / spent) if ran and spent > 0 else planned
+    cap_left, per_step = p.get("cap_left"), p.get("per_step")  # before the time cap alone, and a step's seconds
+    fits = ran + int(cap_left / per_step) if isinstance(cap_left, (int, float)) and isinstance(per_step, (int, float)) \
+        and per_step > 0 else planned
     pace = f"; at this pace about {fits} of {planned} steps will run before the cap" if fits < planned else ""
     return min(1.0, ran / max(1, planned)), f"Healing: {ran} of {planned} steps run{nums}; {when} ({cap}){pace}"
 

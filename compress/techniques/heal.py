@@ -37,7 +37,7 @@ from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
 from ..measure.general import healing_text
 from . import relations
-from .healdev import MAX_HEAL_BYTES, MAX_HEAL_TEXTS, HealResult, dev_batches, dev_metric, lr_scale, split_dev
+from .healdev import MAX_HEAL_BYTES, MAX_HEAL_TEXTS, HealResult, dev_batches, dev_metric, lr_scale, split_dev, tick
 from .static import StaticModel
 from .tokenlearn import fit as fit_static
 
@@ -142,7 +142,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
     """Distill teacher (the original ModelBundle) into student (its compressed float model), in place.
 
     Stops after `steps` steps or `minutes` (a cap, final dev check included), or when `stop` (a threading.Event) is
-    set; always returns with the best dev state loaded. progress(dict(step, steps, loss, dev, seconds_left)) is called
+    set; always returns with the best dev state loaded. progress(healdev.tick's dict) is called
     after every step. texts: None = heal_texts(teacher). hidden_weight applies to encoders, ce_weight to decoders; seed
     fixes the batch order; relation_weight (encoders): relations.py. mix (encoders): the chance a training text is
     joined to the end of another (_mix): at 800 steps on a 10x MiniLM recipe 0.5 gave held-out fidelity 0.857 vs 0.852
@@ -218,9 +218,7 @@ def heal(student: nn.Module, teacher, texts: list[str] | None = None, steps: int
                 if better(dev, best_dev):
                     best, best_dev, best_step = [p.detach().clone() for p in params], dev, step
             if progress is not None:
-                per_step = (time.perf_counter() - t0) / step
-                left = min((steps - step) * per_step, cap - (time.perf_counter() - t0))
-                progress({"step": step, "steps": steps, "loss": last, "dev": dev, "seconds_left": max(0.0, left)})
+                progress(tick(step, steps, last, history, time.perf_counter() - t0, cap))
         if losses and not stopped:  # ended by the time cap (or divergence) between two dev checks
             dev = evaluate_dev()
             history.append({"step": step, "loss": sum(losses) / len(losses), "dev": dev,

@@ -44,6 +44,15 @@ def read_heal_text(data: bytes, name: str) -> list[str]:
     return lines
 
 
+def tick(step: int, steps: int, loss, history: list, elapsed: float, cap: float) -> dict:
+    """What healing's progress() hears after a step: the step, of how many, its loss, the last dev check's score and
+    its step, the seconds left (to the last step, or to the time cap when that comes first) and before the cap alone."""
+    per_step = elapsed / max(1, step)
+    return {"step": step, "steps": steps, "loss": loss, "dev": history[-1]["dev"], "dev_step": history[-1]["step"],
+            "seconds_left": max(0.0, min((steps - step) * per_step, cap - elapsed)),
+            "cap_left": max(0.0, cap - elapsed) if math.isfinite(cap) else None, "per_step": per_step}
+
+
 @dataclass
 class HealResult:
     model: nn.Module       # the student, with the best state (by dev metric) loaded

@@ -23,7 +23,7 @@ from ..measure.evaluate import batches, mean_pool
 from ..models.adapters import forward
 from ..serve.cancel import checkpoint, turn
 from .factorize import LowRankEmbedding
-from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev
+from .healdev import HealResult, dev_batches, dev_metric, lr_scale, split_dev, tick
 
 BATCH = 256  # texts per step: a step is cheap, a big batch is a steadier cosine
 LABEL = 64  # texts per teacher forward while labeling
@@ -139,9 +139,8 @@ def fit(student, teacher, texts: list[str], sha: str, steps: int, lr: float, see
             if dev > best_dev:
                 best, best_dev, best_step = [p.detach().clone() for p in params], dev, step
         if progress is not None:
-            left = min((steps - step) * (time.perf_counter() - t0) / step, cap - (time.perf_counter() - t0))
-            progress({"step": step, "steps": steps, "loss": losses[-1] if losses else history[-1]["loss"],
-                      "dev": dev, "seconds_left": max(0.0, left)})
+            progress(tick(step, steps, losses[-1] if losses else history[-1]["loss"], history,
+                          time.perf_counter() - t0, cap))
         stopped = stop is not None and stop.is_set()
     if losses and not stopped:  # ended by the time cap between two dev checks
         dev = dev_metric(student, teacher, dev_b, ref)
