@@ -110,13 +110,26 @@ def size_bytes(model, progress=None, total: int = 0) -> int:
     return _nbytes(sd, _Counter(total or tensor_bytes(sd), progress))
 
 
+def _table_head(model, adapter) -> str | None:
+    """The layer that holds the word table's weights with it (an LM head tied to the table: GPT-2, TinyLlama; after
+    int8 the table reads the head's rows), or None."""
+    modules = dict(model.named_modules())
+    table = modules.get(adapter.word_embeddings)
+    owner, w = getattr(table, "head", None), getattr(table, "weight", None)
+    return next((n for n, m in modules.items() if m is not table and n and (
+        m is owner or isinstance(w, torch.Tensor) and getattr(m, "weight", None) is w)), None)
+
+
 def size_breakdown(model, adapter, progress=None, total: int = 0, start: int = 0) -> dict:
-    """Each group serialized on its own (so the parts add up to about, not exactly, the total). progress: as
+    """Each group serialized on its own (so the parts add up to about, not exactly, the total): a head tied to the
+    word table is the table, counted once under embeddings (it was counted again under rest). progress: as
     size_bytes, from `start` bytes of `total`."""
     sd = model.state_dict()
+    head = _table_head(model, adapter)
     groups = {"embeddings": {}, "blocks": {}, "rest": {}}
     for k, v in sd.items():
-        g = "embeddings" if k.startswith(adapter.embeddings_prefix) else "blocks" if k.startswith(adapter.blocks + ".") else "rest"
+        g = "embeddings" if k.startswith(adapter.embeddings_prefix) or head and k.startswith(head + ".") else \
+            "blocks" if k.startswith(adapter.blocks + ".") else "rest"
         groups[g][k] = v
     sink, out = _Counter(total or tensor_bytes(sd), progress, start), {}
     for g, d in groups.items():
