@@ -37,6 +37,8 @@ def presets(b) -> None:
         if changed:
             st.caption(f"The controls no longer hold {name}'s recipe (changed since it was chosen): these are the "
                        "preset's numbers, not the current recipe's.")
+        if b.name != p.model:  # a decoder's 4x was 1.15x slower where MiniLM's caption said 1.7x faster
+            st.caption(f"These are {p.model}'s numbers, not {b.name}'s: Apply measures it on {b.name}.")
         st.caption(f"Measured on {p.measured_on}: {p.gives}." + (f" Healing: {p.healing}." if p.healing else "")
                    + (f" Choosing it set healing's time cap to {p.minutes:g} min." if p.minutes else "")
                    + f" (BENCHMARKS.md, {p.source})")

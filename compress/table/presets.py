@@ -18,6 +18,7 @@ class Preset:
     healing: str          # what its healing took there ("" when it needs none)
     source: str           # BENCHMARKS.md's section
     minutes: float = 0.0  # the healing time cap its steps need here (the app's default cap would stop them early)
+    model: str = "minilm"  # the model its numbers are of (measured_on says so in words)
 
     def build(self) -> Recipe:
         return Recipe(**self.recipe)
