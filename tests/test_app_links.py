@@ -91,3 +91,29 @@ def test_a_links_healing_time_cap_travels_with_its_steps(app):
         assert any("healing time cap was ignored" in w.value for w in at.warning), bad
         at.switch_page("ui/pages/compress.py").run()
         assert at.number_input(key="heal_minutes").value == 5.0
+
+
+def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app):
+    """A shared link's receiver sees the sender's numbers from the results store without measuring (or healing) again,
+    marked as stored; another recipe, or none measured, says to press Apply (a newcomer's review: the room got blank
+    pages)."""
+    link = {"quant": "int8", "ffn": "0.75"}
+    app.query_params.update(link)
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    next(b for b in app.button if b.label == "Apply").click().run()
+    assert not app.exception
+    size = app.session_state["result"]["nums"]["compressed"]["size_bytes"]
+    for query, stored in ((link, True), ({**link, "ffn": "0.5"}, False)):
+        fresh = AppTest.from_file(APP, default_timeout=120)
+        fresh.query_params.update({"model": "tiny-bert", **query})
+        fresh.run()
+        fresh.switch_page("ui/pages/compress.py").run()
+        assert not fresh.exception
+        said = [i.value for i in fresh.info if i.value.startswith("**Measured here before**")]
+        assert len(said) == stored, said
+        if stored:
+            assert "another session" in said[0] and f"{round(size / 1e6, 2):g} MB" in said[0] and "x smaller" in said[0]
+            assert "fidelity" in said[0] and "Apply measures it again here" in said[0]
+        else:
+            assert any(i.value.startswith("Move the controls") for i in fresh.info)

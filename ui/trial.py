@@ -1,6 +1,6 @@
 """A sweep's trial opened on the Compress page (a frontier click, the trial picker, the best recipe found): the
 numbers the sweep measured, read from the results store and shown at once, marked as the sweep's, with Apply to
-measure it again here. Nothing is measured to show them."""
+measure it again here; likewise an earlier Apply of the recipe a shared link opens. Nothing is measured to show them."""
 import streamlit as st
 
 import compress as C
@@ -67,3 +67,35 @@ def show(t: dict) -> None:
         for col, (label, v) in zip(st.columns(3), got[i:i + 3]):
             col.metric(label, v, help=label)
     st.button("Apply: measure it again here", type="primary", key="trial_apply", on_click=_again)
+
+
+def stored(b, recipe, session: str) -> bool:
+    """The newest Apply of this model (its weights' hash) and this recipe in the results store, said at once: a shared
+    link's receiver sees the sender's numbers without healing again. An upload's only from its own session. False
+    when there is none, or the store cannot be read."""
+    if recipe == C.Recipe():
+        return False
+    try:
+        rows = C.applies(None if b.name in C.BUNDLED else session)
+    except C.CompressError:
+        return False
+    for r in rows:
+        try:
+            if r.get("model_hash") == b.content_hash and C.Recipe.from_json(r["recipe_json"]) == recipe:
+                break
+        except C.CompressError:  # a row written by another version
+            continue
+    else:
+        return False
+    try:
+        fast = f"{float(r['x faster']):g}x faster (timing {safe.plain(r['timing'])[:80]})" if r.get("x faster") else ""
+        said = [safe.plain(r["recipe"])[:200], f"{float(r['size MB']):g} MB", f"{float(r['x smaller']):g}x smaller",
+                *([fast] if fast else []), *(f"{metrics.label(k)} {v:.4f}" for k, v in r.items() if k in metrics.METRICS
+                                             and metrics.METRICS[k].kind == "quality" and isinstance(v, float))]
+    except (KeyError, TypeError, ValueError):  # a row of another shape
+        return False
+    st.info(f"**Measured here before** ({r['when']}, {'this' if r['session'] == session[:8] else 'another'} "
+            f"session, {safe.plain(r.get('workload') or '')[:40]}): " + "; ".join(said) + ". The results store's "
+            "numbers, not measured now: Apply measures it again here, with the sample outputs, the per-layer report "
+            "and the download.")
+    return True

@@ -43,7 +43,7 @@ def record(res):
     st.session_state.result = res
     row = {"recipe": res["recipe"].ran(res["applied"]),
            **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"], res["recipe"]),
-           "workload": shape(res["workload"])}
+           "workload": shape(res["workload"]), "model_hash": b.content_hash}  # (trial.stored: whose numbers)
     try:
         C.record_apply(jobs.owner(), b.name, res["recipe"].to_json(), row)
     except C.CompressError as e:
@@ -64,7 +64,8 @@ def history():
     rows = [r if r["session"] == mine or r["model"] in C.BUNDLED else {**r, "model": "another session's upload"}
             for r in rows]
     if rows:
-        st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json"]).rename(columns=C.metric_label), hide_index=True)
+        st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json", "model_hash"], errors="ignore")
+                     .rename(columns=C.metric_label), hide_index=True)
     else:
         st.caption("Nothing applied yet" + ("." if every else " in this session."))
 
@@ -252,7 +253,8 @@ with right:
     if opened is not None and (res is None or res["model"] != cached.model_key(b) or res["recipe"] != recipe):
         trial.show(opened)
     elif res is None or res["model"] != cached.model_key(b):
-        st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")
+        if not trial.stored(b, recipe, jobs.owner()):  # (a shared link's recipe, measured by its sender)
+            st.info("Move the controls, then press Apply: the numbers below are measured on this machine.")
     else:
         show(res)
         glance.markdown(guide.glance(res, recipe))
