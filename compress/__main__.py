@@ -1,4 +1,5 @@
-"""CLI: python -m compress inspect|apply|heal|bench. apply and heal print ONE JSON object; logs go to stderr."""
+"""CLI: python -m compress inspect|apply|heal|bench|report|sweep|frontier|table (--help lists them). apply and
+heal print ONE JSON object; logs go to stderr."""
 import argparse
 import dataclasses
 import json

@@ -22,7 +22,8 @@ def _settings(b, t: int) -> dict:
     c = st.columns(5)
     return {"window": c[0].slider("Window W", 1, t, min(4, t), key="learn_var_window"),
             "stride": c[1].slider("Stride s", 1, t, min(3, t), key="learn_var_stride"),
-            "attn_rank": c[2].slider("Projected length k", 1, min(n, 512), min(8, n), key="learn_var_rank"),
+            "attn_rank": c[2].slider("Projected length k", 1, min(n, 512), min(n, 512, -(-4 * n // t)),
+                                     key="learn_var_rank"),  # (about 4 slots over the sentence: below, one)
             "features": c[3].slider("Random features m", 1, min(n, 256), min(16, n), key="learn_var_features"),
             "buckets": c[4].select_slider("Hash buckets n (lsh)", [1, *range(2, min(n, 64) + 1, 2)], 4 if n >= 4 else 1,
                                           key="learn_var_buckets")}
@@ -81,6 +82,11 @@ def variants(b, text):
     if got is None:
         return
     drawn = {name: v for name, v in got.items() if "mix" in v}
+    per = b.info.get("max_positions", 512) / settings["attn_rank"]  # positions a Linformer slot averages at init
+    if "lowrank" in drawn and per * 2 > t:
+        st.caption(f"Linformer at k = {settings['attn_rank']}: each slot starts as the mean of {per:.0f} of the "
+                   f"model's positions, so this {t}-token sentence fills {-(-t // max(1, int(per)))} slot(s) and "
+                   "every query reads nearly the same mean (a flat map). Raise k, or heal: healing learns the slots.")
     key = (cached.model_key(b), text, layer, head, tuple(settings.values()))
     charts.show(st, _figure(*key, _drawn=drawn), key="learn_var_fig")
     st.dataframe(pd.DataFrame(V.table(got)), hide_index=True)

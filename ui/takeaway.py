@@ -53,12 +53,14 @@ def section(b, res):
         c1.download_button(f"Download {_name(b, recipe)}.zip", z["data"], file_name=f"{_name(b, recipe)}.zip",
                            mime="application/zip", key="zip_download", on_click="ignore")  # (no rerun: it
         #  would redraw the report's button while the user reaches for it)
-        c1.caption(f"zip {len(z['data']) / 1e6:.2f} MB; the model's card size {z['model_bytes'] / 1e6:.2f} MB (the zip "
-                   "adds the tokenizer, card.json, recipe.json and a README). Upload it back in the sidebar to "
+        c1.caption(f"zip {len(z['data']) / 1e6:.2f} MB (deflated); the model's card size {z['model_bytes'] / 1e6:.2f} "
+                   "MB, its weights as the app measures them. Beside them: card.json, recipe.json, a README and the "
+                   "tokenizer where the model has one. Upload it back in the sidebar to "
                    "compare it with its original again; `compress.load_compressed('file.zip')` loads it in Python.")
     samples = dict(st.session_state.get("samples") or {})
     c2.download_button("Download the report (.html)", functools.partial(report_html, b, res, samples), file_name=f"{_name(b, recipe)}-report.html",
                        mime="text/html", key="report_download", on_click="ignore")
-    c2.caption("One self-contained file (opens offline): the numbers above, the peer, the recipe, the per-layer "
-               "report and the sample outputs" + ("" if res.get("peer") else " (the peer was not measured: turn on "
-                                                   "'Also measure the peer' and Apply)") + ".")
+    c2.caption("One self-contained file (opens offline): the numbers above, the peer, the recipe"
+               + (", the per-layer report" if res.get("layers") else "") + " and the sample outputs"
+               + ("" if res.get("peer") else " (the peer was not measured: turn on 'Also measure the peer' and Apply)")
+               + ".")

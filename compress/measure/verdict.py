@@ -12,9 +12,9 @@ class Threshold:
 
 
 THRESHOLDS = [  # why these numbers: int8 (no visible change in search results) keeps >= 0.97 fidelity and 0.99 top-1
-    Threshold("fidelity", 0.95, 0.85, what="fidelity (cosine to the original's sentence embeddings)"),
-    Threshold("neighbour_agreement", 0.8, 0.5, what="neighbour agreement (each sentence's 5 nearest others kept)"),
-    Threshold("top1_agreement", 0.95, 0.8, what="next-token top-1 agreement with the original"),
+    Threshold("fidelity", 0.95, 0.85, what="fidelity is the cosine to the original's sentence embeddings"),
+    Threshold("neighbour_agreement", 0.8, 0.5, what="neighbour agreement: each sentence's 5 nearest others kept"),
+    Threshold("top1_agreement", 0.95, 0.8, what="top-1 agreement: next tokens both models rank first"),
 ]
 HINTS = {"kept": "", "some loss": "Healing (a few hundred steps) usually wins most of it back.",
          "large loss": "Heal it (the article: factorization and pruning need it), or pick a gentler recipe (a sweep "
@@ -31,7 +31,7 @@ def verdict(quality: dict, healed: bool = False) -> dict | None:
         v = quality.get(t.metric)
         if isinstance(v, (int, float)) and v == v:
             word = "kept" if v >= t.kept else "some loss" if v >= t.some else "large loss"
-            rule = f"{t.what}: kept at >= {t.kept}, some loss at >= {t.some}, large loss below"
+            rule = f"kept at >= {t.kept}, some loss at >= {t.some}, large loss below; {t.what}"
             hint = (HEALED if healed else HINTS)[word]
             return {"verdict": word, "metric": t.metric, "value": v, "rule": rule, "hint": hint}
     return None

@@ -7,6 +7,7 @@ import re
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
 
 from ..sweep import frontier
 from ..measure import core as measure
@@ -145,18 +146,22 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
                      **{metric_label(m): f"{v:.4f}" for m, v in s["quality"].items()},
                      **{metrics.label(r): f"{lat[r]:,.0f}" for r in metrics.RATES if r in lat},
                      **{metrics.label(m): f"{s[m]:,.1f} {metrics.METRICS[m].unit}" for m in OWN if s.get(m) is not None}})
-    bars = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["size_bytes"] / 1e6 for s in sides.values()],
+    short = {"original": "Original", "compressed": "Compressed", "peer": "Peer (ORT int8)"}  # (the long one was cut)
+    bars = go.Figure([go.Bar(x=[short[k] for k in sides], y=[s["size_bytes"] / 1e6 for s in sides.values()],
                              marker_color=[COLOURS[k] for k in sides], name="size")])
     _chart(bars, "Size of each model (MB)", "model", "size (MB)", 340)
-    lat = go.Figure([go.Bar(x=[label[k] for k in sides], y=[s["lat"]["p50"] for s in sides.values()],
+    lat = go.Figure([go.Bar(x=[short[k] for k in sides], y=[s["lat"]["p50"] for s in sides.values()],
                             error_y={"type": "data", "symmetric": False,
                                      "array": [s["lat"]["p90"] - s["lat"]["p50"] for s in sides.values()],
                                      "arrayminus": [s["lat"]["p50"] - s["lat"]["p10"] for s in sides.values()]},
                             marker_color=[COLOURS[k] for k in sides])])
     _chart(lat, "CPU latency p50 (error bars: p10-p90)", "model", "latency (ms)", 340)
-    qual = go.Figure([go.Bar(name=label[k], x=[metric_label(m) for m in s["quality"]], y=list(s["quality"].values()),
-                             marker_color=COLOURS[k]) for k, s in sides.items()])
-    _chart(qual, "Quality of each model", "metric", "value", 360).update_layout(barmode="group")
+    names = list(o["quality"])  # each metric on its own axis: KL (~0.002) beside bits per char (~1.7) was invisible
+    qual = make_subplots(1, len(names), subplot_titles=[metric_label(m) for m in names], horizontal_spacing=0.08)
+    for i, m in enumerate(names, 1):
+        qual.add_trace(go.Bar(name=metric_label(m), x=[short[k] for k in sides], showlegend=False, marker_color=[
+            COLOURS[k] for k in sides], y=[s["quality"].get(m) for s in sides.values()]), 1, i)
+    _chart(qual, "Quality of each model (each metric on its own axis)", "model", "value", 360)
     peer_line = ("<p>The peer row is what a user would pick instead: the original in ONNX Runtime with its own "
                  "dynamic int8 (per-channel), measured on the same machine and workload, interleaved with its own "
                  "run of the original.</p>") if peer else \

@@ -139,7 +139,7 @@ def show(res):
             return out
         got = sampled(shown, prompt, continue_all, f"{b.name}: continue {prompt[:40]!r}")
         if got is not None:
-            keep_samples(shown, {n: [str(got[n, how]) for how, _ in ways] for n in ("Original", "Compressed")})
+            keep_samples(shown, {n: [f"{how}: {got[n, how]}" for how, _ in ways] for n in ("Original", "Compressed")})
             cols = st.columns(2)
             for col, name in zip(cols, ("Original", "Compressed")):
                 col.markdown(f"**{name}**")

@@ -76,7 +76,8 @@ try:
     st.caption(f"A healing trial lets an Apply in after each healing step. Only the browser that started a sweep can "
                f"stop it: its address holds the sweep's key after a reload, so share the address without its "
                f"`key=` (anyone who opens it with the key may stop the sweep). This server runs at most "
-               f"{lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep(s) per session, "
+               f"{lim['COMPRESS_SWEEPS_PER_SESSION']:g} sweep{'s' * (lim['COMPRESS_SWEEPS_PER_SESSION'] != 1)} per "
+               "session, "
                f"{lim['COMPRESS_SWEEPS_PER_SERVER']:g} in all, {lim['COMPRESS_SWEEP_MINUTES']:g} min each.")
 except C.CompressError as e:  # a bad setting of the server: said here, and Start says it again
     st.warning(safe.plain(e))
