@@ -11,7 +11,8 @@ from compress.models import tokcheck
 from test_uploads import make_zip
 
 pytestmark = pytest.mark.usefixtures("one_thread", "tmpdirs")
-SMALL = dict(MAX_VOCAB=50, MAX_MERGES=50, MAX_ADDED=10, MAX_TOKENIZER_BYTES=100_000, MAX_DEPTH=8)
+SMALL = dict(MAX_VOCAB=50, MAX_MERGES=50, MAX_ADDED=10, MAX_TOKENIZER_BYTES=100_000, MAX_DEPTH=8, MAX_ADDED_CHARS=50,
+             MAX_STEPS=4)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,20 @@ def _cases(files):
                                             max_input_chars_per_word=10**12), "max_input_chars_per_word is 10000000"),
         ("a special token of 9 ids", _pipeline(files, post_processor=_template(ids=[3] * 9)), "adds 9 ids to every"),
         ("a template of 17 pieces", _pipeline(files, post_processor=_template(pieces=17)), "more than 16 pieces"),
+        # a fifth hostile review: text added to every text (2,000 Prepends: 33 s, 2.1 GB for 110 characters), ids
+        # added to every text (500 BertProcessings: 1,000 ids for 64 positions), the added tokens' matcher (60M
+        # characters: 62 s, 1.5 GB at load), a step no family's tokenizer uses
+        ("a Prepend chain", _pipeline(files, normalizer={"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "x" * 10}] * 2}), "Prepend steps add 20 characters to every text"),
+        ("a long normalizer", _pipeline(files, normalizer={"type": "Sequence", "normalizers": [
+            {"type": "Lowercase"}] * 4}), "5 normalizer steps; at most 4"),
+        ("a post-processor Sequence", _pipeline(files, post_processor={"type": "Sequence", "processors": [
+            {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}] * 4}), "5 post_processor steps"),
+        ("an unknown step", _pipeline(files, normalizer={"type": "Precompiled", "precompiled_charsmap": "AAAA"}),
+         "a step of type 'Precompiled'"),
+        ("long added tokens", {**files, tj: json.dumps({**json.loads(files[tj]), "added_tokens": [
+            {"id": 30 + i, "content": f"<{'x' * 18}{i}>", "special": True} for i in range(3)]})},
+         "63 characters of added or special tokens; at most 50"),
     ]
 
 
@@ -123,6 +138,27 @@ def test_every_hostile_tokenizer_file_is_refused_in_one_line(tok_files, tmp_path
         with pytest.raises(C.CompressError, match="is refused: ") as e:
             tokcheck.check_files(_write(tmp_path / str(i), files))
         assert says in str(e.value) and "\n" not in str(e.value), (what, str(e.value))
+
+
+def test_every_id_is_a_row_of_the_models_table_before_anything_is_built(tok_files, tmp_path):
+    """The tokenizer's ids against the model's word table, from the files (it was built first: 62 s and 1.5 GB for a
+    tokenizer then found larger than its model)."""
+    tokcheck.check_files(_write(tmp_path / "fits", tok_files), rows=24)  # 24 words: ids 0 to 23
+    for i, (files, top) in enumerate(((_model(tok_files, vocab={"[UNK]": 0, "w": 500}), 500),
+                                      ({"vocab.txt": "\n".join(f"t{i}" for i in range(30))}, 29),
+                                      ({"vocab.json": json.dumps({"a": 0, "b": 77})}, 77))):
+        with pytest.raises(C.CompressError, match=f"gives token id {top} but the model's table has 24 rows"):
+            tokcheck.check_files(_write(tmp_path / str(i), files), rows=24)
+
+
+def test_a_tokenizer_adding_more_ids_than_the_positions_hold_is_dropped_at_load(good, tok_files, tmp_path):
+    """Within the step bounds, what the post-processor adds to every text is counted once the tokenizer is built: more
+    than MAX_SPECIALS (or than the positions leave) and the model loads without it, said in one line (it was an
+    IndexError on every page)."""
+    bert = {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}
+    files = _pipeline(tok_files, post_processor={"type": "Sequence", "processors": [bert] * 9})  # 27 ids a pair
+    b = C.load_model(str(make_zip(tmp_path / "m.zip", {**good, **files})))
+    assert b.tokenizer is None and "its tokenizer adds 27 special tokens to every text; at most 16" in b.info["note"]
 
 
 def test_real_tokenizers_pass_the_default_bounds(tmp_path):

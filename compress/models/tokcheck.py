@@ -2,8 +2,10 @@
 them: each file sized, free of NUL bytes, UTF-8, its JSON nested at most MAX_DEPTH deep and of the types a tokenizer
 has, its counts (vocabulary, merges, added tokens) and token lengths bounded, how much its Replace steps can
 lengthen a text bounded (a chain of them grows it geometrically, inside the tokenizers library, where neither a
-Cancel nor the job's memory bound reaches), and so its time: only known regular expressions, WordPiece's longest word
-bounded, the ids a post-processor's template adds bounded; a tokenizer that asks for its own code
+Cancel nor the job's memory bound reaches), and so its time: only known step types, few of them, what Prepend steps
+add bounded, only known regular expressions, WordPiece's longest word bounded, the ids a post-processor's template
+adds bounded (and, once loaded, all it adds: uploads.py), every id a row of the model's table; a tokenizer that asks
+for its own code
 (auto_map) or names a class outside the built-in ones of the upload families is refused. Each refusal is one
 CompressError line; uploads.py then loads the model without its tokenizer and says why (the model does not need one:
 it is measured on seeded random ids). A chat template (Jinja code) is dropped unread, never rendered; so are the
@@ -28,6 +30,20 @@ _MODELS = {"BPE": dict, "WordPiece": dict, "WordLevel": dict, "Unigram": list}  
 MAX_WORD_CHARS = 200              # WordPiece's max_input_chars_per_word (BERT's and MPNet's: 100); cost grows as n^3
 MAX_SPECIAL_IDS = 8               # ids one special token of a post-processor's template adds (real ones: 1)
 MAX_TEMPLATE = 16                 # pieces of a template (real ones: 3 to 6)
+MAX_ADDED_CHARS = 256_000         # all added tokens' characters together (the matcher is built over them at load:
+#                                   60M took 62 s and 1.5 GB, no Cancel reaching it; Gemma 3's ~6,400 are ~100,000)
+MAX_STEPS = 16                    # steps of one pipeline part, nested Sequences included (real ones: 1 to 5)
+MAX_PREPEND = 16                  # characters the Prepend steps add to every text together (real ones: 1, "▁")
+MAX_SPECIALS = 16                 # ids the post-processor adds to one text (real ones: 1 to 4), checked once loaded
+# the step types of each part of a tokenizer.json pipeline (tokenizers 0.23's): any other is refused
+PIPELINE = {"normalizer": {"BertNormalizer", "ByteLevel", "Lowercase", "NFC", "NFD", "NFKC", "NFKD",
+                           "Prepend", "Replace", "Sequence", "Strip", "StripAccents"},
+            "pre_tokenizer": {"BertPreTokenizer", "ByteLevel", "CharDelimiterSplit", "Digits", "FixedLength",
+                              "Metaspace", "Punctuation", "Sequence", "Split", "UnicodeScripts", "Whitespace",
+                              "WhitespaceSplit"},
+            "post_processor": {"BertProcessing", "ByteLevel", "RobertaProcessing", "Sequence", "TemplateProcessing"},
+            "decoder": {"BPEDecoder", "ByteFallback", "ByteLevel", "CTC", "Fuse", "Metaspace", "Replace", "Sequence",
+                        "Strip", "WordPiece"}}
 # The regular expressions a tokenizer.json may hold (a Split pre-tokenizer's, a Replace's): those of the upload
 # families' tokenizers as transformers writes them. Any other is refused: Oniguruma backtracks, and an unknown pattern
 # can take minutes on one line (or panic), inside the tokenizers library where neither Cancel nor a time cap reaches.
@@ -66,6 +82,8 @@ def _tokens(name: str, ts) -> None:
     _count(name, "added or special tokens", len(ts), MAX_ADDED)
     for t in ts:
         _token(name, t)
+    _count(name, "characters of added or special tokens", sum(len(t.get("content") if isinstance(t, dict) else t)
+                                                              for t in ts), MAX_ADDED_CHARS)
 
 
 def _lengths(name: str, what: str, texts, most: int = MAX_TOKEN_CHARS) -> None:
@@ -100,7 +118,7 @@ def _json(name: str, text: str, kind=dict):
     return v
 
 
-def _tokenizer_json(name: str, d: dict) -> None:
+def _tokenizer_json(name: str, d: dict, rows: int | None) -> None:
     model = d.get("model")
     kind = _MODELS.get(model.get("type", "BPE")) if isinstance(model, dict) else None
     if kind is None or not isinstance(model.get("vocab"), kind):
@@ -118,9 +136,39 @@ def _tokenizer_json(name: str, d: dict) -> None:
         _refuse(name, f"its max_input_chars_per_word is {str(n)[:20]}; at most {MAX_WORD_CHARS} (BERT's: 100): "
                       "WordPiece's time on a long word grows with its cube")
     _tokens(name, d.get("added_tokens") or [])
+    _pipeline(name, d)
     _replaces(name, d)
     _patterns(name, d)
     _template(name, d.get("post_processor"))
+    ids = list(model["vocab"].values()) if kind is dict else [len(model["vocab"]) - 1]
+    ids += [t.get("id") for t in d.get("added_tokens") or [] if isinstance(t, dict)]
+    _ids(name, ids, rows)
+
+
+def _ids(name: str, ids, rows: int | None) -> None:
+    """Every id a row of the model's word table (rows), checked before the tokenizer is built (it was built, 60 s and
+    1.5 GB for long added tokens, and only then found larger than the model)."""
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+        _refuse(name, "its token ids are not all integers of 0 or more")
+    top = max(ids, default=0)
+    if rows is not None and top >= rows:
+        _refuse(name, f"it gives token id {top:,} but the model's table has {rows:,} rows")
+
+
+def _pipeline(name: str, d: dict) -> None:
+    """Each part of the pipeline of known step types (PIPELINE), at most MAX_STEPS of them, and what its Prepend steps
+    add to every text bounded (a chain of 2,000 of them made a 110-character text take 33 s and 2.1 GB)."""
+    for part, known in PIPELINE.items():
+        steps = [v for v in _steps({part: d.get(part)}) if "type" in v]
+        bad = next((v["type"] for v in steps if v["type"] not in known), None)
+        if bad is not None:
+            _refuse(name, f"its {part} has a step of type {str(bad)[:40]!r}, which no tokenizer of the upload "
+                          "families uses")
+        _count(name, f"{part} steps", len(steps), MAX_STEPS)
+        added = sum(len(v["prepend"]) if isinstance(v.get("prepend"), str) else MAX_TOKEN_CHARS for v in steps
+                    if v["type"] == "Prepend")
+        if added > MAX_PREPEND:
+            _refuse(name, f"its Prepend steps add {added:,} characters to every text; at most {MAX_PREPEND}")
 
 
 def _steps(d: dict):
@@ -187,10 +235,10 @@ def _config(name: str, d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in DROPPED and not k.endswith(("_file", "_files"))}
 
 
-def check_files(d: Path, names=TOKENIZER_FILES) -> None:
-    """Check the tokenizer files `names` present in folder d (module docstring); tokenizer_config.json is rewritten
-    in d without its dropped keys (d is the upload's staging folder: a link there is replaced, never written
-    through)."""
+def check_files(d: Path, names=TOKENIZER_FILES, rows: int | None = None) -> None:
+    """Check the tokenizer files `names` present in folder d (module docstring), every id under `rows` (the model's
+    word table) when given; tokenizer_config.json is rewritten in d without its dropped keys (d is the upload's
+    staging folder: a link there is replaced, never written through)."""
     for name in sorted(n for n in names if (d / n).exists()):
         p = d / name
         size = p.stat().st_size
@@ -207,8 +255,10 @@ def check_files(d: Path, names=TOKENIZER_FILES) -> None:
             lines = text.splitlines()
             _count(name, "lines", len(lines), MAX_VOCAB if name == "vocab.txt" else MAX_MERGES)
             _lengths(name, "line", lines)
+            if name == "vocab.txt":
+                _ids(name, [len(lines) - 1], rows)
         elif name == "tokenizer.json":
-            _tokenizer_json(name, _json(name, text))
+            _tokenizer_json(name, _json(name, text), rows)
         elif name == "tokenizer_config.json":
             clean = _config(name, _json(name, text))
             p.unlink()  # (a folder upload's file is linked here: the link goes, the user's file stays)
@@ -223,3 +273,4 @@ def check_files(d: Path, names=TOKENIZER_FILES) -> None:
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in v.values()):
                 _refuse(name, "its ids are not all integers")
             _tokens(name, list(v)) if name == "added_tokens.json" else _lengths(name, "vocabulary entry", v)
+            _ids(name, list(v.values()), rows)

@@ -17,6 +17,7 @@ import torch
 
 from .adapters import ADAPTERS
 from .configcheck import check_raw
+from . import tokcheck
 from .tokcheck import check_files as check_tokenizer_files
 from .pooling import read as read_pooling
 from .bundle import ModelBundle, file_sha256, hf_info
@@ -213,9 +214,9 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBu
     check_loading(model, info)
     check_finite(model)
     adapter.prepare(model)  # GPT-2's Conv1D, ModernBERT's fused GeGLU: from here on what every technique expects
-    tok, why = _tokenizer(d, cfg.vocab_size)
     info = hf_info(cfg, name)
     info["max_positions"] -= adapter.position_offset(cfg)
+    tok, why = _tokenizer(d, cfg.vocab_size, info["max_positions"])
     info.update(**({} if tok else {"metric_note": NO_TOKENIZER}), tokenizer=tok is not None,
                 params=sum(p.numel() for p in model.parameters()), dtype=dtype_words(stored, as_dtype))
     if not adapter.causal:  # sentence-transformers' Pooling / Normalize settings, where the folder has them
@@ -236,13 +237,13 @@ def dtype_words(stored: torch.dtype, held: torch.dtype) -> str:
     return f"{name}, {'widened' if stored in (torch.bfloat16, torch.float16) else 'converted'} from {was}"
 
 
-def _tokenizer(d: Path, vocab_size: int):
+def _tokenizer(d: Path, vocab_size: int, positions: int):
     """(tokenizer, None) or (None, why not). A broken tokenizer does not block the model."""
     if not any((d / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json")):
         return None, "the upload has no tokenizer files"
     from transformers import AutoTokenizer
     try:
-        check_tokenizer_files(d)  # sized, counted and typed before any library parses them
+        check_tokenizer_files(d, rows=vocab_size)  # sized, counted and typed before any library parses them
     except CompressError as e:
         return None, str(e)
     try:
@@ -255,6 +256,13 @@ def _tokenizer(d: Path, vocab_size: int):
     top = max(tok.get_vocab().values(), default=0)  # ids, not the count: a sparse vocabulary can name row 999,999
     if top >= vocab_size:
         return None, f"its tokenizer gives token id {top:,} but the model's table has {vocab_size:,} rows"
+    try:  # what its post-processor adds to every text, after truncation: the text must still fit the positions
+        extra = max(tok.num_special_tokens_to_add(), tok.num_special_tokens_to_add(pair=True))
+    except Exception as e:  # noqa: BLE001 (the tokenizers library's own error on an odd post-processor)
+        return None, f"its tokenizer's post-processor could not be run ({one_line(e)})"
+    if extra > min(tokcheck.MAX_SPECIALS, positions - MIN_POSITIONS):
+        return None, (f"its tokenizer adds {extra:,} special tokens to every text; at most "
+                      f"{min(tokcheck.MAX_SPECIALS, positions - MIN_POSITIONS)} for {positions} positions")
     if tok.pad_token is None:  # GPT-2 has no pad token; padded positions are masked out anyway
         if tok.eos_token is None:
             return None, "its tokenizer has no padding or end-of-text token"
