@@ -203,6 +203,10 @@ def measure(original: ModelBundle, compressed: ModelBundle, workload: str = "ids
     without healing) its numbers and quality; own: the metrics measured on their own (metrics.own: None = those every
     measurement takes, "all", or names) for both, where this model has them; gpu=False: no GPU timing even where
     there is a GPU. progress(fraction) while timing."""
+    per = compressed.applied.get("attention_mb_per_token", 0.0)  # an attention variant's activations, over this
+    if per:  # workload or the quality sets' batches (64 x 128), checked before either runs
+        membound.check("apply", original.model, compressed.name,
+                       extra_mb=per * max(batch * seq if metrics.has_shape(workload) else 0, 64 * 128))
     share = 0.5 if peer is not None else 1.0
     lat = benchmark(original, compressed, batch, seq, runs, workload=workload,
                     progress=progress and (lambda f: progress(f * share))) if timed else None

@@ -43,6 +43,8 @@ _COUNTS = {**{a.layers_attr: MAX_LAYERS for a in ADAPTERS.values()},
            **{k: most for a in ADAPTERS.values() for k, most in a.extra_counts},
            "num_labels": 10_000}  # transformers builds id2label and label2id of that many entries while parsing
 MIN_POSITIONS = 8  # positions a text may use, at least (fewer: every sentence is cut to a token or two)
+MAX_POSITIONS = 8192  # positions a text may use here, at most, whatever the config declares (ModernBERT's 8,192;
+#                       a rotary model's 2^31 bounded its attention variants' settings by nothing)
 MAX_SINUSOIDAL = 2**21  # DistilBERT's sinusoidal table, positions x hidden: its default is 512 x 768
 RUNTIME = dict(return_dict=True, output_hidden_states=False, output_attentions=False, torchscript=False,
                chunk_size_feed_forward=0, pruned_heads={})  # set as a config's runtime switches are by default
@@ -215,7 +217,7 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBu
     check_finite(model)
     adapter.prepare(model)  # GPT-2's Conv1D, ModernBERT's fused GeGLU: from here on what every technique expects
     info = hf_info(cfg, name)
-    info["max_positions"] -= adapter.position_offset(cfg)
+    info["max_positions"] = min(info["max_positions"] - adapter.position_offset(cfg), MAX_POSITIONS)
     tok, why = _tokenizer(d, cfg.vocab_size, info["max_positions"])
     info.update(**({} if tok else {"metric_note": NO_TOKENIZER}), tokenizer=tok is not None,
                 params=sum(p.numel() for p in model.parameters()), dtype=dtype_words(stored, as_dtype))

@@ -8,6 +8,8 @@ from ..measure.measurement import (STRETCH, WORKLOADS, Measurement, benchmark, m
                                    row, time_sentences, timing)  # (re-exported: the table's names for them)
 from ..serve import membound
 from ..models.bundle import ModelBundle
+from ..techniques.attention import mb_per_token
+from ..techniques.heal import HEAL_TOKENS
 from ..serve.cache import LRU
 from ..serve.cancel import checkpoint
 from ..errors import CompressError
@@ -22,7 +24,9 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
     why = refusal(base, recipe)
     if why:
         raise CompressError(why)
-    membound.check("heal" if recipe.heal_steps and load is None else "apply", base.model, base.name)
+    heals = recipe.heal_steps and load is None  # (a variant's activations over healing's batches; Apply's over its
+    membound.check("heal" if heals else "apply", base.model, base.name,  # workload: measurement.measure)
+                   extra_mb=mb_per_token(base.info, recipe) * HEAL_TOKENS if heals else 0.0)
     work = copy.deepcopy(base.model)  # the original is shared: never mutate it
     if any(p.dtype in (torch.bfloat16, torch.float16) for p in work.parameters()):
         work = work.float()  # bf16/fp16 kept at load (uploads' dtype="keep"): every technique runs on float32
@@ -70,6 +74,8 @@ def compressed_model(bundle: ModelBundle, recipe: Recipe) -> ModelBundle:
 def finish(ctx: Ctx) -> ModelBundle:
     b, model = ctx.base, ctx.model.eval()
     applied = {"runtime_applied": "eager", **ctx.applied}
+    if ctx.recipe.attention != "none":  # what its attention holds per token: measurement.measure's memory check
+        applied["attention_mb_per_token"] = mb_per_token(b.info, ctx.recipe)
     return ModelBundle(model, b.name, b.adapter, b.tokenizer, b.content_hash, dict(b.info), recipe=ctx.recipe,
                        layers=ctx.layers, sized_model=ctx.sized_model or model,
                        applied=applied)

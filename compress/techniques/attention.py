@@ -9,6 +9,7 @@ import torch.nn as nn
 from . import kernel_attn, lowrank_attn, lsh_attn, sparseattn
 
 VARIANTS = ("none", "local", "strided", "local+strided", "lowrank", "kernel", "linear", "lsh")
+MAX_FEATURES = MAX_BUCKETS = 1024  # whatever positions a config declares (Performer's m: 64 to 256; Reformer's n: 8-64)
 WINDOWED = ("local", "local+strided", "lsh")  # (lsh: W is its chunk length)
 ENCODER_ONLY = ("lowrank", "lsh")  # they mix in positions from the whole sequence
 STRIDED = ("strided", "local+strided")
@@ -90,8 +91,9 @@ def refuse(b, r) -> str | None:
     if v == "lsh" and b.adapter.causal:
         return f"LSH attention sorts the whole sequence by bucket, so which earlier keys a token sees would depend on " \
                f"later tokens: it cannot apply to {b.name}, a causal (decoder) model"
-    if v == "lsh" and r.buckets > n:
-        return f"{b.name} takes at most {n} positions: {r.buckets} buckets would leave most empty (n from 1 to {n})"
+    if v == "lsh" and r.buckets > min(n, MAX_BUCKETS):
+        return f"{b.name} takes at most {n} positions: {r.buckets} buckets would leave most empty (n from 1 to " \
+               f"{min(n, MAX_BUCKETS)})"
     cols, most = lowrank_attn.columns(n), lowrank_attn.MAX_ENTRIES  # Linformer's positions, its numbers at most
     if v == "lowrank" and r.attn_rank > cols:
         return f"{b.name} takes at most {cols} positions{'' if cols == n else ' under Linformer'}: a projection to " \
@@ -100,12 +102,26 @@ def refuse(b, r) -> str | None:
     if v == "lowrank" and entries > most:
         return f"Linformer's projections of k = {r.attn_rank} over {cols:,} positions in {b.info['layers']} blocks " \
                f"would hold {entries:,} numbers; at most {most:,} (k up to {most // (3 * b.info['layers'] * cols)})"
-    if v == "kernel" and r.features > n:
+    if v == "kernel" and r.features > min(n, MAX_FEATURES):
         return f"with m = {r.features} features per head a kernel costs more than full attention at every length " \
-               f"{b.name} takes (at most {n} positions): m from 1 to {n}"
+               f"{b.name} takes (at most {n} positions): m from 1 to {n}" if r.features > n else \
+               f"m = {r.features} random features per head; at most {MAX_FEATURES} here (Performer's: 64 to 256)"
     if v == "local+strided" and b.info["heads"] < 2:
         return f"local+strided gives half of each block's heads to each pattern; {b.name} has 1 head per block"
     return None
+
+
+def mb_per_token(info: dict, r) -> float:
+    """What one block's attention of this variant may hold at once per token of a batch, in MB: a query's keys,
+    slots or features (the variant's width, at the longest text the model takes) x heads x 4 bytes, x 4 for the
+    intermediates. The memory checks of Apply and healing add it, times their tokens, to the weights' copies, which
+    know nothing of a variant's m or k (m = 65,536 on a 50K-param model with 2^31 declared positions took 414 s and
+    17 GB)."""
+    t = info["max_positions"]
+    width = {"none": 0, "kernel": 3 * r.features, "lowrank": r.attn_rank, "local": 3 * min(r.window, t),
+             "lsh": 3 * min(r.window, t) + r.buckets, "strided": t // max(1, r.stride) + 1,
+             "local+strided": 3 * min(r.window, t) + t // max(1, r.stride)}.get(r.attention, t)  # linear: its T x d
+    return info["heads"] * width * 4 * 4 / 1e6
 
 
 def describe(r) -> str:

@@ -53,6 +53,9 @@ TEACH = ("Healing: a short distillation from the original (teacher) into the com
 
 
 
+HEAL_TOKENS = 32 * 128  # a healing batch's tokens at most: heal()'s batch of 32 texts, each cut at 128 tokens
+
+
 def heal_texts(teacher, which: str = "styles") -> list[str]:
     """Default healing text: the family's own (TinyGPT: its training split in windows), else the recipe's heal_text
     (measure/general.py: styles, general or both). Never an evaluation set."""
