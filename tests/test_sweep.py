@@ -92,6 +92,9 @@ def test_grid_sweep_points_equal_single_applies(tiny_gpt, tmp_path, one_thread):
         assert (r["trial"] in best) == (not beaten)
     again = sweep.run(tiny_gpt, space, "rank", _url(tmp_path))
     assert again["ran_here"] == 0 and again["trials"] == {"complete": 3}
+    from compress.sweep import studies  # listed for this model's weights only: two uploads named alike are two models
+    assert studies.names("tinygpt", _url(tmp_path), tiny_gpt.content_hash) == ["rank"]
+    assert studies.names("tinygpt", _url(tmp_path), "another model's hash") == []
     from compress.__main__ import main  # the study's one-file report, from the store (nothing measured)
     assert main(["report", "--study", "rank", "--storage", _url(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()

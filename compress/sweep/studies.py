@@ -23,8 +23,9 @@ def limits() -> dict:
     return {k: float(number(k, default, most=MAX_MINUTES)) for k, default in SWEEP_LIMITS.items()}
 
 
-def names(model: str | None = None, url: str | None = None) -> list[str]:
-    """The compress sweeps in the store (of one model), newest first."""
+def names(model: str | None = None, url: str | None = None, content_hash: str | None = None) -> list[str]:
+    """The compress sweeps in the store (of one model: its name and, given, its weights' hash: two visitors' uploads
+    named model.zip are two models), newest first."""
     import optuna
     try:
         found = optuna.study.get_all_study_summaries(store.optuna_storage(url), include_best_trial=False)
@@ -35,7 +36,8 @@ def names(model: str | None = None, url: str | None = None) -> list[str]:
     out = []
     for s in found:
         space = s.user_attrs.get("space")
-        if space and (model is None or json.loads(space)["model"] == model):
+        if space and (model is None or json.loads(space)["model"] == model) and \
+                (content_hash is None or s.user_attrs.get("content_hash") in (None, content_hash)):
             out.append((s.user_attrs.get("created", 0), s.study_name))
     return [n for _, n in sorted(out, reverse=True)]
 

@@ -150,7 +150,7 @@ def studies_section():
     """The store's studies of this model; refreshed every few seconds while one runs (a fragment)."""
     st.subheader("Studies")
     try:
-        names = studies.names(b.name)
+        names = studies.names(b.name, content_hash=b.content_hash)
     except C.CompressError as e:
         st.error(safe.plain(e))
         return live(False)
