@@ -64,6 +64,9 @@ def test_sweep_then_click_a_frontier_point(server):
         assert frontier.count() >= 2  # the smallest and the best points at least
         _idle(page)
         page.screenshot(path=str(SHOT), full_page=True)
+        scrolled = "Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollTop))"
+        page.locator(".js-plotly-plot").first.evaluate("e => e.scrollIntoView()")  # the page scrolled down to the plot
+        assert page.evaluate(scrolled) > 0
         frontier.first.click(force=True)  # the smallest recipe on the frontier: rank ratio 0.2
         page.get_by_role("button", name="Apply", exact=True).wait_for(timeout=90_000)
         _idle(page)
@@ -73,7 +76,8 @@ def test_sweep_then_click_a_frontier_point(server):
             pass  # the assertion below says what the URL held
         url = page.url
         said = page.get_by_text("Measured by the sweep").first.inner_text()  # its stored numbers, at once
+        top = page.evaluate(scrolled)  # Compress opens at its top, not at the Trade-offs page's scroll
         browser.close()
     assert "/compress" in url and "rank_mode=ratio" in url and "rank=0.2" in url
-    assert "Measured by the sweep" in said
+    assert "Measured by the sweep" in said and top == 0, top
     assert SHOT.stat().st_size > 10_000

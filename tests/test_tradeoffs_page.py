@@ -99,6 +99,7 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     assert not again.exception, again.exception
     hist = again.dataframe[-1].value
     assert len(hist) == 1 and hist["model"][0] == "tinygpt" and "rank ratio 0.2" in hist["recipe"][0]
+    assert list(hist.columns[:6]) == ["when", "model", "recipe", "size MB", "x smaller", "x faster"]  # a phone's width
     C.record_apply("another-visitor", "acme-confidential-v3.zip", C.Recipe().to_json(), {"size_mb": 1.0})
     again.run()  # another visitor's upload: its numbers shown, its file name not
     hist = again.dataframe[-1].value

@@ -63,9 +63,10 @@ def history():
     mine = jobs.owner()[:8]  # another visitor's upload is theirs: its file name ("acme-confidential.zip") stays hidden
     rows = [r if r["session"] == mine or r["model"] in C.BUNDLED else {**r, "model": "another session's upload"}
             for r in rows]
-    if rows:
-        st.dataframe(pd.DataFrame(rows).drop(columns=["recipe_json", "model_hash"], errors="ignore")
-                     .rename(columns=C.metric_label), hide_index=True)
+    if rows:  # what was asked and what it gave first: on a phone the rest scrolls
+        table = pd.DataFrame(rows).drop(columns=["recipe_json", "model_hash"], errors="ignore")
+        first = [c for c in ("when", "model", "recipe", "size MB", "x smaller", "x faster", "timing") if c in table]
+        st.dataframe(table[list(dict.fromkeys(first + list(table)))].rename(columns=C.metric_label), hide_index=True)
     else:
         st.caption("Nothing applied yet" + ("." if every else " in this session."))
 
