@@ -1,5 +1,4 @@
-"""CLI: python -m compress inspect|apply|heal|bench|report|sweep|frontier|table (--help lists them). apply and
-heal print ONE JSON object; logs go to stderr."""
+"""CLI: python -m compress inspect|apply|heal|bench|report|sweep|frontier|table; apply, heal print ONE JSON object."""
 import argparse
 import dataclasses
 import json

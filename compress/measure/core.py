@@ -111,8 +111,7 @@ def size_bytes(model, progress=None, total: int = 0) -> int:
 
 
 def _table_head(model, adapter) -> str | None:
-    """The layer that holds the word table's weights with it (an LM head tied to the table: GPT-2, TinyLlama; after
-    int8 the table reads the head's rows), or None."""
+    """The layer holding the word table's weights (a tied LM head; after int8 the table reads its rows), or None."""
     modules = dict(model.named_modules())
     table = modules.get(adapter.word_embeddings)
     owner, w = getattr(table, "head", None), getattr(table, "weight", None)
