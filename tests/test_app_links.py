@@ -93,7 +93,7 @@ def test_a_links_healing_time_cap_travels_with_its_steps(app):
         assert at.number_input(key="heal_minutes").value == 5.0
 
 
-def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app):
+def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app, tiny_bert):
     """A shared link's receiver sees the sender's numbers from the results store without measuring (or healing) again,
     marked as stored; another recipe, or none measured, says to press Apply (a newcomer's review: the room got blank
     pages)."""
@@ -117,3 +117,11 @@ def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app
             assert "fidelity" in said[0] and "Apply measures it again here" in said[0]
         else:
             assert any(i.value.startswith("Move the controls") for i in fresh.info)
+    # an upload of the same weights with another config (the same hash) is never shown as the bundled model's
+    C.record_apply("attacker", "tiny-bert.zip", C.Recipe(quant="int8", ffn=0.5).to_json(),
+                   {"recipe": "poisoned", "size MB": 0.01, "x smaller": 999, "model_hash": tiny_bert.content_hash})
+    fresh = AppTest.from_file(APP, default_timeout=120)
+    fresh.query_params.update({"model": "tiny-bert", "quant": "int8", "ffn": "0.5"})
+    fresh.run()
+    fresh.switch_page("ui/pages/compress.py").run()
+    assert not [i for i in fresh.info if "poisoned" in i.value or i.value.startswith("**Measured here before**")]

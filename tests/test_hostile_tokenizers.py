@@ -106,6 +106,14 @@ def _cases(files):
             {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}] * 4}), "5 post_processor steps"),
         ("an unknown step", _pipeline(files, normalizer={"type": "Precompiled", "precompiled_charsmap": "AAAA"}),
          "a step of type 'Precompiled'"),
+        # the tokenizers library reads a step without a type by its fields: 24 untyped e -> ee Replaces took 8 s and
+        # 1.65 GB on "see" (a sixth review), past every bound above
+        ("an untyped Replace", _pipeline(files, normalizer={"type": "Sequence", "normalizers": [
+            {"pattern": {"String": "e"}, "content": "ee"}]}), "its normalizer has a step without a type"),
+        ("an untyped Prepend", _pipeline(files, normalizer={"prepend": "x" * 4000}), "a step without a type"),
+        ("an untyped decoder", _pipeline(files, decoder={"type": "Sequence", "decoders": [
+            {"pattern": {"String": "e"}, "content": "ee"}]}), "its decoder has a step without a type"),
+        ("a Sequence of nothing", _pipeline(files, normalizer={"type": "Sequence"}), "Sequence lists no steps"),
         ("long added tokens", {**files, tj: json.dumps({**json.loads(files[tj]), "added_tokens": [
             {"id": 30 + i, "content": f"<{'x' * 18}{i}>", "special": True} for i in range(3)]})},
          "63 characters of added or special tokens; at most 50"),

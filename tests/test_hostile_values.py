@@ -134,6 +134,18 @@ def test_a_lone_surrogate_is_a_clean_error(tiny_gpt, tiny_bert):
         evaluate.search(tiny_bert, "\ud800")
 
 
+def test_a_continuation_reads_at_most_its_context_whatever_the_tokenizer_makes_of_the_prompt(tiny_gpt, monkeypatch):
+    """A tokenizer may make 128,000 ids of a 500-character prompt (a Replace of growth 64): each step's forward
+    reads the last MAX_CONTEXT ids at most (it read up to the model's 8,192 positions, 120 times a sample)."""
+    from compress.measure import evaluate
+    seen = []
+    real = evaluate.forward
+    monkeypatch.setattr(evaluate, "MAX_CONTEXT", 8)
+    monkeypatch.setattr(evaluate, "forward", lambda m, a, ids, *r: (seen.append(ids.shape[1]), real(m, a, ids, *r))[1])
+    C.complete(tiny_gpt, "def f(x): return x * 2 + 1 if x else None", max_new_tokens=3)
+    assert seen and max(seen) == 8
+
+
 def test_the_comparisons_badge_says_larger_and_slower_when_a_model_grows():
     from ui import compare, guide
     assert compare.change(4.0, "smaller", "larger") == {"change": "4.00x smaller", "arrow": "up"}

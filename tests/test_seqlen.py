@@ -79,3 +79,18 @@ def test_the_recipes_curve_stops_at_the_memory_bound_and_refuses_what_it_cannot_
         with pytest.raises(C.CompressError, match=words):
             seqlen.of_recipe(tiny_gpt, r, 256, log=lambda m: None)
 
+
+
+def test_each_length_counts_the_variants_own_activations(tiny_gpt, monkeypatch):
+    """A local window of W >= T holds 3T keys a query (and a mask and a softmax of that shape): the check of each
+    length adds it to full attention's estimate (a sixth hostile review: W = 65,536 passed at 807 MB estimated and
+    used 2,473 MB). With a budget that holds full attention at T=256 but not the window's share, the curve stops."""
+    from compress.serve import membound
+    from compress.techniques.attention import mb_per_token
+    wide = C.Recipe(attention="local", window=65536)
+    params = membound.params_of(tiny_gpt.model) * (len(tiny_gpt.adapter.attn_runtimes) + 1)
+    plain = membound.estimate_mb("seqlen", params) + seqlen.activations_mb(tiny_gpt, 256)
+    assert mb_per_token(tiny_gpt.info, wide, 256) * 256 > 1.0  # the window's share at T=256: more than 1 MB
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", f"{plain + 0.5:.3f}")
+    got = seqlen.of_recipe(tiny_gpt, wide, 256, log=lambda m: None)
+    assert {r["T"] for r in got["rows"]} == {128} and got["notes"][0].startswith("stopped before T=256: ")

@@ -176,6 +176,13 @@ def test_applies_are_kept_per_session(tmp_path):
     assert [r["model"] for r in mine] == ["tinygpt"] and mine[0]["size MB"] == 3.1
     assert C.Recipe.from_json(mine[0]["recipe_json"]) == C.Recipe(layers=2)
     assert [r["model"] for r in store.applies(url=url)] == ["minilm", "tinygpt"]
+    assert [r["session"] for r in store.applies(url=url, model="tinygpt")] == ["session-"]  # one model's rows
+    import sqlalchemy as sa  # a row this code cannot read (another version's): left out, the rest still read
+    engine, table = store._table(url, "applies")
+    with engine.begin() as db:
+        for bad in ("[1]", "null", "{not json"):
+            db.execute(table.insert().values(created=0.0, session="x", model="tinygpt", recipe="{}", row=bad))
+    assert [r["model"] for r in store.applies(url=url)] == ["minilm", "tinygpt"] and sa
 
 
 def test_timed_and_healed_trials_keep_both_and_remeasure_the_frontier(tiny_gpt, tmp_path, one_thread):

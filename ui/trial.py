@@ -74,13 +74,15 @@ def show(t: dict) -> None:
 
 
 def stored(b, recipe, session: str) -> bool:
-    """The newest Apply of this model (its weights' hash) and this recipe in the results store, said at once: a shared
-    link's receiver sees the sender's numbers without healing again. An upload's only from its own session. False
-    when there is none, or the store cannot be read."""
+    """The newest Apply of this model and this recipe in the results store, said at once: a shared link's receiver
+    sees the sender's numbers without healing again. A bundled model's rows are those recorded under its name (an
+    upload is never named so: an upload of MiniLM's weights with another config showed its numbers as MiniLM's);
+    an upload's only from its own session; both of the same weights' hash. False when there is none, or the store
+    cannot be read."""
     if recipe == C.Recipe():
         return False
     try:
-        rows = C.applies(None if b.name in C.BUNDLED else session)
+        rows = C.applies(None if b.name in C.BUNDLED else session, model=b.name)
     except C.CompressError:
         return False
     for r in rows:

@@ -19,7 +19,7 @@ from ..table import pipeline
 from ..table.recipe import Recipe
 from ..table.steps import STEPS
 from ..techniques import lowrank_attn
-from ..techniques.attention import attention_modules
+from ..techniques.attention import attention_modules, mb_per_token
 from ..measure import core
 from ..measure.metrics import peak_rss_rise_mb
 from ..errors import CompressError
@@ -107,12 +107,15 @@ def curve(bundle, lengths=LENGTHS, runs=7, log=print, variants: dict | None = No
         raise CompressError("no CUDA GPU on this machine: time the curve on the cpu")
     todo = {n: r for n, r in (VARIANTS if variants is None else variants).items() if pipeline.refusal(bundle, r) is None}
     params = membound.params_of(bundle.model) * (len(bundle.adapter.attn_runtimes) + len(todo))
-    membound.check("seqlen", None, f"{bundle.name} at T={lengths[0]}", params, activations_mb(bundle, lengths[0]))
+
+    def need(T):  # full attention's forward, or a variant's at T when it holds more (a local window of 3T keys)
+        return activations_mb(bundle, T) + max((mb_per_token(bundle.info, r, T) * T for r in todo.values()), default=0)
+    membound.check("seqlen", None, f"{bundle.name} at T={lengths[0]}", params, need(lengths[0]))
     rows, base = [], models(bundle, todo)  # (checked before a copy is made)
     for T in lengths:
         checkpoint()
         try:
-            membound.check("seqlen", None, f"{bundle.name} at T={T}", params, activations_mb(bundle, T))
+            membound.check("seqlen", None, f"{bundle.name} at T={T}", params, need(T))
         except CompressError as e:
             if not rows:
                 raise

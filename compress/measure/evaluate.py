@@ -35,6 +35,7 @@ def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0
 
 
 MAX_WORKLOAD_TOKENS = 64 * 256
+MAX_CONTEXT = 512  # tokens a sample continuation reads at each step, at most (a prompt is 500 characters at most)
 MAX_REF_BYTES = 64 << 20  # the original's next-token log-probs, kept per bundle up to this (tinygpt: 32 MB; 32k: GBs)
 
 
@@ -252,15 +253,16 @@ def complete(bundle, prompt: str, max_new_tokens: int = 20, greedy: bool = True,
     token, so every compressed copy, traced ones included, runs it)."""
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot continue a text")
-    membound.check("sample", bundle.model, bundle.name)
-    ids = bundle.tokenizer(_unicode(prompt), return_tensors="pt")["input_ids"]  # (1, T)
-    start = ids.shape[1]
+    context = min(bundle.info["max_positions"], MAX_CONTEXT)  # what each token's forward reads, at most
+    membound.check("sample", bundle.model, bundle.name,
+                   extra_mb=bundle.applied.get("attention_mb_per_token", 0.0) * context)  # a variant's activations
+    ids = bundle.tokenizer(_unicode(prompt), return_tensors="pt")["input_ids"][:, -context:]  # (1, T): a tokenizer
+    start = ids.shape[1]  # may make 128,000 ids of a 500-character prompt
     if start == 0:
         raise CompressError("give a prompt to continue")
     g = torch.Generator().manual_seed(seed)
     for _ in range(max_new_tokens):
-        logits = _finite(forward(bundle.model, bundle.adapter, ids[:, -bundle.info["max_positions"]:])[:, -1].float(),
-                         bundle)  # (1, V)
+        logits = _finite(forward(bundle.model, bundle.adapter, ids[:, -context:])[:, -1].float(), bundle)  # (1, V)
         if greedy:
             nxt = logits.argmax(-1, keepdim=True)
         else:

@@ -35,6 +35,7 @@ MAX_ADDED_CHARS = 256_000         # all added tokens' characters together (the m
 MAX_STEPS = 16                    # steps of one pipeline part, nested Sequences included (real ones: 1 to 5)
 MAX_PREPEND = 16                  # characters the Prepend steps add to every text together (real ones: 1, "▁")
 MAX_SPECIALS = 16                 # ids the post-processor adds to one text (real ones: 1 to 4), checked once loaded
+SEQUENCES = ("normalizers", "pretokenizers", "processors", "decoders")  # a Sequence's steps, by part
 # the step types of each part of a tokenizer.json pipeline (tokenizers 0.23's): any other is refused
 PIPELINE = {"normalizer": {"BertNormalizer", "ByteLevel", "Lowercase", "NFC", "NFD", "NFKC", "NFKD",
                            "Prepend", "Replace", "Sequence", "Strip", "StripAccents"},
@@ -156,15 +157,25 @@ def _ids(name: str, ids, rows: int | None) -> None:
 
 
 def _pipeline(name: str, d: dict) -> None:
-    """Each part of the pipeline of known step types (PIPELINE), at most MAX_STEPS of them, and what its Prepend steps
-    add to every text bounded (a chain of 2,000 of them made a 110-character text take 33 s and 2.1 GB)."""
+    """Each part of the pipeline a tree of typed steps of known types (PIPELINE; the tokenizers library also reads a
+    step without a type by its fields, so such a one slipped past every bound below), at most MAX_STEPS of them, and
+    what its Prepend steps add to every text bounded (2,000 Prepends made 110 characters take 33 s and 2.1 GB)."""
     for part, known in PIPELINE.items():
-        steps = [v for v in _steps({part: d.get(part)}) if "type" in v]
-        bad = next((v["type"] for v in steps if v["type"] not in known), None)
-        if bad is not None:
-            _refuse(name, f"its {part} has a step of type {str(bad)[:40]!r}, which no tokenizer of the upload "
-                          "families uses")
-        _count(name, f"{part} steps", len(steps), MAX_STEPS)
+        todo, steps = [] if d.get(part) is None else [d[part]], []
+        while todo:
+            v = todo.pop()
+            if not isinstance(v, dict) or not isinstance(v.get("type"), str):
+                _refuse(name, f"its {part} has a step without a type")
+            if v["type"] not in known:
+                _refuse(name, f"its {part} has a step of type {v['type'][:40]!r}, which no tokenizer of the upload "
+                              "families uses")
+            steps.append(v)
+            _count(name, f"{part} steps", len(steps), MAX_STEPS)
+            if v["type"] == "Sequence":
+                kids = next((v[k] for k in SEQUENCES if k in v), None)
+                if not isinstance(kids, list):
+                    _refuse(name, f"its {part}'s Sequence lists no steps")
+                todo.extend(kids)
         added = sum(len(v["prepend"]) if isinstance(v.get("prepend"), str) else MAX_TOKEN_CHARS for v in steps
                     if v["type"] == "Prepend")
         if added > MAX_PREPEND:

@@ -203,18 +203,29 @@ def record_apply(session: str, model: str, recipe_json: str, row: dict, url: str
         raise _fail(url, e) from None
 
 
-def applies(session: str | None = None, limit: int = 200, url: str | None = None) -> list[dict]:
-    """The newest Applies first: one session's, or every session's (session None)."""
+def applies(session: str | None = None, limit: int = 200, url: str | None = None,
+            model: str | None = None) -> list[dict]:
+    """The newest Applies first: one session's, or every session's (session None); of one model's name, if given. A
+    row this code cannot read (another version's, a half-written one) is left out."""
     import sqlalchemy as sa
     url = storage_url(url)
     engine, table = _table(url, "applies")
     query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
     if session is not None:
         query = query.where(table.c.session == session)
+    if model is not None:
+        query = query.where(table.c.model == model)
     try:
         with engine.connect() as db:
             rows = db.execute(query).mappings().all()
     except Exception as e:  # noqa: BLE001
         raise _fail(url, e) from None
-    return [{"when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), "session": r["session"][:8],
-             "model": r["model"], **json.loads(r["row"]), "recipe_json": r["recipe"]} for r in rows]
+    out = []
+    for r in rows:
+        try:
+            row = json.loads(r["row"])
+            out.append({"when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                        "session": str(r["session"])[:8], "model": str(r["model"]), **row, "recipe_json": r["recipe"]})
+        except (TypeError, ValueError, OverflowError, OSError):  # not a JSON object, not a time
+            continue
+    return out

@@ -111,13 +111,13 @@ def refuse(b, r) -> str | None:
     return None
 
 
-def mb_per_token(info: dict, r) -> float:
+def mb_per_token(info: dict, r, t: int | None = None) -> float:
     """What one block's attention of this variant may hold at once per token of a batch, in MB: a query's keys,
     slots or features (the variant's width, at the longest text the model takes) x heads x 4 bytes, x 4 for the
     intermediates. The memory checks of Apply and healing add it, times their tokens, to the weights' copies, which
     know nothing of a variant's m or k (m = 65,536 on a 50K-param model with 2^31 declared positions took 414 s and
-    17 GB)."""
-    t = info["max_positions"]
+    17 GB). t: the longest text (default: the model's positions; the curve over T extends them)."""
+    t = info["max_positions"] if t is None else t
     width = {"none": 0, "kernel": 3 * r.features, "lowrank": r.attn_rank, "local": 3 * min(r.window, t),
              "lsh": 3 * min(r.window, t) + r.buckets, "strided": t // max(1, r.stride) + 1,
              "local+strided": 3 * min(r.window, t) + t // max(1, r.stride)}.get(r.attention, t)  # linear: its T x d
