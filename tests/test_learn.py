@@ -171,6 +171,8 @@ def test_article_table_says_the_difference_in_words(tiny_bert, tiny_gpt):
                 "FNet": {"skipped": "a reason"}}
     rows = {r["technique"]: r for r in article.table(tiny_bert, measured)}
     assert set(rows) == set(article.CLAIMS)
+    assert list(next(iter(rows.values())))[:5] == ["technique", "claimed size", "measured size", "claimed speed",
+                                                   "measured speed"]  # each claim beside its measurement
     assert "as claimed (~4x)" in rows["dynamic int8"]["in plain words"]
     assert "below the claimed ~2x" in rows["dynamic int8"]["in plain words"]  # 1.67x faster vs ~2x
     assert "below the claimed ~2x" in rows["fewer heads + narrower FFN"]["in plain words"]

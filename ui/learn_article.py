@@ -44,7 +44,8 @@ def _article_table(b):
             st.session_state.setdefault("learn_measured", {})[cached.model_key(b)] = measured
             st.rerun()  # the button's count and the table from what is measured now
     rows = pd.DataFrame(ART.table(b, measured))
-    st.dataframe(rows, hide_index=True, column_config={"in plain words": st.column_config.TextColumn(width="large")})
+    st.dataframe(rows, hide_index=True, column_config={"technique": st.column_config.TextColumn(pinned=True),
+                                                       "in plain words": st.column_config.TextColumn(width="large")})
     cpu = C.cpu_info()
     st.caption(f"Machine: {cpu['cpu']}, {cpu['threads']} threads. Claims: the article's; '-' where it gives none or "
                "nothing is measured yet. 'As claimed' means within 15% of the claimed range.")

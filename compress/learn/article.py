@@ -102,12 +102,13 @@ def table(bundle, measured: dict[str, dict]) -> list[dict]:
         else:
             words = "; ".join([_say("smaller", m.get("x smaller"), size), _say("faster", m.get("x faster"), speed)]) \
                 + ("" if _reliable(m) else f" (timing {m['timing']}: the speed is not the CPU's own)")
-        rows.append({"technique": t, "claimed size": fmt(size), "claimed speed": fmt(speed), "article's caveat": caveat,
-                     "measured size": f"{m['x smaller']:.2f}x" if "x smaller" in m else "-",
+        rows.append({"technique": t, "claimed size": fmt(size),  # each claim beside its measurement (a phone
+                     "measured size": f"{m['x smaller']:.2f}x" if "x smaller" in m else "-",  # showed the claims only)
+                     "claimed speed": fmt(speed),
                      "measured speed": (f"{m['x faster']:.2f}x" + ("" if _reliable(m) else " (unreliable)"))
                      if "x faster" in m else "-",
                      "measured quality": ", ".join(f"{k} {v:.3f}" for k, v in quality.items()) or "-",
-                     "in plain words": words, "recipe": recipes(bundle)[t].describe()})
+                     "in plain words": words, "article's caveat": caveat, "recipe": recipes(bundle)[t].describe()})
     return rows
 
 
