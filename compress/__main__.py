@@ -105,9 +105,8 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(cmd, help=text)
         sp.add_argument("--model", default="minilm")
         _recipe_args(sp)
-        sp.add_argument("--batch", type=int, default=8)
-        sp.add_argument("--seq", type=int, default=128)
-        sp.add_argument("--runs", type=int, default=7, help="timed runs per model (>= 7)")
+        for flag, v in (("--batch", 8), ("--seq", 128), ("--runs", 7)):
+            sp.add_argument(flag, type=int, default=v, help="timed runs per model (7 to 1,000)" if v == 7 else None)
         _workload_arg(sp)
         sp.add_argument("--out", help="save the compressed model: X.zip (one file to download), or a folder of the same files; reload with compress.load_compressed")
     sp.add_argument("--minutes", type=float, help="a cap on healing time; the steps actually run are reported")
@@ -116,9 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--model", default="minilm")
     from .bench.techniques import SETS
     bp.add_argument("--set", default="techniques", choices=[*SETS, "cover"])
-    bp.add_argument("--batch", type=int, default=8)
-    bp.add_argument("--seq", type=int, default=128)
-    bp.add_argument("--runs", type=int, default=7)
+    for flag, v in (("--batch", 8), ("--seq", 128), ("--runs", 7)):
+        bp.add_argument(flag, type=int, default=v)
     _workload_arg(bp)
     bp.add_argument("--text", help="heal the healed recipes on this UTF-8 .txt instead of the default corpus")
     bp.add_argument("--md", help="append the table to this markdown file")
@@ -138,9 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--study", help="a stored study's name: its frontier report (nothing is measured)")
     rp.add_argument("--storage", help="the study's SQLAlchemy URL (default: COMPRESS_STORAGE, else data/results.sqlite)")
     _recipe_args(rp)
-    rp.add_argument("--batch", type=int, default=8)
-    rp.add_argument("--seq", type=int, default=128)
-    rp.add_argument("--runs", type=int, default=7)
+    for flag, v in (("--batch", 8), ("--seq", 128), ("--runs", 7)):
+        rp.add_argument(flag, type=int, default=v)
     _workload_arg(rp)
     sp = sub.add_parser("sweep", help="an Optuna study over the table's fields: one JSON line per trial, then the frontier")
     sweepcli.add_args(sp)
@@ -157,8 +154,9 @@ def main(argv=None) -> int:
     try:
         from .table import pipeline
         from .models.bundled import load_model
-        if getattr(a, "runs", 7) < 7:  # before any work: a bench would heal for minutes, then fail in its timing
-            raise CompressError("--runs must be at least 7")
+        from .measure import core, evaluate, metrics
+        if not 7 <= getattr(a, "runs", 7) <= core.MAX_RUNS:  # before any work: a bench would heal for minutes, then
+            raise CompressError(f"--runs must be from 7 to {core.MAX_RUNS}")  # fail in its timing
         if a.cmd == "bench":
             from .bench import techniques as bench
             one = _recipe(a)
@@ -202,6 +200,8 @@ def main(argv=None) -> int:
         if a.cmd == "inspect":
             print(_inspect(bundle))
             return 0
+        if metrics.has_shape(a.workload):  # the workload's bounds before any work (heal checked them after healing)
+            evaluate.check_shape(bundle, a.batch, a.seq)
         print(f"compressing {a.model}: {recipe.describe()}", file=sys.stderr)
         if a.cmd == "apply":
             comp = pipeline.compress(bundle, recipe)

@@ -151,3 +151,22 @@ def test_the_comparisons_badge_says_larger_and_slower_when_a_model_grows():
     assert compare.change(4.0, "smaller", "larger") == {"change": "4.00x smaller", "arrow": "up"}
     assert compare.change(0.4, "smaller", "larger") == {"change": "2.50x larger", "arrow": "down"}  # no "-2.50x"
     assert guide.ratio(0.1, "faster", "slower") == "10.00x slower"
+
+
+def test_a_number_of_thousands_of_digits_and_integer_weights_are_one_line(good, tmp_path):
+    """Python's json refuses an integer of over 4,300 digits with a plain ValueError (it slipped past the handlers of
+    JSONDecodeError: "Something went wrong" on the page), and weights stored only as integers raised a KeyError (an
+    I64 table of 10^15 with a float one beside it loaded as float weights)."""
+    from safetensors.torch import load, save
+    big = json.dumps({**json.loads(good["config.json"]), "pad_token_id": 0}).replace('"pad_token_id": 0',
+                                                                                   '"pad_token_id": ' + "9" * 5000)
+    with pytest.raises(C.CompressError, match="config.json"):
+        C.load_model(str(make_zip(tmp_path / "big.zip", {**good, "config.json": big.encode()})))
+    with pytest.raises(C.CompressError, match="recipe is not valid JSON"):
+        C.Recipe.from_json('{"layers": ' + "1" * 5000 + "}")
+    tensors = load(good["model.safetensors"])
+    name = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    for ints in ({name: tensors[name].long()}, {k: v.long() for k, v in tensors.items()}):  # one, then all of them
+        with pytest.raises(C.CompressError, match=f"the weights store {name} as I64: a model's weights are floats"):
+            C.load_model(str(make_zip(tmp_path / f"i{len(ints)}.zip", {**good, "model.safetensors": save(
+                {**tensors, **ints})})))

@@ -81,9 +81,11 @@ def _cli(*args):
 @pytest.mark.parametrize("args, message", [(["apply", "--rank", "3"], "(0, 1]"),
                                            (["apply", "--quant", "int3"], "quant must be one of none, int8"),
                                            (["apply", "--model", "nope"], "unknown model"),
-                                           (["apply", "--runs", "2"], "at least 7"),
-                                           (["bench", "--heal-steps", "150", "--runs", "5"], "at least 7"),
-                                           (["report", "--out", "r.html", "--runs", "3"], "at least 7"),
+                                           (["apply", "--runs", "2"], "from 7 to 1000"),
+                                           (["apply", "--runs", "1000000000"], "from 7 to 1000"),  # (it never ended)
+                                           (["bench", "--heal-steps", "150", "--runs", "5"], "from 7 to 1000"),
+                                           (["report", "--out", "r.html", "--runs", "3"], "from 7 to 1000"),
+                                           (["heal", "--model", "tinygpt", "--batch", "-5"], "batch and seq must be"),
                                            (["frobnicate"], "invalid choice")])
 def test_cli_bad_arguments_one_line_exit_2(args, message):
     p = _cli(*args)

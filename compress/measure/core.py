@@ -252,7 +252,7 @@ ROUND_BUSY = 0.1  # a round during which other processes used more than this sha
 #                   BUSY: load test run 5 kept one round at 10-20% whose speed-up was 1.53x off the same recipe alone)
 if os.environ.get("COMPRESS_RETIME") == "0":  # no round timed again (make test: its two workers always overlap,
     ROUND_BUSY = 1.0                            # and each re-timing was pure cost; the unreliable flag still says so)
-MIN_ROUND_S = 0.05  # rounds shorter than this are judged together with the next ones (/proc/stat counts 10 ms ticks)
+MIN_ROUND_S, MAX_RUNS = 0.05, 1000  # shorter rounds are judged with the next (10 ms ticks); runs at most (10^9 hung)
 
 
 @torch.no_grad()
@@ -265,8 +265,8 @@ def latency(fns: dict, runs: int = 7, warmup: int = 2, device: str = "cpu", prog
     more than ROUND_BUSY is dropped and timed again, up to about 2 x runs times (dropped). kept: if a list, the
     indices of the kept rounds (warm-up ones counted).
     """
-    if runs < 7:
-        raise ValueError("latency needs at least 7 timed runs")
+    if not 7 <= runs <= MAX_RUNS:
+        raise CompressError(f"latency needs 7 to {MAX_RUNS} timed runs, got {runs}")
     times, busy_s, wall_s, dropped, i, block = {k: [] for k in fns}, 0.0, 0.0, 0, 0, []
     with _bench_lock():
         while len(times[next(iter(fns))]) < runs:

@@ -22,7 +22,7 @@ MAX_MODULES = 16
 def _json(path: Path, want: type, what: str):
     try:
         d = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # (a 4,301-digit int too)
         raise CompressError(f"{what} is not valid JSON") from None
     if not isinstance(d, want):
         raise CompressError(f"{what} must hold a JSON {'object' if want is dict else 'list'}")

@@ -143,7 +143,7 @@ def parse_config(raw: bytes):
     from transformers import CONFIG_MAPPING
     try:
         d = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:  # (also a 4,301-digit integer)
         raise CompressError(f"config.json is not valid JSON: {e}") from None
     except RecursionError:
         raise CompressError("config.json is nested too deeply to be a model config") from None
@@ -200,8 +200,8 @@ def parse_config(raw: bytes):
 def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBundle:
     adapter = ADAPTERS[cfg.model_type]
     task = adapter.task
-    shapes, stored = header(d)
-    params = check_shapes(cfg, task, shapes)
+    shapes, stored, other = header(d)
+    params = check_shapes(cfg, task, shapes, other)
     as_dtype = stored if dtype == "keep" and stored in (torch.bfloat16, torch.float16) else torch.float32
     per = torch.empty((), dtype=as_dtype).element_size()
     membound.check("load", None, Path(name).name, params=params, per=per)  # before anything is allocated

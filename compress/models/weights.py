@@ -19,11 +19,11 @@ def too_many(params: int, what: str) -> None:
                             f"({PARAMS_VAR}; nothing was allocated)")
 
 
-def header(d: Path) -> tuple[dict[str, tuple], torch.dtype]:
-    """({tensor name: shape}, the dtype most of the float parameters are stored in) from the safetensors headers
-    (nothing loaded); truncated files are refused."""
+def header(d: Path) -> tuple[dict[str, tuple], torch.dtype, dict[str, str]]:
+    """({tensor name: shape}, the dtype most of the float parameters are stored in, {name: dtype} of the tensors
+    stored in another type) from the safetensors headers (nothing loaded); truncated files are refused."""
     from safetensors import SafetensorError, safe_open
-    shapes, params, by_dtype = {}, 0, {}
+    shapes, params, by_dtype, other = {}, 0, {}, {}
     for f in sorted(d.glob("*.safetensors")):
         with open(f, "rb") as fh:
             st_header(fh, f.stat().st_size, name=f.name)  # sized and counted before safetensors parses it
@@ -32,13 +32,16 @@ def header(d: Path) -> tuple[dict[str, tuple], torch.dtype]:
                 for k in st.keys():
                     s = st.get_slice(k)
                     shapes[k] = tuple(s.get_shape())
-                    n = torch.Size(shapes[k]).numel() if s.get_dtype() in FLOATS else 0
-                    params += n
-                    by_dtype[s.get_dtype()] = by_dtype.get(s.get_dtype(), 0) + n
+                    if s.get_dtype() in FLOATS:
+                        n = torch.Size(shapes[k]).numel()
+                        params += n
+                        by_dtype[s.get_dtype()] = by_dtype.get(s.get_dtype(), 0) + n
+                    else:
+                        other[k] = str(s.get_dtype())[:20]
         except SafetensorError as e:
             raise CompressError(f"{f.name} is truncated or not a safetensors file ({e})") from None
     too_many(params, "the weights hold")
-    return shapes, FLOATS[max(by_dtype, key=by_dtype.get)] if by_dtype else torch.float32
+    return shapes, FLOATS[max(by_dtype, key=by_dtype.get)] if by_dtype else torch.float32, other
 
 
 def model_class(task: str):
@@ -50,9 +53,10 @@ def _mismatch(what: str) -> CompressError:
     return CompressError(f"config.json does not match the weights: {what}")
 
 
-def check_shapes(cfg, task: str, shapes: dict) -> int:
-    """Compare the shapes the config implies (model built on the meta device: no memory) to the header; returns the
-    parameters the model will have."""
+def check_shapes(cfg, task: str, shapes: dict, other: dict | None = None) -> int:
+    """Compare the shapes the config implies (model built on the meta device: no memory) to the header, and each
+    parameter stored as a float (other: {name: dtype} of those that are not: an I64 table of 10^15 loaded as float
+    weights, an all-integer file raised a KeyError); returns the parameters the model will have."""
     try:  # an unknown activation, a padding id outside the table...: the config, in one line
         with torch.device("meta"):
             meta = model_class(task).from_config(cfg)
@@ -66,6 +70,11 @@ def check_shapes(cfg, task: str, shapes: dict) -> int:
         for cand in (k, base, pre + base):
             if cand in shapes and shapes[cand] != tuple(v.shape):
                 raise _mismatch(f"{cand} is {list(shapes[cand])} in the weights, the config implies {list(v.shape)}")
+    for k, _ in meta.named_parameters():
+        stored = next(((c, other[c]) for c in (k, k.removeprefix(pre), pre + k) if c in (other or {})), None)
+        if stored:
+            raise CompressError(f"the weights store {stored[0]} as {stored[1]}: a model's weights are floats "
+                                "(F32, F16, BF16 or F64)")
     missing = [k for k, _ in meta.named_parameters()  # (tied tables once) a table the weights lack would be built
                if k.removeprefix(pre).split(".")[0] != "pooler" and not {k, k.removeprefix(pre), pre + k} & set(shapes)]
     if missing:  # ... and refused only after: say it before anything is allocated

@@ -241,11 +241,14 @@ def load_compressed(path, originals=()) -> ModelBundle:
     bundle's info["card"] is the card it came with."""
     p = upload_path(path, "a saved compressed model")
     present, got = _read_all(p)
-    try:
+    try:  # (ValueError: JSON's, and a 4,301-digit integer Python's int() refuses)
         c = json.loads(got[CARD].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CompressError(f"{CARD} is not valid JSON: {one_line(e)}") from None
+    try:
         recipe = Recipe.from_json(got[RECIPE].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CompressError(f"{CARD} or {RECIPE} is not valid JSON: {one_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise CompressError(f"{RECIPE} is not valid JSON: {one_line(e)}") from None
     if not isinstance(c, dict) or c.get("format") != FORMAT:
         raise CompressError(f"{CARD} is not of this app's format ({FORMAT})")
     c = cardcheck.checked(c)  # the uploader's claims: what the app reads of them, bounded (cardcheck.py)

@@ -42,11 +42,12 @@ class _Recipe:
     @classmethod
     def from_json(cls, text: str):
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
+            d = json.loads(text)
+        except ValueError as e:  # (JSON's, and an integer of 4,301+ digits)
             raise CompressError(f"recipe is not valid JSON: {e}") from None
         except RecursionError:
             raise CompressError("recipe is not valid JSON: nested too deeply") from None
+        return cls.from_dict(d)
 
     def to_params(self) -> dict[str, str]:
         """The recipe as URL query values (every field, as text from_params reads back)."""
