@@ -60,6 +60,9 @@ def test_without_the_files_it_is_mean_pooling(good, tmp_path, tmpdirs):
     assert "pooling" not in b.info and "normalize" not in b.info
     only_modules = C.load_model(str(make_zip(tmp_path / "m.zip", _st(good, None, ST_MODULES[:2]))))
     assert only_modules.info["normalize"] is False and "pooling" not in only_modules.info
+    dense = [*ST_MODULES, {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}]
+    b = C.load_model(str(make_zip(tmp_path / "d.zip", _st(good, None, dense))))  # a projection this app does not run
+    assert "its modules.json's Dense is not run here: the embeddings are taken before it" in C.quality_words(b)
 
 
 @pytest.mark.parametrize("files, match", [

@@ -168,6 +168,12 @@ def test_locked_store_is_one_line(tmp_path, monkeypatch):
         holder.close()
 
 
+def test_a_store_connection_waits_a_bounded_time():
+    """libpq waits for a PostgreSQL server that does not answer forever: 10 s here; SQLite for its lock."""
+    assert store._connect("postgresql+psycopg2://u@10.255.255.1/db") == {"connect_timeout": 10}
+    assert store._connect("sqlite:///x.db") == {"timeout": store.LOCK_WAIT_S}
+
+
 def test_applies_are_kept_per_session(tmp_path):
     url = _url(tmp_path, "applies.sqlite")
     store.record_apply("session-a", "tinygpt", C.Recipe(layers=2).to_json(), {"size MB": 3.1}, url=url)

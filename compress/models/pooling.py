@@ -37,6 +37,10 @@ def read(d: Path, hidden: int) -> dict:
         if len(mods) > MAX_MODULES or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in mods):
             raise CompressError(f"{MODULES} must list at most {MAX_MODULES} modules, each an object with a type name")
         out["normalize"] = any(m.get("type", "").endswith(".Normalize") for m in mods)
+        skipped = [m.get("type", "").rpartition(".")[2][:40] for m in mods
+                   if not m.get("type", "").endswith((".Transformer", ".Pooling", ".Normalize"))]
+        if skipped:  # (a Dense projection: the embedding measured here is the pooled state, before it)
+            out["skipped_modules"] = ", ".join(skipped)
     if (d / POOLING).exists():
         cfg = _json(d / POOLING, dict, "1_Pooling/config.json")
         modes = {k: v for k, v in cfg.items() if k.startswith("pooling_mode_")}

@@ -226,6 +226,9 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBu
         if info.get("pooling", "mean") != "mean":  # the metric's words (the Model page, the card) say how
             note = f"embeddings {info['pooling']}-pooled, as its 1_Pooling says, not mean-pooled"
             info["metric_note"] = "; ".join(filter(None, (info.get("metric_note"), note)))
+        if info.get("skipped_modules"):
+            note = f"its modules.json's {info['skipped_modules']} is not run here: the embeddings are taken before it"
+            info["metric_note"] = "; ".join(filter(None, (info.get("metric_note"), note)))
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
     return ModelBundle(model.eval(), name, adapter, tok, content_hash, info)

@@ -133,6 +133,12 @@ def heartbeat_s() -> float:
     return number("COMPRESS_HEARTBEAT_S", 10.0, most=3600)
 
 
+def _connect(url: str) -> dict:
+    """How long a connection may wait: SQLite for its lock, PostgreSQL for its server (libpq waits forever)."""
+    return {"timeout": LOCK_WAIT_S} if url.startswith("sqlite") else \
+        {"connect_timeout": 10} if url.startswith("postgresql") else {}
+
+
 def optuna_storage(url: str | None = None):
     """The Optuna RDBStorage on the store (one per URL per process), with heartbeats: the running trials of a killed
     worker are marked failed after 3 missed beats, and retried once (RetryHeartbeatStaleTrialCallback)."""
@@ -140,7 +146,7 @@ def optuna_storage(url: str | None = None):
     url = storage_url(url)
     with _GLOBAL:
         if url not in _STORAGES:
-            kw = {"connect_args": {"timeout": LOCK_WAIT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            kw = {"connect_args": _connect(url)} | ({} if url.startswith("sqlite") else {"pool_pre_ping": True})
             try:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.x
                 _STORAGES[url] = optuna.storages.RDBStorage(
@@ -176,8 +182,7 @@ def _table(url: str, name: str):
         if (url, name) not in _ENGINES:
             try:
                 if url not in _ENGINES:
-                    _ENGINES[url] = sa.create_engine(
-                        url, **({"connect_args": {"timeout": LOCK_WAIT_S}} if url.startswith("sqlite") else {}))
+                    _ENGINES[url] = sa.create_engine(url, connect_args=_connect(url))
                 engine, table = _ENGINES[url], _schema()[name]
                 table.create(engine, checkfirst=True)
                 for index in table.indexes:  # a store of before has the table, not its indexes
