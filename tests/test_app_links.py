@@ -113,7 +113,7 @@ def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app
         said = [i.value for i in fresh.info if i.value.startswith("**Measured here before**")]
         assert len(said) == stored, said
         if stored:
-            assert "another session" in said[0] and f"{round(size / 1e6, 2):g} MB" in said[0] and "x smaller" in said[0]
+            assert "another session" in said[0] and f"{size / 1e6:.1f} MB" in said[0] and "x smaller" in said[0]
             assert "fidelity" in said[0] and "Apply measures it again here" in said[0]
         else:
             assert any(i.value.startswith("Move the controls") for i in fresh.info)

@@ -47,3 +47,13 @@ def test_when_it_ends_the_steps_it_ran_of_how_many_and_why(ran, ended):
 def test_an_older_card_without_ended_still_says_the_time_cap():
     h = {"steps_run": 8, "seconds": 300, "best_step": 8, "metric": "fidelity", "dev_before": 0.7, "dev_after": 0.8}
     assert "Healed 8 of 30 steps" in heal_line(h, 30) and "stopped by the time cap" in heal_line(h, 30)
+
+
+def test_a_steps_pace_leaves_out_the_preparation_before_the_steps():
+    """60 s of preparation (the unhealed dev score, a text's labeling) then 2 steps in 20 s: 10 s a step, so 24 of 60
+    steps fit a 5-minute cap (a newcomer read "about 8 of 60" at step 2 and pressed Stop)."""
+    from compress.techniques.healdev import tick
+    p = tick(2, 60, 0.5, [{"step": 0, "loss": None, "dev": 0.6, "seconds": 60.0}], 80.0, 300.0)
+    assert p["per_step"] == pytest.approx(10.0) and p["cap_left"] == pytest.approx(220.0)
+    assert p["seconds_left"] == pytest.approx(220.0)  # the cap comes first (58 steps would take 580 s)
+    assert "at this pace about 24 of 60 steps will run before the cap" in heal_status(p, 60, 5.0)[1]

@@ -202,7 +202,8 @@ def efficient(b, text):
     t, layer, head = att["T"], att["layer"], att["maps"][0]     # (T, T): the layer's first head
     w = c1.slider("Width / rank / features w", 1, t, min(4, t), key="learn_eff_w")
     pats = _patterns(cached.model_key(b), text, layer, w, head)
-    titles = ["this head<br>(full)"] + [f"{n}<br>({p['density']:.0%})" for n, p in pats.items()]
+    titles = ["this head<br>(full)"] + [f"{n}<br>(" + (f"no grid, T x {w}" if n in ("low-rank", "kernel") else
+                                                        f"{p['density']:.0%}") + ")" for n, p in pats.items()]
     fig = make_subplots(1, 6, subplot_titles=titles, horizontal_spacing=0.02)
     fig.update_annotations(font_size=12)
     fig.add_trace(go.Heatmap(z=head, colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, 1)

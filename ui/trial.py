@@ -91,7 +91,8 @@ def stored(b, recipe, session: str) -> bool:
         return False
     try:
         fast = f"{float(r['x faster']):g}x faster (timing {safe.plain(r['timing'])[:80]})" if r.get("x faster") else ""
-        said = [safe.plain(r["recipe"])[:200], f"{float(r['size MB']):g} MB", f"{float(r['x smaller']):g}x smaller",
+        said = [safe.plain(r["recipe"])[:200], cached.mb(float(r["size MB"]) * 1e6),  # (the page's format)
+                f"{float(r['x smaller']):g}x smaller",
                 *([fast] if fast else []), *(f"{metrics.label(k)} {v:.4f}" for k, v in r.items() if k in metrics.METRICS
                                              and metrics.METRICS[k].kind == "quality" and isinstance(v, float))]
     except (KeyError, TypeError, ValueError):  # a row of another shape

@@ -72,7 +72,7 @@ def curve(rows: list[dict], field: str, y: str) -> go.Figure:
     fig.update_layout(xaxis_title=FIELDS[field].label or field, height=380, margin={"t": 30},
                       legend={"orientation": "h", "y": 1.1})
     fig.update_yaxes(title_text=label(y), secondary_y=False)
-    fig.update_yaxes(title_text="size (MB)", secondary_y=True)
+    fig.update_yaxes(title_text="size (MB)", secondary_y=True, tickmode="auto", showgrid=False)  # its own round ticks
     return fig
 
 

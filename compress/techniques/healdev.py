@@ -46,8 +46,10 @@ def read_heal_text(data: bytes, name: str) -> list[str]:
 
 def tick(step: int, steps: int, loss, history: list, elapsed: float, cap: float) -> dict:
     """What healing's progress() hears after a step: the step, of how many, its loss, the last dev check's score and
-    its step, the seconds left (to the last step, or to the time cap when that comes first) and before the cap alone."""
-    per_step = elapsed / max(1, step)
+    its step, the seconds left (to the last step, or to the time cap when that comes first) and before the cap alone,
+    and a step's seconds since the steps began (the preparation before them, history[0]'s, counted once: at step 2 it
+    made 10 s steps read as 40 s, and the pace warning said 8 of 60 steps would run where 24 did)."""
+    per_step = max(0.0, elapsed - history[0]["seconds"]) / max(1, step)
     return {"step": step, "steps": steps, "loss": loss, "dev": history[-1]["dev"], "dev_step": history[-1]["step"],
             "seconds_left": max(0.0, min((steps - step) * per_step, cap - elapsed)),
             "cap_left": max(0.0, cap - elapsed) if math.isfinite(cap) else None, "per_step": per_step}
