@@ -133,6 +133,10 @@ def test_efficient_attention_patterns(tiny_bert):
     assert all(v[2].split()[0].rstrip(",") in C.FIELDS["attention"].choices for v in A.PATTERNS.values() if v[2])
     with pytest.raises(C.CompressError):
         A.patterns(m, t + 1)
+    later = np.triu(np.ones((t, t), dtype=bool), 1)  # a decoder's patterns never reach a later token
+    causal = A.patterns(np.tril(m) / np.tril(m).sum(1, keepdims=True), 4, causal=True)
+    assert all(not causal[k]["grid"][later].any() for k in ("fixed", "strided", "learned"))
+    assert by_w[2]["strided"]["grid"][later].any()  # (an encoder's do)
 
 
 def test_heads_removed_are_the_ones_prune_heads_deletes(tiny_bert):

@@ -181,9 +181,9 @@ def fnet(b, text):
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _patterns(model: str, text: str, layer: int, w: int, _head) -> dict:
+def _patterns(model: str, text: str, layer: int, w: int, causal: bool, _head) -> dict:
     """The five patterns of a head's map (two SVDs of T x T): once per (model, sentence, layer, w), never mutated."""
-    return A.patterns(_head, w)
+    return A.patterns(_head, w, causal=causal)
 
 
 @section
@@ -201,7 +201,7 @@ def efficient(b, text):
         return
     t, layer, head = att["T"], att["layer"], att["maps"][0]     # (T, T): the layer's first head
     w = c1.slider("Width / rank / features w", 1, t, min(4, t), key="learn_eff_w")
-    pats = _patterns(cached.model_key(b), text, layer, w, head)
+    pats = _patterns(cached.model_key(b), text, layer, w, b.adapter.causal, head)
     titles = ["this head<br>(full)"] + [f"{n}<br>(" + (f"no grid, T x {w}" if n in ("low-rank", "kernel") else
                                                         f"{p['density']:.0%}") + ")" for n, p in pats.items()]
     fig = make_subplots(1, 6, subplot_titles=titles, horizontal_spacing=0.02)
@@ -222,7 +222,7 @@ def efficient(b, text):
     csv(lambda: pd.DataFrame([{"pattern": n, "query": i, "key": j, "value": float(p["grid"][i, j])}
                               for n, p in pats.items() for i in range(t) for j in range(t)]), f"patterns_w{w}",
         "learn_eff_csv", len(pats) * t * t)
-    lr = _patterns(cached.model_key(b), text, layer, max(1, t // 4), head)["low-rank"]["error"]
+    lr = _patterns(cached.model_key(b), text, layer, max(1, t // 4), b.adapter.causal, head)["low-rank"]["error"]
     predict(f"a rank-{max(1, t // 4)} (T/4) approximation of this head's map: how large is its error?",
             f"**{lr:.3f}** relative error: compare it with the masks' errors in the table at the same w.",
             "learn_eff_predict")  # (the link to Compress: under the library's variants, learn_variants.py)

@@ -87,6 +87,11 @@ def variants(b, text):
         st.caption(f"Linformer at k = {settings['attn_rank']}: each slot starts as the mean of {per:.0f} of the "
                    f"model's positions, so this {t}-token sentence fills {-(-t // max(1, int(per)))} slot(s) and "
                    "every query reads nearly the same mean (a flat map). Raise k, or heal: healing learns the slots.")
+    if "local+strided" in drawn:  # its head's matrix is one half's: the table's numbers read as a copy otherwise
+        half = "local" if head < -(-n // 2) else "strided"
+        st.caption(f"local+strided gives the first half of the heads the local window and the rest the stride: head "
+                   f"{head} is in the {half} half, so its matrix is that pattern's; the layer's output error counts "
+                   "both halves.")
     key = (cached.model_key(b), text, layer, head, tuple(settings.values()))
     charts.show(st, _figure(*key, _drawn=drawn), key="learn_var_fig")
     st.dataframe(pd.DataFrame(V.table(got)), hide_index=True)

@@ -189,19 +189,21 @@ PATTERNS = {  # name -> (what it is, an example model, the Compress page's atten
 }
 
 
-def patterns(head_map: np.ndarray, w: int, seed: int = 0) -> dict:
+def patterns(head_map: np.ndarray, w: int, seed: int = 0, causal: bool = False) -> dict:
     """The five patterns over the T x T grid of one head's attention map (rows sum to 1), width / rank / features w:
-    masks of who attends to whom (fixed, strided, learned), and the approximations low-rank and kernel methods give
-    of this map. Each with its density (share of the grid computed) and its error against the map (rows renormalized)."""
+    masks of who attends to whom (fixed, strided, learned; a decoder's never a later token), and the approximations
+    low-rank and kernel methods give of this map. Each with its density (share of the grid computed) and its error
+    against the map (rows renormalized)."""
     t = head_map.shape[0]
     if not 1 <= w <= t:
         raise CompressError(f"w must be from 1 to {t} (the sentence's length), got {w}")
     i, j = np.indices((t, t))
-    masks = {"fixed": (i // w == j // w), "strided": (np.abs(i - j) < w) | ((i - j) % w == 0)}
+    seen = j <= i if causal else np.ones((t, t), dtype=bool)
+    masks = {"fixed": (i // w == j // w) & seen, "strided": ((np.abs(i - j) < w) | ((i - j) % w == 0)) & seen}
     top = np.argsort(-head_map, axis=1)[:, :w]
     learned = np.zeros((t, t), dtype=bool)
     np.put_along_axis(learned, top, True, axis=1)
-    masks["learned"] = learned
+    masks["learned"] = learned & seen
     out = {}
     for name, m in masks.items():
         kept = head_map * m
