@@ -10,3 +10,7 @@ def show(where, fig, **kw):
     where.caption("The chart in words: " + plain(in_words(fig)))  # (its labels may be an upload's tokens)
     return event
 
+
+def columns_first(table, names):
+    """The table with these of its columns first, the rest after in their order (a phone shows the first ones)."""
+    return table[list(dict.fromkeys([c for c in names if c in table] + list(table)))]

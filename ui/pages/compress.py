@@ -6,7 +6,7 @@ import streamlit as st
 
 import compress as C
 from compress.outputs import html as htmlreport
-from ui import cached, compare, guide, jobs, safe, seqcurve, shell, state, takeaway, trial
+from ui import cached, charts, compare, guide, jobs, safe, seqcurve, shell, state, takeaway, trial
 from ui.controls import recipe_controls
 
 LIVE = {"kind": "ids", "batch": 8, "seq": 32}      # live latency: a few seconds on 2 cores
@@ -65,8 +65,8 @@ def history():
             for r in rows]
     if rows:  # what was asked and what it gave first: on a phone the rest scrolls
         table = pd.DataFrame(rows).drop(columns=["recipe_json", "model_hash"], errors="ignore")
-        first = [c for c in ("when", "model", "recipe", "size MB", "x smaller", "x faster", "timing") if c in table]
-        st.dataframe(table[list(dict.fromkeys(first + list(table)))].rename(columns=C.metric_label), hide_index=True)
+        table = charts.columns_first(table, ("when", "model", "recipe", "size MB", "x smaller", "x faster", "timing"))
+        st.dataframe(table.rename(columns=C.metric_label), hide_index=True)
     else:
         st.caption("Nothing applied yet" + ("." if every else " in this session."))
 

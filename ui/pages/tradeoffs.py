@@ -242,8 +242,7 @@ def studies_section():
         st.caption("The trials' table and CSV appear when the sweep ends.")
     else:
         table = pd.DataFrame(rows)
-        first = [c for c in ("trial", "state", *sp["vary"], *sp["objectives"], "on_frontier") if c in table]
-        table = table[list(dict.fromkeys(first + list(table)))]  # what it varied and asked first (was off-screen)
+        table = charts.columns_first(table, ("trial", "state", *sp["vary"], *sp["objectives"], "on_frontier"))
         st.dataframe(table, hide_index=True)
         c1, c2 = st.columns(2)
         c1.download_button("Download CSV", safe.csv_bytes(table), file_name=f"{name}.csv".replace(" ", "_"),
