@@ -62,6 +62,10 @@ def test_a_window_as_long_as_the_sentence_is_the_original_and_a_refusal_is_one_l
     assert "causal" in V.variants(tiny_gpt, TEXT, 0, 0, SETTINGS)["lowrank"]["refused"]
     rows = V.table(got)
     assert [r["attention"] for r in rows] == ["original", *C.FIELDS["attention"].choices[1:len(rows)]]
+    assert all(r["applies"] == "yes" and r["layer output error"] is not None for r in rows)
+    refused = {r["attention"]: r for r in V.table(V.variants(tiny_gpt, TEXT, 0, 0, SETTINGS))}["lowrank"]
+    assert refused["applies"].startswith("no: ") and "causal" in refused["applies"]  # its empty cells say why
+    assert refused["layer output error"] is None and refused["share non-zero"] is None
     with pytest.raises(C.CompressError, match="head must be"):
         V.variants(tiny_bert, TEXT, 0, 99, SETTINGS)
     assert V.recipe("local+strided", SETTINGS) == C.Recipe(attention="local+strided", window=3, stride=2)

@@ -87,8 +87,9 @@ def cached(bundle, text: str, layer: int, head: int, settings: dict) -> dict | N
 
 
 def table(got: dict) -> list[dict]:
-    """The rows the page shows under the matrices: one per variant, its errors or why it cannot apply."""
-    return [{"attention": n, "share non-zero": round(v["density"], 3), "layer output error": round(v["error"], 4),
-             "this head's matrix error": round(v["head_error"], 4)} if "mix" in v else
-            {"attention": n, "share non-zero": np.nan, "layer output error": np.nan, "this head's matrix error": np.nan,
-             "refused": v["refused"]} for n, v in got.items()]
+    """The rows the page shows under the matrices: one per variant, its errors, or (a row of its own words) why it
+    cannot apply here: its numbers stay empty, and "applies" says why."""
+    return [{"attention": n, "applies": "yes" if "mix" in v else f"no: {v['refused']}",
+             **{k: (round(v[f], d) if "mix" in v else None) for k, f, d in
+                (("share non-zero", "density", 3), ("layer output error", "error", 4),
+                 ("this head's matrix error", "head_error", 4))}} for n, v in got.items()]
