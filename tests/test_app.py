@@ -191,6 +191,18 @@ def test_low_bit_table_and_embedding_rank_exclude_each_other(app, tiny_bert):
     assert app.radio(key="r_emb_bits").disabled
 
 
+
+def test_a_rank_that_factorizes_nothing_says_so_beside_its_one_times(app):
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    app.radio(key="r_rank_mode").set_value("ratio").run()
+    app.slider(key="r_rank").set_value(0.9).run()
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    assert "no layer factorized" in app.dataframe[-1].value["recipe"][0]  # History, and the result's title
+    assert any("no layer factorized" in h.value for h in app.subheader)
+
+
 @pytest.mark.slow
 def test_fnet_is_disabled_for_a_decoder_with_the_reason():
     at = compress_page("tinygpt")

@@ -123,3 +123,18 @@ def test_a_healing_cut_short_says_how_far_it_got():
         assert r.ran({"heal": card}) == r.describe()
     assert r.ran({"heal": {"steps_run": 5, "best_step": 5, "ended": "<script>x</script>"}}) == \
         "3 layers, healed 5 of 60 steps (stopped)"  # its words are ours, never the card's
+
+
+def test_a_rank_at_which_no_layer_is_factorized_says_so():
+    """Above the break-even rank every layer stays dense (the result is 1.00x smaller): the title says why, with a
+    healing cut short still said; a rank that factorized some layer, or another step's recipe, reads as it is."""
+    r = Recipe(rank_mode="ratio", rank=0.9, heal_steps=60)
+    said = r.ran({"factorized": [0, 24]})
+    assert said.startswith(r.describe()) and "no layer factorized" in said
+    assert "healed 7 of 60 steps (Stop)" in r.ran({"factorized": [0, 24], "heal": {"steps_run": 7, "best_step": 7,
+                                                                                  "ended": "Stop"}})
+    assert r.ran({"factorized": [3, 24]}) == r.ran({}) == r.describe()
+    assert Recipe(layers=3).ran({"factorized": [0, 24]}) == "3 layers"
+    for odd in ("0 of 24", None, [], [None], {"0": 1}):
+        assert r.ran({"factorized": odd}) == r.describe()
+    assert r.ran(None) == r.ran([1]) == r.describe()

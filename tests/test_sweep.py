@@ -85,6 +85,10 @@ def test_grid_sweep_points_equal_single_applies(tiny_gpt, tmp_path, one_thread):
         for k in ("recipe", "machine", "versions", "workload", "wall_s", "params", "x_smaller", "next_token_kl"):
             assert k in t.user_attrs
     rs = rows(study)
+    done = {r["rank"]: r["factorized"] for r in rs}  # (layers factorized, of): none at rank 1.0, all at 0.2
+    assert done[1.0][0] == 0 and done[0.2][0] == done[0.2][1] > 0
+    for r in rs:  # a trial that factorizes nothing (1.00x smaller) says why
+        assert ("no layer factorized" in r["note"]) == (r["factorized"][0] == 0)
     best = {r["trial"] for r in rs if r["on_frontier"]}
     for r in rs:  # on the frontier iff no other point is at least as good in both and better in one
         beaten = any(o["bits_per_char"] <= r["bits_per_char"] and o["size_mb"] <= r["size_mb"] and

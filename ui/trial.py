@@ -53,7 +53,7 @@ def _again():
 def show(t: dict) -> None:
     """The trial's stored numbers, the verdict on its quality, and Apply to measure it again here."""
     row = t["row"]
-    st.subheader(f"Measured by the sweep: {C.Recipe.from_json(row['recipe']).describe()}", anchor="result")
+    st.subheader(f"Measured by the sweep: {C.Recipe.from_json(row['recipe']).ran(row)}", anchor="result")
     where = ", ".join(str(row[k]) for k in ("workload", "cpu") if row.get(k)) + \
         (f", {row['threads']} thread(s)" if row.get("threads") else "")
     st.info(f"Measured by the sweep **{safe.plain(t['study'])[:120]}**, trial {row['trial']}"

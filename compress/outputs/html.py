@@ -36,8 +36,8 @@ def result(rep: dict, recipe: Recipe) -> dict:
             | ({"unhealed": rep["unhealed"]} if "unhealed" in rep else {}),  # the model before healing, if measured
             "lat": {k: rep[k]["latency_ms"] for k in sides}, "layers": rep["layers"],
             "gpu": {k: rep[k]["gpu_latency_ms"] for k in sides if rep[k].get("gpu_latency_ms")} if rep["workload"]["gpu"] else None,
-            "applied": {k: rep[k] for k in ("runtime_applied", "runtime_setting", "runtime_reason", "kept_blocks", "heal")
-                        if k in rep}}
+            "applied": {k: rep[k] for k in ("runtime_applied", "runtime_setting", "runtime_reason", "kept_blocks", "heal",
+                                            "factorized") if k in rep}}
 
 
 OWN = tuple(m.name for m in metrics.own("all"))  # the metrics measured on their own (metrics.py), where measured

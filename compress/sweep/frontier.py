@@ -9,7 +9,8 @@ from ..table.recipe import Recipe
 from ..measure.metrics import values
 from .space import METRICS, TIMED, Space
 
-_EXTRA = ("latency_p10", "latency_p90", "latency_ms_original", "wall_s", "cpu", "threads", "workload", "worker")
+_EXTRA = ("latency_p10", "latency_p90", "latency_ms_original", "wall_s", "cpu", "threads", "workload", "worker",
+          "factorized")
 
 
 def timed_values(lat: dict) -> dict:
@@ -39,7 +40,9 @@ def rows(study) -> list[dict]:
             r.update(again[t.number])
         r["feasible"] = t.state.name == "COMPLETE" and all(c <= 0 for c in a.get("constraints", []))
         r["recipe"] = a.get("recipe", "")
-        r["note"] = a.get("skipped") or str(t.system_attrs.get("fail_reason", ""))[:200]
+        r["note"] = a.get("skipped") or str(t.system_attrs.get("fail_reason", ""))[:200] or \
+            ("no layer factorized: at this rank each would be larger than its dense weights"
+             if isinstance(a.get("factorized"), list) and a["factorized"][:1] == [0] else "")
         r["seconds"] = round((t.datetime_complete - t.datetime_start).total_seconds(), 1) \
             if t.datetime_complete and t.datetime_start else None
         out.append(r)

@@ -50,7 +50,7 @@ def measure_trial(original, recipe, space: Space, original_bytes: int | None = N
         if recipe.heal_steps else None  # the seed's question: quality before and after healing
     m = pipeline.measure(original, comp, space.workload, space.batch, space.seq, 7, unhealed=raw, base=base,
                          timed=space.timed, own=space.own, gpu=False)
-    out = {**m.values(), **m.compressed.quality}
+    out = {**m.values(), **m.compressed.quality, **{k: comp.applied[k] for k in ("factorized",) if k in comp.applied}}
     if raw is not None:
         out.update({f"unhealed_{k}": v for k, v in m.unhealed.quality.items()})
     if space.timed:

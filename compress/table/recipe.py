@@ -72,14 +72,19 @@ class _Recipe:
         return ", ".join(s.describe(self) for s in STEPS if s.is_active(self)) or "original"
 
     def ran(self, applied: dict) -> str:
-        """describe() as it ran (applied: the compressed bundle's): a healing cut short says how far it got."""
-        h, asked = applied.get("heal") if isinstance(applied, dict) else None, f"healed {self.heal_steps} steps"
-        run = h.get("steps_run") if isinstance(h, dict) else None  # (an uploaded card's record: any shape)
+        """describe() as it ran (applied: the compressed bundle's): a healing cut short says how far it got; a rank
+        at which no layer is factorized says so (each would store more than its dense weights)."""
+        applied = applied if isinstance(applied, dict) else {}  # (an uploaded card's record: any shape)
+        f, said = applied.get("factorized"), self.describe()
+        if self.rank_mode != "none" and isinstance(f, list) and f[:1] == [0]:
+            said += " (no layer factorized: at this rank each would be larger than its dense weights)"
+        h, asked = applied.get("heal"), f"healed {self.heal_steps} steps"
+        run = h.get("steps_run") if isinstance(h, dict) else None
         if type(run) is not int or not 0 <= run < self.heal_steps:
-            return self.describe()
+            return said
         ended = h.get("ended") if h.get("ended") in ("time cap", "Stop", "diverged") else "stopped"
         kept = "" if h.get("best_step") else ", the unhealed model kept"
-        return self.describe().replace(asked, f"healed {run} of {self.heal_steps} steps ({ended}{kept})")
+        return said.replace(asked, f"healed {run} of {self.heal_steps} steps ({ended}{kept})")
 
 
 @dataclasses.dataclass(frozen=True)

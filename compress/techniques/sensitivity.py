@@ -128,4 +128,5 @@ def factorize_step(ctx, r, structural: bool):
     else:
         ranks = select_ranks(spec, r.rank_mode, r.rank)
     apply_factorize(ctx.model, ranks, spec)
+    ctx.applied["factorized"] = [sum(k is not None for k in ranks.values()), len(ranks)]  # (layers, of): Recipe.ran
     ctx.layers = layer_report(spec, ranks)
