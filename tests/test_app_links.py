@@ -125,3 +125,45 @@ def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app
     fresh.run()
     fresh.switch_page("ui/pages/compress.py").run()
     assert not [i for i in fresh.info if "poisoned" in i.value or i.value.startswith("**Measured here before**")]
+
+
+def test_a_reload_while_healing_finds_the_healing_its_stop_and_its_result(app, monkeypatch):
+    """A reload is a new session: the URL's token of the healing (kept with the recipe) finds it again, with its bar
+    and Stop, and the healed model comes to the new session; the same visitor's second healing is refused with the
+    running one shown."""
+    from ui import jobs
+    monkeypatch.setattr(jobs, "client", lambda: "192.0.2.7")  # one remote visitor (AppTest has no address)
+    app.run()
+    app.switch_page("ui/pages/compress.py").run()
+    app.radio(key="r_rank_mode").set_value("ratio").run()
+    app.slider(key="r_rank").set_value(0.25).run()
+    app.number_input(key="r_heal_steps").set_value(100000).run()
+    app.button[0].click().run()  # Apply: healing starts in the background
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    job = app.session_state["heal_job"]
+    url = {k: app.query_params[k] for k in app.query_params}
+    assert job is not None and not job.ended.is_set() and url["healing"] == app.session_state["heal_token"]
+    again = AppTest.from_file(APP, default_timeout=120)  # the reload: a new session on the same URL
+    again.query_params.update(url)
+    again.run()
+    again.switch_page("ui/pages/compress.py").run()
+    assert not again.exception and not again.error, [e.value for e in again.error]
+    assert again.session_state["heal_job"] is job and job.owner == again.session_state["sid"]
+    assert any(b.label.startswith("Stop") for b in again.button)
+    other = AppTest.from_file(APP, default_timeout=120)  # a link with another token finds nothing
+    other.query_params.update({**url, "healing": "x" * 22})
+    other.run()
+    other.switch_page("ui/pages/compress.py").run()
+    assert "heal_job" not in other.session_state or other.session_state["heal_job"] is None
+    other.button[0].click().run()  # its own healing: refused (one at a time per visitor), the running one shown
+    assert any("already healing" in e.value for e in other.error) and other.session_state["heal_job"] is job
+    assert any(b.label.startswith("Stop") for b in other.button) and sum(h.job is job for h in jobs._HEALERS) == 1
+    while "step" not in job.progress and not job.ended.wait(0.1):  # Stop before the first step drops the healing
+        pass
+    again.run()
+    again.button(key="heal_stop").click().run()
+    assert job.ended.wait(120) and job.state == "done"
+    again.run()
+    assert not again.exception and not again.error, [e.value for e in again.error]
+    assert "healed" in again.dataframe[-1].value["recipe"][0] and "Stop" in again.dataframe[-1].value["recipe"][0]
+    assert "healing" not in again.query_params  # the token goes with the healing

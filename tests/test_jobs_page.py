@@ -187,12 +187,12 @@ def test_one_healing_at_a_time_per_visitor_so_two_tabs_cannot_take_both_long_slo
         first, second = (AppTest.from_function(_heal_twice, default_timeout=60).run() for _ in range(2))
         assert [m.value for m in first.markdown] == ["started"]
         said = [m.value for m in second.markdown][0]
-        assert said.startswith("refused: this session (or another tab of this browser)")
+        assert said.startswith("refused: this browser is already healing a model (shown below, with its Stop)")
         monkeypatch.setattr(jobs, "client", lambda: "198.51.100.9")  # another visitor: its own healing
         assert [m.value for m in AppTest.from_function(_heal_twice, default_timeout=60).run().markdown] == ["started"]
     finally:
         release.set()
-        assert all(j.ended.wait(30) for j, _ in jobs._HEALERS)  # (a job left running aborts the interpreter's exit)
+        assert all(h.job.ended.wait(30) for h in jobs._HEALERS)  # (a job left running aborts the interpreter's exit)
     monkeypatch.undo()
     import streamlit as st
     headers = {"X-Forwarded-For": "6.6.6.6, 192.0.2.44"}  # (the browser's claim, then what the proxy appended)

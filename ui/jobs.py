@@ -2,9 +2,12 @@
 waited for here with its place in the queue shown and a Cancel button; healing runs there in the background and
 yields to waiting jobs between its steps. Every run of the page is a heartbeat: a closed tab's healing is cancelled."""
 import hashlib
+import hmac
 import os
+import secrets
 import threading
 import uuid
+from dataclasses import dataclass
 
 import streamlit as st
 
@@ -13,7 +16,7 @@ from compress.serve.settings import MAX_MINUTES, number
 from compress.techniques.healdev import heal_size
 from ui import cached, guide
 from ui.safe import guarded, plain  # another session's label (its prompt): plain text, never markdown
-from ui.state import KEY
+from ui.state import HEALING, KEY
 
 
 _WIRING = threading.Lock()
@@ -44,7 +47,8 @@ def client() -> str:
         forwarded = (st.context.headers.get("X-Forwarded-For") or "").split(",")[-1].strip()
         if forwarded:
             return forwarded[:64]
-    return st.context.ip_address or ""
+    ip = st.context.ip_address
+    return ip if isinstance(ip, str) else ""  # (None on localhost; AppTest's is a mock)
 
 
 def run(kind: str, fn, label: str, *, key, failure: str = "show"):
@@ -189,8 +193,36 @@ def heal_text_changed():
     st.session_state[KEY + "heal_corpus"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
 
 
-_HEALERS: list = []  # (a healing job, the client that started it), for one healing at a time per visitor
+@dataclass
+class Healer:  # a healing on the queue: who started it, the token in their URL, what it heals, its plan
+    job: object
+    client: str
+    token: str
+    key: tuple
+    plan: tuple
+
+
+_HEALERS: list[Healer] = []  # for one healing at a time per visitor, and for a reload to find its healing again
 _HEALERS_LOCK = threading.Lock()
+
+
+def _hold(h: Healer) -> None:
+    """This session shows the healing h (its bar, its Stop) and takes its result; its URL keeps h's token."""
+    queue().adopt(h.job, owner())
+    st.session_state.heal_job, st.session_state.heal_key, st.session_state.heal_plan = h.job, h.key, h.plan
+    st.session_state.heal_token = st.query_params[HEALING] = h.token
+
+
+def find_healing() -> None:
+    """A reload of the tab healing (a new session): the token its URL kept finds the healing again, with its bar,
+    its Stop and its result, where the same client asks (a shared link's token opens nothing elsewhere)."""
+    token = st.query_params.get(HEALING)
+    if st.session_state.get("heal_job") is not None or not token:
+        return
+    with _HEALERS_LOCK:
+        h = next((h for h in _HEALERS if hmac.compare_digest(h.token, str(token)) and h.client == client()), None)
+        if h is not None and h.job.state not in ("cancelled", "failed", "interrupted"):
+            _hold(h)
 
 
 def start_healing(b, recipe: C.Recipe, minutes: float):
@@ -203,14 +235,16 @@ def start_healing(b, recipe: C.Recipe, minutes: float):
             q.yield_(job)  # waiting Apply jobs of other sessions run now, between two steps
         return C.compress(b, recipe, texts=texts, minutes=minutes, stop=job.stop, progress=progress)
     with _HEALERS_LOCK:  # (two tabs' clicks run at once, each on its own script thread: checked and added as one)
-        _HEALERS[:] = [(j, c) for j, c in _HEALERS if not j.ended.is_set()]
-        if any(j.owner == me or who and c == who for j, c in _HEALERS):  # two tabs would take both long-job slots
-            raise C.CompressError("this session (or another tab of this browser) is already healing a model: one "
+        _HEALERS[:] = [h for h in _HEALERS if not h.job.ended.is_set() or h.job.result is not None]
+        mine = [h for h in _HEALERS if not h.job.ended.is_set() and (h.job.owner == me or who and h.client == who)]
+        if mine:  # two tabs would take both long-job slots; a reload's new session shows the one running
+            _hold(mine[0])
+            raise C.CompressError("this browser is already healing a model (shown below, with its Stop): one "
                                   "healing at a time per visitor; Stop it or wait for it to end")
-        st.session_state.heal_job = q.submit("heal", fn, me, f"healing {b.name}: {recipe.describe()}")
-        _HEALERS.append((st.session_state.heal_job, who))
-    st.session_state.heal_key = (cached.model_key(b), recipe.to_json())
-    st.session_state.heal_plan = (recipe.heal_steps, minutes)
+        h = Healer(q.submit("heal", fn, me, f"healing {b.name}: {recipe.describe()}"), who,
+                   secrets.token_urlsafe(16), (cached.model_key(b), recipe.to_json()), (recipe.heal_steps, minutes))
+        _HEALERS.append(h)
+        _hold(h)
 
 
 def heal_progress():
@@ -244,6 +278,9 @@ def _heal_poll():
                 q.cancel(job)
         return
     st.session_state.heal_job = None
+    st.query_params.pop(HEALING, None)
+    with _HEALERS_LOCK:
+        _HEALERS[:] = [h for h in _HEALERS if h.job is not job]
     if job.state == "failed":
         st.session_state.heal_error = job.error
     elif (healed := take(job)) is not None:

@@ -7,6 +7,7 @@ from ui import cached
 KEY = "r_"  # widget keys of recipe fields: r_rank_mode, r_rank, ... (kept alive across pages by setup())
 HELD = "held_values"  # each recipe control's value as the server last set or showed it, and whether greyed out
 MINUTES, CAP = "heal_minutes", (0.5, 60.0)  # healing's time cap (minutes): its widget key and link parameter, its range
+HEALING = "healing"  # the URL's token of this tab's running healing (jobs.find_healing: a reload finds it again)
 
 
 def active() -> C.ModelBundle:
@@ -67,4 +68,6 @@ def put_in_url(bundle, recipe: C.Recipe, minutes: float = 5.0):
         params[MINUTES] = f"{minutes:g}"
     if bundle.name in C.BUNDLED:
         params["model"] = bundle.name
+    if st.session_state.get("heal_job") is not None and st.session_state.get("heal_token"):
+        params[HEALING] = st.session_state.heal_token
     st.query_params.from_dict(params)

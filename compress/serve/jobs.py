@@ -98,6 +98,12 @@ class Queue:
     def wait(self, job: Job, timeout: float | None = None) -> bool:
         return job.ended.wait(timeout)
 
+    def adopt(self, job: Job, owner: str) -> None:
+        """The job now belongs to `owner` (a reload of the tab that started it: a new session), who keeps it alive."""
+        with self._cv:
+            job.owner = owner
+            self._beat(owner)
+
     def heartbeat(self, owner: str) -> None:
         with self._cv:
             self._beat(owner)

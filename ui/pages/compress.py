@@ -225,6 +225,7 @@ try:
 except C.CompressError as e:
     right.error(f"Impossible recipe: {safe.plain(e)}")
     st.stop()
+jobs.find_healing()  # (before the URL is written again: a reload's token)
 state.put_in_url(b, recipe, minutes)
 
 with right:
