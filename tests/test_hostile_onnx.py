@@ -83,6 +83,16 @@ def _nan(m):
     t.raw_data = arr.tobytes()
 
 
+def _scale(value):
+    def change(m):  # a quantization scale of 0 (the model reads no token: every row is 0) or below
+        t = next(t for t in m.graph.initializer if t.name.endswith("_scale") and t.data_type == TensorProto.FLOAT)
+        arr = numpy_helper.to_array(t).copy()
+        arr.flat[0] = value
+        t.raw_data = arr.tobytes()
+    change.__name__ = f"_scale_{value:g}"
+    return change
+
+
 def _short_bytes(m):
     t = _first(m)
     t.raw_data = t.raw_data[:-1]
@@ -111,7 +121,8 @@ def _external_initializer(m):
 ONNX_CASES = [(_constant_attr, "not the graph"), (_subgraph, "not the graph"), (_loop, "not the graph"),
               (_huge_constant, "not the graph"), (_function, "functions"), (_nan, "NaN"),
               (_short_bytes, "do not fit"), (_other_shape, "stores"), (_renamed_input, "other inputs"),
-              (_bloat, "bytes where"), (_external_initializer, "external data")]
+              (_bloat, "bytes where"), (_external_initializer, "external data"), (_scale(0.0), "zero or negative"),
+              (_scale(-0.5), "zero or negative")]
 
 
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-gpt"])

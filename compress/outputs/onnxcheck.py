@@ -33,8 +33,20 @@ def _same(a, b) -> bool:
                                     for x, y in zip(a, b))
 
 
-def _weights(t, want):
-    """One initializer of the upload (merge() refused external data): our shape and type, bytes fitting, finite."""
+SCALES = {"DequantizeLinear": (1,), "QuantizeLinear": (1,), "MatMulNBits": (2,), "QLinearMatMul": (1, 4, 6)}
+
+
+def _scales(graph) -> set[str]:
+    """Our graph's initializers that are quantization scales: a node's scale input (SCALES), or named so (ONNX
+    Runtime's own, multiplied after MatMulInteger): a zero makes a weight read as nothing, a negative flips it."""
+    inits = {t.name for t in graph.initializer}
+    return {x for n in graph.node for i, x in enumerate(n.input) if i in SCALES.get(n.op_type, ()) and x in inits} | \
+        {x for x in inits if x.lower().endswith(("scale", "scales"))}
+
+
+def _weights(t, want, scale: bool = False):
+    """One initializer of the upload (merge() refused external data): our shape and type, bytes fitting, finite,
+    above zero if it is a scale."""
     from onnx import numpy_helper
     if list(t.dims) != list(want.dims) or t.data_type != want.data_type:
         raise _refuse(f"stores {t.name[:80]!r} as {list(t.dims)} of type {t.data_type}, ours {list(want.dims)} of "
@@ -45,6 +57,8 @@ def _weights(t, want):
         raise _refuse(f"holds a tensor {t.name[:80]!r} whose bytes do not fit its shape") from None
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise CompressError(f"{ONNX} holds NaN or infinite values in {t.name[:80]!r}; refused")
+    if scale and not (arr > 0).all():
+        raise CompressError(f"{ONNX}'s {t.name[:80]!r} has a scale that is zero or negative; refused")
     return t  # (embedded, of our name, shape and type, its bytes checked: it goes into our graph as it came)
 
 
@@ -66,7 +80,8 @@ def merge(raw: bytes, ours: bytes) -> bytes:
     theirs = {t.name: t for t in g.initializer}
     if len(theirs) != len(g.initializer) or set(theirs) != {t.name for t in h.initializer}:
         raise _refuse("holds other weights (initializer names)")
-    new = [_weights(theirs[t.name], t) for t in h.initializer]
+    scales = _scales(h)
+    new = [_weights(theirs[t.name], t, t.name in scales) for t in h.initializer]
     del h.initializer[:]
     h.initializer.extend(new)
     return mine.SerializeToString()
