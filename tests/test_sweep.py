@@ -1,6 +1,7 @@
 """Sweeps (compress/sweep/space.py, sweep.py, frontier.py): the space from the technique table, one-line errors, trials
 equal to single applies, the frontier, the store's failures (many workers on one study: test_sweep_workers.py)."""
 import json
+import re
 import sqlite3
 import time
 
@@ -105,6 +106,15 @@ def test_grid_sweep_points_equal_single_applies(tiny_gpt, tmp_path, one_thread):
     assert html.count('class="plotly-graph-div"') == 1 and "Trade-offs of tinygpt: study rank" in html
     assert f"{len(best)} of them are on the frontier" in html and "rank ratio 0.6" in html
     assert json.loads(study.trials[0].user_attrs["machine"])["cpu"] in html
+    low = min((r for r in rs if r["on_frontier"]), key=lambda r: r["bits_per_char"])  # lower is better: named best
+    assert f"The best bits per char on the frontier (lower is better) is {low['bits_per_char']:.4f}" in html
+    import shlex  # the report's command, pasted, runs this study's space again (quoted, its fixed fields kept)
+    from compress.__main__ import _parser
+    from compress.sweep.cli import sweep_space
+    line = re.search(r"<pre>(python -m compress sweep [^<]*)\n", html)[1].replace("&#x27;", "'")
+    a = _parser().parse_args(shlex.split(line)[3:])
+    assert a.study == "rank" and a.grid and sweep_space(a).to_json() == space.to_json()
+    assert shlex.split(space.cli("tinygpt rank 2026-12-06 10:34:37"))[-1] == "tinygpt rank 2026-12-06 10:34:37"
 
 
 def test_frontier_respects_directions_and_constraints():

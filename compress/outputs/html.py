@@ -4,6 +4,7 @@ script, font or image: it opens offline. It reports numbers already measured; it
 import html
 import json
 import re
+import shlex
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -197,11 +198,13 @@ def study(name: str, model: str, rows: list[dict], space: dict, status: dict, ma
     y = space["objectives"][0]
     x = "size_mb" if any("size_mb" in r for r in done) else "latency_ms"
     best = [r for r in done if r.get("on_frontier")]
-    top = max(best, key=lambda r: r.get(y) or 0, default=None) if best else None
+    sign = -1 if metrics.METRICS[y].direction == "minimize" else 1  # (bits per char, KL, latency: lower is better)
+    top = max((r for r in best if r.get(y) is not None), key=lambda r: sign * r[y], default=None)
     lead = (f"{len(done)} compressed versions of {model} were measured on this machine; {len(best)} of them are on the "
             f"frontier (no other trial is both smaller and better). ")
     if top is not None and top.get("size_mb"):
-        lead += (f"The best quality on the frontier is {plots.label(y)} {top[y]:.4f} at {top['size_mb']:.2f} MB; the "
+        lead += (f"The best {plots.label(y)} on the frontier ({'lower' if sign < 0 else 'higher'} is better) is "
+                 f"{top[y]:.4f}, at {top['size_mb']:.2f} MB; the "
                  f"smallest frontier point is {min(r['size_mb'] for r in best):.2f} MB. ")
     lead += f"Measured on {machine or 'this machine'}."
     keep = ["trial", "state", "feasible", "on_frontier", *space["objectives"], "size_mb", "latency_ms", "speedup"]
@@ -224,13 +227,14 @@ def study(name: str, model: str, rows: list[dict], space: dict, status: dict, ma
 def study_of(name: str, url: str | None = None) -> str:
     """study() of a stored study, by name (the page's and the CLI's)."""
     from ..sweep import studies, run as sweep
+    from ..sweep.space import from_json
     st = sweep.open_study(None, name, url)
     rows, sp, stat = frontier.rows(st), sweep.space_of(st), studies.status(st)
     a = next((t.user_attrs for t in st.trials if t.user_attrs.get("machine")), {})
     cpu = json.loads(a.get("machine") or "{}")
     machine = (f"{measure.machine_line({**cpu, 'threads': a.get('threads', '?')})}; workload {a.get('workload', '?')}; "
                f"torch {cpu.get('torch', '?')}") if a else ""
-    vary = " ".join(f"--vary {k}={','.join(map(str, v))}" for k, v in sp["vary"].items())
+    grid = st.user_attrs.get("grid", len(sp["vary"]) <= 2)  # (a study made before the flag was kept)
     return study(name, sp["model"], rows, sp, stat, machine,
-                 f"python -m compress sweep --model {sp['model']} {vary} --objectives {','.join(sp['objectives'])} "
-                 f"--study {name}\npython -m compress report --study {name} --out report.html")
+                 f"{from_json(st.user_attrs['space']).cli(name, st.user_attrs.get('trials'), grid)}\n"
+                 f"python -m compress report --study {shlex.quote(name)} --out report.html")

@@ -150,6 +150,7 @@ def run(bundle, space: Space, study_name: str, url: str | None = None, trials: i
         study.set_user_attr("content_hash", bundle.content_hash)
     study.sampler = _sampler(space, grid, total, seed)
     study.set_user_attr("trials", total)
+    study.set_user_attr("grid", bool(grid))  # (the report's command runs the same)
     study.set_user_attr("stop", 0)
     where, ctx = context(space), {"ran": 0, "store_s": 0.0, "stopped": False, "polled": 0.0}
     base = Side(**pipeline.numbers(bundle), quality={})  # the original's numbers, once

@@ -197,6 +197,20 @@ class Space:
                            "constraints": [list(c) for c in self.constraints], "heal_steps": self.heal_steps,
                            "workload": [self.workload, self.batch, self.seq]}, sort_keys=True)
 
+    def cli(self, name: str, trials: int | None = None, grid: bool = False) -> str:
+        """The command that runs this study again, each part quoted for a shell (a study's name has spaces)."""
+        import shlex
+        d = json.loads(self.to_json())
+        parts = ["python", "-m", "compress", "sweep", "--model", self.model, "--objectives", ",".join(self.objectives)]
+        parts += [x for k, v in d["vary"].items() for x in ("--vary", f"{k}={','.join(map(str, v))}")]
+        parts += ["--fixed", ",".join(f"{k}={v}" for k, v in d["fixed"].items())] if d["fixed"] else []
+        parts += [x for m, op, b in self.constraints for x in ("--constraint", f"{m}{op}{b:g}")]
+        parts += ["--heal-steps", str(self.heal_steps)] if self.heal_steps else []
+        parts += ["--workload", self.workload] if self.workload != "ids" else []
+        parts += ["--batch", str(self.batch), "--seq", str(self.seq)] if (self.batch, self.seq) != (8, 128) else []
+        parts += (["--grid"] if grid else ["--trials", str(trials)] if trials else []) + ["--study", name]
+        return " ".join(shlex.quote(p) for p in parts)
+
 
 def from_json(text: str) -> Space:
     """The Space a study was made for (Space.to_json), to resume it."""
