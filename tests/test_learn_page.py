@@ -89,8 +89,13 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
             table = next(d.value for d in at.dataframe if "learns original block" in d.value.columns)
             assert list(table["kept block"]) == list(range(k)) and len(set(table["learns original block"])) == k
         assert list(table["learns original block"]) == list(range(blocks))  # every block kept: each its own
+        # token pooling: every 4 tokens leaves fewer slots and fewer query-key pairs than every 2
+        p2, p4 = move(at, "select_slider", "learn_pool_f", 2)["pooling"], \
+            move(at, "select_slider", "learn_pool_f", 4)["pooling"]
+        assert p2["slots"] == -(-p2["tokens"] // 2) and p4["slots"] == -(-p4["tokens"] // 4)
+        assert p4["pairs"] < p2["pairs"] < p2["full"] == p2["tokens"] ** 2 * blocks
     else:
-        assert not {"vocabulary", "static", "relations"} & set(figures(at))
+        assert not {"vocabulary", "static", "relations", "pooling"} & set(figures(at))
     # healing: the best state kept only gets better as more steps are shown
     if healing:
         h = figures(at)["healing"]
@@ -144,6 +149,7 @@ def test_compress_captions_link_to_their_learn_section(app):
     links = [(p.proto.label, p.proto.page) for p in app.get("page_link")]
     assert len(links) >= 10 and all("learn" in page for _, page in links)
     assert any(label.endswith("Learn, Low rank") for label, _ in links)
+    assert sum(label.endswith("Learn, Efficient attention") for label, _ in links) == 2  # attention, token pooling
 
 
 @pytest.mark.slow

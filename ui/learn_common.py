@@ -17,7 +17,7 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "fnet": ("FNet", "what FNet mixes instead of attention"),
     "layers": ("Fewer layers", "which blocks matter"),
     "healing": ("Healing", "how healing wins quality back"),
-    "efficient": ("Efficient attention", "the attention patterns of the survey"),
+    "efficient": ("Efficient attention", "the attention patterns of the survey, and token pooling"),
     "vocabulary": ("Vocabulary", "what a dropped token reads"),
     "static": ("Static table", "a sentence as a bag of tokens"),
     "relations": ("Attention relations", "what relation healing copies"),
@@ -25,7 +25,7 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
 STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
                 "emb_bits": "quantization", "factorize": "low-rank", "heal": "healing", "int8": "quantization",
                 "int4": "quantization", "half": "quantization", "runtime": "article", "vocab": "vocabulary",
-                "static": "static"}
+                "static": "static", "attention": "efficient", "pool": "efficient"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
 

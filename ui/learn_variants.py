@@ -8,12 +8,14 @@ from plotly.subplots import make_subplots
 from compress.learn import variants as V
 from ui import cached, charts, jobs
 from ui.learn_attention import efficient, two_tokens
+from ui.learn_pool import pooling
 from ui.learn_common import SEQ, csv, meta, open_in_compress, predict, section
 
 
 def tab(b, text):
     efficient(b, text)
     variants(b, text)
+    pooling(b, text)
 
 
 def _settings(b, t: int) -> dict:
