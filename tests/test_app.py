@@ -118,6 +118,14 @@ def test_a_bad_upload_shows_the_message_and_keeps_the_model(app, tmp_path):
     app.file_uploader(key="upload").set_value(("gpt2.zip", _zip_of(tmp_path), "application/zip")).run()
     assert not app.exception and not app.sidebar.error
     assert _metric(app, "Architecture").value.startswith("GPT2")
+    app.switch_page("ui/pages/compress.py").run()  # its link names the upload; a reload (a new session) says it is gone
+    url = {k: app.query_params[k] for k in app.query_params}
+    assert url["upload"] == "gpt2.zip" and "model" not in url
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params.update(url)
+    again.run()
+    said = [w.value for w in again.warning if "uploaded model" in w.value]
+    assert said and safe.plain("gpt2.zip") in said[0] and "Upload it again" in said[0] and not again.exception
 
 
 def test_upload_limit_in_config_matches_the_library():

@@ -59,6 +59,13 @@ def setup():
     sidebar()
     if st.session_state.get("url_error"):  # the link's own text inside: plain, never markdown
         st.warning(safe.plain(st.session_state.url_error))
+    gone = st.session_state.get("url_upload")
+    if gone and st.session_state.get("active", ("bundled",))[0] == "bundled":
+        st.warning(f"This page was on an uploaded model, {safe.plain(gone)}, which stays only in the browser session "
+                   f"that loaded it: after a reload (or in a shared link) it is gone, so this shows "
+                   f"{active().name} instead. Upload it again in the sidebar to go on with the link's recipe.")
+    elif gone:
+        st.session_state.url_upload = None  # uploaded again
 
 
 def run(nav) -> None:

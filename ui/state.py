@@ -7,6 +7,7 @@ from ui import cached
 KEY = "r_"  # widget keys of recipe fields: r_rank_mode, r_rank, ... (kept alive across pages by setup())
 HELD = "held_values"  # each recipe control's value as the server last set or showed it, and whether greyed out
 MINUTES, CAP = "heal_minutes", (0.5, 60.0)  # healing's time cap (minutes): its widget key and link parameter, its range
+UPLOAD = "upload"  # the URL's name of the uploaded model a page was on (init_state: a reload says it is gone)
 HEALING = "healing"  # the URL's token of this tab's running healing (jobs.find_healing: a reload finds it again)
 
 
@@ -42,6 +43,8 @@ def init_state():
                                           f"minutes from {CAP[0]:g} to {CAP[1]:g}")
     if st.query_params.get("model") in C.BUNDLED:
         st.session_state.model_choice = st.query_params["model"]
+    elif st.query_params.get(UPLOAD):  # a reload (or a shared link) of a page on an upload: the upload is not here
+        st.session_state.url_upload = str(st.query_params[UPLOAD])[:80]
 
 
 def set_recipe(recipe: C.Recipe):
@@ -68,6 +71,8 @@ def put_in_url(bundle, recipe: C.Recipe, minutes: float = 5.0):
         params[MINUTES] = f"{minutes:g}"
     if bundle.name in C.BUNDLED:
         params["model"] = bundle.name
+    else:  # (an upload's name: a reload says which model to upload again)
+        params[UPLOAD] = bundle.name[:80]
     if st.session_state.get("heal_job") is not None and st.session_state.get("heal_token"):
         params[HEALING] = st.session_state.heal_token
     st.query_params.from_dict(params)
