@@ -126,6 +126,15 @@ def test_a_local_folders_link_out_of_the_root_is_refused(good, tmp_path, monkeyp
     assert C.load_local("m").info["model_type"] == "bert"
 
 
+@pytest.mark.parametrize("kw", [{"max_new_tokens": 10**9}, {"max_new_tokens": 0}, {"max_new_tokens": -5},
+                                {"max_new_tokens": 2.5}, {"greedy": False, "temperature": 0},
+                                {"greedy": False, "temperature": float("nan")}, {"greedy": False, "temperature": "hot"},
+                                {"greedy": False, "top_k": 0}])
+def test_a_continuation_is_bounded_and_its_sampling_checked(tiny_gpt, kw):
+    with pytest.raises(C.CompressError, match="max_new_tokens must be|sampling takes"):  # 10**9 never returned
+        C.complete(tiny_gpt, "x", **kw)
+
+
 def test_a_lone_surrogate_is_a_clean_error(tiny_gpt, tiny_bert):
     with pytest.raises(C.CompressError, match="not valid Unicode"):
         C.complete(tiny_gpt, "a \udc80 b")

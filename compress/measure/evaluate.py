@@ -7,8 +7,8 @@ generation (decoders): next_token_kl = KL(original || compressed) of the next-to
 nats/token, mean over the real (unpadded) tokens of the sentences; top1_agreement = how often both
 models' most likely next token is the same; Hugging Face decoders (the adapter lists bits_per_token) also
 bits_per_token = the model's own cross-entropy on the sentences' next tokens, in bits (the original's too).
-A model without a tokenizer is measured on seeded random token ids instead (only indicative).
-NaN/inf outputs raise CompressError: a NaN quality number is never returned.
+A model without a tokenizer is measured on seeded random token ids instead (only indicative). NaN/inf outputs raise
+CompressError: a NaN quality number is never returned.
 """
 import copy
 import math
@@ -36,6 +36,7 @@ def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0
 
 MAX_WORKLOAD_TOKENS = 64 * 256
 MAX_CONTEXT = 512  # tokens a sample continuation reads at each step, at most (a prompt is 500 characters at most)
+MAX_NEW_TOKENS = 1000  # a continuation's tokens at most: a full forward each
 MAX_REF_BYTES = 64 << 20  # the original's next-token log-probs, kept per bundle up to this (tinygpt: 32 MB; 32k: GBs)
 
 
@@ -249,10 +250,14 @@ def next_token_agreement(bundle, original) -> dict:
 @torch.no_grad()
 def complete(bundle, prompt: str, max_new_tokens: int = 20, greedy: bool = True, seed: int = 0,
              temperature: float = 0.8, top_k: int = 40) -> str:
-    """Sample output for decoders: a greedy or seeded sampled continuation of a prompt (a full forward per
-    token, so every compressed copy, traced ones included, runs it)."""
+    """Sample output for decoders: a greedy or seeded sampled continuation of a prompt (a full forward per token)."""
     if bundle.tokenizer is None:
         raise CompressError("this model has no tokenizer, so it cannot continue a text")
+    if type(max_new_tokens) is not int or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise CompressError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+    if not greedy and not (type(top_k) is int and top_k >= 1 and type(temperature) in (int, float)
+                           and 0 < temperature < float("inf")):
+        raise CompressError(f"sampling takes top_k >= 1 and a temperature > 0, finite; got {top_k!r}, {temperature!r}")
     context = min(bundle.info["max_positions"], MAX_CONTEXT)  # what each token's forward reads, at most
     membound.check("sample", bundle.model, bundle.name,
                    extra_mb=bundle.applied.get("attention_mb_per_token", 0.0) * context)  # a variant's activations
