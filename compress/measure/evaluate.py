@@ -25,7 +25,6 @@ from ..errors import CompressError
 from .texts import ASSETS, EVAL_SETS, eval_set, metric_label  # noqa: F401  (all but EVAL_SETS: re-exported)
 
 
-
 def random_batches(bundle, n: int, seq: int = 32, batch: int = 64, seed: int = 0) -> list[tuple]:
     """n seeded random sequences as [(ids, mask)] (B, T): the same inputs for the original and every copy."""
     g = torch.Generator().manual_seed(seed)
