@@ -90,3 +90,14 @@ def test_peer_and_unhealed_are_measured_in_the_same_call(gpt_int8, measured):
     assert seen == sorted(seen) and 0 < seen[0] and seen[-1] == 1.0 and any(f <= 0.5 for f in seen)
     assert measured.machine == C.machine_line(d["workload"])
     assert set(measured.versions) == {"torch", "transformers", "python"}
+
+
+def test_measure_takes_an_original_and_a_compressed_copy_of_it(gpt_int8, tiny_bert):
+    gpt, comp = gpt_int8
+    import dataclasses
+    for a, b in ((gpt, dataclasses.replace(comp, recipe=None)), (comp, gpt), (tiny_bert, comp), (gpt, gpt)):
+        with pytest.raises(C.CompressError, match="not a compressed copy"):  # unrelated or swapped: nothing measured
+            C.measure_compression(a, b, timed=False)
+    for bad in ("nope", ["fidelity", "nope"], 5):
+        with pytest.raises(C.CompressError, match="unknown metric|metrics are"):
+            C.measure_compression(gpt, comp, timed=False, own=bad)

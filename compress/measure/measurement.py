@@ -203,6 +203,10 @@ def measure(original: ModelBundle, compressed: ModelBundle, workload: str = "ids
     without healing) its numbers and quality; own: the metrics measured on their own (metrics.own: None = those every
     measurement takes, "all", or names) for both, where this model has them; gpu=False: no GPU timing even where
     there is a GPU. progress(fraction) while timing."""
+    if original.recipe is not None or compressed.recipe is None or compressed.content_hash != original.content_hash:
+        raise CompressError(f"measure takes an original model and a compressed copy of it (compress or "
+                            f"load_compressed of it); {compressed.name} is not a compressed copy of {original.name}")
+    metrics.own(own)  # (an unknown metric name: one line, before anything runs)
     per = compressed.applied.get("attention_mb_per_token", 0.0)  # an attention variant's activations, over this
     if per:  # workload or the quality sets' batches (64 x 128), checked before either runs
         membound.check("apply", original.model, compressed.name,
