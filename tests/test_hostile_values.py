@@ -179,3 +179,21 @@ def test_a_number_of_thousands_of_digits_and_integer_weights_are_one_line(good, 
         with pytest.raises(C.CompressError, match=f"the weights store {name} as I64: a model's weights are floats"):
             C.load_model(str(make_zip(tmp_path / f"i{len(ints)}.zip", {**good, "model.safetensors": save(
                 {**tensors, **ints})})))
+
+
+def test_the_library_refuses_arguments_of_the_wrong_kind_in_one_line(tiny_gpt, tmp_path):
+    """Wrong types and values reach the library from scripts: each a CompressError, never an AttributeError."""
+    comp = C.compress(tiny_gpt, C.Recipe(quant="int8"))
+    z = C.save_compressed(comp, tmp_path / "c.zip")
+    calls = [lambda: C.compress(tiny_gpt, {"quant": "int8"}), lambda: C.compress(tiny_gpt, None),
+             lambda: C.compress("tinygpt", C.Recipe()),
+             lambda: C.compress(tiny_gpt, C.Recipe(heal_steps=3), texts=[1, 2]),
+             lambda: C.compress(tiny_gpt, C.Recipe(heal_steps=3), texts="abcdefgh"),  # (healed on its characters)
+             lambda: C.compress(tiny_gpt, C.Recipe(heal_steps=3), minutes=-1),
+             lambda: C.compress(tiny_gpt, C.Recipe(heal_steps=3), minutes=float("nan")),
+             lambda: C.load_compressed(z, originals="tinygpt"), lambda: C.load_compressed(z, originals=[None]),
+             lambda: C.save_compressed(comp, "/proc/nowhere/c.zip")]
+    for call in calls:
+        with pytest.raises(C.CompressError):
+            call()
+    assert C.load_compressed(z, originals=[tiny_gpt]).recipe == C.Recipe(quant="int8")

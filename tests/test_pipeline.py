@@ -78,7 +78,7 @@ def _cli(*args):
                           timeout=600)
 
 
-@pytest.mark.parametrize("args, message", [(["apply", "--rank", "3"], "(0, 1]"),
+@pytest.mark.parametrize("args, message", [(["apply", "--rank", "3"], "from 0.0001 to 1"),
                                            (["apply", "--quant", "int3"], "quant must be one of none, int8"),
                                            (["apply", "--model", "nope"], "unknown model"),
                                            (["apply", "--runs", "2"], "from 7 to 1000"),

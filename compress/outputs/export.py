@@ -121,14 +121,17 @@ def save_compressed(bundle: ModelBundle, out, measured: dict | None = None) -> P
         _write_zip(got, out)
         return out
     out = Path(out)
-    if out.suffix == ".zip":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "wb") as f:
-            _write_zip(got, f)
-        return out
-    for name, data in got.items():
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_bytes(data)
+    try:
+        if out.suffix == ".zip":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "wb") as f:
+                _write_zip(got, f)
+            return out
+        for name, data in got.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(data)
+    except OSError as e:  # (a folder that cannot be written: one line)
+        raise CompressError(f"cannot write the compressed model to {str(out)[:200]}: {e.strerror or e}") from None
     return out
 
 
@@ -199,6 +202,8 @@ def _original(c: dict, originals) -> ModelBundle:
     if not isinstance(o, dict) or not isinstance(o.get("content_hash"), str) or not isinstance(o.get("name"), str):
         raise CompressError(f"{CARD} does not name its original model (name and content hash)")
     name, sha = o["name"][:100], o["content_hash"][:64]
+    if isinstance(originals, (str, ModelBundle)) or not all(isinstance(b, ModelBundle) for b in originals or ()):
+        raise CompressError("originals are loaded models (a list of load_model's or load_upload's), not names")
     for b in originals or ():
         if b.content_hash == sha:
             return b

@@ -10,6 +10,9 @@ from ..errors import CompressError
 KINDS = ("count", "counts", "fraction", "choice", "bool", "int", "float", "text")
 MAX_COUNTS = 256  # entries of a per-block list (a link's 5,000 were shown whole on the page)
 HEX = re.compile(r"[0-9a-f]{0,64}")
+MIN_FRACTION = 1e-4  # a fraction's smallest value (a share kept: below it, the minimum width anyway)
+INT = re.compile(r"[+-]?[0-9]+")  # a number as text is ASCII digits (int() also reads '1_0' and '３２')
+FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Field:
                 raise bad
             return tuple(int(h) for h in v)
         if self.kind == "fraction":
-            if not _num(v) or not 0.0 < v <= 1.0:
+            if not _num(v) or not MIN_FRACTION <= v <= 1.0:  # (1e-320 read as 'FFN 9.99989e-321')
                 raise bad
             return float(v)
         if self.kind == "float":
@@ -68,7 +71,8 @@ class Field:
 
     def takes(self) -> str:
         return {"count": "a whole number >= 0 (0 = all)", "counts": "a whole number >= 0 or a list of them, one per block",
-                "fraction": "a number in (0, 1]", "int": f"a whole number in [{self.lo:g}, {self.hi:g}]",
+                "fraction": f"a number from {MIN_FRACTION:g} to 1",
+                "int": f"a whole number in [{self.lo:g}, {self.hi:g}]",
                 "float": f"a number in ({self.lo:g}, {self.hi:g})",
                 "text": "a sha256 in hex, or empty"}.get(self.kind, "")
 
@@ -77,12 +81,12 @@ class Field:
         text = str(text).strip()
         try:
             if self.kind == "counts":
-                hs = [int(x) for x in text.strip("[]() ").split(",")]
+                hs = [int(_ascii(x, INT)) for x in text.strip("[]() ").split(",")]
                 return self.check(hs[0] if len(hs) == 1 else tuple(hs))
             if self.kind in ("count", "int"):
-                return self.check(int(text))
+                return self.check(int(_ascii(text, INT)))
             if self.kind in ("fraction", "float"):
-                return self.check(float(text))
+                return self.check(float(_ascii(text, FLOAT)))
         except (ValueError, OverflowError):
             raise CompressError(f"{self.name} must be {self.takes()}, got {_show(text)}") from None
         if self.kind == "choice":
@@ -117,6 +121,13 @@ class Field:
 
 def _num(x) -> bool:  # a finite number: JSON's NaN, Infinity and 1e309 are not (int() of them raises)
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ascii(text: str, form: re.Pattern) -> str:
+    """The text, if it is a plain number of this form; else a ValueError (parse() says what the field takes)."""
+    if not form.fullmatch(text.strip()):
+        raise ValueError(text)
+    return text
 
 
 def _show(v) -> str:

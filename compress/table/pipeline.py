@@ -44,8 +44,14 @@ def walk(base: ModelBundle, recipe: Recipe, load=None, **heal_args) -> Ctx:
 def compress(bundle: ModelBundle, recipe: Recipe, texts=None, minutes=None, progress=None, stop=None) -> ModelBundle:
     """A NEW compressed bundle, the steps applied in the table's order (steps.STEPS). texts, minutes, progress,
     stop: healing text (None = the default corpus), time cap, callback, Event. The input bundle is not touched."""
+    if not isinstance(bundle, ModelBundle) or not isinstance(recipe, Recipe):
+        raise CompressError("compress() takes a loaded model (load_model, load_upload) and a Recipe")
     if bundle.recipe is not None:
         raise CompressError("compress() takes an original model, not an already compressed one")
+    if texts is not None and (isinstance(texts, str) or not all(isinstance(t, str) for t in texts)):
+        raise CompressError("texts (the healing text) is a list of strings, one a text")
+    if minutes is not None and not (type(minutes) in (int, float) and 0 < minutes < float("inf")):
+        raise CompressError(f"minutes (healing's time cap) must be a positive number, got {minutes!r}")
     return finish(walk(bundle, recipe, texts=texts, minutes=minutes, progress=progress, stop=stop))
 
 
