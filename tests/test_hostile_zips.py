@@ -129,7 +129,8 @@ def test_weights_that_declare_more_than_the_recipes_model_holds_are_never_read(b
     ({"format": "compress-model/1", "original": {"name": 5, "content_hash": []}}, None, "does not name"),
     ([], None, "format"), ("x", None, "format"), (None, '{"quant": ["int8"]}', "quant"),
     (None, '{"layers": -3}', "layers"), (None, '{"not_a_field": 1}', "not_a_field"), (None, "[" * 50_000, "JSON"),
-    (None, '{"heal_steps": "many"}', "heal_steps")])
+    (None, '{"heal_steps": "many"}', "heal_steps"),
+    (None, '{"quant": "int8", "heal_steps": 5000}', "records no healing")])  # (a label the weights never had)
 def test_card_and_recipe_of_wrong_types_are_one_line(bundled, weight_zips, tmp_path, card, recipe, match):
     files = dict(weight_zips["int8"])
     if card is not None:

@@ -257,6 +257,9 @@ def load_compressed(path, originals=()) -> ModelBundle:
     if not isinstance(c, dict) or c.get("format") != FORMAT:
         raise CompressError(f"{CARD} is not of this app's format ({FORMAT})")
     c = cardcheck.checked(c)  # the uploader's claims: what the app reads of them, bounded (cardcheck.py)
+    if recipe.heal_steps and not isinstance(c.get("heal"), dict):  # (the replay never heals: the label would lie)
+        raise CompressError(f"{RECIPE} says healed {recipe.heal_steps} steps but {CARD} records no healing: the two "
+                            "files disagree; refused")
     base = _original(c, originals)
     onnx = recipe.runtime == "onnxruntime" and ONNX in present
     if not onnx and WEIGHTS not in present:
