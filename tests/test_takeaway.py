@@ -104,3 +104,11 @@ def test_cli_report_measures_the_recipe_and_the_peer(tiny_bert, monkeypatch, tmp
     assert "python -m compress report --model tiny-bert --heads 2 --quant int8 --out report.html" in html
     assert "Sample outputs" in html and "Per-layer report" not in html  # nothing factorized: no per-layer table
     C.load_model.cache_clear()
+
+
+def test_sizes_and_ratios_read_right_at_every_scale():
+    from compress.outputs.html import mb, ratio
+    assert [mb(n) for n in (23_480_000, 1_000_000, 123_456, 45_678, 12)] == \
+        ["23.5 MB", "1.0 MB", "0.12 MB", "0.046 MB", "0.000 MB"]  # a tiny model's parts add up as shown
+    assert ratio(4.0, "smaller", "larger") == "4.00x smaller" and ratio(0.87, "smaller", "larger") == "1.15x larger"
+    assert ratio(0.996, "smaller", "larger") == ratio(1.004, "faster", "slower") == "about the same"  # not '1.00x larger'

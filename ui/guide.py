@@ -5,6 +5,7 @@ import streamlit as st
 import compress as C
 from compress.table import presets as P
 from compress.measure.verdict import verdict
+from compress.outputs import html
 from compress.outputs.html import workload_text
 from ui import cached, safe, state
 
@@ -58,9 +59,7 @@ ENDED = {"done": "all steps run", "Stop": "stopped by Stop", "time cap": "stoppe
          "diverged": "stopped: the loss diverged"}  # heal.HealResult.ended, in words
 
 
-def ratio(x: float, better: str, worse: str) -> str:
-    """original / compressed in words: '4.00x smaller', or '2.50x larger' when it is below 1."""
-    return f"{x:.2f}x {better}" if x >= 1 else f"{1 / x:.2f}x {worse}"
+ratio = html.ratio  # '4.00x smaller', '1.15x larger', 'about the same'
 
 
 def timed_on(w) -> str:
@@ -130,7 +129,8 @@ def peer_line(p, o) -> None:
     how = p["applied"].get("runtime_setting") or f"fell back to eager: {p['applied'].get('runtime_reason', '')}"
     flag = C.timing(pl["compressed"])
     st.caption(f"**Peer**, what a user would pick instead: ONNX Runtime int8 of the original ({how}): "
-               f"{cached.mb(pc['size_bytes'])} ({o['size_bytes'] / pc['size_bytes']:.2f}x smaller), p50 "
-               f"{pl['compressed']['p50']:.1f} ms ({pl['original']['p50'] / pl['compressed']['p50']:.2f}x faster than "
+               f"{cached.mb(pc['size_bytes'])} ({ratio(o['size_bytes'] / pc['size_bytes'], 'smaller', 'larger')}), "
+               f"p50 {pl['compressed']['p50']:.1f} ms "
+               f"({ratio(pl['original']['p50'] / pl['compressed']['p50'], 'faster', 'slower')} than "
                f"the original in its own interleaved run{'' if flag == 'reliable' else '; timing ' + flag}), "
                + ", ".join(f"{C.metric_label(k)} {v:.4f}" for k, v in pc["quality"].items()) + ".")

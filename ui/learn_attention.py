@@ -216,7 +216,9 @@ def efficient(b, text):
     charts.show(st, meta(fig, figure="efficient", w=w, **{n.replace("-", "_"): p["error"] for n, p in pats.items()},
                          density_fixed=pats["fixed"]["density"]), key="learn_eff_fig")
     st.dataframe(pd.DataFrame([{"pattern": n, "what": A.PATTERNS[n][0], "e.g.": A.PATTERNS[n][1],
-                                "share of grid": round(p["density"], 3), "error vs this head": round(p["error"], 3),
+                                "share of grid": f"no grid, T x {w}" if n in ("low-rank", "kernel") else  # (their
+                                f"{p['density']:.3f}",  # T x T is a product of T x w factors: none of it is computed)
+                                "error vs this head": round(p["error"], 3),
                                 "in this library": A.PATTERNS[n][2] or "no"} for n, p in pats.items()]),
                  hide_index=True)
     csv(lambda: pd.DataFrame([{"pattern": n, "query": i, "key": j, "value": float(p["grid"][i, j])}

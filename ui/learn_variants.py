@@ -96,7 +96,8 @@ def variants(b, text):
                    "both halves.")
     key = (cached.model_key(b), text, layer, head, tuple(settings.values()))
     charts.show(st, _figure(*key, _drawn=drawn), key="learn_var_fig")
-    st.dataframe(pd.DataFrame(V.table(got)), hide_index=True)
+    st.dataframe(pd.DataFrame(V.table(got)), hide_index=True,  # (a refusal's reason read "LSH attention sorts th…")
+                 column_config={"applies": st.column_config.TextColumn(width="large")})
     csv(lambda: pd.DataFrame([{"attention": name, "query": i, "key": j, "weight": float(w)}
                               for name, v in drawn.items() for (i, j), w in pd.DataFrame(v["mix"]).stack().items()]),
         f"variants_layer_{layer}_head_{head}", "learn_var_csv", len(drawn) * t * t)

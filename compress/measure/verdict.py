@@ -17,8 +17,9 @@ THRESHOLDS = [  # why these numbers: int8 (no visible change in search results) 
     Threshold("top1_agreement", 0.95, 0.8, what="top-1 agreement: next tokens both models rank first"),
 ]
 HINTS = {"kept": "", "some loss": "Healing (a few hundred steps) usually wins most of it back.",
-         "large loss": "Heal it (the article: factorization and pruning need it), or pick a gentler recipe (a sweep "
-                       "on the Trade-offs page draws the frontier)."}
+         "large loss": "Heal it (what is cut or approximated was trained into the rest of the model: the article "
+                       "heals after factorizing and pruning, the survey's efficient attention heals too), or pick a "
+                       "gentler recipe (a sweep on the Trade-offs page draws the frontier)."}
 HEALED = {"kept": "", "some loss": "It was healed: more steps (and a longer time cap) may win more back.",
           "large loss": "It was healed: heal longer (more steps, a longer time cap), or pick a gentler recipe (a sweep "
                         "on the Trade-offs page draws the frontier)."}

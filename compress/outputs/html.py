@@ -50,7 +50,7 @@ def workload_text(w: dict) -> str:
 
 
 def mb(n) -> str:  # the app's formats, so every number the page shows reads the same here
-    return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e6:.{1 if n >= 1e6 else 2 if n >= 1e5 else 3}f} MB"  # (a tiny model's parts: 0.1 = 0.1 + 0.1 + 0.0)
 
 
 _PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"<>]+/)+([^\s/'\"<>]*)")
@@ -112,18 +112,23 @@ def _sides(res: dict, peer: dict | None) -> dict:
     return sides
 
 
+def ratio(x: float, better: str, worse: str) -> str:
+    """original / compressed in words: '4.00x smaller', '1.15x larger' below 1, 'about the same' within 0.5%."""
+    return "about the same" if f"{x:.2f}" == "1.00" else f"{x:.2f}x {better}" if x >= 1 else f"{1 / x:.2f}x {worse}"
+
+
 def summary(name: str, res: dict, machine: str) -> str:
     """The three plain sentences: how much smaller, how much faster, how much quality was kept, on what."""
     o, c = res["nums"]["original"], res["nums"]["compressed"]
     lo, lc = res["lat"]["original"]["p50"], res["lat"]["compressed"]["p50"]
-    speed = f"{lo / lc:.2f}x faster" if lc < lo else f"{lc / lo:.2f}x slower"
+    speed = ratio(lo / lc, "faster", "slower")
     if unreliable(res["lat"]["compressed"]):
         speed += (f" (unreliable: other programs used {res['lat']['compressed']['others_busy']:.0%} of the CPUs while "
                   "it was timed)")
     q = [f"{metric_label(k)} {v:.4f} (the original: {o['quality'].get(k, float('nan')):.4f})"
          for k, v in c["quality"].items()]
-    return (f"The compressed {name} is {o['size_bytes'] / c['size_bytes']:.2f}x smaller than the original "
-            f"({mb(c['size_bytes'])} instead of {mb(o['size_bytes'])}). It runs {speed} on this machine's CPU "
+    return (f"The compressed {name} is {ratio(o['size_bytes'] / c['size_bytes'], 'smaller', 'larger')} than the "
+            f"original ({mb(c['size_bytes'])} instead of {mb(o['size_bytes'])}). It runs {speed} on this machine's CPU "
             f"({lc:.1f} ms instead of {lo:.1f} ms at the median, {machine}). On quality it scores {'; '.join(q)}.")
 
 
