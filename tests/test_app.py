@@ -77,6 +77,7 @@ def test_compress_page_apply_shows_both_sides(app):
     assert any(c.value == "GPU latency: no GPU on this machine" for c in app.caption) or C.gpu_info()
     assert [c.value for c in app.caption if c.value.endswith("of 5 results in both lists (✓).")]
     assert app.query_params["quant"] == ["int8"] or app.query_params["quant"] == "int8"
+    assert set(app.query_params) == {"model", "quant"}  # the fields off their defaults: a short link to share
     history = app.dataframe[-1].value
     assert len(history) == 1 and history["recipe"][0] == "int8"
 

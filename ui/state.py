@@ -66,7 +66,8 @@ def current_recipe() -> C.Recipe:
 
 
 def put_in_url(bundle, recipe: C.Recipe, minutes: float = 5.0):
-    params = recipe.to_params()
+    params = {k: v for k, v in recipe.to_params().items() if v != C.FIELDS[k].text(C.FIELDS[k].default)}  # (a link
+    #  of the fields off their defaults: 33 fields spelled out made a shared link long and hard to read)
     if recipe.heal_steps and minutes != 5.0:  # (the default cap is left out, as the recipe's defaults are not)
         params[MINUTES] = f"{minutes:g}"
     if bundle.name in C.BUNDLED:
