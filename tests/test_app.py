@@ -80,6 +80,11 @@ def test_compress_page_apply_shows_both_sides(app):
     assert set(app.query_params) == {"model", "quant"}  # the fields off their defaults: a short link to share
     history = app.dataframe[-1].value
     assert len(history) == 1 and history["recipe"][0] == "int8"
+    app.selectbox(key="r_quant").set_value("none").run()  # a row of History opened again: its recipe, its numbers
+    app.button(key="history_open").click().run()
+    assert not app.exception and app.selectbox(key="r_quant").value == "int8"
+    assert any(h.value.startswith("Original vs compressed: int8") for h in app.subheader)  # (this session's last)
+    assert not [w for w in app.warning if w.value.startswith("Showing the last applied recipe")]
 
 
 @pytest.mark.heavy  # make test-slow only (37 s): the newcomer's browser test applies on MiniLM through the app and

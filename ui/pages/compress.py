@@ -67,8 +67,27 @@ def history():
         table = pd.DataFrame(rows).drop(columns=["recipe_json", "model_hash"], errors="ignore")
         table = charts.columns_first(table, ("when", "model", "recipe", "size MB", "x smaller", "x faster", "timing"))
         st.dataframe(table.rename(columns=C.metric_label), hide_index=True)
+        reopen([r for r in rows if r["model"] == b.name and r.get("model_hash") == b.content_hash])
     else:
         st.caption("Nothing applied yet" + ("." if every else " in this session."))
+
+
+def reopen(rows):
+    """A History row of this model back into the controls: its stored numbers show as 'Measured here before'."""
+    if not rows:
+        return
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    i = c1.selectbox(f"Open a row of {b.name} again (its recipe into the controls, its numbers shown)",
+                     range(len(rows)), key="history_pick",
+                     format_func=lambda i: f"{rows[i]['when']}: {safe.plain(str(rows[i]['recipe']))[:100]}")
+    c2.button("Open", key="history_open", on_click=_open, args=(rows[i].get("recipe_json"),))
+
+
+def _open(recipe_json):
+    try:
+        state.set_recipe(C.Recipe.from_json(recipe_json))
+    except C.CompressError as e:  # a row written by another version
+        st.toast(safe.plain(f"That row's recipe cannot be opened here: {e}"))
 
 
 def show(res):
