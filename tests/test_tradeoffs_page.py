@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import compress as C
+from compress.outputs import plots
 from compress.sweep import frontier, studies, run as sweep
 from conftest import ROOT
 
@@ -65,9 +66,11 @@ def test_sweep_from_the_page_and_back_after_a_restart(store_dir):
     rows = frontier.rows(sweep.open_study(None, name))
     assert [r["rank"] for r in sorted(rows, key=lambda r: r["rank"])] == [0.2, 0.6, 1.0]
     table = at.dataframe[-1].value
-    assert len(table) == 3 and set(table["state"]) == {"complete"} and "on_frontier" in table
-    # what the study varied and asked first, on screen (a wide table hid the last columns off its right edge)
-    assert list(table.columns[:6]) == ["trial", "state", "rank", "bits_per_char", "size_mb", "on_frontier"]
+    assert len(table) == 3 and set(table["state"]) == {"complete"} and "on the frontier" in table
+    # what the study varied and asked first, on screen (a wide table hid the last columns off its right edge), in the
+    # chart's words (bits_per_char read beside a chart that says 'bits per char')
+    assert list(table.columns[:6]) == ["trial", "state", "rank", plots.label("bits_per_char"), plots.label("size_mb"),
+                                       "on the frontier"]
     charts = at.get("plotly_chart")
     assert len(charts) == 2  # the trade-off plot, and the 1-D curve (quality and size vs rank)
     # open a trial on the Compress page

@@ -218,7 +218,7 @@ def studies_section():
         ys = [m for m in quality if any(m in r for r in rows)]
         c1, c2, c3 = st.columns(3)
         xs = [x for x in TIMED_X if any(x in r for r in rows)]
-        x = c1.radio("x", xs, horizontal=True, key="tr_x", format_func=TIMED_X.get)
+        x = c1.radio("x", xs, horizontal=True, key="tr_x", format_func=TIMED_X.get) if len(xs) > 1 else xs[0]
         y = c2.selectbox("y", ys, index=ys.index(sp["objectives"][0]) if sp["objectives"][0] in ys else 0, key="tr_y",
                          format_func=plots.label)
         log = c3.checkbox("log x axis", key="tr_log")
@@ -243,7 +243,8 @@ def studies_section():
     else:
         table = pd.DataFrame(rows)
         table = charts.columns_first(table, ("trial", "state", *sp["vary"], *sp["objectives"], "on_frontier"))
-        st.dataframe(table, hide_index=True)
+        words = {"on_frontier": "on the frontier", "feasible": "meets the constraints"}  # (the chart's words; the
+        st.dataframe(table.rename(columns=lambda k: words.get(k) or plots.label(k)), hide_index=True)  # CSV: names)
         c1, c2 = st.columns(2)
         c1.download_button("Download CSV", safe.csv_bytes(table), file_name=f"{name}.csv".replace(" ", "_"),
                            mime="text/csv", key="tr_csv", on_click="ignore")
