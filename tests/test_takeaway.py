@@ -88,6 +88,8 @@ def test_the_report_holds_the_numbers_the_page_shows(app, tiny_bert):
     assert "Peer: ONNX Runtime int8 of the original" in html and res["recipe"].to_json() in html.replace("&quot;", '"')
     assert not re.search(r"<script[^>]*\bsrc=|<link|<img|@import|@font-face", html)  # plotly inline, nothing fetched
     assert C.Recipe.from_json(res["recipe"].to_json()) == res["recipe"]
+    said = [s.value for s in [*app.success, *app.info, *app.warning] if s.value.startswith("Quality: **")]
+    assert said and said[0].split("**")[1] in re.search(r"<b>Quality: ([a-z ]+)</b>", html)[1]  # the page's verdict
 
 
 def test_cli_report_measures_the_recipe_and_the_peer(tiny_bert, monkeypatch, tmp_path, capsys):

@@ -15,6 +15,7 @@ from ..measure import core as measure
 from . import plots
 from ..measure.evaluate import metric_label
 from ..measure import metrics
+from ..measure.verdict import verdict
 from ..table.pipeline import PEER  # noqa: F401 (re-exported: the peer a report names)
 from ..table.recipe import Recipe
 
@@ -112,6 +113,13 @@ def _sides(res: dict, peer: dict | None) -> dict:
     return sides
 
 
+def _verdict(res: dict) -> str:
+    """The page's verdict on the quality (kept / some loss / large loss), its rule and its hint."""
+    v = verdict(res["nums"]["compressed"]["quality"], bool((res.get("applied") or {}).get("heal")))
+    return "" if v is None else (f"<p><b>Quality: {_e(v['verdict'])}</b> ({_e(metric_label(v['metric']))} "
+                                 f"{v['value']:.4f}; {_e(v['rule'])}). {_e(v['hint'])}</p>")
+
+
 def ratio(x: float, better: str, worse: str) -> str:
     """original / compressed in words: '4.00x smaller', '1.15x larger' below 1, 'about the same' within 0.5%."""
     return "about the same" if f"{x:.2f}" == "1.00" else f"{x:.2f}x {better}" if x >= 1 else f"{1 / x:.2f}x {worse}"
@@ -180,7 +188,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
             for k, v in samples.items() if not k.startswith("_")) + "</div>" + \
             (f"<p>{_e(samples['_note'])}</p>" if samples.get("_note") else "")
     body = (f"<h1>{_e(name)}, compressed: {_e(recipe.ran(res.get('applied') or {}))}</h1>"
-            f"<p class='lead'>{_e(summary(name, res, machine))}</p>"
+            f"<p class='lead'>{_e(summary(name, res, machine))}</p>{_verdict(res)}"
             f"<h2>Original vs compressed</h2>{_table(rows)}{peer_line}"
             f"<div class='two'><div>{figs(bars)}</div><div>{figs(lat)}</div></div>{figs(qual)}"
             f"<h2>The recipe</h2><p>{_e(recipe.describe())}</p><pre>{_e(recipe.to_json())}</pre>"
