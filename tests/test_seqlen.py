@@ -42,6 +42,9 @@ def test_the_crossover_is_where_a_variant_stays_faster():
     assert seqlen.slope(rows, "sdpa") == pytest.approx(2.0) and seqlen.slope(rows, "slow") == pytest.approx(2.0)
     md = seqlen.markdown("m", rows)
     assert "| local | 2 / 1 | 3 / 1 | 6 / 1 | 12 / 1 |" in md and "none up to 1024" in md
+    from compress.outputs import plots  # the chart's T axis ticked at the lengths measured
+    fig = plots.seqlen(rows, 256)
+    assert list(fig.layout.xaxis.tickvals) == [128, 256, 512, 1024] and list(fig.layout.xaxis2.ticktext)[-1] == "1024"
 
 
 def test_the_curve_times_every_variant_the_model_takes(tiny_gpt):

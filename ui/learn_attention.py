@@ -204,14 +204,13 @@ def efficient(b, text):
     pats = _patterns(cached.model_key(b), text, layer, w, b.adapter.causal, head)
     titles = ["this head<br>(full)"] + [f"{n}<br>(" + (f"no grid, T x {w}" if n in ("low-rank", "kernel") else
                                                         f"{p['density']:.0%}") + ")" for n, p in pats.items()]
-    fig = make_subplots(1, 6, subplot_titles=titles, horizontal_spacing=0.02)
-    fig.update_annotations(font_size=12)
-    fig.add_trace(go.Heatmap(z=head, colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, 1)
-    for i, p in enumerate(pats.values(), 2):
-        fig.add_trace(go.Heatmap(z=p["grid"], colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1, i)
+    fig = make_subplots(2, 3, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.14)  # (six in a
+    fig.update_annotations(font_size=12)  # row overlapped their titles on a 390 px phone: two rows of three)
+    for i, z in enumerate([head, *(p["grid"] for p in pats.values())]):
+        fig.add_trace(go.Heatmap(z=z, colorscale=SEQ, zmin=0, zmax=1, showscale=False), 1 + i // 3, 1 + i % 3)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=280, margin={"t": 80, "b": 10},
+    fig.update_layout(height=520, margin={"t": 80, "b": 10},
                       title=f"w = {w} over {t} tokens (title: share of the T x T grid computed)")
     charts.show(st, meta(fig, figure="efficient", w=w, **{n.replace("-", "_"): p["error"] for n, p in pats.items()},
                          density_fixed=pats["fixed"]["density"]), key="learn_eff_fig")

@@ -48,17 +48,18 @@ def _variants(b, text, layer, head, settings) -> dict | None:
 def _figure(model: str, text: str, layer: int, head: int, settings: tuple, _drawn: dict) -> go.Figure:
     """The matrices side by side: built once per (model, sentence, layer, head, settings), never mutated."""
     top = max(float(v["mix"].max()) for v in _drawn.values())
-    fig = make_subplots(1, len(_drawn), horizontal_spacing=0.015,
+    rows = -(-len(_drawn) // 4)  # four to a row (eight in one overlapped their titles on a phone)
+    fig = make_subplots(rows, 4, horizontal_spacing=0.02, vertical_spacing=0.14 if rows > 1 else 0.0,
                         subplot_titles=[name if name == "original" else f"{name}<br>({v['error']:.2f})"
                                         for name, v in _drawn.items()])  # two lines: one ran into the next at 1366 px
     fig.update_annotations(font_size=12)
-    for i, v in enumerate(_drawn.values(), 1):
-        fig.add_trace(go.Heatmap(z=v["mix"].round(4), colorscale=SEQ, zmin=0, zmax=top, showscale=i == len(_drawn),
-                                 hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra></extra>"), 1, i)
+    for i, v in enumerate(_drawn.values()):
+        fig.add_trace(go.Heatmap(z=v["mix"].round(4), colorscale=SEQ, zmin=0, zmax=top, showscale=i == len(_drawn) - 1,
+                                 hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra></extra>"), 1 + i // 4, 1 + i % 4)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     t = len(next(iter(_drawn.values()))["mix"])
-    fig.update_layout(height=280, margin={"t": 80, "b": 10},
+    fig.update_layout(height=60 + 240 * rows, margin={"t": 80, "b": 10},
                       title=f"Layer {layer}, head {head}, {t} tokens (title: the layer's output error)")
     errors = {name.replace("+", "_"): v["error"] for name, v in _drawn.items() if name != "original"}
     return meta(fig, figure="variants", layer=layer, head=head, **errors)

@@ -7,7 +7,6 @@ Performer's features, elu+1 features). So M is read off by calling the variant's
 the matrix the compressed model applies at this layer (its E, F and features as Apply initialises them, the same
 seeded draw), not a picture of it. local / strided: zeros outside their pattern; lowrank / kernel / linear: dense.
 """
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

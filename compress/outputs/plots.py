@@ -90,7 +90,8 @@ def seqlen(rows: list[dict], crossover: int | None = None) -> go.Figure:
                           1, col)
     if crossover is not None:
         fig.add_vline(x=crossover, line_dash="dash", line_color="gray", col=1)
-    fig.update_xaxes(type="log", title_text="T (tokens, batch 1)")
+    ts = sorted({r["T"] for r in rows})  # ticked at the lengths measured (log ticks read '2 3 4 ... 9 1000 2')
+    fig.update_xaxes(type="log", title_text="T (tokens, batch 1)", tickvals=ts, ticktext=[str(t) for t in ts])
     fig.update_yaxes(type="log")
     fig.update_layout(height=380, margin={"t": 60}, legend={"orientation": "h", "y": -0.25},
                       title="Cost of one forward call over sequence length" +
