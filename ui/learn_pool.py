@@ -34,7 +34,7 @@ def pooling(b, text):
         st.caption(f"Not for {b.name}: {safe.plain(why or 'it has one block: none would run on fewer tokens')}.")
         return
     ids = batches(b, [text[:MAX_CHARS]], 1)[0][0][0].tolist()
-    words, t = tokens_of(b, ids), len(ids)
+    words, t = safe.labels(tokens_of(b, ids)), len(ids)  # (plotly renders tags in hover text: escaped)
     c1, c2 = st.columns(2)
     f = c1.select_slider("Pool every (tokens)", [2, 4], 2, key="learn_pool_f")
     at = c2.slider("After block", 1, blocks - 1, min(2, blocks - 1), key="learn_pool_at") if blocks > 2 else 1
