@@ -41,7 +41,7 @@ def section(b, recipe) -> None:
                    f"at no T up to {ts[-1]}") + (f"; fitted slopes of log ms over log T: {slopes}" if slopes else "")
                 + f". {C.machine_line()}; positions beyond the trained ones tiled for timing; memory: the rise of this "
                 "server's peak RSS during one call (other sessions' work can add to it).")
-    busy = max((r["others_busy"] for r in got["rows"] if r.get("others_busy") is not None), default=None)
+    busy = seqlen.busiest(got["rows"])
     if busy is not None and busy > C.BUSY:  # (the CLI's table says it too: seqlen.markdown)
         st.warning(f"Timing unreliable: other programs used up to {busy:.0%} of the CPUs while a length was timed "
                    f"(over {C.BUSY:.0%}), so the crossover and the slopes above may be noise: time it again when the "

@@ -166,11 +166,15 @@ def markdown(model: str, rows: list[dict], device: str = "cpu") -> str:
         cx = "" if n in ("eager", "sdpa") else (f"T={c}" if (c := crossover(rows, n)) else f"none up to {ts[-1]}")
         out.append("| " + " | ".join([n] + [f"{cell[(n, t)]['ms']:g} / {cell[(n, t)]['peak_mb']:g}" for t in ts]
                                      + [f"{slope(rows, n):.2f}", cx]) + " |")
-    busy = [r["others_busy"] for r in rows if r.get("others_busy") is not None]
-    if busy:
-        out.append(f"\nOther programs used up to {max(busy):.0%} of the CPUs while a length was timed"
-                   + (f" (over {core.BUSY:.0%}: these timings are unreliable)." if max(busy) > core.BUSY else "."))
+    if (busy := busiest(rows)) is not None:
+        out.append(f"\nOther programs used up to {busy:.0%} of the CPUs while a length was timed"
+                   + (f" (over {core.BUSY:.0%}: these timings are unreliable)." if busy > core.BUSY else "."))
     return "\n".join(out)
+
+
+def busiest(rows: list[dict]) -> float | None:
+    """The largest share of the CPUs other programs used while a length was timed (None: not measured)."""
+    return max((r["others_busy"] for r in rows if r.get("others_busy") is not None), default=None)
 
 
 def attention_only(r) -> Recipe:

@@ -169,13 +169,15 @@ def names_for(bundle, workload: str = "ids") -> list[str]:
 def own(names=None) -> list[Metric]:
     """The metrics measured on their own (Metric.measure): names None = those every measurement takes, "all" = all,
     else the ones named (a name, or names: one not of the table is one CompressError line)."""
-    names = [names] if isinstance(names, str) and names != "all" else names
-    if names not in (None, "all") and not isinstance(names, (list, tuple, set)):
-        raise CompressError(f"metrics are None, 'all' or names, got {type(names).__name__}")
     mine = [m for m in METRICS.values() if m.measure is not None]
-    if names not in (None, "all") and (bad := [n for n in names if n not in METRICS]):
+    if names is None or names == "all":
+        return [m for m in mine if names == "all" or m.every]
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, (list, tuple, set)):
+        raise CompressError(f"metrics are None, 'all' or names, got {type(names).__name__}")
+    if bad := [n for n in names if n not in METRICS]:
         raise CompressError(f"unknown metric {str(bad[0])[:60]!r}; the metrics table has {', '.join(METRICS)}")
-    return [m for m in mine if (m.every if names is None else names == "all" or m.name in names)]
+    return [m for m in mine if m.name in names]
 
 
 def quality_words(bundle) -> str:

@@ -5,7 +5,7 @@ import json
 import time
 
 from ..table import pipeline
-from ..table.recipe import Recipe
+from ..table.recipe import NO_FACTOR, Recipe, unfactorized
 from ..measure.metrics import values
 from .space import METRICS, TIMED, Space
 
@@ -41,8 +41,7 @@ def rows(study) -> list[dict]:
         r["feasible"] = t.state.name == "COMPLETE" and all(c <= 0 for c in a.get("constraints", []))
         r["recipe"] = a.get("recipe", "")
         r["note"] = a.get("skipped") or str(t.system_attrs.get("fail_reason", ""))[:200] or \
-            ("no layer factorized: at this rank each would be larger than its dense weights"
-             if isinstance(a.get("factorized"), list) and a["factorized"][:1] == [0] else "")
+            (NO_FACTOR if unfactorized(a) else "")
         r["seconds"] = round((t.datetime_complete - t.datetime_start).total_seconds(), 1) \
             if t.datetime_complete and t.datetime_start else None
         out.append(r)

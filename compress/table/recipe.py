@@ -10,6 +10,14 @@ import json
 from ..errors import CompressError
 from .steps import FIELDS, STEPS, refusal, structural
 
+NO_FACTOR = "no layer factorized: at this rank each would be larger than its dense weights"
+
+
+def unfactorized(applied: dict) -> bool:
+    """Did the low-rank step factorize no layer (applied["factorized"]: [layers, of], a sweep trial's too)?"""
+    f = applied.get("factorized")
+    return isinstance(f, list) and f[:1] == [0]
+
 
 class _Recipe:
     def __post_init__(self):
@@ -74,10 +82,9 @@ class _Recipe:
     def ran(self, applied: dict) -> str:
         """describe() as it ran (applied: the compressed bundle's): a healing cut short says how far it got; a rank
         at which no layer is factorized says so (each would store more than its dense weights)."""
-        applied = applied if isinstance(applied, dict) else {}  # (an uploaded card's record: any shape)
-        f, said = applied.get("factorized"), self.describe()
-        if self.rank_mode != "none" and isinstance(f, list) and f[:1] == [0]:
-            said += " (no layer factorized: at this rank each would be larger than its dense weights)"
+        applied, said = applied if isinstance(applied, dict) else {}, self.describe()  # (a card's record: any shape)
+        if self.rank_mode != "none" and unfactorized(applied):
+            said += f" ({NO_FACTOR})"
         h, asked = applied.get("heal"), f"healed {self.heal_steps} steps"
         run = h.get("steps_run") if isinstance(h, dict) else None
         if type(run) is not int or not 0 <= run < self.heal_steps:
