@@ -90,10 +90,23 @@ def _quiet_stdout():
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _merge_same_tensors_only():
+    """torch's exporter, in eval mode, also merges initializers that merely hold equal values (a fresh model's
+    LayerNorm ones), so the graph would depend on the weights' values: a healed model's export would differ from its
+    replay's, and its zip be refused (onnxcheck). Only one tensor used twice is merged (its training-mode rule)."""
+    real = torch._C._jit_pass_onnx_deduplicate_initializers
+    torch._C._jit_pass_onnx_deduplicate_initializers = lambda graph, params, _training: real(graph, params, True)
+    try:
+        yield
+    finally:
+        torch._C._jit_pass_onnx_deduplicate_initializers = real
+
+
 def export(model: nn.Module, adapter, example, path: Path) -> None:
     """model -> ONNX at path: inputs input_ids and attention_mask (B, T), output (B, T, H) or (B, T, V)."""
     ids, mask = example
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout(), _merge_same_tensors_only():
         warnings.simplefilter("ignore")  # TracerWarnings from transformers; the legacy exporter's own deprecation
         torch.onnx.export(_Call(adapter.export_ready(model).eval(), adapter), (ids, mask), str(path), dynamo=False, opset_version=17,
                           input_names=["input_ids", "attention_mask"], output_names=["output"],
