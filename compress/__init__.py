@@ -12,6 +12,7 @@ from .models.adapters import ADAPTERS, conv1d_to_linear, tied_embeddings
 from .techniques.spectrum import Spectrum, has_spectra, layer_report, select_ranks, spectra
 from .techniques.factorize import LowRankEmbedding, LowRankLinear, apply_factorize, factorize_embeddings
 from .techniques.lowbit import LowBitEmbedding, low_bit_embeddings
+from .techniques.pq import PQEmbedding, pq_embeddings
 from .techniques.quantize import apply_quantize
 from .measure.core import BUSY, count_params, cpu_info, gpu_info, latency, machine_line, size_breakdown, size_bytes
 from .measure.evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
@@ -39,7 +40,8 @@ __all__ = [
     # techniques
     "block_influence", "choose_layers", "drop_layers", "Spectrum", "spectra", "has_spectra", "select_ranks", "layer_report",
     "LowRankLinear", "apply_factorize", "LowRankEmbedding", "factorize_embeddings", "apply_quantize",
-    "LowBitEmbedding", "low_bit_embeddings", "HealResult", "heal_texts", "MAX_HEAL_BYTES", "read_heal_text",
+    "LowBitEmbedding", "low_bit_embeddings", "PQEmbedding", "pq_embeddings", "HealResult", "heal_texts",
+    "MAX_HEAL_BYTES", "read_heal_text",
     "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "BUSY", "machine_line", "cpu_info", "gpu_info", "quality", "search", "eval_set",

@@ -37,6 +37,7 @@ def _same(a, b, base, ids):
     ("tiny-bert", dict(quant="int8", runtime="onnxruntime")),
     ("tiny-bert", dict(heads=2, quant="int8", heal_steps=3, runtime="onnxruntime")),  # healed: no weight equals
     # another any more, where the replay's fresh LayerNorms do (the export's graph must not depend on values)
+    ("tiny-bert", dict(emb_pq=8, quant="int8", runtime="onnxruntime")),
     ("tiny-bert", dict(emb_bits=4, quant="int4")),
     ("tiny-bert", dict(static=True, emb_rank=0.5, heal_steps=3, heal_lr=1e-2, quant="int8")),
     ("tiny-bert", dict(vocab=0.1, emb_bits=2, quant="int8", heal_steps=3)),

@@ -46,7 +46,7 @@ def refused(tmp_path, files, match) -> str:
 @pytest.fixture(scope="module")
 def weight_zips(tiny_bert):
     recipes = {"int8": dict(quant="int8"), "bits": dict(emb_bits=2), "vocab": dict(vocab=0.1),
-               "sparse": dict(vocab=0.1, vocab_cover="sparse")}
+               "sparse": dict(vocab=0.1, vocab_cover="sparse"), "pq": dict(emb_pq=8)}
     return {k: _files(C.compress(tiny_bert, C.Recipe(**r))) for k, r in recipes.items()}
 
 
@@ -80,7 +80,8 @@ WEIGHT_CASES = [
     ("int8", _nan_float, "NaN"), ("bits", _set("word_embeddings.scale", 0.0), "zero or negative"),
     ("bits", _set("word_embeddings.low", float("inf")), "NaN or infinite"),
     ("vocab", _set("vocab_index", 32_000), "indices outside"), ("vocab", _set("vocab_index", -1), "indices outside"),
-    ("sparse", _set("vocab_index", -1), "indices outside"), ("sparse", _set("vocab_weight", float("nan")), "NaN")]
+    ("sparse", _set("vocab_index", -1), "indices outside"), ("sparse", _set("vocab_weight", float("nan")), "NaN"),
+    ("pq", _set("word_embeddings.codebook", float("inf")), "NaN or infinite")]
 
 
 @pytest.mark.parametrize("kind, edit, match", WEIGHT_CASES)

@@ -10,7 +10,8 @@ import torch
 import compress as C
 from compress.learn import article
 from compress.bench import healcurve
-from compress.techniques import heads, layers
+from compress.techniques import heads, layers, pq
+from compress.techniques.pq import PQEmbedding
 from compress.learn import figures as L
 from compress.learn import attention as A
 from compress.techniques.fnet import fourier_mix
@@ -55,10 +56,18 @@ def test_per_channel_int8_is_what_int8_stores_and_never_worse_than_per_tensor(ti
 
 
 def test_word_table_rounding_rows(tiny_bert):
-    rows = {r["bits"]: r for r in L.table_rounding(tiny_bert, 100)}
-    assert rows[8]["table error"] < rows[4]["table error"] < rows[2]["table error"]
-    assert rows[2]["bytes per row"] < rows[4]["bytes per row"] < rows[8]["bytes per row"] < 4 * 64
-    assert rows[4]["group"] == 64 and rows[4]["groups per row"] == 1  # hidden 64: one group of the whole row
+    rows = {r["scheme"]: r for r in L.table_rounding(tiny_bert, 100)}
+    rounded = {r["bits"]: r for r in rows.values() if "rows" in r["scheme"] or "int8" in r["scheme"]}
+    assert rounded[8]["table error"] < rounded[4]["table error"] < rounded[2]["table error"]
+    assert rounded[2]["bytes per row"] < rounded[4]["bytes per row"] < rounded[8]["bytes per row"] < 4 * 64
+    assert rounded[4]["group"] == 64 and rounded[4]["groups per row"] == 1  # hidden 64: one group of the whole row
+    pq4, pq8 = rows["product-quantized, 4 weights a code"], rows["product-quantized, 8 weights a code"]
+    assert (pq4["bits"], pq4["bytes per row"], pq8["bits"], pq8["bytes per row"]) == (2, 16, 1, 8)
+    assert 0 < pq4["table error"] < pq8["table error"] < 1  # fewer weights a code: closer
+    table = tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight.detach()
+    errs, books = tiny_bert.cache[("learn_table_errors", tiny_bert.content_hash)]
+    row = PQEmbedding.lookup(pq.encode(table[100:101], books[4]).long(), books[4].float())  # the row's nearest codes
+    assert pq4["row error"] == round(float((row - table[100]).norm() / table[100].norm()), 5)
 
 
 def _eager_attentions(bundle, ids):

@@ -115,11 +115,20 @@ def quantization(b):
                f"this row's {d['scale_channel']:.2e} ({d['scale_tensor'] / d['scale_channel']:.1f}x finer).")
     csv(lambda: pd.DataFrame({"weight": d["values"], "per_tensor": d["per_tensor"], "per_channel": d["per_channel"],
                               "grouped": d["grouped"]}), f"row_{row}_{bits}bit", "learn_q_csv", len(d["values"]))
-    st.subheader("The word table at 8, 4 and 2 bits")
+    st.subheader("The word table: rounded rows, or codes shared by rows")
+    st.markdown("Rounding treats each row alone. **Product quantization** (Compress: Word-table product quantization) "
+                "cuts every row into pieces of a few weights and clusters each slice's pieces into 256 codes, so a "
+                "piece is one byte naming its nearest code: rows that look alike share codes. At the same bits a "
+                "weight it keeps more of the table than rounding. *Reference: Jegou, Douze and Schmid 2011, 'Product "
+                "quantization for nearest neighbor search'.*")
     token = int(st.number_input("Token id (a row of the word table)", 0, b.vocab_size - 1, min(2000, b.vocab_size - 1),
                                 key="learn_q_token"))
     tab = pd.DataFrame(L.table_rounding(b, token))
     st.dataframe(tab, hide_index=True)
+    st.caption(f"Product quantization: a group is a code's weights, the levels its 256 codes; each slice's 256 codes "
+               f"are stored once for the whole table (not in bytes per row). Here the codes are fitted on "
+               f"{L.PQ_SAMPLE:,} rows drawn at random and every row then takes its nearest (the technique fits on every "
+               f"row).")
     q8 = L.quantize_row(b, layer, row, 8)["matrix_error"]
     predict("how much larger is the per-tensor int8 error of this layer than the per-channel one?",
             f"Per-tensor **{q8['per-tensor']:.4f}** vs per-channel **{q8['per-channel']:.4f}**: "

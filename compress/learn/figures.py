@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from ..techniques import heads as H
+from ..techniques import heads as H, pq
 from ..errors import CompressError
 from ..techniques.heal import calibration_batches
 from ..techniques.layers import block_influence, choose_layers
@@ -111,28 +111,43 @@ def quantize_row(bundle, layer: str, row: int, bits: int = 8) -> dict:
             "matrix_error": _matrix_errors(bundle, layer, bits)}
 
 
+PQ_SAMPLE = 2048  # rows Learn fits the product-quantization codebooks on (the technique fits on every row)
+
+
 def table_rounding(bundle, token: int) -> list[dict]:
     """The word table at 8 (int8: symmetric, one scale per row), 4 and 2 bits (one fp16 scale and minimum per group of
-    a row, lowbit.py): bytes per row, groups, the error of one token's row and of the whole table (once per model)."""
+    a row, lowbit.py) and product-quantized at 2 and 1 bits a weight (pq.py; codebooks fitted on PQ_SAMPLE rows, every
+    row then encoded): bytes per row, groups or codes, the error of one token's row and of the whole table (once per
+    model)."""
     table = bundle.model.get_submodule(bundle.adapter.word_embeddings).weight.detach().float()  # (V, C)
     if not 0 <= token < table.shape[0]:
         raise CompressError(f"the table has {table.shape[0]} rows: pick a token id from 0 to {table.shape[0] - 1}")
     key = ("learn_table_errors", bundle.content_hash)
+    c, dims = table.shape[1], [d for d in (4, 8) if table.shape[1] % d == 0]
     if key not in bundle.cache:
-        errs = {}
-        for bits in (8, 4, 2):
-            errs[bits] = _rel(_table_round(table, bits), table)
-        bundle.cache[key] = errs
-    c, out = table.shape[1], []
+        sample = table[torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(0))[:PQ_SAMPLE]]
+        books = {d: pq.fit(sample, d)[1] for d in dims}
+        errs = {bits: _rel(_table_round(table, bits), table) for bits in (8, 4, 2)}
+        bundle.cache[key] = errs | {f"pq{d}": _rel(_pq(table, books[d]), table) for d in dims}, books
+    errs, books = bundle.cache[key]
+    x, out = table[token:token + 1], []
     for bits in (8, 4, 2):
         g = c if bits == 8 else group_size(c)
-        x = table[token:token + 1]
-        out.append({"bits": bits, "group": g, "groups per row": c // g, "levels": 2 ** bits,
-                    "bytes per row": c * bits // 8 + (4 if bits == 8 else 4 * (c // g)),
-                    "x smaller than fp32": round(4 * c / (c * bits // 8 + (4 if bits == 8 else 4 * (c // g))), 2),
-                    "row error": round(_rel(_table_round(x, bits), x), 5),
-                    "table error": round(bundle.cache[key][bits], 5)})
+        size = c * bits // 8 + (4 if bits == 8 else 4 * (c // g))
+        out.append({"scheme": "int8, a scale per row" if bits == 8 else f"{bits}-bit rows", "bits": bits,
+                    "group": g, "groups per row": c // g, "levels": 2 ** bits, "bytes per row": size,
+                    "x smaller than fp32": round(4 * c / size, 2),
+                    "row error": round(_rel(_table_round(x, bits), x), 5), "table error": round(errs[bits], 5)})
+    for d in dims:  # a group is a code's weights; the levels are the codes (shared by every row: the codebook)
+        out.append({"scheme": f"product-quantized, {d} weights a code", "bits": round(8 / d, 2), "group": d,
+                    "groups per row": c // d, "levels": pq.CODES, "bytes per row": c // d,
+                    "x smaller than fp32": round(4.0 * d, 2), "row error": round(_rel(_pq(x, books[d]), x), 5),
+                    "table error": round(errs[f"pq{d}"], 5)})
     return out
+
+
+def _pq(t: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    return pq.PQEmbedding.lookup(pq.encode(t, book).long(), book.float())
 
 
 def _table_round(t: torch.Tensor, bits: int) -> torch.Tensor:

@@ -118,6 +118,7 @@ class Recipe(_Recipe):
     vocab_keep: str = "text"            # which rows are kept: the healing text's tokens (+ English's)
     emb_rank: float = 1.0               # word-embedding rank
     emb_bits: int = 0                   # word-embedding bits (0 = float)
+    emb_pq: int = 0                     # word-table product quantization: weights a code (0 = none)
     rank_mode: str = "none"             # low rank of the blocks' layers
     rank: float = 1.0
     allocate: str = "spectral"

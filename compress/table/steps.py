@@ -10,8 +10,8 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, quantize,
-                          runtime, sensitivity, static, vocab)
+from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, pq,
+                          quantize, runtime, sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..measure.general import HEAL_TEXTS
 from .fields import Field
@@ -169,10 +169,14 @@ STEPS = [
         refuse=lambda b, r: "its output layer shares the word-embedding table (tied weights), so a low-bit table "
         "would change its output layer too" if r.emb_bits and _tied(b) else None,
         describe=lambda r: f"embeddings {r.emb_bits}-bit", examples=({"emb_bits": 2},),
-        teach="Low-bit table: every row of the token table stored in 4 or 2 bits, with a scale and minimum per 128 "
-              "weights; only the rows a text uses are unpacked. On MiniLM 4-bit is nearly lossless (fidelity 0.998) "
-              "and 2-bit keeps 0.95 at the size where rank factorization keeps 0.70. Applied before healing, so the "
-              "blocks learn to work with it."),
+        teach=lowbit.TEACH),
+    Step("emb_pq", "product-quantized embeddings", (Field(
+        "emb_pq", "choice", 0, "word-embedding table product-quantized: pieces of 8, 6 or 4 weights, a byte each "
+        "naming one of 256 shared codes (0 = none)", "Word-table product quantization", choices=(0, *pq.DIMS),
+        fmt=pq.label),),
+        apply=lambda ctx, r: pq.pq_embeddings(ctx.model, ctx.base.adapter, r.emb_pq, fitted=not ctx.replay),
+        refuse=pq.refuse, describe=lambda r: f"embeddings PQ {r.emb_pq} a code", examples=({"emb_pq": 8},),
+        teach=pq.TEACH),
     Step("factorize", "low rank", (
         Field("rank_mode", "choice", "none", "ratio: r = X * min(m, n) per layer (the article's dim_ratio); energy: "
               "the smallest r keeping X of sum(S^2); budget: X of the dense params, where they keep most",

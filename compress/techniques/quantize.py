@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch.ao import quantization as tq
 
 from ..models.adapters import set_module
-from .lowbit import LowBitEmbedding
+from .lowbit import Packed
 
 # Per-channel weight scales: one outlier row no longer crushes the precision of the others.
 INT8_LINEAR = tq.per_channel_dynamic_qconfig
@@ -28,7 +28,7 @@ def apply_quantize(model: nn.Module, adapter, mode: str, embeddings: bool = True
         present = dict(model.named_modules())  # (the static table has no position table)
         for path in (p for p in (adapter.word_embeddings, adapter.position_embeddings) if p in present):
             tied = head is not None and path == adapter.word_embeddings  # (read from the int8 head instead)
-            if not isinstance(model.get_submodule(path), LowBitEmbedding) and not tied:  # (LowBit: already smaller)
+            if not isinstance(model.get_submodule(path), Packed) and not tied:  # (low-bit, PQ: already smaller)
                 spec[path] = tq.float_qparams_weight_only_qconfig
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao, but still the fastest eager path here
         warnings.simplefilter("ignore")

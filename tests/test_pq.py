@@ -1,0 +1,138 @@
+"""Product quantization of the word table (compress/techniques/pq.py): k-means codes, the stored table, its size, what
+it keeps against rounded rows at the same bits, the refusals, healing around it and its zip."""
+import pytest
+import torch
+
+import compress as C
+from conftest import as_bundled
+from compress.techniques import pq
+from compress.techniques.lowbit import fake_round
+from compress.techniques.pq import PQEmbedding
+from compress.models.adapters import forward
+
+
+@pytest.fixture
+def bundled(tiny_bert, monkeypatch):
+    yield from as_bundled(monkeypatch, {"tiny-bert": tiny_bert})
+
+
+def _table(bundle):
+    return bundle.model.get_submodule(bundle.adapter.word_embeddings).weight.detach()
+
+
+def test_kmeans_codes_are_each_rows_nearest_centroid_and_repeat_exactly():
+    x = torch.randn(600, 4, generator=torch.Generator().manual_seed(1))
+    c, a = pq.kmeans(x)
+    assert c.shape == (256, 4) and torch.equal(c, c.half().float())  # stored in fp16: rounded before the codes
+    assert torch.equal(a, torch.cdist(x, c).argmin(1))
+    c2, a2 = pq.kmeans(x)
+    assert torch.equal(c, c2) and torch.equal(a, a2)  # seeded: a replay fits the same codes
+    err = lambda cents, codes: float(((cents[codes] - x) ** 2).sum())  # noqa: E731
+    first = pq.kmeans(x, iters=0)
+    assert err(c, a) < 0.8 * err(*first)  # Lloyd's iterations lower the error from the drawn rows
+
+
+def test_fewer_rows_than_codes_still_give_256_codes_and_exact_rows():
+    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(2))
+    c, a = pq.kmeans(x)
+    assert c.shape == (256, 8) and torch.equal(a, torch.arange(10))  # every row its own code; any byte names a code
+    assert torch.allclose(c[a], x, atol=1e-2)
+
+
+def test_table_stores_codes_and_codebooks_and_reads_their_rows(tiny_bert):
+    c = C.compress(tiny_bert, C.Recipe(emb_pq=4))
+    emb = c.model.get_submodule(tiny_bert.adapter.word_embeddings)
+    w = _table(tiny_bert)
+    v, width = w.shape
+    assert isinstance(emb, PQEmbedding) and emb.codes.dtype == torch.uint8 and emb.codebook.dtype == torch.float16
+    assert emb.codes.shape == (v, width // 4) and emb.codebook.shape == (width // 4, 256, 4)
+    ids = torch.tensor([[0, 5, 100, v - 1]])
+    assert torch.equal(pq.encode(w[ids[0]], emb.codebook), emb.codes[ids[0]].long())  # each piece's nearest code
+    book = emb.codebook.float()
+    want = torch.stack([torch.cat([book[s, int(emb.codes[i, s])] for s in range(width // 4)]) for i in ids[0]])
+    assert torch.equal(emb(ids)[0], want)
+    assert float((want - w[ids[0]]).norm() / w[ids[0]].norm()) < 0.5
+    table_bytes = sum(t.numel() * t.element_size() for t in emb.state_dict().values())
+    assert table_bytes == v * width // 4 + width // 4 * 256 * 4 * 2  # a byte a code, the fp16 codebook
+    assert C.count_params(c.model) == C.count_params(tiny_bert.model)  # the same weights, stored otherwise
+    assert C.numbers(c)["size_bytes"] < C.numbers(tiny_bert)["size_bytes"]
+
+
+def test_at_the_same_bits_codes_keep_more_of_minilms_table_than_rounded_rows(minilm):
+    """MiniLM's table (a sample of its rows, for time): 4 weights a code (2 bits a weight) against 2-bit rows, and
+    8 weights a code (1 bit) against them too; fewer weights a code is closer."""
+    w = _table(minilm)[torch.randperm(30522, generator=torch.Generator().manual_seed(0))[:2048]].float()
+    rel = lambda r: float((r - w).norm() / w.norm())  # noqa: E731
+    two_bit, pq4, pq8 = rel(fake_round(w, 2, 128)), rel(pq.reconstruct(w, 4)), rel(pq.reconstruct(w, 8))
+    assert pq4 < 0.8 * two_bit and pq4 < pq8
+
+
+@pytest.mark.parametrize("recipe, match", [
+    (dict(emb_pq=8, emb_bits=2), "one way"), (dict(emb_pq=8, emb_rank=0.5), "one way"),
+    (dict(emb_pq=8, static=True), "static table")])
+def test_combinations_are_refused_in_one_line(recipe, match):
+    with pytest.raises(C.CompressError, match=match):
+        C.Recipe(**recipe)
+
+
+def test_a_width_the_pieces_do_not_divide_is_refused(tiny_bert):
+    assert "64 wide: pieces of 6 weights do not divide them" in C.refusal(tiny_bert, C.Recipe(emb_pq=6))
+    with pytest.raises(C.CompressError, match="do not divide"):
+        C.compress(tiny_bert, C.Recipe(emb_pq=6))
+
+
+def test_a_tied_table_is_refused():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from compress.models.adapters import ADAPTERS, conv1d_to_linear
+    m = conv1d_to_linear(GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2)))
+    with pytest.raises(C.CompressError, match="no output layer shares"):  # codes would change the LM head too
+        C.pq_embeddings(m, ADAPTERS["gpt2"], 8)
+
+
+def test_healing_trains_the_blocks_around_the_codes(tiny_bert):
+    from compress.techniques.heal import trainable
+    c = C.compress(tiny_bert, C.Recipe(layers=1, emb_pq=8, heal_steps=3, heal_lr=1e-2))
+    emb = c.model.get_submodule(tiny_bert.adapter.word_embeddings)
+    codes, book = pq.fit(_table(tiny_bert), 8)
+    assert torch.equal(emb.codes, codes) and torch.equal(emb.codebook, book)  # the table is frozen
+    losses = [h["loss"] for h in c.applied["heal"]["history"] if h["loss"] is not None]
+    assert losses and all(x == x and x < float("inf") for x in losses)
+    names = [n for n, _ in trainable(c.model, tiny_bert.adapter)]
+    assert names and all(n.startswith(tiny_bert.adapter.blocks) for n in names)  # the blocks learn, not the table
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
+def test_zip_round_trip_reads_the_saved_codes(bundled, tiny_bert, tmp_path, monkeypatch, runtime):
+    comp = C.compress(tiny_bert, C.Recipe(emb_pq=8, quant="int8", heal_steps=3, runtime=runtime))
+    assert comp.applied["runtime_applied"] == runtime, comp.applied.get("runtime_reason")
+    path = C.save_compressed(comp, tmp_path / "m.zip")
+    if runtime == "eager":  # the replay builds an empty table: the file's codes fill it (no clustering on load)
+        monkeypatch.setattr(pq, "fit", lambda *a: pytest.fail("clustered on load"))
+    back = C.load_compressed(path)
+    ids = tiny_bert.tokenizer(["a table of shared codes"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a, b = forward(comp.model, tiny_bert.adapter, ids), forward(back.model, tiny_bert.adapter, ids)
+    assert torch.equal(a, b)
+
+
+def test_any_byte_of_an_uploaded_zips_codes_names_a_code(bundled, tiny_bert, tmp_path):
+    """Codes are bytes and every slice has 256 codes: a zip whose codes were all set to 255 loads and reads each
+    slice's last code (a NaN codebook is refused: test_hostile_zips)."""
+    import io
+    import zipfile
+    from safetensors.torch import load as st_load, save as st_save
+    path = C.save_compressed(C.compress(tiny_bert, C.Recipe(emb_pq=8)), tmp_path / "m.zip")
+    files = {i.filename: zipfile.ZipFile(path).read(i) for i in zipfile.ZipFile(path).infolist()}
+    raw = files["weights.safetensors"]
+    meta = __import__("json").loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    t = st_load(raw)
+    key = next(k for k in t if k.endswith("word_embeddings.codes"))
+    t[key] = torch.full_like(t[key], 255)
+    files["weights.safetensors"] = st_save(t, metadata=meta)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    (tmp_path / "codes.zip").write_bytes(out.getvalue())
+    emb = C.load_compressed(tmp_path / "codes.zip").model.get_submodule(tiny_bert.adapter.word_embeddings)
+    assert torch.equal(emb(torch.tensor([[7]]))[0, 0], emb.codebook[:, 255].float().flatten())
