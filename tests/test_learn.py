@@ -62,9 +62,15 @@ def test_word_table_rounding_rows(tiny_bert):
     assert rounded[2]["bytes per row"] < rounded[4]["bytes per row"] < rounded[8]["bytes per row"] < 4 * 64
     assert rounded[4]["group"] == 64 and rounded[4]["groups per row"] == 1  # hidden 64: one group of the whole row
     pq4, pq8 = rows["product-quantized, 4 weights a code"], rows["product-quantized, 8 weights a code"]
-    assert (pq4["bits"], pq4["bytes per row"], pq8["bits"], pq8["bytes per row"]) == (2, 16, 1, 8)
-    assert 0 < pq4["table error"] < pq8["table error"] < 1  # fewer weights a code: closer
     table = tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight.detach()
+    for d, r in ((4, pq4), (8, pq8)):  # the stored table's bytes (codes and fp16 codebooks) per row, and its ratio
+        stored = sum(t.numel() * t.element_size() for t in C.PQEmbedding.from_embedding(
+            torch.nn.Embedding.from_pretrained(table[:300]), d, fitted=False).state_dict().values())
+        per_row = 64 // d + (64 // d) * 256 * d * 2 / table.shape[0]
+        assert stored == 300 * 64 // d + (64 // d) * 256 * d * 2 and r["bytes per row"] == round(per_row, 2)
+        assert r["x smaller than fp32"] == round(4 * 64 / per_row, 2) and r["bits"] == round(8 * per_row / 64, 2)
+    assert 2 < pq4["bits"] < 2.2 and 1 < pq8["bits"] < 1.2  # a little over 8 / d: the codebooks
+    assert 0 < pq4["table error"] < pq8["table error"] < 1  # fewer weights a code: closer (on rows it never saw)
     errs, books = tiny_bert.cache[("learn_table_errors", tiny_bert.content_hash)]
     row = PQEmbedding.lookup(pq.encode(table[100:101], books[4]).long(), books[4].float())  # the row's nearest codes
     assert pq4["row error"] == round(float((row - table[100]).norm() / table[100].norm()), 5)

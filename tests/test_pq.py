@@ -136,3 +136,56 @@ def test_any_byte_of_an_uploaded_zips_codes_names_a_code(bundled, tiny_bert, tmp
     (tmp_path / "codes.zip").write_bytes(out.getvalue())
     emb = C.load_compressed(tmp_path / "codes.zip").model.get_submodule(tiny_bert.adapter.word_embeddings)
     assert torch.equal(emb(torch.tensor([[7]]))[0, 0], emb.codebook[:, 255].float().flatten())
+
+
+def test_the_onnx_export_keeps_the_codebooks_in_fp16_and_unrounded(tiny_bert):
+    """The codebooks are read in fp16 and cast after the lookup, so the export holds them in fp16 (not a folded float
+    copy) and ONNX Runtime's int8 pass leaves them alone: ONNX Runtime gives the eager model's outputs."""
+    import onnx
+    from compress.outputs.export import OrtModel
+    c = C.compress(tiny_bert, C.Recipe(emb_pq=8, quant="int8", runtime="onnxruntime"))
+    assert isinstance(c.model, OrtModel)
+    g = onnx.load_model_from_string(c.model.onnx).graph
+    half = [t for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert [list(t.dims) for t in half] == [[8 * 256, 8]]  # the codebooks, once, in 16 bits
+    assert not any(list(t.dims) in ([8 * 256, 8], [8, 256, 8]) for t in g.initializer if t not in half)
+    eager = C.compress(tiny_bert, C.Recipe(emb_pq=8, quant="int8"))
+    ids, mask = torch.tensor([[101, 3, 50, 900, 102]]), torch.ones(1, 5, dtype=torch.long)
+    with torch.no_grad():
+        a, b = forward(c.model, tiny_bert.adapter, ids, mask), forward(eager.model, tiny_bert.adapter, ids, mask)
+    assert float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)) > 0.99  # (int8 kernels differ)
+
+
+def test_a_model_onnx_that_is_not_onnx_is_refused_before_the_replay_clusters(bundled, tiny_bert, tmp_path,
+                                                                              monkeypatch):
+    import io
+    import zipfile
+    path = C.save_compressed(C.compress(tiny_bert, C.Recipe(emb_pq=8, runtime="onnxruntime")), tmp_path / "m.zip")
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as z:
+        for i in src.infolist():
+            z.writestr(i.filename, b"junk" if i.filename == "model.onnx" else src.read(i))
+    (tmp_path / "junk.zip").write_bytes(out.getvalue())
+    monkeypatch.setattr(pq, "fit", lambda *a: pytest.fail("clustered before model.onnx was read"))
+    with pytest.raises(C.CompressError, match="not a readable ONNX model"):
+        C.load_compressed(tmp_path / "junk.zip")
+
+
+def test_library_misuse_and_tables_beyond_fp16_are_one_line():
+    table = torch.nn.Embedding(300, 16)
+    for make, match in [(lambda: PQEmbedding(10, 64, 0), "pieces of"), (lambda: PQEmbedding(10, 64, 7), "pieces of"),
+                        (lambda: PQEmbedding.from_embedding(table, 8.5), "pieces of"),
+                        (lambda: PQEmbedding.from_embedding(torch.nn.Linear(4, 4), 8), "nn.Embedding"),
+                        (lambda: C.pq_embeddings("a model", None, 8), "nn.Module")]:
+        with pytest.raises(C.CompressError, match=match):
+            make()
+    with torch.no_grad():
+        table.weight[3, 2] = 1e5  # fp16's largest is 65,504: the codebook would hold inf
+    with pytest.raises(C.CompressError, match="beyond fp16's range"):
+        PQEmbedding.from_embedding(table, 8)
+
+
+def test_cancel_ends_the_clustering_at_its_next_checkpoint(tiny_bert):
+    from test_cancel import _cancel_at
+    job, after = _cancel_at(lambda j: C.compress(tiny_bert, C.Recipe(emb_pq=8)), 3, where="kmeans")
+    assert job.state == "cancelled" and after == 1

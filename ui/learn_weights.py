@@ -125,10 +125,10 @@ def quantization(b):
                                 key="learn_q_token"))
     tab = pd.DataFrame(L.table_rounding(b, token))
     st.dataframe(tab, hide_index=True)
-    st.caption(f"Product quantization: a group is a code's weights, the levels its 256 codes; each slice's 256 codes "
-               f"are stored once for the whole table (not in bytes per row). Here the codes are fitted on "
-               f"{L.PQ_SAMPLE:,} rows drawn at random and every row then takes its nearest (the technique fits on every "
-               f"row).")
+    st.caption(f"Product quantization: a group is a code's weights, the levels its 256 codes; its bytes per row and "
+               f"bits count each row's share of the codebooks (256 codes a slice, fp16, stored once for the table: a "
+               f"small vocabulary pays more of them). Here the codes are fitted on {L.PQ_SAMPLE:,} rows drawn at "
+               f"random and the table error is measured on {L.PQ_SAMPLE:,} others (the technique fits on every row).")
     q8 = L.quantize_row(b, layer, row, 8)["matrix_error"]
     predict("how much larger is the per-tensor int8 error of this layer than the per-channel one?",
             f"Per-tensor **{q8['per-tensor']:.4f}** vs per-channel **{q8['per-channel']:.4f}**: "

@@ -111,24 +111,26 @@ def quantize_row(bundle, layer: str, row: int, bits: int = 8) -> dict:
             "matrix_error": _matrix_errors(bundle, layer, bits)}
 
 
-PQ_SAMPLE = 2048  # rows Learn fits the product-quantization codebooks on (the technique fits on every row)
+PQ_SAMPLE = 2048  # rows Learn fits the product-quantization codes on, and other rows it measures them on
 
 
 def table_rounding(bundle, token: int) -> list[dict]:
     """The word table at 8 (int8: symmetric, one scale per row), 4 and 2 bits (one fp16 scale and minimum per group of
-    a row, lowbit.py) and product-quantized at 2 and 1 bits a weight (pq.py; codebooks fitted on PQ_SAMPLE rows, every
-    row then encoded): bytes per row, groups or codes, the error of one token's row and of the whole table (once per
-    model)."""
+    a row, lowbit.py) and product-quantized at 2 and 1 bits a weight (pq.py: codes fitted on PQ_SAMPLE rows, the table
+    error measured on PQ_SAMPLE others): bytes per row (PQ: its codes and its share of the codebooks), groups or codes,
+    the error of one token's row and of the whole table (once per model)."""
     table = bundle.model.get_submodule(bundle.adapter.word_embeddings).weight.detach().float()  # (V, C)
     if not 0 <= token < table.shape[0]:
         raise CompressError(f"the table has {table.shape[0]} rows: pick a token id from 0 to {table.shape[0] - 1}")
     key = ("learn_table_errors", bundle.content_hash)
-    c, dims = table.shape[1], [d for d in (4, 8) if table.shape[1] % d == 0]
+    (v, c), dims = table.shape, [d for d in (4, 8) if table.shape[1] % d == 0]
     if key not in bundle.cache:
-        sample = table[torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(0))[:PQ_SAMPLE]]
-        books = {d: pq.fit(sample, d)[1] for d in dims}
+        order = torch.randperm(v, generator=torch.Generator().manual_seed(0))
+        fitted, held = table[order[:PQ_SAMPLE]], table[order[PQ_SAMPLE:2 * PQ_SAMPLE]]
+        books = {d: pq.fit(fitted, d)[1] for d in dims}
         errs = {bits: _rel(_table_round(table, bits), table) for bits in (8, 4, 2)}
-        bundle.cache[key] = errs | {f"pq{d}": _rel(_pq(table, books[d]), table) for d in dims}, books
+        bundle.cache[key] = errs | {f"pq{d}": _rel(_pq(held, books[d]), held) if len(held) else 0.0
+                                    for d in dims}, books
     errs, books = bundle.cache[key]
     x, out = table[token:token + 1], []
     for bits in (8, 4, 2):
@@ -138,10 +140,11 @@ def table_rounding(bundle, token: int) -> list[dict]:
                     "group": g, "groups per row": c // g, "levels": 2 ** bits, "bytes per row": size,
                     "x smaller than fp32": round(4 * c / size, 2),
                     "row error": round(_rel(_table_round(x, bits), x), 5), "table error": round(errs[bits], 5)})
-    for d in dims:  # a group is a code's weights; the levels are the codes (shared by every row: the codebook)
-        out.append({"scheme": f"product-quantized, {d} weights a code", "bits": round(8 / d, 2), "group": d,
-                    "groups per row": c // d, "levels": pq.CODES, "bytes per row": c // d,
-                    "x smaller than fp32": round(4.0 * d, 2), "row error": round(_rel(_pq(x, books[d]), x), 5),
+    for d in dims:  # a group is a code's weights, the levels the codes; the codebooks (fp16) are shared by the rows
+        size = c // d + (c // d) * pq.CODES * d * 2 / v
+        out.append({"scheme": f"product-quantized, {d} weights a code", "bits": round(8 * size / c, 2), "group": d,
+                    "groups per row": c // d, "levels": pq.CODES, "bytes per row": round(size, 2),
+                    "x smaller than fp32": round(4 * c / size, 2), "row error": round(_rel(_pq(x, books[d]), x), 5),
                     "table error": round(errs[f"pq{d}"], 5)})
     return out
 

@@ -196,6 +196,12 @@ def _most_bytes(model) -> int:
     return 4 * measure.size_bytes(model) + 2**20
 
 
+def _most_onnx(model) -> int:
+    """What a model.onnx of a recipe on this original may hold before its replay says exactly (_onnx): the original's
+    size and a tenth (an export of the uncompressed recipe, its vocabulary index), plus room for the graph."""
+    return measure.size_bytes(model) * 11 // 10 + 4 * 2**20
+
+
 def _original(c: dict, originals) -> ModelBundle:
     """The original a card names: a bundled model by name, else one of `originals` by content hash."""
     o = c.get("original") if isinstance(c, dict) else None
@@ -262,6 +268,8 @@ def load_compressed(path, originals=()) -> ModelBundle:
                             "files disagree; refused")
     base = _original(c, originals)
     onnx = recipe.runtime == "onnxruntime" and ONNX in present
+    if onnx:  # a model.onnx that is not ONNX is refused before the replay's work (a recipe's clustering: seconds)
+        onnxcheck.parse(_read_all(p, (ONNX,), _most_onnx(base.model))[1][ONNX], None)
     if not onnx and WEIGHTS not in present:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
     def load(ctx):  # the upload's weights; ONNX Runtime is then built from them, never from the replay's own floats

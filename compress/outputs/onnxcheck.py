@@ -16,11 +16,11 @@ def _refuse(why: str) -> CompressError:
     return CompressError(f"{ONNX} {why}: it is not the graph this app exports for its recipe; refused")
 
 
-def parse(raw: bytes, ours: bytes):
-    """The upload's ModelProto, parsed only if it is no larger than our export (plus SLACK); external data is never
-    loaded (parsing from bytes reads no file)."""
+def parse(raw: bytes, ours: bytes | None):
+    """The upload's ModelProto, parsed only if it is no larger than our export (plus SLACK; ours None: its reader
+    bounded it); external data is never loaded (parsing from bytes reads no file)."""
     import onnx
-    if len(raw) > len(ours) + len(ours) // 50 + SLACK:
+    if ours is not None and len(raw) > len(ours) + len(ours) // 50 + SLACK:
         raise _refuse(f"is {len(raw):,} bytes where this recipe's export is {len(ours):,}")
     try:
         return onnx.load_model_from_string(raw)

@@ -14,6 +14,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -90,17 +91,21 @@ def _quiet_stdout():
         os.close(saved)
 
 
+_EXPORTING = threading.Lock()
+
+
 @contextlib.contextmanager
 def _merge_same_tensors_only():
     """torch's exporter, in eval mode, also merges initializers that merely hold equal values (a fresh model's
     LayerNorm ones), so the graph would depend on the weights' values: a healed model's export would differ from its
     replay's, and its zip be refused (onnxcheck). Only one tensor used twice is merged (its training-mode rule)."""
-    real = torch._C._jit_pass_onnx_deduplicate_initializers
-    torch._C._jit_pass_onnx_deduplicate_initializers = lambda graph, params, _training: real(graph, params, True)
-    try:
-        yield
-    finally:
-        torch._C._jit_pass_onnx_deduplicate_initializers = real
+    with _EXPORTING:  # (the patch is the process's: two exports at once would undo each other's)
+        real = torch._C._jit_pass_onnx_deduplicate_initializers
+        torch._C._jit_pass_onnx_deduplicate_initializers = lambda graph, params, _training: real(graph, params, True)
+        try:
+            yield
+        finally:
+            torch._C._jit_pass_onnx_deduplicate_initializers = real
 
 
 def export(model: nn.Module, adapter, example, path: Path) -> None:
@@ -120,7 +125,16 @@ def _build(model: nn.Module, adapter, example, d: Path, rr: bool, int8: bool) ->
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         quantize_dynamic(str(src), str(d / "model.onnx"), per_channel=True, reduce_range=rr,
-                         weight_type=QuantType.QInt8)
+                         weight_type=QuantType.QInt8, nodes_to_exclude=_half_gathers(src))
+
+
+def _half_gathers(path: Path) -> list[str]:
+    """The Gather nodes that read an fp16 table (a product-quantized table's codebooks): stored in 16 bits already,
+    they stay so (ONNX Runtime's int8 pass would round them again, or build an invalid graph)."""
+    import onnx
+    g = onnx.load(str(path), load_external_data=False).graph
+    half = {t.name for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    return [n.name for n in g.node if n.op_type == "Gather" and n.input[0] in half]
 
 
 def unsupported(recipe) -> str | None:

@@ -9,9 +9,12 @@ import torch.nn as nn
 
 from ..errors import CompressError
 from ..models.adapters import set_module, tied_embeddings
+from ..serve.cancel import checkpoint
 from .lowbit import Packed
 
 CODES = 256       # codes per slice: one byte per sub-vector, so every stored byte is a valid code
+ROWS = 1 << 16    # rows whose distances to the codes are held at once (16.8M floats: 64 MB)
+FP16_MAX = 65504.0
 DIMS = (8, 6, 4)  # weights per code offered: 1, 1.33 and 2 bits a weight
 ITERS = 15        # Lloyd iterations from 256 rows drawn with seed 0 (deterministic: a replay fits the same codes)
 TEACH = ("Product quantization of the word table: each row cut into pieces of 8, 6 or 4 weights; the pieces of each "
@@ -27,8 +30,10 @@ def label(dim: int) -> str:
 
 
 def _nearest(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """(n,) the nearest of the (k, d) centroids to each of the (n, d) rows (||c||^2 - 2 x.c: one fused matmul)."""
-    return torch.addmm((c * c).sum(-1)[None, :], x, c.T, alpha=-2).argmin(-1)
+    """(n,) the nearest of the (k, d) centroids to each of the (n, d) rows (||c||^2 - 2 x.c: one fused matmul), ROWS
+    rows at a time."""
+    cc = (c * c).sum(-1)[None, :]
+    return torch.cat([torch.addmm(cc, x[i:i + ROWS], c.T, alpha=-2).argmin(-1) for i in range(0, x.shape[0], ROWS)])
 
 
 def kmeans(x: torch.Tensor, k: int = CODES, iters: int = ITERS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +43,7 @@ def kmeans(x: torch.Tensor, k: int = CODES, iters: int = ITERS, seed: int = 0) -
     g = torch.Generator().manual_seed(seed)
     c = x[torch.randperm(n, generator=g)[:k] if n >= k else torch.arange(k) % n].clone()
     for _ in range(iters):
+        checkpoint()  # a Cancel of the job ends the clustering here
         a = _nearest(x, c)
         count = torch.bincount(a, minlength=k)[:, None]
         c = torch.where(count > 0, torch.zeros_like(c).index_add_(0, a, x) / count.clamp(min=1), c)
@@ -45,13 +51,21 @@ def kmeans(x: torch.Tensor, k: int = CODES, iters: int = ITERS, seed: int = 0) -
     return c, _nearest(x, c)
 
 
+def check(width: int, dim) -> None:
+    """dim must be one of DIMS and divide the rows' width."""
+    if isinstance(dim, bool) or dim not in DIMS or not isinstance(width, int) or width < 1 or width % dim:
+        raise CompressError(f"product quantization takes pieces of {', '.join(map(str, DIMS))} weights that divide "
+                            f"the rows' width ({width}); got {str(dim)[:20]}")
+
+
 def fit(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes uint8 (V, C // dim), codebook fp16 (C // dim, 256, dim)) of the table w (V, C): about 10 s for MiniLM's
     30,522 rows at 8 weights a code, 20 s at 4, on two cores."""
     w = w.detach().float().cpu()
-    if dim not in DIMS or w.shape[1] % dim:
-        raise CompressError(f"product quantization takes pieces of {', '.join(map(str, DIMS))} weights that divide "
-                            f"the row's {w.shape[1]}; got {dim}")
+    check(w.shape[1], dim)
+    if not torch.isfinite(w).all() or w.abs().max() > FP16_MAX:
+        raise CompressError("the word table holds values that are NaN, infinite or beyond fp16's range (65,504), "
+                            "where product quantization stores its codes: use fewer bits per weight instead")
     slices = [kmeans(w[:, i:i + dim].contiguous()) for i in range(0, w.shape[1], dim)]
     return torch.stack([a for _, a in slices], 1).to(torch.uint8), torch.stack([c for c, _ in slices]).half()
 
@@ -70,11 +84,12 @@ def reconstruct(w: torch.Tensor, dim: int) -> torch.Tensor:
 
 class PQEmbedding(Packed):
     """A token table stored as codes (one byte per `dim` weights) and per-slice codebooks (fp16). A lookup gathers the
-    rows' codes, then their centroids from the codebook (cast to the output dtype first, as LowBitEmbedding's scales:
-    ONNX Runtime's int8 pass would otherwise take the fp16 Gather for its own)."""
+    rows' codes, then their centroids from the fp16 codebook, then casts them to the output dtype (ONNX Runtime's
+    int8 pass leaves a Gather from an fp16 table alone: ortrun._half_gathers)."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, dim: int, padding_idx=None):
         super().__init__()
+        check(embedding_dim, dim)
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.rows, self.width, self.dim, slices = num_embeddings, embedding_dim, dim, embedding_dim // dim
         self.register_buffer("codes", torch.zeros(num_embeddings, slices, dtype=torch.uint8))
@@ -84,6 +99,8 @@ class PQEmbedding(Packed):
     @classmethod
     def from_embedding(cls, table: nn.Embedding, dim: int, fitted: bool = True) -> "PQEmbedding":
         """fitted False: codes and codebook left at zero (a saved model's replay: its file's replace them)."""
+        if not isinstance(table, nn.Embedding):
+            raise CompressError(f"product quantization takes an nn.Embedding table, not {type(table).__name__}")
         w = table.weight.detach()
         new = cls(*w.shape, dim, table.padding_idx).to(w.device)
         if fitted:
@@ -100,8 +117,9 @@ class PQEmbedding(Packed):
         start = torch.arange(book.shape[0], device=codes.device) * CODES
         return nn.functional.embedding(codes + start, book.reshape(-1, book.shape[-1])).flatten(-2)
 
-    def forward(self, ids):  # (B, T) -> (B, T, C): the rows' codes, then their centroids
-        return self.lookup(self.codes[ids].long(), self.codebook.to(self.ref.dtype))
+    def forward(self, ids):  # (B, T) -> (B, T, C): the rows' codes, then their centroids, read in fp16 and then cast
+        return self.lookup(self.codes[ids].long(), self.codebook).to(self.ref.dtype)  # (exported so, the file keeps
+        # the codebooks in fp16; a cast before the lookup would be folded into a float copy of them)
 
     def extra_repr(self):
         return f"vocab={self.num_embeddings}, dim={self.embedding_dim}, weights per code={self.dim}, codes={CODES}"
@@ -129,6 +147,8 @@ def refuse(b, r) -> str | None:
 
 def pq_embeddings(model: nn.Module, adapter, dim: int, fitted: bool = True) -> nn.Module:
     """The word-embedding table product-quantized, `dim` weights a code, in place (refuse() says when not)."""
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"product quantization takes a model (an nn.Module), not {type(model).__name__}")
     table = model.get_submodule(adapter.word_embeddings)
     if not isinstance(table, nn.Embedding) or tied_embeddings(model, adapter):
         raise CompressError("product quantization takes a plain word-embedding table that no output layer shares")
