@@ -121,7 +121,7 @@ _TEXTS = ("**What it learns from.** The healing text (Compress: Healing text): *
           "sentences of FOLDOC, the dictionary of computing (assets/heal/README.md: sources, licences, sha256). The "
           "text moves quality between kinds of text more than it adds: MiniLM's 20x recipe healed on *styles* keeps "
           "about 0.89 on the Python docs and 0.77 on general prose never tuned on, on *both* 0.86 and 0.80, on *all* "
-          "0.88 and 0.81 (the preset about 20x; BENCHMARKS.md). An encoder learns the original's sentence embedding and, weighted by the hidden-state "
+          "0.88 and 0.81 (with a 2-bit table; BENCHMARKS.md). An encoder learns the original's sentence embedding and, weighted by the hidden-state "
           "weight (default 3; at 0 only the embedding: 0.833 / 0.853 at 20x after 600 steps, against 0.844 / 0.867), "
           "each kept block's hidden states: those of the original block it came from, below.")
 

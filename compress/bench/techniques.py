@@ -35,7 +35,7 @@ SETS = {
         Recipe(layers=3, emb_bits=2, heal_steps=300, quant="int4"),  # healed with int4 rounding simulated
     ],
     "tenx": [BY_NAME["about 10x"].build()],  # the presets' (compress/table/presets.py): by steps, no time cap
-    "twentyx": [BY_NAME["about 20x"].build()],  # 3 blocks (every head) at int4, a 2-bit table of 36% of the rows
+    "twentyx": [BY_NAME["about 20x"].build()],  # 3 blocks (every head) at int4, 68% of the rows product-quantized
     "vocab": [Recipe(vocab=v) for v in (0.5, 0.25, 0.1)] + [  # vocabulary pruning alone and stacked (unhealed)
         Recipe(vocab=0.25, quant="int8"), Recipe(emb_bits=2, quant="int8"), Recipe(vocab=0.25, emb_bits=2, quant="int8"),
         Recipe(layers=3, heads=10, head_score="gradient", ffn=0.5, vocab=0.18, emb_bits=2, quant="int8")],
