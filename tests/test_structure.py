@@ -146,3 +146,11 @@ def test_no_pages_folder_beside_app_py():
 def test_library_never_imports_streamlit():
     code = "import sys, compress; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_every_control_links_to_a_learn_section():
+    """A step with a control on the Compress page links to the Learn tab that shows it working (a new technique
+    is taught there too: learn_common.STEP_SECTION)."""
+    from ui.learn_common import SECTIONS, STEP_SECTION
+    assert [s.name for s in C.STEPS if any(f.label for f in s.fields) and s.name not in STEP_SECTION] == []
+    assert set(STEP_SECTION.values()) <= set(SECTIONS) and set(STEP_SECTION) <= {s.name for s in C.STEPS}

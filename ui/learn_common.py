@@ -11,7 +11,7 @@ from ui.state import set_recipe
 SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "article": ("Article vs this machine", "the article's claims next to this machine's numbers"),
     "low-rank": ("Low rank", "what a rank cut does to a weight matrix"),
-    "quantization": ("Quantization", "what int8 / 4-bit / 2-bit rounding does to a row"),
+    "quantization": ("Quantization", "what int8 / 4-bit / 2-bit rounding and shared codes do to a row"),
     "heads": ("Heads", "which heads matter"),
     "ffn": ("FFN narrowing", "which FFN neurons matter"),
     "fnet": ("FNet", "what FNet mixes instead of attention"),
@@ -23,9 +23,9 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
     "relations": ("Attention relations", "what relation healing copies"),
 }
 STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
-                "emb_bits": "quantization", "factorize": "low-rank", "heal": "healing", "int8": "quantization",
-                "int4": "quantization", "half": "quantization", "runtime": "article", "vocab": "vocabulary",
-                "static": "static", "attention": "efficient", "pool": "efficient"}
+                "emb_bits": "quantization", "emb_pq": "quantization", "factorize": "low-rank", "heal": "healing",
+                "int8": "quantization", "int4": "quantization", "half": "quantization", "runtime": "article",
+                "vocab": "vocabulary", "static": "static", "attention": "efficient", "pool": "efficient"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
 
