@@ -223,17 +223,16 @@ def _original(c: dict, originals) -> ModelBundle:
                         "first (upload it), then load this file again")
 
 
-def _onnx(p: Path, ctx) -> OrtModel:
-    """The upload's model.onnx is never run: our own export of the replayed recipe (ctx.model) with the upload's
-    weights put in (onnxcheck.merge), checked to compute the model its recipe builds (int8's rounding allowed). It is
-    read only if it declares no more than our export (onnxcheck.parse's bound)."""
+def _onnx(raw: bytes, ctx) -> OrtModel:
+    """The upload's model.onnx (raw, read once before the replay) is never run: our own export of the replayed recipe
+    (ctx.model) with the upload's weights put in (onnxcheck.merge), checked to compute the model its recipe builds
+    (int8's rounding allowed). Its graph is parsed for that only if it is no larger than our export (onnxcheck.parse's
+    bound)."""
     from ..models.adapters import forward
     from ..techniques.runtime import example, mismatch
     if not isinstance(ctx.model, OrtModel):
         raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
                             f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")
-    ours = len(ctx.model.onnx)
-    raw = _read_all(p, (ONNX,), ours + ours // 50 + onnxcheck.SLACK)[1][ONNX]
     ort, ids = OrtModel(onnxcheck.merge(raw, ctx.model.onnx), ctx.model.setting), example(ctx.base)
     try:
         got = ort(*ids)
@@ -268,8 +267,9 @@ def load_compressed(path, originals=()) -> ModelBundle:
                             "files disagree; refused")
     base = _original(c, originals)
     onnx = recipe.runtime == "onnxruntime" and ONNX in present
+    raw = _read_all(p, (ONNX,), _most_onnx(base.model))[1][ONNX] if onnx else None
     if onnx:  # a model.onnx that is not ONNX is refused before the replay's work (a recipe's clustering: seconds)
-        onnxcheck.parse(_read_all(p, (ONNX,), _most_onnx(base.model))[1][ONNX], None)
+        onnxcheck.parse(raw, None)
     if not onnx and WEIGHTS not in present:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
     def load(ctx):  # the upload's weights; ONNX Runtime is then built from them, never from the replay's own floats
@@ -278,7 +278,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
         ctx.unquantized = None
     ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else load)  # (a replay: healing never runs)
     if onnx:  # our export of the replay, with the upload's weights
-        ctx.model = _onnx(p, ctx)
+        ctx.model = _onnx(raw, ctx)
     for k in ("heal",):
         if isinstance(c.get(k), dict):
             ctx.applied[k] = c[k]
