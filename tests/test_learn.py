@@ -76,6 +76,13 @@ def test_word_table_rounding_rows(tiny_bert):
     assert pq4["row error"] == round(float((row - table[100]).norm() / table[100].norm()), 5)
 
 
+def test_a_small_tables_pq_error_is_measured_not_zero(tiny_gpt):
+    """tinygpt's 256 rows are all fitted (no others to measure on): each row its own code, a small error, not 0."""
+    rows = {r["scheme"]: r for r in L.table_rounding(tiny_gpt, 5)}
+    for d in (4, 8):
+        assert 0 < rows[f"product-quantized, {d} weights a code"]["table error"] < 0.01
+
+
 def _eager_attentions(bundle, ids):
     m = copy.deepcopy(bundle.model)
     m.set_attn_implementation("eager")

@@ -128,7 +128,8 @@ def quantization(b):
     st.caption(f"Product quantization: a group is a code's weights, the levels its 256 codes; its bytes per row and "
                f"bits count each row's share of the codebooks (256 codes a slice, fp16, stored once for the table: a "
                f"small vocabulary pays more of them). Here the codes are fitted on {L.PQ_SAMPLE:,} rows drawn at "
-               f"random and the table error is measured on {L.PQ_SAMPLE:,} others (the technique fits on every row).")
+               f"random and the table error is measured on {L.PQ_SAMPLE:,} others, or on those rows when the table has "
+               f"no others (the technique fits on every row).")
     q8 = L.quantize_row(b, layer, row, 8)["matrix_error"]
     predict("how much larger is the per-tensor int8 error of this layer than the per-channel one?",
             f"Per-tensor **{q8['per-tensor']:.4f}** vs per-channel **{q8['per-channel']:.4f}**: "

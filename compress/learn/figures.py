@@ -129,8 +129,8 @@ def table_rounding(bundle, token: int) -> list[dict]:
         fitted, held = table[order[:PQ_SAMPLE]], table[order[PQ_SAMPLE:2 * PQ_SAMPLE]]
         books = {d: pq.fit(fitted, d)[1] for d in dims}
         errs = {bits: _rel(_table_round(table, bits), table) for bits in (8, 4, 2)}
-        bundle.cache[key] = errs | {f"pq{d}": _rel(_pq(held, books[d]), held) if len(held) else 0.0
-                                    for d in dims}, books
+        held = held if len(held) else fitted  # (a table of PQ_SAMPLE rows or fewer: measured on the rows fitted)
+        bundle.cache[key] = errs | {f"pq{d}": _rel(_pq(held, books[d]), held) for d in dims}, books
     errs, books = bundle.cache[key]
     x, out = table[token:token + 1], []
     for bits in (8, 4, 2):
