@@ -59,6 +59,15 @@ def test_bad_sweep_is_one_line(gpt, vary, fixed, objectives, says):
         S.check(S.Space("tinygpt", vary, objectives, fixed), gpt)
 
 
+@pytest.mark.parametrize("vary", [{"emb_pq": (8,), "emb_bits": (0, 2)}, {"emb_bits": (2,), "emb_pq": (0, 8)}])
+def test_a_refused_value_names_its_own_reason_not_a_pair_the_recipe_refuses(vary):
+    """tinyllama ties its table to its head: a product-quantized or low-bit table is refused for that, and a pair of
+    table ways (emb_pq with emb_bits, which Recipe itself refuses) among the other values does not hide it."""
+    with pytest.raises(C.CompressError, match=r"^--vary emb_(pq=8|bits=2): .*tied weights") as e:
+        S.check(S.Space("tinyllama", vary, ("size_mb",)), C.load_model("tinyllama"))
+    assert "one way" not in str(e.value)
+
+
 def test_varying_rank_with_rank_mode_varied_is_fine(gpt):
     S.check(S.Space("tinygpt", {"rank": (0.5,), "rank_mode": ("none", "ratio")}, ("size_mb",)), gpt)
 

@@ -267,8 +267,16 @@ def check(space: Space, bundle) -> Space:
                 if (budget := budget - 1) < 0:
                     raise CompressError(f"too many refused values to check (over {MAX_CHECKS:,} recipes): vary fewer "
                                         "values, or fix the field that turns them on")
-                if refusal(bundle, space.recipe({**dict(zip(others, c)), name: v})) is None:
+                if _possible(bundle, space, {**dict(zip(others, c)), name: v}):
                     break
             else:
                 raise CompressError(f"--vary {name}={FIELDS[name].text(v)}: {why}")
     return space
+
+
+def _possible(bundle, space: "Space", params: dict) -> bool:
+    """Whether these values together make a recipe the model can take (a pair the Recipe itself refuses is not)."""
+    try:
+        return refusal(bundle, space.recipe(params)) is None
+    except CompressError:
+        return False
