@@ -76,6 +76,18 @@ def test_word_table_rounding_rows(tiny_bert):
     assert pq4["row error"] == round(float((row - table[100]).norm() / table[100].norm()), 5)
 
 
+def test_every_pq_scheme_the_width_takes_is_shown():
+    """Each of pq.DIMS whose pieces divide the width is a row (a width of 48: 4, 6 and 8 weights a code; 64: 4 and
+    8), fewer weights a code closer; a row's bits a little over 8 / d."""
+    from conftest import make_tiny_gpt
+    for width, dims in ((48, (4, 6, 8)), (64, (4, 8))):
+        rows = [r for r in L.table_rounding(make_tiny_gpt(width=width), 3) if r["scheme"].startswith("product")]
+        assert [r["group"] for r in rows] == list(dims) and set(dims) <= set(pq.DIMS)
+        assert all(8 / r["group"] < r["bits"] for r in rows)
+        errors = [r["table error"] for r in rows]
+        assert errors == sorted(errors) and 0 < errors[0]
+
+
 def test_a_small_tables_pq_error_is_measured_not_zero(tiny_gpt):
     """tinygpt's 256 rows are all fitted (no others to measure on): each row its own code, a small error, not 0."""
     rows = {r["scheme"]: r for r in L.table_rounding(tiny_gpt, 5)}
