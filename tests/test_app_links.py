@@ -129,6 +129,18 @@ def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app
     fresh.run()
     fresh.switch_page("ui/pages/compress.py").run()
     assert not [i for i in fresh.info if "poisoned" in i.value or i.value.startswith("**Measured here before**")]
+    # a healing its time cap cut short is not the recipe's numbers (the receiver's cap may let it run); a whole one is
+    healed = C.Recipe(quant="int8", heal_steps=400)
+    for ran, shown in (healed.ran({"heal": {"steps_run": 12, "ended": "time cap", "best_step": 10}}), False), \
+                      (healed.ran({"heal": {"steps_run": 400, "best_step": 390}}), True):
+        C.record_apply("sender", "tiny-bert", healed.to_json(), {"recipe": ran, "size MB": 0.5, "x smaller": 3.9,
+                                                                  "model_hash": tiny_bert.content_hash})
+        fresh = AppTest.from_file(APP, default_timeout=120)
+        fresh.query_params.update({"model": "tiny-bert", "quant": "int8", "heal_steps": "400", "heal_minutes": "45"})
+        fresh.run()
+        fresh.switch_page("ui/pages/compress.py").run()
+        said = [i.value for i in fresh.info if i.value.startswith("**Measured here before**")]
+        assert len(said) == shown and all("healed 400 steps" in s and " of 400" not in s for s in said), said
 
 
 def test_a_reload_while_healing_finds_the_healing_its_stop_and_its_result(app, monkeypatch):

@@ -73,8 +73,8 @@ def stored(b, recipe, session: str) -> bool:
     """The newest Apply of this model and this recipe in the results store, said at once: a shared link's receiver
     sees the sender's numbers without healing again. A bundled model's rows are those recorded under its name (an
     upload is never named so: an upload of MiniLM's weights with another config showed its numbers as MiniLM's);
-    an upload's only from its own session; both of the same weights' hash. False when there is none, or the store
-    cannot be read."""
+    an upload's only from its own session; both of the same weights' hash; a healing that ran all its steps (one cut
+    short by another time cap is another model). False when there is none, or the store cannot be read."""
     if recipe == C.Recipe():
         return False
     try:
@@ -83,8 +83,9 @@ def stored(b, recipe, session: str) -> bool:
         return False
     for r in rows:
         try:
-            if r.get("model_hash") == b.content_hash and C.Recipe.from_json(r["recipe_json"]) == recipe:
-                break
+            if r.get("model_hash") == b.content_hash and C.Recipe.from_json(r["recipe_json"]) == recipe and (
+                    not recipe.heal_steps or f"healed {recipe.heal_steps} steps" in str(r.get("recipe"))):
+                break  # (a healing its time cap or Stop cut short is not this recipe's: "healed 12 of 400 steps")
         except C.CompressError:  # a row written by another version
             continue
     else:
