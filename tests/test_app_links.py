@@ -10,7 +10,7 @@ from ui import safe
 
 
 
-def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t(app):
+def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t(app, tiny_bert):
     app.query_params.update({"rank_mode": "energy", "rank": "0.8", "quant": "bf16", "ffn": "0.5", "attention": "local",
                              "window": "4"})
     app.run()
@@ -35,6 +35,17 @@ def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t
     got["rows"] = [{**r, "others_busy": 0.9} for r in got["rows"]]
     app.run()
     assert any("Timing unreliable: other programs used up to 90%" in w.value for w in app.warning)
+    next(b for b in app.button if b.label == "Apply").click().run()  # the report takes the curve the page timed
+    assert not app.exception and not app.error
+    from ui import takeaway
+    res, b = app.session_state["result"], tiny_bert
+    curve = takeaway.timed(b, res["recipe"], app.session_state["seqlen"])
+    html = takeaway.report_html(b, res, {}, curve)
+    assert curve is got and "<h2>Cost over sequence length</h2>" in html and "Timing unreliable" in html
+    assert "local attention W=4 is faster than the original (sdpa)" in html and "The chart in words: Cost of" in html
+    other = C.Recipe.from_dict({**res["recipe"].to_dict(), "window": 8})  # another window: not this curve
+    assert takeaway.timed(b, other, got) is None and takeaway.timed(b, C.Recipe(), got) is None
+    assert "Cost over sequence length" not in takeaway.report_html(b, res, {})
 
 
 def test_counts_this_model_cannot_take_are_set_back_to_all_with_a_message(app):

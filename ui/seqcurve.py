@@ -34,13 +34,7 @@ def section(b, recipe) -> None:
                    "a minute or more (up to T = 4096 several), on the job queue; Cancel stops it between lengths.")
         return
     charts.show(st, plots.seqlen(got["rows"], got["crossover"]), key="seqlen_chart")
-    ts = sorted({r["T"] for r in got["rows"]})
-    slopes = ", ".join(f"{n} {s:.2f}" for n, s in got["slopes"].items())
-    st.markdown(f"**{got['variant']}** is faster than the original ({got['against']}) "
-                + (f"from **T = {got['crossover']}** on, at every longer T measured" if got["crossover"] else
-                   f"at no T up to {ts[-1]}") + (f"; fitted slopes of log ms over log T: {slopes}" if slopes else "")
-                + f". {C.machine_line()}; positions beyond the trained ones tiled for timing; memory: the rise of this "
-                "server's peak RSS during one call (other sessions' work can add to it).")
+    st.markdown(safe.plain(plots.seqlen_words(got, C.machine_line())))
     busy = seqlen.busiest(got["rows"])
     if busy is not None and busy > C.BUSY:  # (the CLI's table says it too: seqlen.markdown)
         st.warning(f"Timing unreliable: other programs used up to {busy:.0%} of the CPUs while a length was timed "

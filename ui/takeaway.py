@@ -6,6 +6,7 @@ import re
 import streamlit as st
 
 import compress as C
+from compress.bench import seqlen
 from compress.outputs import html as htmlreport
 from ui import cached, jobs
 
@@ -21,8 +22,9 @@ def measured(res) -> dict:
                                              for k in ("original", "compressed")}}
 
 
-def report_html(b, res, samples) -> str:
-    """The report (no streamlit calls: the download button builds it when clicked, outside the script's run)."""
+def report_html(b, res, samples, curve=None) -> str:
+    """The report (no streamlit calls: the download button builds it when clicked, outside the script's run); curve:
+    the attention variant's cost over T the page timed, if it is this recipe's (timed())."""
     recipe = res["recipe"]
     shown = samples.get("_key") == (cached.model_key(b), recipe.to_json())
     cmd = " ".join(["python -m compress report --model", b.name if b.name in C.BUNDLED else "PATH_OF_THE_ORIGINAL",
@@ -31,7 +33,14 @@ def report_html(b, res, samples) -> str:
                                   "info": b.info, "content_hash": b.content_hash,
                                   "quality": C.quality_words(b)}, res, res.get("peer"),
                                  {k: v for k, v in samples.items() if k != "_key"} if shown else None, cmd,
-                                 C.machine_line())
+                                 C.machine_line(), curve)
+
+
+def timed(b, recipe, got) -> dict | None:
+    """The page's cost-over-T curve (session_state.seqlen) when it is of this model and this recipe's attention."""
+    if recipe.attention == "none" or not isinstance(got, dict):
+        return None
+    return got if got.get("key", ())[:2] == (cached.model_key(b), seqlen.attention_only(recipe).to_json()) else None
 
 
 def section(b, res):
@@ -57,10 +66,13 @@ def section(b, res):
                    "MB, its weights as the app measures them. Beside them: card.json, recipe.json, a README and the "
                    "tokenizer where the model has one. Upload it back in the sidebar to "
                    "compare it with its original again; `compress.load_compressed('file.zip')` loads it in Python.")
-    samples = dict(st.session_state.get("samples") or {})
-    c2.download_button("Download the report (.html)", functools.partial(report_html, b, res, samples), file_name=f"{_name(b, recipe)}-report.html",
-                       mime="text/html", key="report_download", on_click="ignore")
+    samples, curve = dict(st.session_state.get("samples") or {}), timed(b, recipe, st.session_state.get("seqlen"))
+    c2.download_button("Download the report (.html)", functools.partial(report_html, b, res, samples, curve),
+                       file_name=f"{_name(b, recipe)}-report.html", mime="text/html", key="report_download",
+                       on_click="ignore")
     c2.caption("One self-contained file (opens offline): the numbers above, the peer, the recipe"
-               + (", the per-layer report" if res.get("layers") else "") + " and the sample outputs"
+               + (", the per-layer report" if res.get("layers") else "")
+               + (", the cost over sequence length" if curve else "")
+               + " and the sample outputs"
                + ("" if res.get("peer") else " (the peer was not measured: turn on 'Also measure the peer' and Apply)")
                + ".")

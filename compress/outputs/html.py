@@ -141,9 +141,10 @@ def summary(name: str, res: dict, machine: str) -> str:
 
 
 def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | None = None,
-               command: str = "", machine: str = "") -> str:
+               command: str = "", machine: str = "", curve: dict | None = None) -> str:
     """card: the original (name, info, content_hash, quality: metrics.quality_words); res: the app's Apply result (nums, lat, workload, layers,
-    recipe, applied); peer: the same for PEER, when measured; samples: {"Original": [lines], "Compressed": [...]}."""
+    recipe, applied); peer: the same for PEER, when measured; samples: {"Original": [lines], "Compressed": [...]};
+    curve: the attention variant's cost over T as the page timed it (seqlen.of_recipe), when it did."""
     name, info, recipe = card["name"], card["info"], res["recipe"]
     figs, sides = _Figs(), _sides(res, peer)
     label = {"original": "Original", "compressed": "Compressed", "peer": "Peer: ONNX Runtime int8 of the original"}
@@ -187,6 +188,12 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
             f"<div><h3>{_e(k)}</h3><ol>" + "".join(f"<li>{_e(x)}</li>" for x in v) + "</ol></div>"
             for k, v in samples.items() if not k.startswith("_")) + "</div>" + \
             (f"<p>{_e(samples['_note'])}</p>" if samples.get("_note") else "")
+    over_t = "" if not curve else (
+        f"<h2>Cost over sequence length</h2>{figs(plots.seqlen(curve['rows'], curve['crossover']))}"
+        f"<p>{_e(plots.seqlen_words(curve, machine))}</p>" + "".join(f"<p>{_e(n)}</p>" for n in curve.get("notes", ()))
+        + (f"<p><b>Timing unreliable</b>: other programs used up to {busy:.0%} of the CPUs while a length was timed.</p>"
+           if (busy := max((r.get("others_busy") or 0 for r in curve["rows"]), default=0)) > measure.BUSY else "")
+        + _table(curve["rows"]))
     body = (f"<h1>{_e(name)}, compressed: {_e(recipe.ran(res.get('applied') or {}))}</h1>"
             f"<p class='lead'>{_e(summary(name, res, machine))}</p>{_verdict(res)}"
             f"<h2>Original vs compressed</h2>{_table(rows)}{peer_line}"
@@ -196,7 +203,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
                f"{_e(res['applied'].get('runtime_setting') or res['applied'].get('runtime_reason') or '')}</p>")
             + f"<h2>The original model</h2>{_table([{k: v for k, v in info.items() if k != 'card'}])}"
             f"<p>Content hash (sha256 of its weights): <code>{_e(card['content_hash'])}</code></p>"
-            + (f"<h2>Per-layer report</h2>{_table(layers)}" if layers else "") + side_by_side
+            + (f"<h2>Per-layer report</h2>{_table(layers)}" if layers else "") + over_t + side_by_side
             + f"<h2>How it was measured</h2><p>{_e(machine)}</p><p>Workload: {_e(workload_text(res['workload']))}</p>"
             f"<p>Quality: {_e(card['quality'])}</p>"
             + (f"<p>Reproduce it:</p><pre>{_e(command)}</pre>" if command else ""))

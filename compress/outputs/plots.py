@@ -99,6 +99,18 @@ def seqlen(rows: list[dict], crossover: int | None = None) -> go.Figure:
     return fig
 
 
+def seqlen_words(got: dict, machine: str) -> str:
+    """bench/seqlen.of_recipe's result in one paragraph (the Compress page's and the report's words): where the variant
+    is faster, the fitted slopes, the machine, and how the lengths were timed."""
+    ts = sorted({r["T"] for r in got["rows"]})
+    slopes = ", ".join(f"{n} {s:.2f}" for n, s in got["slopes"].items())
+    return (f"{got['variant']} is faster than the original ({got['against']}) "
+            + (f"from T = {got['crossover']} on, at every longer T measured" if got["crossover"] else
+               f"at no T up to {ts[-1]}") + (f"; fitted slopes of log ms over log T: {slopes}" if slopes else "")
+            + f". {machine}; positions beyond the trained ones tiled for timing; memory: the rise of the server's peak "
+            "RSS during one call (other work there can add to it).")
+
+
 def in_words(fig: go.Figure) -> str:
     """A chart's text alternative (the page's caption under it, the report's): its title and axes, and per trace how
     many points and the range of its values, read off the figure itself so that no chart goes without one."""
