@@ -30,12 +30,11 @@ PRESETS = [
     Preset("about 4x", dict(quant="int8"),
            "23.5 MB, 3.87x smaller, 1.7x faster (8 x 128), fidelity 0.978 / 0.974 (our sentences / Python docs), "
            "no healing", XEON, "", "the technique table"),
-    Preset("about 10x", dict(layers=3, heads=10, head_score="gradient", emb_bits=2, quant="int8", heal_lr=1e-3,
-                             heal_steps=4000),
-           "8.9 MB, 10.17x smaller, 3.05-3.55x faster, fidelity 0.895 / 0.903 after 4,000 healing steps",
-           XEON, "4,000 steps: about 17 min alone on two threads (3,725 took 16; 72 min on one thread beside two "
-           "benches)",
-           "10x smaller at fidelity 0.9: the product goal reached", 45.0),
+    Preset("about 10x", dict(layers=3, emb_pq=4, quant="int8", heal_lr=1e-3, heal_steps=4000, heal_text="all"),
+           "9.07 MB, 10.02x smaller, 2.8-2.9x faster (8 x 128), fidelity 0.924 / 0.912 (our sentences / Python docs) "
+           "after 4,000 healing steps on all the healing texts, 0.879 on prose never tuned on", XEON,
+           "4,000 steps: 66 min on one thread beside another healing (the 2-bit-row preset before it: 68 min so, "
+           "17 min alone on two threads)", "The 10x preset with a product-quantized table", 60.0),
     Preset("about 20x", dict(layers=3, vocab=0.68, vocab_keep="english", emb_pq=8, quant="int4",
                              runtime="onnxruntime", heal_lr=1e-3, heal_steps=3000, heal_text="all"),
            "4.53 MB, 20.06x smaller, 4.0x faster (8 x 128, ONNX Runtime), fidelity 0.884 / 0.888 after 3,000 healing "
