@@ -101,6 +101,22 @@ def test_peak_memory_is_in_the_cli_json_the_card_the_report_and_a_sweep(capsys):
     assert trial["peak_mem_mb"] > 0
 
 
+def _table_codes(b, ids, mask):  # (a fresh process's function: test_metrics imported there by name)
+    return int(b.model.get_submodule(b.adapter.word_embeddings).codes.sum())
+
+
+def test_the_fresh_process_replays_the_recipe_without_clustering_its_table(monkeypatch, tmp_path):
+    """A call's memory depends on shapes: the child builds the recipe as a saved model's replay does (a 2-bit table's
+    clustering is half a minute on MiniLM), its codes left at zero."""
+    from compress.table import child
+    from compress.techniques import pq
+    monkeypatch.setattr(pq, "_fit", lambda w, d: pytest.fail("the fresh process clustered the table"))
+    mini, out = C.load_model("minilm"), tmp_path / "out.json"
+    child.main({"model": "minilm", "content_hash": mini.content_hash, "recipe": C.Recipe(emb_pq=4).to_json(),
+                "workload": W, "fn": "test_metrics:_table_codes", "threads": 1}, str(out))
+    assert json.loads(out.read_text()) == {"value": 0}
+
+
 def test_the_cli_measures_a_costly_metric_only_when_asked_and_names_a_wrong_one(capsys):
     from compress.__main__ import main
     assert main(["apply", "--model", "tinygpt", "--metrics", "peak_mem", "--batch", "2", "--seq", "16"]) == 2

@@ -185,7 +185,24 @@ def test_library_misuse_and_tables_beyond_fp16_are_one_line():
         PQEmbedding.from_embedding(table, 8)
 
 
-def test_cancel_ends_the_clustering_at_its_next_checkpoint(tiny_bert):
+def test_a_table_clustered_before_is_not_clustered_again_and_its_copy_is_the_caller_s(tiny_bert, monkeypatch):
+    """An Apply builds its recipe healed and unhealed: the second clustering of the same table is the first's."""
+    table, runs = _table(tiny_bert).clone(), []
+    monkeypatch.setattr(pq, "_FITS", pq.LRU("test fits", 4, "a test's"))
+    fit = pq._fit
+    monkeypatch.setattr(pq, "_fit", lambda w, d: runs.append(d) or fit(w, d))
+    codes, book = pq.fit(table, 8)
+    codes[:] = 0  # the caller's copy: the cache keeps its own
+    again, book2 = pq.fit(table.clone(), 8)
+    assert runs == [8] and torch.equal(book, book2) and torch.equal(again, fit(table, 8)[0]) and again.any()
+    pq.fit(table, 4)
+    table[5, 0] += 1e-3  # another table (one weight moved), another clustering
+    pq.fit(table, 8)
+    assert runs == [8, 4, 8]
+
+
+def test_cancel_ends_the_clustering_at_its_next_checkpoint(tiny_bert, monkeypatch):
     from test_cancel import _cancel_at
+    monkeypatch.setattr(pq, "_FITS", pq.LRU("test fits", 4, "a test's"))  # (clustered by an earlier test: not again)
     job, after = _cancel_at(lambda j: C.compress(tiny_bert, C.Recipe(emb_pq=8)), 3, where="kmeans")
     assert job.state == "cancelled" and after == 1
