@@ -1,6 +1,8 @@
 """A shared link on the Compress page, in AppTest (split from tests/test_app.py): its recipe restored into the
 controls, counts a model cannot take set back to all with a message, a bad link ignored with one, and healing's time
 cap kept beside its steps."""
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -38,10 +40,13 @@ def test_recipe_is_restored_from_the_link_and_its_attention_variant_timed_over_t
     next(b for b in app.button if b.label == "Apply").click().run()  # the report takes the curve the page timed
     assert not app.exception and not app.error
     from ui import takeaway
+    from compress.outputs import html as report, plots
     res, b = app.session_state["result"], tiny_bert
     curve = takeaway.timed(b, res["recipe"], app.session_state["seqlen"])
     html = takeaway.report_html(b, res, {}, curve)
-    assert curve is got and "<h2>Cost over sequence length</h2>" in html and "Timing unreliable" in html
+    said = plots.seqlen_unreliable(got["rows"])  # the page's warning, word for word
+    assert curve is got and "<h2>Cost over sequence length</h2>" in html and f"<p>{report._e(said)}</p>" in html
+    assert said.startswith("Timing unreliable") and said in [w.value for w in app.warning]
     assert "local attention W=4 is faster than the original (sdpa)" in html and "The chart in words: Cost of" in html
     other = C.Recipe.from_dict({**res["recipe"].to_dict(), "window": 8})  # another window: not this curve
     assert takeaway.timed(b, other, got) is None and takeaway.timed(b, C.Recipe(), got) is None
@@ -142,10 +147,11 @@ def test_a_link_to_a_recipe_measured_before_shows_the_stored_numbers_at_once(app
     assert not [i for i in fresh.info if "poisoned" in i.value or i.value.startswith("**Measured here before**")]
     # a healing its time cap cut short is not the recipe's numbers (the receiver's cap may let it run); a whole one is
     healed = C.Recipe(quant="int8", heal_steps=400)
-    for ran, shown in (healed.ran({"heal": {"steps_run": 12, "ended": "time cap", "best_step": 10}}), False), \
-                      (healed.ran({"heal": {"steps_run": 400, "best_step": 390}}), True):
+    for run, shown in (12, False), (None, False), (400, True):  # (None: a row of before, which did not say)
+        ran = healed.ran({"heal": {"steps_run": run or 400, "ended": "time cap", "best_step": 10}})
         C.record_apply("sender", "tiny-bert", healed.to_json(), {"recipe": ran, "size MB": 0.5, "x smaller": 3.9,
-                                                                  "model_hash": tiny_bert.content_hash})
+                                                                  "model_hash": tiny_bert.content_hash,
+                                                                  "heal steps run": run})
         fresh = AppTest.from_file(APP, default_timeout=120)
         fresh.query_params.update({"model": "tiny-bert", "quant": "int8", "heal_steps": "400", "heal_minutes": "45"})
         fresh.run()
@@ -193,4 +199,6 @@ def test_a_reload_while_healing_finds_the_healing_its_stop_and_its_result(app, m
     again.run()
     assert not again.exception and not again.error, [e.value for e in again.error]
     assert "healed" in again.dataframe[-1].value["recipe"][0] and "Stop" in again.dataframe[-1].value["recipe"][0]
+    kept = C.applies(again.session_state["sid"])[0]  # the row says how many steps ran (trial.stored reads it)
+    assert kept["heal steps run"] == int(re.search(r"healed (\d+) of 100000 steps", kept["recipe"])[1]), kept
     assert "healing" not in again.query_params  # the token goes with the healing

@@ -35,11 +35,8 @@ def section(b, recipe) -> None:
         return
     charts.show(st, plots.seqlen(got["rows"], got["crossover"]), key="seqlen_chart")
     st.markdown(safe.plain(plots.seqlen_words(got, C.machine_line())))
-    busy = seqlen.busiest(got["rows"])
-    if busy is not None and busy > C.BUSY:  # (the CLI's table says it too: seqlen.markdown)
-        st.warning(f"Timing unreliable: other programs used up to {busy:.0%} of the CPUs while a length was timed "
-                   f"(over {C.BUSY:.0%}), so the crossover and the slopes above may be noise: time it again when the "
-                   "machine is quiet.")
+    if busy := plots.seqlen_unreliable(got["rows"]):  # (the report says it too, the CLI's table: seqlen.markdown)
+        st.warning(busy)
     for note in got["notes"]:
         st.info(safe.plain(note))
     st.dataframe(pd.DataFrame(got["rows"]).rename(columns={"ms": "ms (median)", "peak_mb": "peak MB rise",

@@ -84,8 +84,8 @@ def stored(b, recipe, session: str) -> bool:
     for r in rows:
         try:
             if r.get("model_hash") == b.content_hash and C.Recipe.from_json(r["recipe_json"]) == recipe and (
-                    not recipe.heal_steps or f"healed {recipe.heal_steps} steps" in str(r.get("recipe"))):
-                break  # (a healing its time cap or Stop cut short is not this recipe's: "healed 12 of 400 steps")
+                    not recipe.heal_steps or r.get("heal steps run") == recipe.heal_steps):
+                break  # (a healing its time cap or Stop cut short is not this recipe's: 12 of 400 steps run)
         except C.CompressError:  # a row written by another version
             continue
     else:

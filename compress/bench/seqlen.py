@@ -22,6 +22,7 @@ from ..techniques import lowrank_attn
 from ..techniques.attention import attention_modules, mb_per_token
 from ..measure import core
 from ..measure.metrics import peak_rss_rise_mb
+from ..outputs.plots import busiest
 from ..errors import CompressError
 from ..serve import membound
 from ..serve.cancel import checkpoint
@@ -170,11 +171,6 @@ def markdown(model: str, rows: list[dict], device: str = "cpu") -> str:
         out.append(f"\nOther programs used up to {busy:.0%} of the CPUs while a length was timed"
                    + (f" (over {core.BUSY:.0%}: these timings are unreliable)." if busy > core.BUSY else "."))
     return "\n".join(out)
-
-
-def busiest(rows: list[dict]) -> float | None:
-    """The largest share of the CPUs other programs used while a length was timed (None: not measured)."""
-    return max((r["others_busy"] for r in rows if r.get("others_busy") is not None), default=None)
 
 
 def attention_only(r) -> Recipe:

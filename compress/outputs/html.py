@@ -191,9 +191,7 @@ def comparison(card: dict, res: dict, peer: dict | None = None, samples: dict | 
     over_t = "" if not curve else (
         f"<h2>Cost over sequence length</h2>{figs(plots.seqlen(curve['rows'], curve['crossover']))}"
         f"<p>{_e(plots.seqlen_words(curve, machine))}</p>" + "".join(f"<p>{_e(n)}</p>" for n in curve.get("notes", ()))
-        + (f"<p><b>Timing unreliable</b>: other programs used up to {busy:.0%} of the CPUs while a length was timed."
-           "</p>" if (busy := max((r.get("others_busy") or 0 for r in curve["rows"]), default=0)) > measure.BUSY
-           else "")
+        + (f"<p>{_e(busy)}</p>" if (busy := plots.seqlen_unreliable(curve["rows"])) else "")
         + _table(curve["rows"]))
     body = (f"<h1>{_e(name)}, compressed: {_e(recipe.ran(res.get('applied') or {}))}</h1>"
             f"<p class='lead'>{_e(summary(name, res, machine))}</p>{_verdict(res)}"

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..measure import metrics
+from ..measure import core, metrics
 from ..table.recipe import Recipe
 from ..sweep.frontier import frontier
 from ..table.steps import FIELDS
@@ -109,6 +109,21 @@ def seqlen_words(got: dict, machine: str) -> str:
                f"at no T up to {ts[-1]}") + (f"; fitted slopes of log ms over log T: {slopes}" if slopes else "")
             + f". {machine}; positions beyond the trained ones tiled for timing; memory: the rise of the server's peak "
             "RSS during one call (other work there can add to it).")
+
+
+def busiest(rows: list[dict]) -> float | None:
+    """The largest share of the CPUs other programs used while a length was timed (None: not measured)."""
+    return max((r["others_busy"] for r in rows if r.get("others_busy") is not None), default=None)
+
+
+def seqlen_unreliable(rows: list[dict]) -> str:
+    """The page's and the report's warning when other programs were busy while a length was timed ("": quiet)."""
+    busy = busiest(rows)
+    if busy is None or busy <= core.BUSY:
+        return ""
+    return (f"Timing unreliable: other programs used up to {busy:.0%} of the CPUs while a length was timed (over "
+            f"{core.BUSY:.0%}), so the crossover and the slopes above may be noise: time it again when the machine "
+            "is quiet.")
 
 
 def in_words(fig: go.Figure) -> str:

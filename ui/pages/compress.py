@@ -43,7 +43,8 @@ def record(res):
     st.session_state.result = res
     row = {"recipe": res["recipe"].ran(res["applied"]),
            **C.row(res["nums"]["original"], res["nums"]["compressed"], res["lat"], res["recipe"]),
-           "workload": shape(res["workload"]), "model_hash": b.content_hash}  # (trial.stored: whose numbers)
+           "workload": shape(res["workload"]), "model_hash": b.content_hash,  # (trial.stored: whose numbers, and
+           "heal steps run": (res["applied"].get("heal") or {}).get("steps_run")}  # whether a healing ran them all)
     try:
         C.record_apply(jobs.owner(), b.name, res["recipe"].to_json(), row)
     except C.CompressError as e:
