@@ -76,7 +76,11 @@ def test_sweep_then_click_a_frontier_point(server):
             pass  # the assertion below says what the URL held
         url = page.url
         said = page.get_by_text("Measured by the sweep").first.inner_text()  # its stored numbers, at once
-        top = page.evaluate(scrolled)  # Compress opens at its top, not at the Trade-offs page's scroll
+        try:  # Compress opens at its top, not at the Trade-offs page's scroll (once it is drawn)
+            page.wait_for_function(f"{scrolled} === 0", timeout=10_000)
+        except sync_api.TimeoutError:
+            pass  # the assertion below says how far down it stayed
+        top = page.evaluate(scrolled)
         browser.close()
     assert "/compress" in url and "rank_mode=ratio" in url and "rank=0.2" in url
     assert "Measured by the sweep" in said and top == 0, top

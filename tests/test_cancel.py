@@ -77,9 +77,12 @@ def test_a_checkpoint_outside_a_job_does_nothing_and_inside_a_cancelled_one_rais
 def test_cancel_of_a_running_job_ends_it_at_its_next_checkpoint(kind, tiny_bert, tiny_gpt, one_thread):
     from compress.bench import seqlen
     from compress.learn import article, attention, figures, variants
+    from compress.techniques import pq
     spec = C.spectra(tiny_bert)  # (a job of its own on the page, before)
-    fresh = lambda: dataclasses.replace(tiny_bert, cache={}, content_hash=str(uuid.uuid4()))  # noqa: E731 - Learn
-    #  keeps its results in the bundle and by the content hash
+
+    def fresh():  # Learn keeps its results in the bundle, by the content hash, and its clusterings by the table's
+        pq._FITS.clear()
+        return dataclasses.replace(tiny_bert, cache={}, content_hash=str(uuid.uuid4()))
     fn, units = {
         "spectra": (lambda j: compute_spectra(tiny_bert.model, tiny_bert.adapter), len(
             tiny_bert.adapter.factorizable(tiny_bert.model))),  # one per layer's SVD at least

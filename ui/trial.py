@@ -13,6 +13,7 @@ SKIP = ("size_bytes",)  # the same as size_mb, in bytes
 def keep(b, study: str, row: dict) -> None:
     """The trial the Trade-offs page opens: its row of the store (frontier.rows), for the Compress page."""
     st.session_state.sweep_trial = {"model": cached.model_key(b), "study": study, "row": dict(row)}
+    st.session_state.trial_to_top = True  # the Compress page opens at its top (it kept the Trade-offs page's scroll)
 
 
 def of(b, recipe) -> dict | None:
@@ -53,6 +54,10 @@ def _again():
 def show(t: dict) -> None:
     """The trial's stored numbers, the verdict on its quality, and Apply to measure it again here."""
     row = t["row"]
+    if st.session_state.pop("trial_to_top", False):  # our own constant script, nothing of the page's data in it:
+        st.html("<script>const top = () => { for (const e of document.querySelectorAll('*')) if (e.scrollTop > 0) "
+                "e.scrollTop = 0; }; top(); for (const ms of [250, 1000, 2500]) setTimeout(top, ms);</script>",
+                unsafe_allow_javascript=True)  # (again as the page is drawn: under load CI's stayed 1,508 px down)
     st.subheader(f"Measured by the sweep: {C.Recipe.from_json(row['recipe']).ran(row)}", anchor="result")
     where = ", ".join(str(row[k]) for k in ("workload", "cpu") if row.get(k)) + \
         (f", {row['threads']} thread(s)" if row.get("threads") else "")
