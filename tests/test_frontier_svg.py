@@ -15,6 +15,10 @@ def test_the_committed_figure_is_drawn_from_the_committed_points():
     assert (ROOT / "assets" / "frontier.svg").read_text() == F.svg(rows, F.TITLE), \
         "assets/frontier.svg is stale: run `python -m compress frontier`"
     assert "assets/frontier.svg" in (ROOT / "README.md").read_text()
+    heads = [h.lstrip("#").strip() for h in (ROOT / "BENCHMARKS.md").read_text().splitlines() if h.startswith("#")]
+    for r in rows:  # each point's section is one of BENCHMARKS.md's, whole (an unquoted comma had cut two in
+        # half: their rest was an extra column, under None)
+        assert None not in r and any(h.startswith(r["benchmarks_section"]) for h in heads), r
 
 
 def test_each_point_is_drawn_once_per_set_with_its_label(tmp_path):
