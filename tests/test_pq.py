@@ -188,7 +188,7 @@ def test_library_misuse_and_tables_beyond_fp16_are_one_line():
 def test_a_table_clustered_before_is_not_clustered_again_and_its_copy_is_the_caller_s(tiny_bert, monkeypatch):
     """An Apply builds its recipe healed and unhealed: the second clustering of the same table is the first's."""
     table, runs = _table(tiny_bert).clone(), []
-    monkeypatch.setattr(pq, "_FITS", pq.LRU("test fits", 4, "a test's"))
+    pq._FITS.clear()  # (not a new LRU: each registers a named cache, which README's table must name)
     fit = pq._fit
     monkeypatch.setattr(pq, "_fit", lambda w, d: runs.append(d) or fit(w, d))
     codes, book = pq.fit(table, 8)
@@ -201,8 +201,8 @@ def test_a_table_clustered_before_is_not_clustered_again_and_its_copy_is_the_cal
     assert runs == [8, 4, 8]
 
 
-def test_cancel_ends_the_clustering_at_its_next_checkpoint(tiny_bert, monkeypatch):
+def test_cancel_ends_the_clustering_at_its_next_checkpoint(tiny_bert):
     from test_cancel import _cancel_at
-    monkeypatch.setattr(pq, "_FITS", pq.LRU("test fits", 4, "a test's"))  # (clustered by an earlier test: not again)
+    pq._FITS.clear()  # (clustered by an earlier test: not again)
     job, after = _cancel_at(lambda j: C.compress(tiny_bert, C.Recipe(emb_pq=8)), 3, where="kmeans")
     assert job.state == "cancelled" and after == 1
