@@ -10,6 +10,14 @@ from ui import cached, guide, safe
 SKIP = ("size_bytes",)  # the same as size_mb, in bytes
 
 
+# the page back at its top, and kept there while it is drawn (8 s; under load CI's stayed 1,602 px down after resets at
+# 0-2.5 s), unless the reader scrolls, clicks or types first; the timer outlives a rerun that removes the element
+TO_TOP = ("<script>(() => { const top = () => { for (const e of document.querySelectorAll('*')) if (e.scrollTop > 0) "
+          "e.scrollTop = 0; }; const id = setInterval(top, 200); const stop = () => clearInterval(id); top(); "
+          "setTimeout(stop, 8000); for (const ev of ['wheel', 'touchstart', 'keydown', 'mousedown']) "
+          "document.addEventListener(ev, stop, {once: true, capture: true}); })();</script>")
+
+
 def keep(b, study: str, row: dict) -> None:
     """The trial the Trade-offs page opens: its row of the store (frontier.rows), for the Compress page."""
     st.session_state.sweep_trial = {"model": cached.model_key(b), "study": study, "row": dict(row)}
@@ -55,9 +63,7 @@ def show(t: dict) -> None:
     """The trial's stored numbers, the verdict on its quality, and Apply to measure it again here."""
     row = t["row"]
     if st.session_state.pop("trial_to_top", False):  # our own constant script, nothing of the page's data in it:
-        st.html("<script>const top = () => { for (const e of document.querySelectorAll('*')) if (e.scrollTop > 0) "
-                "e.scrollTop = 0; }; top(); for (const ms of [250, 1000, 2500]) setTimeout(top, ms);</script>",
-                unsafe_allow_javascript=True)  # (again as the page is drawn: under load CI's stayed 1,508 px down)
+        st.html(TO_TOP, unsafe_allow_javascript=True)
     st.subheader(f"Measured by the sweep: {C.Recipe.from_json(row['recipe']).ran(row)}", anchor="result")
     where = ", ".join(str(row[k]) for k in ("workload", "cpu") if row.get(k)) + \
         (f", {row['threads']} thread(s)" if row.get("threads") else "")
