@@ -221,6 +221,27 @@ def test_sparse_a_dropped_token_reads_the_least_squares_sum_of_its_atoms(tiny_be
         weight[dropped[0]] @ table[index[dropped[0]]], table[7]]), atol=1e-3, rtol=1e-3)
 
 
+def test_a_sparse_cover_fitted_before_is_not_fitted_again_and_its_copy_is_the_caller_s(tiny_bert, monkeypatch):
+    """An Apply builds its recipe healed and unhealed: the second pursuit over the same table and rows is the first's."""
+    table = tiny_bert.model.get_submodule(tiny_bert.adapter.word_embeddings).weight.detach().clone()
+    keep, runs = list(range(0, len(table), 9)), []
+    vocab._SPARSE.clear()  # (not a new LRU: each registers a named cache, which README's table must name)
+    pursuit = vocab.pursuit
+    monkeypatch.setattr(vocab, "pursuit", lambda x, a, k: runs.append(len(a)) or pursuit(x, a, k))
+    index, weight = vocab.sparse_map(table, keep)
+    fitted = len(runs)
+    index[:], weight[:] = 0, 0  # the caller's copy: the cache keeps its own
+    again, weight2 = vocab.sparse_map(table.clone(), keep)
+    assert len(runs) == fitted > 0 and again.any() and weight2.any()
+    assert torch.equal(again, vocab._sparse(table, keep, False)[0])  # what a fit gives
+    vocab.sparse_map(table, keep[:-1])  # other rows kept: fitted
+    assert len(runs) > fitted and runs[-1] == len(keep) - 1
+    table[5, 0] += 1e-3  # another table (one weight moved): fitted
+    count = len(runs)
+    vocab.sparse_map(table, keep)
+    assert len(runs) > count
+
+
 def test_resplit_is_refused_for_a_tokenizer_without_word_pieces(tiny_bert):
     no_pieces = C.ModelBundle(tiny_bert.model, "no-pieces", tiny_bert.adapter, object(), "h", tiny_bert.info)
     assert vocab.refuse(no_pieces, C.Recipe(vocab=0.5)) is None

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from ..models.adapters import set_module, tied_embeddings
+from ..serve.cache import LRU
 from .static import distill_table
 from ..errors import CompressError
 
@@ -122,9 +123,9 @@ def nearest_map(table: torch.Tensor, keep: list[int]) -> torch.Tensor:
 def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int = ATOMS) -> tuple[torch.Tensor, torch.Tensor]:
     """(b, k) rows of atoms and (b, k) weights whose weighted sum rebuilds each row of x (b, C): orthogonal matching
     pursuit, the atom of highest |cosine| with what is left, then least squares on all chosen so far."""
-    unit, left, chosen = nn.functional.normalize(atoms.float(), dim=-1), x.float(), []
+    unit, left, chosen = nn.functional.normalize(atoms.float(), dim=-1).T.contiguous(), x.float(), []
     for _ in range(min(k, len(atoms))):
-        score = (left @ unit.T).abs()
+        score = (left @ unit).abs_()  # (in place: a fresh (b, kept) matrix a step took a third longer)
         for c in chosen:
             score.scatter_(1, c[:, None], -1.0)  # never chosen twice
         chosen.append(score.argmax(-1))
@@ -137,7 +138,20 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int = ATOMS) -> tuple[torch
 def sparse_map(table: torch.Tensor, keep: list[int], replay: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(vocab, ATOMS) kept rows and fp16 weights per token: a kept token its own row (weight 1), a dropped one its
     pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nearest's rows, zero
-    weights: nothing fitted)."""
+    weights: nothing fitted). A table and rows fitted before are taken from _SPARSE (copies)."""
+    if replay:
+        return _sparse(table, keep, replay)
+    t = table.detach().float().cpu().contiguous()
+    key = (hashlib.sha256(t.numpy().tobytes()).hexdigest(), tuple(t.shape), hashlib.sha256(str(keep).encode()).digest())
+    index, weight = _SPARSE.get_or_make(key, lambda: _sparse(t, keep, False))
+    return index.clone(), weight.clone()
+
+
+_SPARSE = LRU("sparse covers", 4, "the sparse cover of the last tables pruned, by (content, rows kept): the fit is "
+              "deterministic, and an Apply builds its recipe healed and unhealed")
+
+
+def _sparse(table: torch.Tensor, keep: list[int], replay: bool) -> tuple[torch.Tensor, torch.Tensor]:
     v, k, kept = len(table), min(ATOMS, len(keep)), torch.tensor(keep)
     index, weight = torch.zeros(v, k, dtype=torch.long), torch.zeros(v, k)
     if replay:
