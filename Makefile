@@ -47,10 +47,12 @@ corpora: wordnet
 	  echo "FOLDOC could not be fetched (apt-get download $(FOLDOC)): heal_text all will refuse"
 
 # every test but the heavy end-to-end duplicates, in TEST_WORKERS processes (pytest-xdist, one file per worker at a
-# time, one torch thread each); the 25 slowest are listed with their seconds
+# time, the longest files first: tests/conftest.py LONGEST; one torch thread each); the 25 slowest are listed with
+# their seconds
 TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP) browser postgres corpora
-	$(VENV)/bin/python -m pytest tests -q -rs -m "not heavy" -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(VENV)/bin/python -m pytest tests -q -rs -m "not heavy" $(XDIST) --durations=25
 
 # not part of `make test`: the heavy end-to-end cases a cheaper test covers (real-model round trips, CLI on MiniLM)
 test-slow: $(STAMP) browser postgres corpora
@@ -58,7 +60,7 @@ test-slow: $(STAMP) browser postgres corpora
 
 # the inner loop (under a minute): the library's unit tests, none of those marked slow (tests/conftest.py) or heavy
 test-fast: $(STAMP) corpora
-	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow and not heavy" -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest tests -q -rs -m "not slow and not heavy" $(XDIST)
 
 # not part of `make test`: every page under 1,000 hostile links each (make test runs 30 a page), minutes
 test-hostile: $(STAMP)

@@ -29,11 +29,25 @@ SLOW_FILES = {"test_app", "test_app_robust", "test_browser", "test_browser_learn
               "test_url_fuzz", "test_app_families"}
 
 
+# The files of 10 s or more, longest first (seconds of make test on the 2-core AMD EPYC, 2026-12-06: test_table 203,
+# test_browser_nav 128, test_learn_page 106, test_browser 101 ... test_hostile_display 11). make test hands whole files
+# to its two workers in collection order (--no-loadscope-reorder: xdist would put the files of most tests first, and
+# the one-test browser files then all ran last, on one worker while the other was idle); longest first, they end
+# within seconds of each other (a simulation of xdist's hand-out on these seconds: 672 s against 728).
+LONGEST = ["test_table", "test_browser_nav", "test_learn_page", "test_browser", "test_browser_sweep",
+           "test_tradeoffs_page", "test_metrics", "test_sweep_workers", "test_pages_hostile", "test_export",
+           "test_ortrun", "test_pipeline", "test_browser_cancel", "test_app", "test_odd_shapes", "test_vocab",
+           "test_pq", "test_tinygpt", "test_sweep", "test_runtime", "test_browser_upload", "test_quantize",
+           "test_measurement", "test_cancel", "test_hostile_zips", "test_app_links", "test_app_families",
+           "test_hostile_display"]
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.stem in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda i: i.path.stem not in SLOW_FILES)  # long files first: make test's workers end together
+    rank = {name: i for i, name in enumerate(LONGEST)}  # then the other slow files, then the rest (a stable sort)
+    items.sort(key=lambda i: (rank.get(i.path.stem, len(rank)), i.path.stem not in SLOW_FILES))
 
 
 def pytest_configure(config):

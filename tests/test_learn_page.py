@@ -27,7 +27,7 @@ def move(at, kind, key, value) -> dict:
     return figures(at)
 
 
-def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: bool = False):
+def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: bool = False, output: bool = True):
     at.switch_page("ui/pages/learn.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -69,8 +69,10 @@ def check_every_section(at, heads: int, blocks: int, healing: bool, encoder: boo
         v2 = move(at, "slider", "learn_vocab_frac", 1.0)["vocabulary"]
         assert v2["kept"] > v1["kept"] and v1["cos_nearest"] < 0.99 < v2["cos_nearest"]
         assert "cos_output" not in v1  # the output cover runs every token through the model: only when asked
-        vo = move(at, "toggle", "learn_vocab_output", True)["vocabulary"]
-        assert vo["cos_output"] > 0.99 and vo["cos_nearest"] == v2["cos_nearest"]  # at 1.0 every token reads itself
+        vo = v2
+        if output:  # (it runs every token of the vocabulary through the model: 15 s on MiniLM, the tiny BERT's here)
+            vo = move(at, "toggle", "learn_vocab_output", True)["vocabulary"]
+            assert vo["cos_output"] > 0.99 and vo["cos_nearest"] == v2["cos_nearest"]  # at 1.0 every token: itself
         ve = move(at, "radio", "learn_vocab_keep", "english")["vocabulary"]  # the rows kept by English too
         assert ve["keep_by"] == "english" and vo["keep_by"] == "text" and ve["kept"] == v2["kept"]  # at 1.0: all
         # static table: a smaller SIF a weighs frequent tokens less; the plain mean does not depend on it
@@ -158,4 +160,4 @@ def test_learn_page_on_a_bundled_model(model, heads, blocks):
     at = AppTest.from_file(APP, default_timeout=600)
     at.query_params["model"] = model
     at.run()
-    check_every_section(at, heads=heads, blocks=blocks, healing=True, encoder=model == "minilm")
+    check_every_section(at, heads=heads, blocks=blocks, healing=True, encoder=model == "minilm", output=False)

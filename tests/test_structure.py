@@ -154,3 +154,10 @@ def test_every_control_links_to_a_learn_section():
     from ui.learn_common import SECTIONS, STEP_SECTION
     assert [s.name for s in C.STEPS if any(f.label for f in s.fields) and s.name not in STEP_SECTION] == []
     assert set(STEP_SECTION.values()) <= set(SECTIONS) and set(STEP_SECTION) <= {s.name for s in C.STEPS}
+
+
+def test_the_longest_first_order_names_test_files_that_exist():
+    """make test hands out the files longest first (conftest.LONGEST): a renamed file would silently go last."""
+    from conftest import LONGEST, SLOW_FILES
+    names = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    assert set(LONGEST) <= names and SLOW_FILES <= names and len(set(LONGEST)) == len(LONGEST)
