@@ -32,6 +32,17 @@ def test_kmeans_codes_are_each_rows_nearest_centroid_and_repeat_exactly():
     assert err(c, a) < 0.8 * err(*first)  # Lloyd's iterations lower the error from the drawn rows
 
 
+def test_the_grouped_argmin_is_torchs_argmin_ties_included():
+    """k-means' nearest code: the first of equal minima, as torch's argmin, on random and on tied distances."""
+    torch.manual_seed(0)
+    for d in (torch.randn(500, 256), torch.randint(0, 3, (500, 256)).float(), torch.zeros(7, 256),
+              torch.randn(9, 100)):  # (100 columns: not in groups of 32, argmin itself)
+        assert torch.equal(pq.first_min(d), d.argmin(-1))
+    d = torch.ones(3, 256)
+    d[0, 255], d[1, [40, 33]], d[2, [31, 32]] = 0, -1, 0.5  # the last column; two equal in a group; across groups
+    assert pq.first_min(d).tolist() == [255, 33, 31]
+
+
 def test_fewer_rows_than_codes_still_give_256_codes_and_exact_rows():
     x = torch.randn(10, 8, generator=torch.Generator().manual_seed(2))
     c, a = pq.kmeans(x)
