@@ -1,5 +1,6 @@
 """The one cache policy: every cache the library keeps is an LRU with a bound, named in REGISTRY (README lists
 them). Entries are whole models or decompositions, so bounds are counts, small on purpose."""
+import hashlib
 import threading
 from collections import OrderedDict
 
@@ -35,6 +36,11 @@ class LRU:
     def clear(self):
         with self._lock:
             self._d.clear()
+
+
+def content_key(t) -> tuple:
+    """A key for a CPU tensor's content: the sha256 of its bytes and its shape (a fit of the same table is the same)."""
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest(), tuple(t.shape)
 
 
 def policy() -> list[dict]:

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from ..models.adapters import set_module, tied_embeddings
-from ..serve.cache import LRU
+from ..serve.cache import LRU, content_key
 from .static import distill_table
 from ..errors import CompressError
 
@@ -142,7 +142,7 @@ def sparse_map(table: torch.Tensor, keep: list[int], replay: bool = False) -> tu
     if replay:
         return _sparse(table, keep, replay)
     t = table.detach().float().cpu().contiguous()
-    key = (hashlib.sha256(t.numpy().tobytes()).hexdigest(), tuple(t.shape), hashlib.sha256(str(keep).encode()).digest())
+    key = (*content_key(t), hashlib.sha256(str(keep).encode()).digest())
     index, weight = _SPARSE.get_or_make(key, lambda: _sparse(t, keep, False))
     return index.clone(), weight.clone()
 
