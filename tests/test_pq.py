@@ -78,9 +78,54 @@ def test_at_the_same_bits_codes_keep_more_of_minilms_table_than_rounded_rows(min
     assert pq4 < 0.8 * two_bit and pq4 < pq8
 
 
+def test_the_most_frequent_rows_read_their_own_finer_codes_from_int8_codebooks(tiny_bert):
+    """emb_pq_top: a pruned table's first rows (its most frequent) at 4 weights a code, the rest at 8, each tier
+    clustered on its own rows; both tiers' codebooks int8 at one fp16 scale a slice, read as exactly the centroids
+    k-means assigned the codes to; the table's bytes are its codes and codebooks."""
+    c = C.compress(tiny_bert, C.Recipe(vocab=0.5, emb_pq=8, emb_pq_top=10))
+    emb, kept = c.model.get_submodule(tiny_bert.adapter.word_embeddings), 15261
+    top, width = round(0.1 * 30522), 64
+    assert emb.top == top and emb.codes.shape == (kept - top, 8) and emb.top_codes.shape == (top, 16)
+    assert emb.codebook.dtype == emb.top_codebook.dtype == torch.int8 and emb.scale.dtype == torch.float16
+    w = C.compress(tiny_bert, C.Recipe(vocab=0.5)).model.get_submodule(tiny_bert.adapter.word_embeddings).weight
+    for rows, d, sl in ((w[:top], 4, slice(0, top)), (w[top:], 8, slice(top, kept))):
+        got = emb(torch.arange(kept)[sl][None])[0]
+        want = torch.cat([c[a] for c, a in (pq.kmeans(rows[:, i:i + d].detach().contiguous(), int8=True)
+                                             for i in range(0, width, d))], 1)
+        assert torch.equal(got, want)  # each row: its own tier's codes, the centroids k-means read them from
+    w = w.detach()
+    assert float((got - w[top:]).norm() / w[top:].norm()) > float((emb(torch.arange(top)[None])[0] - w[:top]).norm()
+                                                                    / w[:top].norm())  # the top rows are closer
+    stored = sum(t.numel() * t.element_size() for t in emb.state_dict().values())
+    assert stored == (kept - top) * 8 + top * 16 + 8 * 256 * 8 + 16 * 256 * 4 + 2 * width * 2
+    assert C.count_params(c.model) == kept * width + C.count_params(tiny_bert.model) - 30522 * width
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
+def test_a_two_tier_table_saves_exports_and_reloads(bundled, tiny_bert, tmp_path, runtime):
+    """The int8 codebooks stay int8 in the ONNX export (ONNX Runtime's int8 pass leaves their Gathers alone) and
+    the zip reloads to the same outputs."""
+    import onnx
+    comp = C.compress(tiny_bert, C.Recipe(vocab=0.5, emb_pq=8, emb_pq_top=5, quant="int8", runtime=runtime))
+    assert comp.applied["runtime_applied"] == runtime, comp.applied.get("runtime_reason")
+    ids = tiny_bert.tokenizer(["the most frequent rows at two bits", "zebra xylophone"], return_tensors="pt",
+                              padding=True)["input_ids"]
+    eager = C.compress(tiny_bert, C.Recipe(vocab=0.5, emb_pq=8, emb_pq_top=5, quant="int8"))
+    with torch.no_grad():
+        a, e = forward(comp.model, tiny_bert.adapter, ids), forward(eager.model, tiny_bert.adapter, ids)
+    assert float(torch.nn.functional.cosine_similarity(a.flatten(), e.flatten(), dim=0)) > 0.99
+    if runtime == "onnxruntime":
+        books = [list(t.dims) for t in onnx.load_model_from_string(comp.model.onnx).graph.initializer
+                 if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2 and t.dims[0] % 256 == 0]
+        assert sorted(books) == [[8 * 256, 8], [16 * 256, 4]]  # the two codebooks, once each, in 8 bits
+    back = C.load_compressed(C.save_compressed(comp, tmp_path / "m.zip"))
+    with torch.no_grad():
+        assert torch.equal(forward(back.model, tiny_bert.adapter, ids), a)
+
+
 @pytest.mark.parametrize("recipe, match", [
     (dict(emb_pq=8, emb_bits=2), "one way"), (dict(emb_pq=8, emb_rank=0.5), "one way"),
-    (dict(emb_pq=8, static=True), "static table")])
+    (dict(emb_pq=8, static=True), "static table"), (dict(emb_pq=8, emb_pq_top=20, vocab=0.2), "keep more of the")])
 def test_combinations_are_refused_in_one_line(recipe, match):
     with pytest.raises(C.CompressError, match=match):
         C.Recipe(**recipe)
@@ -104,7 +149,7 @@ def test_healing_trains_the_blocks_around_the_codes(tiny_bert):
     from compress.techniques.heal import trainable
     c = C.compress(tiny_bert, C.Recipe(layers=1, emb_pq=8, heal_steps=3, heal_lr=1e-2))
     emb = c.model.get_submodule(tiny_bert.adapter.word_embeddings)
-    codes, book = pq.fit(_table(tiny_bert), 8)
+    codes, book, _ = pq.fit(_table(tiny_bert), 8)
     assert torch.equal(emb.codes, codes) and torch.equal(emb.codebook, book)  # the table is frozen
     losses = [h["loss"] for h in c.applied["heal"]["history"] if h["loss"] is not None]
     assert losses and all(x == x and x < float("inf") for x in losses)
@@ -201,11 +246,11 @@ def test_a_table_clustered_before_is_not_clustered_again_and_its_copy_is_the_cal
     table, runs = _table(tiny_bert).clone(), []
     pq._FITS.clear()  # (not a new LRU: each registers a named cache, which README's table must name)
     fit = pq._fit
-    monkeypatch.setattr(pq, "_fit", lambda w, d: runs.append(d) or fit(w, d))
-    codes, book = pq.fit(table, 8)
+    monkeypatch.setattr(pq, "_fit", lambda w, d, int8: runs.append(d) or fit(w, d, int8))
+    codes, book, _ = pq.fit(table, 8)
     codes[:] = 0  # the caller's copy: the cache keeps its own
-    again, book2 = pq.fit(table.clone(), 8)
-    assert runs == [8] and torch.equal(book, book2) and torch.equal(again, fit(table, 8)[0]) and again.any()
+    again, book2, _ = pq.fit(table.clone(), 8)
+    assert runs == [8] and torch.equal(book, book2) and torch.equal(again, fit(table, 8, False)[0]) and again.any()
     pq.fit(table, 4)
     table[5, 0] += 1e-3  # another table (one weight moved), another clustering
     pq.fit(table, 8)

@@ -74,6 +74,8 @@ def expected_params(b, r) -> int:
         total += kept * r.features * hd
     if r.attention == "lsh":  # the Reformer's random rotations per block, stored: (head dim, buckets / 2)
         total += kept * hd * (r.buckets // 2)
+    if r.drop_pooler:  # its Linear
+        total -= C.count_params(a.pooler_module(b.model))
     if r.emb_rank < 1:
         k = round(r.emb_rank * min(v, c))
         total -= v * c - k * (v + c) if k * (v + c) < v * c else 0

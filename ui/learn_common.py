@@ -25,7 +25,8 @@ SECTIONS = {  # slug (the ?section= of a link) -> (tab title, what it teaches)
 STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fnet", "emb_rank": "low-rank",
                 "emb_bits": "quantization", "emb_pq": "quantization", "factorize": "low-rank", "heal": "healing",
                 "int8": "quantization", "int4": "quantization", "half": "quantization", "runtime": "article",
-                "vocab": "vocabulary", "static": "static", "attention": "efficient", "pool": "efficient"}
+                "vocab": "vocabulary", "static": "static", "attention": "efficient", "pool": "efficient",
+                "pooler": "layers"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
 

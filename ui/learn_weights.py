@@ -119,8 +119,10 @@ def quantization(b):
     st.markdown("Rounding treats each row alone. **Product quantization** (Compress: Word-table product quantization) "
                 "cuts every row into pieces of a few weights and clusters each slice's pieces into 256 codes, so a "
                 "piece is one byte naming its nearest code: rows that look alike share codes. At the same bits a "
-                "weight it keeps more of the table than rounding. *Reference: Jegou, Douze and Schmid 2011, 'Product "
-                "quantization for nearest neighbor search'.*")
+                "weight it keeps more of the table than rounding. Most of any text is a few thousand frequent "
+                "tokens: with vocabulary pruning (rows by frequency), **Most frequent rows at 2 bits** gives those "
+                "rows 4 weights a code and codebooks of their own, the rest 8 (both tiers' codebooks in int8). "
+                "*Reference: Jegou, Douze and Schmid 2011, 'Product quantization for nearest neighbor search'.*")
     token = int(st.number_input("Token id (a row of the word table)", 0, b.vocab_size - 1, min(2000, b.vocab_size - 1),
                                 key="learn_q_token"))
     tab = pd.DataFrame(L.table_rounding(b, token))
@@ -188,6 +190,11 @@ def layers(b):
             f"Block **{int(np.argmax(bi))}** (influence {max(bi):.3f}); the least is block {int(np.argmin(bi))} "
             f"({min(bi):.3f}).", "learn_layers_predict")
     open_in_compress(b, C.Recipe(layers=0 if k == n else k), "learn_layers_open")
+    if (pooler := b.adapter.pooler_module(b.model)) is not None:  # a part no block needs, and no output reads
+        st.caption(f"Beside the blocks, {b.name} keeps a pooler ({C.count_params(pooler):,} weights, "
+                   f"{C.size_bytes(pooler) / 1e6:.2f} MB) from its pre-training: sentence embeddings are the mean of "
+                   "the last hidden states and never read it, so **Drop the unused pooler** removes it with no change "
+                   "to any output.")
 
 
 _VOCAB = ("Vocabulary pruning keeps the token-table rows of the healing text's tokens. A token of your sentence "

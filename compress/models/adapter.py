@@ -39,6 +39,7 @@ class Adapter:
     sample_tokens: int = 30        # tokens a sample continuation runs for
     # SwiGLU (Llama family): down(act(gate(x)) * up(x)); the gate's rows go with ffn_in's rows, "" = no gate
     ffn_gate: str = ""
+    pooler: str = ""         # path of a pooler no output here reads (BERT's: the mean of the last states is pooled)
     kv_heads_attr: str = ""  # GQA: config attribute of the k/v head count ("" = one per query head; a group shares one)
     extra_metrics = ()             # the keys extra_quality() returns (class attributes from here on, not fields)
     attn_runtimes = ("eager", "sdpa")  # the attention implementations set_attn_runtime can choose
@@ -54,6 +55,9 @@ class Adapter:
         if self.causal:  # no KV cache: every call is one full forward
             return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def pooler_module(self, model: nn.Module) -> nn.Module | None:  # the pooler, if this model has one
+        return dict(model.named_children()).get(self.pooler) if self.pooler else None
 
     def heal_texts(self) -> list[str] | None:  # the family's own default healing text, or None (the project's)
         return None

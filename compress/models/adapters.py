@@ -80,7 +80,7 @@ _BERT = dict(blocks="encoder.layer", q="attention.self.query", k="attention.self
              o="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
              word_embeddings="embeddings.word_embeddings", causal=False, heads_attr="num_attention_heads",
              position_embeddings="embeddings.position_embeddings",
-             head_attrs=(("num_attention_heads", "count"), ("all_head_size", "width")))
+             head_attrs=(("num_attention_heads", "count"), ("all_head_size", "width")), pooler="pooler")
 
 # Llama, Qwen2 and Mistral (SmolLM and TinyLlama are Llama): RMSNorm without bias, rotary positions from one shared
 # model.rotary_emb, grouped-query attention, a SwiGLU FFN, tied or untied LM head. Qwen2 adds q/k/v biases, Mistral

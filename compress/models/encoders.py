@@ -116,7 +116,7 @@ _MPNET = dict(blocks="encoder.layer", q="attention.attn.q", k="attention.attn.k"
               o="attention.attn.o", ffn_in="intermediate.dense", ffn_out="output.dense",
               word_embeddings="embeddings.word_embeddings", causal=False, heads_attr="num_attention_heads",
               position_embeddings="embeddings.position_embeddings",
-              head_attrs=(("num_attention_heads", "count"), ("all_head_size", "width")))
+              head_attrs=(("num_attention_heads", "count"), ("all_head_size", "width")), pooler="pooler")
 _MODERNBERT = dict(blocks="layers", q="attn.Wqkv", k="attn.Wqkv", v="attn.Wqkv", o="attn.Wo", ffn_in="mlp.Wi",
                    ffn_gate="mlp.Wgate", ffn_out="mlp.Wo", word_embeddings="embeddings.tok_embeddings", causal=False,
                    heads_attr="num_attention_heads", fused_qkv=True)

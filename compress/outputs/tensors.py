@@ -102,13 +102,13 @@ def _check_qparams(key: str, scales, zeros, int_dtype, n: int) -> None:
 
 def _check_values(key: str, t: torch.Tensor, want: torch.Tensor) -> None:
     """Values the model can run: floats finite (scales > 0), indices within the range of the recipe's model's own
-    (a pruned vocabulary's index reads rows 0..n-1 of its table). Packed bytes take any value."""
+    (a pruned vocabulary's index reads rows 0..n-1 of its table). Packed bytes and int8 codebooks take any value."""
     if t.is_floating_point():
         if not torch.isfinite(t).all():
             raise CompressError(f"the weights file's {key} holds NaN or infinite values")
         if key.endswith(".scale") and not (t > 0).all():
             raise CompressError(f"the weights file's {key} has a scale that is zero or negative")
-    elif t.dtype not in (torch.uint8, torch.bool) and t.numel() and want.numel():
+    elif t.dtype not in (torch.uint8, torch.int8, torch.bool) and t.numel() and want.numel():
         lo, hi = int(want.min()), int(want.max())
         if int(t.min()) < lo or int(t.max()) > hi:
             raise CompressError(f"the weights file's {key} holds indices outside {lo}..{hi}, the range its model reads")

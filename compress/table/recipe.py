@@ -113,12 +113,14 @@ class Recipe(_Recipe):
     buckets: int = 8                    # lsh: hash buckets (1 or even)
     pool: int = 1                       # token pooling (1 = none)
     pool_at: int = 2
+    drop_pooler: bool = False           # the unused pooler dropped (encoders)
     vocab: float = 1.0                  # vocabulary kept
     vocab_cover: str = "nearest"        # what a dropped token reads
     vocab_keep: str = "text"            # which rows are kept: the healing text's tokens (+ English's)
     emb_rank: float = 1.0               # word-embedding rank
     emb_bits: int = 0                   # word-embedding bits (0 = float)
     emb_pq: int = 0                     # word-table product quantization: weights a code (0 = none)
+    emb_pq_top: int = 0                 # ... its most frequent rows, this percent of the vocabulary, at 4 a code
     rank_mode: str = "none"             # low rank of the blocks' layers
     rank: float = 1.0
     allocate: str = "spectral"

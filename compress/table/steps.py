@@ -10,8 +10,8 @@ are generated from this list: a new technique is one module plus one entry here.
 """
 import dataclasses
 
-from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, pq,
-                          quantize, runtime, sensitivity, static, vocab)
+from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, pooler,
+                          pq, quantize, runtime, sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..measure.general import HEAL_TEXTS
 from .fields import Field
@@ -53,13 +53,7 @@ STEPS = [
         apply=lambda ctx, r: static.apply_static(ctx, r.static_attn), active=lambda r: r.static, changes_blocks=True,
         refuse=static.refuse, describe=lambda r: "static table" + (" + one attention layer" if r.static_attn else ""),
         examples=({"static": True}, {"static": True, "static_attn": True}),
-        teach="Static (Model2Vec's method, Tulkens & van Dongen 2024): every token of the vocabulary is run through "
-              "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
-              "tokens' rows: no attention, no layers, a lookup and an average (MiniLM's: ~110x the real sentences per "
-              "second). It loses word order and context, so heal it: the table is fitted to the transformer's "
-              "embeddings of the healing text, labeled once (Tokenlearn's way; 'all' texts: more to fit), and "
-              "shrink it with the table's own controls (vocabulary, rank or bits, int8). With one attention layer "
-              "over the rows (fitted with them) the tokens see each other again, still without positions."),
+        teach=static.TEACH),
     Step("layers", "fewer layers", (
         Field("layers", "count", 0, "transformer blocks kept, those that change their input most (0 = all)",
               "Transformer blocks (layers) kept", most="layers", unit="blocks"),),
@@ -131,6 +125,11 @@ STEPS = [
         apply=lambda ctx, r: pool.apply_pool(ctx.model, ctx.base.adapter, r.pool, r.pool_at),
         active=lambda r: r.pool != 1, refuse=pool.refuse, describe=lambda r: f"pool by {r.pool} after block {r.pool_at}",
         examples=({"pool": 2, "pool_at": 1},), teach=pool.TEACH),
+    Step("pooler", "unused pooler dropped", (
+        Field("drop_pooler", "bool", False, "drop the encoder's pooler, which sentence embeddings (the mean of the "
+              "last hidden states) never read", "Drop the unused pooler"),),
+        apply=lambda ctx, r: pooler.drop(ctx.model, ctx.base.adapter), refuse=pooler.refuse,
+        describe=lambda r: "no pooler", examples=({"drop_pooler": True},), teach=pooler.TEACH),
     Step("vocab", "vocabulary pruning", (
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
               "tokens first; the others read a kept row", "Vocabulary kept (fraction of tokens)", lo=0.05),
@@ -158,9 +157,8 @@ STEPS = [
         "its output layer shares the word-embedding table (tied weights), so factorizing the table would not make "
         "the model smaller" if _tied(b) else None,
         describe=lambda r: f"embeddings rank {r.emb_rank:g}", examples=({"emb_rank": 0.25},),
-        teach="Embedding factorization: the token table (vocab x hidden; half of MiniLM's weights, and most of what is "
-              "left after the other techniques) becomes vocab x r rows times an r x hidden matrix, from its SVD. Block "
-              "techniques never touch it. Heal afterwards. At the same size a 2-bit table keeps more."),
+        teach=factorize.EMB_TEACH),
+
     Step("emb_bits", "low-bit embeddings", (
         Field("emb_bits", "choice", 0, "word-embedding table at 4 or 2 bits per weight (0 = as quant says)",
               "Word-embedding table bits", choices=(0, 4, 2), fmt=lambda v: "as Quantization" if v == 0 else f"{v}-bit"),),
@@ -173,9 +171,13 @@ STEPS = [
     Step("emb_pq", "product-quantized embeddings", (Field(
         "emb_pq", "choice", 0, "word-embedding table product-quantized: pieces of 8, 6 or 4 weights, a byte each "
         "naming one of 256 shared codes (0 = none)", "Word-table product quantization", choices=(0, *pq.DIMS),
-        fmt=pq.label),),
-        apply=lambda ctx, r: pq.pq_embeddings(ctx.model, ctx.base.adapter, r.emb_pq, fitted=not ctx.replay),
-        refuse=pq.refuse, describe=lambda r: f"embeddings PQ {r.emb_pq} a code", examples=({"emb_pq": 8},),
+        fmt=pq.label), Field(
+        "emb_pq_top", "choice", 0, "the most frequent rows of a pruned table, this percent of the vocabulary, at 4 "
+        "weights a code with codebooks of their own (both tiers' codebooks in int8)", "Most frequent rows at 2 bits",
+        choices=pq.TOPS, fmt=lambda v: "none" if v == 0 else f"{v}% of the vocabulary",
+        off=pq.top_off)), apply=pq.pq_step, active=lambda r: r.emb_pq != 0, refuse=pq.refuse,
+        examples=({"emb_pq": 8}, {"emb_pq": 8, "emb_pq_top": 10, "vocab": 0.5}),
+        describe=lambda r: f"embeddings PQ {r.emb_pq} a code" + (f" ({r.emb_pq_top}% at 4)" if pq.tiered(r) else ""),
         teach=pq.TEACH),
     Step("factorize", "low rank", (
         Field("rank_mode", "choice", "none", "ratio: r = X * min(m, n) per layer (the article's dim_ratio); energy: "
@@ -221,10 +223,8 @@ STEPS = [
          active=lambda r: r.static and r.emb_bits != 0, after_heal=True,
          simulate=lambda m, a, r: lowbit.fake_table(m, a, r.emb_bits), describe=lambda r: f"table {r.emb_bits}-bit",
          examples=({"static": True, "emb_bits": 4},),
-         teach="Static table bits: the static end's table (it is the whole model) at 4 or 2 bits per weight (the "
-               "Word-embedding table bits control). Healing trains the float table with that rounding simulated, "
-               "then the rows are packed: the blocks' table is packed before healing (the blocks learn around it); "
-               "this one is what healing trains."),
+         teach=lowbit.STATIC_TEACH),
+
     Step("int8", "dynamic int8", (
         Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
               widget="select"),
@@ -240,14 +240,12 @@ STEPS = [
     Step("int4", "weight-only int4", apply=quantize.replace_model(int4.int4_model),
          selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
          describe=lambda r: "int4", examples=({"quant": "int4"},),
-         teach="int4 (weight-only): every Linear in the blocks in 4 bits, one fp16 scale and minimum per group of 128 "
-               "inputs (64 or 32 where 128 does not divide), unpacked to float per call; activations stay float; "
-               "tables and other Linears (a pooler) in 8 bits. ~6x smaller blocks, more loss than int8 (heal with it "
-               "on: it trains with int4 rounding). Runs on: any device; with onnxruntime stored int4, run as int8."),
+         teach=int4.TEACH),
+
     Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),
          selects=("quant", "fp16", "bf16"), after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
-         teach="fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
-               "than fp32, bf16 is fast only with AVX512-BF16 or AMX."),
+         teach=quantize.HALF_TEACH),
+
     Step("runtime", "runtime", (
         Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze), compile (torch.compile) or "
               "onnxruntime (exported to ONNX, run by ONNX Runtime)", "Runtime", choices=runtime.RUNTIMES + ("onnxruntime",),

@@ -17,6 +17,11 @@ TEACH = ("Low-rank factorization: each Linear W (m x n) becomes two thinner ones
          "(each layer is cut and measured once).")
 
 
+EMB_TEACH = ("Embedding factorization: the token table (vocab x hidden; half of MiniLM's weights, and most of what is "
+             "left after the other techniques) becomes vocab x r rows times an r x hidden matrix, from its SVD. Block "
+             "techniques never touch it. Heal afterwards. At the same size a 2-bit table keeps more.")
+
+
 class LowRankLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
         super().__init__()

@@ -18,6 +18,12 @@ from .quantize import fake_quant, tied_head
 BITS = 4
 
 
+TEACH = ("int4 (weight-only): every Linear in the blocks in 4 bits, one fp16 scale and minimum per group of 128 "
+         "inputs (64 or 32 where 128 does not divide), unpacked to float per call; activations stay float; "
+         "tables and other Linears (a pooler) in 8 bits. ~6x smaller blocks, more loss than int8 (heal with it "
+         "on: it trains with int4 rounding). Runs on: any device; with onnxruntime stored int4, run as int8.")
+
+
 class LowBitLinear(Packed):
     """A Linear whose weight is packed at `bits` (4 inside the blocks, 8 outside them) per weight."""
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group: int | None = None,

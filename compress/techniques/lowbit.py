@@ -16,6 +16,12 @@ TEACH = ("Low-bit table: every row of the token table stored in 4 or 2 bits, wit
 GROUP = 128  # one scale and minimum per GROUP weights of a row (smaller powers of two, or the row, if it does not divide)
 
 
+STATIC_TEACH = ("Static table bits: the static end's table (it is the whole model) at 4 or 2 bits per weight (the "
+                "Word-embedding table bits control). Healing trains the float table with that rounding simulated, "
+                "then the rows are packed: the blocks' table is packed before healing (the blocks learn around it); "
+                "this one is what healing trains.")
+
+
 def group_size(width: int, largest: int = GROUP) -> int:
     g = largest
     while g >= 32 and width % g:

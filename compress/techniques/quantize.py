@@ -15,6 +15,10 @@ from .lowbit import Packed
 INT8_LINEAR = tq.per_channel_dynamic_qconfig
 
 
+HALF_TEACH = ("fp16 / bf16: every weight in 16 bits, 2x smaller. Runs on: GPUs; on a CPU fp16 is usually slower "
+              "than fp32, bf16 is fast only with AVX512-BF16 or AMX.")
+
+
 def apply_quantize(model: nn.Module, adapter, mode: str, embeddings: bool = True) -> nn.Module:
     """Return the quantized model (int8 builds new modules; casts happen in place)."""
     if mode in ("fp16", "bf16"):

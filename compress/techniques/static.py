@@ -14,6 +14,13 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..errors import CompressError
 from ..serve import membound
 
+TEACH = ("Static (Model2Vec's method, Tulkens & van Dongen 2024): every token of the vocabulary is run through "
+         "the model once, its embedding weighted down when frequent (SIF), and a sentence becomes the mean of its "
+         "tokens' rows: no attention, no layers, a lookup and an average (MiniLM's: ~110x the real sentences per "
+         "second). It loses word order and context, so heal it: the table is fitted to the transformer's "
+         "embeddings of the healing text, labeled once (Tokenlearn's way; 'all' texts: more to fit), and "
+         "shrink it with the table's own controls (vocabulary, rank or bits, int8). With one attention layer "
+         "over the rows (fitted with them) the tokens see each other again, still without positions.")
 SIF_A = 1e-5  # SIF's a: a token of probability p is weighted a / (a + p) (Arora et al. 2017; 1e-5 kept the most
 #               fidelity of 1e-3, 1e-4, 1e-5 on MiniLM before healing: 0.28, 0.32, 0.39)
 BATCH = 1024  # tokens per forward pass while distilling
