@@ -158,7 +158,6 @@ STEPS = [
         "the model smaller" if _tied(b) else None,
         describe=lambda r: f"embeddings rank {r.emb_rank:g}", examples=({"emb_rank": 0.25},),
         teach=factorize.EMB_TEACH),
-
     Step("emb_bits", "low-bit embeddings", (
         Field("emb_bits", "choice", 0, "word-embedding table at 4 or 2 bits per weight (0 = as quant says)",
               "Word-embedding table bits", choices=(0, 4, 2), fmt=lambda v: "as Quantization" if v == 0 else f"{v}-bit"),),
@@ -224,7 +223,6 @@ STEPS = [
          simulate=lambda m, a, r: lowbit.fake_table(m, a, r.emb_bits), describe=lambda r: f"table {r.emb_bits}-bit",
          examples=({"static": True, "emb_bits": 4},),
          teach=lowbit.STATIC_TEACH),
-
     Step("int8", "dynamic int8", (
         Field("quant", "choice", "none", "quantization after healing", "Quantization", choices=("none",),
               widget="select"),
@@ -241,11 +239,9 @@ STEPS = [
          selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
          describe=lambda r: "int4", examples=({"quant": "int4"},),
          teach=int4.TEACH),
-
     Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),
          selects=("quant", "fp16", "bf16"), after_heal=True, describe=lambda r: r.quant, examples=({"quant": "fp16"},),
          teach=quantize.HALF_TEACH),
-
     Step("runtime", "runtime", (
         Field("runtime", "choice", "eager", "eager, freeze (TorchScript trace + freeze), compile (torch.compile) or "
               "onnxruntime (exported to ONNX, run by ONNX Runtime)", "Runtime", choices=runtime.RUNTIMES + ("onnxruntime",),
