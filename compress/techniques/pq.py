@@ -199,7 +199,7 @@ class PQEmbedding(Packed):
 def tiered(r) -> bool:
     """The recipe's most frequent rows at TOP_DIM a code: a share chosen, a coarser code for the rest, a pruned table
     (rows by frequency)."""
-    return bool(r.emb_pq_top) and r.emb_pq not in (0, TOP_DIM) and r.vocab != 1
+    return bool(r.emb_pq_top) and top_off(r) is None
 
 
 def refuse(b, r) -> str | None:
