@@ -165,3 +165,7 @@ def test_learn_page_on_a_bundled_model(model, heads, blocks):
     assert pooler == (["Beside the blocks, minilm keeps a pooler (147,840 weights, 0.59 MB) from its pre-training: "
                        "sentence embeddings are the mean of the last hidden states and never read it, so **Drop the "
                        "unused pooler** removes it with no change to any output."] if model == "minilm" else [])
+    table = [c.value for c in at.caption if "learned position table" in c.value]  # (tinygpt's is its own config)
+    assert table == (["minilm also keeps a learned position table: 512 rows (0.79 MB), one for each position a text "
+                      "may reach. **Positions kept** keeps its first N: a text of up to N tokens reads exactly the "
+                      "same, a longer one is cut to N."] if model == "minilm" else [])

@@ -35,3 +35,15 @@ def test_a_preset_a_model_cannot_take_says_why_in_the_tables_words(tiny_gpt, tin
 def test_a_bench_table_says_what_its_quality_columns_are(model, words):
     head = bench.markdown(model, [{"recipe": "x", "skipped": "why"}], 8, 128).split("\n\n")[1]
     assert f"Quality: {words}" in head and "Not applicable" not in head
+
+
+def test_a_model_without_a_pooler_or_long_positions_takes_a_preset_without_those_fields(tiny_bert, minilm):
+    """drop_pooler and positions change no output: a model with nothing to drop (tiny-bert: no pooler, 128 positions)
+    is given the preset without them, not refused for them; MiniLM (a pooler, 512 positions) keeps both."""
+    ten = presets.BY_NAME["about 10x"]
+    assert ten.recipe["drop_pooler"] and ten.recipe["positions"] == 256
+    assert C.refusal(tiny_bert, ten.build()) and "pooler" in C.refusal(tiny_bert, C.Recipe(drop_pooler=True))
+    mine = ten.build(tiny_bert)
+    assert not mine.drop_pooler and mine.positions == 0 and mine.emb_pq == 4 and mine.heal_steps == 4000
+    assert "has 2 blocks" in presets.reason("about 10x", tiny_bert)  # what it cannot take is still said
+    assert all(p.build(minilm) == p.build() and presets.reason(p.name, minilm) is None for p in presets.PRESETS)

@@ -76,6 +76,8 @@ def expected_params(b, r) -> int:
         total += kept * hd * (r.buckets // 2)
     if r.drop_pooler:  # its Linear
         total -= C.count_params(a.pooler_module(b.model))
+    if r.positions:  # the position table's rows past the kept positions
+        total -= (b.info["max_positions"] - r.positions) * c
     if r.emb_rank < 1:
         k = round(r.emb_rank * min(v, c))
         total -= v * c - k * (v + c) if k * (v + c) < v * c else 0

@@ -12,10 +12,10 @@ from ui import cached, safe, state
 PICK = "(choose a preset)"
 
 
-def _use():
+def _use(b):
     name = st.session_state.get("preset")
     if name in P.BY_NAME:
-        state.set_recipe(P.BY_NAME[name].build())
+        state.set_recipe(P.BY_NAME[name].build(b))
         if P.BY_NAME[name].minutes:  # the healing time cap its steps need (the default 5 min would cut them short)
             st.session_state["heal_minutes"] = P.BY_NAME[name].minutes
 
@@ -23,7 +23,7 @@ def _use():
 def presets(b) -> None:
     """A preset fills the controls with a measured recipe; one this model cannot take is shown with the reason."""
     why = {p.name: P.reason(p.name, b) for p in P.PRESETS}
-    st.selectbox("Start from a preset", [PICK, *why], key="preset", on_change=_use,
+    st.selectbox("Start from a preset", [PICK, *why], key="preset", on_change=_use, args=(b,),
                  format_func=lambda n: n if n == PICK or not why[n] else f"{n} (not for this model)",
                  help="Measured recipes: choosing one fills the controls below; Apply measures it here.")
     name = st.session_state.get("preset")
@@ -32,7 +32,7 @@ def presets(b) -> None:
         if why[name]:
             st.caption(f"{name} cannot apply to {b.name}: {safe.plain(why[name])}.")
         try:
-            changed = state.current_recipe() != p.build()  # a control moved since: the numbers are not its own
+            changed = state.current_recipe() != p.build(b)  # a control moved since: the numbers are not its own
         except C.CompressError:
             changed = True
         if changed:

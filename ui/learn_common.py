@@ -26,7 +26,7 @@ STEP_SECTION = {"layers": "layers", "heads": "heads", "ffn": "ffn", "fnet": "fne
                 "emb_bits": "quantization", "emb_pq": "quantization", "factorize": "low-rank", "heal": "healing",
                 "int8": "quantization", "int4": "quantization", "half": "quantization", "runtime": "article",
                 "vocab": "vocabulary", "static": "static", "attention": "efficient", "pool": "efficient",
-                "pooler": "layers"}
+                "pooler": "layers", "positions": "layers"}
 SEQ = "Cividis"   # sequential colour scale, readable with every colour-vision deficiency
 DIV = "PuOr"      # diverging (signed weights, errors)
 

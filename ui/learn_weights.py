@@ -11,6 +11,7 @@ from compress.learn import figures as L
 from compress.learn import bag as LB
 from compress.learn import vocab as LV
 from compress.table import presets as P
+from compress.techniques import positions
 from ui import charts, jobs, safe
 from ui.learn_common import DIV, OKABE_ITO, csv, meta, open_in_compress, or_say, predict, section
 
@@ -195,6 +196,10 @@ def layers(b):
                    f"{C.size_bytes(pooler) / 1e6:.2f} MB) from its pre-training: sentence embeddings are the mean of "
                    "the last hidden states and never read it, so **Drop the unused pooler** removes it with no change "
                    "to any output.")
+    if (table := positions.table(b)) is not None:  # rows a text longer than the ones it reads would need
+        st.caption(f"{b.name} also keeps a learned position table: {table.num_embeddings:,} rows "
+                   f"({C.size_bytes(table) / 1e6:.2f} MB), one for each position a text may reach. **Positions kept** "
+                   "keeps its first N: a text of up to N tokens reads exactly the same, a longer one is cut to N.")
 
 
 _VOCAB = ("Vocabulary pruning keeps the token-table rows of the healing text's tokens. A token of your sentence "

@@ -8,6 +8,7 @@ checked name by name and shape by shape), so the original is needed: a bundled m
 (matched by content hash). Nothing is unpickled; the zip gets the same limits and refusals as any upload.
 """
 import contextlib
+import copy
 import datetime
 import io
 import json
@@ -66,7 +67,7 @@ def card(bundle: ModelBundle, measured: dict | None = None) -> dict:
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
 
 
-def _readme(c: dict, onnx: bool, tokenizer: bool) -> str:
+def _readme(c: dict, onnx: bool, tokenizer: bool, positions: int = 256) -> str:
     name, mb = c["original"]["name"], c["size_bytes"] / 1e6
     text = (f"# {name}, compressed: {c['recipe']}\n\n{mb:.2f} MB ({c['params']:,} parameters), made by the "
             f"transformer compression explorer on {c['date'][:10]}. card.json holds its measurements, recipe.json its "
@@ -78,7 +79,7 @@ def _readme(c: dict, onnx: bool, tokenizer: bool) -> str:
     if onnx:
         text += ("\n## Run it without this library (ONNX Runtime)\n\n```python\nimport numpy as np, onnxruntime as ort\n"
                  "from tokenizers import Tokenizer\ntok = Tokenizer.from_file('tokenizer/tokenizer.json')\n"
-                 "tok.enable_padding(); tok.enable_truncation(256)\n"
+                 f"tok.enable_padding(); tok.enable_truncation({min(256, positions)})\n"
                  "enc = tok.encode_batch(['A sentence to embed.', 'And another one.'])\n"
                  "ids = np.array([e.ids for e in enc]); mask = np.array([e.attention_mask for e in enc])\n"
                  "out = ort.InferenceSession('model.onnx').run(None, {'input_ids': ids, 'attention_mask': mask})[0]\n"
@@ -106,11 +107,15 @@ def files(bundle: ModelBundle, measured: dict | None = None) -> dict[str, bytes]
     out[CARD] = (json.dumps(c, indent=1) + "\n").encode()
     from transformers import PreTrainedTokenizerBase
     tok = bundle.tokenizer if isinstance(bundle.tokenizer, PreTrainedTokenizerBase) else None
+    n = bundle.recipe.positions or 256
     if tok is not None:
+        if bundle.recipe.positions:  # (a cut position table, positions.py: the saved tokenizer cuts at n too)
+            tok = copy.copy(tok)
+            tok.model_max_length = n
         with tempfile.TemporaryDirectory() as d:
             tok.save_pretrained(d)
             out.update({f"tokenizer/{p.name}": p.read_bytes() for p in Path(d).iterdir() if p.is_file()})
-    out["README.md"] = _readme(c, onnx, tok is not None).encode()
+    out["README.md"] = _readme(c, onnx, tok is not None, n).encode()
     return out
 
 

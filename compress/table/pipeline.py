@@ -82,7 +82,8 @@ def finish(ctx: Ctx) -> ModelBundle:
     applied = {"runtime_applied": "eager", **ctx.applied}
     if ctx.recipe.attention != "none":  # what its attention holds per token: measurement.measure's memory check
         applied["attention_mb_per_token"] = mb_per_token(b.info, ctx.recipe)
-    return ModelBundle(model, b.name, b.adapter, b.tokenizer, b.content_hash, dict(b.info), recipe=ctx.recipe,
+    info = {**b.info, **({"max_positions": ctx.recipe.positions} if ctx.recipe.positions else {})}  # (positions.py)
+    return ModelBundle(model, b.name, b.adapter, b.tokenizer, b.content_hash, info, recipe=ctx.recipe,
                        layers=ctx.layers, sized_model=ctx.sized_model or model,
                        applied=applied)
 

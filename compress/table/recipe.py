@@ -114,6 +114,7 @@ class Recipe(_Recipe):
     pool: int = 1                       # token pooling (1 = none)
     pool_at: int = 2
     drop_pooler: bool = False           # the unused pooler dropped (encoders)
+    positions: int = 0                  # the position table's first N rows kept (0 = all)
     vocab: float = 1.0                  # vocabulary kept
     vocab_cover: str = "nearest"        # what a dropped token reads
     vocab_keep: str = "text"            # which rows are kept: the healing text's tokens (+ English's)

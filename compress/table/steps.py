@@ -11,7 +11,7 @@ are generated from this list: a new technique is one module plus one entry here.
 import dataclasses
 
 from ..techniques import (attention, factorize, fnet, heads, heal, int4, layers, lowbit, ortrun, pool, pooler,
-                          pq, quantize, runtime, sensitivity, static, vocab)
+                          positions, pq, quantize, runtime, sensitivity, static, vocab)
 from ..models.adapters import ADAPTERS, tied_embeddings
 from ..measure.general import HEAL_TEXTS
 from .fields import Field
@@ -130,6 +130,11 @@ STEPS = [
               "last hidden states) never read", "Drop the unused pooler"),),
         apply=lambda ctx, r: pooler.drop(ctx.model, ctx.base.adapter), refuse=pooler.refuse,
         describe=lambda r: "no pooler", examples=({"drop_pooler": True},), teach=pooler.TEACH),
+    Step("positions", "fewer positions", (Field(
+        "positions", "choice", 0, "the learned position table cut to its first N rows: texts of up to N tokens read "
+        "the same, longer ones are cut (0 = all)", "Positions kept", choices=positions.CHOICES, fmt=positions.label),),
+        apply=positions.step, refuse=positions.refuse, describe=lambda r: f"{r.positions} positions",
+        examples=({"positions": 64},), teach=positions.TEACH),
     Step("vocab", "vocabulary pruning", (
         Field("vocab", "fraction", 1.0, "word-table rows kept, a fraction of the vocabulary: the healing text's "
               "tokens first; the others read a kept row", "Vocabulary kept (fraction of tokens)", lo=0.05),

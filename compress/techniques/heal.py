@@ -265,7 +265,9 @@ def heal_step(ctx, r, rounding: list) -> None:
         for s in rounding:
             stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
         texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
-        ctx.applied["heal"] = heal(ctx.model, ctx.base, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
+        teacher = replace(ctx.base, info={**ctx.base.info, "max_positions": r.positions}, cache={}) if r.positions \
+            else ctx.base  # (a cut position table, positions.py: its texts cut there for both)
+        ctx.applied["heal"] = heal(ctx.model, teacher, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
                                    minutes=left(ctx), progress=ctx.progress, stop=ctx.stop,
                                    hidden_weight=r.heal_hidden,
                                    relation_weight=relations.WEIGHT if r.heal_relations else 0.0).to_dict()
