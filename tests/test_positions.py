@@ -10,6 +10,7 @@ import torch
 import compress as C
 from compress.measure import evaluate
 from compress.models.adapters import forward
+from compress.table import pipeline
 
 
 def _out(b, adapter, ids):
@@ -66,8 +67,8 @@ def test_mpnet_keeps_the_rows_after_its_padding_id(tiny_mpnet):
 def test_no_table_to_cut_or_nothing_to_cut_is_refused_in_one_line(tiny_bert, tiny_gpt, tiny_modernbert):
     assert C.refusal(tiny_bert, C.Recipe(positions=128)) == \
         "tiny-bert reads at most 128 tokens already: 128 positions cut nothing"
-    assert "no learned position table" in C.refusal(tiny_modernbert, C.Recipe(positions=64))  # rotary
-    assert "no learned position table" in C.refusal(tiny_gpt, C.Recipe(positions=64))  # not a transformers config
+    assert "no position table declared by a transformers config" in C.refusal(tiny_modernbert, C.Recipe(positions=64))  # rotary
+    assert "no position table declared by a transformers config" in C.refusal(tiny_gpt, C.Recipe(positions=64))  # not a transformers config
     with pytest.raises(C.CompressError, match="no positions"):
         C.Recipe(static=True, positions=128)
     with pytest.raises(C.CompressError, match="128 positions cut nothing"):
@@ -86,3 +87,43 @@ def test_neither_the_pooler_nor_the_positions_past_the_texts_change_a_healed_mod
     assert torch.equal(_out(full, minilm.adapter, ids), _out(cut, minilm.adapter, ids))
     saved, weights = C.numbers(full)["size_bytes"] - C.numbers(cut)["size_bytes"], 256 * 384 + 384 * 384
     assert weights < saved < 1.1 * weights  # the rows' and the pooler's int8 weights, with their scales and bias
+
+
+@pytest.fixture(scope="module")
+def byte_gpt2(tmp_path_factory):
+    """A GPT-2 of 256 positions over bytes: the evaluation sentences run past 64 tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(["x"], trainers.BpeTrainer(vocab_size=300, show_progress=False, special_tokens=[
+        "<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                            unk_token="<|endoftext|>")
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("gpt2bytes")
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=0,
+                               eos_token_id=0)).save_pretrained(d)
+    tok.save_pretrained(d)
+    (d / "generation_config.json").unlink(missing_ok=True)
+    return C.load_upload(d)
+
+
+def test_what_measures_a_cut_model_gives_both_models_inputs_the_cut_one_reads(minilm, byte_gpt2, tiny_bert):
+    """Timing, decoder quality and sensitivity-ranked ranks feed the compressed model what the original read: cut
+    at its positions (evaluate.common), or refused in one line where the shape asked for is longer."""
+    cut = C.compress(byte_gpt2, C.Recipe(positions=64))
+    assert max(len(byte_gpt2.tokenizer(t)["input_ids"]) for t in evaluate.eval_set()[0]) > 64
+    q = C.quality(cut, byte_gpt2)
+    assert q["top1_agreement"] == 1.0 and q["next_token_kl"] == 0  # both read windows of 64: the same model there
+    assert evaluate.common(byte_gpt2, cut).info["max_positions"] == 64 and evaluate.common(byte_gpt2, byte_gpt2) \
+        is byte_gpt2
+    timed = pipeline.report(byte_gpt2, cut, batch=2, seq=64, runs=7, workload="passages")
+    assert timed["compressed"]["latency_ms"]["p50"] > 0 and timed["original"]["latency_ms"]["p50"] > 0
+    with pytest.raises(C.CompressError, match="seq <= the model's 64 positions"):
+        pipeline.report(byte_gpt2, cut, batch=2, seq=128, runs=7)
+    ranks = C.Recipe(positions=64, heads=2, rank_mode="budget", rank=0.5, allocate="sensitivity")
+    assert C.compress(tiny_bert, ranks).info["max_positions"] == 64  # its calibration texts cut at 64 too
+    linformer = C.compress(tiny_bert, C.Recipe(positions=64, attention="lowrank", attn_rank=16))
+    assert {p.shape for n, p in linformer.model.named_parameters() if n.endswith(("attn_E", "attn_F"))} == \
+        {(16, 64)}  # Linformer's projections over the 64 positions kept, not the original's 128

@@ -69,7 +69,7 @@ def expected_params(b, r) -> int:
     total = C.count_params(b.model) - (L - kept) * C.count_params(blocks[0]) - kept * removed - (b.vocab_size - v) * c \
         + cover
     if r.attention == "lowrank":  # Linformer's E and F per block: (k, positions) each
-        total += kept * 2 * r.attn_rank * b.info["max_positions"]
+        total += kept * 2 * r.attn_rank * (r.positions or b.info["max_positions"])
     if r.attention == "kernel":  # Performer's random features per block, stored: (m, head dim)
         total += kept * r.features * hd
     if r.attention == "lsh":  # the Reformer's random rotations per block, stored: (head dim, buckets / 2)

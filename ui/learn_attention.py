@@ -256,5 +256,5 @@ def relations(b, text):
             f"Here the **{R.KINDS[most]}** relation: mean " + ", ".join(
                 f"{R.KINDS[n]} {float(d['entropy'][n].mean()):.2f}" for n in R.KINDS) + " bits a row (uniform over "
             f"{len(d['tokens'])} tokens: {math.log2(len(d['tokens'])):.2f}).", "learn_rel_predict")
-    ten = dataclasses.replace(P.BY_NAME["about 10x"].build(), heal_relations=True)
+    ten = dataclasses.replace(P.BY_NAME["about 10x"].build(b), heal_relations=True)
     open_in_compress(b, ten, "learn_rel_open")

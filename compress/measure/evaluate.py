@@ -11,6 +11,7 @@ A model without a tokenizer is measured on seeded random token ids instead (only
 CompressError: a NaN quality number is never returned.
 """
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -216,9 +217,19 @@ def _quality(bundle, original) -> dict:
 
 
 @torch.no_grad()
+def common(original, compressed):
+    """The original as both read the same inputs: its texts and windows cut at the compressed model's positions
+    where those are fewer (positions.py); a view with a cache of its own, or the original itself."""
+    n = compressed.info.get("max_positions")
+    if n is None or n >= original.info.get("max_positions", n):
+        return original
+    return dataclasses.replace(original, info={**original.info, "max_positions": n}, cache={})
+
+
 def next_token_agreement(bundle, original) -> dict:
     """Decoders: next-token KL(original || compressed) in nats/token and top-1 agreement over real tokens; where the
     adapter lists it, bits_per_token: the compressed model's cross-entropy on the next real token, in bits."""
+    original = common(original, bundle)  # (fewer positions: the original's next-token refs of shorter windows)
     kl, agree, n, nll, m = 0.0, 0, 0, 0.0, 0
     batch = max(1, min(64, (1 << 25) // (128 * original.vocab_size)))  # (B, T, V) log-probs stay near 128 MB
     refs = original.cache.get(("next_token_ref", batch))

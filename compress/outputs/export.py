@@ -107,7 +107,7 @@ def files(bundle: ModelBundle, measured: dict | None = None) -> dict[str, bytes]
     out[CARD] = (json.dumps(c, indent=1) + "\n").encode()
     from transformers import PreTrainedTokenizerBase
     tok = bundle.tokenizer if isinstance(bundle.tokenizer, PreTrainedTokenizerBase) else None
-    n = bundle.recipe.positions or 256
+    n = bundle.info.get("max_positions") or 256
     if tok is not None:
         if bundle.recipe.positions:  # (a cut position table, positions.py: the saved tokenizer cuts at n too)
             tok = copy.copy(tok)

@@ -43,7 +43,7 @@ def attention_modules(model: nn.Module, adapter) -> list[nn.Module]:
 def apply_attention(model: nn.Module, adapter, r, info: dict) -> nn.Module:
     """Every block's attention computed by the recipe's variant, IN PLACE (the caller deep-copies)."""
     for i, m in enumerate(attention_modules(model, adapter)):
-        install(m, r, adapter.causal, i, info["hidden"] // info["heads"], info["max_positions"])
+        install(m, r, adapter.causal, i, info["hidden"] // info["heads"], r.positions or info["max_positions"])
     adapter.use_attention(model, attend)
     return model
 
@@ -84,7 +84,7 @@ def refuse(b, r) -> str | None:
         return "local+strided gives half of each block's heads to each pattern: keep 2 or more heads per block"
     if b is None:
         return None
-    n = b.info["max_positions"]
+    n = min(b.info["max_positions"], r.positions or b.info["max_positions"])  # (a cut position table: positions.py)
     if v == "lowrank" and b.adapter.causal:
         return f"Linformer's projection mixes positions from the whole sequence, future ones too, so it cannot apply " \
                f"to {b.name}, a causal (decoder) model"

@@ -38,8 +38,8 @@ def refuse(b, r) -> str | None:
     if b is None:
         return None
     if table(b) is None:
-        return (f"{b.name} has no learned position table of a transformers model to cut (rotary positions are "
-                "computed, not stored)")
+        return (f"{b.name} has no position table declared by a transformers config (max_position_embeddings) to "
+                "cut: rotary positions are computed, not stored")
     if r.positions >= b.info["max_positions"]:
         return f"{b.name} reads at most {b.info['max_positions']} tokens already: {r.positions} positions cut nothing"
     return None
