@@ -3,6 +3,7 @@ relative on logits) on the evaluation sentences, for MiniLM plain, stacked and w
 tinygpt and every upload family; int8 through onnxruntime's own quantization; int4 stored as int4 and run as int8 (its
 zip holds the int4 weights, a reload builds the same session); half falls back to eager with the reason; the size is
 the file's."""
+import copy
 import dataclasses
 import json
 import subprocess
@@ -15,6 +16,7 @@ import torch
 import compress as C
 from compress.measure import evaluate
 from compress.models.adapters import forward
+from compress.techniques import int4, ortrun, quantize
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -126,3 +128,25 @@ def test_a_zip_saying_onnxruntime_without_its_graph_runs_the_weights_it_holds(tm
             z.writestr(n, json.dumps({**json.loads(data), "runtime": "onnxruntime"}) if n == "recipe.json" else data)
     back = C.load_compressed(out)
     assert torch.equal(_outputs(back, base, 16), _outputs(eager, base, 16))
+
+
+@pytest.mark.parametrize("quant", ["int4", "int8"])
+def test_healing_simulates_exactly_what_onnx_runtime_runs(tiny_bert, quant):
+    """The step's simulation for runtime onnxruntime (ortrun.fake_ort: quantize_dynamic's per-channel int8 weights,
+    on int4's rounding for int4, and DynamicQuantizeLinear's uint8 activations) is what the session outputs, where
+    the eager simulation of the same quant is not; int4's 8-bit tables (and int8's, with quant_embeddings off) are
+    left as they are (the MatMuls alone are quantized)."""
+    r = C.Recipe(quant=quant, runtime="onnxruntime", quant_embeddings=quant == "int4")
+    comp = C.compress(tiny_bert, r)
+    assert comp.applied["runtime_applied"] == "onnxruntime"
+    ids = torch.randint(5, 1000, (3, 17), generator=torch.Generator().manual_seed(0))
+    mask, a = torch.ones_like(ids), tiny_bert.adapter
+    model = int4.unpacked(C.compress(tiny_bert, C.Recipe(quant="int4")).model) if quant == "int4" else \
+        copy.deepcopy(tiny_bert.model)
+    with torch.no_grad():
+        ort = forward(comp.model, a, ids, mask)
+        with ortrun.fake_ort(model, a, r):
+            sim = forward(model, a, ids, mask)
+        with (int4.fake_int4(model, a) if quant == "int4" else quantize.fake_int8(model)):
+            eager = forward(model, a, ids, mask)
+    assert (sim - ort).abs().max() < 1e-4 < (eager - ort).abs().max()

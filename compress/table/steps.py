@@ -234,14 +234,15 @@ STEPS = [
         Field("quant_embeddings", "bool", True, "with int8 / int4: the tables (int4: and a pooler) in 8 bits too",
               "Quantize the tables too", off=lambda r: None if r.quant in ("int8", "int4") else "only with int8/int4")),
         apply=quantize.replace_model(quantize.quantize_model), selects=("quant", "int8"), after_heal=True,
-        simulate=lambda model, adapter, r: quantize.fake_int8(model),
+        simulate=lambda m, a, r: ortrun.fake_ort(m, a, r) if r.runtime == "onnxruntime" else quantize.fake_int8(m),
         describe=lambda r: "int8" + ("" if r.quant_embeddings else " (no emb)"), examples=({"quant": "int8"},),
         teach="int8: weights stored in 8 bits with one scale per output channel, activations quantized on the fly "
               "(dynamic); ~4x smaller Linear layers, faster on CPU, small quality loss; with the tables too, the word "
               "and position embeddings in 8 bits with one scale per row. Runs on: CPU only (torch.ao's fbgemm / "
               "qnnpack kernels)."),
     Step("int4", "weight-only int4", apply=quantize.replace_model(int4.int4_model),
-         selects=("quant", "int4"), after_heal=True, simulate=lambda m, a, r: int4.fake_int4(m, a),
+         selects=("quant", "int4"), after_heal=True,
+         simulate=lambda m, a, r: ortrun.fake_ort(m, a, r) if r.runtime == "onnxruntime" else int4.fake_int4(m, a),
          describe=lambda r: "int4", examples=({"quant": "int4"},),
          teach=int4.TEACH),
     Step("half", "half precision", apply=quantize.replace_model(quantize.quantize_model),

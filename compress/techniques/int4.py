@@ -95,10 +95,17 @@ def int4_model(model: nn.Module, adapter, r) -> nn.Module:  # the table's int4 s
     return apply_int4(model, adapter, r.quant_embeddings)
 
 
+def block_layers(model: nn.Module, adapter) -> list[nn.Linear]:
+    return [model.get_submodule(n) for n in _block_linears(model, adapter)]
+
+
+def round_int4(w: torch.Tensor) -> torch.Tensor:  # (out, in) rounded as LowBitLinear stores it
+    return fake_round(w, BITS, group_size(w.shape[1]))
+
+
 def fake_int4(model: nn.Module, adapter):
     """While inside, the blocks' Linear layers round their weights as LowBitLinear stores them (straight-through)."""
-    layers = [model.get_submodule(n) for n in _block_linears(model, adapter)]
-    return fake_quant(layers, lambda w: fake_round(w, BITS, group_size(w.shape[1])))
+    return fake_quant(block_layers(model, adapter), round_int4)
 
 
 def unpacked(model: nn.Module) -> nn.Module:
