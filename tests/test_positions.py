@@ -10,6 +10,7 @@ import torch
 import compress as C
 from compress.measure import evaluate
 from compress.models.adapters import forward
+from compress.models.bundle import common
 from compress.table import pipeline
 
 
@@ -111,12 +112,12 @@ def byte_gpt2(tmp_path_factory):
 
 def test_what_measures_a_cut_model_gives_both_models_inputs_the_cut_one_reads(minilm, byte_gpt2, tiny_bert):
     """Timing, decoder quality and sensitivity-ranked ranks feed the compressed model what the original read: cut
-    at its positions (evaluate.common), or refused in one line where the shape asked for is longer."""
+    at its positions (bundle.common), or refused in one line where the shape asked for is longer."""
     cut = C.compress(byte_gpt2, C.Recipe(positions=64))
     assert max(len(byte_gpt2.tokenizer(t)["input_ids"]) for t in evaluate.eval_set()[0]) > 64
     q = C.quality(cut, byte_gpt2)
     assert q["top1_agreement"] == 1.0 and q["next_token_kl"] == 0  # both read windows of 64: the same model there
-    assert evaluate.common(byte_gpt2, cut).info["max_positions"] == 64 and evaluate.common(byte_gpt2, byte_gpt2) \
+    assert common(byte_gpt2, cut).info["max_positions"] == 64 and common(byte_gpt2, byte_gpt2) \
         is byte_gpt2
     timed = pipeline.report(byte_gpt2, cut, batch=2, seq=64, runs=7, workload="passages")
     assert timed["compressed"]["latency_ms"]["p50"] > 0 and timed["original"]["latency_ms"]["p50"] > 0

@@ -1,23 +1,21 @@
 """Quality on held-out data the model never trained on, and sample outputs, per task.
 
-embedding (MiniLM): fidelity = mean cosine between compressed and original sentence embeddings
-(mean pooling over the attention mask, L2-normalized) on assets/eval/sentences.tsv;
-retrieval_overlap = mean |top5_original & top5_compressed| / 5 over assets/eval/queries.txt.
-generation (decoders): next_token_kl = KL(original || compressed) of the next-token distribution in
-nats/token, mean over the real (unpadded) tokens of the sentences; top1_agreement = how often both
-models' most likely next token is the same; Hugging Face decoders (the adapter lists bits_per_token) also
-bits_per_token = the model's own cross-entropy on the sentences' next tokens, in bits (the original's too).
+embedding (MiniLM): fidelity = mean cosine between compressed and original sentence embeddings (mean pooling over
+the attention mask, L2-normalized) on assets/eval/sentences.tsv; retrieval_overlap = mean |top5_original &
+top5_compressed| / 5 over assets/eval/queries.txt. generation (decoders): next_token_kl = KL(original || compressed)
+of the next-token distribution in nats/token, mean over the real (unpadded) tokens of the sentences; top1_agreement =
+how often both models' most likely next token is the same; Hugging Face decoders (the adapter lists bits_per_token)
+also bits_per_token = the model's own cross-entropy on the sentences' next tokens, in bits (the original's too).
 A model without a tokenizer is measured on seeded random token ids instead (only indicative). NaN/inf outputs raise
-CompressError: a NaN quality number is never returned.
-"""
+CompressError: a NaN quality number is never returned."""
 import copy
-import dataclasses
 import math
 
 import numpy as np
 import torch
 
 from ..models.adapters import forward
+from ..models.bundle import common
 from ..models.pooling import pool
 from ..serve import membound
 from ..serve.cancel import checkpoint
@@ -217,15 +215,6 @@ def _quality(bundle, original) -> dict:
 
 
 @torch.no_grad()
-def common(original, compressed):
-    """The original as both read the same inputs: its texts and windows cut at the compressed model's positions
-    where those are fewer (positions.py); a view with a cache of its own, or the original itself."""
-    n = compressed.info.get("max_positions")
-    if n is None or n >= original.info.get("max_positions", n):
-        return original
-    return dataclasses.replace(original, info={**original.info, "max_positions": n}, cache={})
-
-
 def next_token_agreement(bundle, original) -> dict:
     """Decoders: next-token KL(original || compressed) in nats/token and top-1 agreement over real tokens; where the
     adapter lists it, bits_per_token: the compressed model's cross-entropy on the next real token, in bits."""

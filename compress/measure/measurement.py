@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import core, evaluate, metrics
 from ..serve import membound
 from ..models.adapters import forward
-from ..models.bundle import ModelBundle
+from ..models.bundle import ModelBundle, common
 from ..serve.cancel import checkpoint
 from ..errors import CompressError
 
@@ -35,7 +35,7 @@ def benchmark(original: ModelBundle, compressed: ModelBundle, batch=8, seq=128, 
     sentences_per_s for encoders, tokens_per_s for decoders, over the timed batches."""
     if workload not in WORKLOADS:
         raise CompressError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
-    original = evaluate.common(original, compressed)  # (inputs both can read: a cut position table, positions.py)
+    original = common(original, compressed)  # (inputs both can read: a cut position table, positions.py)
     models = {"original": original.model, "compressed": compressed.model}
     if device == "cuda":
         if compressed.recipe and compressed.recipe.quant == "int8":

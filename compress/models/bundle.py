@@ -1,6 +1,6 @@
 """ModelBundle: a model plus what the rest of the library needs to know about it (no registry, no loading)."""
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.nn as nn
 
@@ -46,3 +46,12 @@ def hf_info(config, source: str) -> dict:
             "kv_heads": getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
             "hidden": config.hidden_size, "vocab_size": config.vocab_size,
             "max_positions": config.max_position_embeddings, "source": source}
+
+
+def common(original: ModelBundle, compressed: ModelBundle) -> ModelBundle:
+    """The original as both read the same inputs: its texts and windows cut at the compressed model's positions
+    where those are fewer (techniques/positions.py); a view with a cache of its own, or the original itself."""
+    n = compressed.info.get("max_positions")
+    if n is None or n >= original.info.get("max_positions", n):
+        return original
+    return replace(original, info={**original.info, "max_positions": n}, cache={})
