@@ -19,7 +19,7 @@ ROWS = 4096      # rows whose distances to the codes are held at once (1M floats
 FP16_MAX = 65504.0
 DIMS = (8, 6, 4)  # weights per code offered: 1, 1.33 and 2 bits a weight
 TOP_DIM = 4       # the most frequent rows' (top > 0): 2 bits a weight
-TOPS = (0, 5, 10, 15, 20, 25)  # the vocabulary's percent at TOP_DIM a code offered (the 20x preset: 10)
+TOPS = (0, 5, 10, 15, 20, 25)  # the vocabulary's percent at TOP_DIM a code offered (the 20x preset: 20)
 ITERS = 15        # Lloyd iterations from 256 rows drawn with seed 0 (deterministic: a replay fits the same codes)
 TEACH = ("Product quantization of the word table: each row cut into pieces of 8, 6 or 4 weights; the pieces of each "
          "slice of the table clustered into 256 shared codes (k-means), so a piece is stored as one byte (1, 1.33 or 2 "
