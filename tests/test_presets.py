@@ -6,6 +6,7 @@ import compress as C
 from compress.bench import techniques as bench
 from compress.table import presets
 from conftest import ROOT
+from ui import state
 
 
 @pytest.mark.parametrize("p", presets.PRESETS, ids=lambda p: p.name)
@@ -16,6 +17,7 @@ def test_each_preset_builds_and_its_numbers_are_benchmarks(p):
     size = p.gives.split(" MB")[0]
     assert size in text, f"{p.name}: its size {size} MB is in no benchmark"
     assert p.measured_on and p.source
+    assert 0 <= p.minutes <= state.CAP[1]  # the healing cap it sets is one the app's control can hold
 
 
 def test_bench_sets_are_the_presets():
