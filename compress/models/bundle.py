@@ -48,10 +48,14 @@ def hf_info(config, source: str) -> dict:
             "max_positions": config.max_position_embeddings, "source": source}
 
 
+def with_positions(b: ModelBundle, n: int | None) -> ModelBundle:
+    """This bundle as a model of n positions reads it: its texts and windows cut at n (techniques/positions.py);
+    a view with a cache of its own, or the bundle itself where n is unset or no fewer than its own."""
+    if not n or n >= b.info.get("max_positions", n):
+        return b
+    return replace(b, info={**b.info, "max_positions": n}, cache={})
+
+
 def common(original: ModelBundle, compressed: ModelBundle) -> ModelBundle:
-    """The original as both read the same inputs: its texts and windows cut at the compressed model's positions
-    where those are fewer (techniques/positions.py); a view with a cache of its own, or the original itself."""
-    n = compressed.info.get("max_positions")
-    if n is None or n >= original.info.get("max_positions", n):
-        return original
-    return replace(original, info={**original.info, "max_positions": n}, cache={})
+    """The original as both read the same inputs: cut at the compressed model's positions where those are fewer."""
+    return with_positions(original, compressed.info.get("max_positions"))

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.adapters import forward
+from ..models.bundle import with_positions
 from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
@@ -265,8 +266,7 @@ def heal_step(ctx, r, rounding: list) -> None:
         for s in rounding:
             stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
         texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
-        teacher = replace(ctx.base, info={**ctx.base.info, "max_positions": r.positions}, cache={}) if r.positions \
-            else ctx.base  # (a cut position table, positions.py: its texts cut there for both)
+        teacher = with_positions(ctx.base, r.positions)  # (a cut position table, positions.py: texts cut for both)
         ctx.applied["heal"] = heal(ctx.model, teacher, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,
                                    minutes=left(ctx), progress=ctx.progress, stop=ctx.stop,
                                    hidden_weight=r.heal_hidden,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.adapters import forward, set_module
+from ..models.bundle import with_positions
 from ..measure.evaluate import batches, mean_pool, token_kl
 from .factorize import LowRankLinear, apply_factorize
 from ..errors import CompressError
@@ -121,8 +122,7 @@ def factorize_step(ctx, r, structural: bool):
         spec, measured = spectra(b), b
     else:  # shapes or weights changed: the spectra (and sensitivity) of what was built so far
         spec = compute_spectra(ctx.model, b.adapter)
-        measured = dataclasses.replace(b, model=ctx.model, cache={}, info={**b.info, "max_positions": r.positions}
-                                       if r.positions else b.info)  # (its calibration texts cut there: positions.py)
+        measured = with_positions(dataclasses.replace(b, model=ctx.model, cache={}), r.positions)  # (positions.py)
     if r.rank_mode == "budget" and r.allocate == "sensitivity":
         until = None if ctx.minutes is None else ctx.started + 60 * ctx.minutes  # a healing's cap counts it
         ranks = allocate(spec, cached(measured, spec, ctx.progress, until), r.rank)
