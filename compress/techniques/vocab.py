@@ -49,9 +49,8 @@ from ..errors import CompressError
 
 CHUNK = 4096  # dropped tokens compared with the kept rows at a time (bounds the similarity matrix's memory)
 CAP = 4  # pieces a re-split token may read (MiniLM at 0.25: 6% of the dropped tokens need more and read their nearest)
-ATOMS = 4  # kept rows a sparse cover mixes (MiniLM at 2 bits, 1.14 MB of table: 4 atoms and 22% of the rows kept
-#  0.904 / 0.915 unhealed against nearest's 36% 0.900 / 0.917, retrieval 0.729 against 0.682 on our sentences;
-#  healed in the 20x recipe at 23%: 0.866 / 0.887 against 0.859 / 0.885; BENCHMARKS.md)
+ATOMS = 4  # kept rows a sparse cover mixes (MiniLM, 2 bits, 1.14 MB of table: 4 atoms and 22% of the rows kept 0.904
+#  / 0.915 unhealed vs nearest's 36% 0.900 / 0.917, retrieval 0.729 vs 0.682; healed, 20x: 0.866 / 0.887 vs 0.859)
 COVERS = ("nearest", "resplit", "output", "sparse")
 KEEPS = ("text", "english")  # which rows are kept: the healing text's tokens, or those and English's
 ENGLISH = 100_000  # wordfreq's most frequent English words that rank the tokens of keep "english"
@@ -107,15 +106,18 @@ def english_shares(tokenizer) -> MappingProxyType:
     return MappingProxyType({t: f / total for t, f in shares.items()})
 
 
+def _dropped(v: int, kept: torch.Tensor) -> torch.Tensor:  # the ids of a table of v rows not kept, ascending
+    return torch.ones(v, dtype=torch.bool).index_fill_(0, kept, False).nonzero().squeeze(1)
+
+
 @torch.no_grad()
 def nearest_map(table: torch.Tensor, keep: list[int]) -> torch.Tensor:
     """(vocab,) index into the kept rows: a kept token its own row, any other the kept row of highest cosine."""
-    unit = nn.functional.normalize(table.float(), dim=-1)
-    kept = unit[keep]
-    index = torch.empty(len(table), dtype=torch.long)
-    for s in range(0, len(table), CHUNK):
-        index[s:s + CHUNK] = (unit[s:s + CHUNK] @ kept.T).argmax(-1)
-    index[torch.tensor(keep)] = torch.arange(len(keep))
+    unit, rows = nn.functional.normalize(table.float(), dim=-1), torch.tensor(keep, dtype=torch.long)
+    kept, index, dropped = unit[rows], torch.empty(len(table), dtype=torch.long), _dropped(len(table), rows)
+    for s in range(0, len(dropped), CHUNK):  # (only the dropped: a kept row's own cosine is the highest anyway)
+        index[dropped[s:s + CHUNK]] = (unit[dropped[s:s + CHUNK]] @ kept.T).argmax(-1)
+    index[rows] = torch.arange(len(keep))
     return index.to(near_dtype(len(keep)))
 
 
@@ -137,13 +139,14 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int = ATOMS) -> tuple[torch
 
 def sparse_map(table: torch.Tensor, keep: list[int], replay: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(vocab, ATOMS) kept rows and fp16 weights per token: a kept token its own row (weight 1), a dropped one its
-    pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nearest's rows, zero
-    weights: nothing fitted). A table and rows fitted before are taken from _SPARSE (copies)."""
+    pursuit over the kept rows. replay: a saved model rebuilt, whose saved ones replace these (nothing fitted). A
+    table and rows fitted before are taken from _SPARSE (copies)."""
     if replay:
-        return _sparse(table, keep, replay)
+        k, index = min(ATOMS, len(keep)), placeholder(len(table), len(keep))
+        return torch.cat([index[:, None], index.new_zeros(len(table), k - 1)], 1), torch.zeros(len(table), k).half()
     t = table.detach().float().cpu().contiguous()
     key = (*content_key(t), hashlib.sha256(str(keep).encode()).digest())
-    index, weight = _SPARSE.get_or_make(key, lambda: _sparse(t, keep, False))
+    index, weight = _SPARSE.get_or_make(key, lambda: _sparse(t, keep))
     return index.clone(), weight.clone()
 
 
@@ -151,19 +154,20 @@ _SPARSE = LRU("sparse covers", 4, "the sparse cover of the last tables pruned, b
               "deterministic, and an Apply builds its recipe healed and unhealed")
 
 
-def _sparse(table: torch.Tensor, keep: list[int], replay: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _sparse(table: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     v, k, kept = len(table), min(ATOMS, len(keep)), torch.tensor(keep)
     index, weight = torch.zeros(v, k, dtype=torch.long), torch.zeros(v, k)
-    if replay:
-        index[:, 0] = nearest_map(table, keep).long()
-    else:  # the dropped tokens only (a kept token reads itself, set below)
-        dropped = torch.ones(v, dtype=torch.bool).index_fill_(0, kept, False).nonzero().squeeze(1)
-        for s in range(0, len(dropped), CHUNK):
-            part = dropped[s:s + CHUNK]
-            index[part], weight[part] = pursuit(table[part], table[keep], k)
+    dropped = _dropped(v, kept)
+    for s in range(0, len(dropped), CHUNK):  # the dropped tokens only (a kept token reads itself, set below)
+        part = dropped[s:s + CHUNK]
+        index[part], weight[part] = pursuit(table[part], table[keep], k)
     index[kept], weight[kept] = 0, 0.0
     index[kept, 0], weight[kept, 0] = torch.arange(len(keep)), 1.0
     return index.to(near_dtype(len(keep))), weight.half()
+
+
+def placeholder(v: int, n: int) -> torch.Tensor:  # a replay's index, replaced by the saved one: reads rows 0..n-1
+    return (torch.arange(v) % n).to(near_dtype(n))
 
 
 def near_dtype(n: int) -> torch.dtype:
@@ -252,7 +256,7 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
           replay: bool = False, keep_by: str = "text") -> nn.Module:
     """The word table cut to n rows (the bundle's keep order over texts), in place; model.vocab_index maps every
     token to its row (cover "resplit": to the rows of its kept pieces; "output": nearest by the original's output;
-    replay: a saved model rebuilt, whose saved index replaces this one, so output's is not computed; keep_by: KEEPS)."""
+    replay: a saved model rebuilt, whose saved index replaces this one, so none is computed; keep_by: KEEPS)."""
     table = model.get_submodule(adapter.word_embeddings)
     v = table.weight.shape[0]
     if bundle.tokenizer is None:
@@ -265,8 +269,9 @@ def prune(model: nn.Module, adapter, bundle, texts: list[str], n: int, cover: st
     elif cover == "sparse":
         index, weight = sparse_map(table.weight, keep, replay)
         model.register_buffer("vocab_weight", weight.to(table.weight.device))
-    else:  # a replay's index is replaced by the saved one: the input table's is enough there
-        index = nearest_map(distill_table(bundle) if cover == "output" and not replay else table.weight, keep)
+    else:  # a replay's index is replaced by the saved one (loaded strictly, checked against the placeholder's range)
+        index = placeholder(v, n) if replay else nearest_map(
+            distill_table(bundle) if cover == "output" else table.weight, keep)
     model.register_buffer("vocab_index", index)
     small = nn.Embedding(n, table.weight.shape[1], padding_idx=None).to(table.weight.device, table.weight.dtype)
     small.weight.data.copy_(table.weight.data[keep])
