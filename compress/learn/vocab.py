@@ -31,14 +31,15 @@ def cover(bundle, text: str, fraction: float, output: bool = False, keep_by: str
         near = torch.nn.functional.normalize(distill_table(bundle), dim=-1) if name == "output" else unit
         keep = V.cached_order(bundle, heal_texts(bundle), alphabet=name == "resplit", keep=keep_by)[:n]
         kept = {tok.convert_ids_to_tokens(t): r for r, t in enumerate(keep)}
-        reads, weights = [], []
+        reads, weights, rows_of = [], [], torch.tensor(keep, dtype=torch.long)
+        near_kept, table_kept = near[rows_of], table[rows_of]  # (once: a list index per token took seconds)
         for t, s in zip(ids, out["tokens"]):
             rows = [kept[s]] if s in kept else V.split(s, kept, V._prefix(tok)) if name == "resplit" else None
             w = None
             if name == "sparse" and not rows:  # its atoms and their weights
-                rows, w = (x[0].tolist() for x in V.pursuit(table[t:t + 1], table[keep]))
+                rows, w = (x[0].tolist() for x in V.pursuit(table[t:t + 1], table_kept))
             if not rows or len(rows) > V.CAP:  # nearest: the kept row of highest cosine (output: of its output)
-                rows = [int((near[keep] @ near[t]).argmax())]
+                rows = [int((near_kept @ near[t]).argmax())]
             reads.append(rows)
             weights.append(w or [1 / len(rows)] * len(rows))  # a mean: each 1/n
         out["kept"][name] = [s in kept for s in out["tokens"]]
