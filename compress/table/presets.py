@@ -48,9 +48,9 @@ PRESETS = [
     Preset("about 20x", dict(layers=3, drop_pooler=True, positions=256, vocab=0.65, vocab_keep="english", emb_pq=8,
                              emb_pq_top=20, quant="int4", runtime="onnxruntime", heal_lr=1e-3, heal_steps=6000,
                              heal_text="all"),
-           "4.53 MB, 20.08x smaller, about 4.8x faster (8 x 128, ONNX Runtime; the graph timed for the preset before), "
-           "fidelity 0.897 / 0.902 after 6,000 healing "
-           "steps on all the healing texts, 0.852 on prose never tuned on (short of 0.9 on our sentences)", EPYC,
+           "4.53 MB, 20.08x smaller, 4.7-4.8x faster (8 x 128, ONNX Runtime), fidelity 0.897 / 0.902 after 6,000 "
+           "healing steps on all the healing texts, 0.852 on prose never tuned on (short of 0.9 on our sentences; "
+           "9,000 steps: 0.898 / 0.903)", EPYC,
            "6,000 steps: 63 min alone on two threads (healing simulates ONNX Runtime's int8 rounding); the app's "
            "60-minute cap may end it a little earlier, its schedule then fitted to the cap",
            "Healing what ONNX Runtime runs, 20% of the rows at 2 bits", 60.0),
