@@ -41,10 +41,7 @@ def int8_weight(w: torch.Tensor, rr: bool) -> torch.Tensor:
 
 def uint8_activation(x: torch.Tensor) -> torch.Tensor:
     """DynamicQuantizeLinear: uint8, one scale and zero point per tensor, the range always holding 0."""
-    lo, hi = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
-    s = ((hi - lo) / 255).clamp(min=1e-8)
-    z = (-lo / s).round().clamp(0, 255)
-    return (((x / s).round() + z).clamp(0, 255) - z) * s
+    return quantize.int8_activation(x, 255)
 
 
 def fake_ort(model: nn.Module, adapter, r):
@@ -55,8 +52,7 @@ def fake_ort(model: nn.Module, adapter, r):
     if r.quant == "int4":
         return quantize.fake_quant(int4.block_layers(model, adapter),
                                    lambda w: int8_weight(int4.round_int4(w), rr), uint8_activation)
-    return quantize.fake_quant([m for m in model.modules() if type(m) is nn.Linear], lambda w: int8_weight(w, rr),
-                               uint8_activation)
+    return quantize.fake_quant(quantize.linears(model), lambda w: int8_weight(w, rr), uint8_activation)
 
 
 def reduce_range() -> bool:

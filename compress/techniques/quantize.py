@@ -83,12 +83,13 @@ def _ste(x, q):  # forward: q; backward: straight through to x
     return x + (q - x).detach()
 
 
-def int8_activation(x):
-    """fbgemm's dynamic activations: 7-bit, asymmetric, one scale per tensor."""
+def int8_activation(x, top: int = 127):
+    """fbgemm's dynamic activations: 7-bit, asymmetric, one scale per tensor, the range always holding 0 (top 255:
+    ONNX Runtime's DynamicQuantizeLinear, uint8)."""
     lo, hi = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
-    s = ((hi - lo) / 127).clamp(min=1e-8)
+    s = ((hi - lo) / top).clamp(min=1e-8)
     z = (-lo / s).round()
-    return (((x / s).round() + z).clamp(0, 127) - z) * s
+    return (((x / s).round() + z).clamp(0, top) - z) * s
 
 
 def int8_weight(w):
@@ -115,9 +116,14 @@ def fake_quant(layers: list[nn.Linear], weight, activation=None):
             del m.forward
 
 
+def linears(model: nn.Module) -> list[nn.Linear]:
+    """Every plain nn.Linear of the model: what dynamic int8 (ours or ONNX Runtime's) quantizes."""
+    return [m for m in model.modules() if type(m) is nn.Linear]
+
+
 def fake_int8(model: nn.Module):
     """Every nn.Linear rounded like dynamic int8 (per-channel weights, fbgemm's per-tensor 7-bit activations)."""
-    return fake_quant([m for m in model.modules() if type(m) is nn.Linear], int8_weight, int8_activation)
+    return fake_quant(linears(model), int8_weight, int8_activation)
 
 
 def replace_model(fn):
