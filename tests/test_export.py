@@ -16,6 +16,7 @@ import compress as C
 from conftest import as_bundled
 from compress.measure import evaluate
 from compress.models.adapters import forward
+from compress.techniques import vocab
 
 
 @pytest.fixture
@@ -243,3 +244,19 @@ def test_a_healed_onnx_zip_loads_without_healing_again(bundled, tmp_path, monkey
     back = C.load_compressed(path)
     ids = torch.randint(5, 250, (2, 9))
     assert _same(back, comp, bundled["tiny-bert"], ids) <= 1e-6
+
+
+@pytest.mark.parametrize("cover", ["nearest", "sparse"])
+def test_a_reload_reads_the_saved_cover_and_computes_none(bundled, tiny_bert, tmp_path, monkeypatch, cover):
+    """The nearest rows (a matmul of every dropped row with every kept one: seconds on MiniLM) and the sparse fit are
+    computed once, when compressing; an eager zip's reload reads them from the file, with the same outputs."""
+    comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, vocab_cover=cover))
+    path = C.save_compressed(comp, tmp_path / "m.zip")
+    vocab._SPARSE.clear()
+    for name in ("nearest_map", "pursuit"):
+        monkeypatch.setattr(vocab, name, lambda *a, **k: pytest.fail("computed again on a reload"))
+    back = C.load_compressed(path)
+    assert torch.equal(back.model.vocab_index, comp.model.vocab_index) and back.model.vocab_index.max() > 0
+    ids = torch.tensor([tiny_bert.tokenizer("Zebras quarrel about quantum marmalade.")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(forward(back.model, back.adapter, ids), forward(comp.model, comp.adapter, ids))

@@ -10,7 +10,6 @@ from compress.measure import evaluate
 from compress.techniques import vocab
 from compress.models.adapters import forward
 from compress.techniques.heal import heal_texts
-from conftest import as_bundled
 
 TEXTS = ["The dough rests overnight in the fridge.", "The train leaves at noon.", "the the the dough"]
 
@@ -285,23 +284,3 @@ def test_the_learn_figure_shows_what_each_cover_reads(tiny_bert, tiny_gpt):
     with pytest.raises(C.CompressError, match="decoder"):
         LV.cover(tiny_gpt, "the dough", 0.5)
 
-
-@pytest.fixture
-def bundled(tiny_bert, monkeypatch):  # (load_compressed finds a bundled original by name)
-    yield from as_bundled(monkeypatch, {"tiny-bert": tiny_bert})
-
-
-@pytest.mark.parametrize("cover", ["nearest", "sparse"])
-def test_a_reload_reads_the_saved_cover_and_computes_none(bundled, tiny_bert, tmp_path, monkeypatch, cover):
-    """The nearest rows (a matmul of every dropped row with every kept one: seconds on MiniLM) and the sparse fit are
-    computed once, when compressing; an eager zip's reload reads them from the file, with the same outputs."""
-    comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, vocab_cover=cover))
-    path = C.save_compressed(comp, tmp_path / "m.zip")
-    vocab._SPARSE.clear()
-    for name in ("nearest_map", "pursuit"):
-        monkeypatch.setattr(vocab, name, lambda *a, **k: pytest.fail("computed again on a reload"))
-    back = C.load_compressed(path)
-    assert torch.equal(back.model.vocab_index, comp.model.vocab_index) and back.model.vocab_index.max() > 0
-    ids = torch.tensor([tiny_bert.tokenizer("Zebras quarrel about quantum marmalade.")["input_ids"]])
-    with torch.no_grad():
-        torch.testing.assert_close(forward(back.model, back.adapter, ids), forward(comp.model, comp.adapter, ids))
