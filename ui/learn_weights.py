@@ -123,6 +123,8 @@ def quantization(b):
                 "weight it keeps more of the table than rounding. Most of any text is a few thousand frequent "
                 "tokens: with vocabulary pruning (rows by frequency), **Most frequent rows at 2 bits** gives those "
                 "rows 4 weights a code and codebooks of their own, the rest 8 (both tiers' codebooks in int8). "
+                "With healing, **heal the codebooks** trains the centroids with the blocks (the codes stay): the "
+                "table learns what the blocks need of it, in the same bytes. "
                 "*Reference: Jegou, Douze and Schmid 2011, 'Product quantization for nearest neighbor search'.*")
     token = int(st.number_input("Token id (a row of the word table)", 0, b.vocab_size - 1, min(2000, b.vocab_size - 1),
                                 key="learn_q_token"))

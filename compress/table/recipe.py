@@ -122,6 +122,7 @@ class Recipe(_Recipe):
     emb_bits: int = 0                   # word-embedding bits (0 = float)
     emb_pq: int = 0                     # word-table product quantization: weights a code (0 = none)
     emb_pq_top: int = 0                 # ... its most frequent rows, this percent of the vocabulary, at 4 a code
+    emb_pq_heal: bool = False           # ... healing trains its codebooks too
     rank_mode: str = "none"             # low rank of the blocks' layers
     rank: float = 1.0
     allocate: str = "spectral"

@@ -179,10 +179,10 @@ STEPS = [
         "emb_pq_top", "choice", 0, "the most frequent rows of a pruned table, this percent of the vocabulary, at 4 "
         "weights a code with codebooks of their own (both tiers' codebooks in int8)", "Most frequent rows at 2 bits",
         choices=pq.TOPS, fmt=lambda v: "none" if v == 0 else f"{v}% of the vocabulary",
-        off=pq.top_off)), apply=pq.pq_step, active=lambda r: r.emb_pq != 0, refuse=pq.refuse,
-        examples=({"emb_pq": 8}, {"emb_pq": 8, "emb_pq_top": 10, "vocab": 0.5}),
-        describe=lambda r: f"embeddings PQ {r.emb_pq} a code" + (f" ({r.emb_pq_top}% at 4)" if pq.tiered(r) else ""),
-        teach=pq.TEACH),
+        off=pq.top_off), Field(
+        "emb_pq_heal", "bool", False, "healing trains the product-quantized table's codebooks too (the codes stay)",
+        "heal the codebooks", off=pq.heal_off)), apply=pq.pq_step, active=lambda r: r.emb_pq != 0, refuse=pq.refuse,
+        examples=({"emb_pq": 8}, {"emb_pq": 8, "emb_pq_top": 10, "vocab": 0.5}), describe=pq.describe, teach=pq.TEACH),
     Step("factorize", "low rank", (
         Field("rank_mode", "choice", "none", "ratio: r = X * min(m, n) per layer (the article's dim_ratio); energy: "
               "the smallest r keeping X of sum(S^2); budget: X of the dense params, where they keep most",

@@ -5,7 +5,8 @@ encoders: loss = 1 - cos(mean-pooled student, teacher embedding)
           + relation_weight * the last block's attention relations (MiniLM v2: relations.py; heal_relations)
 decoders: loss = KL(teacher || student) of the next-token distributions (temperature 1)
           + ce_weight * LM cross-entropy on the text
-Only the transformer blocks train; embeddings, final norm, pooler and LM head stay frozen. A fixed dev split of the
+Only the transformer blocks train (and a factorized word table, or a product-quantized one's codebooks when asked:
+pq.trainable_books); the rest of the embeddings, final norm, pooler and LM head stay frozen. A fixed dev split of the
 healing text (never the evaluation set) is measured every eval_every steps; the best state by that dev metric is loaded
 into the student at the end, so healing never makes it worse. Runs before quantization: the student must be a float
 model (nn.Linear / LowRankLinear); when a step that rounds weights follows (int8, int4: the table's `simulate`), the
@@ -37,7 +38,7 @@ from ..serve.cancel import checkpoint
 from ..measure.evaluate import batches, mean_pool, token_kl
 from ..errors import CompressError
 from ..measure.general import healing_text
-from . import relations
+from . import pq, relations
 from .healdev import MAX_HEAL_BYTES, MAX_HEAL_TEXTS, HealResult, dev_batches, dev_metric, lr_scale, split_dev, tick
 from .static import StaticModel
 from .tokenlearn import fit as fit_static
@@ -73,12 +74,14 @@ def trainable(model: nn.Module, adapter) -> list[tuple[str, nn.Parameter]]:
     """The parameters healing may change: everything inside the transformer blocks, and a factorized
     word-embedding table (its SVD truncation is an approximation healing can repair); the static end: its table."""
     from .factorize import LowRankEmbedding
+    from .pq import PQEmbedding
     emb = model.get_submodule(adapter.word_embeddings)
     table = [(f"{adapter.word_embeddings}.{n}", p) for n, p in emb.named_parameters()]
     if isinstance(model, StaticModel):  # no blocks: the table is all there is, and its attention layer if any
         return table + ([(f"mix.{n}", p) for n, p in model.mix.named_parameters()] if model.mix is not None else [])
     blocks = [(f"{adapter.blocks}.{n}", p) for n, p in adapter.block_list(model).named_parameters()]
-    return blocks + (table if isinstance(emb, LowRankEmbedding) else [])
+    return blocks + (table if isinstance(emb, (LowRankEmbedding, PQEmbedding)) else [])  # PQ: its codebooks if made
+    #  trainable (pq.trainable_books), else it has no parameters
 
 
 def _mix(chosen: list[str], pool: list[str], p: float, g) -> list[str]:
@@ -265,6 +268,8 @@ def heal_step(ctx, r, rounding: list) -> None:
     with contextlib.ExitStack() as stack:  # heal the model that quantization will run
         for s in rounding:
             stack.enter_context(s.simulate(ctx.model, ctx.base.adapter, r))
+        if r.emb_pq_heal:
+            stack.enter_context(pq.trainable_books(ctx.model, ctx.base.adapter))
         texts = ctx.texts or heal_texts(ctx.base, r.heal_text)  # a given text wins
         teacher = with_positions(ctx.base, r.positions)  # (a cut position table, positions.py: texts cut for both)
         ctx.applied["heal"] = heal(ctx.model, teacher, texts, steps=r.heal_steps, lr=r.heal_lr, seed=r.heal_seed,

@@ -4,6 +4,8 @@ into 256 codes (k-means); a row is stored as one byte per sub-vector, and each s
 8 weights a code is 1 bit a weight, 6 is 1.33, 4 is 2. Rows that look alike share codes, which packed low-bit rows
 (lowbit.py) cannot exploit: on MiniLM, unhealed, every row at 2 bits a weight keeps fidelity 0.985 against packed
 2-bit rows' 0.953, and at the 20x recipe's 1.19 MB table 68% of the rows at 1 bit keep more than 36% at 2 bits."""
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -27,7 +29,9 @@ TEACH = ("Product quantization of the word table: each row cut into pieces of 8,
          "cannot use: on MiniLM every row at 2 bits a weight keeps fidelity 0.985 against packed 2-bit rows' 0.953. "
          "Applied before healing, so the blocks learn to work with it; the clustering takes about 10 s on MiniLM. "
          "With vocabulary pruning (rows by frequency), the most frequent rows, a percent of the vocabulary, can take 4 "
-         "weights a code with codebooks of their own, the rest 8 or 6; both tiers' codebooks are then int8.")
+         "weights a code with codebooks of their own, the rest 8 or 6; both tiers' codebooks are then int8. Healing "
+         "can train the codebooks too (heal the codebooks): the codes stay, each slice's 256 centroids learn with the "
+         "blocks, at no cost in bytes.")
 
 
 def label(dim: int) -> str:
@@ -232,6 +236,15 @@ def top_off(r) -> str | None:
         f"only with vocabulary pruning and product quantization at {coarser} weights a code"
 
 
+def heal_off(r) -> str | None:
+    return None if r.emb_pq and r.heal_steps else "only with healing steps"
+
+
+def describe(r) -> str:
+    return (f"embeddings PQ {r.emb_pq} a code" + (f" ({r.emb_pq_top}% at 4)" if tiered(r) else "")
+            + (", codebooks healed" if r.emb_pq_heal and r.heal_steps else ""))
+
+
 def pq_step(ctx, r) -> None:  # the table's emb_pq step: a replay's codes come from its file
     top = round(r.emb_pq_top / 100 * ctx.base.vocab_size) if tiered(r) else 0
     pq_embeddings(ctx.model, ctx.base.adapter, r.emb_pq, fitted=not ctx.replay, top=top)
@@ -247,3 +260,30 @@ def pq_embeddings(model: nn.Module, adapter, dim: int, fitted: bool = True, top:
         raise CompressError("product quantization takes a plain word-embedding table that no output layer shares")
     set_module(model, adapter.word_embeddings, PQEmbedding.from_embedding(table, dim, fitted, top))
     return model
+
+
+@contextlib.contextmanager
+def trainable_books(model: nn.Module, adapter):
+    """Healing with the codebooks: inside, a product-quantized table's codebooks are float Parameters holding the
+    centroids (their scales set to one; healing's trainable() takes them, the codes stay); on leaving, stored again as
+    before (int8 at a new fp16 scale a slice, or fp16). A table that is not product-quantized: nothing changes."""
+    table = model.get_submodule(adapter.word_embeddings)
+    names = ("", "top_")[:1 + bool(getattr(table, "top", 0))] if isinstance(table, PQEmbedding) else ()
+    for n in names:
+        book = table._buffers.pop(n + "codebook").float()
+        if table.top:  # the centroids, in the model's units
+            book = book * getattr(table, n + "scale").float().view(book.shape[0], 1, -1)
+            getattr(table, n + "scale").fill_(1)
+        table.register_parameter(n + "codebook", nn.Parameter(book))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n in names:
+                book = table._parameters.pop(n + "codebook").detach()
+                if not table.top:
+                    table.register_buffer(n + "codebook", book.half())
+                    continue
+                q, s = zip(*map(to_int8, book))
+                table.register_buffer(n + "codebook", torch.stack(q))
+                getattr(table, n + "scale").copy_(torch.stack(s).half().repeat_interleave(book.shape[-1]))
