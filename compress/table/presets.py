@@ -46,14 +46,14 @@ PRESETS = [
            "4,000 steps: 66 min on one thread beside another healing (the 2-bit-row preset before it: 68 min so, "
            "17 min alone on two threads)", "Fewer positions: 0.10 MB that no text here reads", 60.0),
     Preset("about 20x", dict(layers=3, drop_pooler=True, positions=256, vocab=0.65, vocab_keep="english", emb_pq=8,
-                             emb_pq_top=20, quant="int4", runtime="onnxruntime", heal_lr=1e-3, heal_steps=6000,
-                             heal_text="all"),
-           "4.53 MB, 20.08x smaller, 4.7-4.8x faster (8 x 128, ONNX Runtime), fidelity 0.897 / 0.902 after 6,000 "
-           "healing steps on all the healing texts, 0.852 on prose never tuned on (short of 0.9 on our sentences; "
-           "9,000 steps: 0.898 / 0.903)", EPYC,
+                             emb_pq_top=20, emb_pq_heal=True, quant="int4", runtime="onnxruntime", heal_lr=1e-3,
+                             heal_steps=6000, heal_text="all"),
+           "4.53 MB, 20.08x smaller, 4.7-4.8x faster (8 x 128, ONNX Runtime), fidelity 0.899 / 0.903 after 6,000 "
+           "healing steps on all the healing texts, the codebooks healed too, 0.853 on prose never tuned on (short "
+           "of 0.9 on our sentences)", EPYC,
            "6,000 steps: 63 min alone on two threads (healing simulates ONNX Runtime's int8 rounding); the app's "
            "60-minute cap may end it a little earlier, its schedule then fitted to the cap",
-           "Healing what ONNX Runtime runs, 20% of the rows at 2 bits", 60.0),
+           "The 20x table's codebooks healed", 60.0),
     Preset("static", dict(static=True, vocab=0.49, quant="int8", heal_lr=1e-2, heal_steps=1600, heal_text="all"),
            "5.93 MB, 15.3x smaller, 194x the real sentences per second of fp32 MiniLM, fidelity 0.807 / 0.807, "
            "neighbour agreement 0.485 (encoders only)", EPYC,
