@@ -70,6 +70,8 @@ def test_healing_the_codebooks_moves_them_not_the_codes_and_keeps_the_best_state
     assert "codebooks healed" in C.Recipe(**r, emb_pq_heal=True).describe()
     assert "codebooks" not in C.Recipe(**r).describe()
     assert C.Recipe(emb_pq_heal=True).describe() == C.Recipe().describe()  # nothing to heal: the option does nothing
+    off = C.FIELDS["emb_pq_heal"].off  # its control greyed out, saying why
+    assert "product quantization" in off(C.Recipe(heal_steps=3)) and off(C.Recipe(**r)) is None
 
 
 @pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])

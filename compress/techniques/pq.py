@@ -237,7 +237,7 @@ def top_off(r) -> str | None:
 
 
 def heal_off(r) -> str | None:
-    return None if r.emb_pq and r.heal_steps else "only with healing steps"
+    return None if r.emb_pq and r.heal_steps else "only with product quantization and healing steps"
 
 
 def describe(r) -> str:
