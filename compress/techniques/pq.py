@@ -116,8 +116,13 @@ def _fit(w: torch.Tensor, dim: int, int8: bool) -> tuple[torch.Tensor, torch.Ten
     codes, books = torch.stack([a for _, a in slices], 1).to(torch.uint8), [c for c, _ in slices]
     if not int8:
         return codes, torch.stack(books).half(), torch.ones(len(books), dtype=torch.float16)
-    q, s = zip(*map(to_int8, books))  # (exactly the values kmeans read its codes from: q * s)
-    return codes, torch.stack(q), torch.stack(s).half()
+    return codes, *int8_books(books)  # (exactly the values kmeans read its codes from: q * s)
+
+
+def int8_books(books) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 codebooks (S, 256, d), fp16 scales (S,)) of float codebooks, one scale a slice (to_int8)."""
+    q, s = zip(*map(to_int8, books))
+    return torch.stack(q), torch.stack(s).half()
 
 
 def centroids(book: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -271,8 +276,8 @@ def trainable_books(model: nn.Module, adapter):
     names = ("", "top_")[:1 + bool(getattr(table, "top", 0))] if isinstance(table, PQEmbedding) else ()
     for n in names:
         book = table._buffers.pop(n + "codebook").float()
-        if table.top:  # the centroids, in the model's units
-            book = book * getattr(table, n + "scale").float().view(book.shape[0], 1, -1)
+        if table.top:  # the centroids, in the model's units (its scale is per weight, one value a slice)
+            book = centroids(book, getattr(table, n + "scale").view(book.shape[0], -1)[:, 0])
             getattr(table, n + "scale").fill_(1)
         table.register_parameter(n + "codebook", nn.Parameter(book))
     try:
@@ -284,6 +289,6 @@ def trainable_books(model: nn.Module, adapter):
                 if not table.top:
                     table.register_buffer(n + "codebook", book.half())
                     continue
-                q, s = zip(*map(to_int8, book))
-                table.register_buffer(n + "codebook", torch.stack(q))
-                getattr(table, n + "scale").copy_(torch.stack(s).half().repeat_interleave(book.shape[-1]))
+                q, s = int8_books(book)
+                table.register_buffer(n + "codebook", q)
+                getattr(table, n + "scale").copy_(s.repeat_interleave(book.shape[-1]))
