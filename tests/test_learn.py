@@ -77,11 +77,11 @@ def test_word_table_rounding_rows(tiny_bert):
 
 
 def test_every_pq_scheme_the_width_takes_is_shown():
-    """Each of pq.DIMS whose pieces divide the width is a row (a width of 48: 4, 6 and 8 weights a code; 64: 4 and
-    8); a row's bits a little over 8 / d (the codebooks' share), its error measured (tinygpt's 256 rows: each its own
-    code, so only fp16's rounding; which scheme is closer is test_word_table_rounding_rows')."""
+    """Each of pq.DIMS whose pieces divide the width is a row (a width of 48: 4, 6, 8 and 12 weights a code; 64: 4
+    and 8); a row's bits a little over 8 / d (the codebooks' share), its error measured (tinygpt's 256 rows: each its
+    own code, so only fp16's rounding; which scheme is closer is test_word_table_rounding_rows')."""
     from conftest import make_tiny_gpt
-    for width, dims in ((48, (4, 6, 8)), (64, (4, 8))):
+    for width, dims in ((48, (4, 6, 8, 12)), (64, (4, 8))):
         rows = [r for r in L.table_rounding(make_tiny_gpt(width=width), 3) if r["scheme"].startswith("product")]
         assert [r["group"] for r in rows] == list(dims) and set(dims) <= set(pq.DIMS)
         assert all(8 / r["group"] < r["bits"] and 0 < r["table error"] < 0.01 for r in rows)

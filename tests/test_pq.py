@@ -71,11 +71,11 @@ def test_table_stores_codes_and_codebooks_and_reads_their_rows(tiny_bert):
 
 def test_at_the_same_bits_codes_keep_more_of_minilms_table_than_rounded_rows(minilm):
     """MiniLM's table (a sample of its rows, for time): 4 weights a code (2 bits a weight) against 2-bit rows, and
-    8 weights a code (1 bit) against them too; fewer weights a code is closer."""
+    8 and 12 weights a code (1 and 0.67 bits) against them too; fewer weights a code is closer."""
     w = _table(minilm)[torch.randperm(30522, generator=torch.Generator().manual_seed(0))[:2048]].float()
     rel = lambda r: float((r - w).norm() / w.norm())  # noqa: E731
-    two_bit, pq4, pq8 = rel(fake_round(w, 2, 128)), rel(pq.reconstruct(w, 4)), rel(pq.reconstruct(w, 8))
-    assert pq4 < 0.8 * two_bit and pq4 < pq8
+    two_bit, pq4, pq8, pq12 = rel(fake_round(w, 2, 128)), *(rel(pq.reconstruct(w, d)) for d in (4, 8, 12))
+    assert pq4 < 0.8 * two_bit and pq4 < pq8 < pq12 < 1
 
 
 def test_the_most_frequent_rows_read_their_own_finer_codes_from_int8_codebooks(tiny_bert):
@@ -99,6 +99,30 @@ def test_the_most_frequent_rows_read_their_own_finer_codes_from_int8_codebooks(t
     stored = sum(t.numel() * t.element_size() for t in emb.state_dict().values())
     assert stored == (kept - top) * 8 + top * 16 + 8 * 256 * 8 + 16 * 256 * 4 + 2 * width * 2
     assert C.count_params(c.model) == kept * width + C.count_params(tiny_bert.model) - 30522 * width
+
+
+def test_twelve_weights_a_code_below_a_finer_tier_saves_and_reloads(tiny_bert, tmp_path, monkeypatch):
+    """12 weights a code (0.67 bits a weight) for the rows past the most frequent, which keep 4: a 48-wide BERT
+    (12 divides it, 64 does not) stores 4 codes a row and 12 a top row, and its zip reloads to the same outputs."""
+    from transformers import BertConfig, BertModel
+    from compress.models.bundle import ModelBundle
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tiny_bert.vocab_size, hidden_size=48, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=96, max_position_embeddings=128)
+    narrow = ModelBundle(BertModel(cfg, add_pooling_layer=False).eval(), "tiny-bert-48", tiny_bert.adapter,
+                         tiny_bert.tokenizer, "tiny-bert-48-hash", {**tiny_bert.info, "hidden": 48, "layers": 1})
+    comp = C.compress(narrow, C.Recipe(vocab=0.5, emb_pq=12, emb_pq_top=10))
+    emb, top = comp.model.get_submodule(narrow.adapter.word_embeddings), round(0.1 * 30522)
+    assert emb.codes.shape == (15261 - top, 48 // 12) and emb.top_codes.shape == (top, 48 // 4)
+    assert "12 a code" in pq.label(12) and "0.667 bits" in pq.label(12)
+    assert "pieces of 12 weights do not divide" in C.refusal(tiny_bert, C.Recipe(emb_pq=12))
+    ids = narrow.tokenizer(["a coarser code for the rarer rows"], return_tensors="pt")["input_ids"]
+    registered = as_bundled(monkeypatch, {"tiny-bert-48": narrow})
+    next(registered)
+    back = C.load_compressed(C.save_compressed(comp, tmp_path / "m.zip"))
+    with torch.no_grad():
+        assert torch.equal(forward(back.model, narrow.adapter, ids), forward(comp.model, narrow.adapter, ids))
+    next(registered, None)  # (its load_model cache cleared again)
 
 
 @pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])

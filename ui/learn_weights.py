@@ -122,7 +122,8 @@ def quantization(b):
                 "piece is one byte naming its nearest code: rows that look alike share codes. At the same bits a "
                 "weight it keeps more of the table than rounding. Most of any text is a few thousand frequent "
                 "tokens: with vocabulary pruning (rows by frequency), **Most frequent rows at 2 bits** gives those "
-                "rows 4 weights a code and codebooks of their own, the rest 8 (both tiers' codebooks in int8). "
+                "rows 4 weights a code and codebooks of their own, the rest 8 (both tiers' codebooks in int8), or 12: "
+                "0.67 bits a weight, half as many rows again in the same bytes, each coarser. "
                 "With healing, **heal the codebooks** trains the centroids with the blocks (the codes stay): the "
                 "table learns what the blocks need of it, in the same bytes. "
                 "*Reference: Jegou, Douze and Schmid 2011, 'Product quantization for nearest neighbor search'.*")

@@ -116,9 +116,10 @@ PQ_SAMPLE = 2048  # rows Learn fits the product-quantization codes on, and other
 
 def table_rounding(bundle, token: int) -> list[dict]:
     """The word table at 8 (int8: symmetric, one scale per row), 4 and 2 bits (one fp16 scale and minimum per group of
-    a row, lowbit.py) and product-quantized at 2, 1.33 and 1 bits a weight (pq.py, each of its DIMS the width takes:
-    codes fitted on PQ_SAMPLE rows, the table error measured on PQ_SAMPLE others): bytes per row (PQ: its codes and its
-    share of the codebooks), groups or codes, the error of one token's row and of the whole table (once per model)."""
+    a row, lowbit.py) and product-quantized at 2, 1.33, 1 and 0.67 bits a weight (pq.py, each of its DIMS the width
+    takes: codes fitted on PQ_SAMPLE rows, the table error measured on PQ_SAMPLE others): bytes per row (PQ: its codes
+    and its share of the codebooks), groups or codes, the error of one token's row and of the whole table (once per
+    model)."""
     table = bundle.model.get_submodule(bundle.adapter.word_embeddings).weight.detach().float()  # (V, C)
     if not 0 <= token < table.shape[0]:
         raise CompressError(f"the table has {table.shape[0]} rows: pick a token id from 0 to {table.shape[0] - 1}")

@@ -173,7 +173,7 @@ STEPS = [
         describe=lambda r: f"embeddings {r.emb_bits}-bit", examples=({"emb_bits": 2},),
         teach=lowbit.TEACH),
     Step("emb_pq", "product-quantized embeddings", (Field(
-        "emb_pq", "choice", 0, "word-embedding table product-quantized: pieces of 8, 6 or 4 weights, a byte each "
+        "emb_pq", "choice", 0, "word-embedding table product-quantized: pieces of 12, 8, 6 or 4 weights, a byte each "
         "naming one of 256 shared codes (0 = none)", "Word-table product quantization", choices=(0, *pq.DIMS),
         fmt=pq.label), Field(
         "emb_pq_top", "choice", 0, "the most frequent rows of a pruned table, this percent of the vocabulary, at 4 "

@@ -19,19 +19,19 @@ CODES = 256       # codes per slice: one byte per sub-vector, so every stored by
 ROWS = 4096      # rows whose distances to the codes are held at once (1M floats, 4 MB: in cache, where the whole
 #  table's 31 MB at once took 30% longer on MiniLM, for the same codes)
 FP16_MAX = 65504.0
-DIMS = (8, 6, 4)  # weights per code offered: 1, 1.33 and 2 bits a weight
+DIMS = (12, 8, 6, 4)  # weights per code offered: 0.67, 1, 1.33 and 2 bits a weight
 TOP_DIM = 4       # the most frequent rows' (top > 0): 2 bits a weight
 TOPS = (0, 5, 10, 15, 20, 25)  # the vocabulary's percent at TOP_DIM a code offered (the 20x preset: 20)
 ITERS = 15        # Lloyd iterations from 256 rows drawn with seed 0 (deterministic: a replay fits the same codes)
-TEACH = ("Product quantization of the word table: each row cut into pieces of 8, 6 or 4 weights; the pieces of each "
-         "slice of the table clustered into 256 shared codes (k-means), so a piece is stored as one byte (1, 1.33 or 2 "
-         "bits a weight) and each slice keeps its 256 centroids. Similar rows share codes, which per-row rounding "
-         "cannot use: on MiniLM every row at 2 bits a weight keeps fidelity 0.985 against packed 2-bit rows' 0.953. "
-         "Applied before healing, so the blocks learn to work with it; the clustering takes about 10 s on MiniLM. "
-         "With vocabulary pruning (rows by frequency), the most frequent rows, a percent of the vocabulary, can take 4 "
-         "weights a code with codebooks of their own, the rest 8 or 6; both tiers' codebooks are then int8. Healing "
-         "can train the codebooks too (heal the codebooks): the codes stay, each slice's 256 centroids learn with the "
-         "blocks, at no cost in bytes.")
+TEACH = ("Product quantization of the word table: each row cut into pieces of 12, 8, 6 or 4 weights; the pieces of "
+         "each slice of the table clustered into 256 shared codes (k-means), so a piece is stored as one byte (0.67,"
+         " 1, 1.33 or 2 bits a weight) and each slice keeps its 256 centroids. Similar rows share codes, which per-"
+         "row rounding cannot use: on MiniLM every row at 2 bits a weight keeps fidelity 0.985 against packed 2-bit "
+         "rows' 0.953. Applied before healing, so the blocks learn to work with it; the clustering takes about 10 s "
+         "on MiniLM. With vocabulary pruning (rows by frequency), the most frequent rows, a percent of the "
+         "vocabulary, can take 4 weights a code with codebooks of their own, the rest 12, 8 or 6; both tiers' "
+         "codebooks are then int8. Healing can train the codebooks too (heal the codebooks): the codes stay, each "
+         "slice's 256 centroids learn with the blocks, at no cost in bytes.")
 
 
 def label(dim: int) -> str:
