@@ -17,6 +17,7 @@ from .techniques.quantize import apply_quantize
 from .measure.core import BUSY, count_params, cpu_info, gpu_info, latency, machine_line, size_breakdown, size_bytes
 from .measure.evaluate import complete, eval_set, metric_label, next_token_agreement, quality, search, workload
 from .measure.texts import EVAL_SETS, heal_corpus, near_duplicates
+from .measure.verdict import farthest
 from .measure.general import HEAL_TEXTS, general_corpus
 from .techniques.heal import MAX_HEAL_BYTES, HealResult, heal_texts
 from .techniques.healdev import read_heal_text
@@ -45,7 +46,7 @@ __all__ = [
     "layer_sensitivity", "allocate",
     # measurement and quality
     "size_bytes", "size_breakdown", "count_params", "latency", "BUSY", "machine_line", "cpu_info", "gpu_info", "quality", "search", "eval_set",
-    "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
+    "farthest", "next_token_agreement", "complete", "workload", "WORKLOADS", "metric_label", "EVAL_SETS", "heal_corpus",
     "near_duplicates", "general_corpus", "HEAL_TEXTS",
     # pipeline
     "Measurement", "measure_compression", "METRICS", "quality_words",

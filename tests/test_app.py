@@ -76,6 +76,9 @@ def test_compress_page_apply_shows_both_sides(app):
     assert len([m for m in app.metric if m.label.startswith("retrieval overlap · ")]) == 4
     assert any(c.value == "GPU latency: no GPU on this machine" for c in app.caption) or C.gpu_info()
     assert [c.value for c in app.caption if c.value.endswith("of 5 results in both lists (✓).")]
+    moved = [e for e in app.expander if e.label == "The 5 sentences that moved most"][0].dataframe[0].value
+    assert list(moved.columns) == ["sentence", "cosine"] and list(moved["cosine"]) == sorted(moved["cosine"])
+    assert 0 < moved["cosine"][0] <= 1 and moved["sentence"][0] in C.eval_set()[0]  # (our sentences: the default set)
     assert app.query_params["quant"] == ["int8"] or app.query_params["quant"] == "int8"
     assert set(app.query_params) == {"model", "quant"}  # the fields off their defaults: a short link to share
     history = app.dataframe[-1].value

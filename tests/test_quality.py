@@ -21,6 +21,21 @@ def test_encoder_quality_names_both_sets_and_labels_them(tiny_bert):
     assert C.metric_label("bits_per_char") == "bits per char"
 
 
+def test_the_sentences_that_moved_most_are_the_lowest_cosines_whose_mean_is_fidelity(tiny_bert):
+    """farthest: the n sentences of a set with the lowest cosine to the original's embedding, lowest first, each
+    cosine the one fidelity averages; the original against itself moves nothing."""
+    comp = C.compress(tiny_bert, C.Recipe(vocab=0.1, quant="int8"))
+    for name, suffix in (("project", ""), ("docs", "_docs")):
+        sentences = C.eval_set(name)[0]
+        cos = (evaluate.embed(comp, sentences) * evaluate.embed(tiny_bert, sentences)).sum(-1)
+        far = C.farthest(comp, tiny_bert, name, n=4)
+        assert [f["sentence"] for f in far] == [sentences[i] for i in cos.argsort()[:4].tolist()]
+        assert [f["cosine"] for f in far] == sorted(f["cosine"] for f in far) and far[0]["cosine"] < far[-1]["cosine"]
+        assert all(abs(f["cosine"] - float(cos[sentences.index(f["sentence"])])) < 1e-4 for f in far)
+        assert abs(float(cos.mean()) - C.quality(comp, tiny_bert)["fidelity" + suffix]) < 1e-4
+    assert all(f["cosine"] > 0.9999 for f in C.farthest(tiny_bert, tiny_bert, n=3))
+
+
 def test_a_decoders_reference_is_kept_under_its_bound_and_gives_the_same_numbers(tiny_gpt, monkeypatch):
     """The original's own quality once per bundle; its next-token log-probs kept while small: the same numbers either
     way, and none kept over the bound (a 32k vocabulary's would take GBs)."""

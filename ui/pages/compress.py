@@ -132,10 +132,11 @@ def show(res):
                          format_func=lambda n: C.EVAL_SETS[n][-1])
         query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}",
                               max_chars=MAX_TEXT)
-        got = sampled(shown, (where, query), lambda job: (C.search(b, query, where), C.search(comp(), query, where)),
+        got = sampled(shown, (where, query), lambda job: (C.search(b, query, where), C.search(comp(), query, where),
+                                                          C.farthest(comp(), b, where)),
                       f"{b.name}: search {query[:40]!r}")
         if got is not None:
-            a, z = got
+            a, z, far = got
             both = {r["sentence"] for r in a} & {r["sentence"] for r in z}
             cols = st.columns(2)
             for col, name, hits in ((cols[0], "Original top 5", a), (cols[1], "Compressed top 5", z)):
@@ -143,6 +144,11 @@ def show(res):
                     f"{i}. {'✓ ' if h['sentence'] in both else ''}{h['sentence']} *({h['topic']}, {h['score']:.3f})*"
                     for i, h in enumerate(hits, 1)))
             st.caption(f"{len(both)} of 5 results in both lists (✓).")
+            if far:  # what the mean hides: a few sentences can lose far more (a token that reads another's row)
+                with st.expander(f"The {len(far)} sentences that moved most"):
+                    st.dataframe(pd.DataFrame(far), hide_index=True)
+                    st.caption("Each one's cosine to the original's embedding of it; fidelity is the mean over "
+                               "the set.")
             keep_samples(shown, {"Original": [h["sentence"] for h in a], "Compressed": [h["sentence"] for h in z],
                                  "_note": f"Top 5 of the evaluation sentences for the query {query!r}."})
     else:
