@@ -79,6 +79,8 @@ def test_compress_page_apply_shows_both_sides(app):
     moved = [e for e in app.expander if e.label == "The 5 sentences that moved most"][0].dataframe[0].value
     assert list(moved.columns) == ["sentence", "cosine"] and list(moved["cosine"]) == sorted(moved["cosine"])
     assert 0 < moved["cosine"][0] <= 1 and moved["sentence"][0] in C.eval_set()[0]  # (our sentences: the default set)
+    report = app.session_state["samples"]["Moved most"]  # the same sentences in the report's sample outputs
+    assert report == [f"{c:.3f}: {t}" for t, c in zip(moved["sentence"], moved["cosine"])]
     assert app.query_params["quant"] == ["int8"] or app.query_params["quant"] == "int8"
     assert set(app.query_params) == {"model", "quant"}  # the fields off their defaults: a short link to share
     history = app.dataframe[-1].value

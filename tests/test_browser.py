@@ -248,6 +248,7 @@ def test_a_newcomer_from_a_shared_link_to_the_report_offline(server, tmp_path):
     assert all(all(t) for t in titles), titles  # every chart: a title and both axis titles, drawn
     assert spill == [], spill
     assert not [w for w in ("/work/", "/tmp", "site-packages", str(ROOT)) if w in text]  # no server path
+    assert "Moved most" in text and "moved most: the sentences of the set farthest" in text  # beside the search's
     assert len(plots) == 3 and all(n > 0 for n in plots)  # every plot rendered with its data
     assert [u for u in fetched if not u.startswith("file://")] == []
     assert away == [], away  # the app fetched nothing from another host either

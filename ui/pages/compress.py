@@ -149,8 +149,11 @@ def show(res):
                     st.dataframe(pd.DataFrame(far), hide_index=True)
                     st.caption("Each one's cosine to the original's embedding of it; fidelity is the mean over "
                                "the set.")
+            moved = {"Moved most": [f"{f['cosine']:.3f}: {f['sentence']}" for f in far]} if far else {}
             keep_samples(shown, {"Original": [h["sentence"] for h in a], "Compressed": [h["sentence"] for h in z],
-                                 "_note": f"Top 5 of the evaluation sentences for the query {query!r}."})
+                                 **moved, "_note": f"Top 5 of the evaluation sentences for the query {query!r}" + (
+                                     "; moved most: the sentences of the set farthest from the original's (their "
+                                     "cosine)." if far else ".")})
     else:
         prompt = st.text_input("Prompt to continue", "The for statement", key="prompt", max_chars=MAX_TEXT)
         ways = (("greedy", {}), ("sampled, seed 0", {"greedy": False, "seed": 0}))
