@@ -132,9 +132,11 @@ def show(res):
                          format_func=lambda n: C.EVAL_SETS[n][-1])
         query = st.text_input("Search the evaluation sentences", C.eval_set(where)[2][0], key=f"query_{where}",
                               max_chars=MAX_TEXT)
-        got = sampled(shown, (where, query), lambda job: (C.search(b, query, where), C.search(comp(), query, where),
-                                                          C.farthest(comp(), b, where)),
-                      f"{b.name}: search {query[:40]!r}")
+
+        def search_both(job):  # one lookup of the compressed model for its search and its sentences that moved most
+            c = comp()
+            return C.search(b, query, where), C.search(c, query, where), C.farthest(c, b, where)
+        got = sampled(shown, (where, query), search_both, f"{b.name}: search {query[:40]!r}")
         if got is not None:
             a, z, far = got
             both = {r["sentence"] for r in a} & {r["sentence"] for r in z}
