@@ -100,8 +100,8 @@ def _agreement(embed, base, model=None) -> dict:
     embeddings quality() already computed; else embed(texts) of a peer)."""
     out = {}
     for name in EVAL_SETS:
-        mine = embed(eval_set(name)[0]) if model is None else evaluate._eval_embeddings(model, name)[0]
-        nb = evaluate.neighbours(mine, evaluate._eval_embeddings(base, name)[0])
+        mine = embed(eval_set(name)[0]) if model is None else evaluate.eval_embeddings(model, name)[0]
+        nb = evaluate.neighbours(mine, evaluate.eval_embeddings(base, name)[0])
         out.update({f"{k}{'' if name == 'project' else '_' + name}": v for k, v in nb.items()})
     return out
 

@@ -154,7 +154,7 @@ def embed(bundle, texts: list[str], batch: int = 64) -> torch.Tensor:
     return _finite(torch.cat(out), bundle)
 
 
-def _eval_embeddings(bundle, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_embeddings(bundle, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of an evaluation set's sentences and queries, computed once per bundle."""
     key = f"eval_emb_{name}"
     if key not in bundle.cache:
@@ -183,8 +183,8 @@ def neighbours(emb: torch.Tensor, ref: torch.Tensor) -> dict:
 
 
 def _set_quality(bundle, original, name: str) -> dict:
-    ref_s, ref_q = _eval_embeddings(original, name)
-    emb_s, emb_q = _eval_embeddings(bundle, name)
+    ref_s, ref_q = eval_embeddings(original, name)
+    emb_s, emb_q = eval_embeddings(bundle, name)
     if emb_s.shape[1] != ref_s.shape[1]:  # another width (a static model): no cosine to the original
         return neighbours(emb_s, ref_s)
     return {"fidelity": round(float((emb_s * ref_s).sum(-1).mean()), 4),
@@ -283,7 +283,7 @@ def search(bundle, query: str, name: str = "project", k: int = 5) -> list[dict]:
         raise CompressError("this model has no tokenizer, so it cannot search texts")
     membound.check("sample", bundle.model, bundle.name)
     sentences, topics, _ = eval_set(name)
-    scores = _eval_embeddings(bundle, name)[0] @ embed(bundle, [_unicode(query)])[0]
+    scores = eval_embeddings(bundle, name)[0] @ embed(bundle, [_unicode(query)])[0]
     top = scores.topk(k)
     return [{"sentence": sentences[i], "topic": topics[i], "score": round(float(s), 4)}
             for s, i in zip(top.values.tolist(), top.indices.tolist())]

@@ -3,7 +3,7 @@ with the verdict), with what to try next. One entry per quality metric; the firs
 where an encoder's fidelity loses: the sentences that moved most (farthest)."""
 from dataclasses import dataclass
 
-from .evaluate import _eval_embeddings, eval_set
+from .evaluate import eval_embeddings, eval_set
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def farthest(bundle, original, name: str = "project", n: int = 5) -> list[dict]:
     """The n sentences of an evaluation set whose embedding moved most from the original's, lowest cosine first
     ([{"sentence", "cosine"}]; [] where the widths differ: no cosine): what a mean hides (the 20x preset: the 27% of
     our sentences that read a dropped token's neighbour lose 0.031 each, BENCHMARKS)."""
-    ref, emb = _eval_embeddings(original, name)[0], _eval_embeddings(bundle, name)[0]
+    ref, emb = eval_embeddings(original, name)[0], eval_embeddings(bundle, name)[0]
     if emb.shape[1] != ref.shape[1]:
         return []
     cos, sentences = (emb * ref).sum(-1), eval_set(name)[0]
