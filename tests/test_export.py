@@ -89,6 +89,28 @@ def test_an_int4_zip_with_float_linears_outside_the_blocks_opens_as_saved(bundle
     assert _same(back, comp, base, torch.randint(5, 250, (3, 11))) <= 1e-6
 
 
+def test_int4_stores_biases_in_fp16_and_a_zip_with_fp32_biases_opens_as_saved(bundled, tmp_path):
+    """int4's Linears store their biases in fp16 (2 bytes each, where fp32 took 4); a zip saved before, its biases in
+    fp32, opens with them in fp32, as it was saved."""
+    from compress.techniques.int4 import LowBitLinear
+    base = bundled["tiny-bert"]
+    comp = C.compress(base, C.Recipe(quant="int4"))
+    packed = [m for m in comp.model.modules() if isinstance(m, LowBitLinear) and m.bias is not None]
+    assert packed and all(m.bias.dtype == torch.float16 for m in packed)
+    path = C.save_compressed(comp, tmp_path / "new.zip")
+    raw = zipfile.ZipFile(path).read("weights.safetensors")
+    head = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert {head[f"{n}.bias"]["dtype"] for n, m in comp.model.named_modules() if m in packed} == {"F16"}
+    new = C.numbers(comp)["size_bytes"]
+    for m in packed:
+        m.bias = torch.nn.Parameter(m.bias.float())  # the zip an older version wrote
+    assert C.numbers(comp)["size_bytes"] - new == 2 * sum(m.bias.numel() for m in packed)
+    back = C.load_compressed(C.save_compressed(comp, tmp_path / "old.zip"))
+    assert all(m.bias.dtype == torch.float32 for m in back.model.modules() if isinstance(m, LowBitLinear))
+    assert C.numbers(back)["size_bytes"] == C.numbers(comp)["size_bytes"]
+    assert _same(back, comp, base, torch.randint(5, 250, (3, 11))) <= 1e-6
+
+
 @pytest.mark.heavy  # make test-slow only: the tiny round trips above, test_hostile_zips' bundled
 @pytest.mark.slow  # uploads back and test_legacy's zip cover it
 @pytest.mark.parametrize("model, recipe", [  # BENCHMARKS.md's 10x recipe (5 healing steps here, not 4000), tinygpt's

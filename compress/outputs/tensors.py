@@ -119,14 +119,15 @@ def _leaves(sd: dict) -> int:
 
 
 def load_state(model: torch.nn.Module, raw: bytes, fit=None) -> None:
-    """The file's weights into the model the recipe built; every tensor must be used and match. fit(model, names),
-    given the file's tensor names first, may shape the model as an older version of a step saved it."""
+    """The file's weights into the model the recipe built; every tensor must be used and match. fit(model, head),
+    given the file's header first (each tensor's name: its dtype and shape), may shape the model as an older version
+    of a step saved it."""
     most = 3 * _leaves(model.state_dict()) + 8  # (a quantized tensor is three: its integers, scales and zero points)
     with io.BytesIO(raw) as f:  # the metadata (dtypes, axes, tied names) from the header, sized and counted first
         head = st_header(f, len(raw), most, 4096 + 512 * most, WEIGHTS)
     meta = head.get("__metadata__") or {}
     if fit:
-        fit(model, set(head) - {"__metadata__"})
+        fit(model, {k: v for k, v in head.items() if k != "__metadata__" and isinstance(v, dict)})
     want = model.state_dict()
     try:
         flat = st_load(raw)

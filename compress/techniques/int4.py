@@ -1,5 +1,5 @@
 """Weight-only int4 for the Linear layers inside the blocks: group-wise asymmetric 4-bit weights (lowbit.pack),
-two to a byte, dequantized to float on every call; activations stay float, so it runs on any device. With
+two to a byte, dequantized to float on every call, biases in fp16; activations stay float, so it runs on any device. With
 quant_embeddings everything else is stored in 8 bits, as int8 stores it: the word and position tables (LowBitEmbedding
 at 8 bits: only the rows looked up are unpacked, on any device) and the Linear layers outside the blocks (a pooler, an
 untied LM head: LowBitLinear at 8 bits); a 2/4-bit table (emb_bits), a table tied to an output layer and that layer stay
@@ -36,7 +36,7 @@ class LowBitLinear(Packed):
         self.register_buffer("packed", torch.zeros(out_features, packed_width(in_features, bits), dtype=torch.uint8))
         self.register_buffer("scale", torch.ones(out_features, n, dtype=torch.float16))
         self.register_buffer("low", torch.zeros(out_features, n, dtype=torch.float16))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=torch.float16)) if bias else None  # (fp32: 2x, no gain)
 
     def stored_params(self) -> int:
         return self.rows * self.width + (self.out_features if self.bias is not None else 0)
@@ -83,12 +83,15 @@ def apply_int4(model: nn.Module, adapter, tables: bool = True) -> nn.Module:
     return model
 
 
-def saved_float(model: nn.Module, names: set) -> None:
+def saved_float(model: nn.Module, head: dict) -> None:
     """A zip saved before int4 stored the Linears outside the blocks in 8 bits holds them in float: those layers
-    become float Linears again, so its weights load as they were saved (tensors.load_state's fit)."""
-    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, LowBitLinear) and m.bits == 8]:
-        if f"{name}.weight" in names and f"{name}.packed" not in names:
+    become float Linears again; one saved before it stored biases in fp16 holds them in fp32: those biases become
+    fp32 again; so its weights load as they were saved (tensors.load_state's fit, given the file's header)."""
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, LowBitLinear)]:
+        if m.bits == 8 and f"{name}.weight" in head and f"{name}.packed" not in head:
             set_module(model, name, nn.Linear(m.in_features, m.out_features, m.bias is not None))
+        elif m.bias is not None and (head.get(f"{name}.bias") or {}).get("dtype") == "F32":
+            m.bias = nn.Parameter(m.bias.float())
 
 
 def int4_model(model: nn.Module, adapter, r) -> nn.Module:  # the table's int4 step
