@@ -101,28 +101,32 @@ def test_the_most_frequent_rows_read_their_own_finer_codes_from_int8_codebooks(t
     assert C.count_params(c.model) == kept * width + C.count_params(tiny_bert.model) - 30522 * width
 
 
-def test_twelve_weights_a_code_below_a_finer_tier_saves_and_reloads(tiny_bert, tmp_path, monkeypatch):
-    """12 weights a code (0.67 bits a weight) for the rows past the most frequent, which keep 4: a 48-wide BERT
-    (12 divides it, 64 does not) stores 4 codes a row and 12 a top row, and its zip reloads to the same outputs."""
+@pytest.fixture
+def narrow(tiny_bert, monkeypatch):
+    """A 48-wide BERT (12 divides its width, 64 does not) registered as a bundled original."""
     from transformers import BertConfig, BertModel
     from compress.models.bundle import ModelBundle
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=tiny_bert.vocab_size, hidden_size=48, num_hidden_layers=1, num_attention_heads=4,
                      intermediate_size=96, max_position_embeddings=128)
-    narrow = ModelBundle(BertModel(cfg, add_pooling_layer=False).eval(), "tiny-bert-48", tiny_bert.adapter,
-                         tiny_bert.tokenizer, "tiny-bert-48-hash", {**tiny_bert.info, "hidden": 48, "layers": 1})
+    b = ModelBundle(BertModel(cfg, add_pooling_layer=False).eval(), "tiny-bert-48", tiny_bert.adapter,
+                    tiny_bert.tokenizer, "tiny-bert-48-hash", {**tiny_bert.info, "hidden": 48, "layers": 1})
+    for bundles in as_bundled(monkeypatch, {"tiny-bert-48": b}):
+        yield bundles["tiny-bert-48"]
+
+
+def test_twelve_weights_a_code_below_a_finer_tier_saves_and_reloads(narrow, tiny_bert, tmp_path):
+    """12 weights a code (0.67 bits a weight) for the rows past the most frequent, which keep 4: a 48-wide BERT
+    (12 divides it, 64 does not) stores 4 codes a row and 12 a top row, and its zip reloads to the same outputs."""
     comp = C.compress(narrow, C.Recipe(vocab=0.5, emb_pq=12, emb_pq_top=10))
     emb, top = comp.model.get_submodule(narrow.adapter.word_embeddings), round(0.1 * 30522)
     assert emb.codes.shape == (15261 - top, 48 // 12) and emb.top_codes.shape == (top, 48 // 4)
     assert "12 a code" in pq.label(12) and "0.667 bits" in pq.label(12)
     assert "pieces of 12 weights do not divide" in C.refusal(tiny_bert, C.Recipe(emb_pq=12))
     ids = narrow.tokenizer(["a coarser code for the rarer rows"], return_tensors="pt")["input_ids"]
-    registered = as_bundled(monkeypatch, {"tiny-bert-48": narrow})
-    next(registered)
     back = C.load_compressed(C.save_compressed(comp, tmp_path / "m.zip"))
     with torch.no_grad():
         assert torch.equal(forward(back.model, narrow.adapter, ids), forward(comp.model, narrow.adapter, ids))
-    next(registered, None)  # (its load_model cache cleared again)
 
 
 @pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
