@@ -65,7 +65,10 @@ def test_sweep_then_click_a_frontier_point(server):
         _idle(page)
         page.screenshot(path=str(SHOT), full_page=True)
         scrolled = "Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollTop))"
-        page.locator(".js-plotly-plot").first.evaluate("e => e.scrollIntoView()")  # the page scrolled down to the plot
+        # the page scrolled down to the plot, again until it is: under load the page below the plot may still be
+        # drawn, too short to scroll at the first try (CI once read 0 here)
+        page.wait_for_function(f"() => {{ document.querySelector('.js-plotly-plot').scrollIntoView(); "
+                               f"return {scrolled} > 0; }}", timeout=30_000)
         assert page.evaluate(scrolled) > 0
         frontier.first.click(force=True)  # the smallest recipe on the frontier: rank ratio 0.2
         page.get_by_role("button", name="Apply", exact=True).wait_for(timeout=90_000)
