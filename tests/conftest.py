@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -9,7 +11,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("COMPRESS_DATA", tempfile.mkdtemp(prefix="compress-data-"))  # the results store, not the repo's
+if "COMPRESS_DATA" not in os.environ:  # the results store, not the repo's; made by the first process (xdist's
+    os.environ["COMPRESS_DATA"] = tempfile.mkdtemp(prefix="compress-data-")  # workers inherit it), removed by it
+    atexit.register(shutil.rmtree, os.environ["COMPRESS_DATA"], True)  # at its exit (every run left one in /tmp)
 if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: two worker processes on 2 cores, one torch thread each;
     torch.set_num_threads(1)                # the other worker always overlaps a timing: no round is timed again
     os.environ.setdefault("COMPRESS_RETIME", "0")  # (the CLI and app servers the tests start inherit it)
