@@ -5,6 +5,7 @@ import resource
 import struct
 
 import pytest
+import torch
 
 import compress as C
 from compress.models import staging
@@ -47,6 +48,9 @@ def test_a_shard_index_naming_its_own_shard_loads(good, tmp_path, tmpdirs):
     (dict(attn_implementation="kernels-community/flash-attn"), "only the built-in"),
     (dict(_attn_implementation="some-org/some-kernel"), "only the built-in"),
     (dict(num_labels=50_000_000), "num_labels = 50,000,000 is more than 10000"),  # 50M label strings, twice: ~40 GB
+    (dict(layer_norm_eps=float("nan")), "layer_norm_eps = nan is not a finite number"),  # every output NaN
+    (dict(layer_norm_eps=-1.0), "layer_norm_eps = -1.0 must be positive"),
+    (dict(hidden_size=10**400), "hidden_size = 1000.* is not a finite number"),  # (OverflowError as a float)
 ])
 def test_configs_that_would_allocate_fetch_or_crash_are_refused_first(good, tmp_path, tmpdirs, changes, match):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -153,3 +157,13 @@ def test_work_is_bounded_with_a_message_naming_the_limit(tiny_gpt, monkeypatch):
     with measure._bench_lock():  # another session's benchmark holds the machine
         with pytest.raises(C.CompressError, match="another benchmark"):
             C.benchmark(tiny_gpt, tiny_gpt, batch=1, seq=4)
+
+
+def test_weights_finite_one_by_one_that_give_no_finite_output_are_refused_at_load(good, tmp_path, tmpdirs):
+    from safetensors.torch import load, save
+    tensors = load(good["model.safetensors"])
+    k = sorted(k for k in tensors if k.endswith("LayerNorm.weight"))[0]
+    tensors[k] = torch.full_like(tensors[k], 3e38)
+    msg = refused(make_zip(tmp_path / "m.zip", {**good, "model.safetensors": save(tensors)}), "uploaded model gives "
+                  "NaN or infinite outputs on a short text", tmpdirs)
+    assert "\n" not in msg

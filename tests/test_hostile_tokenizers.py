@@ -117,6 +117,12 @@ def _cases(files):
         ("long added tokens", {**files, tj: json.dumps({**json.loads(files[tj]), "added_tokens": [
             {"id": 30 + i, "content": f"<{'x' * 18}{i}>", "special": True} for i in range(3)]})},
          "63 characters of added or special tokens; at most 50"),
+        # a list where a name is looked up (a review's: TypeError, unhashable, out of load_upload)
+        ("a list as the model's type", _model(files, type=[]), "its model is not a BPE, WordPiece"),
+        ("a list as a regular expression", _pipeline(files, pre_tokenizer={"type": "Split", "pattern": {"Regex": []},
+                                                                           "behavior": "Isolated"}), "[]"),
+        ("a list as the class", {**files, cfg: json.dumps({**json.loads(files[cfg]), "tokenizer_class": []})},
+         "tokenizer_class '[]' is not"),
     ]
 
 

@@ -67,6 +67,14 @@ def _set(suffix, value, ints=False):
     return edit
 
 
+def _as(suffix, dtype):
+    """The first tensor (by name) of a block ending in suffix stored as dtype instead."""
+    def edit(t):
+        k = sorted(k for k in t if k.endswith(suffix) and k.startswith("encoder."))[0]
+        t[k] = t[k].to(dtype)
+    return edit
+
+
 def _nan_float(t):  # (safetensors' dict order changes from process to process: pick by name)
     k = sorted(k for k, v in t.items() if v.dtype == torch.float32 and "LayerNorm" in k)[0]
     t[k].view(-1)[0] = float("nan")
@@ -81,7 +89,12 @@ WEIGHT_CASES = [
     ("bits", _set("word_embeddings.low", float("inf")), "NaN or infinite"),
     ("vocab", _set("vocab_index", 32_000), "indices outside"), ("vocab", _set("vocab_index", -1), "indices outside"),
     ("sparse", _set("vocab_index", -1), "indices outside"), ("sparse", _set("vocab_weight", float("nan")), "NaN"),
-    ("pq", _set("word_embeddings.codebook", float("inf")), "NaN or infinite")]
+    ("pq", _set("word_embeddings.codebook", float("inf")), "NaN or infinite"),
+    ("int8", _as(".zero_points", torch.uint64), "as torch.float64 and torch.uint64; its model has torch.float64 and "
+     "torch.int64"),  # (the range check of a uint64 raised NotImplementedError)
+    ("int8", _as(".zero_points", torch.float32), "and torch.float32"), ("int8", _as(".scales", torch.float8_e5m2), "e5m2"),
+    ("bits", _set("LayerNorm.weight", 3e38), "gives NaN or infinite outputs"),  # each finite, together not
+    ("int8", _set("LayerNorm.weight", 3e38), "fails on its first forward \\(RuntimeError: In ChooseQuantizationParams")]
 
 
 @pytest.mark.parametrize("kind, edit, match", WEIGHT_CASES)
@@ -130,7 +143,7 @@ def test_weights_that_declare_more_than_the_recipes_model_holds_are_never_read(b
     ({"format": "compress-model/1", "original": {"name": 5, "content_hash": []}}, None, "does not name"),
     ([], None, "format"), ("x", None, "format"), (None, '{"quant": ["int8"]}', "quant"),
     (None, '{"layers": -3}', "layers"), (None, '{"not_a_field": 1}', "not_a_field"), (None, "[" * 50_000, "JSON"),
-    (None, '{"heal_steps": "many"}', "heal_steps"),
+    (None, '{"heal_steps": "many"}', "heal_steps"), (None, '{"layers": 1' + "0" * 400 + "}", "layers must be"),
     (None, '{"quant": "int8", "heal_steps": 5000}', "records no healing")])  # (a label the weights never had)
 def test_card_and_recipe_of_wrong_types_are_one_line(bundled, weight_zips, tmp_path, card, recipe, match):
     files = dict(weight_zips["int8"])

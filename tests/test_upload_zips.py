@@ -111,3 +111,33 @@ def test_encrypted_entry(good, tmp_path, tmpdirs):
             i = data.find(sig, i + 4)
     z.write_bytes(bytes(data))
     refused(z, "unsupported feature|encrypted", tmpdirs)
+
+
+def _patched(path, good, patch):
+    """good zipped with make_zip, then patch(bytearray of the zip, offset of its first local header's data)."""
+    data = bytearray(make_zip(path, good).read_bytes())
+    j = data.find(b"PK\x03\x04")
+    patch(data, j + 30 + int.from_bytes(data[j + 26:j + 28], "little") + int.from_bytes(data[j + 28:j + 30], "little"))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("patch, match", [  # each raised past the handlers (a review's crafted zips)
+    (lambda d, at: d.__setitem__(d.find(b"PK\x01\x02") + 6, 64), "version 6.4"),  # "version needed": NotImplementedError
+    (lambda d, at: d.__setitem__(at, 0xFF), "damaged"),  # a deflate block of the reserved type: zlib.error
+], ids=["version", "deflate"])
+def test_zips_that_zipfile_or_zlib_cannot_read_are_one_line(good, tmp_path, tmpdirs, patch, match):
+    z = _patched(tmp_path / "m.zip", good, patch)
+    assert "\n" not in refused(z, match, tmpdirs)
+    assert C.is_compressed(z) is False
+    with pytest.raises(C.CompressError):
+        C.load_compressed(z)
+
+
+def test_an_entry_without_a_name_is_one_line(good, tmp_path, tmpdirs):
+    z = make_zip(tmp_path / "m.zip", good)
+    with zipfile.ZipFile(z, "a") as zf:
+        zf.writestr(zipfile.ZipInfo(""), b"x")  # zipfile's is_dir() read its last character: IndexError
+    refused(z, "unsafe path '' \\(empty", tmpdirs)
+    with pytest.raises(C.CompressError, match="empty"):
+        C.load_compressed(z)

@@ -87,9 +87,10 @@ def pickle_msg(name: str) -> str:
 
 
 def safe_name(name: str) -> bool:
-    """No zip slip: relative, no '..', no backslashes or drive letters."""
+    """No zip slip: relative, no '..', no backslashes or drive letters; not empty (zipfile's is_dir reads its last
+    character: IndexError)."""
     pp = PurePosixPath(name)
-    return not (pp.is_absolute() or ".." in pp.parts or "\\" in name or ":" in name)
+    return bool(name) and not (pp.is_absolute() or ".." in pp.parts or "\\" in name or ":" in name)
 
 
 def listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
@@ -101,7 +102,8 @@ def listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
     out = {}
     for i in zf.infolist():
         if not safe_name(i.filename):
-            raise CompressError(f"the zip holds an unsafe path {i.filename!r} (it points outside the upload); refused")
+            raise CompressError(f"the zip holds an unsafe path {i.filename[:80]!r} (empty, or pointing outside the "
+                                "upload); refused")
         if stat.S_ISLNK(i.external_attr >> 16):
             raise CompressError(f"the zip holds a symbolic link {i.filename!r}; refused")
         _method(i)
@@ -159,7 +161,7 @@ def open_zip(p: Path) -> zipfile.ZipFile:
                 raise CompressError(f"{p.name} holds more than {MAX_ZIP_ENTRIES:,} files; a model folder has a handful")
     try:
         zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - an untrusted file (also NotImplementedError: a "version needed" of 6.4)
         raise CompressError(f"{p.name} is not a readable zip file: {one_line(e)}") from None
     if len(zf.infolist()) > MAX_ZIP_ENTRIES:
         zf.close()
@@ -220,11 +222,12 @@ def copy_entry(zf, info, dst) -> None:
                 dst.write(chunk)
     except CompressError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # bad CRC, cut data, encrypted
-        raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename}: {e})") from None
     except MemoryError:
         raise CompressError(f"{info.filename[:80]!r} could not be unpacked within this server's memory; "
                             "refused") from None
+    except Exception as e:  # noqa: BLE001 - bad CRC, cut data, encrypted, a deflate stream zlib refuses: the file's
+        raise CompressError(f"the zip is damaged or uses an unsupported feature ({info.filename[:80]}: "
+                            f"{one_line(e)})") from None
 
 
 def extract(zf, info, dest: Path) -> None:

@@ -121,7 +121,8 @@ def _json(name: str, text: str, kind=dict):
 
 def _tokenizer_json(name: str, d: dict, rows: int | None) -> None:
     model = d.get("model")
-    kind = _MODELS.get(model.get("type", "BPE")) if isinstance(model, dict) else None
+    kind = _MODELS.get(model.get("type", "BPE")) if isinstance(model, dict) and isinstance(model.get("type", ""), str) \
+        else None  # (a list as the type: unhashable, a TypeError)
     if kind is None or not isinstance(model.get("vocab"), kind):
         _refuse(name, "its model is not a BPE, WordPiece, WordLevel or Unigram model with a vocabulary")
     _count(name, "vocabulary entries", len(model["vocab"]), MAX_VOCAB)
@@ -196,7 +197,7 @@ def _steps(d: dict):
 
 def _patterns(name: str, d: dict) -> None:
     for v in _steps(d):
-        if "Regex" in v and v["Regex"] not in KNOWN_REGEX:
+        if "Regex" in v and not (isinstance(v["Regex"], str) and v["Regex"] in KNOWN_REGEX):
             _refuse(name, f"it uses a regular expression this app does not know ({str(v['Regex'])[:40]!r}): an unknown "
                           "one can take minutes on one line where no Cancel reaches; the patterns of GPT-2, Llama 3 "
                           "and Qwen2 are accepted")
@@ -234,7 +235,7 @@ def _config(name: str, d: dict) -> dict:
     if "auto_map" in d:
         _refuse(name, "it names 'auto_map': the tokenizer asks to run its own code, which never runs here")
     cls = d.get("tokenizer_class")
-    if cls is not None and cls not in CLASSES:
+    if cls is not None and not (isinstance(cls, str) and cls in CLASSES):
         _refuse(name, f"its tokenizer_class {str(cls)[:60]!r} is not a built-in tokenizer of the upload families")
     n = d.get("model_max_length")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))):

@@ -231,7 +231,10 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBu
             info["metric_note"] = "; ".join(filter(None, (info.get("metric_note"), note)))
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
-    return ModelBundle(model.eval(), name, adapter, tok, content_hash, info)
+    bundle = ModelBundle(model.eval(), name, adapter, tok, content_hash, info)
+    from ..techniques.runtime import check_runs
+    check_runs(bundle, "the uploaded model")
+    return bundle
 
 
 def dtype_words(stored: torch.dtype, held: torch.dtype) -> str:
@@ -251,6 +254,8 @@ def _tokenizer(d: Path, vocab_size: int, positions: int):
         check_tokenizer_files(d, rows=vocab_size)  # sized, counted and typed before any library parses them
     except CompressError as e:
         return None, str(e)
+    except Exception as e:  # noqa: BLE001 - a crafted file the checks missed: the tokenizer goes, not the model
+        return None, f"its tokenizer files could not be checked ({one_line(e)})"
     try:
         with quiet():
             tok = AutoTokenizer.from_pretrained(d, trust_remote_code=False)

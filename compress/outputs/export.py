@@ -29,6 +29,7 @@ from ..serve.cancel import checkpoint
 from ..models.bundled import BUNDLED, load_model
 from ..techniques import int4
 from ..techniques.ortrun import OrtModel
+from ..techniques.runtime import check_runs
 from ..table.recipe import Recipe
 from .onnxcheck import ONNX
 from .tensors import WEIGHTS
@@ -289,5 +290,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
             ctx.applied[k] = c[k]
     out = pipeline.finish(ctx)
     out.info = {**out.info, "card": c}
+    if not onnx:  # (an ONNX model was compared with the replay's outputs already)
+        check_runs(out, "the compressed model")
     return out
 

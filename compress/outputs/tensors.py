@@ -70,6 +70,11 @@ def _rebuild(key: str, want, flat: dict, meta: dict, used: set):
         per_tensor = want.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
         names = (".scale", ".zero_point") if per_tensor else (".scales", ".zero_points")
         scales, zeros = (_take(flat, used, key + n) for n in names)
+        kinds = (torch.float64, torch.int64) if per_tensor else \
+            (want.q_per_channel_scales().dtype, want.q_per_channel_zero_points().dtype)
+        if (scales.dtype, zeros.dtype) != kinds:  # (a uint64 zero point's range check raised NotImplementedError)
+            raise CompressError(f"the weights file stores {key}'s scales and zero points as {scales.dtype} and "
+                                f"{zeros.dtype}; its model has {kinds[0]} and {kinds[1]}")
         _check_qparams(key, scales, zeros, ints.dtype, 1 if per_tensor else want.shape[want.q_per_channel_axis()])
         try:
             if per_tensor:
@@ -89,7 +94,7 @@ def _check_qparams(key: str, scales, zeros, int_dtype, n: int) -> None:
     """A quantized tensor's scales finite and > 0, its zero points within its integer type (finite where they are
     floats: the word table's per-row qparams), one per channel."""
     info = torch.iinfo(int_dtype)
-    if scales.numel() != n or zeros.numel() != n or not scales.is_floating_point():
+    if scales.numel() != n or zeros.numel() != n:
         raise CompressError(f"the weights file's {key} has {scales.numel()} scales and {zeros.numel()} zero points "
                             f"for {n} channel(s)")
     if not (torch.isfinite(scales).all() and (scales > 0).all()):

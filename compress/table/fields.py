@@ -119,8 +119,10 @@ class Field:
         return next((c for c in self.choices if c != self.default), self.default)
 
 
-def _num(x) -> bool:  # a finite number: JSON's NaN, Infinity and 1e309 are not (int() of them raises)
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _num(x) -> bool:  # a finite number: JSON's NaN, Infinity and 1e309 are not (int() of them raises), nor an int
+    if isinstance(x, int) and not isinstance(x, bool):  # of 400 digits (isfinite of it raised OverflowError)
+        return abs(x) <= 2 ** 53
+    return isinstance(x, float) and math.isfinite(x)
 
 
 def _ascii(text: str, form: re.Pattern) -> str:
