@@ -161,6 +161,16 @@ def test_a_card_with_odd_heal_still_loads(bundled, weight_zips, tmp_path):
         assert "heal" not in back.applied or isinstance(back.applied["heal"], dict)
 
 
+def test_a_card_field_nested_900_levels_is_dropped_and_the_rest_kept(bundled, weight_zips, tmp_path):
+    import copy
+    deep = json.loads(weight_zips["int8"]["card.json"])
+    deep["deep"], deep["note"] = json.loads("[" * 900 + "]" * 900), {"a": [1, {"b": 2}]}
+    back = C.load_compressed(_zip(tmp_path, {**weight_zips["int8"], "card.json": json.dumps(deep).encode()}))
+    card = back.info["card"]
+    assert "deep" not in card and card["note"] == {"a": [1, {"b": 2}]} and card["recipe"] == deep["recipe"]
+    assert copy.deepcopy(card) == card and json.loads(json.dumps(card)) == card  # (900 levels: RecursionError)
+
+
 @pytest.mark.parametrize("name", ["a\0b.zip", "x" * 300 + ".zip", "/" + "d/" * 3000 + "m.zip"])
 def test_impossible_file_names_are_one_line(name):
     for load in (C.load_compressed, C.load_model):
