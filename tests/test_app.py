@@ -152,7 +152,7 @@ def test_every_page_works_with_tinygpt():
     at.run()
     assert not at.exception
     assert _metric(at, "Architecture").value == "TinyGPT"
-    assert any("bits_per_char" in m.value for m in at.markdown)
+    assert any("bits_per_char" in m.value.replace("\\", "") for m in at.markdown)  # (shown as plain text)
     at.switch_page("ui/pages/spectra.py").run()
     at.radio(key="r_rank_mode").set_value("ratio").run()
     at.slider(key="r_rank").set_value(0.5).run()
@@ -164,6 +164,7 @@ def test_every_page_works_with_tinygpt():
     at.switch_page("ui/pages/compress.py").run()
     heal_file = [e.proto for e in at.get("file_uploader") if e.proto.label.startswith("Heal on your own text")]
     assert [f.max_upload_size_mb for f in heal_file] == [C.MAX_HEAL_BYTES >> 20]  # its own 8 MB, not the server's
+    assert not heal_file[0].type  # any name: Streamlit's own check of type= raised outside every guard ("h\0.txt")
     at.selectbox(key="r_quant").set_value("int8").run()
     at.button[0].click().run()
     assert not at.exception and not at.error

@@ -147,9 +147,42 @@ def test_an_onnx_zip_uploads_back_and_runs_our_graph_with_its_weights(bundled, o
     t = next(t for t in good.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.raw_data) > 64)
     arr = numpy_helper.to_array(t).copy()
     arr *= 1.001  # "healed": other numbers, same graph
-    t.raw_data = arr.tobytes()
+    t.raw_data, t.doc_string = arr.tobytes(), "a note of the upload's"
+    t.float_data.extend([1e30] * arr.size)  # a second copy of the values, which the raw bytes win over
     back = C.load_compressed(_zip(tmp_path, {**files, "model.onnx": good.SerializeToString()}))
     assert back.applied["runtime_applied"] == "onnxruntime"
     ran = onnx.load_model_from_string(back.model.onnx)
     got = next(x for x in ran.graph.initializer if x.name == t.name)
     assert np.array_equal(numpy_helper.to_array(got), arr)  # the upload's weights, in the graph that runs
+    assert not got.float_data and not got.doc_string  # rebuilt from its values: nothing else of it carried
+
+
+def test_an_index_past_its_table_is_refused_as_in_the_weights_file(bundled, tiny_bert, sessions, tmp_path):
+    """A pruned vocabulary's index mapping [CLS] past the table passed the load (its check ids never held [CLS]);
+    every Apply then failed in ONNX Runtime's Gather, not in one line."""
+    files = _files(C.compress(tiny_bert, C.Recipe(vocab=0.1, runtime="onnxruntime")))
+
+    def past(m):
+        t = next(t for t in m.graph.initializer if "vocab_index" in t.name)
+        a = numpy_helper.to_array(t).copy()
+        a[101] = np.iinfo(a.dtype).max
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+    refused(tmp_path, {**files, "model.onnx": _edit(files["model.onnx"], past)}, "holds indices outside 0..")
+
+
+def test_a_protobuf_bomb_is_parsed_in_a_child_bounded_by_one_job_s_memory(bundled, onnx_zips, tmp_path, monkeypatch):
+    """8 MB of empty initializers (deflated in the zip to a few KB) take ~100x that parsed (2 GB for 16 MB, before):
+    in a job the parse runs in the sandbox's child under the job's memory bound, and this process does not grow."""
+    import resource
+    from compress.serve import jobs
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "300")
+    inner = b"\x2a\x00" * (4 << 20)  # GraphProto field 5 (initializer), empty, 4 million times
+    raw = b"\x3a\x80\x80\x80\x04" + inner  # ModelProto field 7 (graph), length 8 MiB as a varint
+    assert len(inner) == 8 << 20
+    path = _zip(tmp_path, {**onnx_zips["tiny-bert"], "model.onnx": raw})
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    q = jobs.Queue(1)
+    job = q.submit("load", lambda j: C.load_compressed(path), owner="tab")
+    assert q.wait(job, 300)
+    assert job.state == "failed" and job.error == "model.onnx is not a readable ONNX model"  # (its MemoryError there)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KB

@@ -126,3 +126,10 @@ def test_every_text_box_has_max_chars():
              and getattr(call.func, "attr", "") in ("text_input", "text_area")
              and not any(k.arg == "max_chars" for k in call.keywords)]
     assert not boxes
+
+
+def test_plain_drops_control_and_format_characters_and_cuts_a_long_text():
+    """A zip entry's name of 20,000 characters holding a right-to-left override was quoted whole in a message."""
+    out = safe.plain("evil\u202egpj.exe\x07 name " + "n" * 20_000)
+    assert "\u202e" not in out and "\x07" not in out and out.startswith("evilgpj\\.exe name nnn")
+    assert len(out) <= safe.MAX_SHOWN + 10 and out.endswith("\u2026")

@@ -63,6 +63,9 @@ def test_without_the_files_it_is_mean_pooling(good, tmp_path, tmpdirs):
     dense = [*ST_MODULES, {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}]
     b = C.load_model(str(make_zip(tmp_path / "d.zip", _st(good, None, dense))))  # a projection this app does not run
     assert "its modules.json's Dense is not run here: the embeddings are taken before it" in C.quality_words(b)
+    evil = [*ST_MODULES, {"type": "x.![t](http://2130706433/t)"}, {"type": "x.:red[**red**]\n\n# BIG"}]
+    b = C.load_model(str(make_zip(tmp_path / "e.zip", _st(good, None, evil))))  # (shown in markdown on two pages)
+    assert "its modules.json's thttp2130706433t, redredBIG is not run here" in C.quality_words(b)
 
 
 @pytest.mark.parametrize("files, match", [

@@ -106,7 +106,7 @@ def heal_controls(step, b) -> float:
     control("heal_relations", b)
     control("heal_hidden", b)
     st.file_uploader(f"Heal on your own text (.txt, one sentence or paragraph per line; at most "
-                     f"{C.MAX_HEAL_BYTES >> 20} MB)", type=["txt"], key="heal_file",
+                     f"{C.MAX_HEAL_BYTES >> 20} MB)", key="heal_file",
                      max_upload_size=C.MAX_HEAL_BYTES >> 20, on_change=jobs.heal_text_changed)
     caption(step, [why])
     return minutes

@@ -5,6 +5,7 @@ import functools
 import html
 import logging
 import re
+import unicodedata
 from pathlib import PurePath
 
 import streamlit as st
@@ -12,6 +13,7 @@ import streamlit as st
 import compress as C
 
 LOG = logging.getLogger("compress.app")
+MAX_SHOWN = 4000  # characters of a text shown (plain): a message, or a chart of many traces in words
 MAX_NAME = 60  # characters of an upload's file name kept: at most 240 bytes (a name of 255+ bytes raised writing it)
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 _AUTOLINK = re.compile(r"(:(?=//)|(?i:www)(?=\.)|@)")  # where GFM's autolinks start: scheme://, www., a@b
@@ -22,8 +24,12 @@ def plain(text) -> str:
     """Text to show inside markdown (st.warning, st.caption...) as it is: no link, image, emphasis, colour directive
     or HTML of a crafted link takes effect; line breaks become spaces (no block of markdown can start); a bare address
     (https://, www., a@b) is not turned into a link (Streamlit's markdown links them even escaped: a word joiner,
-    invisible, breaks each)."""
-    return _MARKDOWN.sub(r"\\\1", _AUTOLINK.sub("\\1\u2060", " ".join(str(text).split())))
+    invisible, breaks each); control and format characters (a right-to-left override) are dropped and the text is cut
+    to MAX_SHOWN characters (a zip entry's name of 20,000 quoted whole in a message)."""
+    text = "".join(c for c in str(text)[:4 * MAX_SHOWN] if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf"))
+    text = " ".join(text.split())
+    text = text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "\u2026"
+    return _MARKDOWN.sub(r"\\\1", _AUTOLINK.sub("\\1\u2060", text))
 
 
 def labels(texts) -> list[str]:

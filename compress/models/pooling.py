@@ -7,6 +7,7 @@ are read (staging), parsed as JSON objects, every mode a boolean, exactly one mo
 computes; anything else is refused in one line.
 """
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ def read(d: Path, hidden: int) -> dict:
         if len(mods) > MAX_MODULES or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in mods):
             raise CompressError(f"{MODULES} must list at most {MAX_MODULES} modules, each an object with a type name")
         out["normalize"] = any(m.get("type", "").endswith(".Normalize") for m in mods)
-        skipped = [m.get("type", "").rpartition(".")[2][:40] for m in mods
+        skipped = [re.sub(r"\W", "", m.get("type", "").rpartition(".")[2])[:40] or "?" for m in mods  # a class name
                    if not m.get("type", "").endswith((".Transformer", ".Pooling", ".Normalize"))]
         if skipped:  # (a Dense projection: the embedding measured here is the pooled state, before it)
             out["skipped_modules"] = ", ".join(skipped)

@@ -105,7 +105,7 @@ def listing(p: Path, zf: zipfile.ZipFile | None) -> dict[str, int]:
             raise CompressError(f"the zip holds an unsafe path {i.filename[:80]!r} (empty, or pointing outside the "
                                 "upload); refused")
         if stat.S_ISLNK(i.external_attr >> 16):
-            raise CompressError(f"the zip holds a symbolic link {i.filename!r}; refused")
+            raise CompressError(f"the zip holds a symbolic link {i.filename[:80]!r}; refused")
         _method(i)
         if not i.is_dir():
             out[i.filename] = i.file_size
@@ -120,7 +120,8 @@ def select(files: dict[str, int]) -> dict[str, str]:
         raise CompressError("no config.json found (it must be at the top of the upload or in one sub-folder); "
                             "upload a Hugging Face model folder: config.json + *.safetensors (+ tokenizer files)")
     if len(configs) > 1 and configs[1][0] == configs[0][0]:
-        raise CompressError(f"several models in one upload ({configs[0][1]}, {configs[1][1]}); upload one")
+        raise CompressError(f"several models in one upload ({configs[0][1][:80]!r}, {configs[1][1][:80]!r}); "
+                            "upload one")
     root = str(PurePosixPath(configs[0][1]).parent)
     here = {n: PurePosixPath(n).name for n in files if str(PurePosixPath(n).parent) == root}
     used = {n: b for n, b in here.items() if b in ("config.json", MODULES) or b in TOKENIZER_FILES
@@ -218,7 +219,7 @@ def copy_entry(zf, info, dst) -> None:
             while chunk := src.read(1 << 20):
                 n += len(chunk)
                 if n > info.file_size:
-                    raise CompressError(f"{info.filename} is larger than the zip declares; refused")
+                    raise CompressError(f"{info.filename[:80]!r} is larger than the zip declares; refused")
                 dst.write(chunk)
     except CompressError:
         raise

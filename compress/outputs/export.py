@@ -229,28 +229,6 @@ def _original(c: dict, originals) -> ModelBundle:
                         "first (upload it), then load this file again")
 
 
-def _onnx(raw: bytes, ctx) -> OrtModel:
-    """The upload's model.onnx (raw, read once before the replay) is never run: our own export of the replayed recipe
-    (ctx.model) with the upload's weights put in (onnxcheck.merge), checked to compute the model its recipe builds
-    (int8's rounding allowed). Its graph is parsed for that only if it is no larger than our export (onnxcheck.parse's
-    bound)."""
-    from ..models.adapters import forward
-    from ..techniques.runtime import example, mismatch
-    if not isinstance(ctx.model, OrtModel):
-        raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
-                            f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")
-    ort, ids = OrtModel(onnxcheck.merge(raw, ctx.model.onnx), ctx.model.setting), example(ctx.base)
-    try:
-        got = ort(*ids)
-    except Exception:  # noqa: BLE001 - our graph; only the upload's numbers can make it fail
-        raise CompressError(f"{ONNX}'s weights do not run in this recipe's graph; refused") from None
-    with torch.no_grad():
-        want = forward(ctx.sized_model, ctx.base.adapter, *ids)
-    if why := mismatch(ONNX, got, want, 0.5):
-        raise CompressError(f"{why}: it does not compute the model its recipe builds; refused")
-    return ort
-
-
 def load_compressed(path, originals=()) -> ModelBundle:
     """A compressed model from its zip or folder (save_compressed's), rebuilt on its original: bundled, or one of
     `originals` (ModelBundles, e.g. the uploads loaded in a session) with the content hash the card names. The
@@ -275,7 +253,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
     onnx = recipe.runtime == "onnxruntime" and ONNX in present
     raw = _read_all(p, (ONNX,), _most_onnx(base.model))[1][ONNX] if onnx else None
     if onnx:  # a model.onnx that is not ONNX is refused before the replay's work (a recipe's clustering: seconds)
-        onnxcheck.parse(raw, None)
+        onnxcheck.readable(raw)
     if not onnx and WEIGHTS not in present:
         raise CompressError(f"{p.name} holds neither {WEIGHTS} nor {ONNX}: no weights")
     def load(ctx):  # the upload's weights; ONNX Runtime is then built from them, never from the replay's own floats
@@ -284,7 +262,7 @@ def load_compressed(path, originals=()) -> ModelBundle:
         ctx.unquantized = None
     ctx = pipeline.walk(base, recipe, load=(lambda ctx: None) if onnx else load)  # (a replay: healing never runs)
     if onnx:  # our export of the replay, with the upload's weights
-        ctx.model = _onnx(raw, ctx)
+        ctx.model = onnxcheck.rebuilt(raw, ctx)
     for k in ("heal",):
         if isinstance(c.get(k), dict):
             ctx.applied[k] = c[k]

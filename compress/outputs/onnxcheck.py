@@ -1,12 +1,18 @@
 """An uploaded model.onnx is never run. An ONNX graph is code: external data can name any file on this machine (in
 initializers, Constant attributes, subgraphs, functions), a Loop can spin forever, a ConstantOfShape allocates what it
-asks. So the upload is only parsed (bounded by the size of our own export of the same recipe), its graph must equal
+asks. So the upload is only parsed (bounded by the size of our own export of the same recipe; in a job, in a child
+process of one job's memory: protobuf takes up to 100x a crafted file's bytes), its graph must equal
 ours node for node, and only its weights (initializers of the same names, shapes and types, embedded and finite) go
 into our graph: what runs is our own export with the upload's numbers (a healed zip keeps its healed weights).
 """
+import tempfile
+from pathlib import Path
+
 import numpy as np
+import torch
 
 from ..errors import CompressError
+from ..serve import sandbox
 
 ONNX = "model.onnx"
 SLACK = 1 << 16  # bytes an upload may exceed our export by (protobuf's varints, doc strings): never a second graph
@@ -46,7 +52,9 @@ def _scales(graph) -> set[str]:
 
 def _weights(t, want, scale: bool = False):
     """One initializer of the upload (merge() refused external data): our shape and type, bytes fitting, finite,
-    above zero if it is a scale."""
+    above zero if it is a scale, integers (a pruned vocabulary's index) within ours' range (as the weights file's
+    are: an index past its table passed the load, then every Apply failed in ONNX Runtime's Gather); rebuilt from
+    its values (a tensor's raw bytes and a float list beside them, its doc string: not carried into our graph)."""
     from onnx import numpy_helper
     if list(t.dims) != list(want.dims) or t.data_type != want.data_type:
         raise _refuse(f"stores {t.name[:80]!r} as {list(t.dims)} of type {t.data_type}, ours {list(want.dims)} of "
@@ -59,7 +67,12 @@ def _weights(t, want, scale: bool = False):
         raise CompressError(f"{ONNX} holds NaN or infinite values in {t.name[:80]!r}; refused")
     if scale and not (arr > 0).all():
         raise CompressError(f"{ONNX}'s {t.name[:80]!r} has a scale that is zero or negative; refused")
-    return t  # (embedded, of our name, shape and type, its bytes checked: it goes into our graph as it came)
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize > 1 and arr.size:  # (8-bit codes and weights take any value)
+        ours = numpy_helper.to_array(want)
+        if ours.size and (arr.min() < ours.min() or arr.max() > ours.max()):
+            raise CompressError(f"{ONNX}'s {t.name[:80]!r} holds indices outside {ours.min()}..{ours.max()}, the "
+                                "range its model reads; refused")
+    return numpy_helper.from_array(arr, want.name)
 
 
 def merge(raw: bytes, ours: bytes) -> bytes:
@@ -85,3 +98,39 @@ def merge(raw: bytes, ours: bytes) -> bytes:
     del h.initializer[:]
     h.initializer.extend(new)
     return mine.SerializeToString()
+
+
+def _in_child(raw: bytes, ours: bytes | None, path: Path | None) -> None:  # in a job: a child of bounded memory
+    if path is None:  # (parsing a crafted protobuf took up to 100x its bytes: 2 GB for a zip of 17 KB)
+        parse(raw, None)
+    else:
+        path.write_bytes(merge(raw, ours))
+
+
+def readable(raw: bytes) -> None:
+    """The upload parses as ONNX (checked before the replay's work: a recipe's clustering takes seconds)."""
+    sandbox.call(_in_child, raw, None, None, what=f"reading {ONNX}")
+
+
+def rebuilt(raw: bytes, ctx):
+    """The upload's model.onnx (raw, read once before the replay) is never run: our own export of the replayed recipe
+    (ctx.model) with the upload's weights put in (merge), checked to compute the model its recipe builds (int8's
+    rounding allowed). Its graph is parsed for that only if it is no larger than our export (parse's bound)."""
+    from ..models.adapters import forward
+    from ..techniques.ortrun import OrtModel
+    from ..techniques.runtime import example, mismatch
+    if not isinstance(ctx.model, OrtModel):
+        raise CompressError(f"{ONNX} cannot be rebuilt here: this recipe does not export to ONNX Runtime on this "
+                            f"machine ({ctx.applied.get('runtime_reason', 'eager runs instead')})")
+    with tempfile.TemporaryDirectory() as d:
+        sandbox.call(_in_child, raw, ctx.model.onnx, Path(d) / ONNX, what=f"reading {ONNX}")
+        ort, ids = OrtModel((Path(d) / ONNX).read_bytes(), ctx.model.setting), example(ctx.base)
+    try:
+        got = ort(*ids)
+    except Exception:  # noqa: BLE001 - our graph; only the upload's numbers can make it fail
+        raise CompressError(f"{ONNX}'s weights do not run in this recipe's graph; refused") from None
+    with torch.no_grad():
+        want = forward(ctx.sized_model, ctx.base.adapter, *ids)
+    if why := mismatch(ONNX, got, want, 0.5):
+        raise CompressError(f"{why}: it does not compute the model its recipe builds; refused")
+    return ort

@@ -42,7 +42,8 @@ def _child(fn, args, w: int) -> None:
         fn(*args)
         code = 0
     except BaseException as e:  # noqa: BLE001 - told to the parent, which raises it as one line
-        text = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"[:300]  # as runtime._why says it
+        first = (str(e).strip().splitlines() or [''])[0]  # as runtime._why says it; the library's own error as it is
+        text = (first if isinstance(e, CompressError) else f"{type(e).__name__}: {first}")[:300]
         os.write(w, text.encode("utf-8", "replace"))
     finally:
         os._exit(code)

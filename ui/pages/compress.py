@@ -115,7 +115,7 @@ def show(res):
     compare.show(res)
     st.caption(f"Workload: {C.WORKLOADS[res['workload']['kind']]} ({shape(res['workload'])}); "
                f"{C.machine_line()}. "
-               f"Quality: {C.quality_words(b)}")
+               f"Quality: {safe.plain(C.quality_words(b))}")
     if res.get("peer"):
         guide.peer_line(res["peer"], o)
 

@@ -23,7 +23,7 @@ cols[4].metric("Size", cached.mb(n["size_bytes"]))
 st.dataframe(pd.DataFrame({"part": list(n["size_breakdown"]),
                            "size (MB)": [round(v / 1e6, 2) for v in n["size_breakdown"].values()]}),
              hide_index=True)
-st.markdown(f"**Task:** {b.task}  \n**Quality metrics:** {C.quality_words(b)}  \n"
+st.markdown(f"**Task:** {b.task}  \n**Quality metrics:** {safe.plain(C.quality_words(b))}  \n"
             f"**Weights:** {b.info.get('dtype', 'float32')}  \n"
             f"**Source:** {b.info['source']}  \n**Content hash:** `{b.content_hash[:16]}`")
 if b.info.get("note"):
