@@ -32,12 +32,14 @@ def test_plain_leaves_no_markdown_construct(text):
 
 @pytest.mark.parametrize("raw", ["x" * 300 + ".zip", "a\x00b.zip", "../../etc/passwd", "/tmp/x/y.zip", "日本" * 200,
                                  "🙂" * 100 + ".zip", "", "..", "C:\\a\\b.zip", "![x](http://e/).zip", "a\nb.zip",
-                                 "__pwn__.zip", "_x_ y.zip", "a__b__c.zip", "my_model_v2.zip"])
+                                 "__pwn__.zip", "_x_ y.zip", "a__b__c.zip", "my_model_v2.zip", "www.evil-login.com.zip",
+                                 "WWW.x.zip", "1. model.zip"])
 def test_upload_names_fit_the_disk_and_the_page(raw, tmp_path):
     name = safe.file_name(raw)
     assert name and len(name.encode()) < 255 and "/" not in name and "\x00" not in name and "\n" not in name
     assert not set(name) & set("![]()<>`*:\\")
     assert not re.search(r"_(?![^\W_])|(?<![^\W_])_", name), name  # "_" only inside a word: never emphasis
+    assert not re.search(r"(?i)www\.|^\d+\. ", name), name  # Streamlit's markdown links www., starts a list at "1. "
     assert name == raw or raw != "my_model_v2.zip"  # snake_case names stay as they are
     (tmp_path / name).write_bytes(b"ok")  # the disk takes it (a 300-byte name raised here)
     if raw.endswith(".zip") and len(raw) > 100:

@@ -52,6 +52,7 @@ def file_name(raw: str) -> str:
     spaces (no NUL, no markdown), at most MAX_NAME characters with its extension kept; the disk refused 255+ bytes."""
     name = re.sub(r"[^\w. -]+", "_", PurePath(str(raw).replace("\\", "/")).name).strip(" .")
     name = re.sub(r"_(?![^\W_])|(?<![^\W_])_", "-", name)  # "_" only inside a word: "__pwn__" showed as bold
+    name = re.sub(r"^(\d+)\.(?= )|(?i:(www))\.", r"\1\2-", name)  # no "www." link, no "1. " list item in markdown
     name = name if name.strip("_-") else "upload.zip"  # (nothing of the name was left)
     stem, dot, ext = name.rpartition(".")
     if len(name) > MAX_NAME:
