@@ -28,7 +28,7 @@ from ..serve import membound
 from .limits import DEFAULT_PARAMS
 from .staging import (MAX_CONFIG_BYTES, MAX_UPLOAD_BYTES, check_index, copy_entry, extract, listing,  # noqa: F401
                       one_line, open_zip, quiet, refuse_lone_file, select, upload_path)
-from .weights import DTYPES, check_finite, check_loading, check_shapes, header, model_class, too_many
+from .weights import DTYPES, check_finite, check_loading, check_runs, check_shapes, header, model_class, too_many
 
 MAX_PARAMS = DEFAULT_PARAMS  # the default; the limit in force (config and weights, before any allocation) is
 #                              limits.max_params(), COMPRESS_MAX_PARAMS
@@ -232,7 +232,6 @@ def _load_dir(d: Path, cfg, name: str, content_hash: str, dtype: str) -> ModelBu
     if why:
         info["note"] = why + "; quality is measured on seeded random token ids, so it is only indicative"
     bundle = ModelBundle(model.eval(), name, adapter, tok, content_hash, info)
-    from ..techniques.runtime import check_runs
     check_runs(bundle, "the uploaded model")
     return bundle
 

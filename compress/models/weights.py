@@ -102,3 +102,22 @@ def check_finite(model) -> None:
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CompressError(f"the weights contain NaN or infinite values (first in {n}); "
                                 "no quality number would mean anything, so the model is refused")
+
+
+def check_runs(b, what: str) -> None:
+    """One forward of a short text (2 x 16 ids spread over the vocabulary) must run and give finite outputs: values
+    finite one by one can still give NaN or fail in a kernel (an uploaded config's tiny eps, a zip's 3e38 norm weight
+    or int8 scale); refused at load, in one line, rather than met later as NaN metrics or an error inside a page."""
+    from .adapters import forward
+    v, n = max(1, int(b.info.get("vocab_size") or 256)), max(1, min(16, int(b.info.get("max_positions") or 16)))
+    ids = (torch.arange(2 * n) * 7919 % v).view(2, n)
+    try:
+        with torch.no_grad():
+            out = forward(b.model, b.adapter, ids, torch.ones_like(ids))
+    except CompressError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the upload's numbers in our model: its fault
+        raise CompressError(f"{what} fails on its first forward ({type(e).__name__}: {one_line(e, 200)}); "
+                            "refused") from None
+    if not torch.isfinite(out).all():
+        raise CompressError(f"{what} gives NaN or infinite outputs on a short text; refused")

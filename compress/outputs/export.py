@@ -29,7 +29,7 @@ from ..serve.cancel import checkpoint
 from ..models.bundled import BUNDLED, load_model
 from ..techniques import int4
 from ..techniques.ortrun import OrtModel
-from ..techniques.runtime import check_runs
+from ..models.weights import check_runs
 from ..table.recipe import Recipe
 from .onnxcheck import ONNX
 from .tensors import WEIGHTS

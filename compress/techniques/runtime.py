@@ -156,21 +156,6 @@ def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def check_runs(b, what: str) -> None:
-    """One forward of example(b) must run and give finite outputs: values finite one by one can still give NaN or
-    fail in a kernel (an uploaded config's tiny eps, a zip's 3e38 norm weight or int8 scale); refused at load, in one
-    line, rather than met later as NaN metrics or an error inside a page."""
-    try:
-        with torch.no_grad():
-            out = forward(b.model, b.adapter, *example(b))
-    except CompressError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the upload's numbers in our model: its fault
-        raise CompressError(f"{what} fails on its first forward ({_why(e)}); refused") from None
-    if not torch.isfinite(out).all():
-        raise CompressError(f"{what} gives NaN or infinite outputs on a short text; refused")
-
-
 def example(b):
     """The small batch a runtime is traced / exported on and checked against eager with (2 x at most 16 ids)."""
     return workload(b, 2, min(16, b.info.get("max_positions", 16)))
