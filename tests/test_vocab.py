@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
+import wordfreq
 
 import compress as C
 from compress.measure import evaluate
@@ -160,6 +161,10 @@ def test_english_keep_ranks_the_texts_tokens_by_their_share_of_the_text_plus_of_
     tok, v = tiny_bert.tokenizer, tiny_bert.vocab_size
     shares = vocab.english_shares(tok)
     assert abs(sum(shares.values()) - 1) < 1e-9 and max(shares, key=shares.get) == tok.convert_tokens_to_ids("the")
+    share = {w: shares.get(tok.convert_tokens_to_ids(w), 0.0) for w in ("the", "5", "1990", "2019", "of")}
+    assert share["5"] > share["2019"] > share["1990"] > 0  # numbers by their own frequency (wordfreq's list writes
+    assert share["5"] / share["the"] == pytest.approx(wordfreq.word_frequency("5", "en")  # each digit as 0)
+                                                      / wordfreq.word_frequency("the", "en"), rel=0.2)
     order = vocab.keep_order(tok, TEXTS, v, keep="english")
     assert sorted(order) == list(range(v))
     special = [t for t in tok.all_special_ids if 0 <= t < v]

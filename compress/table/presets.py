@@ -48,12 +48,12 @@ PRESETS = [
     Preset("about 20x", dict(layers=3, drop_pooler=True, positions=256, vocab=0.673, vocab_keep="english",
                              vocab_cover="output", emb_pq=8, emb_pq_top=20, emb_pq_heal=True, quant="int4",
                              runtime="onnxruntime", heal_lr=1e-3, heal_steps=6000, heal_text="all"),
-           "4.54 MB, 20.02x smaller, 3.8-4.1x faster (8 x 128, ONNX Runtime; the preset before ran 3.7-4.0x in the "
-           "same runs, 4.7-4.8x on an earlier EPYC), fidelity 0.902 / 0.904 after 6,000 healing steps on all the "
-           "healing texts, the codebooks healed too, 0.855 on prose never tuned on", EPYC,
+           "4.54 MB, 20.02x smaller, 4.7-5.0x faster (8 x 128, ONNX Runtime; 3.8-4.1x on the EPYC of the session "
+           "before), fidelity 0.900 / 0.903 after 6,000 healing steps on all the healing texts, the codebooks healed "
+           "too, 0.855 on prose never tuned on", EPYC,
            "6,000 steps: 62-71 min alone on two threads (healing simulates ONNX Runtime's int8 rounding); the app's "
            "60-minute cap may end it earlier, its schedule then fitted to the cap",
-           "More rows paid by fp16 biases, dropped tokens read by the original's output", 60.0),
+           "Number tokens ranked by their own frequency", 60.0),
     Preset("static", dict(static=True, vocab=0.49, quant="int8", heal_lr=1e-2, heal_steps=1600, heal_text="all"),
            "5.93 MB, 15.3x smaller, 194x the real sentences per second of fp32 MiniLM, fidelity 0.807 / 0.807, "
            "neighbour agreement 0.485 (encoders only)", EPYC,

@@ -92,16 +92,16 @@ def keep_order(tokenizer, texts: list[str], vocab_size: int, alphabet: bool = Fa
 @functools.lru_cache(maxsize=4)
 def english_shares(tokenizer) -> MappingProxyType:
     """Each token's share of English: the frequencies of wordfreq's ENGLISH most frequent words, each word (with a
-    space before it: the form of a word inside a sentence) tokenized and its frequency added to each of its tokens.
-    Once per tokenizer (~2.5 s for MiniLM's): read-only, shared by every order made with it."""
+    space before it: the form of a word inside a sentence) tokenized and its frequency added to each of its tokens;
+    a token of digits alone its own frequency (wordfreq's list writes every digit 0: '2019' is '0000', which gave
+    '000' the share of every number). Once per tokenizer (~2.5 s for MiniLM's): read-only, shared by every order."""
     import wordfreq
     top = sorted(wordfreq.get_frequency_dict("en").items(), key=lambda kv: -kv[1])[:ENGLISH]
-    shares = Counter()
-    for i in range(0, len(top), 4096):
-        part = top[i:i + 4096]
-        for (_, f), ids in zip(part, tokenizer([" " + w for w, _ in part], add_special_tokens=False)["input_ids"]):
-            for t in ids:
-                shares[t] += f
+    top = [(w, f) for w, f in top if not any(c.isdigit() for c in w)]
+    shares = Counter({t: wordfreq.word_frequency(w, "en") for w, t in tokenizer.get_vocab().items() if w.isdigit()})
+    for (_, f), ids in zip(top, tokenizer([" " + w for w, _ in top], add_special_tokens=False)["input_ids"]):
+        for t in ids:
+            shares[t] += f
     total = sum(shares.values()) or 1.0
     return MappingProxyType({t: f / total for t, f in shares.items()})
 
