@@ -72,7 +72,20 @@ def _weights(t, want, scale: bool = False):
         if ours.size and (arr.min() < ours.min() or arr.max() > ours.max()):
             raise CompressError(f"{ONNX}'s {t.name[:80]!r} holds indices outside {ours.min()}..{ours.max()}, the "
                                 "range its model reads; refused")
-    return numpy_helper.from_array(arr, want.name)
+    return _as_ours(arr, want)
+
+
+def _as_ours(arr: np.ndarray, want):
+    """Our initializer with the upload's values, stored as ours stores them (raw bytes, or a typed list), so the
+    graph is byte for byte our export's but for the numbers."""
+    import onnx
+    from onnx import helper
+    if not want.HasField("raw_data"):
+        return helper.make_tensor(want.name, want.data_type, list(want.dims), arr.flatten().tolist())
+    out = onnx.TensorProto()
+    out.CopyFrom(want)
+    out.raw_data = np.ascontiguousarray(arr).tobytes()
+    return out
 
 
 def merge(raw: bytes, ours: bytes) -> bytes:
