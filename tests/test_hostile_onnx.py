@@ -175,7 +175,7 @@ def test_a_protobuf_bomb_is_parsed_in_a_child_bounded_by_one_job_s_memory(bundle
     in a job the parse runs in the sandbox's child under the job's memory bound, and this process does not grow."""
     import resource
     from compress.serve import jobs
-    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "300")
+    monkeypatch.setenv("COMPRESS_MEM_BUDGET_MB", "100")
     inner = b"\x2a\x00" * (4 << 20)  # GraphProto field 5 (initializer), empty, 4 million times
     raw = b"\x3a\x80\x80\x80\x04" + inner  # ModelProto field 7 (graph), length 8 MiB as a varint
     assert len(inner) == 8 << 20
@@ -184,5 +184,7 @@ def test_a_protobuf_bomb_is_parsed_in_a_child_bounded_by_one_job_s_memory(bundle
     q = jobs.Queue(1)
     job = q.submit("load", lambda j: C.load_compressed(path), owner="tab")
     assert q.wait(job, 300)
-    assert job.state == "failed" and job.error == "model.onnx is not a readable ONNX model"  # (its MemoryError there)
+    assert job.state == "failed" and "\n" not in job.error
+    assert job.error == "model.onnx is not a readable ONNX model" or "bytes where this recipe's export is" in \
+        job.error  # (the child's MemoryError; or, parsed there within the bound, refused by size before the merge)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KB
