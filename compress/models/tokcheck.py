@@ -94,7 +94,7 @@ def _lengths(name: str, what: str, texts, most: int = MAX_TOKEN_CHARS) -> None:
         _refuse(name, f"a {what} is not a text of at most {most} characters")
 
 
-def _depth(x) -> int:
+def json_depth(x) -> int:
     """How deep a parsed JSON value nests (iterative: a deep file cannot exhaust the stack here)."""
     most, stack = 0, [(x, 1)]
     while stack:
@@ -114,7 +114,7 @@ def _json(name: str, text: str, kind=dict):
         _refuse(name, f"it is not valid JSON ({str(e)[:80]})")
     if not isinstance(v, kind):
         _refuse(name, f"it holds a JSON {type(v).__name__}, not an object")
-    if _depth(v) > MAX_DEPTH:
+    if json_depth(v) > MAX_DEPTH:
         _refuse(name, f"it nests more than {MAX_DEPTH} levels deep")
     return v
 

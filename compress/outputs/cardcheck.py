@@ -4,10 +4,12 @@ what the app wrote: numbers finite, not booleans and within bounds (an integer o
 texts short, the healing record a bounded list of (step, dev) points. The rest stays for the card's JSON view, but
 for fields nested deeper than MAX_DEPTH (900 levels: the page's JSON view and a copy of the bundle raised
 RecursionError)."""
+from ..models.tokcheck import json_depth
+
 MAX_NUMBER = 1e15   # bytes, params, quality values, seconds: real ones are far below
 MAX_TEXT = 200      # characters of a text field the app shows
 MAX_HISTORY = 1000  # healing points (a run checks its dev split about ten times)
-MAX_DEPTH = 10      # levels of a field the app does not read (what it writes: 4 at most)
+MAX_DEPTH = 10      # levels of a field the app does not read, its values the last (what it writes: 4)
 METRICS = ("fidelity", "next_token_kl")  # healdev.HealResult.metric
 
 
@@ -35,20 +37,10 @@ def _heal(h) -> dict | None:
     return {**out, "metric": h["metric"], "history": history}
 
 
-def _shallow(v) -> bool:  # nested at most MAX_DEPTH levels (counted without recursion)
-    stack = [(v, 1)]
-    while stack:
-        x, d = stack.pop()
-        if d > MAX_DEPTH:
-            return False
-        stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()))
-    return True
-
-
 def checked(card: dict) -> dict:
     """The card with the fields the app reads kept only when valid, the others when not too deep (module docstring)."""
     out = {k: v for k, v in card.items()
-           if k not in ("size_bytes", "original_size_bytes", "params", "quality", "heal") and _shallow(v)}
+           if k not in ("size_bytes", "original_size_bytes", "params", "quality", "heal") and json_depth(v) < MAX_DEPTH}
     for k in ("size_bytes", "original_size_bytes", "params"):
         if isinstance(card.get(k), int) and number(card[k], 0):
             out[k] = card[k]
